@@ -1,0 +1,485 @@
+//! Decoding pgoutput messages: the stateless [`LogicalMessage::decode`] and the
+//! stream-tracking [`Decoder`].
+
+use bytes::Bytes;
+
+use crate::cursor::Cursor;
+use crate::error::{DecodeError, DecodeErrorKind};
+use crate::lsn::Lsn;
+use crate::message::*;
+use crate::time::PgTimestamp;
+use crate::tuple::{ColumnValue, OldTuple, Tuple};
+
+/// Smallest wire size of one TupleData column (its kind byte), used to bound
+/// allocations by what the remaining input could hold.
+const MIN_COLUMN_SIZE: usize = 1;
+/// Smallest wire size of one Relation column: flags, empty name, type oid, typmod.
+const MIN_RELATION_COLUMN_SIZE: usize = 1 + 1 + 4 + 4;
+
+/// Everything that decides how a message's bytes are laid out, apart from the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeContext {
+    /// The negotiated `proto_version` (1 to 4).
+    pub proto_version: u32,
+    /// Whether the message is inside a Stream Start/Stop block, where change
+    /// messages carry the streamed transaction's xid.
+    pub in_stream: bool,
+    /// Whether `streaming = parallel` was requested (with protocol 4 this adds the
+    /// abort LSN and time to Stream Abort).
+    pub parallel_streaming: bool,
+}
+
+impl DecodeContext {
+    /// A context outside any stream block, without parallel streaming.
+    pub fn new(proto_version: u32) -> Self {
+        Self { proto_version, in_stream: false, parallel_streaming: false }
+    }
+
+    fn require(&self, required: u32, cur: &Cursor) -> Result<(), DecodeError> {
+        if self.proto_version < required {
+            return Err(cur.error_at(
+                0,
+                DecodeErrorKind::UnsupportedByProtocol {
+                    proto_version: self.proto_version,
+                    required,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails unless the stream state is `in_stream`.
+    fn expect_stream(&self, in_stream: bool, cur: &Cursor) -> Result<(), DecodeError> {
+        if self.in_stream != in_stream {
+            return Err(cur.error_at(0, DecodeErrorKind::StreamState { in_stream: self.in_stream }));
+        }
+        Ok(())
+    }
+
+    /// Whether Stream Abort carries the abort LSN and time.
+    fn abort_has_lsn(&self) -> bool {
+        self.parallel_streaming && self.proto_version >= 4
+    }
+}
+
+impl LogicalMessage {
+    /// Decodes one pgoutput message (the `data` of an XLogData payload).
+    ///
+    /// Bodies and column values are zero-copy slices of `data`.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] for truncated input, a bad length or count, an unknown tag,
+    /// invalid UTF-8 in a name, trailing bytes, a message the protocol version does
+    /// not have, or a stream message in the wrong place per `ctx.in_stream`.
+    pub fn decode(data: Bytes, ctx: &DecodeContext) -> Result<LogicalMessage, DecodeError> {
+        let mut cur = Cursor::new(data);
+        let tag = match cur.u8("message tag") {
+            Ok(t) => t,
+            Err(_) => return Err(cur.error(DecodeErrorKind::Empty)),
+        };
+        let msg = decode_body(tag, &mut cur, ctx).map_err(|e| e.with_tag(tag))?;
+        cur.finish().map_err(|e| e.with_tag(tag))?;
+        Ok(msg)
+    }
+}
+
+fn decode_body(
+    tag: u8,
+    cur: &mut Cursor,
+    ctx: &DecodeContext,
+) -> Result<LogicalMessage, DecodeError> {
+    // The optional xid of changes inside a stream block.
+    let xid = |cur: &mut Cursor| -> Result<Option<u32>, DecodeError> {
+        if ctx.in_stream { cur.u32("xid").map(Some) } else { Ok(None) }
+    };
+    Ok(match tag {
+        tag::INSERT => {
+            let xid = xid(cur)?;
+            let rel_id = cur.u32("relation id")?;
+            expect_byte(cur, tag::TUPLE_NEW, "insert tuple")?;
+            LogicalMessage::Insert(Insert { xid, rel_id, new: decode_tuple(cur)? })
+        }
+        tag::UPDATE => {
+            let xid = xid(cur)?;
+            let rel_id = cur.u32("relation id")?;
+            let at = cur.offset();
+            let (old, new) = match cur.u8("update tuple")? {
+                tag::TUPLE_KEY => {
+                    let old = OldTuple::Key(decode_tuple(cur)?);
+                    expect_byte(cur, tag::TUPLE_NEW, "update tuple")?;
+                    (Some(old), decode_tuple(cur)?)
+                }
+                tag::TUPLE_OLD => {
+                    let old = OldTuple::Full(decode_tuple(cur)?);
+                    expect_byte(cur, tag::TUPLE_NEW, "update tuple")?;
+                    (Some(old), decode_tuple(cur)?)
+                }
+                tag::TUPLE_NEW => (None, decode_tuple(cur)?),
+                found => {
+                    return Err(cur.error_at(
+                        at,
+                        DecodeErrorKind::UnknownTag { field: "update tuple", found },
+                    ));
+                }
+            };
+            LogicalMessage::Update(Update { xid, rel_id, old, new })
+        }
+        tag::DELETE => {
+            let xid = xid(cur)?;
+            let rel_id = cur.u32("relation id")?;
+            let at = cur.offset();
+            let old = match cur.u8("delete tuple")? {
+                tag::TUPLE_KEY => OldTuple::Key(decode_tuple(cur)?),
+                tag::TUPLE_OLD => OldTuple::Full(decode_tuple(cur)?),
+                found => {
+                    return Err(cur.error_at(
+                        at,
+                        DecodeErrorKind::UnknownTag { field: "delete tuple", found },
+                    ));
+                }
+            };
+            LogicalMessage::Delete(Delete { xid, rel_id, old })
+        }
+        tag::BEGIN => {
+            ctx.expect_stream(false, cur)?;
+            LogicalMessage::Begin(Begin {
+                final_lsn: lsn(cur, "final LSN")?,
+                commit_time: ts(cur, "commit time")?,
+                xid: cur.u32("xid")?,
+            })
+        }
+        tag::COMMIT => {
+            ctx.expect_stream(false, cur)?;
+            LogicalMessage::Commit(Commit {
+                flags: cur.u8("flags")?,
+                commit_lsn: lsn(cur, "commit LSN")?,
+                end_lsn: lsn(cur, "end LSN")?,
+                commit_time: ts(cur, "commit time")?,
+            })
+        }
+        tag::ORIGIN => LogicalMessage::Origin(Origin {
+            commit_lsn: lsn(cur, "origin commit LSN")?,
+            name: cur.cstr("origin name")?,
+        }),
+        tag::RELATION => {
+            let xid = xid(cur)?;
+            let rel_id = cur.u32("relation id")?;
+            let namespace = cur.cstr("namespace")?;
+            let name = cur.cstr("relation name")?;
+            let at = cur.offset();
+            let ri = cur.u8("replica identity")?;
+            let replica_identity = ReplicaIdentity::from_byte(ri).ok_or_else(|| {
+                cur.error_at(
+                    at,
+                    DecodeErrorKind::UnknownTag { field: "replica identity", found: ri },
+                )
+            })?;
+            let ncols = cur.len_i16("column count", MIN_RELATION_COLUMN_SIZE)?;
+            let mut columns = Vec::with_capacity(ncols);
+            for _ in 0..ncols {
+                let at = cur.offset();
+                let flags = cur.u8("column flags")?;
+                if flags & !1 != 0 {
+                    return Err(cur.error_at(
+                        at,
+                        DecodeErrorKind::InvalidValue {
+                            field: "column flags",
+                            value: flags.into(),
+                        },
+                    ));
+                }
+                columns.push(RelationColumn {
+                    is_key: flags & 1 != 0,
+                    name: cur.cstr("column name")?,
+                    type_oid: cur.u32("column type oid")?,
+                    type_modifier: cur.i32("column type modifier")?,
+                });
+            }
+            LogicalMessage::Relation(Relation {
+                xid,
+                rel_id,
+                namespace,
+                name,
+                replica_identity,
+                columns,
+            })
+        }
+        tag::TYPE => LogicalMessage::Type(TypeInfo {
+            xid: xid(cur)?,
+            type_oid: cur.u32("type oid")?,
+            namespace: cur.cstr("type namespace")?,
+            name: cur.cstr("type name")?,
+        }),
+        tag::TRUNCATE => {
+            let xid = xid(cur)?;
+            let nrels = cur.len_i32("relation count", 0)?;
+            let at = cur.offset();
+            let options = cur.u8("truncate options")?;
+            if options & !3 != 0 {
+                return Err(cur.error_at(
+                    at,
+                    DecodeErrorKind::InvalidValue {
+                        field: "truncate options",
+                        value: options.into(),
+                    },
+                ));
+            }
+            // The count was read before the options byte; check it against what is left.
+            if nrels.checked_mul(4).is_none_or(|n| n > cur.remaining()) {
+                return Err(cur.error_at(
+                    at - 4,
+                    DecodeErrorKind::InvalidLength {
+                        field: "relation count",
+                        value: i64::try_from(nrels).unwrap_or(i64::MAX),
+                    },
+                ));
+            }
+            let mut rel_ids = Vec::with_capacity(nrels);
+            for _ in 0..nrels {
+                rel_ids.push(cur.u32("relation id")?);
+            }
+            LogicalMessage::Truncate(Truncate {
+                xid,
+                cascade: options & 1 != 0,
+                restart_identity: options & 2 != 0,
+                rel_ids,
+            })
+        }
+        tag::MESSAGE => {
+            let xid = xid(cur)?;
+            let at = cur.offset();
+            let flags = cur.u8("message flags")?;
+            if flags & !1 != 0 {
+                return Err(cur.error_at(
+                    at,
+                    DecodeErrorKind::InvalidValue { field: "message flags", value: flags.into() },
+                ));
+            }
+            let lsn = lsn(cur, "message LSN")?;
+            let prefix = cur.cstr("message prefix")?;
+            let len = cur.len_i32("message content length", 1)?;
+            LogicalMessage::Message(DecodingMessage {
+                xid,
+                transactional: flags & 1 != 0,
+                lsn,
+                prefix,
+                content: cur.bytes("message content", len)?,
+            })
+        }
+        tag::STREAM_START => {
+            ctx.require(2, cur)?;
+            ctx.expect_stream(false, cur)?;
+            let xid = cur.u32("xid")?;
+            let at = cur.offset();
+            let first_segment = match cur.u8("first segment")? {
+                0 => false,
+                1 => true,
+                v => {
+                    return Err(cur.error_at(
+                        at,
+                        DecodeErrorKind::InvalidValue { field: "first segment", value: v.into() },
+                    ));
+                }
+            };
+            LogicalMessage::StreamStart(StreamStart { xid, first_segment })
+        }
+        tag::STREAM_STOP => {
+            ctx.require(2, cur)?;
+            ctx.expect_stream(true, cur)?;
+            LogicalMessage::StreamStop
+        }
+        tag::STREAM_COMMIT => {
+            ctx.require(2, cur)?;
+            ctx.expect_stream(false, cur)?;
+            LogicalMessage::StreamCommit(StreamCommit {
+                xid: cur.u32("xid")?,
+                flags: cur.u8("flags")?,
+                commit_lsn: lsn(cur, "commit LSN")?,
+                end_lsn: lsn(cur, "end LSN")?,
+                commit_time: ts(cur, "commit time")?,
+            })
+        }
+        tag::STREAM_ABORT => {
+            ctx.require(2, cur)?;
+            ctx.expect_stream(false, cur)?;
+            let xid = cur.u32("xid")?;
+            let subxid = cur.u32("subtransaction xid")?;
+            let (abort_lsn, abort_time) = if ctx.abort_has_lsn() {
+                (Some(lsn(cur, "abort LSN")?), Some(ts(cur, "abort time")?))
+            } else {
+                (None, None)
+            };
+            LogicalMessage::StreamAbort(StreamAbort { xid, subxid, abort_lsn, abort_time })
+        }
+        tag::BEGIN_PREPARE => {
+            ctx.require(3, cur)?;
+            ctx.expect_stream(false, cur)?;
+            LogicalMessage::BeginPrepare(BeginPrepare {
+                prepare_lsn: lsn(cur, "prepare LSN")?,
+                end_lsn: lsn(cur, "end LSN")?,
+                prepare_time: ts(cur, "prepare time")?,
+                xid: cur.u32("xid")?,
+                gid: cur.cstr("gid")?,
+            })
+        }
+        tag::PREPARE | tag::STREAM_PREPARE => {
+            ctx.require(3, cur)?;
+            ctx.expect_stream(false, cur)?;
+            let p = decode_prepare(cur)?;
+            if tag == tag::PREPARE {
+                LogicalMessage::Prepare(p)
+            } else {
+                LogicalMessage::StreamPrepare(p)
+            }
+        }
+        tag::COMMIT_PREPARED => {
+            ctx.require(3, cur)?;
+            ctx.expect_stream(false, cur)?;
+            LogicalMessage::CommitPrepared(CommitPrepared {
+                flags: cur.u8("flags")?,
+                commit_lsn: lsn(cur, "commit LSN")?,
+                end_lsn: lsn(cur, "end LSN")?,
+                commit_time: ts(cur, "commit time")?,
+                xid: cur.u32("xid")?,
+                gid: cur.cstr("gid")?,
+            })
+        }
+        tag::ROLLBACK_PREPARED => {
+            ctx.require(3, cur)?;
+            ctx.expect_stream(false, cur)?;
+            LogicalMessage::RollbackPrepared(RollbackPrepared {
+                flags: cur.u8("flags")?,
+                prepare_end_lsn: lsn(cur, "prepare end LSN")?,
+                rollback_end_lsn: lsn(cur, "rollback end LSN")?,
+                prepare_time: ts(cur, "prepare time")?,
+                rollback_time: ts(cur, "rollback time")?,
+                xid: cur.u32("xid")?,
+                gid: cur.cstr("gid")?,
+            })
+        }
+        found => {
+            return Err(cur.error_at(0, DecodeErrorKind::UnknownTag { field: "message", found }));
+        }
+    })
+}
+
+fn decode_prepare(cur: &mut Cursor) -> Result<Prepare, DecodeError> {
+    Ok(Prepare {
+        flags: cur.u8("flags")?,
+        prepare_lsn: lsn(cur, "prepare LSN")?,
+        end_lsn: lsn(cur, "end LSN")?,
+        prepare_time: ts(cur, "prepare time")?,
+        xid: cur.u32("xid")?,
+        gid: cur.cstr("gid")?,
+    })
+}
+
+#[inline]
+fn lsn(cur: &mut Cursor, field: &'static str) -> Result<Lsn, DecodeError> {
+    cur.u64(field).map(Lsn)
+}
+
+#[inline]
+fn ts(cur: &mut Cursor, field: &'static str) -> Result<PgTimestamp, DecodeError> {
+    cur.i64(field).map(PgTimestamp)
+}
+
+#[inline]
+fn expect_byte(cur: &mut Cursor, want: u8, field: &'static str) -> Result<(), DecodeError> {
+    let at = cur.offset();
+    match cur.u8(field)? {
+        b if b == want => Ok(()),
+        found => Err(cur.error_at(at, DecodeErrorKind::UnknownTag { field, found })),
+    }
+}
+
+/// Decodes a TupleData block: Int16 count, then one kind byte (+ value) per column.
+#[inline]
+fn decode_tuple(cur: &mut Cursor) -> Result<Tuple, DecodeError> {
+    let ncols = cur.len_i16("tuple column count", MIN_COLUMN_SIZE)?;
+    let mut columns = Vec::with_capacity(ncols);
+    for _ in 0..ncols {
+        let at = cur.offset();
+        let value = match cur.u8("column kind")? {
+            tag::COLUMN_TEXT => {
+                let len = cur.len_i32("column value length", 1)?;
+                ColumnValue::Text(cur.bytes("column value", len)?)
+            }
+            tag::COLUMN_NULL => ColumnValue::Null,
+            tag::COLUMN_UNCHANGED_TOAST => ColumnValue::UnchangedToast,
+            tag::COLUMN_BINARY => {
+                let len = cur.len_i32("column value length", 1)?;
+                ColumnValue::Binary(cur.bytes("column value", len)?)
+            }
+            found => {
+                return Err(
+                    cur.error_at(at, DecodeErrorKind::UnknownTag { field: "column kind", found })
+                );
+            }
+        };
+        columns.push(value);
+    }
+    Ok(Tuple { columns })
+}
+
+/// A pgoutput decoder that keeps the one piece of state the format needs: whether
+/// it is inside a Stream Start/Stop block, and for which transaction.
+///
+/// Inside such a block, change messages (Relation, Type, Insert, Update, Delete,
+/// Truncate, Message) carry an extra xid. [`decode`](Self::decode) enters the block
+/// on Stream Start and leaves it on Stream Stop; [`streaming_xid`](Self::streaming_xid)
+/// shows the state. A message that fails to decode leaves the state unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoder {
+    proto_version: u32,
+    parallel_streaming: bool,
+    streaming_xid: Option<u32>,
+}
+
+impl Decoder {
+    /// A decoder for the negotiated `proto_version` (1 to 4), outside any stream.
+    pub fn new(proto_version: u32) -> Self {
+        Self { proto_version, parallel_streaming: false, streaming_xid: None }
+    }
+
+    /// Sets whether `streaming = parallel` was requested, which with protocol 4
+    /// adds the abort LSN and time to Stream Abort.
+    #[must_use]
+    pub fn with_parallel_streaming(mut self, parallel: bool) -> Self {
+        self.parallel_streaming = parallel;
+        self
+    }
+
+    /// The protocol version this decoder was made for.
+    pub fn proto_version(&self) -> u32 {
+        self.proto_version
+    }
+
+    /// The xid of the Stream Start block the decoder is in, if any.
+    pub fn streaming_xid(&self) -> Option<u32> {
+        self.streaming_xid
+    }
+
+    /// The context the next message will be decoded with.
+    pub fn context(&self) -> DecodeContext {
+        DecodeContext {
+            proto_version: self.proto_version,
+            in_stream: self.streaming_xid.is_some(),
+            parallel_streaming: self.parallel_streaming,
+        }
+    }
+
+    /// Decodes one pgoutput message and updates the stream state.
+    ///
+    /// # Errors
+    /// As [`LogicalMessage::decode`]; on error the state does not change.
+    pub fn decode(&mut self, data: Bytes) -> Result<LogicalMessage, DecodeError> {
+        let msg = LogicalMessage::decode(data, &self.context())?;
+        match &msg {
+            LogicalMessage::StreamStart(s) => self.streaming_xid = Some(s.xid),
+            LogicalMessage::StreamStop => self.streaming_xid = None,
+            _ => {}
+        }
+        Ok(msg)
+    }
+}
