@@ -1,0 +1,857 @@
+//! The cluster itself: configuration, lifecycle and connection helpers.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, Once, OnceLock};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tokio_postgres::NoTls;
+
+use crate::error::IoContext;
+use crate::process::{self, RunAs};
+use crate::tls::{self, InstalledTls, TlsConfig};
+use crate::{Error, quote_ident};
+
+/// How clients authenticate; written to `pg_hba.conf` for normal and replication
+/// connections, over the Unix socket and TCP (127.0.0.1 and ::1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMethod {
+    /// No password needed.
+    #[default]
+    Trust,
+    /// Cleartext password.
+    Password,
+    /// MD5 challenge; the password is stored as an MD5 hash.
+    Md5,
+    /// SCRAM-SHA-256; the password is stored as a SCRAM secret.
+    ScramSha256,
+}
+
+impl AuthMethod {
+    /// The method's name in `pg_hba.conf`.
+    pub fn hba_name(self) -> &'static str {
+        match self {
+            AuthMethod::Trust => "trust",
+            AuthMethod::Password => "password",
+            AuthMethod::Md5 => "md5",
+            AuthMethod::ScramSha256 => "scram-sha-256",
+        }
+    }
+
+    /// The `password_encryption` used when storing the superuser password. An MD5-stored
+    /// password is required for `md5` to really run the MD5 exchange (with a SCRAM secret the
+    /// server silently upgrades md5 to SCRAM).
+    fn password_encryption(self) -> &'static str {
+        match self {
+            AuthMethod::Md5 => "md5",
+            _ => "scram-sha-256",
+        }
+    }
+}
+
+/// How to stop the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// SIGTERM: wait for clients to disconnect.
+    Smart,
+    /// SIGINT: abort transactions, disconnect clients, checkpoint, exit.
+    Fast,
+    /// SIGQUIT: exit at once without a checkpoint; the next start runs crash recovery.
+    Immediate,
+}
+
+impl StopMode {
+    fn signal(self) -> libc::c_int {
+        match self {
+            StopMode::Smart => libc::SIGTERM,
+            StopMode::Fast => libc::SIGINT,
+            StopMode::Immediate => libc::SIGQUIT,
+        }
+    }
+}
+
+/// Configures and starts a [`Cluster`].
+///
+/// ```no_run
+/// # fn main() -> Result<(), pgcluster::Error> {
+/// let cluster = pgcluster::ClusterBuilder::new()
+///     .auth(pgcluster::AuthMethod::ScramSha256)
+///     .password("secret")
+///     .setting("log_min_messages", "debug1")
+///     .start()?;
+/// println!("{}", cluster.port());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClusterBuilder {
+    bindir: Option<PathBuf>,
+    settings: Vec<(String, String)>,
+    auth: AuthMethod,
+    password: Option<String>,
+    tls: Option<TlsConfig>,
+    wal_sender_timeout: Option<Duration>,
+    fast_unsafe: bool,
+    start_timeout: Duration,
+}
+
+impl fmt::Debug for ClusterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterBuilder")
+            .field("bindir", &self.bindir)
+            .field("settings", &self.settings)
+            .field("auth", &self.auth)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("wal_sender_timeout", &self.wal_sender_timeout)
+            .field("fast_unsafe", &self.fast_unsafe)
+            .field("start_timeout", &self.start_timeout)
+            .finish()
+    }
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClusterBuilder {
+    /// Defaults: trust auth, no password, no TLS, durable settings (fsync on).
+    pub fn new() -> Self {
+        ClusterBuilder {
+            bindir: None,
+            settings: Vec::new(),
+            auth: AuthMethod::Trust,
+            password: None,
+            tls: None,
+            wal_sender_timeout: None,
+            fast_unsafe: false,
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Uses the server binaries in `dir` instead of searching for them.
+    pub fn bindir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bindir = Some(dir.into());
+        self
+    }
+
+    /// Adds a `postgresql.conf` setting. Later settings override earlier ones and the
+    /// defaults this crate writes.
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the client authentication method (default: trust).
+    pub fn auth(mut self, method: AuthMethod) -> Self {
+        self.auth = method;
+        self
+    }
+
+    /// Sets the password of the `postgres` superuser.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Turns on TLS (`ssl = on`) with the given or a generated certificate.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets `wal_sender_timeout`.
+    pub fn wal_sender_timeout(mut self, timeout: Duration) -> Self {
+        self.wal_sender_timeout = Some(timeout);
+        self
+    }
+
+    /// Trades durability for speed (`fsync`, `synchronous_commit`, `full_page_writes` off).
+    /// Only for functional tests: never for benchmarks, and not for crash tests that rely on
+    /// committed data surviving an OS crash (a server crash alone is still survived).
+    pub fn fast_unsafe(mut self) -> Self {
+        self.fast_unsafe = true;
+        self
+    }
+
+    /// How long `start` waits for the server to accept connections (default 60 s; crash
+    /// recovery after [`Cluster::kill9`] can take a while on a busy machine).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Creates the cluster (a copy of a per-process initdb template) and starts it.
+    ///
+    /// # Errors
+    /// Missing binaries, missing `postgres` OS user when root, a failed initdb or a server
+    /// that does not come up.
+    pub fn start(self) -> Result<Cluster, Error> {
+        let began = Instant::now();
+        if self.auth != AuthMethod::Trust && self.password.is_none() {
+            return Err(Error::PasswordRequired(self.auth));
+        }
+        for (name, value) in &self.settings {
+            validate_setting(name, value)?;
+        }
+        let bindir = match &self.bindir {
+            Some(dir) => dir.clone(),
+            None => crate::find_bindir()?,
+        };
+        let run_as = RunAs::detect()?;
+
+        let dir = base_tempdir("pgcluster-")?;
+        run_as.chown(dir.path())?;
+        let base = dir.path().to_path_buf();
+        let data_dir = base.join("data");
+        let socket_dir = base.join("socket");
+        process::private_dir(&socket_dir, run_as)?;
+        crate::template::materialize(&bindir, &data_dir, run_as)?;
+
+        if let Some(password) = &self.password {
+            set_password(&bindir, &data_dir, run_as, self.auth, password)?;
+        }
+        let tls = match &self.tls {
+            Some(config) => Some(tls::install(config, &data_dir, &base, run_as)?),
+            None => None,
+        };
+        write_hba(&data_dir, self.auth)?;
+
+        let mut last_err = None;
+        // A port found free can be taken by another process before the server binds it:
+        // retry with a fresh port a few times.
+        for _ in 0..5 {
+            let port = free_port()?;
+            write_config(&data_dir, &socket_dir, port, tls.as_ref(), &self)?;
+            let cluster = Cluster {
+                bindir: bindir.clone(),
+                run_as,
+                port,
+                password: self.password.clone(),
+                tls: tls.clone(),
+                base: base.clone(),
+                data_dir: data_dir.clone(),
+                socket_dir: socket_dir.clone(),
+                start_timeout: self.start_timeout,
+                child: Mutex::new(None),
+                dir: Mutex::new(None),
+            };
+            match cluster.start() {
+                Ok(()) => {
+                    *cluster.dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
+                    tracing::debug!(port, elapsed = ?began.elapsed(), "pgcluster started");
+                    return Ok(cluster);
+                }
+                Err(Error::ServerExited { log_tail, status })
+                    if log_tail.contains("could not bind") || log_tail.contains("in use") =>
+                {
+                    last_err = Some(Error::ServerExited { log_tail, status });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.expect("the loop ran at least once"))
+    }
+}
+
+/// A running (or stopped) throwaway PostgreSQL cluster. Removed (server stopped, files
+/// deleted) when dropped.
+pub struct Cluster {
+    bindir: PathBuf,
+    run_as: RunAs,
+    port: u16,
+    password: Option<String>,
+    tls: Option<InstalledTls>,
+    base: PathBuf,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    start_timeout: Duration,
+    child: Mutex<Option<Child>>,
+    /// Owns the directory; taken (and so deleted) by `destroy`.
+    dir: Mutex<Option<TempDir>>,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("port", &self.port)
+            .field("data_dir", &self.data_dir)
+            .field("socket_dir", &self.socket_dir)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Starts a cluster with default settings (shorthand for `ClusterBuilder::new().start()`).
+    ///
+    /// # Errors
+    /// As [`ClusterBuilder::start`].
+    pub fn new() -> Result<Cluster, Error> {
+        ClusterBuilder::new().start()
+    }
+
+    /// A new [`ClusterBuilder`] (same as `ClusterBuilder::new()`).
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::new()
+    }
+
+    /// The TCP port on 127.0.0.1 (stable across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The TCP host: `127.0.0.1`.
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+
+    /// The directory holding the server's Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The directory of the server binaries in use.
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+
+    /// The superuser password, if one was set.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// The CA certificate (PEM) clients can trust for `sslmode=verify-full`, when TLS is on
+    /// and the CA is known.
+    pub fn ca_cert_path(&self) -> Option<&Path> {
+        self.tls.as_ref().and_then(|t| t.ca.as_deref())
+    }
+
+    /// Whether the server was configured with `ssl = on`.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// `postgres://postgres[:password]@127.0.0.1:PORT/DB` for the superuser.
+    pub fn url(&self, db: &str) -> String {
+        self.url_for("postgres", self.password.as_deref(), db)
+    }
+
+    /// A URL for another user (the password is percent-encoded).
+    pub fn url_for(&self, user: &str, password: Option<&str>, db: &str) -> String {
+        let mut url = format!("postgres://{}", percent_encode(user));
+        if let Some(password) = password {
+            url.push(':');
+            url.push_str(&percent_encode(password));
+        }
+        url.push_str(&format!("@{}:{}/{}", self.host(), self.port, percent_encode(db)));
+        url
+    }
+
+    /// A tokio-postgres config for the superuser on TCP.
+    pub fn config(&self, db: &str) -> tokio_postgres::Config {
+        self.config_for("postgres", self.password.as_deref(), db)
+    }
+
+    /// A tokio-postgres config for another user on TCP.
+    pub fn config_for(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        db: &str,
+    ) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config.host(self.host()).port(self.port).user(user).dbname(db);
+        if let Some(password) = password {
+            config.password(password);
+        }
+        config
+    }
+
+    /// Connects as the superuser without TLS and spawns the connection task on the current
+    /// tokio runtime.
+    ///
+    /// # Errors
+    /// The connection or authentication failed.
+    pub async fn connect(&self, db: &str) -> Result<tokio_postgres::Client, Error> {
+        let (client, connection) = self.config(db).connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "pgcluster connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Creates database `name` (quoted, so any name works).
+    ///
+    /// # Errors
+    /// Connecting failed or the database exists.
+    pub async fn create_database(&self, name: &str) -> Result<(), Error> {
+        let client = self.connect("postgres").await?;
+        client.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name))).await?;
+        Ok(())
+    }
+
+    /// Drops database `name` if it exists, disconnecting its sessions.
+    ///
+    /// # Errors
+    /// Connecting failed or the drop failed.
+    pub async fn drop_database(&self, name: &str) -> Result<(), Error> {
+        let client = self.connect("postgres").await?;
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)))
+            .await?;
+        Ok(())
+    }
+
+    /// The postmaster's pid, when running.
+    pub fn pid(&self) -> Option<u32> {
+        let mut child = self.lock_child();
+        Self::reap(&mut child);
+        child.as_ref().map(Child::id)
+    }
+
+    /// Whether the postmaster is running.
+    pub fn is_running(&self) -> bool {
+        self.pid().is_some()
+    }
+
+    /// Starts the server on the same port and data directory and waits until it accepts
+    /// connections.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyRunning`], or the server exited or did not come up in time.
+    pub fn start(&self) -> Result<(), Error> {
+        let mut child = self.lock_child();
+        Self::reap(&mut child);
+        if child.is_some() {
+            return Err(Error::AlreadyRunning);
+        }
+        let log_path = self.log_path();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .ctx(|| format!("open {}", log_path.display()))?;
+        let log_err = log.try_clone().ctx(|| "dup log file")?;
+        let mut cmd = Command::new(self.bindir.join("postgres"));
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .current_dir(&self.base)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        self.run_as.apply(&mut cmd);
+        let spawned = process::spawn_postmaster(cmd).ctx(|| "spawn postgres")?;
+        let pid = spawned.id();
+        *child = Some(spawned);
+        let result = self.wait_ready(child.as_mut().expect("just set"), pid);
+        if result.is_err()
+            && let Some(mut c) = child.take()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        result
+    }
+
+    /// Stops the server. Does nothing if it is not running.
+    ///
+    /// # Errors
+    /// Waiting for the process failed.
+    pub fn stop(&self, mode: StopMode) -> Result<(), Error> {
+        let mut guard = self.lock_child();
+        let Some(mut child) = guard.take() else { return Ok(()) };
+        if child.try_wait().ctx(|| "wait for postgres")?.is_some() {
+            return Ok(());
+        }
+        process::send_signal(child.id(), mode.signal());
+        let patience = match mode {
+            StopMode::Immediate => Duration::from_secs(10),
+            StopMode::Fast | StopMode::Smart => Duration::from_secs(120),
+        };
+        let deadline = Instant::now() + patience;
+        loop {
+            if child.try_wait().ctx(|| "wait for postgres")?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                tracing::warn!(pid = child.id(), ?mode, "postgres did not stop; killing it");
+                drop(guard);
+                return self.kill_tree(child);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Simulates a crash: SIGKILL to the postmaster and all its backends at once (no
+    /// shutdown checkpoint, no cleanup). The next [`start`](Self::start) runs crash recovery.
+    ///
+    /// # Errors
+    /// Waiting for the process failed.
+    pub fn kill9(&self) -> Result<(), Error> {
+        let child = self.lock_child().take();
+        match child {
+            Some(child) => self.kill_tree(child),
+            None => Ok(()),
+        }
+    }
+
+    /// `stop(Fast)` then `start()`.
+    ///
+    /// # Errors
+    /// As [`stop`](Self::stop) and [`start`](Self::start).
+    pub fn restart(&self) -> Result<(), Error> {
+        self.stop(StopMode::Fast)?;
+        self.start()
+    }
+
+    /// The whole server log (all starts of this cluster).
+    ///
+    /// # Errors
+    /// Reading the file failed.
+    pub fn log_contents(&self) -> Result<String, Error> {
+        let path = self.log_path();
+        let bytes = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The last `lines` lines of the server log (empty if there is none yet).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let contents = self.log_contents().unwrap_or_default();
+        tail(&contents, lines)
+    }
+
+    /// The server log file (`server.log` in the data directory).
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("server.log")
+    }
+
+    /// A guard that prints the tail of the server log to stderr if the current thread is
+    /// panicking when it is dropped. Hold it for the length of a test.
+    pub fn log_guard(&self) -> LogGuard<'_> {
+        LogGuard { cluster: self }
+    }
+
+    /// Stops the server at once and deletes its directories. Idempotent.
+    pub(crate) fn destroy(&self) {
+        let _ = self.kill_or_quit();
+        let dir = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(dir);
+    }
+
+    fn kill_or_quit(&self) -> Result<(), Error> {
+        self.stop(StopMode::Immediate)
+    }
+
+    fn lock_child(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets a postmaster that has exited on its own.
+    fn reap(child: &mut Option<Child>) {
+        if let Some(c) = child.as_mut()
+            && !matches!(c.try_wait(), Ok(None))
+        {
+            *child = None;
+        }
+    }
+
+    /// SIGKILLs the postmaster and its children, and waits until all are gone, so that a
+    /// following start does not find its shared memory still attached.
+    fn kill_tree(&self, mut child: Child) -> Result<(), Error> {
+        let pid = child.id();
+        let backends = process::children_of(pid);
+        process::send_signal(pid, libc::SIGKILL);
+        for &b in &backends {
+            process::send_signal(b, libc::SIGKILL);
+        }
+        child.wait().ctx(|| "wait for postgres")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while backends.iter().any(|&b| process::process_exists(b)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// Polls `postmaster.pid` until the postmaster with `pid` reports `ready`.
+    fn wait_ready(&self, child: &mut Child, pid: u32) -> Result<(), Error> {
+        let began = Instant::now();
+        let pidfile = self.data_dir.join("postmaster.pid");
+        loop {
+            if let Some(status) = child.try_wait().ctx(|| "wait for postgres")? {
+                return Err(Error::ServerExited { status, log_tail: self.log_tail(30) });
+            }
+            if let Ok(contents) = fs::read_to_string(&pidfile)
+                && pidfile_says_ready(&contents, pid)
+            {
+                return Ok(());
+            }
+            if began.elapsed() > self.start_timeout {
+                return Err(Error::StartTimeout {
+                    waited: self.start_timeout,
+                    log_tail: self.log_tail(30),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+/// Prints the server log tail to stderr when dropped during a panic. See
+/// [`Cluster::log_guard`].
+#[derive(Debug)]
+pub struct LogGuard<'a> {
+    cluster: &'a Cluster,
+}
+
+impl Drop for LogGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- pgcluster server log (port {}), last 50 lines ----\n{}\n---- end of log ----",
+                self.cluster.port,
+                self.cluster.log_tail(50)
+            );
+        }
+    }
+}
+
+/// Line 8 of postmaster.pid is the status (`ready` once connections are accepted); line 1
+/// the pid, checked so a stale file from a killed server is not mistaken for ours.
+fn pidfile_says_ready(contents: &str, pid: u32) -> bool {
+    let lines: Vec<&str> = contents.lines().collect();
+    lines.first().and_then(|l| l.trim().parse::<u32>().ok()) == Some(pid)
+        && lines.get(7).is_some_and(|l| l.trim() == "ready")
+}
+
+fn tail(contents: &str, lines: usize) -> String {
+    let all: Vec<&str> = contents.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A new temporary directory under `$TMPDIR`.
+pub(crate) fn base_tempdir(prefix: &str) -> Result<TempDir, Error> {
+    tempfile::Builder::new().prefix(prefix).tempdir().ctx(|| "create a temporary directory")
+}
+
+/// A port that was free a moment ago and was not handed out before in this process.
+fn free_port() -> Result<u16, Error> {
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0").ctx(|| "bind a free port")?;
+        let port = listener.local_addr().ctx(|| "local address")?.port();
+        if handed.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(Error::io("no free port found", std::io::Error::other("exhausted")))
+}
+
+/// Rejects names/values that could break out of a `name = 'value'` line.
+fn validate_setting(name: &str, value: &str) -> Result<(), Error> {
+    let invalid = |reason| Err(Error::InvalidSetting { name: name.to_owned(), reason });
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+        return invalid("names may hold only ASCII letters, digits, '_' and '.'");
+    }
+    if value.contains(['\n', '\r', '\0']) {
+        return invalid("values may not contain line breaks or NUL");
+    }
+    Ok(())
+}
+
+/// Quotes a value for postgresql.conf (`'` doubled; backslashes escaped).
+fn conf_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+fn write_config(
+    data_dir: &Path,
+    socket_dir: &Path,
+    port: u16,
+    tls: Option<&InstalledTls>,
+    builder: &ClusterBuilder,
+) -> Result<(), Error> {
+    let mut settings: Vec<(String, String)> = vec![
+        ("listen_addresses".into(), "127.0.0.1".into()),
+        ("port".into(), port.to_string()),
+        ("unix_socket_directories".into(), socket_dir.display().to_string()),
+        ("wal_level".into(), "logical".into()),
+        ("max_wal_senders".into(), "50".into()),
+        ("max_replication_slots".into(), "50".into()),
+        ("max_prepared_transactions".into(), "50".into()),
+        ("max_connections".into(), "200".into()),
+        ("log_line_prefix".into(), "%m [%p] %q%u@%d ".into()),
+        ("password_encryption".into(), builder.auth.password_encryption().into()),
+    ];
+    if builder.fast_unsafe {
+        for name in ["fsync", "synchronous_commit", "full_page_writes"] {
+            settings.push((name.into(), "off".into()));
+        }
+    }
+    if let Some(timeout) = builder.wal_sender_timeout {
+        settings.push(("wal_sender_timeout".into(), format!("{}ms", timeout.as_millis())));
+    }
+    if let Some(tls) = tls {
+        settings.push(("ssl".into(), "on".into()));
+        settings.push(("ssl_cert_file".into(), tls.cert.display().to_string()));
+        settings.push(("ssl_key_file".into(), tls.key.display().to_string()));
+    }
+    settings.extend(builder.settings.iter().cloned());
+
+    // Written to a file of our own, included last from postgresql.conf, so that rewriting
+    // it (a retry with another port) replaces rather than accumulates.
+    let mut text = String::from("# written by pgcluster\n");
+    for (name, value) in &settings {
+        text.push_str(&format!("{name} = {}\n", conf_quote(value)));
+    }
+    let ours = data_dir.join("pgcluster.conf");
+    fs::write(&ours, text).ctx(|| format!("write {}", ours.display()))?;
+    let main = data_dir.join("postgresql.conf");
+    let current = fs::read_to_string(&main).ctx(|| format!("read {}", main.display()))?;
+    let include = "include = 'pgcluster.conf'\n";
+    if !current.contains(include) {
+        let mut f =
+            File::options().append(true).open(&main).ctx(|| format!("open {}", main.display()))?;
+        f.write_all(include.as_bytes()).ctx(|| format!("write {}", main.display()))?;
+    }
+    Ok(())
+}
+
+fn write_hba(data_dir: &Path, auth: AuthMethod) -> Result<(), Error> {
+    let m = auth.hba_name();
+    let mut text = String::from("# written by pgcluster\n# TYPE DATABASE USER ADDRESS METHOD\n");
+    for db in ["all", "replication"] {
+        text.push_str(&format!("local {db} all {m}\n"));
+        text.push_str(&format!("host {db} all 127.0.0.1/32 {m}\n"));
+        text.push_str(&format!("host {db} all ::1/128 {m}\n"));
+    }
+    let path = data_dir.join("pg_hba.conf");
+    fs::write(&path, text).ctx(|| format!("write {}", path.display()))
+}
+
+/// Sets the superuser password in single-user mode before the first start, so no window
+/// exists with a passwordless superuser over TCP, and the password travels via stdin only.
+fn set_password(
+    bindir: &Path,
+    data_dir: &Path,
+    run_as: RunAs,
+    auth: AuthMethod,
+    password: &str,
+) -> Result<(), Error> {
+    let mut cmd = Command::new(bindir.join("postgres"));
+    cmd.arg("--single")
+        .arg("-D")
+        .arg(data_dir)
+        .arg("-c")
+        .arg(format!("password_encryption={}", auth.password_encryption()))
+        // Keep the statement (and so the password) out of any error output.
+        .args(["-c", "log_min_error_statement=panic"])
+        .arg("postgres")
+        .current_dir(data_dir);
+    run_as.apply(&mut cmd);
+    let sql = format!("ALTER ROLE postgres PASSWORD {};\n", crate::quote_literal(password));
+    process::run(cmd, Some(sql.as_bytes())).map_err(|e| match e {
+        Error::CommandFailed { program, status, output } => {
+            Error::CommandFailed { program, status, output: output.replace(password, "<redacted>") }
+        }
+        other => other,
+    })
+}
+
+/// Percent-encodes everything but unreserved URL characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+static EXIT_CLEANUP: Once = Once::new();
+
+/// The shared cluster, created lazily by [`crate::shared`].
+pub(crate) static SHARED: OnceLock<Cluster> = OnceLock::new();
+
+/// Registers (once) the `atexit` handler that removes the shared cluster and the template.
+pub(crate) fn register_exit_cleanup() {
+    EXIT_CLEANUP.call_once(|| process::at_exit(exit_cleanup));
+}
+
+extern "C" fn exit_cleanup() {
+    // Never unwind into C.
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(cluster) = SHARED.get() {
+            cluster.destroy();
+        }
+        crate::template::remove();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pidfile_readiness() {
+        let ready = "123\n/data\n1700000000\n5432\n/tmp\n127.0.0.1\n  1 2\nready   \n";
+        assert!(pidfile_says_ready(ready, 123));
+        assert!(!pidfile_says_ready(ready, 124), "a stale file of another pid is not ready");
+        let starting = ready.replace("ready   ", "starting");
+        assert!(!pidfile_says_ready(&starting, 123));
+        assert!(!pidfile_says_ready("123\n", 123));
+    }
+
+    #[test]
+    fn settings_are_validated_and_quoted() {
+        assert!(validate_setting("work_mem", "64MB").is_ok());
+        assert!(validate_setting("auto_explain.log_min_duration", "0").is_ok());
+        assert!(validate_setting("x = 1\nfsync", "off").is_err());
+        assert!(validate_setting("fsync", "off\nssl = on").is_err());
+        assert_eq!(conf_quote(r"it's a\b"), r"'it''s a\\b'");
+    }
+
+    #[test]
+    fn urls_are_encoded() {
+        assert_eq!(percent_encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
+        assert_eq!(percent_encode("plain_1"), "plain_1");
+    }
+
+    #[test]
+    fn tail_takes_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+        assert_eq!(tail("", 5), "");
+    }
+
+    #[test]
+    fn password_needed_for_password_auth() {
+        let err = ClusterBuilder::new().auth(AuthMethod::Md5).start().unwrap_err();
+        assert!(matches!(err, Error::PasswordRequired(AuthMethod::Md5)));
+    }
+}
