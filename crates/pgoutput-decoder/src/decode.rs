@@ -483,3 +483,211 @@ impl Decoder {
         Ok(msg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(proto_version: u32, in_stream: bool) -> DecodeContext {
+        DecodeContext { proto_version, in_stream, parallel_streaming: false }
+    }
+
+    fn decode(bytes: &'static [u8], c: DecodeContext) -> Result<LogicalMessage, DecodeError> {
+        LogicalMessage::decode(Bytes::from_static(bytes), &c)
+    }
+
+    #[test]
+    fn insert_with_all_column_kinds() {
+        let msg =
+            decode(b"I\0\0\x40\x01N\0\x04nut\0\0\0\x02hib\0\0\0\x01\xff", ctx(1, false)).unwrap();
+        let LogicalMessage::Insert(i) = msg else { panic!("{msg:?}") };
+        assert_eq!(i.rel_id, 0x4001);
+        assert_eq!(i.xid, None);
+        assert_eq!(
+            i.new.columns,
+            [
+                ColumnValue::Null,
+                ColumnValue::UnchangedToast,
+                ColumnValue::Text(Bytes::from_static(b"hi")),
+                ColumnValue::Binary(Bytes::from_static(b"\xff")),
+            ]
+        );
+    }
+
+    #[test]
+    fn streamed_insert_carries_xid() {
+        let msg = decode(b"I\0\0\0\x07\0\0\x40\x01N\0\0", ctx(2, true)).unwrap();
+        assert_eq!(msg.stream_xid(), Some(7));
+        // Without the stream state the xid is taken as the relation id and the
+        // tuple marker is wrong.
+        let e = decode(b"I\0\0\0\x07\0\0\x40\x01N\0\0", ctx(2, false)).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::UnknownTag { field: "insert tuple", found: 0 });
+        assert_eq!((e.offset(), e.tag()), (5, Some(b'I')));
+    }
+
+    #[test]
+    fn update_and_delete_old_tuples() {
+        let msg =
+            decode(b"U\0\0\0\x01K\0\x01t\0\0\0\x011N\0\x01t\0\0\0\x012", ctx(1, false)).unwrap();
+        let LogicalMessage::Update(u) = msg else { panic!() };
+        assert!(
+            matches!(&u.old, Some(OldTuple::Key(t)) if t.columns[0] == ColumnValue::Text(Bytes::from_static(b"1")))
+        );
+        let msg = decode(b"U\0\0\0\x01O\0\0N\0\0", ctx(1, false)).unwrap();
+        assert!(matches!(msg, LogicalMessage::Update(Update { old: Some(OldTuple::Full(_)), .. })));
+        let msg = decode(b"D\0\0\0\x01O\0\x01n", ctx(1, false)).unwrap();
+        assert!(matches!(msg, LogicalMessage::Delete(Delete { old: OldTuple::Full(_), .. })));
+        let e = decode(b"D\0\0\0\x01N\0\0", ctx(1, false)).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::UnknownTag { field: "delete tuple", found: b'N' });
+        assert_eq!(e.offset(), 5);
+        let e = decode(b"U\0\0\0\x01K\0\0K\0\0", ctx(1, false)).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::UnknownTag { field: "update tuple", found: b'K' });
+    }
+
+    #[test]
+    fn malformed_input_gives_typed_errors() {
+        let c = ctx(1, false);
+        let e = decode(b"", c).unwrap_err();
+        assert_eq!((e.kind(), e.offset(), e.tag()), (&DecodeErrorKind::Empty, 0, None));
+
+        let e = decode(b"Z", c).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::UnknownTag { field: "message", found: b'Z' });
+        assert_eq!(e.tag(), Some(b'Z'));
+
+        // Negative value length.
+        let e = decode(b"I\0\0\0\x01N\0\x01t\xff\xff\xff\xfe", c).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            &DecodeErrorKind::InvalidLength { field: "column value length", value: -2 }
+        );
+        assert_eq!(e.offset(), 9);
+
+        // A value length past the end of the input.
+        let e = decode(b"I\0\0\0\x01N\0\x01t\x7f\xff\xff\xffab", c).unwrap_err();
+        assert!(matches!(e.kind(), DecodeErrorKind::InvalidLength { value: 0x7fff_ffff, .. }));
+
+        // A huge column count is refused before allocating.
+        let e = decode(b"I\0\0\0\x01N\x7f\xffn", c).unwrap_err();
+        assert!(matches!(e.kind(), DecodeErrorKind::InvalidLength { value: 32767, .. }));
+        let e = decode(b"I\0\0\0\x01N\x80\x00", c).unwrap_err();
+        assert!(matches!(e.kind(), DecodeErrorKind::InvalidLength { value: -32768, .. }));
+
+        // Unknown column kind, with its offset.
+        let e = decode(b"I\0\0\0\x01N\0\x02nx", c).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::UnknownTag { field: "column kind", found: b'x' });
+        assert_eq!(e.offset(), 9);
+
+        // Trailing bytes.
+        let e = decode(b"I\0\0\0\x01N\0\x01n\0", c).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::TrailingBytes { count: 1 });
+        assert_eq!(e.offset(), 9);
+
+        // Truncated fixed fields.
+        let e = decode(b"B\0\0\0\0\0\0\0\x01\0\0", c).unwrap_err();
+        assert!(matches!(e.kind(), DecodeErrorKind::UnexpectedEof { field: "commit time", .. }));
+
+        // Bad replica identity, relation column flags, truncate options, strings.
+        let e = decode(b"R\0\0\0\x01\0t\0x\0\0", c).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            &DecodeErrorKind::UnknownTag { field: "replica identity", found: b'x' }
+        );
+        let e = decode(b"R\0\0\0\x01\0t\0d\0\x01\x02c\0\0\0\0\x17\xff\xff\xff\xff", c).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::InvalidValue { field: "column flags", value: 2 });
+        let e = decode(b"T\0\0\0\x01\x04\0\0\0\x01", c).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            &DecodeErrorKind::InvalidValue { field: "truncate options", value: 4 }
+        );
+        let e = decode(b"T\0\0\0\x02\x00\0\0\0\x01", c).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::InvalidLength { field: "relation count", value: 2 });
+        assert_eq!(e.offset(), 1);
+        let e = decode(b"O\0\0\0\0\0\0\0\x01abc", c).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::UnterminatedString { field: "origin name" });
+        let e = decode(b"O\0\0\0\0\0\0\0\x01\xc3\x28\0", c).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::InvalidUtf8 { field: "origin name" });
+        let e = decode(b"M\x02\0\0\0\0\0\0\0\x01p\0\0\0\0\0", c).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::InvalidValue { field: "message flags", value: 2 });
+    }
+
+    #[test]
+    fn protocol_version_and_stream_state_are_enforced() {
+        let e = decode(b"S\0\0\0\x05\x01", ctx(1, false)).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            &DecodeErrorKind::UnsupportedByProtocol { proto_version: 1, required: 2 }
+        );
+        let e = decode(b"P\0", ctx(2, false)).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            &DecodeErrorKind::UnsupportedByProtocol { proto_version: 2, required: 3 }
+        );
+        let e = decode(b"E", ctx(2, false)).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::StreamState { in_stream: false });
+        let e = decode(b"S\0\0\0\x05\x01", ctx(2, true)).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::StreamState { in_stream: true });
+        let e =
+            decode(b"B\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x02\0\0\0\x03", ctx(2, true)).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::StreamState { in_stream: true });
+        let e = decode(b"S\0\0\0\x05\x02", ctx(2, false)).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::InvalidValue { field: "first segment", value: 2 });
+    }
+
+    #[test]
+    fn decoder_tracks_stream_blocks_explicitly() {
+        let mut d = Decoder::new(2);
+        assert_eq!(d.streaming_xid(), None);
+        d.decode(Bytes::from_static(b"S\0\0\0\x05\x01")).unwrap();
+        assert_eq!(d.streaming_xid(), Some(5));
+        assert!(d.context().in_stream);
+        let m = d.decode(Bytes::from_static(b"I\0\0\0\x06\0\0\0\x01N\0\0")).unwrap();
+        assert_eq!(m.stream_xid(), Some(6));
+        // A failed decode leaves the state alone.
+        d.decode(Bytes::from_static(b"I\0")).unwrap_err();
+        assert_eq!(d.streaming_xid(), Some(5));
+        d.decode(Bytes::from_static(b"E")).unwrap();
+        assert_eq!(d.streaming_xid(), None);
+        let m = d.decode(Bytes::from_static(b"A\0\0\0\x05\0\0\0\x05")).unwrap();
+        assert_eq!(
+            m,
+            LogicalMessage::StreamAbort(StreamAbort {
+                xid: 5,
+                subxid: 5,
+                abort_lsn: None,
+                abort_time: None
+            })
+        );
+    }
+
+    #[test]
+    fn parallel_stream_abort_has_lsn_and_time() {
+        let bytes = b"A\0\0\0\x05\0\0\0\x06\0\0\0\x01\0\0\0\x10\0\0\0\0\0\0\0\x20";
+        let mut d = Decoder::new(4).with_parallel_streaming(true);
+        let m = d.decode(Bytes::from_static(bytes)).unwrap();
+        assert_eq!(
+            m,
+            LogicalMessage::StreamAbort(StreamAbort {
+                xid: 5,
+                subxid: 6,
+                abort_lsn: Some(Lsn(0x1_0000_0010)),
+                abort_time: Some(PgTimestamp(0x20)),
+            })
+        );
+        assert_eq!(&m.to_bytes()[..], &bytes[..]);
+        // Protocol 4 without parallel streaming: the short form, so these are trailing.
+        let e = Decoder::new(4).decode(Bytes::from_static(bytes)).unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::TrailingBytes { count: 16 });
+    }
+
+    #[test]
+    fn values_are_zero_copy_slices() {
+        let input = Bytes::from(b"I\0\0\0\x01N\0\x01t\0\0\0\x03abc".to_vec());
+        let LogicalMessage::Insert(i) =
+            LogicalMessage::decode(input.clone(), &ctx(1, false)).unwrap()
+        else {
+            panic!()
+        };
+        let value = i.new.columns[0].bytes().unwrap();
+        assert_eq!(value.as_ptr(), input[13..].as_ptr());
+    }
+}
