@@ -1,0 +1,687 @@
+//! The initial copy: every table read under one exported snapshot and streamed, as raw
+//! COPY bytes, into the target.
+//!
+//! Each worker opens one source and one target connection. The source connection imports
+//! the snapshot (`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT`)
+//! before anything else and then copies tables one after another inside that transaction,
+//! so every table shows exactly the state the slot's stream starts from. On the target,
+//! each table is truncated or checked empty, filled and committed in one transaction.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt, future::try_join_all};
+use tokio_postgres::Client;
+
+use crate::catalog::TableDef;
+use crate::error::{BoxError, Error};
+use crate::ident::{QualifiedName, quote_literal};
+
+/// Session settings that make text output unambiguous and identical on both sides.
+pub(crate) const SESSION_SETTINGS: &str = "SET DateStyle = 'ISO, MDY'; \
+     SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; SET extra_float_digits = 3; \
+     SET bytea_output = 'hex'; SET client_encoding = 'UTF8'";
+
+/// Bytes gathered before handing a buffer to the target (fewer, larger CopyData messages).
+const SEND_BUFFER: usize = 256 * 1024;
+/// Bytes transferred between two progress events of one table.
+const PROGRESS_EVERY: u64 = 1024 * 1024;
+
+/// Opens a new, ready-to-use connection (the caller spawns the connection task).
+///
+/// Implemented for closures `Fn() -> impl Future<Output = Result<Client, E>>`, so a caller
+/// can pass `|| replication::connect_sql(&config)` or a TLS-aware connector of its own.
+pub trait Connector: Sync {
+    /// Connects once.
+    fn connect(&self) -> impl Future<Output = Result<Client, BoxError>> + Send;
+}
+
+impl<F, Fut, E> Connector for F
+where
+    F: Fn() -> Fut + Sync,
+    Fut: Future<Output = Result<Client, E>> + Send,
+    E: Into<BoxError>,
+{
+    fn connect(&self) -> impl Future<Output = Result<Client, BoxError>> + Send {
+        let fut = self();
+        async move { fut.await.map_err(Into::into) }
+    }
+}
+
+/// A plain-TCP connector from a `tokio_postgres::Config` (tests, local setups).
+#[derive(Debug, Clone)]
+pub struct NoTlsConnector(pub tokio_postgres::Config);
+
+impl NoTlsConnector {
+    /// Parses a connection string (`postgres://...` or `host=... dbname=...`).
+    ///
+    /// # Errors
+    /// The parse error of tokio-postgres.
+    pub fn from_url(url: &str) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self(url.parse()?))
+    }
+}
+
+impl Connector for NoTlsConnector {
+    fn connect(&self) -> impl Future<Output = Result<Client, BoxError>> + Send {
+        let config = self.0.clone();
+        async move {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "copy connection ended with an error");
+                }
+            });
+            Ok(client)
+        }
+    }
+}
+
+/// COPY data format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CopyFormat {
+    /// Binary when every column type has send/receive functions, else text; a binary copy
+    /// that fails on either side is retried in text.
+    #[default]
+    Auto,
+    /// Binary only.
+    Binary,
+    /// Text only.
+    Text,
+}
+
+/// Options for [`copy_tables`].
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Number of source/target connection pairs copying tables in parallel (at least 1).
+    pub parallelism: usize,
+    /// TRUNCATE each target table in the copy's transaction instead of failing when it
+    /// holds rows.
+    pub truncate_target: bool,
+    /// COPY format.
+    pub format: CopyFormat,
+    /// Run the target sessions with `session_replication_role = replica` so user triggers
+    /// do not fire (needs superuser).
+    pub replica_role: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        Self {
+            parallelism: 2,
+            truncate_target: false,
+            format: CopyFormat::Auto,
+            replica_role: false,
+        }
+    }
+}
+
+/// Progress reported while copying.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum CopyEvent<'a> {
+    /// Every source connection holds the snapshot: the exporting replication connection may
+    /// now start streaming (which ends the export).
+    SnapshotImported {
+        /// Number of source connections.
+        connections: usize,
+    },
+    /// A table's copy begins.
+    TableStarted {
+        /// The table.
+        table: &'a TableDef,
+        /// The format tried first.
+        format: CopyFormat,
+    },
+    /// Cumulative rows and bytes of a table so far.
+    Progress {
+        /// The table.
+        table: &'a TableDef,
+        /// Rows seen in the COPY data so far.
+        rows: u64,
+        /// Bytes transferred so far.
+        bytes: u64,
+    },
+    /// A table has been committed on the target.
+    TableDone(&'a TableReport),
+}
+
+/// The outcome of copying one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableReport {
+    /// The table.
+    pub table: QualifiedName,
+    /// Rows written (the target's COPY command tag).
+    pub rows: u64,
+    /// COPY bytes transferred in the successful attempt.
+    pub bytes: u64,
+    /// The format that succeeded (`Binary` or `Text`).
+    pub format: CopyFormat,
+    /// Whether a binary attempt failed and text was used instead.
+    pub fell_back_to_text: bool,
+    /// Wall time for this table.
+    pub elapsed: Duration,
+}
+
+/// The outcome of [`copy_tables`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Per-table reports, in the order the tables were given.
+    pub tables: Vec<TableReport>,
+    /// Total rows.
+    pub rows: u64,
+    /// Total bytes.
+    pub bytes: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Copies `tables` from source to target under the exported snapshot `snapshot`.
+///
+/// The caller keeps the exporting connection idle until [`CopyEvent::SnapshotImported`]
+/// (or until this returns). Target tables must exist (see [`crate::ensure_target_table`]).
+/// Larger tables are started first to shorten the total time.
+///
+/// # Errors
+/// [`Error::Connect`], [`Error::SnapshotImport`], [`Error::TargetNotEmpty`] (unless
+/// `truncate_target`), [`Error::Copy`]. Tables already committed stay committed.
+pub async fn copy_tables<S, T>(
+    source: &S,
+    target: &T,
+    snapshot: &str,
+    tables: &[TableDef],
+    options: &CopyOptions,
+    progress: &(dyn Fn(CopyEvent<'_>) + Sync),
+) -> Result<CopyReport, Error>
+where
+    S: Connector,
+    T: Connector,
+{
+    let started = Instant::now();
+    let mut order: Vec<usize> = (0..tables.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(tables[i].estimated_bytes));
+    let workers = options.parallelism.max(1).min(tables.len().max(1));
+    let shared = Shared { next: AtomicUsize::new(0), imported: AtomicUsize::new(0), workers };
+    let jobs = (0..workers).map(|_| {
+        Box::pin(worker(source, target, snapshot, tables, &order, options, progress, &shared))
+    });
+    let mut reports: Vec<(usize, TableReport)> =
+        try_join_all(jobs).await?.into_iter().flatten().collect();
+    reports.sort_by_key(|(i, _)| *i);
+    let tables: Vec<TableReport> = reports.into_iter().map(|(_, r)| r).collect();
+    Ok(CopyReport {
+        rows: tables.iter().map(|r| r.rows).sum(),
+        bytes: tables.iter().map(|r| r.bytes).sum(),
+        tables,
+        elapsed: started.elapsed(),
+    })
+}
+
+struct Shared {
+    next: AtomicUsize,
+    imported: AtomicUsize,
+    workers: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn worker<S: Connector, T: Connector>(
+    source: &S,
+    target: &T,
+    snapshot: &str,
+    tables: &[TableDef],
+    order: &[usize],
+    options: &CopyOptions,
+    progress: &(dyn Fn(CopyEvent<'_>) + Sync),
+    shared: &Shared,
+) -> Result<Vec<(usize, TableReport)>, Error> {
+    let src = source.connect().await.map_err(|e| Error::Connect { side: "source", source: e })?;
+    src.batch_execute(SESSION_SETTINGS).await.map_err(|e| setup_error("source", e))?;
+    src.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+        quote_literal(snapshot)
+    ))
+    .await
+    .map_err(|e| Error::SnapshotImport { snapshot: snapshot.to_owned(), source: e })?;
+    if shared.imported.fetch_add(1, Ordering::SeqCst) + 1 == shared.workers {
+        progress(CopyEvent::SnapshotImported { connections: shared.workers });
+    }
+
+    let dst = target.connect().await.map_err(|e| Error::Connect { side: "target", source: e })?;
+    dst.batch_execute(SESSION_SETTINGS).await.map_err(|e| setup_error("target", e))?;
+    if options.replica_role {
+        dst.batch_execute("SET session_replication_role = replica")
+            .await
+            .map_err(|e| setup_error("target", e))?;
+    }
+
+    let mut done = Vec::new();
+    loop {
+        let slot = shared.next.fetch_add(1, Ordering::SeqCst);
+        let Some(&index) = order.get(slot) else { break };
+        let report = copy_one(&src, &dst, &tables[index], options, progress).await?;
+        progress(CopyEvent::TableDone(&report));
+        done.push((index, report));
+    }
+    // Ends the snapshot transaction; a failure here loses nothing already committed.
+    let _ = src.batch_execute("COMMIT").await;
+    Ok(done)
+}
+
+fn setup_error(side: &str, source: tokio_postgres::Error) -> Error {
+    Error::Db { context: format!("configuring a {side} copy session"), source }
+}
+
+async fn copy_one(
+    src: &Client,
+    dst: &Client,
+    table: &TableDef,
+    options: &CopyOptions,
+    progress: &(dyn Fn(CopyEvent<'_>) + Sync),
+) -> Result<TableReport, Error> {
+    let started = Instant::now();
+    let binary_ok = table.copy_columns().all(|c| c.binary_io);
+    let first = match options.format {
+        CopyFormat::Auto if binary_ok => CopyFormat::Binary,
+        CopyFormat::Auto => CopyFormat::Text,
+        other => other,
+    };
+    progress(CopyEvent::TableStarted { table, format: first });
+    let attempt = copy_attempt(src, dst, table, options, first, progress).await;
+    let (rows, bytes, format, fell_back) = match attempt {
+        Ok((rows, bytes)) => (rows, bytes, first, false),
+        Err(e)
+            if options.format == CopyFormat::Auto && first == CopyFormat::Binary && is_db(&e) =>
+        {
+            tracing::warn!(table = %table.qualified_name(), error = %error_chain(&e),
+                "binary COPY failed, retrying in text format");
+            let (rows, bytes) =
+                copy_attempt(src, dst, table, options, CopyFormat::Text, progress).await?;
+            (rows, bytes, CopyFormat::Text, true)
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(TableReport {
+        table: table.qualified_name(),
+        rows,
+        bytes,
+        format,
+        fell_back_to_text: fell_back,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Whether an error came from a server (so a retry in text format may help).
+fn is_db(e: &Error) -> bool {
+    matches!(e, Error::Copy { source, .. } if source.as_db_error().is_some())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+/// One attempt: a savepoint on the source (a failed COPY must not end the snapshot
+/// transaction), one transaction on the target. Returns (rows, bytes).
+async fn copy_attempt(
+    src: &Client,
+    dst: &Client,
+    table: &TableDef,
+    options: &CopyOptions,
+    format: CopyFormat,
+    progress: &(dyn Fn(CopyEvent<'_>) + Sync),
+) -> Result<(u64, u64), Error> {
+    let name = table.qualified_name();
+    let fail = |stage: &'static str| {
+        let name = name.clone();
+        move |source| Error::Copy { table: name, stage, source }
+    };
+    dst.batch_execute("BEGIN").await.map_err(fail("starting the target transaction"))?;
+    let result = async {
+        if options.truncate_target {
+            dst.batch_execute(&format!("TRUNCATE {}", name.quoted()))
+                .await
+                .map_err(fail("truncating the target table"))?;
+        } else {
+            let empty = dst
+                .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", name.quoted()), &[])
+                .await
+                .map_err(fail("checking the target table is empty"))?;
+            if !empty.get::<_, bool>(0) {
+                return Err(Error::TargetNotEmpty { table: name.clone() });
+            }
+        }
+        src.batch_execute("SAVEPOINT tablesync_copy")
+            .await
+            .map_err(fail("setting a savepoint on the source"))?;
+        let streamed = stream_table(src, dst, table, format, progress).await;
+        if streamed.is_err() {
+            // Keeps the snapshot transaction usable for the retry or the next table.
+            let _ = src.batch_execute("ROLLBACK TO SAVEPOINT tablesync_copy").await;
+        } else {
+            src.batch_execute("RELEASE SAVEPOINT tablesync_copy")
+                .await
+                .map_err(fail("releasing the source savepoint"))?;
+        }
+        streamed
+    }
+    .await;
+    match result {
+        Ok(counts) => {
+            dst.batch_execute("COMMIT").await.map_err(fail("committing on the target"))?;
+            Ok(counts)
+        }
+        Err(e) => {
+            let _ = dst.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// Pipes `COPY (SELECT ...) TO STDOUT` into `COPY ... FROM STDIN`, bytes untouched.
+async fn stream_table(
+    src: &Client,
+    dst: &Client,
+    table: &TableDef,
+    format: CopyFormat,
+    progress: &(dyn Fn(CopyEvent<'_>) + Sync),
+) -> Result<(u64, u64), Error> {
+    let name = table.qualified_name();
+    let fail = |stage: &'static str| {
+        let name = name.clone();
+        move |source| Error::Copy { table: name, stage, source }
+    };
+    let fmt = if format == CopyFormat::Binary { "binary" } else { "text" };
+    let columns = table.copy_column_list();
+    // ONLY: inheritance children are separate tables; a partitioned table has no rows of
+    // its own, so its partitions are read through it.
+    let only = if table.is_partitioned { "" } else { "ONLY " };
+    let out_sql =
+        format!("COPY (SELECT {columns} FROM {only}{}) TO STDOUT (FORMAT {fmt})", name.quoted());
+    let in_sql = format!("COPY {} ({columns}) FROM STDIN (FORMAT {fmt})", name.quoted());
+
+    let sink = dst
+        .copy_in::<_, bytes::Bytes>(&in_sql)
+        .await
+        .map_err(fail("starting COPY FROM on the target"))?;
+    let mut sink = pin!(sink);
+    let stream = src.copy_out(&out_sql).await.map_err(fail("starting COPY TO on the source"))?;
+    let mut stream = pin!(stream);
+
+    let mut counter = RowCounter::new(format);
+    let mut bytes: u64 = 0;
+    let mut reported: u64 = 0;
+    let mut buf = BytesMut::with_capacity(SEND_BUFFER);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(fail("reading from the source"))?;
+        counter.feed(&chunk);
+        bytes += u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= SEND_BUFFER {
+            sink.send(buf.split().freeze()).await.map_err(fail("writing to the target"))?;
+        }
+        if bytes - reported >= PROGRESS_EVERY {
+            reported = bytes;
+            progress(CopyEvent::Progress { table, rows: counter.rows(), bytes });
+        }
+    }
+    if !buf.is_empty() {
+        sink.send(buf.split().freeze()).await.map_err(fail("writing to the target"))?;
+    }
+    let rows = sink.as_mut().finish().await.map_err(fail("finishing COPY FROM on the target"))?;
+    progress(CopyEvent::Progress { table, rows, bytes });
+    Ok((rows, bytes))
+}
+
+/// Counts rows in a COPY stream as it passes, without decoding values.
+#[derive(Debug)]
+pub(crate) enum RowCounter {
+    /// Text format: one row per unescaped newline (embedded newlines are escaped as `\n`).
+    Text(u64),
+    /// Binary format: walks tuple headers and field lengths.
+    Binary(BinaryRowCounter),
+}
+
+impl RowCounter {
+    pub(crate) fn new(format: CopyFormat) -> Self {
+        if format == CopyFormat::Binary {
+            Self::Binary(BinaryRowCounter::default())
+        } else {
+            Self::Text(0)
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8]) {
+        match self {
+            Self::Text(n) => {
+                let lines = data.iter().filter(|&&b| b == b'\n').count();
+                *n += u64::try_from(lines).unwrap_or(u64::MAX);
+            }
+            Self::Binary(c) => c.feed(data),
+        }
+    }
+
+    pub(crate) fn rows(&self) -> u64 {
+        match self {
+            Self::Text(n) => *n,
+            Self::Binary(c) => c.rows,
+        }
+    }
+}
+
+/// The binary COPY signature: `PGCOPY\n\377\r\n\0`.
+const BINARY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Signature, flags and header-extension length (19 bytes).
+    Header,
+    /// Skipping `n` bytes, then `then`.
+    Skip(u64, After),
+    /// A tuple's 16-bit field count.
+    FieldCount,
+    /// A field's 32-bit length; `left` fields remain including this one.
+    FieldLen { left: u16 },
+    /// The trailer was seen, or the data is not binary COPY: stop counting.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    FieldCount,
+    FieldLen { left: u16 },
+}
+
+/// Incremental parser of the binary COPY framing that counts tuples.
+#[derive(Debug)]
+pub(crate) struct BinaryRowCounter {
+    phase: Phase,
+    acc: [u8; 19],
+    have: usize,
+    rows: u64,
+}
+
+impl Default for BinaryRowCounter {
+    fn default() -> Self {
+        Self { phase: Phase::Header, acc: [0; 19], have: 0, rows: 0 }
+    }
+}
+
+impl BinaryRowCounter {
+    fn want(&self) -> usize {
+        match self.phase {
+            Phase::Header => 19,
+            Phase::FieldCount => 2,
+            Phase::FieldLen { .. } => 4,
+            Phase::Skip(..) | Phase::Done => 0,
+        }
+    }
+
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.phase {
+                Phase::Done => return,
+                Phase::Skip(n, then) => {
+                    let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                    if len < n {
+                        self.phase = Phase::Skip(n - len, then);
+                        return;
+                    }
+                    // n <= data.len(), so it fits in usize.
+                    let skip = usize::try_from(n).unwrap_or(data.len());
+                    data = &data[skip..];
+                    self.phase = match then {
+                        After::FieldCount => Phase::FieldCount,
+                        After::FieldLen { left } => Phase::FieldLen { left },
+                    };
+                }
+                _ => {
+                    let want = self.want();
+                    let take = (want - self.have).min(data.len());
+                    self.acc[self.have..self.have + take].copy_from_slice(&data[..take]);
+                    self.have += take;
+                    data = &data[take..];
+                    if self.have == want {
+                        self.have = 0;
+                        self.complete();
+                    }
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self) {
+        self.phase = match self.phase {
+            Phase::Header => {
+                if &self.acc[..11] != BINARY_SIGNATURE {
+                    Phase::Done
+                } else {
+                    let ext = u32::from_be_bytes([
+                        self.acc[15],
+                        self.acc[16],
+                        self.acc[17],
+                        self.acc[18],
+                    ]);
+                    skip_then(u64::from(ext), After::FieldCount)
+                }
+            }
+            Phase::FieldCount => match i16::from_be_bytes([self.acc[0], self.acc[1]]) {
+                -1 => Phase::Done,
+                n => {
+                    self.rows += 1;
+                    match u16::try_from(n) {
+                        Ok(0) => Phase::FieldCount,
+                        Ok(left) => Phase::FieldLen { left },
+                        Err(_) => Phase::Done,
+                    }
+                }
+            },
+            Phase::FieldLen { left } => {
+                let len = i32::from_be_bytes([self.acc[0], self.acc[1], self.acc[2], self.acc[3]]);
+                let next =
+                    if left > 1 { After::FieldLen { left: left - 1 } } else { After::FieldCount };
+                // -1 is NULL (no data); other negative lengths are invalid.
+                match len {
+                    -1 => skip_then(0, next),
+                    n => match u64::try_from(n) {
+                        Ok(n) => skip_then(n, next),
+                        Err(_) => Phase::Done,
+                    },
+                }
+            }
+            other => other,
+        };
+    }
+}
+
+fn skip_then(n: u64, then: After) -> Phase {
+    if n == 0 {
+        match then {
+            After::FieldCount => Phase::FieldCount,
+            After::FieldLen { left } => Phase::FieldLen { left },
+        }
+    } else {
+        Phase::Skip(n, then)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a binary COPY stream: rows of optional byte fields.
+    fn binary_copy(rows: &[Vec<Option<&[u8]>>], ext: &[u8]) -> Vec<u8> {
+        let mut out = BINARY_SIGNATURE.to_vec();
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&u32::try_from(ext.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(ext);
+        for row in rows {
+            out.extend_from_slice(&i16::try_from(row.len()).unwrap().to_be_bytes());
+            for field in row {
+                match field {
+                    None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                    Some(v) => {
+                        out.extend_from_slice(&i32::try_from(v.len()).unwrap().to_be_bytes());
+                        out.extend_from_slice(v);
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
+    }
+
+    fn sample() -> Vec<u8> {
+        let rows: Vec<Vec<Option<&[u8]>>> = vec![
+            vec![Some(b"\x00\x00\x00\x01"), None, Some(b"hello")],
+            vec![],
+            vec![Some(b""), Some(b"\xff\xff\xff\xff"), None],
+            vec![Some(&[0xffu8; 70000][..])],
+        ];
+        binary_copy(&rows, b"ext!")
+    }
+
+    #[test]
+    fn binary_counter_counts_in_one_piece() {
+        let mut c = RowCounter::new(CopyFormat::Binary);
+        c.feed(&sample());
+        assert_eq!(c.rows(), 4);
+    }
+
+    #[test]
+    fn binary_counter_counts_across_every_split() {
+        let data = sample();
+        for chunk in [1, 2, 3, 5, 7, 19, 20, 1000, 65536] {
+            let mut c = BinaryRowCounter::default();
+            for piece in data.chunks(chunk) {
+                c.feed(piece);
+            }
+            assert_eq!(c.rows, 4, "chunk size {chunk}");
+            assert_eq!(c.phase, Phase::Done);
+        }
+    }
+
+    #[test]
+    fn binary_counter_stops_on_garbage() {
+        let mut c = BinaryRowCounter::default();
+        c.feed(b"1\tone\n2\ttwo\n this is not binary copy data at all");
+        assert_eq!(c.rows, 0);
+        assert_eq!(c.phase, Phase::Done);
+    }
+
+    #[test]
+    fn text_counter_counts_lines() {
+        let mut c = RowCounter::new(CopyFormat::Text);
+        c.feed(b"1\ta\\nb\n2\t\\N\n");
+        c.feed(b"3\tc\n");
+        assert_eq!(c.rows(), 3);
+    }
+}

@@ -1,0 +1,705 @@
+//! Integration tests against real PostgreSQL clusters (pgcluster): two databases on the
+//! shared cluster act as source and target; one test copies to a second cluster.
+
+use std::sync::Mutex;
+
+use rand::SeedableRng;
+use tablesync::{
+    CopyEvent, CopyFormat, CopyOptions, DiffKind, Error, IdentityKind, NoTlsConnector,
+    PublicationStatus, QualifiedName, ReplicaIdentity, TableDef, TargetOptions, TargetTable,
+};
+use tokio_postgres::Client;
+
+struct Pair {
+    src_db: String,
+    dst_db: String,
+    src: Client,
+    dst: Client,
+}
+
+impl Pair {
+    fn source(&self) -> NoTlsConnector {
+        NoTlsConnector::from_url(&pgcluster::shared().url(&self.src_db)).unwrap()
+    }
+
+    fn target(&self) -> NoTlsConnector {
+        NoTlsConnector::from_url(&pgcluster::shared().url(&self.dst_db)).unwrap()
+    }
+}
+
+async fn pair(prefix: &str) -> Pair {
+    let cluster = pgcluster::shared();
+    let src_db = pgcluster::unique_name(&format!("{prefix}_src"));
+    let dst_db = pgcluster::unique_name(&format!("{prefix}_dst"));
+    cluster.create_database(&src_db).await.unwrap();
+    cluster.create_database(&dst_db).await.unwrap();
+    let src = cluster.connect(&src_db).await.unwrap();
+    let dst = cluster.connect(&dst_db).await.unwrap();
+    Pair { src_db, dst_db, src, dst }
+}
+
+async fn store_source(prefix: &str) -> (Pair, Vec<TableDef>) {
+    let p = pair(prefix).await;
+    store::create_schema(&p.src).await.unwrap();
+    store::populate(&p.src, &store::Scale::tiny()).await.unwrap();
+    let tables = tablesync::resolve_tables(
+        &p.src,
+        &QualifiedName::parse_list(&store::TABLES.join(",")).unwrap(),
+    )
+    .await
+    .unwrap();
+    (p, tables)
+}
+
+/// Exports a snapshot from a plain connection kept open in its transaction.
+async fn export_snapshot(db: &str) -> (Client, String) {
+    let c = pgcluster::shared().connect(db).await.unwrap();
+    c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.unwrap();
+    let name: String = c.query_one("SELECT pg_export_snapshot()", &[]).await.unwrap().get(0);
+    (c, name)
+}
+
+async fn fingerprints(c: &Client) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    for t in store::TABLES {
+        out.push(store::table_fingerprint(c, t).await.unwrap());
+    }
+    out
+}
+
+fn no_progress(_: CopyEvent<'_>) {}
+
+async fn create_targets(p: &Pair, tables: &[TableDef]) {
+    for t in tables {
+        let outcome =
+            tablesync::ensure_target_table(&p.dst, t, &TargetOptions::default()).await.unwrap();
+        assert_eq!(outcome, TargetTable::Created);
+    }
+}
+
+#[tokio::test]
+async fn resolves_store_tables_in_dependency_order() {
+    let (p, tables) = store_source("resolve").await;
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert_eq!(names.len(), 4);
+    assert!(pos("customers") < pos("orders") && pos("orders") < pos("order_items"));
+    assert!(pos("products") < pos("order_items"));
+
+    let customers = tables.iter().find(|t| t.name == "customers").unwrap();
+    assert_eq!(customers.schema, "public");
+    assert_eq!(customers.primary_key, ["id"]);
+    assert_eq!(customers.replica_identity, ReplicaIdentity::Default);
+    assert_eq!(customers.identity_columns, ["id"]);
+    assert_eq!(customers.estimated_rows, Some(20));
+    let id = customers.column("id").unwrap();
+    assert_eq!(
+        (id.type_name.as_str(), id.identity, id.default.as_deref()),
+        ("bigint", Some(IdentityKind::ByDefault), None)
+    );
+    let email = customers.column("email").unwrap();
+    assert_eq!(email.type_name, "character varying(200)");
+    assert!(email.not_null);
+    let phone = customers.column("phone").unwrap();
+    assert!(!phone.not_null);
+    assert_eq!(customers.column("is_active").unwrap().default.as_deref(), Some("true"));
+    assert_eq!(customers.column("created_at").unwrap().default.as_deref(), Some("now()"));
+    let items = tables.iter().find(|t| t.name == "order_items").unwrap();
+    assert_eq!(items.primary_key, ["order_id", "line_no"]);
+    let products = tables.iter().find(|t| t.name == "products").unwrap();
+    assert_eq!(products.column("tags").unwrap().type_name, "text[]");
+    assert_eq!(products.column("price").unwrap().type_name, "numeric(12,2)");
+
+    let err =
+        tablesync::resolve_tables(&p.src, &QualifiedName::parse_list("customers, Nope").unwrap())
+            .await
+            .unwrap_err();
+    assert!(matches!(&err, Error::TableNotFound { table } if table.name == "nope"), "{err}");
+    assert!(err.to_string().contains("\"public\".\"nope\""), "{err}");
+
+    let seqs = tablesync::table_sequences(&p.src, &tables).await.unwrap();
+    assert_eq!(seqs.len(), 3, "{seqs:?}");
+    for s in &seqs {
+        assert!(s.identity);
+        let (table, column) = s.used_by.clone().unwrap();
+        assert_eq!(column, "id");
+        let expected = i64::try_from(store::Scale::tiny().rows(&table.name)).unwrap();
+        assert_eq!((s.last_value, s.is_called), (expected, true), "{}", table.name);
+    }
+}
+
+#[tokio::test]
+async fn publication_is_created_checked_and_dropped() {
+    let (p, tables) = store_source("publication").await;
+    let pubname = pgcluster::unique_name("pub");
+    let first_two = &tables[..2];
+    assert_eq!(
+        tablesync::ensure_publication(&p.src, &pubname, first_two).await.unwrap(),
+        PublicationStatus::Created
+    );
+    assert_eq!(
+        tablesync::ensure_publication(&p.src, &pubname, first_two).await.unwrap(),
+        PublicationStatus::Existing
+    );
+    let published = tablesync::publication_tables(&p.src, &pubname).await.unwrap();
+    let mut got: Vec<_> = published.iter().map(|t| t.name.clone()).collect();
+    let mut want: Vec<_> = first_two.iter().map(|t| t.name.clone()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+
+    let err = tablesync::ensure_publication(&p.src, &pubname, &tables).await.unwrap_err();
+    match &err {
+        Error::PublicationMissingTables { publication, missing } => {
+            assert_eq!(publication, &pubname);
+            let missing: Vec<_> = missing.iter().map(|m| m.name.clone()).collect();
+            let expected: Vec<_> = tables[2..].iter().map(|t| t.name.clone()).collect();
+            assert_eq!(missing, expected);
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(err.to_string().contains(&format!("\"{}\"", tables[3].name)), "{err}");
+
+    assert!(tablesync::drop_publication(&p.src, &pubname).await.unwrap());
+    assert!(!tablesync::drop_publication(&p.src, &pubname).await.unwrap());
+    assert!(matches!(
+        tablesync::publication_tables(&p.src, &pubname).await,
+        Err(Error::PublicationNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn created_target_tables_match_the_source_structure() {
+    let (p, tables) = store_source("create").await;
+    create_targets(&p, &tables).await;
+    let names: Vec<QualifiedName> = tables.iter().map(TableDef::qualified_name).collect();
+    let on_target = tablesync::resolve_tables(&p.dst, &names).await.unwrap();
+    for (s, t) in tables.iter().zip(&on_target) {
+        assert_eq!(s.qualified_name(), t.qualified_name());
+        assert_eq!(s.columns, t.columns, "columns of {}", s.name);
+        assert_eq!(s.primary_key, t.primary_key);
+        // Existing and equal: accepted, nothing extra.
+        let again =
+            tablesync::ensure_target_table(&p.dst, s, &TargetOptions::default()).await.unwrap();
+        assert_eq!(again, TargetTable::Existing { extra_columns: vec![] });
+    }
+    // Without create_missing, a missing table is an error.
+    let opts = TargetOptions { create_missing: false };
+    p.dst.batch_execute("DROP TABLE order_items").await.unwrap();
+    let items = tables.iter().find(|t| t.name == "order_items").unwrap();
+    assert!(matches!(
+        tablesync::ensure_target_table(&p.dst, items, &opts).await,
+        Err(Error::TableNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn mismatching_target_tables_are_reported_by_table_and_column() {
+    let p = pair("mismatch").await;
+    p.src
+        .batch_execute("CREATE TABLE m (id bigint PRIMARY KEY, label text, qty integer NOT NULL);")
+        .await
+        .unwrap();
+    let table = tablesync::resolve_tables(&p.src, &[QualifiedName::parse("m").unwrap()])
+        .await
+        .unwrap()
+        .remove(0);
+    let opts = TargetOptions::default();
+    let check = |ddl: &'static str| {
+        let (dst, table, opts) = (&p.dst, &table, &opts);
+        async move {
+            dst.batch_execute(&format!("DROP TABLE IF EXISTS m; {ddl}")).await.unwrap();
+            tablesync::ensure_target_table(dst, table, opts).await
+        }
+    };
+
+    let err = check("CREATE TABLE m (id integer PRIMARY KEY, label text, qty integer NOT NULL)")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ColumnTypeMismatch { column, source_type, target_type, .. }
+            if column == "id" && source_type == "bigint" && target_type == "integer"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"public\".\"m\""), "{err}");
+
+    let err =
+        check("CREATE TABLE m (id bigint PRIMARY KEY, qty integer NOT NULL)").await.unwrap_err();
+    assert!(matches!(&err, Error::ColumnMissing { column, .. } if column == "label"), "{err}");
+
+    let err =
+        check("CREATE TABLE m (id bigint PRIMARY KEY, label text NOT NULL, qty integer NOT NULL)")
+            .await
+            .unwrap_err();
+    assert!(matches!(&err, Error::ColumnNullability { column, .. } if column == "label"), "{err}");
+
+    let err =
+        check("CREATE TABLE m (id bigint PRIMARY KEY, label text, qty integer, x int NOT NULL)")
+            .await
+            .unwrap_err();
+    assert!(matches!(&err, Error::ExtraColumnRequired { column, .. } if column == "x"), "{err}");
+
+    let err = check(
+        "CREATE TABLE m (id bigint PRIMARY KEY, label text, qty integer GENERATED ALWAYS AS (1) STORED)",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::GeneratedMismatch { column, source_generated: false, .. } if column == "qty"),
+        "{err}"
+    );
+
+    // Target NOT NULL relaxed, extra nullable and defaulted columns: accepted.
+    let ok = check(
+        "CREATE TABLE m (extra text, qty integer, label text, id bigint PRIMARY KEY, d int NOT NULL DEFAULT 7)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok, TargetTable::Existing { extra_columns: vec!["extra".into(), "d".into()] });
+
+    // Copying into the compatible table with its different column order works.
+    p.src.batch_execute("INSERT INTO m VALUES (1, 'a', 10), (2, NULL, 20)").await.unwrap();
+    let (_exporter, snap) = export_snapshot(&p.src_db).await;
+    let report = tablesync::copy_tables(
+        &p.source(),
+        &p.target(),
+        &snap,
+        std::slice::from_ref(&table),
+        &CopyOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.rows, 2);
+    let rows =
+        p.dst.query("SELECT id, label, qty, extra, d FROM m ORDER BY id", &[]).await.unwrap();
+    type Row = (i64, Option<String>, i32, Option<String>, i32);
+    let got: Vec<Row> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
+    assert_eq!(got, vec![(1, Some("a".into()), 10, None, 7), (2, None, 20, None, 7)]);
+    assert!(tablesync::compare_tables(&p.src, &p.dst, &table, 1).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn copy_under_snapshot_ignores_later_writes() {
+    let (mut p, tables) = store_source("copy").await;
+    create_targets(&p, &tables).await;
+    let (exporter, snap) = export_snapshot(&p.src_db).await;
+    let at_snapshot = fingerprints(&exporter).await;
+
+    // Writes committed after the export must not show up in the copy.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..5 {
+        store::oltp_transaction(&mut p.src, &mut rng).await.unwrap();
+    }
+    p.src.batch_execute("UPDATE customers SET name = 'changed' WHERE id = 1").await.unwrap();
+    assert_ne!(fingerprints(&p.src).await, at_snapshot);
+
+    let events = Mutex::new(Vec::new());
+    let progress = |e: CopyEvent<'_>| {
+        let line = match e {
+            CopyEvent::SnapshotImported { connections } => format!("imported {connections}"),
+            CopyEvent::TableStarted { table, .. } => format!("start {}", table.name),
+            CopyEvent::Progress { table, rows, .. } => format!("progress {} {rows}", table.name),
+            CopyEvent::TableDone(r) => format!("done {} {}", r.table.name, r.rows),
+            _ => String::new(),
+        };
+        events.lock().unwrap().push(line);
+    };
+    let options = CopyOptions { parallelism: 3, ..CopyOptions::default() };
+    let report =
+        tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &options, &progress)
+            .await
+            .unwrap();
+    assert_eq!(fingerprints(&p.dst).await, at_snapshot);
+
+    let scale = store::Scale::tiny();
+    assert_eq!(report.tables.len(), 4);
+    for (t, r) in tables.iter().zip(&report.tables) {
+        assert_eq!(r.table, t.qualified_name());
+        assert_eq!(r.rows, scale.rows(&t.name), "{}", t.name);
+        assert_eq!(r.format, CopyFormat::Binary);
+        assert!(!r.fell_back_to_text && r.bytes > 0);
+    }
+    let events = events.into_inner().unwrap();
+    assert_eq!(events.iter().filter(|e| e.starts_with("imported")).count(), 1, "{events:?}");
+    assert!(events.contains(&"imported 3".to_owned()), "{events:?}");
+    for t in store::TABLES {
+        let rows = scale.rows(t);
+        assert!(events.contains(&format!("done {t} {rows}")), "{events:?}");
+        assert!(events.contains(&format!("progress {t} {rows}")), "{events:?}");
+    }
+    drop(exporter);
+
+    // Text format gives the same data.
+    p.dst.batch_execute(&format!("TRUNCATE {}", store::TABLES.join(", "))).await.unwrap();
+    let (exporter, snap) = export_snapshot(&p.src_db).await;
+    let now = fingerprints(&exporter).await;
+    let options =
+        CopyOptions { format: CopyFormat::Text, parallelism: 1, ..CopyOptions::default() };
+    let report =
+        tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &options, &no_progress)
+            .await
+            .unwrap();
+    assert!(report.tables.iter().all(|r| r.format == CopyFormat::Text));
+    assert_eq!(fingerprints(&p.dst).await, now);
+    drop(exporter);
+}
+
+#[tokio::test]
+async fn non_empty_target_fails_unless_truncated() {
+    let (p, tables) = store_source("nonempty").await;
+    create_targets(&p, &tables).await;
+    p.dst
+        .batch_execute("INSERT INTO products (name, price, stock) VALUES ('stale', 1, 1)")
+        .await
+        .unwrap();
+    let err = tablesync::ensure_targets_empty(&p.dst, &tables).await.unwrap_err();
+    assert!(matches!(&err, Error::TargetNotEmpty { table } if table.name == "products"), "{err}");
+    assert!(err.to_string().contains("\"public\".\"products\""), "{err}");
+
+    let (_exporter, snap) = export_snapshot(&p.src_db).await;
+    let options = CopyOptions { parallelism: 1, ..CopyOptions::default() };
+    let err =
+        tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &options, &no_progress)
+            .await
+            .unwrap_err();
+    assert!(matches!(&err, Error::TargetNotEmpty { table } if table.name == "products"), "{err}");
+    // The stale row is still there: the failed table's transaction was rolled back.
+    let n: i64 = p.dst.query_one("SELECT count(*) FROM products", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+
+    p.dst.batch_execute(&format!("TRUNCATE {}", store::TABLES.join(", "))).await.unwrap();
+    p.dst
+        .batch_execute("INSERT INTO products (name, price, stock) VALUES ('stale', 1, 1)")
+        .await
+        .unwrap();
+    let options = CopyOptions { truncate_target: true, ..CopyOptions::default() };
+    tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &options, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(fingerprints(&p.dst).await, fingerprints(&p.src).await);
+}
+
+#[tokio::test]
+async fn sequences_are_synced_and_created() {
+    let p = pair("sequences").await;
+    p.src
+        .batch_execute(
+            "CREATE SCHEMA app;
+             CREATE SEQUENCE app.shared_counter AS integer INCREMENT BY 5 START WITH 100;
+             CREATE TABLE app.tickets (
+                 id serial PRIMARY KEY,
+                 ident bigint GENERATED ALWAYS AS IDENTITY,
+                 ref integer NOT NULL DEFAULT nextval('app.shared_counter'),
+                 note text DEFAULT 'x');
+             INSERT INTO app.tickets (note) SELECT 'n' FROM generate_series(1, 7);",
+        )
+        .await
+        .unwrap();
+    let tables = tablesync::resolve_tables(&p.src, &[QualifiedName::parse("app.tickets").unwrap()])
+        .await
+        .unwrap();
+    let t = &tables[0];
+    assert_eq!(t.column("id").unwrap().default, None, "nextval defaults are not kept");
+    assert!(t.column("id").unwrap().has_default);
+    assert_eq!(t.column("ident").unwrap().identity, Some(IdentityKind::Always));
+    assert_eq!(t.column("note").unwrap().default.as_deref(), Some("'x'::text"));
+    create_targets(&p, &tables).await;
+
+    let seqs = tablesync::table_sequences(&p.src, &tables).await.unwrap();
+    let mut names: Vec<_> = seqs.iter().map(|s| (s.name.clone(), s.identity)).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            ("shared_counter".to_owned(), false),
+            ("tickets_id_seq".to_owned(), false),
+            ("tickets_ident_seq".to_owned(), true)
+        ]
+    );
+    assert_eq!(tablesync::apply_sequences(&p.dst, &seqs).await.unwrap(), 3);
+    let state =
+        |rows: Vec<tokio_postgres::Row>| -> (i64, bool) { (rows[0].get(0), rows[0].get(1)) };
+    let q = "SELECT last_value, is_called FROM app.shared_counter";
+    assert_eq!(state(p.dst.query(q, &[]).await.unwrap()), (130, true));
+    let q = "SELECT last_value, is_called FROM app.tickets_id_seq";
+    assert_eq!(state(p.dst.query(q, &[]).await.unwrap()), (7, true));
+    let q = "SELECT last_value, is_called FROM app.tickets_ident_seq";
+    assert_eq!(state(p.dst.query(q, &[]).await.unwrap()), (7, true));
+    // The created sequence keeps the source's parameters.
+    let inc: i64 = p
+        .dst
+        .query_one(
+            "SELECT increment_by FROM pg_sequences WHERE sequencename = 'shared_counter'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(inc, 5);
+
+    // Periodic sync picks up later use.
+    p.src.batch_execute("INSERT INTO app.tickets (note) VALUES ('later')").await.unwrap();
+    tablesync::sync_sequences(&p.src, &p.dst, &seqs).await.unwrap();
+    let q = "SELECT last_value FROM app.tickets_ident_seq";
+    assert_eq!(p.dst.query_one(q, &[]).await.unwrap().get::<_, i64>(0), 8);
+    // A promoted target continues after the source's values.
+    let next: i64 =
+        p.dst.query_one("SELECT nextval('app.shared_counter')", &[]).await.unwrap().get(0);
+    assert_eq!(next, 140);
+}
+
+#[tokio::test]
+async fn chunk_hashes_find_the_changed_row() {
+    let p = pair("chunks").await;
+    let ddl = "CREATE TABLE h (a int, b text COLLATE \"C\", v double precision, ts timestamptz, \
+               PRIMARY KEY (a, b))";
+    p.src.batch_execute(ddl).await.unwrap();
+    p.src
+        .batch_execute(
+            "INSERT INTO h SELECT i / 3, chr(65 + i % 3) || 'x', i * 0.1, \
+             '2024-01-01'::timestamptz + i * interval '1 minute' FROM generate_series(0, 999) i",
+        )
+        .await
+        .unwrap();
+    let table = tablesync::resolve_tables(&p.src, &[QualifiedName::parse("h").unwrap()])
+        .await
+        .unwrap()
+        .remove(0);
+    create_targets(&p, std::slice::from_ref(&table)).await;
+    let (_exporter, snap) = export_snapshot(&p.src_db).await;
+    tablesync::copy_tables(
+        &p.source(),
+        &p.target(),
+        &snap,
+        std::slice::from_ref(&table),
+        &CopyOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+
+    let whole_src = tablesync::table_hash(&p.src, &table, None).await.unwrap();
+    assert_eq!(whole_src.rows, 1000);
+    assert_eq!(whole_src, tablesync::table_hash(&p.dst, &table, None).await.unwrap());
+    let chunks = tablesync::chunk_hashes(&p.src, &table, 100).await.unwrap();
+    assert_eq!(chunks.len(), 10);
+    assert!(chunks.iter().all(|c| c.hash.rows == 100));
+    assert_eq!(chunks[0].first_key, ["0", "Ax"]);
+    assert_eq!(chunks[9].last_key, ["333", "Ax"]);
+    assert!(tablesync::compare_tables(&p.src, &p.dst, &table, 100).await.unwrap().is_empty());
+
+    // A session with other formatting settings still hashes the same.
+    p.dst
+        .batch_execute(
+            "SET extra_float_digits = 0; SET TimeZone = 'Asia/Tokyo'; SET DateStyle = 'SQL, DMY'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(whole_src, tablesync::table_hash(&p.dst, &table, None).await.unwrap());
+
+    p.dst.batch_execute("UPDATE h SET v = v + 1e-9 WHERE a = 150 AND b = 'Ax'").await.unwrap();
+    let diffs = tablesync::compare_tables(&p.src, &p.dst, &table, 100).await.unwrap();
+    assert_eq!(diffs.len(), 1, "{diffs:?}");
+    assert_eq!(diffs[0].source.rows, diffs[0].target.rows);
+    let keys = tablesync::diff_keys(&p.src, &p.dst, &table, &diffs[0].range).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (keys[0].key.clone(), keys[0].kind),
+        (vec!["150".to_owned(), "Ax".to_owned()], DiffKind::Differs)
+    );
+
+    // A missing row and an extra row beyond the last source key.
+    p.dst
+        .batch_execute(
+            "DELETE FROM h WHERE a = 10 AND b = 'Bx'; INSERT INTO h VALUES (5000, 'Z', 0, now())",
+        )
+        .await
+        .unwrap();
+    let diffs = tablesync::compare_tables(&p.src, &p.dst, &table, 100).await.unwrap();
+    assert_eq!(diffs.len(), 3, "{diffs:?}");
+    let mut all = Vec::new();
+    for d in &diffs {
+        all.extend(tablesync::diff_keys(&p.src, &p.dst, &table, &d.range).await.unwrap());
+    }
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    let got: Vec<_> = all.iter().map(|d| (d.key.join("|"), d.kind)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("10|Bx".to_owned(), DiffKind::MissingOnTarget),
+            ("150|Ax".to_owned(), DiffKind::Differs),
+            ("5000|Z".to_owned(), DiffKind::ExtraOnTarget),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn awkward_identifiers_and_keyless_tables_work_end_to_end() {
+    let p = pair("idents").await;
+    p.src
+        .batch_execute(
+            r#"CREATE SCHEMA "Weird ""Schema"" Ü";
+               CREATE TABLE "Weird ""Schema"" Ü"."Select ""Quoted"" Tåble" (
+                   "Order" serial PRIMARY KEY,
+                   "with space" text,
+                   "ÄÖ" integer NOT NULL DEFAULT 3,
+                   "a""b" jsonb,
+                   "UPPER" date,
+                   "from" numeric GENERATED ALWAYS AS ("ÄÖ" * 2) STORED);
+               INSERT INTO "Weird ""Schema"" Ü"."Select ""Quoted"" Tåble" ("with space", "a""b", "UPPER")
+                 SELECT 'row ' || i, jsonb_build_object('k', i), DATE '2020-02-29' + i
+                 FROM generate_series(1, 50) i;
+               CREATE TABLE "Weird ""Schema"" Ü".nokey (x int, y text);
+               ALTER TABLE "Weird ""Schema"" Ü".nokey REPLICA IDENTITY FULL;
+               INSERT INTO "Weird ""Schema"" Ü".nokey VALUES (1, 'a'), (1, 'a'), (2, NULL);"#,
+        )
+        .await
+        .unwrap();
+    let names = QualifiedName::parse_list(
+        r#""Weird ""Schema"" Ü"."Select ""Quoted"" Tåble", "Weird ""Schema"" Ü".NoKey"#,
+    )
+    .unwrap();
+    let tables = tablesync::resolve_tables(&p.src, &names).await.unwrap();
+    assert_eq!(tables[0].name, "Select \"Quoted\" Tåble");
+    assert_eq!(tables[0].schema, "Weird \"Schema\" Ü");
+    assert_eq!(tables[1].replica_identity, ReplicaIdentity::Full);
+    assert!(tables[1].key_columns().is_empty());
+    assert!(tables[0].column("from").unwrap().is_generated());
+
+    let pubname = "Pub \"Ü\" select";
+    tablesync::ensure_publication(&p.src, pubname, &tables).await.unwrap();
+    assert_eq!(tablesync::publication_tables(&p.src, pubname).await.unwrap().len(), 2);
+
+    create_targets(&p, &tables).await;
+    let pk: i64 = p
+        .dst
+        .query_one(
+            "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass AND indisprimary",
+            &[&tables[1].quoted()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pk, 0, "keyless table is created without a primary key");
+
+    let (_exporter, snap) = export_snapshot(&p.src_db).await;
+    let report = tablesync::copy_tables(
+        &p.source(),
+        &p.target(),
+        &snap,
+        &tables,
+        &CopyOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.tables.iter().map(|r| r.rows).collect::<Vec<_>>(), vec![50, 3]);
+    for t in &tables {
+        assert!(
+            tablesync::compare_tables(&p.src, &p.dst, t, 7).await.unwrap().is_empty(),
+            "{}",
+            t.name
+        );
+    }
+    let generated: String = p
+        .dst
+        .query_one(
+            &format!("SELECT \"from\"::text FROM {} WHERE \"Order\" = 1", tables[0].quoted()),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(generated, "6");
+
+    // Keyless: a duplicated row removed on the target is found.
+    p.dst
+        .batch_execute(&format!(
+            "DELETE FROM {} WHERE ctid = (SELECT min(ctid) FROM {} WHERE x = 1)",
+            tables[1].quoted(),
+            tables[1].quoted()
+        ))
+        .await
+        .unwrap();
+    let diffs = tablesync::compare_tables(&p.src, &p.dst, &tables[1], 100).await.unwrap();
+    assert_eq!(diffs.len(), 1);
+    assert_eq!((diffs[0].source.rows, diffs[0].target.rows), (3, 2));
+
+    let seqs = tablesync::table_sequences(&p.src, &tables).await.unwrap();
+    assert_eq!(seqs.len(), 1);
+    tablesync::apply_sequences(&p.dst, &seqs).await.unwrap();
+    let last: i64 = p
+        .dst
+        .query_one(&format!("SELECT last_value FROM {}", seqs[0].qualified_name().quoted()), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(last, 50);
+    tablesync::drop_publication(&p.src, pubname).await.unwrap();
+}
+
+#[tokio::test]
+async fn binary_failure_falls_back_to_text() {
+    let p = pair("fallback").await;
+    p.src.batch_execute("CREATE TABLE f (id integer PRIMARY KEY, n integer); INSERT INTO f SELECT i, i * 2 FROM generate_series(1, 10) i").await.unwrap();
+    // Same values, different binary representation: binary COPY fails, text works.
+    p.dst.batch_execute("CREATE TABLE f (id bigint PRIMARY KEY, n bigint)").await.unwrap();
+    let tables =
+        tablesync::resolve_tables(&p.src, &[QualifiedName::parse("f").unwrap()]).await.unwrap();
+    let (_exporter, snap) = export_snapshot(&p.src_db).await;
+
+    let binary = CopyOptions { format: CopyFormat::Binary, ..CopyOptions::default() };
+    let err =
+        tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &binary, &no_progress)
+            .await
+            .unwrap_err();
+    assert!(matches!(&err, Error::Copy { table, .. } if table.name == "f"), "{err}");
+
+    let report = tablesync::copy_tables(
+        &p.source(),
+        &p.target(),
+        &snap,
+        &tables,
+        &CopyOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.tables[0].format, CopyFormat::Text);
+    assert!(report.tables[0].fell_back_to_text);
+    assert_eq!(report.tables[0].rows, 10);
+    let sum: i64 = p.dst.query_one("SELECT sum(n)::int8 FROM f", &[]).await.unwrap().get(0);
+    assert_eq!(sum, 110);
+}
+
+#[tokio::test]
+async fn copies_to_another_server() {
+    let (p, tables) = store_source("cross").await;
+    let other = pgcluster::ClusterBuilder::new().fast_unsafe().start().unwrap();
+    let db = pgcluster::unique_name("cross_dst");
+    other.create_database(&db).await.unwrap();
+    let dst = other.connect(&db).await.unwrap();
+    for t in &tables {
+        tablesync::ensure_target_table(&dst, t, &TargetOptions::default()).await.unwrap();
+    }
+    let (exporter, snap) = export_snapshot(&p.src_db).await;
+    let target = NoTlsConnector::from_url(&other.url(&db)).unwrap();
+    tablesync::copy_tables(
+        &p.source(),
+        &target,
+        &snap,
+        &tables,
+        &CopyOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fingerprints(&dst).await, fingerprints(&exporter).await);
+    let seqs = tablesync::table_sequences(&p.src, &tables).await.unwrap();
+    tablesync::apply_sequences(&dst, &seqs).await.unwrap();
+    for t in &tables {
+        assert!(tablesync::compare_tables(&p.src, &dst, t, 10).await.unwrap().is_empty());
+    }
+}
