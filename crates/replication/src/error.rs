@@ -1,0 +1,365 @@
+//! Typed errors with the server's fields and, for the usual setup mistakes,
+//! the fix.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use pgoutput_decoder::DecodeError;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection string is invalid.
+    #[error("invalid connection settings: {0}")]
+    Config(String),
+    /// The TCP or Unix-socket connection could not be opened.
+    #[error(
+        "could not connect to {target}: {source}; is the server running there and accepting \
+         connections?"
+    )]
+    Connect {
+        /// `host:port` or socket path.
+        target: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Connecting (TCP, TLS and authentication) took longer than `connect_timeout`.
+    #[error("timed out after {timeout:?} connecting to {target}")]
+    ConnectTimeout {
+        /// `host:port` or socket path.
+        target: String,
+        /// The configured limit.
+        timeout: Duration,
+    },
+    /// The server does not do TLS but the `sslmode` requires it.
+    #[error("server {target} does not support TLS, but sslmode={sslmode} requires it")]
+    TlsUnavailable {
+        /// `host:port`.
+        target: String,
+        /// The configured mode.
+        sslmode: String,
+    },
+    /// TLS configuration or handshake failure.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Authentication could not be carried out on the client side (missing
+    /// password, unsupported method, channel binding required but absent).
+    #[error("authentication: {0}")]
+    Auth(String),
+    /// An ErrorResponse from the server.
+    #[error("{0}")]
+    Db(Box<DbError>),
+    /// The server sent something this client does not expect.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A replication payload could not be decoded.
+    #[error("could not decode replication data: {0}")]
+    Decode(#[from] DecodeError),
+    /// The requested feature needs a newer server or another option.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Reading from or writing to the server failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The connection was closed (by the server, or this stream was shut down).
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// An error from tokio-postgres that is not a server error (see [`crate::connect_sql`]).
+    #[error("{0}")]
+    Sql(#[source] tokio_postgres::Error),
+}
+
+impl Error {
+    /// The server's error, if this is one.
+    pub fn db_error(&self) -> Option<&DbError> {
+        match self {
+            Error::Db(db) => Some(db),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE code of a server error.
+    pub fn code(&self) -> Option<&str> {
+        self.db_error().map(|d| d.code.as_str())
+    }
+
+    /// Wrong password, no `pg_hba.conf` entry, or a client-side
+    /// authentication problem.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, Error::Auth(_)) || matches!(self.code(), Some("28P01" | "28000"))
+    }
+
+    /// The replication slot does not exist.
+    pub fn is_slot_missing(&self) -> bool {
+        self.db_error().is_some_and(|d| d.code == "42704" && d.message.contains("replication slot"))
+    }
+
+    /// The replication slot is in use by another connection.
+    pub fn is_slot_active(&self) -> bool {
+        self.code() == Some("55006")
+    }
+
+    /// A publication named in START_REPLICATION does not exist.
+    pub fn is_publication_missing(&self) -> bool {
+        self.db_error().is_some_and(|d| d.code == "42704" && d.message.contains("publication"))
+    }
+
+    /// The connection is gone (closed, reset, or I/O failed); reconnecting may help.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            Error::Closed(_) | Error::Io(_) | Error::Connect { .. } => true,
+            Error::Sql(e) => e.is_closed(),
+            // 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now.
+            Error::Db(d) => d.code.starts_with("57P") || d.code.starts_with("08"),
+            _ => false,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => Error::Db(Box::new(DbError::from_tokio_postgres(db))),
+            None => Error::Sql(e),
+        }
+    }
+}
+
+/// The fields of a server ErrorResponse (or NoticeResponse).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct DbError {
+    /// `ERROR`, `FATAL`, `PANIC` (localized form may differ).
+    pub severity: String,
+    /// SQLSTATE, e.g. `42704`.
+    pub code: String,
+    /// The primary message.
+    pub message: String,
+    /// Optional detail.
+    pub detail: Option<String>,
+    /// Optional hint from the server.
+    pub hint: Option<String>,
+    /// Optional context (`CONTEXT:` line).
+    pub context: Option<String>,
+    /// The role this connection logs in as, to make fix hints concrete.
+    pub user: Option<String>,
+}
+
+impl DbError {
+    pub(crate) fn from_fields<'a>(fields: impl Iterator<Item = (u8, &'a str)>) -> DbError {
+        let mut e = DbError::default();
+        let mut localized = String::new();
+        for (kind, value) in fields {
+            match kind {
+                // 'V' is the non-localized severity (PG 9.6+), prefer it.
+                b'V' => e.severity = value.to_owned(),
+                b'S' => localized = value.to_owned(),
+                b'C' => e.code = value.to_owned(),
+                b'M' => e.message = value.to_owned(),
+                b'D' => e.detail = Some(value.to_owned()),
+                b'H' => e.hint = Some(value.to_owned()),
+                b'W' => e.context = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        if e.severity.is_empty() {
+            e.severity = localized;
+        }
+        e
+    }
+
+    pub(crate) fn from_tokio_postgres(db: &tokio_postgres::error::DbError) -> DbError {
+        DbError {
+            severity: db
+                .parsed_severity()
+                .map_or_else(|| db.severity().to_owned(), |s| s.to_string()),
+            code: db.code().code().to_owned(),
+            message: db.message().to_owned(),
+            detail: db.detail().map(str::to_owned),
+            hint: db.hint().map(str::to_owned),
+            context: db.where_().map(str::to_owned),
+            user: None,
+        }
+    }
+
+    /// For the common setup mistakes, one line that says how to fix it.
+    pub fn fix(&self) -> Option<String> {
+        let user = self.user.as_deref().unwrap_or("<user>");
+        let msg = self.message.as_str();
+        match self.code.as_str() {
+            "28P01" => {
+                Some("check the password (connection string, PGPASSWORD or ~/.pgpass)".to_owned())
+            }
+            "28000" if msg.contains("pg_hba.conf") => Some(pg_hba_fix(msg)),
+            "42501" if msg.contains("replication") || msg.contains("WAL sender") => Some(format!(
+                "grant the role replication rights: ALTER ROLE {} WITH REPLICATION;",
+                quote_ident(user)
+            )),
+            "55000" if msg.contains("wal_level") => {
+                Some("run ALTER SYSTEM SET wal_level = logical; then restart the server".to_owned())
+            }
+            "42704" if msg.contains("replication slot") => Some(
+                "create the slot first (CREATE_REPLICATION_SLOT or \
+                 pg_create_logical_replication_slot) or check its name"
+                    .to_owned(),
+            ),
+            "42704" if msg.contains("publication") => Some(
+                "create it on the source (CREATE PUBLICATION ... FOR TABLE ... / FOR ALL TABLES) \
+                 or check the name"
+                    .to_owned(),
+            ),
+            "55006" => Some(
+                "another consumer is streaming from this slot; stop it or end it with \
+                 SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE \
+                 slot_name = '...'"
+                    .to_owned(),
+            ),
+            "53400" if msg.contains("replication slots") => Some(
+                "raise max_replication_slots (needs a restart) or drop unused slots with \
+                 SELECT pg_drop_replication_slot(slot_name)"
+                    .to_owned(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.severity, self.code, self.message)?;
+        if let Some(d) = &self.detail {
+            write!(f, "; detail: {d}")?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "; hint: {h}")?;
+        }
+        if let Some(fix) = self.fix() {
+            write!(f, "; fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the `pg_hba.conf` line to add from the server's message
+/// `no pg_hba.conf entry for host "H", user "U", database "D", ...`.
+fn pg_hba_fix(msg: &str) -> String {
+    let field = |name: &str| -> Option<&str> {
+        let start = msg.find(&format!("{name} \""))? + name.len() + 2;
+        let len = msg[start..].find('"')?;
+        Some(&msg[start..start + len])
+    };
+    let host = field("host").unwrap_or("<client address>");
+    let user = field("user").unwrap_or("<user>");
+    // Logical replication connections match on the database name, not the
+    // `replication` keyword (which is for physical replication).
+    let database = field("database").unwrap_or("replication");
+    let line = if host == "[local]" {
+        format!("local {database} {user} scram-sha-256")
+    } else {
+        let mask = if host.contains(':') { "128" } else { "32" };
+        format!("host {database} {user} {host}/{mask} scram-sha-256")
+    };
+    format!(
+        "add the line \"{line}\" to pg_hba.conf and reload the server (SELECT pg_reload_conf())"
+    )
+}
+
+/// Quotes an SQL identifier (double quotes, inner quotes doubled).
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal (single quotes, inner quotes doubled). Only
+/// for servers with `standard_conforming_strings = on` (the default since
+/// 9.1; checked at connect time).
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(code: &str, message: &str) -> Error {
+        Error::Db(Box::new(DbError {
+            severity: "ERROR".into(),
+            code: code.into(),
+            message: message.into(),
+            user: Some("rep".into()),
+            ..DbError::default()
+        }))
+    }
+
+    #[test]
+    fn fixes_and_predicates() {
+        let e = db("28P01", "password authentication failed for user \"rep\"");
+        assert!(e.is_auth_failure());
+        assert!(e.to_string().contains("check the password"));
+
+        let e = db(
+            "28000",
+            "no pg_hba.conf entry for host \"10.1.2.3\", user \"rep\", database \"app\", no \
+             encryption",
+        );
+        assert!(e.is_auth_failure());
+        assert!(e.to_string().contains("\"host app rep 10.1.2.3/32 scram-sha-256\""), "{e}");
+        let e = db(
+            "28000",
+            "no pg_hba.conf entry for host \"[local]\", user \"rep\", database \"app\"",
+        );
+        assert!(e.to_string().contains("\"local app rep scram-sha-256\""), "{e}");
+
+        let e = db("42501", "must be superuser or replication role to start walsender");
+        assert!(e.to_string().contains("ALTER ROLE \"rep\" WITH REPLICATION"), "{e}");
+
+        let e = db("55000", "logical decoding requires wal_level >= logical");
+        assert!(e.to_string().contains("ALTER SYSTEM SET wal_level = logical"));
+
+        let e = db("42704", "replication slot \"s\" does not exist");
+        assert!(e.is_slot_missing() && !e.is_publication_missing());
+        let e = db("42704", "publication \"p\" does not exist");
+        assert!(e.is_publication_missing() && !e.is_slot_missing());
+        assert!(e.to_string().contains("CREATE PUBLICATION"));
+
+        let e = db("55006", "replication slot \"s\" is active for PID 42");
+        assert!(e.is_slot_active());
+        assert!(e.to_string().contains("pg_terminate_backend"));
+
+        let e = db("53400", "all replication slots are in use");
+        assert!(e.to_string().contains("max_replication_slots"));
+        assert_eq!(e.code(), Some("53400"));
+
+        let e = db("XX000", "other");
+        assert_eq!(e.db_error().unwrap().fix(), None);
+        assert_eq!(e.to_string(), "ERROR XX000: other");
+    }
+
+    #[test]
+    fn parses_fields() {
+        let fields = [
+            (b'S', "FEHLER"),
+            (b'V', "ERROR"),
+            (b'C', "42P01"),
+            (b'M', "m"),
+            (b'D', "d"),
+            (b'H', "h"),
+            (b'W', "w"),
+        ];
+        let e = DbError::from_fields(fields.into_iter());
+        assert_eq!(e.severity, "ERROR");
+        assert_eq!(e.code, "42P01");
+        assert_eq!(e.detail.as_deref(), Some("d"));
+        assert_eq!(e.hint.as_deref(), Some("h"));
+        assert_eq!(e.context.as_deref(), Some("w"));
+        assert_eq!(e.to_string(), "ERROR 42P01: m; detail: d; hint: h");
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("a\"B"), "\"a\"\"B\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}
