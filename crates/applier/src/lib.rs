@@ -1,1 +1,36 @@
-//! applier
+//! Replays decoded `pgoutput` transactions into a target.
+//!
+//! The [`Applier`] is fed [`LogicalMessage`](pgoutput_decoder::LogicalMessage)s in stream order
+//! (from a live replication stream or a recording). It keeps the relation cache, skips source
+//! transactions the target already has (exactly-once after a restart), assembles streamed and
+//! two-phase transactions in bounded memory (spilling to temporary files), and decides when the
+//! target makes its work durable. Targets implement one small trait, [`Target`]:
+//!
+//! - [`PostgresTarget`]: a PostgreSQL mini-replica. Many source transactions are grouped into
+//!   one target transaction together with the progress row (`pgmirror.progress`), statements are
+//!   pipelined, runs of inserts become one `COPY`, runs of updates and deletes become one
+//!   set-based statement.
+//! - [`JsonTarget`]: one JSON object per line, for change data capture.
+//!
+//! # Driving an applier
+//! The caller owns the replication stream and its feedback. For each message it calls
+//! [`Applier::handle`]; whenever the stream has nothing ready (or [`Applier::next_deadline`] has
+//! passed) it calls [`Applier::idle`]. Both return `Some(lsn)` when a new source LSN became
+//! durable on the target: that is the LSN to confirm to the primary (write/flush/apply). Start
+//! replication at the slot's own position (`0/0`): the applier skips what the target already
+//! has, using the progress it loads from the target.
+
+#![deny(missing_docs)]
+
+mod applier;
+mod error;
+mod json;
+mod postgres;
+mod spill;
+mod target;
+
+pub use applier::{Applier, ApplierConfig, ApplyStats};
+pub use error::{ApplyError, Op};
+pub use json::JsonTarget;
+pub use postgres::{PostgresTarget, PostgresTargetConfig, TypeResolver};
+pub use target::{Change, CommitInfo, Target, TxnInfo, TypeMap};

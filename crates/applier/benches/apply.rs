@@ -1,0 +1,2 @@
+//! Placeholder; replaced by the apply benchmark.
+fn main() {}

@@ -1,0 +1,650 @@
+//! The driver: turns the pgoutput message stream into [`Target`] calls.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgoutput_decoder::{LogicalMessage, Lsn, Relation};
+
+use crate::error::ApplyError;
+use crate::spill::Spill;
+use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
+
+/// When the applier asks the target to make its work durable, and how it buffers.
+#[derive(Debug, Clone)]
+pub struct ApplierConfig {
+    /// Flush after this many changes since the last flush (bounds the target transaction).
+    pub max_batch_rows: u64,
+    /// Flush after roughly this many bytes of change data since the last flush.
+    pub max_batch_bytes: usize,
+    /// Flush when the oldest unflushed source commit is this old, even if the stream is busy.
+    /// (When the stream is idle the caller calls [`Applier::idle`], which flushes at once.)
+    pub max_batch_delay: Duration,
+    /// How often to re-check durability of commits the target made asynchronously.
+    pub durability_poll: Duration,
+    /// In-memory budget per buffered (streamed or prepared) transaction; beyond it the
+    /// transaction moves to a temporary file.
+    pub spill_memory_limit: usize,
+    /// Directory for spill files (default: the system temporary directory).
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl Default for ApplierConfig {
+    fn default() -> Self {
+        ApplierConfig {
+            max_batch_rows: 200_000,
+            max_batch_bytes: 64 << 20,
+            max_batch_delay: Duration::from_millis(200),
+            durability_poll: Duration::from_millis(100),
+            spill_memory_limit: 4 << 20,
+            spill_dir: None,
+        }
+    }
+}
+
+/// Counters, for progress reporting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Source transactions replayed into the target.
+    pub applied_txns: u64,
+    /// Source transactions skipped because the target already had them.
+    pub skipped_txns: u64,
+    /// Row changes (and truncates, messages) handed to the target.
+    pub changes: u64,
+    /// Target flushes.
+    pub flushes: u64,
+    /// Buffered transactions that outgrew memory and went to a temporary file.
+    pub spilled_txns: u64,
+    /// Streamed transactions aborted on the source (dropped).
+    pub aborted_txns: u64,
+}
+
+/// Where we are in the stream, outside stream blocks.
+#[derive(Debug)]
+enum Txn {
+    /// Between transactions.
+    None,
+    /// Inside Begin..Commit; `skip` when the target already has it.
+    Live { info: TxnInfo, skip: bool },
+    /// Inside Begin Prepare..Prepare: buffered until COMMIT PREPARED.
+    Preparing { xid: u32, gid: String, prepare_lsn: Lsn, spill: Spill },
+}
+
+/// A prepared transaction waiting for COMMIT/ROLLBACK PREPARED.
+#[derive(Debug)]
+struct Prepared {
+    spill: Spill,
+    prepare_lsn: Lsn,
+}
+
+/// Replays a pgoutput message stream into a [`Target`]. See the crate docs for the loop.
+#[derive(Debug)]
+pub struct Applier<T: Target> {
+    target: T,
+    cfg: ApplierConfig,
+    relations: HashMap<u32, Arc<Relation>>,
+    types: TypeMap,
+    /// Progress stored in the target at start: transactions ending at or before it are skipped.
+    start_progress: Option<Lsn>,
+    /// End LSN of the last transaction handed to the target.
+    last_applied: Option<Lsn>,
+    txn: Txn,
+    /// Top-level xid of the open Stream Start..Stop block.
+    stream: Option<u32>,
+    streams: HashMap<u32, Spill>,
+    prepared: HashMap<String, Prepared>,
+    pending_rows: u64,
+    pending_bytes: usize,
+    pending_commits: u64,
+    pending_since: Option<Instant>,
+    durable: Option<Lsn>,
+    reported: Option<Lsn>,
+    last_poll: Instant,
+    stats: ApplyStats,
+}
+
+impl<T: Target> Applier<T> {
+    /// Builds an applier and loads the target's stored progress.
+    ///
+    /// # Errors
+    /// When the target cannot load its progress.
+    pub async fn new(mut target: T, cfg: ApplierConfig) -> Result<Self, ApplyError> {
+        let start_progress = target.load_progress().await?;
+        Ok(Applier {
+            target,
+            cfg,
+            relations: HashMap::new(),
+            types: TypeMap::new(),
+            start_progress,
+            last_applied: start_progress,
+            txn: Txn::None,
+            stream: None,
+            streams: HashMap::new(),
+            prepared: HashMap::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            pending_commits: 0,
+            pending_since: None,
+            durable: None,
+            reported: None,
+            last_poll: Instant::now(),
+            stats: ApplyStats::default(),
+        })
+    }
+
+    /// The progress the target had when the applier started (transactions ending at or before
+    /// it are skipped).
+    pub fn start_progress(&self) -> Option<Lsn> {
+        self.start_progress
+    }
+
+    /// End LSN of the last source transaction handed to the target (maybe not yet durable).
+    pub fn last_applied(&self) -> Option<Lsn> {
+        self.last_applied
+    }
+
+    /// The last LSN returned as durable (confirmable).
+    pub fn confirmed(&self) -> Option<Lsn> {
+        self.reported
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &ApplyStats {
+        &self.stats
+    }
+
+    /// The target.
+    pub fn target(&self) -> &T {
+        &self.target
+    }
+
+    /// The target, mutably (e.g. to read its own statistics).
+    pub fn target_mut(&mut self) -> &mut T {
+        &mut self.target
+    }
+
+    /// Gives the target back.
+    pub fn into_target(self) -> T {
+        self.target
+    }
+
+    /// Whether nothing is pending: no open or buffered transaction and everything applied is
+    /// confirmed durable. Only then may a caller confirm a keepalive's `wal_end` directly.
+    pub fn is_quiescent(&self) -> bool {
+        matches!(self.txn, Txn::None)
+            && self.stream.is_none()
+            && self.streams.is_empty()
+            && self.prepared.is_empty()
+            && self.pending_commits == 0
+            && self.last_applied.is_none_or(|a| self.reported.is_some_and(|r| r >= a))
+    }
+
+    /// When the caller should call [`idle`](Self::idle) at the latest, even if messages keep
+    /// arriving: the batch delay of unflushed commits, or the next durability check.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if let Some(since) = self.pending_since {
+            return Some(since + self.cfg.max_batch_delay);
+        }
+        if self.needs_durability_poll() {
+            return Some(self.last_poll + self.cfg.durability_poll);
+        }
+        None
+    }
+
+    fn needs_durability_poll(&self) -> bool {
+        match (self.last_applied, self.durable) {
+            (Some(a), Some(d)) => a > d && self.start_progress.is_none_or(|p| a > p),
+            (Some(a), None) => self.start_progress.is_none_or(|p| a > p),
+            _ => false,
+        }
+    }
+
+    /// Handles one message in stream order. Returns `Some(lsn)` when a flush made a new source
+    /// LSN durable: confirm it to the primary.
+    ///
+    /// # Errors
+    /// Protocol violations, unknown relations, target errors. After an error, drop the
+    /// applier and its target and restart from the slot.
+    pub async fn handle(&mut self, msg: LogicalMessage) -> Result<Option<Lsn>, ApplyError> {
+        if let Some(top) = self.stream {
+            return self.handle_in_stream(top, msg).await;
+        }
+        match msg {
+            LogicalMessage::Begin(b) => {
+                self.expect_no_txn("Begin")?;
+                let info = TxnInfo {
+                    xid: b.xid,
+                    commit_lsn: b.final_lsn,
+                    commit_time: b.commit_time,
+                    streamed: false,
+                    gid: None,
+                };
+                // A transaction's commit LSN is below its own end LSN and at or above the end
+                // LSN of every transaction committed before it.
+                let skip = self.start_progress.is_some_and(|p| b.final_lsn < p);
+                if !skip {
+                    self.target.begin(&info).await?;
+                }
+                self.txn = Txn::Live { info, skip };
+                Ok(None)
+            }
+            LogicalMessage::Commit(c) => {
+                let Txn::Live { info, skip } = std::mem::replace(&mut self.txn, Txn::None) else {
+                    return Err(ApplyError::protocol("Commit", "outside a transaction"));
+                };
+                if skip {
+                    self.stats.skipped_txns += 1;
+                    return Ok(None);
+                }
+                let commit = CommitInfo {
+                    xid: info.xid,
+                    commit_lsn: c.commit_lsn,
+                    end_lsn: c.end_lsn,
+                    commit_time: c.commit_time,
+                };
+                self.target.commit(&commit).await?;
+                self.committed(commit.end_lsn);
+                self.maybe_flush().await
+            }
+            LogicalMessage::Origin(_) => Ok(None),
+            LogicalMessage::Relation(r) => {
+                let rel = Arc::new(r);
+                self.relations.insert(rel.rel_id, Arc::clone(&rel));
+                match &mut self.txn {
+                    Txn::Preparing { spill, .. } => {
+                        spill.push(&LogicalMessage::Relation((*rel).clone()), None)?;
+                    }
+                    // The target's schema is ahead of a transaction it already has.
+                    Txn::Live { skip: true, .. } => {}
+                    _ => self.target.relation(&rel, &self.types).await?,
+                }
+                Ok(None)
+            }
+            LogicalMessage::Type(t) => {
+                if let Txn::Preparing { spill, .. } = &mut self.txn {
+                    spill.push(&LogicalMessage::Type(t.clone()), None)?;
+                }
+                self.types.insert(t.type_oid, t);
+                Ok(None)
+            }
+            LogicalMessage::Message(m) if !m.transactional => {
+                self.target.message(&m).await?;
+                Ok(None)
+            }
+            m @ (LogicalMessage::Insert(_)
+            | LogicalMessage::Update(_)
+            | LogicalMessage::Delete(_)
+            | LogicalMessage::Truncate(_)
+            | LogicalMessage::Message(_)) => {
+                match &mut self.txn {
+                    Txn::Live { skip: true, .. } => {}
+                    Txn::Live { skip: false, .. } => {
+                        let change = to_change(m, &self.relations, None)?;
+                        self.apply_change(change).await?;
+                    }
+                    Txn::Preparing { spill, .. } => {
+                        let was_spilled = spill.is_spilled();
+                        spill.push(&m, None)?;
+                        if !was_spilled && spill.is_spilled() {
+                            self.stats.spilled_txns += 1;
+                        }
+                    }
+                    Txn::None => {
+                        return Err(ApplyError::protocol(msg_name(&m), "outside a transaction"));
+                    }
+                }
+                Ok(None)
+            }
+            LogicalMessage::StreamStart(s) => {
+                self.expect_no_txn("Stream Start")?;
+                self.stream = Some(s.xid);
+                let limit = self.cfg.spill_memory_limit;
+                let dir = self.cfg.spill_dir.clone();
+                self.streams.entry(s.xid).or_insert_with(|| Spill::new(true, limit, dir));
+                Ok(None)
+            }
+            LogicalMessage::StreamStop => {
+                Err(ApplyError::protocol("Stream Stop", "outside a stream block"))
+            }
+            LogicalMessage::StreamAbort(a) => {
+                if a.xid == a.subxid {
+                    if self.streams.remove(&a.xid).is_some() {
+                        self.stats.aborted_txns += 1;
+                    }
+                } else if let Some(spill) = self.streams.get_mut(&a.xid) {
+                    spill.abort_subxact(a.subxid)?;
+                }
+                Ok(None)
+            }
+            LogicalMessage::StreamCommit(c) => {
+                self.expect_no_txn("Stream Commit")?;
+                let spill = self.streams.remove(&c.xid);
+                let info = TxnInfo {
+                    xid: c.xid,
+                    commit_lsn: c.commit_lsn,
+                    commit_time: c.commit_time,
+                    streamed: true,
+                    gid: None,
+                };
+                let commit = CommitInfo {
+                    xid: c.xid,
+                    commit_lsn: c.commit_lsn,
+                    end_lsn: c.end_lsn,
+                    commit_time: c.commit_time,
+                };
+                self.replay(spill, info, commit).await
+            }
+            LogicalMessage::BeginPrepare(b) => {
+                self.expect_no_txn("Begin Prepare")?;
+                self.txn = Txn::Preparing {
+                    xid: b.xid,
+                    gid: b.gid,
+                    prepare_lsn: b.prepare_lsn,
+                    spill: Spill::new(
+                        false,
+                        self.cfg.spill_memory_limit,
+                        self.cfg.spill_dir.clone(),
+                    ),
+                };
+                Ok(None)
+            }
+            LogicalMessage::Prepare(p) => {
+                let Txn::Preparing { gid, prepare_lsn, spill, .. } =
+                    std::mem::replace(&mut self.txn, Txn::None)
+                else {
+                    return Err(ApplyError::protocol("Prepare", "without Begin Prepare"));
+                };
+                if gid != p.gid {
+                    return Err(ApplyError::protocol(
+                        "Prepare",
+                        format!("for {:?} inside {gid:?}", p.gid),
+                    ));
+                }
+                self.prepared.insert(gid, Prepared { spill, prepare_lsn });
+                Ok(None)
+            }
+            LogicalMessage::StreamPrepare(p) => {
+                self.expect_no_txn("Stream Prepare")?;
+                let spill = self.streams.remove(&p.xid).unwrap_or_else(|| {
+                    Spill::new(true, self.cfg.spill_memory_limit, self.cfg.spill_dir.clone())
+                });
+                self.prepared.insert(p.gid, Prepared { spill, prepare_lsn: p.prepare_lsn });
+                Ok(None)
+            }
+            LogicalMessage::CommitPrepared(c) => {
+                self.expect_no_txn("Commit Prepared")?;
+                let prepared = self.prepared.remove(&c.gid);
+                let already = self.start_progress.is_some_and(|p| c.end_lsn <= p);
+                if prepared.is_none() && !already {
+                    return Err(ApplyError::UnknownPrepared { gid: c.gid, end_lsn: c.end_lsn });
+                }
+                let info = TxnInfo {
+                    xid: c.xid,
+                    commit_lsn: c.commit_lsn,
+                    commit_time: c.commit_time,
+                    streamed: false,
+                    gid: Some(c.gid),
+                };
+                let commit = CommitInfo {
+                    xid: c.xid,
+                    commit_lsn: c.commit_lsn,
+                    end_lsn: c.end_lsn,
+                    commit_time: c.commit_time,
+                };
+                self.replay(prepared.map(|p| p.spill), info, commit).await
+            }
+            LogicalMessage::RollbackPrepared(r) => {
+                if self.prepared.remove(&r.gid).is_some() {
+                    self.stats.aborted_txns += 1;
+                }
+                Ok(None)
+            }
+            other => {
+                tracing::debug!(tag = other.tag(), "ignoring message");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Inside a Stream Start..Stop block: everything is buffered for the top-level xid.
+    async fn handle_in_stream(
+        &mut self,
+        top: u32,
+        msg: LogicalMessage,
+    ) -> Result<Option<Lsn>, ApplyError> {
+        match msg {
+            LogicalMessage::StreamStop => {
+                self.stream = None;
+                Ok(None)
+            }
+            LogicalMessage::Message(m) if !m.transactional => {
+                self.target.message(&m).await?;
+                Ok(None)
+            }
+            m @ (LogicalMessage::Relation(_)
+            | LogicalMessage::Type(_)
+            | LogicalMessage::Insert(_)
+            | LogicalMessage::Update(_)
+            | LogicalMessage::Delete(_)
+            | LogicalMessage::Truncate(_)
+            | LogicalMessage::Message(_)) => {
+                let xid = m.stream_xid();
+                let spill = self.streams.get_mut(&top).ok_or_else(|| {
+                    ApplyError::protocol(msg_name(&m), "in a stream block that was not started")
+                })?;
+                let was_spilled = spill.is_spilled();
+                spill.push(&m, xid)?;
+                if !was_spilled && spill.is_spilled() {
+                    self.stats.spilled_txns += 1;
+                }
+                Ok(None)
+            }
+            LogicalMessage::Origin(_) => Ok(None),
+            other => Err(ApplyError::protocol(msg_name(&other), "inside a stream block")),
+        }
+    }
+
+    /// Replays a buffered transaction at its commit (or skips it if the target has it).
+    async fn replay(
+        &mut self,
+        spill: Option<Spill>,
+        info: TxnInfo,
+        commit: CommitInfo,
+    ) -> Result<Option<Lsn>, ApplyError> {
+        if self.start_progress.is_some_and(|p| commit.end_lsn <= p) {
+            self.stats.skipped_txns += 1;
+            return Ok(None);
+        }
+        self.target.begin(&info).await?;
+        if let Some(spill) = spill {
+            let mut reader = spill.into_reader()?;
+            // Relation messages inside a buffered transaction describe the relation as that
+            // transaction saw it; they must not overwrite the cache later transactions use.
+            let mut overlay: HashMap<u32, Arc<Relation>> = HashMap::new();
+            while let Some(m) = reader.next_message()? {
+                match m {
+                    LogicalMessage::Relation(r) => {
+                        let rel = Arc::new(r);
+                        self.target.relation(&rel, &self.types).await?;
+                        overlay.insert(rel.rel_id, rel);
+                    }
+                    LogicalMessage::Type(t) => {
+                        self.types.insert(t.type_oid, t);
+                    }
+                    m @ (LogicalMessage::Insert(_)
+                    | LogicalMessage::Update(_)
+                    | LogicalMessage::Delete(_)
+                    | LogicalMessage::Truncate(_)
+                    | LogicalMessage::Message(_)) => {
+                        let change = to_change(m, &self.relations, Some(&overlay))?;
+                        self.apply_change(change).await?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.target.commit(&commit).await?;
+        self.committed(commit.end_lsn);
+        self.maybe_flush().await
+    }
+
+    async fn apply_change(&mut self, change: Change) -> Result<(), ApplyError> {
+        self.pending_rows += 1;
+        self.pending_bytes += change.approx_bytes();
+        self.stats.changes += 1;
+        self.target.change(change).await
+    }
+
+    fn committed(&mut self, end_lsn: Lsn) {
+        self.stats.applied_txns += 1;
+        self.pending_commits += 1;
+        self.pending_since.get_or_insert_with(Instant::now);
+        self.last_applied = Some(self.last_applied.map_or(end_lsn, |l| l.max(end_lsn)));
+    }
+
+    async fn maybe_flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
+        let due = self.pending_rows >= self.cfg.max_batch_rows
+            || self.pending_bytes >= self.cfg.max_batch_bytes
+            || self.pending_since.is_some_and(|s| s.elapsed() >= self.cfg.max_batch_delay);
+        if due { self.flush().await } else { Ok(None) }
+    }
+
+    /// Call when the stream has nothing ready (or at [`next_deadline`](Self::next_deadline)):
+    /// commits grouped work at once so it becomes visible, and re-checks durability of earlier
+    /// asynchronous commits. Returns a newly durable LSN to confirm, if any.
+    ///
+    /// # Errors
+    /// Target errors.
+    pub async fn idle(&mut self) -> Result<Option<Lsn>, ApplyError> {
+        if matches!(self.txn, Txn::Live { .. }) {
+            return Ok(None); // mid-transaction: the rest of it is on its way
+        }
+        if self.pending_commits > 0 {
+            return self.flush().await;
+        }
+        if self.needs_durability_poll() && self.last_poll.elapsed() >= self.cfg.durability_poll {
+            return self.flush().await;
+        }
+        Ok(None)
+    }
+
+    /// Makes everything applied so far durable now (between transactions; inside a live
+    /// transaction it does nothing) and returns a newly durable LSN to confirm, if any.
+    ///
+    /// # Errors
+    /// Target errors.
+    pub async fn flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
+        if matches!(self.txn, Txn::Live { .. }) {
+            return Ok(None);
+        }
+        let durable = self.target.flush().await?;
+        self.last_poll = Instant::now();
+        if self.pending_commits > 0 {
+            self.stats.flushes += 1;
+        }
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.pending_commits = 0;
+        self.pending_since = None;
+        if let Some(d) = durable {
+            self.durable = Some(self.durable.map_or(d, |x| x.max(d)));
+        }
+        Ok(self.report())
+    }
+
+    /// The durable LSN, held back to the oldest prepared transaction we only hold in our own
+    /// buffers: confirming past its PREPARE would stop the primary from sending it again.
+    fn report(&mut self) -> Option<Lsn> {
+        let mut lsn = self.durable?;
+        for p in self.prepared.values() {
+            lsn = lsn.min(p.prepare_lsn);
+        }
+        if let Txn::Preparing { prepare_lsn, .. } = &self.txn {
+            lsn = lsn.min(*prepare_lsn);
+        }
+        if self.reported.is_some_and(|r| r >= lsn) {
+            return None;
+        }
+        self.reported = Some(lsn);
+        Some(lsn)
+    }
+
+    fn expect_no_txn(&self, message: &'static str) -> Result<(), ApplyError> {
+        match &self.txn {
+            Txn::None => Ok(()),
+            Txn::Live { info, .. } => {
+                Err(ApplyError::protocol(message, format!("inside transaction {}", info.xid)))
+            }
+            Txn::Preparing { xid, .. } => {
+                Err(ApplyError::protocol(message, format!("inside prepared transaction {xid}")))
+            }
+        }
+    }
+}
+
+fn lookup(
+    rel_id: u32,
+    relations: &HashMap<u32, Arc<Relation>>,
+    overlay: Option<&HashMap<u32, Arc<Relation>>>,
+) -> Result<Arc<Relation>, ApplyError> {
+    overlay
+        .and_then(|o| o.get(&rel_id))
+        .or_else(|| relations.get(&rel_id))
+        .cloned()
+        .ok_or(ApplyError::UnknownRelation { rel_id })
+}
+
+fn to_change(
+    msg: LogicalMessage,
+    relations: &HashMap<u32, Arc<Relation>>,
+    overlay: Option<&HashMap<u32, Arc<Relation>>>,
+) -> Result<Change, ApplyError> {
+    Ok(match msg {
+        LogicalMessage::Insert(i) => {
+            Change::Insert { rel: lookup(i.rel_id, relations, overlay)?, new: i.new }
+        }
+        LogicalMessage::Update(u) => {
+            Change::Update { rel: lookup(u.rel_id, relations, overlay)?, old: u.old, new: u.new }
+        }
+        LogicalMessage::Delete(d) => {
+            Change::Delete { rel: lookup(d.rel_id, relations, overlay)?, old: d.old }
+        }
+        LogicalMessage::Truncate(t) => Change::Truncate {
+            rels: t
+                .rel_ids
+                .iter()
+                .map(|&id| lookup(id, relations, overlay))
+                .collect::<Result<_, _>>()?,
+            cascade: t.cascade,
+            restart_identity: t.restart_identity,
+        },
+        LogicalMessage::Message(m) => Change::Message(m),
+        other => return Err(ApplyError::protocol(msg_name(&other), "where a change was expected")),
+    })
+}
+
+fn msg_name(m: &LogicalMessage) -> &'static str {
+    match m {
+        LogicalMessage::Begin(_) => "Begin",
+        LogicalMessage::Commit(_) => "Commit",
+        LogicalMessage::Origin(_) => "Origin",
+        LogicalMessage::Relation(_) => "Relation",
+        LogicalMessage::Type(_) => "Type",
+        LogicalMessage::Insert(_) => "Insert",
+        LogicalMessage::Update(_) => "Update",
+        LogicalMessage::Delete(_) => "Delete",
+        LogicalMessage::Truncate(_) => "Truncate",
+        LogicalMessage::Message(_) => "Message",
+        LogicalMessage::StreamStart(_) => "Stream Start",
+        LogicalMessage::StreamStop => "Stream Stop",
+        LogicalMessage::StreamCommit(_) => "Stream Commit",
+        LogicalMessage::StreamAbort(_) => "Stream Abort",
+        LogicalMessage::BeginPrepare(_) => "Begin Prepare",
+        LogicalMessage::Prepare(_) => "Prepare",
+        LogicalMessage::CommitPrepared(_) => "Commit Prepared",
+        LogicalMessage::RollbackPrepared(_) => "Rollback Prepared",
+        LogicalMessage::StreamPrepare(_) => "Stream Prepare",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,130 @@
+//! The applier's error type.
+
+use std::fmt;
+use std::io;
+
+use pgoutput_decoder::{DecodeError, Lsn};
+
+/// The kind of row operation a failing statement performed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `INSERT` (or a `COPY` of inserted rows).
+    Insert,
+    /// `UPDATE`.
+    Update,
+    /// `DELETE`.
+    Delete,
+    /// `TRUNCATE`.
+    Truncate,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Truncate => "truncate",
+        })
+    }
+}
+
+/// Everything that can go wrong while applying changes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// A change failed on the target (constraint violation, bad value, missing table...).
+    #[error("{op} on {table} failed (source commit {commit_lsn})")]
+    Change {
+        /// Schema-qualified, quoted target table.
+        table: String,
+        /// What the statement did.
+        op: Op,
+        /// Commit LSN of the source transaction the change belongs to.
+        commit_lsn: Lsn,
+        /// The target's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A bookkeeping statement (BEGIN, COMMIT, progress, catalog lookup) failed on the target.
+    #[error("target database: {context}")]
+    Target {
+        /// What we were doing.
+        context: String,
+        /// The target's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A change referenced a relation id that no Relation message described.
+    #[error("relation id {rel_id} used before a Relation message described it")]
+    UnknownRelation {
+        /// The unknown relation id.
+        rel_id: u32,
+    },
+    /// The source relation and the target table differ in a way we do not repair.
+    #[error("schema mismatch on {table}: {detail}")]
+    Schema {
+        /// Schema-qualified, quoted table.
+        table: String,
+        /// What differs.
+        detail: String,
+    },
+    /// An update or delete lacks the values that identify the row.
+    #[error("{op} on {table} carries no usable replica identity: {detail}")]
+    MissingIdentity {
+        /// Schema-qualified, quoted table.
+        table: String,
+        /// The operation.
+        op: Op,
+        /// What is missing.
+        detail: String,
+    },
+    /// Messages arrived in an order the protocol does not allow.
+    #[error("unexpected {message} message {state}")]
+    Protocol {
+        /// The message that arrived.
+        message: &'static str,
+        /// Where in the stream it arrived (e.g. "outside a transaction").
+        state: String,
+    },
+    /// COMMIT PREPARED for a transaction whose prepared content we do not hold.
+    #[error("COMMIT PREPARED {gid:?} (end {end_lsn}) but its PREPARE was not received")]
+    UnknownPrepared {
+        /// The global transaction id.
+        gid: String,
+        /// End LSN of the commit.
+        end_lsn: Lsn,
+    },
+    /// Writing or reading a spill file failed.
+    #[error("spill file I/O")]
+    Spill(#[source] io::Error),
+    /// A spilled message could not be decoded again (corrupt spill file).
+    #[error("decoding a spilled message")]
+    SpillDecode(#[source] DecodeError),
+    /// Writing the JSON output failed.
+    #[error("writing JSON output")]
+    Output(#[source] io::Error),
+    /// An earlier error left the target in an unknown state; build a new one.
+    #[error("the target failed earlier and must be recreated")]
+    Poisoned,
+}
+
+impl ApplyError {
+    pub(crate) fn target(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        ApplyError::Target { context: context.into(), source }
+    }
+
+    pub(crate) fn protocol(message: &'static str, state: impl Into<String>) -> Self {
+        ApplyError::Protocol { message, state: state.into() }
+    }
+
+    /// The target's database error, when this error came from one (for its SQLSTATE and text).
+    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            ApplyError::Change { source, .. } | ApplyError::Target { source, .. } => {
+                source.as_db_error()
+            }
+            _ => None,
+        }
+    }
+}

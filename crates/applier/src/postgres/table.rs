@@ -1,0 +1,372 @@
+//! What we know about one target table: its columns matched to the source relation's, and the
+//! SQL we generate for it. Every identifier is quoted; values only ever travel as parameters.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use pgoutput_decoder::{Relation, ReplicaIdentity};
+use tokio_postgres::Statement;
+
+/// Quotes an SQL identifier (`"` doubled).
+pub(crate) fn quote_ident(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// `"schema"."table"` for a source relation (an empty namespace means `pg_catalog`).
+pub(crate) fn qualified_name(rel: &Relation) -> String {
+    let ns = if rel.namespace.is_empty() { "pg_catalog" } else { rel.namespace.as_str() };
+    format!("{}.{}", quote_ident(ns), quote_ident(&rel.name))
+}
+
+/// One source column as it exists on the target.
+#[derive(Debug, Clone)]
+pub(crate) struct ColInfo {
+    /// Quoted column name.
+    pub(crate) quoted: String,
+    /// Target type, as `format_type` prints it (already quoted where needed).
+    pub(crate) type_name: String,
+    /// Target type OID (the element OID of binary arrays).
+    pub(crate) type_oid: u32,
+    /// Compare as text when matching a whole row: the type has no sensible equality
+    /// (json, xml, geometric types, arrays of those).
+    pub(crate) text_compare: bool,
+    /// The type is an array (cannot travel inside `unnest` arrays).
+    pub(crate) is_array: bool,
+    /// `GENERATED ALWAYS AS IDENTITY`: cannot be set by UPDATE.
+    pub(crate) identity_always: bool,
+}
+
+/// Which statement shape, for the per-table statement cache.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum StmtKey {
+    /// Single-row insert of all columns.
+    Insert,
+    /// Single-row update: columns set, columns matched (by key or whole row).
+    Update { set: Box<[bool]>, matched: Box<[bool]> },
+    /// Single-row delete: columns matched.
+    Delete { matched: Box<[bool]> },
+    /// `COPY` of all columns, binary or text.
+    Copy { binary: bool },
+    /// Set-based update over arrays: set columns, per-column array in binary (element) form.
+    BatchUpdate { set: Box<[bool]>, binary: Box<[bool]> },
+    /// Set-based delete over arrays of the key columns.
+    BatchDelete { binary: Box<[bool]> },
+}
+
+/// A target table matched to a source relation.
+#[derive(Debug)]
+pub(crate) struct TableInfo {
+    /// The relation this was built for (compared by pointer: a new Relation message makes a
+    /// new `Arc`).
+    pub(crate) rel: Arc<Relation>,
+    /// `"schema"."table"`.
+    pub(crate) name: Arc<str>,
+    /// One entry per source column, in the relation's order.
+    pub(crate) cols: Vec<ColInfo>,
+    /// Indices of the replica identity key columns (empty for FULL / NOTHING).
+    pub(crate) key: Vec<usize>,
+    /// Prepared statements.
+    pub(crate) stmts: HashMap<StmtKey, Statement>,
+    /// Any column is `GENERATED ALWAYS AS IDENTITY`.
+    pub(crate) has_identity_always: bool,
+}
+
+impl TableInfo {
+    pub(crate) fn new(rel: Arc<Relation>, cols: Vec<ColInfo>) -> Self {
+        let key =
+            if matches!(rel.replica_identity, ReplicaIdentity::Default | ReplicaIdentity::Index) {
+                rel.columns.iter().enumerate().filter(|(_, c)| c.is_key).map(|(i, _)| i).collect()
+            } else {
+                Vec::new()
+            };
+        let has_identity_always = cols.iter().any(|c| c.identity_always);
+        TableInfo {
+            name: qualified_name(&rel).into(),
+            rel,
+            cols,
+            key,
+            stmts: HashMap::new(),
+            has_identity_always,
+        }
+    }
+
+    /// Whether rows are found by comparing the whole old row (REPLICA IDENTITY FULL).
+    pub(crate) fn full_identity(&self) -> bool {
+        self.rel.replica_identity == ReplicaIdentity::Full
+    }
+
+    fn col_list(&self) -> String {
+        let mut s = String::new();
+        for (i, c) in self.cols.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&c.quoted);
+        }
+        s
+    }
+
+    /// `INSERT INTO t (a, b) VALUES ($1, $2)`.
+    pub(crate) fn insert_sql(&self) -> String {
+        let mut sql = format!("INSERT INTO {} ({})", self.name, self.col_list());
+        if self.has_identity_always {
+            sql.push_str(" OVERRIDING SYSTEM VALUE");
+        }
+        sql.push_str(" VALUES (");
+        for i in 0..self.cols.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", i + 1);
+        }
+        sql.push(')');
+        sql
+    }
+
+    /// `COPY t (a, b) FROM STDIN [(FORMAT binary)]`.
+    pub(crate) fn copy_sql(&self, binary: bool) -> String {
+        let mut sql = format!("COPY {} ({}) FROM STDIN", self.name, self.col_list());
+        if binary {
+            sql.push_str(" (FORMAT binary)");
+        }
+        sql
+    }
+
+    /// The row-matching condition, numbering parameters from `next`.
+    fn where_sql(&self, sql: &mut String, matched: &[bool], next: &mut usize) {
+        if self.full_identity() {
+            // One row at a time even among identical duplicates.
+            let _ = write!(sql, "ctid = (SELECT ctid FROM {} WHERE ", self.name);
+            self.conditions(sql, matched, next, true);
+            sql.push_str(" LIMIT 1)");
+        } else {
+            self.conditions(sql, matched, next, false);
+        }
+    }
+
+    fn conditions(&self, sql: &mut String, matched: &[bool], next: &mut usize, null_safe: bool) {
+        let mut first = true;
+        for (i, c) in self.cols.iter().enumerate() {
+            if !matched[i] {
+                continue;
+            }
+            if !first {
+                sql.push_str(" AND ");
+            }
+            first = false;
+            let n = *next;
+            *next += 1;
+            match (null_safe, c.text_compare) {
+                (true, true) => {
+                    let _ = write!(
+                        sql,
+                        "{}::text IS NOT DISTINCT FROM ${n}::{}::text",
+                        c.quoted, c.type_name
+                    );
+                }
+                (true, false) => {
+                    let _ = write!(sql, "{} IS NOT DISTINCT FROM ${n}::{}", c.quoted, c.type_name);
+                }
+                (false, _) => {
+                    let _ = write!(sql, "{} = ${n}::{}", c.quoted, c.type_name);
+                }
+            }
+        }
+        if first {
+            sql.push_str("true");
+        }
+    }
+
+    /// `UPDATE t SET a = $1 WHERE k = $2` (or the ctid form for FULL identity).
+    pub(crate) fn update_sql(&self, set: &[bool], matched: &[bool]) -> String {
+        let mut sql = format!("UPDATE {} SET ", self.name);
+        let mut next = 1;
+        let mut first = true;
+        for (i, c) in self.cols.iter().enumerate() {
+            if !set[i] {
+                continue;
+            }
+            if !first {
+                sql.push_str(", ");
+            }
+            first = false;
+            let _ = write!(sql, "{} = ${next}", c.quoted);
+            next += 1;
+        }
+        sql.push_str(" WHERE ");
+        self.where_sql(&mut sql, matched, &mut next);
+        sql
+    }
+
+    /// `DELETE FROM t WHERE k = $1` (or the ctid form).
+    pub(crate) fn delete_sql(&self, matched: &[bool]) -> String {
+        let mut sql = format!("DELETE FROM {} WHERE ", self.name);
+        let mut next = 1;
+        self.where_sql(&mut sql, matched, &mut next);
+        sql
+    }
+
+    /// Array parameter type of column `i`: its own array type for binary elements, `text[]`
+    /// cast to it for text elements.
+    fn array_param(&self, i: usize, n: usize, binary: bool) -> String {
+        let c = &self.cols[i];
+        if binary {
+            format!("${n}::{}[]", c.type_name)
+        } else {
+            format!("${n}::text[]::{}[]", c.type_name)
+        }
+    }
+
+    /// Set-based update of many rows by key:
+    /// `UPDATE t SET a = v.c1 FROM unnest($1, $2, ...) AS v(k0, c1, ...) WHERE t.k = v.k0`.
+    /// Parameters: one array per key column (old key), then one per set column.
+    pub(crate) fn batch_update_sql(
+        &self,
+        set: &[bool],
+        binary: &[bool],
+        key_binary: &[bool],
+    ) -> String {
+        let mut arrays = Vec::new();
+        let mut aliases = Vec::new();
+        let mut n = 1;
+        for (j, &k) in self.key.iter().enumerate() {
+            arrays.push(self.array_param(k, n, key_binary[j]));
+            aliases.push(format!("k{j}"));
+            n += 1;
+        }
+        let mut sets = Vec::new();
+        for (i, c) in self.cols.iter().enumerate() {
+            if set[i] {
+                arrays.push(self.array_param(i, n, binary[i]));
+                aliases.push(format!("c{i}"));
+                sets.push(format!("{} = v.c{i}", c.quoted));
+                n += 1;
+            }
+        }
+        let conds: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| format!("t.{} = v.k{j}", self.cols[k].quoted))
+            .collect();
+        format!(
+            "UPDATE {} AS t SET {} FROM unnest({}) AS v({}) WHERE {}",
+            self.name,
+            sets.join(", "),
+            arrays.join(", "),
+            aliases.join(", "),
+            conds.join(" AND ")
+        )
+    }
+
+    /// Set-based delete by key: `DELETE FROM t WHERE (k) IN (SELECT * FROM unnest($1, ...))`.
+    pub(crate) fn batch_delete_sql(&self, key_binary: &[bool]) -> String {
+        let keys: Vec<&str> = self.key.iter().map(|&k| self.cols[k].quoted.as_str()).collect();
+        let arrays: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| self.array_param(k, j + 1, key_binary[j]))
+            .collect();
+        format!(
+            "DELETE FROM {} WHERE ({}) IN (SELECT * FROM unnest({}))",
+            self.name,
+            keys.join(", "),
+            arrays.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgoutput_decoder::RelationColumn;
+
+    fn table(ri: ReplicaIdentity) -> TableInfo {
+        let col = |name: &str, key| RelationColumn {
+            is_key: key,
+            name: name.into(),
+            type_oid: 23,
+            type_modifier: -1,
+        };
+        let rel = Relation {
+            xid: None,
+            rel_id: 1,
+            namespace: "my\"ns".into(),
+            name: "t".into(),
+            replica_identity: ri,
+            columns: vec![col("id", true), col("v", false), col("j", false)],
+        };
+        let info = |q: &str, ty: &str, tc| ColInfo {
+            quoted: q.into(),
+            type_name: ty.into(),
+            type_oid: 23,
+            text_compare: tc,
+            is_array: false,
+            identity_always: false,
+        };
+        TableInfo::new(
+            Arc::new(rel),
+            vec![
+                info("\"id\"", "integer", false),
+                info("\"v\"", "text", false),
+                info("\"j\"", "json", true),
+            ],
+        )
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(&*table(ReplicaIdentity::Default).name, "\"my\"\"ns\".\"t\"");
+    }
+
+    #[test]
+    fn statements_by_key() {
+        let t = table(ReplicaIdentity::Default);
+        assert_eq!(t.key, [0]);
+        assert_eq!(
+            t.insert_sql(),
+            "INSERT INTO \"my\"\"ns\".\"t\" (\"id\", \"v\", \"j\") VALUES ($1, $2, $3)"
+        );
+        assert_eq!(
+            t.update_sql(&[true, false, true], &[true, false, false]),
+            "UPDATE \"my\"\"ns\".\"t\" SET \"id\" = $1, \"j\" = $2 WHERE \"id\" = $3::integer"
+        );
+        assert_eq!(
+            t.delete_sql(&[true, false, false]),
+            "DELETE FROM \"my\"\"ns\".\"t\" WHERE \"id\" = $1::integer"
+        );
+        assert_eq!(
+            t.batch_delete_sql(&[true]),
+            "DELETE FROM \"my\"\"ns\".\"t\" WHERE (\"id\") IN (SELECT * FROM unnest($1::integer[]))"
+        );
+        assert_eq!(
+            t.batch_update_sql(&[false, true, false], &[false, false, false], &[true]),
+            "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = v.c1 FROM unnest($1::integer[], $2::text[]::text[]) \
+             AS v(k0, c1) WHERE t.\"id\" = v.k0"
+        );
+    }
+
+    #[test]
+    fn statements_full_identity() {
+        let t = table(ReplicaIdentity::Full);
+        assert!(t.key.is_empty());
+        assert_eq!(
+            t.delete_sql(&[true, true, true]),
+            "DELETE FROM \"my\"\"ns\".\"t\" WHERE ctid = (SELECT ctid FROM \"my\"\"ns\".\"t\" WHERE \
+             \"id\" IS NOT DISTINCT FROM $1::integer AND \"v\" IS NOT DISTINCT FROM $2::text AND \
+             \"j\"::text IS NOT DISTINCT FROM $3::json::text LIMIT 1)"
+        );
+    }
+}
