@@ -1,12 +1,28 @@
 //! `pgmirror`: mirror PostgreSQL tables over logical replication.
+//!
+//! The binary is a thin edge: it parses arguments, sets up logging, runs one command from the
+//! library and turns its error into one line on stderr and a non-zero exit status.
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Mirror PostgreSQL tables onto another server through logical decoding.
-#[derive(Debug, Parser)]
-#[command(name = "pgmirror", version, about)]
-struct Cli {}
-
-fn main() {
-    let _cli = Cli::parse();
+fn main() -> ExitCode {
+    let cli = pgmirror::cli::Cli::parse();
+    pgmirror::logging::init(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pgmirror::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line: "what failed: why".
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

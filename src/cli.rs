@@ -1,0 +1,52 @@
+//! Command-line arguments (clap derive) and dispatch to the commands.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+
+/// Mirror PostgreSQL tables onto another server through logical decoding.
+#[derive(Debug, Parser)]
+#[command(name = "pgmirror", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); `RUST_LOG` overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every change of a publication as one JSON object per line (CDC).
+    Tail(commands::tail::TailArgs),
+    /// Mirror tables onto another server: initial copy, then every change, exactly once.
+    Mirror(commands::mirror::MirrorArgs),
+}
+
+/// Which tables a command works on: a publication, or a list of tables.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct TableSelection {
+    /// An existing publication on the source.
+    #[arg(long, value_name = "NAME")]
+    pub publication: Option<String>,
+    /// Tables as `name` or `schema.name`, comma-separated; a publication is created for them.
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub tables: Option<Vec<String>>,
+}
+
+/// Runs the parsed command. `Ok` carries the exit status (some commands report failures, such
+/// as a failed check, through it rather than through an error).
+///
+/// # Errors
+/// Whatever the command failed with, for `main` to print on one line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Tail(args) => commands::tail::run(args).await,
+        Command::Mirror(args) => commands::mirror::run(args).await,
+    }
+}

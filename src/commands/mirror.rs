@@ -1,0 +1,63 @@
+//! `pgmirror mirror`: keep tables of a primary mirrored onto another server.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::cli::TableSelection;
+use crate::conn;
+use crate::mirror::{self, MirrorOptions};
+use crate::shutdown::Shutdown;
+
+/// Arguments of `pgmirror mirror`.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// The primary, as a URL or `key=value` string (`PG*` variables fill in the rest).
+    #[arg(long, env = "PGMIRROR_SOURCE", hide_env_values = true, value_name = "URL")]
+    pub source: String,
+    /// The replica to write into.
+    #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
+    pub target: String,
+    /// The tables to mirror.
+    #[command(flatten)]
+    pub tables: TableSelection,
+    /// The mirror's name: its progress row on the target, and the default slot and
+    /// publication names (`pgmirror_<name>`).
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub name: String,
+    /// The logical replication slot (default `pgmirror_<name>`).
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+    /// Skip the initial copy: stream changes from the slot's position only.
+    #[arg(long)]
+    pub no_initial_copy: bool,
+    /// Empty target tables that already hold rows before the initial copy.
+    #[arg(long)]
+    pub truncate_target: bool,
+    /// Parallel connections for the initial copy.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub copy_jobs: usize,
+    /// Ask the primary for text values instead of binary ones (for exotic types).
+    #[arg(long)]
+    pub text: bool,
+}
+
+/// Runs `pgmirror mirror` until Ctrl-C, SIGTERM or a fault that retrying cannot fix.
+///
+/// # Errors
+/// Set-up and fatal replication errors.
+pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
+    let source = conn::parse("--source", &args.source)?;
+    let target = conn::parse("--target", &args.target)?;
+    let mut opts = MirrorOptions::new(args.name, source, target, args.tables);
+    opts.slot = args.slot;
+    opts.initial_copy = !args.no_initial_copy;
+    opts.truncate_target = args.truncate_target;
+    opts.copy_parallelism = args.copy_jobs;
+    opts.binary = !args.text;
+    opts.progress_bars = std::io::stderr().is_terminal();
+    let mut shutdown = Shutdown::on_signals();
+    mirror::run(&opts, &mut shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,465 @@
+//! `pgmirror mirror`'s engine: prepare the primary and the target, copy the tables under the
+//! slot's snapshot, then stream and apply for ever, retrying through outages.
+//!
+//! Set-up is recorded in `pgmirror.mirrors` on the target ([`registry`]) before anything is
+//! created on the primary that would need cleaning up, so every crash leaves a state that the
+//! next start can finish or undo:
+//! - no row: nothing was created yet (or a failed set-up was undone);
+//! - `copying`: the slot exists but the copy did not finish; the slot's snapshot is gone with the
+//!   connection that exported it, so the slot is dropped and the copy redone from scratch;
+//! - `streaming`: stream from `pgmirror.progress`.
+
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use applier::{Applier, ApplierConfig, PostgresTarget, PostgresTargetConfig};
+use pgoutput_decoder::Lsn;
+use replication::{
+    ConnConfig, CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication, Streaming,
+};
+use tablesync::{CopyEvent, CopyOptions, ReplicaIdentity, TableDef, TargetOptions};
+use tokio_postgres::Client;
+
+use crate::cli::TableSelection;
+use crate::pump::{PumpEnd, pump};
+use crate::retry::{Backoff, is_transient};
+use crate::shutdown::Shutdown;
+use registry::{MirrorRecord, MirrorState};
+
+/// Everything a mirror needs to run.
+#[derive(Debug, Clone)]
+pub struct MirrorOptions {
+    /// The mirror's name: the key of its progress row; the default slot and publication
+    /// names derive from it.
+    pub name: String,
+    /// The primary.
+    pub source: ConnConfig,
+    /// The replica.
+    pub target: ConnConfig,
+    /// The tables, as a publication or a list.
+    pub tables: TableSelection,
+    /// Slot name (default `pgmirror_<name>`).
+    pub slot: Option<String>,
+    /// Copy existing rows before streaming.
+    pub initial_copy: bool,
+    /// Empty non-empty target tables before the initial copy instead of failing.
+    pub truncate_target: bool,
+    /// Parallel COPY connections for the initial copy.
+    pub copy_parallelism: usize,
+    /// Binary column values (faster; the default).
+    pub binary: bool,
+    /// Show progress bars (a terminal) rather than log lines.
+    pub progress_bars: bool,
+    /// How often sequences are copied while streaming.
+    pub sequence_interval: Duration,
+    /// Settings of the apply loop.
+    pub applier: ApplierConfig,
+}
+
+impl MirrorOptions {
+    /// Options with the defaults for everything but the essentials.
+    pub fn new(
+        name: impl Into<String>,
+        source: ConnConfig,
+        target: ConnConfig,
+        tables: TableSelection,
+    ) -> Self {
+        MirrorOptions {
+            name: name.into(),
+            source,
+            target,
+            tables,
+            slot: None,
+            initial_copy: true,
+            truncate_target: false,
+            copy_parallelism: 2,
+            binary: true,
+            progress_bars: false,
+            sequence_interval: Duration::from_secs(30),
+            applier: ApplierConfig::default(),
+        }
+    }
+
+    /// The slot's name.
+    pub fn slot_name(&self) -> String {
+        self.slot.clone().unwrap_or_else(|| format!("pgmirror_{}", self.name))
+    }
+
+    fn publication_name(&self) -> String {
+        self.tables.publication.clone().unwrap_or_else(|| format!("pgmirror_{}", self.name))
+    }
+}
+
+/// Runs a mirror until `shutdown` is triggered or a fault that retrying cannot fix.
+///
+/// Transient faults (either server down or restarting, a lost connection) are logged and
+/// retried with capped exponential backoff; the mirror resumes from the target's stored progress.
+///
+/// # Errors
+/// Faults that repeat: bad configuration, missing privileges, schema mismatches, a lost slot.
+pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Result<()> {
+    let mut backoff = Backoff::default();
+    loop {
+        let attempt = async {
+            let record = prepare(opts, shutdown).await?;
+            stream(opts, &record, shutdown, &mut backoff).await
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) if shutdown.is_triggered() => {
+                tracing::info!(error = %format!("{e:#}"), "stopped");
+                return Ok(());
+            }
+            Err(e) if is_transient(e.as_ref()) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    retry_in = ?delay,
+                    "disconnected; retrying"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.wait() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A target connection that holds this mirror's advisory lock, so a second pgmirror for the
+/// same mirror refuses to run.
+async fn lock_mirror(target: &ConnConfig, name: &str) -> anyhow::Result<Client> {
+    let client = replication::connect_sql(target).await.context("connecting to the target")?;
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock(hashtextextended('pgmirror:' || $1, 0))", &[&name])
+        .await
+        .context("taking the mirror's lock on the target")?
+        .get(0);
+    if !locked {
+        bail!(
+            "another pgmirror is already running mirror {name:?} on this target; stop it first \
+             (or give this one another --name)"
+        );
+    }
+    Ok(client)
+}
+
+/// Makes sure the publication, slot, target tables and (if needed) the initial copy are in
+/// place, and returns the mirror's record in state `streaming`.
+async fn prepare(opts: &MirrorOptions, shutdown: &Shutdown) -> anyhow::Result<MirrorRecord> {
+    let _lock = lock_mirror(&opts.target, &opts.name).await?;
+    let mut target =
+        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    registry::ensure_table(&target).await.context("creating pgmirror.mirrors on the target")?;
+    let existing = registry::load(&target, &opts.name).await.context("reading pgmirror.mirrors")?;
+    if let Some(rec) = &existing
+        && rec.state == MirrorState::Streaming
+    {
+        return Ok(rec.clone());
+    }
+
+    let source =
+        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
+    let slot = opts.slot_name();
+    let publication = opts.publication_name();
+    let tables = crate::setup::resolve_tables(&source, &opts.tables).await?;
+    check_replica_identity(&tables)?;
+    for table in &tables {
+        tablesync::ensure_target_table(&target, table, &TargetOptions::default()).await?;
+    }
+    let mut repl = ReplicationClient::connect(&opts.source)
+        .await
+        .context("replication connection to the source")?;
+    let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
+
+    // A previous start died during its initial copy: undo it and copy again.
+    let mut redo_copy = false;
+    if let Some(rec) = &existing {
+        redo_copy = true;
+        if rec.created_slot && crate::setup::slot_exists(&mut repl, &rec.slot).await? {
+            tracing::info!(slot = %rec.slot, "previous initial copy was interrupted; starting it over");
+            repl.drop_slot(&rec.slot, true).await.context("dropping the unfinished copy's slot")?;
+        }
+    }
+    if crate::setup::slot_exists(&mut repl, &slot).await? && opts.initial_copy {
+        bail!(
+            "slot {slot:?} already exists on the source but this target has no record of it; \
+                 drop it (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy, or \
+                 pass --no-initial-copy to stream from where it stands"
+        );
+    }
+    let created_publication = match existing.as_ref() {
+        Some(rec) => rec.created_publication,
+        None => {
+            opts.tables.publication.is_none()
+                && tablesync::ensure_publication(&source, &publication, &tables).await?
+                    == tablesync::PublicationStatus::Created
+        }
+    };
+
+    let mut record = MirrorRecord {
+        name: opts.name.clone(),
+        slot: slot.clone(),
+        publication,
+        created_slot: true,
+        created_publication,
+        state: MirrorState::Copying,
+        source_system_id: Some(system.system_id.to_string()),
+    };
+
+    if !opts.initial_copy {
+        let exists = crate::setup::slot_exists(&mut repl, &slot).await?;
+        record.created_slot = !exists;
+        let point = if exists {
+            None
+        } else {
+            let opts =
+                CreateSlotOptions { snapshot: SnapshotAction::Nothing, ..Default::default() };
+            Some(repl.create_slot(&slot, opts).await.context("creating the slot")?.consistent_point)
+        };
+        registry::save(&target, &record).await?;
+        registry::finish_copy(&mut target, &opts.name, point.unwrap_or(Lsn::ZERO)).await?;
+        record.state = MirrorState::Streaming;
+        tracing::info!(slot = %slot, "slot ready; streaming without an initial copy");
+        return Ok(record);
+    }
+
+    // Record first, then create: a crash between the two leaves a row whose slot may not
+    // exist, which the next start handles; the opposite order could orphan a slot.
+    registry::save(&target, &record).await.context("recording the mirror on the target")?;
+    let created = repl
+        .create_slot(
+            &slot,
+            CreateSlotOptions { snapshot: SnapshotAction::Export, ..Default::default() },
+        )
+        .await
+        .context("creating the slot")?;
+    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created slot");
+    let Some(snapshot) = created.snapshot_name.clone() else {
+        bail!("the source did not export a snapshot for slot {slot:?}");
+    };
+
+    let copied =
+        initial_copy(opts, &tables, &snapshot, redo_copy || opts.truncate_target, shutdown).await;
+    if let Err(e) = copied {
+        undo_setup(&mut repl, &mut target, &source, &record).await;
+        return Err(e);
+    }
+    // The snapshot can go now: the copy is committed on the target.
+    repl.close().await;
+    if let Err(e) = sync_sequences_once(&source, &target, &tables).await {
+        tracing::warn!(error = %format!("{e:#}"), "copying sequence values failed; will retry while streaming");
+    }
+    registry::finish_copy(&mut target, &opts.name, created.consistent_point)
+        .await
+        .context("storing the initial progress")?;
+    record.state = MirrorState::Streaming;
+    tracing::info!("initial copy done");
+    Ok(record)
+}
+
+/// After a failed initial copy: drop what this set-up created, so nothing is left behind.
+async fn undo_setup(
+    repl: &mut ReplicationClient,
+    target: &mut Client,
+    source: &Client,
+    rec: &MirrorRecord,
+) {
+    if let Err(e) = repl.drop_slot(&rec.slot, true).await {
+        // The replication connection may be what failed; try a fresh one.
+        tracing::debug!(error = %e, "dropping the slot on the old connection failed");
+        if let Ok(mut fresh) = ReplicationClient::connect(repl.config()).await
+            && let Err(e) = fresh.drop_slot(&rec.slot, true).await
+        {
+            tracing::error!(slot = %rec.slot, error = %e, "could not drop the slot; drop it by hand");
+        }
+    }
+    if rec.created_publication {
+        let _ = tablesync::drop_publication(source, &rec.publication).await;
+    }
+    let _ = registry::delete(target, &rec.name).await;
+}
+
+fn check_replica_identity(tables: &[TableDef]) -> anyhow::Result<()> {
+    for t in tables {
+        let missing = match t.replica_identity {
+            ReplicaIdentity::Nothing => true,
+            ReplicaIdentity::Default => t.primary_key.is_empty(),
+            ReplicaIdentity::Full | ReplicaIdentity::Index => false,
+        };
+        if missing {
+            bail!(
+                "table {} has no primary key or replica identity, so its UPDATEs and DELETEs \
+                 cannot be replicated; fix: ALTER TABLE {} REPLICA IDENTITY FULL (or add a \
+                 primary key)",
+                t.quoted(),
+                t.quoted()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn initial_copy(
+    opts: &MirrorOptions,
+    tables: &[TableDef],
+    snapshot: &str,
+    truncate: bool,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    if !truncate {
+        let target = replication::connect_sql(&opts.target).await?;
+        tablesync::ensure_targets_empty(&target, tables).await?;
+    }
+    let source_cfg = opts.source.clone();
+    let target_cfg = opts.target.clone();
+    let source = move || {
+        let cfg = source_cfg.clone();
+        async move { replication::connect_sql(&cfg).await }
+    };
+    let target = move || {
+        let cfg = target_cfg.clone();
+        async move { replication::connect_sql(&cfg).await }
+    };
+    let copy_opts = CopyOptions {
+        parallelism: opts.copy_parallelism.max(1),
+        truncate_target: truncate,
+        ..CopyOptions::default()
+    };
+    let progress = Arc::new(crate::progress::CopyProgress::new(tables, opts.progress_bars));
+    let report_progress = progress.clone();
+    let on_event = move |event: CopyEvent<'_>| report_progress.event(event);
+    tracing::info!(tables = tables.len(), "copying tables under the slot's snapshot");
+    let mut stop = shutdown.clone();
+    let report = tokio::select! {
+        r = tablesync::copy_tables(&source, &target, snapshot, tables, &copy_opts, &on_event) => r?,
+        () = stop.wait() => bail!("stopped during the initial copy"),
+    };
+    progress.finish();
+    tracing::info!(
+        rows = report.rows,
+        bytes = report.bytes,
+        seconds = report.elapsed.as_secs_f64(),
+        "copied tables"
+    );
+    Ok(())
+}
+
+async fn sync_sequences_once(
+    source: &Client,
+    target: &Client,
+    tables: &[TableDef],
+) -> anyhow::Result<usize> {
+    let seqs = tablesync::table_sequences(source, tables).await?;
+    Ok(tablesync::sync_sequences(source, target, &seqs).await?)
+}
+
+/// One streaming session: connect, apply until stopped or disconnected.
+async fn stream(
+    opts: &MirrorOptions,
+    record: &MirrorRecord,
+    shutdown: &mut Shutdown,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    let _lock = lock_mirror(&opts.target, &opts.name).await?;
+    let target =
+        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    let mut target_cfg = PostgresTargetConfig::new(opts.name.clone());
+    target_cfg.replica_role = true;
+    let target = PostgresTarget::new(target, target_cfg).await?;
+    let mut applier = Applier::new(target, opts.applier.clone()).await?;
+    let progress = applier.start_progress().unwrap_or(Lsn::ZERO);
+
+    let mut repl = ReplicationClient::connect(&opts.source)
+        .await
+        .context("replication connection to the source")?;
+    let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
+    if let Some(expected) = &record.source_system_id
+        && *expected != system.system_id.to_string()
+    {
+        bail!(
+            "the source is a different PostgreSQL cluster (system id {}) than the one this \
+                 mirror was set up from ({expected}); point --source at the original primary, or \
+                 `pgmirror drop` this mirror and set it up again",
+            system.system_id
+        );
+    }
+    if !crate::setup::slot_exists(&mut repl, &record.slot).await? {
+        bail!(
+            "replication slot {:?} no longer exists on the source (dropped or invalidated), so \
+             changes since {progress} are lost to this mirror; recover with a fresh initial copy: \
+             `pgmirror drop` then `pgmirror mirror` again",
+            record.slot
+        );
+    }
+    let mut start = StartReplication::new(record.slot.clone(), [record.publication.clone()]);
+    start.start_lsn = progress;
+    start.binary = opts.binary;
+    start.streaming = if repl.server_version() >= 140_000 { Streaming::On } else { Streaming::Off };
+    let stream = repl.start_replication(start).await.context("starting replication")?;
+    tracing::info!(slot = %record.slot, from = %progress, proto = stream.proto_version(), "streaming");
+
+    let sequences = spawn_sequence_sync(opts, shutdown.clone());
+    let mut connected_since = std::time::Instant::now();
+    let result = pump(&mut applier, stream, shutdown, |_, _| {
+        // A session that has applied something after a while is healthy: forget old failures.
+        if connected_since.elapsed() > Duration::from_secs(10) {
+            backoff.reset();
+            connected_since = std::time::Instant::now();
+        }
+    })
+    .await;
+    sequences.abort();
+    match result {
+        Ok(PumpEnd::Stopped) => {
+            // Last sequence values, so a replica that takes over does not reuse ids.
+            if let (Ok(source), Ok(target)) = (
+                replication::connect_sql(&opts.source).await,
+                replication::connect_sql(&opts.target).await,
+            ) && let Ok(tables) = crate::setup::resolve_tables(&source, &opts.tables).await
+            {
+                let _ = sync_sequences_once(&source, &target, &tables).await;
+            }
+            let stats = applier.stats();
+            tracing::info!(
+                applied_txns = stats.applied_txns,
+                changes = stats.changes,
+                "stopped cleanly"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Copies sequence values every `sequence_interval` while streaming.
+fn spawn_sequence_sync(
+    opts: &MirrorOptions,
+    mut shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let opts = opts.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(opts.sequence_interval) => {}
+                () = shutdown.wait() => return,
+            }
+            let synced = async {
+                let source = replication::connect_sql(&opts.source).await?;
+                let target = replication::connect_sql(&opts.target).await?;
+                let tables = crate::setup::resolve_tables(&source, &opts.tables).await?;
+                sync_sequences_once(&source, &target, &tables).await
+            };
+            match synced.await {
+                Ok(n) => tracing::debug!(sequences = n, "synced sequences"),
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "sequence sync failed; will retry")
+                }
+            }
+        }
+    })
+}

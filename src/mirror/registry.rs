@@ -1,0 +1,153 @@
+//! `pgmirror.mirrors` on the target: what each mirror created on the primary and how far its
+//! set-up got, so that a restart knows whether to resume streaming or redo the initial copy,
+//! and `pgmirror drop` removes exactly what pgmirror made.
+
+use pgoutput_decoder::Lsn;
+use tokio_postgres::Client;
+
+const DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgmirror; \
+    CREATE TABLE IF NOT EXISTS pgmirror.mirrors (\
+        mirror_name text PRIMARY KEY, \
+        slot_name text NOT NULL, \
+        publication_name text NOT NULL, \
+        created_slot boolean NOT NULL, \
+        created_publication boolean NOT NULL, \
+        state text NOT NULL CHECK (state IN ('copying', 'streaming')), \
+        source_system_id text, \
+        created_at timestamptz NOT NULL DEFAULT now(), \
+        updated_at timestamptz NOT NULL DEFAULT now())";
+
+/// Where a mirror's set-up stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorState {
+    /// The slot exists and the initial copy started but did not finish: redo it.
+    Copying,
+    /// The initial copy (if any) is done: stream from the stored progress.
+    Streaming,
+}
+
+impl MirrorState {
+    fn as_str(self) -> &'static str {
+        match self {
+            MirrorState::Copying => "copying",
+            MirrorState::Streaming => "streaming",
+        }
+    }
+}
+
+/// One mirror's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorRecord {
+    /// The mirror's name (key).
+    pub name: String,
+    /// Its slot on the primary.
+    pub slot: String,
+    /// The publication it streams.
+    pub publication: String,
+    /// pgmirror created the slot (so `drop` may remove it).
+    pub created_slot: bool,
+    /// pgmirror created the publication.
+    pub created_publication: bool,
+    /// How far set-up got.
+    pub state: MirrorState,
+    /// `IDENTIFY_SYSTEM`'s system id of the primary, to refuse streaming from another server.
+    pub source_system_id: Option<String>,
+}
+
+/// Creates `pgmirror.mirrors` if missing.
+///
+/// # Errors
+/// The target refused (no CREATE privilege on the database, say).
+pub async fn ensure_table(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(DDL).await
+}
+
+/// Reads a mirror's row, if any.
+///
+/// # Errors
+/// Query errors.
+pub async fn load(
+    client: &Client,
+    name: &str,
+) -> Result<Option<MirrorRecord>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT slot_name, publication_name, created_slot, created_publication, state, \
+             source_system_id FROM pgmirror.mirrors WHERE mirror_name = $1",
+            &[&name],
+        )
+        .await?;
+    Ok(row.map(|r| MirrorRecord {
+        name: name.to_owned(),
+        slot: r.get(0),
+        publication: r.get(1),
+        created_slot: r.get(2),
+        created_publication: r.get(3),
+        state: if r.get::<_, &str>(4) == "copying" {
+            MirrorState::Copying
+        } else {
+            MirrorState::Streaming
+        },
+        source_system_id: r.get(5),
+    }))
+}
+
+/// Inserts or replaces a mirror's row.
+///
+/// # Errors
+/// Query errors.
+pub async fn save(client: &Client, rec: &MirrorRecord) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO pgmirror.mirrors AS m (mirror_name, slot_name, publication_name, \
+             created_slot, created_publication, state, source_system_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (mirror_name) DO UPDATE SET \
+             slot_name = EXCLUDED.slot_name, publication_name = EXCLUDED.publication_name, \
+             created_slot = EXCLUDED.created_slot, \
+             created_publication = EXCLUDED.created_publication, state = EXCLUDED.state, \
+             source_system_id = EXCLUDED.source_system_id, updated_at = now()",
+            &[
+                &rec.name,
+                &rec.slot,
+                &rec.publication,
+                &rec.created_slot,
+                &rec.created_publication,
+                &rec.state.as_str(),
+                &rec.source_system_id,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Marks the initial copy finished and stores the slot's consistent point as the mirror's
+/// progress, in one target transaction: from here on, streaming starts there.
+///
+/// # Errors
+/// Query errors (nothing is changed then).
+pub async fn finish_copy(
+    client: &mut Client,
+    name: &str,
+    consistent_point: Lsn,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    applier::store_progress(&tx, name, consistent_point).await?;
+    tx.execute(
+        "UPDATE pgmirror.mirrors SET state = 'streaming', updated_at = now() \
+         WHERE mirror_name = $1",
+        &[&name],
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// Removes a mirror's row and its progress.
+///
+/// # Errors
+/// Query errors.
+pub async fn delete(client: &mut Client, name: &str) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("DELETE FROM pgmirror.mirrors WHERE mirror_name = $1", &[&name]).await?;
+    applier::delete_progress(&tx, name).await?;
+    tx.commit().await
+}

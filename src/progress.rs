@@ -1,0 +1,103 @@
+//! Progress of the initial copy: bars on a terminal, log lines otherwise.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tablesync::{CopyEvent, TableDef};
+
+/// Shows per-table copy progress (rows, bytes, rate).
+#[derive(Debug)]
+pub struct CopyProgress {
+    bars: Option<(MultiProgress, HashMap<String, ProgressBar>)>,
+    logged: Mutex<HashMap<String, u64>>,
+}
+
+/// Log a line per table at most every this many bytes when there is no terminal.
+const LOG_EVERY_BYTES: u64 = 64 << 20;
+
+impl CopyProgress {
+    /// Bars for `tables` when `bars` is set (the output is a terminal), else log lines.
+    pub fn new(tables: &[TableDef], bars: bool) -> Self {
+        let bars = bars.then(|| {
+            let multi = MultiProgress::new();
+            let style = ProgressStyle::with_template(
+                "{prefix:>28} {bar:30} {human_pos:>10} rows {msg} {elapsed_precise}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let map = tables
+                .iter()
+                .map(|t| {
+                    let total = t.estimated_rows.unwrap_or(0).max(1);
+                    let bar = multi.add(ProgressBar::new(total));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(t.qualified_name().to_string());
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                    (t.qualified_name().to_string(), bar)
+                })
+                .collect();
+            (multi, map)
+        });
+        CopyProgress { bars, logged: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes one event from `tablesync::copy_tables`.
+    pub fn event(&self, event: CopyEvent<'_>) {
+        match event {
+            CopyEvent::Progress { table, rows, bytes } => {
+                let name = table.qualified_name().to_string();
+                if let Some((_, bars)) = &self.bars {
+                    if let Some(bar) = bars.get(&name) {
+                        if rows > bar.length().unwrap_or(0) {
+                            bar.set_length(rows);
+                        }
+                        bar.set_position(rows);
+                        bar.set_message(format!("{:.1} MB", mb(bytes)));
+                    }
+                } else if let Ok(mut logged) = self.logged.lock() {
+                    let last = logged.entry(name.clone()).or_insert(0);
+                    if bytes >= *last + LOG_EVERY_BYTES {
+                        *last = bytes;
+                        tracing::info!(table = %name, rows, mb = mb(bytes), "copying");
+                    }
+                }
+            }
+            CopyEvent::TableDone(report) => {
+                let name = report.table.to_string();
+                let secs = report.elapsed.as_secs_f64().max(1e-6);
+                if let Some((_, bars)) = &self.bars {
+                    if let Some(bar) = bars.get(&name) {
+                        bar.set_length(report.rows.max(1));
+                        bar.set_position(report.rows);
+                        bar.finish_with_message(format!(
+                            "{:.1} MB, {:.0} rows/s",
+                            mb(report.bytes),
+                            report.rows as f64 / secs
+                        ));
+                    }
+                } else {
+                    tracing::info!(
+                        table = %name,
+                        rows = report.rows,
+                        mb = mb(report.bytes),
+                        rows_per_s = (report.rows as f64 / secs).round(),
+                        "copied"
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends the bars.
+    pub fn finish(&self) {
+        if let Some((multi, _)) = &self.bars {
+            let _ = multi.clear();
+        }
+    }
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
