@@ -25,6 +25,8 @@ pub enum Command {
     Tail(commands::tail::TailArgs),
     /// Mirror tables onto another server: initial copy, then every change, exactly once.
     Mirror(commands::mirror::MirrorArgs),
+    /// The replication lab on two throwaway local clusters, in one command.
+    Demo(commands::demo::DemoArgs),
 }
 
 /// Which tables a command works on: a publication, or a list of tables.
@@ -48,5 +50,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Tail(args) => commands::tail::run(args).await,
         Command::Mirror(args) => commands::mirror::run(args).await,
+        Command::Demo(args) => commands::demo::run(args).await,
     }
 }

@@ -1,4 +1,5 @@
 //! One module per command.
 
+pub mod demo;
 pub mod mirror;
 pub mod tail;

@@ -1,0 +1,280 @@
+//! `pgmirror demo`: the replication lab on two throwaway local clusters, in one command.
+//!
+//! It reads like the lab report it replaces: set up a primary with the Store database, mirror
+//! it onto a replica, watch rows arrive, crash the primary and see the replica still serve
+//! reads, restart it and see replication resume, and compare both sides at the end.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use pgcluster::{Cluster, ClusterBuilder, StopMode};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use replication::ConnConfig;
+use tokio_postgres::Client;
+
+use crate::cli::TableSelection;
+use crate::mirror::{self, MirrorOptions};
+use crate::shutdown::Shutdown;
+
+/// Arguments of `pgmirror demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Store orders to generate on the primary before mirroring.
+    #[arg(long, default_value_t = 5_000, value_name = "N")]
+    pub orders: u32,
+    /// Store OLTP transactions to run on the primary while mirroring.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub transactions: u32,
+}
+
+const DB: &str = "store";
+
+/// Runs the demo; the clusters are removed at the end, also after Ctrl-C or an error.
+///
+/// # Errors
+/// When PostgreSQL's server binaries are missing, or a step of the lab fails.
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    // Ctrl-C ends the lab (dropping the clusters); the mirror has its own stop flag so that
+    // the lab can stop it cleanly as one of its steps.
+    let mut shutdown = Shutdown::on_signals();
+    let lab = async {
+        tokio::select! {
+            r = lab(&args, Shutdown::manual()) => r,
+            () = shutdown.wait() => bail!("interrupted; the clusters are being removed"),
+        }
+    };
+    let started = Instant::now();
+    lab.await?;
+    println!("\nDone in {:.1} s; both clusters removed.", started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn step(n: u32, text: &str) {
+    println!("\n== {n}. {text}");
+}
+
+async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
+    step(1, "Two throwaway PostgreSQL clusters");
+    let (primary, replica) = tokio::task::spawn_blocking(|| -> anyhow::Result<_> {
+        let primary = ClusterBuilder::new().start().context("starting the primary")?;
+        let replica = ClusterBuilder::new().start().context("starting the replica")?;
+        Ok((primary, replica))
+    })
+    .await??;
+    println!("   primary: 127.0.0.1:{} (wal_level = logical)", primary.port());
+    println!("   replica: 127.0.0.1:{} (an independent server: no base backup)", replica.port());
+
+    step(2, "The Store database on the primary");
+    primary.create_database(DB).await?;
+    replica.create_database(DB).await?;
+    let src = primary.connect(DB).await?;
+    let dst = replica.connect(DB).await?;
+    store::create_schema(&src).await?;
+    let scale = store::Scale { orders: args.orders, ..store::Scale::demo() };
+    let t = Instant::now();
+    store::populate(&src, &scale).await?;
+    print_counts("primary", &src).await?;
+    println!("   generated in {:.2} s", t.elapsed().as_secs_f64());
+
+    step(3, "Start mirroring: slot, publication, initial copy, streaming");
+    let opts = MirrorOptions::new(
+        "demo",
+        ConnConfig::parse(&primary.url(DB))?,
+        ConnConfig::parse(&replica.url(DB))?,
+        TableSelection {
+            publication: None,
+            tables: Some(store::TABLES.iter().map(|t| (*t).to_owned()).collect()),
+        },
+    );
+    let mut mirror_stop = shutdown.clone();
+    let mirror_opts = opts.clone();
+    let t = Instant::now();
+    let mut task = tokio::spawn(async move { mirror::run(&mirror_opts, &mut mirror_stop).await });
+    wait_equal(&src, &dst, Duration::from_secs(120), &mut task).await?;
+    println!("   replica equals primary after {:.2} s (initial copy)", t.elapsed().as_secs_f64());
+    print_counts("replica", &dst).await?;
+    let row = src
+        .query_one(
+            "SELECT application_name, state, client_addr::text \
+             FROM pg_stat_replication WHERE application_name = 'pgmirror'",
+            &[],
+        )
+        .await
+        .context("pg_stat_replication shows no pgmirror connection")?;
+    println!(
+        "   pg_stat_replication on the primary: application_name={} state={} client={}",
+        row.get::<_, String>(0),
+        row.get::<_, String>(1),
+        row.get::<_, Option<String>>(2).unwrap_or_else(|| "local".into())
+    );
+
+    step(4, "Insert on the primary, read on the replica");
+    let mut delays = Vec::new();
+    for i in 0..5 {
+        let email = format!("demo{i}@example.com");
+        src.execute("INSERT INTO customers (email, name) VALUES ($1, 'Demo Customer')", &[&email])
+            .await?;
+        let t = Instant::now();
+        wait_row(&dst, &email, Duration::from_secs(10)).await?;
+        delays.push(t.elapsed());
+    }
+    delays.sort();
+    println!(
+        "   5 single-row inserts visible on the replica after {} (median {:.1} ms)",
+        delays.iter().map(|d| format!("{:.1} ms", ms(*d))).collect::<Vec<_>>().join(", "),
+        ms(delays[2])
+    );
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut client = primary.connect(DB).await?;
+    let t = Instant::now();
+    for _ in 0..args.transactions {
+        store::oltp_transaction(&mut client, &mut rng).await?;
+    }
+    let ran = t.elapsed();
+    wait_equal(&src, &dst, Duration::from_secs(60), &mut task).await?;
+    println!(
+        "   {} Store OLTP transactions (an order, its items, a stock and a status update) in \
+         {:.2} s; replica equal {:.0} ms after the last commit",
+        args.transactions,
+        ran.as_secs_f64(),
+        ms(t.elapsed() - ran)
+    );
+    print_slot(&src).await?;
+
+    step(5, "Stop the primary (immediate shutdown, like a crash)");
+    drop(client);
+    primary.stop(StopMode::Immediate)?;
+    let n: i64 = dst.query_one("SELECT count(*) FROM orders", &[]).await?.get(0);
+    println!("   primary down; the replica still serves reads: SELECT count(*) FROM orders = {n}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if task.is_finished() {
+        bail!("pgmirror exited while the primary was down");
+    }
+    println!("   pgmirror is still running, retrying the connection with backoff");
+
+    step(6, "Start the primary again");
+    primary.start()?;
+    let src = primary.connect(DB).await?;
+    src.execute(
+        "INSERT INTO customers (email, name) VALUES ('back@example.com', 'After Restart')",
+        &[],
+    )
+    .await?;
+    let t = Instant::now();
+    wait_row(&dst, "back@example.com", Duration::from_secs(60)).await?;
+    println!(
+        "   a row inserted after the restart reached the replica {:.2} s later: replication resumed",
+        t.elapsed().as_secs_f64()
+    );
+
+    step(7, "Verify: every table, row by row");
+    wait_equal(&src, &dst, Duration::from_secs(60), &mut task).await?;
+    for table in store::TABLES {
+        let (rows, hash) = store::table_fingerprint(&src, table).await?;
+        let (rows2, hash2) = store::table_fingerprint(&dst, table).await?;
+        let ok = if (rows, &hash) == (rows2, &hash2) { "equal" } else { "DIFFERENT" };
+        println!("   {table:<12} {rows:>7} rows  md5 {}  {ok}", &hash[..12]);
+    }
+
+    step(8, "Stop pgmirror cleanly");
+    shutdown.trigger();
+    match task.await {
+        Ok(Ok(())) => println!("   stopped after its last transaction, with a final status update"),
+        Ok(Err(e)) => return Err(e.context("pgmirror")),
+        Err(e) => bail!("pgmirror task failed: {e}"),
+    }
+    stop_clusters(primary, replica).await;
+    Ok(())
+}
+
+async fn stop_clusters(primary: Cluster, replica: Cluster) {
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(primary);
+        drop(replica);
+    })
+    .await;
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn print_counts(side: &str, client: &Client) -> anyhow::Result<()> {
+    let mut parts = Vec::new();
+    for table in store::TABLES {
+        let (rows, _) = store::table_fingerprint(client, table).await?;
+        parts.push(format!("{table} {rows}"));
+    }
+    println!("   {side}: {}", parts.join(", "));
+    Ok(())
+}
+
+async fn print_slot(src: &Client) -> anyhow::Result<()> {
+    let row = src
+        .query_one(
+            "SELECT slot_name::text, active, confirmed_flush_lsn::text, \
+             pg_current_wal_lsn()::text, \
+             pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint \
+             FROM pg_replication_slots WHERE slot_name = 'pgmirror_demo'",
+            &[],
+        )
+        .await?;
+    println!(
+        "   slot {}: active={}, confirmed_flush_lsn={}, primary at {}, lag {} bytes",
+        row.get::<_, String>(0),
+        row.get::<_, bool>(1),
+        row.get::<_, Option<String>>(2).unwrap_or_default(),
+        row.get::<_, String>(3),
+        row.get::<_, Option<i64>>(4).unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn wait_row(dst: &Client, email: &str, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while dst.query_opt("SELECT 1 FROM customers WHERE email = $1", &[&email]).await?.is_none() {
+        if start.elapsed() > timeout {
+            bail!("row {email} did not reach the replica within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+async fn fingerprints(client: &Client) -> anyhow::Result<Vec<(i64, String)>> {
+    let mut out = Vec::new();
+    for table in store::TABLES {
+        out.push(store::table_fingerprint(client, table).await?);
+    }
+    Ok(out)
+}
+
+/// Waits until every Store table is equal on both sides, failing early if the mirror exits.
+async fn wait_equal(
+    src: &Client,
+    dst: &Client,
+    timeout: Duration,
+    task: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let want = fingerprints(src).await?;
+    let start = Instant::now();
+    loop {
+        if task.is_finished() {
+            return match task.await {
+                Ok(Ok(())) => bail!("pgmirror stopped unexpectedly"),
+                Ok(Err(e)) => Err(e.context("pgmirror failed")),
+                Err(e) => bail!("pgmirror task failed: {e}"),
+            };
+        }
+        if fingerprints(dst).await.ok().as_ref() == Some(&want) {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            bail!("the replica did not catch up within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

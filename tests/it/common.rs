@@ -1,0 +1,90 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use pgcluster::Cluster;
+use pgmirror::cli::TableSelection;
+use pgmirror::mirror::MirrorOptions;
+use replication::ConnConfig;
+use tokio_postgres::Client;
+
+/// A fresh database on `cluster`, with a client connected to it.
+pub async fn database(cluster: &Cluster, prefix: &str) -> (String, Client) {
+    let name = pgcluster::unique_name(prefix);
+    cluster.create_database(&name).await.expect("create database");
+    let client = cluster.connect(&name).await.expect("connect");
+    (name, client)
+}
+
+/// A Store database on `primary` filled at `scale`, and an empty database on `replica`.
+pub async fn store_pair(
+    primary: &Cluster,
+    replica: &Cluster,
+    scale: &store::Scale,
+) -> (String, Client, String, Client) {
+    let (src_db, src) = database(primary, "src").await;
+    store::create_schema(&src).await.expect("create Store schema");
+    store::populate(&src, scale).await.expect("populate Store");
+    let (dst_db, dst) = database(replica, "dst").await;
+    (src_db, src, dst_db, dst)
+}
+
+/// Mirror options for the Store tables between two databases.
+pub fn store_mirror(
+    primary: &Cluster,
+    src_db: &str,
+    replica: &Cluster,
+    dst_db: &str,
+) -> MirrorOptions {
+    let source = ConnConfig::parse(&primary.url(src_db)).expect("source url");
+    let target = ConnConfig::parse(&replica.url(dst_db)).expect("target url");
+    let tables = TableSelection {
+        publication: None,
+        tables: Some(store::TABLES.iter().map(|t| (*t).to_owned()).collect()),
+    };
+    let mut opts = MirrorOptions::new(pgcluster::unique_name("m"), source, target, tables);
+    opts.sequence_interval = Duration::from_secs(1);
+    opts
+}
+
+/// Fingerprints (row count, ordered md5) of every Store table.
+pub async fn fingerprints(client: &Client) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    for t in store::TABLES {
+        out.push(store::table_fingerprint(client, t).await.expect("fingerprint"));
+    }
+    out
+}
+
+/// Polls `check` until it returns true or `timeout` passes; returns how long it took.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until every Store table on the replica equals the primary.
+pub async fn wait_converged(src: &Client, dst: &Client, timeout: Duration) {
+    let want = fingerprints(src).await;
+    wait_for(timeout, "the replica to equal the primary", || async {
+        let mut got = Vec::new();
+        for t in store::TABLES {
+            match store::table_fingerprint(dst, t).await {
+                Ok(f) => got.push(f),
+                Err(_) => return false,
+            }
+        }
+        got == want
+    })
+    .await;
+}

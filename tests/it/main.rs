@@ -1,0 +1,6 @@
+//! End-to-end tests of the `pgmirror` commands against real PostgreSQL clusters that the tests
+//! start themselves. One binary, so tests share one cluster where that is safe; each test uses
+//! its own databases, slots and publications.
+
+mod common;
+mod lab;
