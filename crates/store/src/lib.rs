@@ -197,7 +197,7 @@ pub async fn populate(client: &impl GenericClient, scale: &Scale) -> Result<(), 
         // Identity columns own a sequence: move it past the explicit ids we inserted.
         client
             .execute(
-                "SELECT setval(pg_get_serial_sequence($1, 'id'), greatest($2, 1), $2 > 0)",
+                "SELECT setval(pg_get_serial_sequence($1, 'id'), greatest($2::bigint, 1), $2::bigint > 0)",
                 &[&quote_ident(table), &max_id],
             )
             .await?;
