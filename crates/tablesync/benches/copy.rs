@@ -1,0 +1,136 @@
+//! Initial-copy throughput on a throwaway local cluster (source and target databases on
+//! the same server, so both sides share the machine's cores).
+//!
+//! `cargo bench -p tablesync --bench copy` runs it; `TABLESYNC_BENCH_ROWS` (default
+//! 1,000,000) sets the row count of the single-table case, and the three-table case uses a
+//! third of it per table. Under `cargo test` it only checks that it builds.
+
+use std::time::{Duration, Instant};
+
+use tablesync::{CopyFormat, CopyOptions, NoTlsConnector, QualifiedName, TargetOptions};
+
+const RUNS: usize = 3;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("copy bench: run with `cargo bench -p tablesync --bench copy`");
+        return;
+    }
+    let rows: i64 = std::env::var("TABLESYNC_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run(rows));
+}
+
+async fn run(rows: i64) {
+    let cluster = pgcluster::ClusterBuilder::new()
+        .setting("max_wal_size", "4GB")
+        .setting("autovacuum", "off")
+        .start()
+        .expect("start cluster");
+    cluster.create_database("src").await.unwrap();
+    cluster.create_database("dst").await.unwrap();
+    let src = cluster.connect("src").await.unwrap();
+    let dst = cluster.connect("dst").await.unwrap();
+    let third = rows / 3;
+    for (name, n) in [("one", rows), ("a", third), ("b", third), ("c", third)] {
+        src.batch_execute(&format!(
+            "CREATE TABLE {name} (id bigint PRIMARY KEY, qty integer NOT NULL, label text, \
+             at timestamptz NOT NULL, price numeric(12,2), flag boolean);
+             INSERT INTO {name} SELECT i, i % 1000, 'label ' || md5(i::text), \
+               timestamptz '2024-01-01' + i * interval '1 second', (i % 10000) / 100.0, i % 2 = 0 \
+             FROM generate_series(1, {n}) i;
+             ANALYZE {name};"
+        ))
+        .await
+        .unwrap();
+    }
+    let source = NoTlsConnector::from_url(&cluster.url("src")).unwrap();
+    let target = NoTlsConnector::from_url(&cluster.url("dst")).unwrap();
+    let one =
+        tablesync::resolve_tables(&src, &[QualifiedName::parse("one").unwrap()]).await.unwrap();
+    let three = tablesync::resolve_tables(&src, &QualifiedName::parse_list("a,b,c").unwrap())
+        .await
+        .unwrap();
+    for t in one.iter().chain(&three) {
+        tablesync::ensure_target_table(&dst, t, &TargetOptions::default()).await.unwrap();
+    }
+
+    let cases = [
+        ("1 table, binary, 1 connection", &one, CopyFormat::Binary, 1),
+        ("1 table, text, 1 connection", &one, CopyFormat::Text, 1),
+        ("3 tables, binary, 1 connection", &three, CopyFormat::Binary, 1),
+        ("3 tables, binary, 3 connections", &three, CopyFormat::Binary, 3),
+    ];
+    for (label, tables, format, parallelism) in cases {
+        let options =
+            CopyOptions { parallelism, format, truncate_target: true, replica_role: false };
+        let mut times = Vec::new();
+        let mut report = None;
+        for _ in 0..RUNS {
+            let exporter = cluster.connect("src").await.unwrap();
+            exporter.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.unwrap();
+            let snap: String =
+                exporter.query_one("SELECT pg_export_snapshot()", &[]).await.unwrap().get(0);
+            let started = Instant::now();
+            let r = tablesync::copy_tables(&source, &target, &snap, tables, &options, &|_| {})
+                .await
+                .unwrap();
+            times.push(started.elapsed());
+            report = Some(r);
+        }
+        times.sort();
+        let report = report.unwrap();
+        let median = times[RUNS / 2];
+        println!(
+            "{label}: {} rows, {:.1} MB: median {:.2} s (min {:.2}, max {:.2}), {:.0} rows/s",
+            report.rows,
+            mb(report.bytes),
+            median.as_secs_f64(),
+            times[0].as_secs_f64(),
+            times[RUNS - 1].as_secs_f64(),
+            rate(report.rows, median),
+        );
+    }
+
+    // Reference: the same binary COPY piped between two psql processes.
+    let psql = cluster.bindir().join("psql");
+    let (src_url, dst_url) = (cluster.url("src"), cluster.url("dst"));
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        dst.batch_execute("TRUNCATE one").await.unwrap();
+        let script = format!(
+            "{psql} -X -q -d \"$SRC\" -c 'COPY (SELECT id, qty, label, at, price, flag FROM ONLY one) \
+             TO STDOUT (FORMAT binary)' | {psql} -X -q -d \"$DST\" -c 'COPY one FROM STDIN (FORMAT binary)'",
+            psql = psql.display()
+        );
+        let started = Instant::now();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("SRC", &src_url)
+            .env("DST", &dst_url)
+            .status()
+            .unwrap();
+        times.push(started.elapsed());
+        assert!(status.success());
+    }
+    times.sort();
+    println!(
+        "reference psql | psql, 1 table, binary: median {:.2} s (min {:.2}, max {:.2})",
+        times[RUNS / 2].as_secs_f64(),
+        times[0].as_secs_f64(),
+        times[RUNS - 1].as_secs_f64()
+    );
+}
+
+fn mb(bytes: u64) -> f64 {
+    f64::from(u32::try_from(bytes / 1000).unwrap_or(u32::MAX)) / 1000.0
+}
+
+fn rate(rows: u64, elapsed: Duration) -> f64 {
+    f64::from(u32::try_from(rows).unwrap_or(u32::MAX)) / elapsed.as_secs_f64()
+}
