@@ -303,16 +303,20 @@ where
     type Error = io::Error;
 
     fn make_tls_connect(&mut self, domain: &str) -> Result<RustlsConnect, io::Error> {
-        let config = self.config.clone().ok_or_else(|| io::Error::other("TLS is disabled"))?;
-        let name = server_name(domain, &self.cfg).map_err(io::Error::other)?;
-        Ok(RustlsConnect { config, name })
+        // tokio-postgres asks for a connector even when TLS is off; it is
+        // only used if the handshake really happens.
+        let name = match self.config {
+            Some(_) => server_name(domain, &self.cfg).map_err(io::Error::other)?,
+            None => ServerName::try_from("localhost").map_err(io::Error::other)?,
+        };
+        Ok(RustlsConnect { config: self.config.clone(), name })
     }
 }
 
 /// One pending TLS handshake for tokio-postgres.
 #[derive(Debug)]
 pub struct RustlsConnect {
-    config: Arc<ClientConfig>,
+    config: Option<Arc<ClientConfig>>,
     name: ServerName<'static>,
 }
 
@@ -326,8 +330,8 @@ where
 
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
-            let tls =
-                tokio_rustls::TlsConnector::from(self.config).connect(self.name, stream).await?;
+            let config = self.config.ok_or_else(|| io::Error::other("TLS is disabled"))?;
+            let tls = tokio_rustls::TlsConnector::from(config).connect(self.name, stream).await?;
             Ok(RustlsStream(tls))
         })
     }
