@@ -104,6 +104,9 @@ pub struct TableDef {
     pub estimated_rows: Option<u64>,
     /// `pg_table_size` in bytes.
     pub estimated_bytes: u64,
+    /// The publication's row filter (PostgreSQL 15+, set by [`publication_tables`]): rows
+    /// outside it are neither replicated nor copied, and are left out of hashes.
+    pub row_filter: Option<String>,
 }
 
 impl TableDef {
@@ -213,6 +216,10 @@ pub async fn resolve_tables(
 
 /// Resolves the tables a publication publishes (`pg_publication_tables`), in dependency order.
 ///
+/// On PostgreSQL 15+, a table's column list restricts [`TableDef::columns`] (and the key
+/// lists) to the published columns, and its row filter becomes [`TableDef::row_filter`], so
+/// the copy and the target table match what the stream carries.
+///
 /// # Errors
 /// [`Error::PublicationNotFound`], [`Error::NoTables`] if it publishes nothing, or [`Error::Db`].
 pub async fn publication_tables(
@@ -225,7 +232,46 @@ pub async fn publication_tables(
     if names.is_empty() {
         return Err(Error::NoTables);
     }
-    resolve_tables(client, &names).await
+    let mut tables = resolve_tables(client, &names).await?;
+    let ctx = || format!("reading column lists and row filters of publication \"{publication}\"");
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .db_context(ctx)?
+        .get(0);
+    if version < 150_000 {
+        return Ok(tables);
+    }
+    let rows = client
+        .query(
+            "SELECT schemaname::text, tablename::text, attnames::text[], rowfilter \
+             FROM pg_catalog.pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .db_context(ctx)?;
+    for r in rows {
+        let name = QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+        let Some(t) = tables.iter_mut().find(|t| t.qualified_name() == name) else { continue };
+        if let Some(published) = r.get::<_, Option<Vec<String>>>(2) {
+            restrict_columns(t, &published);
+        }
+        t.row_filter = r.get(3);
+    }
+    Ok(tables)
+}
+
+/// Keeps only published columns (PostgreSQL 15+ returns every column when there is no
+/// column list, so this is then a no-op).
+fn restrict_columns(table: &mut TableDef, published: &[String]) {
+    let keep = |c: &String| published.contains(c);
+    table.columns.retain(|c| keep(&c.name));
+    if !table.primary_key.iter().all(keep) {
+        table.primary_key.clear();
+    }
+    if !table.identity_columns.iter().all(keep) {
+        table.identity_columns.clear();
+    }
 }
 
 /// The tables a publication publishes, or `None` if it does not exist.
@@ -338,6 +384,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<TableDef, Error> {
         identity_columns,
         estimated_rows: estimate(reltuples),
         estimated_bytes: bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0),
+        row_filter: None,
     })
 }
 
@@ -548,6 +595,7 @@ mod tests {
             identity_columns: Vec::new(),
             estimated_rows: None,
             estimated_bytes: 0,
+            row_filter: None,
         }
     }
 

@@ -404,8 +404,11 @@ async fn stream_table(
     // ONLY: inheritance children are separate tables; a partitioned table has no rows of
     // its own, so its partitions are read through it.
     let only = if table.is_partitioned { "" } else { "ONLY " };
-    let out_sql =
-        format!("COPY (SELECT {columns} FROM {only}{}) TO STDOUT (FORMAT {fmt})", name.quoted());
+    let filter = table.row_filter.as_ref().map(|f| format!(" WHERE ({f})")).unwrap_or_default();
+    let out_sql = format!(
+        "COPY (SELECT {columns} FROM {only}{}{filter}) TO STDOUT (FORMAT {fmt})",
+        name.quoted()
+    );
     let in_sql = format!("COPY {} ({columns}) FROM STDIN (FORMAT {fmt})", name.quoted());
 
     let sink = dst

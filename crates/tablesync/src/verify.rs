@@ -97,6 +97,8 @@ struct KeySql {
     row_text: String,
     /// `ONLY "s"."t"` or `"s"."t"`.
     from: String,
+    /// The publication's row filter, if any.
+    row_filter: Option<String>,
 }
 
 impl KeySql {
@@ -121,7 +123,7 @@ impl KeySql {
                 params.push((ty, collate.to_owned()));
             }
         }
-        Self { exprs, texts, params, row_text, from }
+        Self { exprs, texts, params, row_text, from, row_filter: table.row_filter.clone() }
     }
 
     fn order_by(&self) -> String {
@@ -130,7 +132,7 @@ impl KeySql {
 
     /// `WHERE` clause for `range`, numbering parameters from 1; appends the values.
     fn where_clause(&self, range: &KeyRange, values: &mut Vec<String>) -> String {
-        let mut conds = Vec::new();
+        let mut conds: Vec<String> = self.row_filter.iter().map(|f| format!("({f})")).collect();
         for (bound, op) in [(&range.lower, ">="), (&range.upper, "<")] {
             if let Some(key) = bound {
                 let mut rhs = Vec::new();
@@ -210,7 +212,7 @@ pub async fn chunk_hashes(
         "SELECT rn, {texts} FROM ( \
            SELECT {aliased}, row_number() OVER (ORDER BY {order}) - 1 AS rn, \
                   count(*) OVER () AS total \
-           FROM {from}) s \
+           FROM {from}{filter}) s \
          WHERE rn % $1 = 0 OR rn % $1 = $1 - 1 OR rn = total - 1 ORDER BY rn",
         texts = (0..parts).map(|i| format!("k{i}")).collect::<Vec<_>>().join(", "),
         aliased = key
@@ -222,6 +224,7 @@ pub async fn chunk_hashes(
             .join(", "),
         order = key.order_by(),
         from = key.from,
+        filter = key.where_clause(&KeyRange::default(), &mut Vec::new()),
     );
     let rows = client
         .query(&sql, &[&chunk])
@@ -385,6 +388,7 @@ mod tests {
             identity_columns: Vec::new(),
             estimated_rows: None,
             estimated_bytes: 0,
+            row_filter: None,
         }
     }
 
@@ -405,6 +409,20 @@ mod tests {
         assert_eq!(values, ["1", "a", "5", "b"]);
         assert_eq!(key.from, "ONLY \"S\".\"t\"\"x\"");
         assert_eq!(key.row_text, "ROW(\"id\", \"Name\")::text");
+    }
+
+    #[test]
+    fn row_filter_is_part_of_every_where_clause() {
+        let mut t = table(&["id"]);
+        t.row_filter = Some("id > 10".into());
+        let key = KeySql::new(&t);
+        let mut values = Vec::new();
+        assert_eq!(key.where_clause(&KeyRange::default(), &mut values), " WHERE (id > 10)");
+        let range = KeyRange { lower: None, upper: Some(vec!["20".into()]) };
+        assert_eq!(
+            key.where_clause(&range, &mut values),
+            " WHERE (id > 10) AND (\"id\") < ($1::text::integer)"
+        );
     }
 
     #[test]

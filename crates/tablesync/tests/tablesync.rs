@@ -147,6 +147,11 @@ async fn publication_is_created_checked_and_dropped() {
     got.sort();
     want.sort();
     assert_eq!(got, want);
+    // Without a column list or row filter, the definitions are those of the tables.
+    for t in &published {
+        let plain = tables.iter().find(|x| x.name == t.name).unwrap();
+        assert_eq!(t, plain);
+    }
 
     let err = tablesync::ensure_publication(&p.src, &pubname, &tables).await.unwrap_err();
     match &err {
@@ -702,4 +707,51 @@ async fn copies_to_another_server() {
     for t in &tables {
         assert!(tablesync::compare_tables(&p.src, &dst, t, 10).await.unwrap().is_empty());
     }
+}
+
+#[tokio::test]
+async fn publication_column_lists_and_row_filters_shape_target_and_copy() {
+    let p = pair("pubfilter").await;
+    let pubname = pgcluster::unique_name("pubf");
+    p.src
+        .batch_execute(&format!(
+            "CREATE TABLE pf (id int PRIMARY KEY, secret text, region text NOT NULL, amount int);
+             INSERT INTO pf SELECT i, 'hidden', CASE WHEN i % 3 = 0 THEN 'eu' ELSE 'us' END, i
+             FROM generate_series(1, 90) i;
+             CREATE PUBLICATION {pubname} FOR TABLE pf (id, region, amount) WHERE (region = 'eu');"
+        ))
+        .await
+        .unwrap();
+    let tables = tablesync::publication_tables(&p.src, &pubname).await.unwrap();
+    let t = &tables[0];
+    let cols: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(cols, ["id", "region", "amount"]);
+    assert_eq!(t.primary_key, ["id"]);
+    assert_eq!(t.row_filter.as_deref(), Some("(region = 'eu'::text)"));
+
+    create_targets(&p, &tables).await;
+    let (_exporter, snap) = export_snapshot(&p.src_db).await;
+    let report = tablesync::copy_tables(
+        &p.source(),
+        &p.target(),
+        &snap,
+        &tables,
+        &CopyOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.rows, 30);
+    let secret: i64 = p
+        .dst
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'pf' AND column_name = 'secret'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(secret, 0, "unpublished column is not created");
+    assert_eq!(tablesync::table_hash(&p.src, t, None).await.unwrap().rows, 30);
+    assert!(tablesync::compare_tables(&p.src, &p.dst, t, 8).await.unwrap().is_empty());
 }
