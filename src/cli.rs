@@ -27,6 +27,14 @@ pub enum Command {
     Mirror(commands::mirror::MirrorArgs),
     /// The replication lab on two throwaway local clusters, in one command.
     Demo(commands::demo::DemoArgs),
+    /// Preflight: check the primary (and target) for everything a mirror needs, with fixes.
+    Check(commands::check::CheckArgs),
+    /// Show a mirror's slot, lag, stored progress and row counts.
+    Status(commands::status::StatusArgs),
+    /// Compare the mirrored tables on both sides and list differing keys.
+    Verify(commands::verify::VerifyArgs),
+    /// Remove what pgmirror created for a mirror: slot, publication, its rows on the target.
+    Drop(commands::drop::DropArgs),
 }
 
 /// Which tables a command works on: a publication, or a list of tables.
@@ -51,5 +59,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tail(args) => commands::tail::run(args).await,
         Command::Mirror(args) => commands::mirror::run(args).await,
         Command::Demo(args) => commands::demo::run(args).await,
+        Command::Check(args) => commands::check::run(args).await,
+        Command::Status(args) => commands::status::run(args).await,
+        Command::Verify(args) => commands::verify::run(args).await,
+        Command::Drop(args) => commands::drop::run(args).await,
     }
 }

@@ -1,0 +1,573 @@
+//! `pgmirror status`: the mirror's slot, lag, stored progress and row counts in one view.
+//!
+//! It reads what the primary shows in `pg_replication_slots` and `pg_stat_replication` (as a
+//! physical replica's `pg_stat_wal_receiver` would show on the standby), and the target's
+//! `pgmirror.mirrors` and `pgmirror.progress`. Read-only on both servers.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use replication::ConnConfig;
+use serde::Serialize;
+use tablesync::TableDef;
+use tokio_postgres::Client;
+
+use crate::conn;
+use crate::mirror::registry::{self, MirrorRecord, MirrorState};
+use crate::shutdown::Shutdown;
+
+/// Arguments of `pgmirror status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The primary, as a URL or `key=value` string (`PG*` variables fill in the rest).
+    #[arg(long, env = "PGMIRROR_SOURCE", hide_env_values = true, value_name = "URL")]
+    pub source: String,
+    /// The replica: adds its stored progress, lag in seconds and row counts.
+    #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
+    pub target: Option<String>,
+    /// The slot to show (default: the mirror's, else `pgmirror_default`).
+    #[arg(long, value_name = "NAME", conflicts_with = "name")]
+    pub slot: Option<String>,
+    /// The mirror to show (default: the only one recorded on the target, else `default`).
+    #[arg(long, value_name = "MIRROR")]
+    pub name: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh in place every N seconds until Ctrl-C.
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<u64>,
+}
+
+/// Which mirror an operator command is about, as far as it can be found out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorRef {
+    /// The mirror's name (its progress row's key).
+    pub name: String,
+    /// Its slot on the primary.
+    pub slot: String,
+    /// Its row in `pgmirror.mirrors`, when a target was given and has one.
+    pub record: Option<MirrorRecord>,
+}
+
+/// Finds the mirror from `--name` / `--slot` and the target's `pgmirror.mirrors`:
+/// - `--name N`: its row, else slot `pgmirror_N`;
+/// - `--slot S`: the row with that slot, else a name derived from the slot;
+/// - neither: the only mirror recorded on the target, else mirror `default`.
+///
+/// # Errors
+/// Query errors on the target.
+pub async fn resolve_mirror(
+    target: Option<&Client>,
+    name: Option<&str>,
+    slot: Option<&str>,
+) -> anyhow::Result<MirrorRef> {
+    let has_registry = match target {
+        Some(t) => t
+            .query_one("SELECT to_regclass('pgmirror.mirrors') IS NOT NULL", &[])
+            .await
+            .context("looking for pgmirror.mirrors on the target")?
+            .get(0),
+        None => false,
+    };
+    let registry_client = target.filter(|_| has_registry);
+    let name = match (name, slot, registry_client) {
+        (Some(n), _, _) => n.to_owned(),
+        (None, Some(s), Some(t)) => {
+            let row = t
+                .query_opt(
+                    "SELECT mirror_name FROM pgmirror.mirrors WHERE slot_name = $1 \
+                     ORDER BY mirror_name LIMIT 1",
+                    &[&s],
+                )
+                .await
+                .context("reading pgmirror.mirrors")?;
+            match row {
+                Some(r) => r.get(0),
+                None => name_from_slot(s),
+            }
+        }
+        (None, Some(s), None) => name_from_slot(s),
+        (None, None, Some(t)) => {
+            let rows = t
+                .query("SELECT mirror_name FROM pgmirror.mirrors ORDER BY mirror_name LIMIT 2", &[])
+                .await
+                .context("reading pgmirror.mirrors")?;
+            if rows.len() == 1 { rows[0].get(0) } else { "default".to_owned() }
+        }
+        (None, None, None) => "default".to_owned(),
+    };
+    let record = match registry_client {
+        Some(t) => registry::load(t, &name).await.context("reading pgmirror.mirrors")?,
+        None => None,
+    };
+    let slot = slot
+        .map(str::to_owned)
+        .or_else(|| record.as_ref().map(|r| r.slot.clone()))
+        .unwrap_or_else(|| format!("pgmirror_{name}"));
+    Ok(MirrorRef { name, slot, record })
+}
+
+fn name_from_slot(slot: &str) -> String {
+    slot.strip_prefix("pgmirror_").unwrap_or(slot).to_owned()
+}
+
+/// `1.5 MB`-style sizes (powers of 1024, as PostgreSQL's `pg_size_pretty`).
+pub fn human_bytes(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let negative = bytes < 0;
+    let mut value = bytes.unsigned_abs();
+    let mut unit = 0;
+    let mut rem = 0;
+    while value >= 1024 && unit + 1 < UNITS.len() {
+        rem = value % 1024;
+        value /= 1024;
+        unit += 1;
+    }
+    let sign = if negative { "-" } else { "" };
+    if unit == 0 || value >= 100 {
+        format!("{sign}{value} {}", UNITS[unit])
+    } else {
+        // One decimal from the remainder, without a float cast.
+        format!("{sign}{value}.{} {}", rem * 10 / 1024, UNITS[unit])
+    }
+}
+
+/// The slot as the primary shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlotStatus {
+    /// A walsender is streaming from it.
+    pub active: bool,
+    /// That walsender's pid.
+    pub active_pid: Option<i32>,
+    /// The consumer's `application_name` (from `pg_stat_replication`).
+    pub application_name: Option<String>,
+    /// The consumer's address; `None` over a Unix socket.
+    pub client_addr: Option<String>,
+    /// The walsender's state (`streaming`, `catchup`, ...).
+    pub state: Option<String>,
+    /// Everything before it is applied and confirmed by the consumer.
+    pub confirmed_flush_lsn: Option<String>,
+    /// The oldest WAL the slot keeps.
+    pub restart_lsn: Option<String>,
+    /// WAL kept for the slot: current LSN minus `restart_lsn`.
+    pub retained_wal_bytes: Option<i64>,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// Bytes the slot may still fall behind before it is invalidated; `None` is unlimited.
+    pub safe_wal_size: Option<i64>,
+    /// The database the slot decodes.
+    pub database: Option<String>,
+}
+
+/// The target's stored progress for the mirror.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetProgress {
+    /// Resume point: end of the last applied transaction.
+    pub end_lsn: String,
+    /// That transaction's commit LSN (none right after the initial copy).
+    pub commit_lsn: Option<String>,
+    /// Its commit time on the primary (RFC 3339).
+    pub commit_time: Option<String>,
+    /// When the row was last written (RFC 3339).
+    pub updated_at: String,
+}
+
+/// Row counts of one mirrored table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableCounts {
+    /// `schema.table`.
+    pub table: String,
+    /// Rows on the primary.
+    pub source_rows: i64,
+    /// Rows on the target; `None` when the table is missing there or no target was given.
+    pub target_rows: Option<i64>,
+}
+
+/// Everything `pgmirror status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    /// The mirror's name.
+    pub mirror: String,
+    /// Set-up state from `pgmirror.mirrors` (`copying`, `streaming`); `None` when unknown.
+    pub state: Option<String>,
+    /// The slot's name.
+    pub slot: String,
+    /// The publication, when known (recorded on the target or named after the mirror).
+    pub publication: Option<String>,
+    /// `pg_current_wal_lsn()` on the primary.
+    pub source_lsn: String,
+    /// The slot; `None` when it does not exist.
+    pub slot_status: Option<SlotStatus>,
+    /// Bytes of WAL the mirror has not confirmed: current LSN minus `confirmed_flush_lsn`.
+    pub lag_bytes: Option<i64>,
+    /// Seconds since the commit time of the last applied transaction (on an idle primary this
+    /// grows although nothing is pending: read it with `lag_bytes`).
+    pub lag_seconds: Option<f64>,
+    /// The target's stored progress; `None` without a target or a progress row.
+    pub target: Option<TargetProgress>,
+    /// Per-table row counts.
+    pub tables: Vec<TableCounts>,
+    /// Things that could not be shown, and why.
+    pub notes: Vec<String>,
+}
+
+/// What to show.
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    /// The primary.
+    pub source: ConnConfig,
+    /// The replica, if any.
+    pub target: Option<ConnConfig>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--slot`.
+    pub slot: Option<String>,
+}
+
+/// Runs `pgmirror status`, once or (with `--watch`) until Ctrl-C.
+///
+/// # Errors
+/// Connection and query errors (with `--watch` they are shown and retried instead).
+pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let opts = StatusOptions {
+        source: conn::parse("--source", &args.source)?,
+        target: args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?,
+        name: args.name,
+        slot: args.slot,
+    };
+    let Some(every) = args.watch else {
+        let status = collect_status(&opts).await?;
+        print_status(&status, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let every = Duration::from_secs(every.max(1));
+    let mut shutdown = Shutdown::on_signals();
+    loop {
+        let shown = collect_status(&opts).await;
+        // Cursor home and clear screen, so the view refreshes in place.
+        print!("\x1b[H\x1b[2J");
+        match shown {
+            Ok(status) => print_status(&status, args.json)?,
+            Err(e) => println!("error: {e:#} (retrying)"),
+        }
+        println!("every {}s; Ctrl-C to stop", every.as_secs());
+        std::io::stdout().flush()?;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.wait() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+fn print_status(status: &Status, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(())
+}
+
+/// Gathers the status from the primary and (if given) the target.
+///
+/// # Errors
+/// Connection and query errors.
+pub async fn collect_status(opts: &StatusOptions) -> anyhow::Result<Status> {
+    let source =
+        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
+    let target = match &opts.target {
+        Some(cfg) => Some(replication::connect_sql(cfg).await.context("connecting to the target")?),
+        None => None,
+    };
+    let mirror =
+        resolve_mirror(target.as_ref(), opts.name.as_deref(), opts.slot.as_deref()).await?;
+    let mut notes = Vec::new();
+
+    let source_lsn: String = source
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .context("reading the source's WAL position")?
+        .get(0);
+    let (slot_status, lag_bytes) = slot_status(&source, &mirror.slot).await?;
+    if slot_status.is_none() {
+        notes.push(format!("slot {:?} does not exist on the source", mirror.slot));
+    }
+
+    let (progress, lag_seconds) = match &target {
+        Some(t) => target_progress(t, &mirror.name).await?,
+        None => (None, None),
+    };
+    if target.is_some() && progress.is_none() {
+        notes.push(format!("no progress row for mirror {:?} on the target", mirror.name));
+    }
+
+    // The tables: the recorded publication, else one named after the mirror if it exists.
+    let publication = match &mirror.record {
+        Some(r) => Some(r.publication.clone()),
+        None => {
+            let guess = format!("pgmirror_{}", mirror.name);
+            let exists = source
+                .query_opt("SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1", &[&guess])
+                .await
+                .context("looking up the publication")?
+                .is_some();
+            exists.then_some(guess)
+        }
+    };
+    let mut tables = Vec::new();
+    match &publication {
+        Some(p) => match tablesync::publication_tables(&source, p).await {
+            Ok(defs) => {
+                for def in &defs {
+                    tables.push(table_counts(&source, target.as_ref(), def).await?);
+                }
+            }
+            Err(e) => notes.push(format!("cannot list the tables: {e}")),
+        },
+        None => notes.push("publication unknown (give --target or --name): no row counts".into()),
+    }
+
+    Ok(Status {
+        mirror: mirror.name,
+        state: mirror.record.as_ref().map(|r| {
+            match r.state {
+                MirrorState::Copying => "copying",
+                MirrorState::Streaming => "streaming",
+            }
+            .to_owned()
+        }),
+        slot: mirror.slot,
+        publication,
+        source_lsn,
+        slot_status,
+        lag_bytes,
+        lag_seconds,
+        target: progress,
+        tables,
+        notes,
+    })
+}
+
+async fn slot_status(
+    source: &Client,
+    slot: &str,
+) -> anyhow::Result<(Option<SlotStatus>, Option<i64>)> {
+    let row = source
+        .query_opt(
+            "SELECT s.active, s.active_pid, r.application_name, host(r.client_addr), r.state, \
+                    s.confirmed_flush_lsn::text, s.restart_lsn::text, \
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint, \
+                    s.wal_status, s.safe_wal_size, s.database::text, \
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint \
+             FROM pg_catalog.pg_replication_slots s \
+             LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid \
+             WHERE s.slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .context("reading pg_replication_slots")?;
+    Ok(match row {
+        None => (None, None),
+        Some(r) => (
+            Some(SlotStatus {
+                active: r.get(0),
+                active_pid: r.get(1),
+                application_name: r.get(2),
+                client_addr: r.get(3),
+                state: r.get(4),
+                confirmed_flush_lsn: r.get(5),
+                restart_lsn: r.get(6),
+                retained_wal_bytes: r.get(7),
+                wal_status: r.get(8),
+                safe_wal_size: r.get(9),
+                database: r.get(10),
+            }),
+            r.get(11),
+        ),
+    })
+}
+
+async fn target_progress(
+    target: &Client,
+    mirror: &str,
+) -> anyhow::Result<(Option<TargetProgress>, Option<f64>)> {
+    let exists: bool = target
+        .query_one("SELECT to_regclass('pgmirror.progress') IS NOT NULL", &[])
+        .await
+        .context("looking for pgmirror.progress on the target")?
+        .get(0);
+    if !exists {
+        return Ok((None, None));
+    }
+    let row = target
+        .query_opt(
+            "SELECT end_lsn::text, commit_lsn::text, \
+                    to_char(commit_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                    extract(epoch FROM clock_timestamp() - commit_time)::float8 \
+             FROM pgmirror.progress WHERE mirror_name = $1",
+            &[&mirror],
+        )
+        .await
+        .context("reading pgmirror.progress")?;
+    Ok(match row {
+        None => (None, None),
+        Some(r) => (
+            Some(TargetProgress {
+                end_lsn: r.get(0),
+                commit_lsn: r.get(1),
+                commit_time: r.get(2),
+                updated_at: r.get(3),
+            }),
+            r.get(4),
+        ),
+    })
+}
+
+/// Exact row counts on both sides (`ONLY` the table itself unless it is partitioned).
+pub(crate) async fn table_counts(
+    source: &Client,
+    target: Option<&Client>,
+    table: &TableDef,
+) -> anyhow::Result<TableCounts> {
+    let only = if table.is_partitioned { "" } else { "ONLY " };
+    let sql = format!("SELECT count(*) FROM {only}{}", table.quoted());
+    let source_rows: i64 = source
+        .query_one(&sql, &[])
+        .await
+        .with_context(|| format!("counting rows of {} on the source", table.quoted()))?
+        .get(0);
+    let target_rows = match target {
+        Some(t) => {
+            let exists: bool = t
+                .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&table.quoted()])
+                .await
+                .context("looking up a target table")?
+                .get(0);
+            if exists {
+                Some(
+                    t.query_one(&sql, &[])
+                        .await
+                        .with_context(|| {
+                            format!("counting rows of {} on the target", table.quoted())
+                        })?
+                        .get(0),
+                )
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    Ok(TableCounts { table: table.qualified_name().to_string(), source_rows, target_rows })
+}
+
+impl Status {
+    /// The text view.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let state = self.state.as_deref().unwrap_or("not recorded on a target");
+        let _ = writeln!(out, "mirror       {} ({state})", self.mirror);
+        let _ = writeln!(
+            out,
+            "slot         {}   publication {}",
+            self.slot,
+            self.publication.as_deref().unwrap_or("?")
+        );
+        let _ = writeln!(out, "source WAL   {}", self.source_lsn);
+        match &self.slot_status {
+            None => {
+                let _ = writeln!(out, "slot state   missing");
+            }
+            Some(s) => {
+                if s.active {
+                    let _ = writeln!(
+                        out,
+                        "slot state   active, pid {}, {} from {} ({})",
+                        s.active_pid.map_or_else(|| "?".to_owned(), |p| p.to_string()),
+                        s.application_name.as_deref().unwrap_or("?"),
+                        s.client_addr.as_deref().unwrap_or("local socket"),
+                        s.state.as_deref().unwrap_or("?"),
+                    );
+                } else {
+                    let _ = writeln!(out, "slot state   inactive (no pgmirror connected)");
+                }
+                let _ = writeln!(
+                    out,
+                    "             confirmed_flush {}, restart {}, WAL retained {}",
+                    s.confirmed_flush_lsn.as_deref().unwrap_or("-"),
+                    s.restart_lsn.as_deref().unwrap_or("-"),
+                    s.retained_wal_bytes.map_or_else(|| "-".to_owned(), human_bytes),
+                );
+                let _ = writeln!(
+                    out,
+                    "             wal_status {}, safe_wal_size {}",
+                    s.wal_status.as_deref().unwrap_or("-"),
+                    s.safe_wal_size.map_or_else(|| "unlimited".to_owned(), human_bytes),
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "lag          {}, {}",
+            self.lag_bytes.map_or_else(|| "? bytes".to_owned(), human_bytes),
+            self.lag_seconds.map_or_else(
+                || "no commit applied yet".to_owned(),
+                |s| format!("{s:.1} s since the last applied commit")
+            ),
+        );
+        if let Some(p) = &self.target {
+            let _ = writeln!(
+                out,
+                "target       progress {}, last commit {} at {}",
+                p.end_lsn,
+                p.commit_lsn.as_deref().unwrap_or("-"),
+                p.commit_time.as_deref().unwrap_or("-"),
+            );
+        }
+        if !self.tables.is_empty() {
+            let width = self.tables.iter().map(|t| t.table.len()).max().unwrap_or(0).max(5);
+            let _ =
+                writeln!(out, "{:<width$}  {:>12}  {:>12}", "table", "source rows", "target rows");
+            for t in &self.tables {
+                let target = t.target_rows.map_or_else(|| "-".to_owned(), |n| n.to_string());
+                let mark = if t.target_rows == Some(t.source_rows) { "" } else { "  ≠" };
+                let _ = writeln!(
+                    out,
+                    "{:<width$}  {:>12}  {:>12}{mark}",
+                    t.table, t.source_rows, target
+                );
+            }
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_like_pg_size_pretty() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 kB");
+        assert_eq!(human_bytes(16 * 1024 * 1024), "16.0 MB");
+        assert_eq!(human_bytes(300 * 1024 * 1024), "300 MB");
+        assert_eq!(human_bytes(-2048), "-2.0 kB");
+    }
+
+    #[test]
+    fn slot_names_map_back_to_mirror_names() {
+        assert_eq!(name_from_slot("pgmirror_shop"), "shop");
+        assert_eq!(name_from_slot("other"), "other");
+    }
+}
