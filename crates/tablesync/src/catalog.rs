@@ -100,7 +100,8 @@ pub struct TableDef {
     /// Columns identifying a row in UPDATE/DELETE: the primary key for `Default`, the index
     /// columns for `Index`, empty for `Full` and `Nothing`.
     pub identity_columns: Vec<String>,
-    /// `pg_class.reltuples`, `None` if the table was never analyzed.
+    /// `pg_class.reltuples`, `None` if the table was never analyzed (summed over the leaf
+    /// partitions of a partitioned table, as is the size).
     pub estimated_rows: Option<u64>,
     /// `pg_table_size` in bytes.
     pub estimated_bytes: u64,
@@ -345,8 +346,16 @@ async fn load_table(client: &Client, oid: u32) -> Result<TableDef, Error> {
     let row = client
         .query_one(
             "SELECT n.nspname::text, c.relname::text, c.relreplident::text, \
-                    c.reltuples::float8, pg_catalog.pg_table_size(c.oid), c.relkind = 'p' \
+                    e.tuples, e.bytes, c.relkind = 'p' \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             CROSS JOIN LATERAL ( \
+               SELECT CASE WHEN bool_and(l.reltuples < 0) THEN -1 \
+                           ELSE sum(greatest(l.reltuples, 0))::float8 END AS tuples, \
+                      sum(pg_catalog.pg_table_size(l.oid))::int8 AS bytes \
+               FROM pg_catalog.pg_class l \
+               WHERE l.oid = c.oid AND c.relkind = 'r' \
+                  OR l.oid IN (SELECT relid FROM pg_catalog.pg_partition_tree(c.oid) \
+                               WHERE isleaf AND c.relkind = 'p')) e \
              WHERE c.oid = $1",
             &[&oid],
         )
@@ -355,7 +364,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<TableDef, Error> {
     let schema: String = row.get(0);
     let name: String = row.get(1);
     let replica_identity = ReplicaIdentity::from_char(&row.get::<_, String>(2));
-    let reltuples: f64 = row.get(3);
+    // Summed over the leaf partitions for a partitioned table.
+    let reltuples: f64 = row.get::<_, Option<f64>>(3).unwrap_or(-1.0);
     let bytes: Option<i64> = row.get(4);
     let is_partitioned: bool = row.get(5);
     let qualified = QualifiedName::new(schema.clone(), name.clone());

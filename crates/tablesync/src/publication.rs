@@ -17,8 +17,10 @@ pub enum PublicationStatus {
 
 /// Makes sure publication `name` exists and publishes `tables`.
 ///
-/// Missing: `CREATE PUBLICATION "name" FOR TABLE ...` with every table quoted. Present: it
-/// is left unchanged and must already cover every table.
+/// Missing: `CREATE PUBLICATION "name" FOR TABLE ...` with every table quoted (and
+/// `publish_via_partition_root` when a table is partitioned, so that changes arrive under
+/// the partitioned table's name). Present: it is left unchanged and must already cover
+/// every table.
 ///
 /// # Errors
 /// [`Error::PublicationMissingTables`] listing the uncovered tables; [`Error::NoTables`]
@@ -46,9 +48,16 @@ pub async fn ensure_publication(
         }
         None => {
             let list = tables.iter().map(TableDef::quoted).collect::<Vec<_>>().join(", ");
+            // Changes of partitions are then published under the partitioned table's name,
+            // the one table that exists on the target.
+            let options = if tables.iter().any(|t| t.is_partitioned) {
+                " WITH (publish_via_partition_root = true)"
+            } else {
+                ""
+            };
             client
                 .batch_execute(&format!(
-                    "CREATE PUBLICATION {} FOR TABLE {list}",
+                    "CREATE PUBLICATION {} FOR TABLE {list}{options}",
                     quote_ident(name)
                 ))
                 .await

@@ -755,3 +755,44 @@ async fn publication_column_lists_and_row_filters_shape_target_and_copy() {
     assert_eq!(tablesync::table_hash(&p.src, t, None).await.unwrap().rows, 30);
     assert!(tablesync::compare_tables(&p.src, &p.dst, t, 8).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn partitioned_tables_are_copied_through_the_root() {
+    let p = pair("partitions").await;
+    p.src
+        .batch_execute(
+            "CREATE TABLE ev (id int, day date, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+             CREATE TABLE ev_2024 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+             CREATE TABLE ev_2025 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+             INSERT INTO ev SELECT i, DATE '2024-06-01' + i * 2, 'v' || i FROM generate_series(1, 200) i;
+             ANALYZE ev;",
+        )
+        .await
+        .unwrap();
+    let tables =
+        tablesync::resolve_tables(&p.src, &[QualifiedName::parse("ev").unwrap()]).await.unwrap();
+    assert!(tables[0].is_partitioned);
+    assert_eq!(tables[0].estimated_rows, Some(200));
+    assert!(tables[0].estimated_bytes > 0);
+    let pubname = pgcluster::unique_name("pubpart");
+    tablesync::ensure_publication(&p.src, &pubname, &tables).await.unwrap();
+    // Published under the root, so the existing publication covers the table.
+    assert_eq!(
+        tablesync::ensure_publication(&p.src, &pubname, &tables).await.unwrap(),
+        PublicationStatus::Existing
+    );
+    create_targets(&p, &tables).await;
+    let (_exporter, snap) = export_snapshot(&p.src_db).await;
+    let report = tablesync::copy_tables(
+        &p.source(),
+        &p.target(),
+        &snap,
+        &tables,
+        &CopyOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.rows, 200);
+    assert!(tablesync::compare_tables(&p.src, &p.dst, &tables[0], 64).await.unwrap().is_empty());
+}
