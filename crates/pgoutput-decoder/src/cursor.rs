@@ -37,6 +37,7 @@ impl Cursor {
         DecodeError::new(kind, offset, None)
     }
 
+    #[cold]
     fn eof(&self, field: &'static str, needed: usize) -> DecodeError {
         self.error(DecodeErrorKind::UnexpectedEof { field, needed, remaining: self.remaining() })
     }

@@ -71,6 +71,7 @@ impl LogicalMessage {
     /// A [`DecodeError`] for truncated input, a bad length or count, an unknown tag,
     /// invalid UTF-8 in a name, trailing bytes, a message the protocol version does
     /// not have, or a stream message in the wrong place per `ctx.in_stream`.
+    #[inline]
     pub fn decode(data: Bytes, ctx: &DecodeContext) -> Result<LogicalMessage, DecodeError> {
         let mut cur = Cursor::new(data);
         let tag = match cur.u8("message tag") {
@@ -677,6 +678,13 @@ mod tests {
         // Protocol 4 without parallel streaming: the short form, so these are trailing.
         let e = Decoder::new(4).decode(Bytes::from_static(bytes)).unwrap_err();
         assert_eq!(e.kind(), &DecodeErrorKind::TrailingBytes { count: 16 });
+    }
+
+    #[test]
+    fn results_are_no_bigger_than_messages() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<Result<LogicalMessage, DecodeError>>(), size_of::<LogicalMessage>());
+        assert!(size_of::<LogicalMessage>() <= 96, "{}", size_of::<LogicalMessage>());
     }
 
     #[test]

@@ -100,52 +100,57 @@ impl fmt::Display for DecodeErrorKind {
 
 /// A decode failure: its [`kind`](Self::kind), the byte [`offset`](Self::offset) into
 /// the decoded payload where it was detected, and the message [`tag`](Self::tag).
+///
+/// Boxed so that `Result<LogicalMessage, DecodeError>` stays as small as the
+/// message: results are moved several times per decoded message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct DecodeError {
+pub struct DecodeError(Box<Inner>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inner {
     kind: DecodeErrorKind,
     offset: usize,
     tag: Option<u8>,
 }
 
 impl DecodeError {
+    #[cold]
     pub(crate) fn new(kind: DecodeErrorKind, offset: usize, tag: Option<u8>) -> Self {
-        Self { kind, offset, tag }
+        Self(Box::new(Inner { kind, offset, tag }))
     }
 
     /// Sets the message tag if none is set yet.
+    #[cold]
     pub(crate) fn with_tag(mut self, tag: u8) -> Self {
-        self.tag.get_or_insert(tag);
+        self.0.tag.get_or_insert(tag);
         self
     }
 
     /// What went wrong.
     pub fn kind(&self) -> &DecodeErrorKind {
-        &self.kind
+        &self.0.kind
     }
 
     /// Byte offset into the decoded payload (starting at its tag byte) where the
     /// problem was found.
     pub fn offset(&self) -> usize {
-        self.offset
+        self.0.offset
     }
 
     /// Tag byte of the message being decoded, if one was read.
     pub fn tag(&self) -> Option<u8> {
-        self.tag
+        self.0.tag
     }
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.tag {
-            Some(tag) => write!(
-                f,
-                "decoding message {} at offset {}: {}",
-                DisplayTag(tag),
-                self.offset,
-                self.kind
-            ),
-            None => write!(f, "decoding at offset {}: {}", self.offset, self.kind),
+        let Inner { kind, offset, tag } = &*self.0;
+        match *tag {
+            Some(tag) => {
+                write!(f, "decoding message {} at offset {offset}: {kind}", DisplayTag(tag),)
+            }
+            None => write!(f, "decoding at offset {offset}: {kind}"),
         }
     }
 }
