@@ -59,15 +59,22 @@ async fn run(rows: i64) {
         tablesync::ensure_target_table(&dst, t, &TargetOptions::default()).await.unwrap();
     }
 
+    let split = Some(one[0].estimated_bytes / 4 + 1);
     let cases = [
-        ("1 table, binary, 1 connection", &one, CopyFormat::Binary, 1),
-        ("1 table, text, 1 connection", &one, CopyFormat::Text, 1),
-        ("3 tables, binary, 1 connection", &three, CopyFormat::Binary, 1),
-        ("3 tables, binary, 3 connections", &three, CopyFormat::Binary, 3),
+        ("1 table, binary, 1 connection", &one, CopyFormat::Binary, 1, None),
+        ("1 table, text, 1 connection", &one, CopyFormat::Text, 1, None),
+        ("1 table in 4 block ranges, binary, 2 connections", &one, CopyFormat::Binary, 2, split),
+        ("3 tables, binary, 1 connection", &three, CopyFormat::Binary, 1, None),
+        ("3 tables, binary, 3 connections", &three, CopyFormat::Binary, 3, None),
     ];
-    for (label, tables, format, parallelism) in cases {
-        let options =
-            CopyOptions { parallelism, format, truncate_target: true, replica_role: false };
+    for (label, tables, format, parallelism, split_bytes) in cases {
+        let options = CopyOptions {
+            parallelism,
+            format,
+            truncate_target: true,
+            replica_role: false,
+            split_bytes,
+        };
         let mut times = Vec::new();
         let mut report = None;
         for _ in 0..RUNS {

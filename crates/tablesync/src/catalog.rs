@@ -105,6 +105,8 @@ pub struct TableDef {
     pub estimated_rows: Option<u64>,
     /// `pg_table_size` in bytes.
     pub estimated_bytes: u64,
+    /// Heap blocks of the table (0 for a partitioned table), to split its copy by ctid.
+    pub pages: u64,
     /// The publication's row filter (PostgreSQL 15+, set by [`publication_tables`]): rows
     /// outside it are neither replicated nor copied, and are left out of hashes.
     pub row_filter: Option<String>,
@@ -346,7 +348,9 @@ async fn load_table(client: &Client, oid: u32) -> Result<TableDef, Error> {
     let row = client
         .query_one(
             "SELECT n.nspname::text, c.relname::text, c.relreplident::text, \
-                    e.tuples, e.bytes, c.relkind = 'p' \
+                    e.tuples, e.bytes, c.relkind = 'p', \
+                    CASE WHEN c.relkind = 'r' THEN pg_catalog.pg_relation_size(c.oid) \
+                         / current_setting('block_size')::int8 ELSE 0 END \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              CROSS JOIN LATERAL ( \
                SELECT CASE WHEN bool_and(l.reltuples < 0) THEN -1 \
@@ -368,6 +372,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<TableDef, Error> {
     let reltuples: f64 = row.get::<_, Option<f64>>(3).unwrap_or(-1.0);
     let bytes: Option<i64> = row.get(4);
     let is_partitioned: bool = row.get(5);
+    let pages = u64::try_from(row.get::<_, i64>(6)).unwrap_or(0);
     let qualified = QualifiedName::new(schema.clone(), name.clone());
 
     let columns = load_columns(client, oid).await.map_err(|source| Error::Db {
@@ -394,6 +399,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<TableDef, Error> {
         identity_columns,
         estimated_rows: estimate(reltuples),
         estimated_bytes: bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0),
+        pages,
         row_filter: None,
     })
 }
@@ -605,6 +611,7 @@ mod tests {
             identity_columns: Vec::new(),
             estimated_rows: None,
             estimated_bytes: 0,
+            pages: 0,
             row_filter: None,
         }
     }

@@ -9,7 +9,8 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -106,6 +107,11 @@ pub struct CopyOptions {
     /// Run the target sessions with `session_replication_role = replica` so user triggers
     /// do not fire (needs superuser).
     pub replica_role: bool,
+    /// Split tables larger than this (estimated bytes) into block ranges copied by several
+    /// connections at once. Such a table is emptied (or checked empty) first and its
+    /// ranges commit separately, so a failure leaves it partly filled (retry with
+    /// `truncate_target`). `None` (default): every table in one target transaction.
+    pub split_bytes: Option<u64>,
 }
 
 impl Default for CopyOptions {
@@ -115,6 +121,7 @@ impl Default for CopyOptions {
             truncate_target: false,
             format: CopyFormat::Auto,
             replica_role: false,
+            split_bytes: None,
         }
     }
 }
@@ -183,7 +190,8 @@ pub struct CopyReport {
 ///
 /// The caller keeps the exporting connection idle until [`CopyEvent::SnapshotImported`]
 /// (or until this returns). Target tables must exist (see [`crate::ensure_target_table`]).
-/// Larger tables are started first to shorten the total time.
+/// Larger tables are started first to shorten the total time; tables above
+/// [`CopyOptions::split_bytes`] are copied in block ranges by several connections.
 ///
 /// # Errors
 /// [`Error::Connect`], [`Error::SnapshotImport`], [`Error::TargetNotEmpty`] (unless
@@ -201,13 +209,25 @@ where
     T: Connector,
 {
     let started = Instant::now();
-    let mut order: Vec<usize> = (0..tables.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(tables[i].estimated_bytes));
-    let workers = options.parallelism.max(1).min(tables.len().max(1));
-    let shared = Shared { next: AtomicUsize::new(0), imported: AtomicUsize::new(0), workers };
-    let jobs = (0..workers).map(|_| {
-        Box::pin(worker(source, target, snapshot, tables, &order, options, progress, &shared))
-    });
+    let units = plan_units(tables, options.split_bytes);
+    let states: Vec<TableState> = (0..tables.len())
+        .map(|i| TableState::new(units.iter().filter(|u| u.table == i).count()))
+        .collect();
+    if units.iter().any(|u| u.blocks.is_some()) {
+        prepare_split_tables(target, tables, &units, options).await?;
+    }
+    let workers = options.parallelism.max(1).min(units.len().max(1));
+    let shared = Shared {
+        next: AtomicUsize::new(0),
+        imported: AtomicUsize::new(0),
+        workers,
+        units,
+        states,
+        tables,
+        options,
+        progress,
+    };
+    let jobs = (0..workers).map(|_| Box::pin(worker(source, target, snapshot, &shared)));
     let mut reports: Vec<(usize, TableReport)> =
         try_join_all(jobs).await?.into_iter().flatten().collect();
     reports.sort_by_key(|(i, _)| *i);
@@ -220,22 +240,125 @@ where
     })
 }
 
-struct Shared {
+/// A piece of work: a whole table, or a block range of a split table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unit {
+    table: usize,
+    /// `[from, to)` in heap blocks (`to = None`: to the end); `None`: the whole table in
+    /// one target transaction.
+    blocks: Option<(u64, Option<u64>)>,
+}
+
+/// Orders work largest table first; splits tables above `split_bytes` into block ranges
+/// (partitioned tables are never split: ctid ranges are per partition).
+fn plan_units(tables: &[TableDef], split_bytes: Option<u64>) -> Vec<Unit> {
+    let mut order: Vec<usize> = (0..tables.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(tables[i].estimated_bytes));
+    let mut units = Vec::new();
+    for i in order {
+        let t = &tables[i];
+        let parts = match split_bytes {
+            Some(limit) if limit > 0 && !t.is_partitioned && t.pages > 1 => {
+                t.estimated_bytes.div_ceil(limit).clamp(1, t.pages)
+            }
+            _ => 1,
+        };
+        if parts <= 1 {
+            units.push(Unit { table: i, blocks: None });
+            continue;
+        }
+        let per = t.pages.div_ceil(parts);
+        let mut from = 0;
+        while from < t.pages {
+            let to = from + per;
+            // The last range is open: the table may have grown since it was measured.
+            units.push(Unit { table: i, blocks: Some((from, (to < t.pages).then_some(to))) });
+            from = to;
+        }
+    }
+    units
+}
+
+/// Split tables are committed piece by piece, so they are emptied (or checked empty) up
+/// front, before any piece is written.
+async fn prepare_split_tables<T: Connector>(
+    target: &T,
+    tables: &[TableDef],
+    units: &[Unit],
+    options: &CopyOptions,
+) -> Result<(), Error> {
+    let dst = target.connect().await.map_err(|e| Error::Connect { side: "target", source: e })?;
+    let mut done = std::collections::HashSet::new();
+    for u in units.iter().filter(|u| u.blocks.is_some()) {
+        if done.insert(u.table) {
+            prepare_target(&dst, &tables[u.table].qualified_name(), options.truncate_target)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// TRUNCATE, or fail with [`Error::TargetNotEmpty`] if the table holds rows.
+async fn prepare_target(dst: &Client, name: &QualifiedName, truncate: bool) -> Result<(), Error> {
+    let fail = |stage: &'static str| {
+        let name = name.clone();
+        move |source| Error::Copy { table: name, stage, source }
+    };
+    if truncate {
+        dst.batch_execute(&format!("TRUNCATE {}", name.quoted()))
+            .await
+            .map_err(fail("truncating the target table"))?;
+    } else {
+        let empty = dst
+            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", name.quoted()), &[])
+            .await
+            .map_err(fail("checking the target table is empty"))?;
+        if !empty.get::<_, bool>(0) {
+            return Err(Error::TargetNotEmpty { table: name.clone() });
+        }
+    }
+    Ok(())
+}
+
+struct Shared<'a> {
     next: AtomicUsize,
     imported: AtomicUsize,
     workers: usize,
+    units: Vec<Unit>,
+    states: Vec<TableState>,
+    tables: &'a [TableDef],
+    options: &'a CopyOptions,
+    progress: &'a (dyn Fn(CopyEvent<'_>) + Sync),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Per-table totals, shared by the connections copying pieces of it.
+struct TableState {
+    parts_left: AtomicUsize,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    used_text: AtomicBool,
+    fell_back: AtomicBool,
+    started: OnceLock<Instant>,
+}
+
+impl TableState {
+    fn new(parts: usize) -> Self {
+        Self {
+            parts_left: AtomicUsize::new(parts),
+            rows: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            used_text: AtomicBool::new(false),
+            fell_back: AtomicBool::new(false),
+            started: OnceLock::new(),
+        }
+    }
+}
+
 async fn worker<S: Connector, T: Connector>(
     source: &S,
     target: &T,
     snapshot: &str,
-    tables: &[TableDef],
-    order: &[usize],
-    options: &CopyOptions,
-    progress: &(dyn Fn(CopyEvent<'_>) + Sync),
-    shared: &Shared,
+    shared: &Shared<'_>,
 ) -> Result<Vec<(usize, TableReport)>, Error> {
     let src = source.connect().await.map_err(|e| Error::Connect { side: "source", source: e })?;
     src.batch_execute(SESSION_SETTINGS).await.map_err(|e| setup_error("source", e))?;
@@ -246,12 +369,12 @@ async fn worker<S: Connector, T: Connector>(
     .await
     .map_err(|e| Error::SnapshotImport { snapshot: snapshot.to_owned(), source: e })?;
     if shared.imported.fetch_add(1, Ordering::SeqCst) + 1 == shared.workers {
-        progress(CopyEvent::SnapshotImported { connections: shared.workers });
+        (shared.progress)(CopyEvent::SnapshotImported { connections: shared.workers });
     }
 
     let dst = target.connect().await.map_err(|e| Error::Connect { side: "target", source: e })?;
     dst.batch_execute(SESSION_SETTINGS).await.map_err(|e| setup_error("target", e))?;
-    if options.replica_role {
+    if shared.options.replica_role {
         dst.batch_execute("SET session_replication_role = replica")
             .await
             .map_err(|e| setup_error("target", e))?;
@@ -260,10 +383,11 @@ async fn worker<S: Connector, T: Connector>(
     let mut done = Vec::new();
     loop {
         let slot = shared.next.fetch_add(1, Ordering::SeqCst);
-        let Some(&index) = order.get(slot) else { break };
-        let report = copy_one(&src, &dst, &tables[index], options, progress).await?;
-        progress(CopyEvent::TableDone(&report));
-        done.push((index, report));
+        let Some(&unit) = shared.units.get(slot) else { break };
+        if let Some(report) = copy_unit(&src, &dst, unit, shared).await? {
+            (shared.progress)(CopyEvent::TableDone(&report));
+            done.push((unit.table, report));
+        }
     }
     // Ends the snapshot transaction; a failure here loses nothing already committed.
     let _ = src.batch_execute("COMMIT").await;
@@ -274,43 +398,80 @@ fn setup_error(side: &str, source: tokio_postgres::Error) -> Error {
     Error::Db { context: format!("configuring a {side} copy session"), source }
 }
 
-async fn copy_one(
+/// Copies one unit; returns the table's report when this was its last piece.
+async fn copy_unit(
     src: &Client,
     dst: &Client,
-    table: &TableDef,
-    options: &CopyOptions,
-    progress: &(dyn Fn(CopyEvent<'_>) + Sync),
-) -> Result<TableReport, Error> {
-    let started = Instant::now();
+    unit: Unit,
+    shared: &Shared<'_>,
+) -> Result<Option<TableReport>, Error> {
+    let table = &shared.tables[unit.table];
+    let state = &shared.states[unit.table];
+    let options = shared.options;
     let binary_ok = table.copy_columns().all(|c| c.binary_io);
     let first = match options.format {
         CopyFormat::Auto if binary_ok => CopyFormat::Binary,
         CopyFormat::Auto => CopyFormat::Text,
         other => other,
     };
-    progress(CopyEvent::TableStarted { table, format: first });
-    let attempt = copy_attempt(src, dst, table, options, first, progress).await;
-    let (rows, bytes, format, fell_back) = match attempt {
-        Ok((rows, bytes)) => (rows, bytes, first, false),
+    if state.started.set(Instant::now()).is_ok() {
+        (shared.progress)(CopyEvent::TableStarted { table, format: first });
+    }
+    let piece = Piece { table, state, blocks: unit.blocks, progress: shared.progress };
+    let format = match copy_attempt(src, dst, &piece, options, first).await {
+        Ok(()) => first,
         Err(e)
             if options.format == CopyFormat::Auto && first == CopyFormat::Binary && is_db(&e) =>
         {
             tracing::warn!(table = %table.qualified_name(), error = %error_chain(&e),
                 "binary COPY failed, retrying in text format");
-            let (rows, bytes) =
-                copy_attempt(src, dst, table, options, CopyFormat::Text, progress).await?;
-            (rows, bytes, CopyFormat::Text, true)
+            state.fell_back.store(true, Ordering::SeqCst);
+            copy_attempt(src, dst, &piece, options, CopyFormat::Text).await?;
+            CopyFormat::Text
         }
         Err(e) => return Err(e),
     };
-    Ok(TableReport {
+    if format == CopyFormat::Text {
+        state.used_text.store(true, Ordering::SeqCst);
+    }
+    if state.parts_left.fetch_sub(1, Ordering::SeqCst) != 1 {
+        return Ok(None);
+    }
+    Ok(Some(TableReport {
         table: table.qualified_name(),
-        rows,
-        bytes,
-        format,
-        fell_back_to_text: fell_back,
-        elapsed: started.elapsed(),
-    })
+        rows: state.rows.load(Ordering::SeqCst),
+        bytes: state.bytes.load(Ordering::SeqCst),
+        format: if state.used_text.load(Ordering::SeqCst) {
+            CopyFormat::Text
+        } else {
+            CopyFormat::Binary
+        },
+        fell_back_to_text: state.fell_back.load(Ordering::SeqCst),
+        elapsed: state.started.get().map(Instant::elapsed).unwrap_or_default(),
+    }))
+}
+
+/// What one attempt copies and where it reports.
+struct Piece<'a> {
+    table: &'a TableDef,
+    state: &'a TableState,
+    blocks: Option<(u64, Option<u64>)>,
+    progress: &'a (dyn Fn(CopyEvent<'_>) + Sync),
+}
+
+impl Piece<'_> {
+    /// Adds to the table's totals and reports them.
+    fn add(&self, rows: u64, bytes: u64) {
+        let rows = self.state.rows.fetch_add(rows, Ordering::SeqCst) + rows;
+        let bytes = self.state.bytes.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        (self.progress)(CopyEvent::Progress { table: self.table, rows, bytes });
+    }
+
+    /// Takes back what a failed attempt added.
+    fn undo(&self, rows: u64, bytes: u64) {
+        self.state.rows.fetch_sub(rows, Ordering::SeqCst);
+        self.state.bytes.fetch_sub(bytes, Ordering::SeqCst);
+    }
 }
 
 /// Whether an error came from a server (so a retry in text format may help).
@@ -330,39 +491,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// One attempt: a savepoint on the source (a failed COPY must not end the snapshot
-/// transaction), one transaction on the target. Returns (rows, bytes).
+/// transaction), one transaction on the target (which also empties or checks a whole
+/// table).
 async fn copy_attempt(
     src: &Client,
     dst: &Client,
-    table: &TableDef,
+    piece: &Piece<'_>,
     options: &CopyOptions,
     format: CopyFormat,
-    progress: &(dyn Fn(CopyEvent<'_>) + Sync),
-) -> Result<(u64, u64), Error> {
-    let name = table.qualified_name();
+) -> Result<(), Error> {
+    let name = piece.table.qualified_name();
     let fail = |stage: &'static str| {
         let name = name.clone();
         move |source| Error::Copy { table: name, stage, source }
     };
     dst.batch_execute("BEGIN").await.map_err(fail("starting the target transaction"))?;
+    let mut added = (0, 0);
     let result = async {
-        if options.truncate_target {
-            dst.batch_execute(&format!("TRUNCATE {}", name.quoted()))
-                .await
-                .map_err(fail("truncating the target table"))?;
-        } else {
-            let empty = dst
-                .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", name.quoted()), &[])
-                .await
-                .map_err(fail("checking the target table is empty"))?;
-            if !empty.get::<_, bool>(0) {
-                return Err(Error::TargetNotEmpty { table: name.clone() });
-            }
+        if piece.blocks.is_none() {
+            prepare_target(dst, &name, options.truncate_target).await?;
         }
         src.batch_execute("SAVEPOINT tablesync_copy")
             .await
             .map_err(fail("setting a savepoint on the source"))?;
-        let streamed = stream_table(src, dst, table, format, progress).await;
+        let streamed = stream_piece(src, dst, piece, format, &mut added).await;
         if streamed.is_err() {
             // Keeps the snapshot transaction usable for the retry or the next table.
             let _ = src.batch_execute("ROLLBACK TO SAVEPOINT tablesync_copy").await;
@@ -374,26 +526,29 @@ async fn copy_attempt(
         streamed
     }
     .await;
-    match result {
-        Ok(counts) => {
-            dst.batch_execute("COMMIT").await.map_err(fail("committing on the target"))?;
-            Ok(counts)
-        }
+    let result = match result {
+        Ok(()) => dst.batch_execute("COMMIT").await.map_err(fail("committing on the target")),
         Err(e) => {
             let _ = dst.batch_execute("ROLLBACK").await;
             Err(e)
         }
+    };
+    if result.is_err() {
+        piece.undo(added.0, added.1);
     }
+    result
 }
 
 /// Pipes `COPY (SELECT ...) TO STDOUT` into `COPY ... FROM STDIN`, bytes untouched.
-async fn stream_table(
+/// `added` tracks the (rows, bytes) reported so far.
+async fn stream_piece(
     src: &Client,
     dst: &Client,
-    table: &TableDef,
+    piece: &Piece<'_>,
     format: CopyFormat,
-    progress: &(dyn Fn(CopyEvent<'_>) + Sync),
-) -> Result<(u64, u64), Error> {
+    added: &mut (u64, u64),
+) -> Result<(), Error> {
+    let table = piece.table;
     let name = table.qualified_name();
     let fail = |stage: &'static str| {
         let name = name.clone();
@@ -404,7 +559,16 @@ async fn stream_table(
     // ONLY: inheritance children are separate tables; a partitioned table has no rows of
     // its own, so its partitions are read through it.
     let only = if table.is_partitioned { "" } else { "ONLY " };
-    let filter = table.row_filter.as_ref().map(|f| format!(" WHERE ({f})")).unwrap_or_default();
+    let mut conds: Vec<String> = table.row_filter.iter().map(|f| format!("({f})")).collect();
+    if let Some((from, to)) = piece.blocks {
+        // A TID range scan reads only these blocks (PostgreSQL 14+).
+        conds.push(format!("ctid >= '({from},0)'::tid"));
+        if let Some(to) = to {
+            conds.push(format!("ctid < '({to},0)'::tid"));
+        }
+    }
+    let filter =
+        if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
     let out_sql = format!(
         "COPY (SELECT {columns} FROM {only}{}{filter}) TO STDOUT (FORMAT {fmt})",
         name.quoted()
@@ -421,8 +585,11 @@ async fn stream_table(
 
     let mut counter = RowCounter::new(format);
     let mut bytes: u64 = 0;
-    let mut reported: u64 = 0;
     let mut buf = BytesMut::with_capacity(SEND_BUFFER);
+    let report = |rows: u64, bytes: u64, added: &mut (u64, u64)| {
+        piece.add(rows.saturating_sub(added.0), bytes.saturating_sub(added.1));
+        *added = (added.0.max(rows), added.1.max(bytes));
+    };
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(fail("reading from the source"))?;
         counter.feed(&chunk);
@@ -431,17 +598,21 @@ async fn stream_table(
         if buf.len() >= SEND_BUFFER {
             sink.send(buf.split().freeze()).await.map_err(fail("writing to the target"))?;
         }
-        if bytes - reported >= PROGRESS_EVERY {
-            reported = bytes;
-            progress(CopyEvent::Progress { table, rows: counter.rows(), bytes });
+        if bytes - added.1 >= PROGRESS_EVERY {
+            report(counter.rows(), bytes, added);
         }
     }
     if !buf.is_empty() {
         sink.send(buf.split().freeze()).await.map_err(fail("writing to the target"))?;
     }
     let rows = sink.as_mut().finish().await.map_err(fail("finishing COPY FROM on the target"))?;
-    progress(CopyEvent::Progress { table, rows, bytes });
-    Ok((rows, bytes))
+    // The target's count is authoritative; correct the running count if it differs.
+    if rows < added.0 {
+        piece.undo(added.0 - rows, 0);
+        added.0 = rows;
+    }
+    report(rows, bytes, added);
+    Ok(())
 }
 
 /// Counts rows in a COPY stream as it passes, without decoding values.
@@ -678,6 +849,54 @@ mod tests {
         c.feed(b"1\tone\n2\ttwo\n this is not binary copy data at all");
         assert_eq!(c.rows, 0);
         assert_eq!(c.phase, Phase::Done);
+    }
+
+    fn sized(oid: u32, bytes: u64, pages: u64, partitioned: bool) -> TableDef {
+        TableDef {
+            schema: "s".into(),
+            name: format!("t{oid}"),
+            oid,
+            is_partitioned: partitioned,
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+            replica_identity: crate::ReplicaIdentity::Default,
+            identity_columns: Vec::new(),
+            estimated_rows: None,
+            estimated_bytes: bytes,
+            pages,
+            row_filter: None,
+        }
+    }
+
+    #[test]
+    fn plan_orders_by_size_and_splits_large_tables() {
+        let tables = [
+            sized(1, 100, 2, false),
+            sized(2, 1000, 10, false),
+            sized(3, 5000, 0, true),
+            sized(4, 400, 1, false),
+        ];
+        let whole = |table| Unit { table, blocks: None };
+        let part = |from, to| Unit { table: 1, blocks: Some((from, to)) };
+        assert_eq!(plan_units(&tables, None), vec![whole(2), whole(1), whole(3), whole(0)]);
+        // 1000 bytes / 300 -> 4 parts of ceil(10 / 4) = 3 blocks, the last one open; the
+        // partitioned table and the one-page table stay whole.
+        assert_eq!(
+            plan_units(&tables, Some(300)),
+            vec![
+                whole(2),
+                part(0, Some(3)),
+                part(3, Some(6)),
+                part(6, Some(9)),
+                part(9, None),
+                whole(3),
+                whole(0)
+            ]
+        );
+        // Never more parts than pages.
+        let units = plan_units(&[sized(1, 1000, 3, false)], Some(1));
+        assert_eq!(units.len(), 3);
+        assert_eq!(units[2].blocks, Some((2, None)));
     }
 
     #[test]

@@ -388,6 +388,7 @@ mod tests {
             identity_columns: Vec::new(),
             estimated_rows: None,
             estimated_bytes: 0,
+            pages: 0,
             row_filter: None,
         }
     }

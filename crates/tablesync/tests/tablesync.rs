@@ -796,3 +796,67 @@ async fn partitioned_tables_are_copied_through_the_root() {
     assert_eq!(report.rows, 200);
     assert!(tablesync::compare_tables(&p.src, &p.dst, &tables[0], 64).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn large_tables_are_split_into_block_ranges() {
+    let p = pair("split").await;
+    p.src
+        .batch_execute(
+            "CREATE TABLE big (id int PRIMARY KEY, pad text);
+             INSERT INTO big SELECT i, repeat('x', 200) FROM generate_series(1, 5000) i;
+             CREATE TABLE small (id int PRIMARY KEY);
+             INSERT INTO small SELECT generate_series(1, 10);
+             ANALYZE big, small;",
+        )
+        .await
+        .unwrap();
+    let tables =
+        tablesync::resolve_tables(&p.src, &QualifiedName::parse_list("big,small").unwrap())
+            .await
+            .unwrap();
+    assert!(tables[0].pages > 100, "{}", tables[0].pages);
+    create_targets(&p, &tables).await;
+    let (exporter, snap) = export_snapshot(&p.src_db).await;
+    // Not visible under the snapshot.
+    p.src.batch_execute("DELETE FROM big WHERE id % 2 = 0").await.unwrap();
+
+    let done = Mutex::new(Vec::new());
+    let big_progress = Mutex::new(Vec::new());
+    let progress = |e: CopyEvent<'_>| match e {
+        CopyEvent::TableDone(r) => done.lock().unwrap().push((r.table.name.clone(), r.rows)),
+        CopyEvent::Progress { table, rows, .. } if table.name == "big" => {
+            big_progress.lock().unwrap().push(rows);
+        }
+        _ => {}
+    };
+    let split_bytes = Some(tables[0].estimated_bytes / 5);
+    let options = CopyOptions { parallelism: 3, split_bytes, ..CopyOptions::default() };
+    let report =
+        tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &options, &progress)
+            .await
+            .unwrap();
+    assert_eq!(report.tables[0].rows, 5000);
+    assert_eq!(report.tables[1].rows, 10);
+    // One final progress event per block range, totals growing to the table's rows.
+    let big_progress = big_progress.into_inner().unwrap();
+    assert!(big_progress.len() >= 5, "{big_progress:?}");
+    assert!(big_progress.windows(2).all(|w| w[0] <= w[1]), "{big_progress:?}");
+    assert_eq!(big_progress.iter().max(), Some(&5000));
+    let mut done = done.into_inner().unwrap();
+    done.sort();
+    assert_eq!(done, vec![("big".to_owned(), 5000), ("small".to_owned(), 10)]);
+    let at_snapshot = tablesync::table_hash(&exporter, &tables[0], None).await.unwrap();
+    assert_eq!(tablesync::table_hash(&p.dst, &tables[0], None).await.unwrap(), at_snapshot);
+
+    // A split table is checked empty up front.
+    let err =
+        tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &options, &no_progress)
+            .await
+            .unwrap_err();
+    assert!(matches!(&err, Error::TargetNotEmpty { table } if table.name == "big"), "{err}");
+    let options = CopyOptions { truncate_target: true, ..options };
+    tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &options, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(tablesync::table_hash(&p.dst, &tables[0], None).await.unwrap(), at_snapshot);
+}
