@@ -40,11 +40,20 @@ pub async fn apply_sequences(target: &Client, sequences: &[SequenceDef]) -> Resu
             (Some((table, column)), true) => identity_sequence(target, table, column).await?,
             _ => {
                 let name = seq.qualified_name();
-                target
-                    .batch_execute(&create_sequence_sql(seq))
+                let quoted = name.quoted();
+                // Look first: periodic syncs must not need CREATE privileges.
+                let exists: bool = target
+                    .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quoted])
                     .await
-                    .db_context(|| format!("creating sequence {name} on the target"))?;
-                name.quoted()
+                    .db_context(|| format!("looking up sequence {name} on the target"))?
+                    .get(0);
+                if !exists {
+                    target
+                        .batch_execute(&create_sequence_sql(seq))
+                        .await
+                        .db_context(|| format!("creating sequence {name} on the target"))?;
+                }
+                quoted
             }
         };
         target

@@ -655,11 +655,20 @@ async fn binary_failure_falls_back_to_text() {
         tablesync::resolve_tables(&p.src, &[QualifiedName::parse("f").unwrap()]).await.unwrap();
     let (_exporter, snap) = export_snapshot(&p.src_db).await;
 
+    // The caller decides how to connect: any closure returning a client works.
+    let src_url = pgcluster::shared().url(&p.src_db);
+    let source = || {
+        let url = src_url.clone();
+        async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            Ok::<_, tokio_postgres::Error>(client)
+        }
+    };
     let binary = CopyOptions { format: CopyFormat::Binary, ..CopyOptions::default() };
-    let err =
-        tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &binary, &no_progress)
-            .await
-            .unwrap_err();
+    let err = tablesync::copy_tables(&source, &p.target(), &snap, &tables, &binary, &no_progress)
+        .await
+        .unwrap_err();
     assert!(matches!(&err, Error::Copy { table, .. } if table.name == "f"), "{err}");
 
     let report = tablesync::copy_tables(
