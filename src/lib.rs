@@ -2,10 +2,12 @@
 //! workspace crates (`pgoutput-decoder`, `replication`, `applier`, `tablesync`).
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod conn;
 pub mod logging;
+pub mod metrics;
 pub mod mirror;
 pub mod progress;
 pub mod pump;

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use applier::{Applier, ApplyError, Target};
-use pgoutput_decoder::Lsn;
 use replication::LogicalReplicationStream;
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// How long the stream may be silent before we treat it as idle and flush. Short, so a lone
@@ -48,7 +48,7 @@ pub async fn pump<T: Target>(
     applier: &mut Applier<T>,
     mut stream: LogicalReplicationStream,
     shutdown: &mut Shutdown,
-    mut on_progress: impl FnMut(&Applier<T>, Lsn),
+    metrics: &Metrics,
 ) -> Result<PumpEnd, PumpError> {
     if let Some(start) = applier.start_progress() {
         // What the target already holds is durable: lets the stream acknowledge keepalives.
@@ -59,8 +59,8 @@ pub async fn pump<T: Target>(
         if shutdown.is_triggered() && applier.is_between_transactions() {
             if let Some(lsn) = applier.flush().await? {
                 stream.confirm(lsn);
-                on_progress(applier, lsn);
             }
+            metrics.positions(stream.received_lsn(), stream.confirmed_lsn());
             stream.shutdown().await?;
             return Ok(PumpEnd::Stopped);
         }
@@ -77,16 +77,17 @@ pub async fn pump<T: Target>(
                     None => return Err(PumpError::SourceClosed),
                 };
                 pending = true;
+                metrics.observe(&event.message);
                 if let Some(lsn) = applier.handle(event.message).await? {
                     stream.confirm(lsn);
-                    on_progress(applier, lsn);
+                    metrics.positions(stream.received_lsn(), lsn);
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
                 if let Some(lsn) = applier.idle().await? {
                     stream.confirm(lsn);
-                    on_progress(applier, lsn);
                 }
+                metrics.positions(stream.received_lsn(), stream.confirmed_lsn());
                 pending = applier.next_deadline().is_some();
             }
             () = shutdown.wait(), if !shutdown.is_triggered() => {}

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
 
 use crate::cli::TableSelection;
@@ -41,6 +42,9 @@ pub struct MirrorArgs {
     /// Ask the primary for text values instead of binary ones (for exotic types).
     #[arg(long)]
     pub text: bool,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs `pgmirror mirror` until Ctrl-C, SIGTERM or a fault that retrying cannot fix.
@@ -57,6 +61,14 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     opts.copy_parallelism = args.copy_jobs;
     opts.binary = !args.text;
     opts.progress_bars = std::io::stderr().is_terminal();
+    let _server = match args.metrics_addr {
+        Some(addr) => Some(
+            crate::metrics::serve(addr, opts.metrics.clone())
+                .await
+                .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
     let mut shutdown = Shutdown::on_signals();
     mirror::run(&opts, &mut shutdown).await?;
     Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@ use replication::{
 };
 
 use crate::cli::TableSelection;
+use crate::metrics::Metrics;
 use crate::pump::{PumpEnd, pump};
 use crate::shutdown::Shutdown;
 use crate::{conn, setup};
@@ -83,7 +84,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let target = JsonTarget::new(io::BufWriter::new(io::stdout()));
     let mut applier = Applier::new(target, ApplierConfig::default()).await?;
     let mut shutdown = Shutdown::on_signals();
-    match pump(&mut applier, stream, &mut shutdown, |_, _| {}).await {
+    match pump(&mut applier, stream, &mut shutdown, &Metrics::default()).await {
         Ok(PumpEnd::Stopped) => {}
         Err(e) if is_broken_pipe(&e) => {}
         Err(e) => return Err(e.into()),

@@ -24,6 +24,7 @@ use tablesync::{CopyEvent, CopyOptions, ReplicaIdentity, TableDef, TargetOptions
 use tokio_postgres::Client;
 
 use crate::cli::TableSelection;
+use crate::metrics::Metrics;
 use crate::pump::{PumpEnd, pump};
 use crate::retry::{Backoff, is_transient};
 use crate::shutdown::Shutdown;
@@ -57,6 +58,8 @@ pub struct MirrorOptions {
     pub sequence_interval: Duration,
     /// Settings of the apply loop.
     pub applier: ApplierConfig,
+    /// Where the mirror reports what it does (served by `--metrics-addr`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl MirrorOptions {
@@ -80,6 +83,7 @@ impl MirrorOptions {
             progress_bars: false,
             sequence_interval: Duration::from_secs(30),
             applier: ApplierConfig::default(),
+            metrics: Metrics::new(),
         }
     }
 
@@ -114,6 +118,8 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
                 return Ok(());
             }
             Err(e) if is_transient(e.as_ref()) => {
+                opts.metrics.error();
+                opts.metrics.reconnected();
                 let delay = backoff.next_delay();
                 tracing::warn!(
                     error = %format!("{e:#}"),
@@ -125,7 +131,10 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
                     () = shutdown.wait() => return Ok(()),
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                opts.metrics.error();
+                return Err(e);
+            }
         }
     }
 }
@@ -311,10 +320,18 @@ async fn initial_copy(
     truncate: bool,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
-    if !truncate {
-        let target = replication::connect_sql(&opts.target).await?;
+    let target = replication::connect_sql(&opts.target).await?;
+    if truncate {
+        // One statement for all tables: foreign keys between them forbid truncating one by one.
+        let list = tables.iter().map(TableDef::quoted).collect::<Vec<_>>().join(", ");
+        target
+            .batch_execute(&format!("TRUNCATE {list}"))
+            .await
+            .context("emptying the target tables before the initial copy")?;
+    } else {
         tablesync::ensure_targets_empty(&target, tables).await?;
     }
+    drop(target);
     let source_cfg = opts.source.clone();
     let target_cfg = opts.target.clone();
     let source = move || {
@@ -327,12 +344,37 @@ async fn initial_copy(
     };
     let copy_opts = CopyOptions {
         parallelism: opts.copy_parallelism.max(1),
-        truncate_target: truncate,
+        truncate_target: false,
+        // Tables are copied in parallel, so a child table may land before its parent: foreign
+        // keys are checked by the primary already, as the native subscriber assumes too.
+        replica_role: true,
         ..CopyOptions::default()
     };
     let progress = Arc::new(crate::progress::CopyProgress::new(tables, opts.progress_bars));
     let report_progress = progress.clone();
-    let on_event = move |event: CopyEvent<'_>| report_progress.event(event);
+    let metrics = opts.metrics.clone();
+    let total = u64::try_from(tables.len()).unwrap_or(u64::MAX);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let last_rows = std::sync::Mutex::new(std::collections::HashMap::<String, (u64, u64)>::new());
+    metrics.copy_tables(0, total);
+    let on_event = move |event: CopyEvent<'_>| {
+        match &event {
+            CopyEvent::Progress { table, rows, bytes } => {
+                // Events carry running totals per table; the metrics want increments.
+                if let Ok(mut last) = last_rows.lock() {
+                    let prev = last.entry(table.quoted()).or_insert((0, 0));
+                    metrics.copied(rows.saturating_sub(prev.0), bytes.saturating_sub(prev.1));
+                    *prev = (*rows, *bytes);
+                }
+            }
+            CopyEvent::TableDone(_) => {
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                metrics.copy_tables(n, total);
+            }
+            _ => {}
+        }
+        report_progress.event(event)
+    };
     tracing::info!(tables = tables.len(), "copying tables under the slot's snapshot");
     let mut stop = shutdown.clone();
     let report = tokio::select! {
@@ -404,16 +446,13 @@ async fn stream(
     tracing::info!(slot = %record.slot, from = %progress, proto = stream.proto_version(), "streaming");
 
     let sequences = spawn_sequence_sync(opts, shutdown.clone());
-    let mut connected_since = std::time::Instant::now();
-    let result = pump(&mut applier, stream, shutdown, |_, _| {
-        // A session that has applied something after a while is healthy: forget old failures.
-        if connected_since.elapsed() > Duration::from_secs(10) {
-            backoff.reset();
-            connected_since = std::time::Instant::now();
-        }
-    })
-    .await;
+    let connected_at = std::time::Instant::now();
+    let result = pump(&mut applier, stream, shutdown, &opts.metrics).await;
     sequences.abort();
+    if connected_at.elapsed() > Duration::from_secs(10) {
+        // A session that streamed for a while was healthy: a new fault starts the backoff over.
+        backoff.reset();
+    }
     match result {
         Ok(PumpEnd::Stopped) => {
             // Last sequence values, so a replica that takes over does not reuse ids.

@@ -43,6 +43,7 @@ pub fn store_mirror(
         publication: None,
         tables: Some(store::TABLES.iter().map(|t| (*t).to_owned()).collect()),
     };
+    pgmirror::logging::init(0);
     let mut opts = MirrorOptions::new(pgcluster::unique_name("m"), source, target, tables);
     opts.sequence_interval = Duration::from_secs(1);
     opts

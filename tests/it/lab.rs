@@ -24,15 +24,18 @@ async fn lab_mirror_survives_primary_restart() {
     wait_converged(&src, &dst, Duration::from_secs(60)).await;
 
     // Step 2: the primary sees pgmirror as a replica would show up.
-    let seen: i64 = src
-        .query_one(
-            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pgmirror'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(seen, 1, "pgmirror is listed in pg_stat_replication");
+    wait_for(Duration::from_secs(10), "pgmirror in pg_stat_replication", || async {
+        let seen: i64 = src
+            .query_one(
+                "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pgmirror'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        seen == 1
+    })
+    .await;
 
     // Step 3: a row inserted on the primary is readable on the replica within two seconds.
     src.execute("INSERT INTO customers (email, name) VALUES ('lab1@example.com', 'Lab One')", &[])
