@@ -180,6 +180,14 @@ impl<T: Target> Applier<T> {
             && self.last_applied.is_none_or(|a| self.reported.is_some_and(|r| r >= a))
     }
 
+    /// Whether the stream is between transactions: no Begin..Commit open and no Stream
+    /// Start..Stop block open. Buffered streamed or prepared transactions may still be pending;
+    /// the primary sends them again after a restart because they are not confirmed. A clean
+    /// stop waits for this.
+    pub fn is_between_transactions(&self) -> bool {
+        matches!(self.txn, Txn::None) && self.stream.is_none()
+    }
+
     /// When the caller should call [`idle`](Self::idle) at the latest, even if messages keep
     /// arriving: the batch delay of unflushed commits, or the next durability check.
     pub fn next_deadline(&self) -> Option<Instant> {

@@ -26,6 +26,7 @@ mod applier;
 mod error;
 mod json;
 mod postgres;
+mod progress;
 mod spill;
 mod target;
 
@@ -33,4 +34,5 @@ pub use applier::{Applier, ApplierConfig, ApplyStats};
 pub use error::{ApplyError, Op};
 pub use json::JsonTarget;
 pub use postgres::{PostgresTarget, PostgresTargetConfig, TypeResolver};
+pub use progress::{delete_progress, store_progress};
 pub use target::{Change, CommitInfo, Target, TxnInfo, TypeMap};

@@ -122,7 +122,7 @@ pub struct PostgresTargetStats {
     pub columns_added: u64,
 }
 
-const PROGRESS_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgmirror; \
+pub(crate) const PROGRESS_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgmirror; \
     CREATE TABLE IF NOT EXISTS pgmirror.progress (\
         mirror_name text PRIMARY KEY, \
         end_lsn pg_lsn NOT NULL, \
