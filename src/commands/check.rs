@@ -15,7 +15,7 @@ use tablesync::{ReplicaIdentity, TableDef, TargetOptions, TargetTable, quote_ide
 use tokio_postgres::Client;
 
 use crate::cli::TableSelection;
-use crate::commands::status::human_bytes;
+use crate::commands::status::{display_name, human_bytes};
 use crate::conn;
 
 /// Arguments of `pgmirror check`.
@@ -232,7 +232,7 @@ async fn server_summary(client: &Client) -> Result<String, tokio_postgres::Error
 }
 
 fn table_list(tables: &[TableDef]) -> String {
-    tables.iter().map(|t| t.qualified_name().to_string()).collect::<Vec<_>>().join(", ")
+    tables.iter().map(display_name).collect::<Vec<_>>().join(", ")
 }
 
 /// `wal_level`, free replication slots and free WAL senders.

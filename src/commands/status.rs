@@ -112,6 +112,11 @@ pub async fn resolve_mirror(
     Ok(MirrorRef { name, slot, record })
 }
 
+/// `schema.table` as people write it (unquoted, for reading rather than for SQL).
+pub fn display_name(table: &TableDef) -> String {
+    format!("{}.{}", table.schema, table.name)
+}
+
 fn name_from_slot(slot: &str) -> String {
     slot.strip_prefix("pgmirror_").unwrap_or(slot).to_owned()
 }
@@ -464,7 +469,7 @@ pub(crate) async fn table_counts(
         }
         None => None,
     };
-    Ok(TableCounts { table: table.qualified_name().to_string(), source_rows, target_rows })
+    Ok(TableCounts { table: display_name(table), source_rows, target_rows })
 }
 
 impl Status {

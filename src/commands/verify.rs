@@ -12,6 +12,7 @@
 //! so differing ranges are compared again after the mirror catches up once more (twice at
 //! most) before they count. Without a mirror to wait for, the result is marked approximate.
 
+use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ use tokio_postgres::Client;
 use crate::cli::TableSelection;
 use crate::commands::status::{MirrorRef, resolve_mirror};
 use crate::conn;
-use crate::mirror::registry::MirrorState;
+use crate::mirror::registry::{self, MirrorState};
 
 /// How many times differing ranges are compared again after waiting for the mirror.
 const RECHECKS: usize = 2;
@@ -336,16 +337,6 @@ impl CatchUp {
                 .to_owned();
             return Ok(());
         };
-        if mirror.record.as_ref().is_some_and(|r| r.state == MirrorState::Copying) {
-            self.synced = false;
-            self.note = format!(
-                "approximate: mirror {:?} is still in its initial copy, so the target is \
-                 incomplete",
-                mirror.name
-            );
-            self.gave_up = true;
-            return Ok(());
-        }
         // The insert position covers every committed transaction, even with asynchronous
         // commit (the write position may not yet).
         let lsn: String = source
@@ -355,7 +346,9 @@ impl CatchUp {
             .get(0);
         let started = Instant::now();
         loop {
-            if applied_up_to(source, target, mirror, &lsn).await? {
+            // A mirror in its initial copy has no meaningful progress yet: wait for it too.
+            let copying = mirror_state(target, &mirror.name).await? == Some(MirrorState::Copying);
+            if !copying && applied_up_to(source, target, mirror, &lsn).await? {
                 self.synced = true;
                 self.note = format!(
                     "synchronised: mirror {:?} had applied the source up to {lsn} (waited \
@@ -364,6 +357,17 @@ impl CatchUp {
                     started.elapsed().as_secs_f64()
                 );
                 self.lsn = Some(lsn);
+                return Ok(());
+            }
+            if started.elapsed() >= self.timeout && copying {
+                self.synced = false;
+                self.note = format!(
+                    "approximate: mirror {:?} is still in its initial copy after {} s, so the \
+                     target is incomplete",
+                    mirror.name,
+                    self.timeout.as_secs()
+                );
+                self.gave_up = true;
                 return Ok(());
             }
             if started.elapsed() >= self.timeout {
@@ -381,6 +385,11 @@ impl CatchUp {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The mirror's set-up state in `pgmirror.mirrors`.
+async fn mirror_state(target: &Client, name: &str) -> anyhow::Result<Option<MirrorState>> {
+    Ok(registry::load(target, name).await.context("reading pgmirror.mirrors")?.map(|r| r.state))
 }
 
 /// Whether the target's progress, or the slot's confirmed position, has reached `lsn`.
@@ -503,7 +512,7 @@ impl TableState {
         let differing: Vec<&KeyRange> =
             self.chunks.iter().filter(|(_, s, t)| s != t).map(|(r, _, _)| r).collect();
         let mut verdict = TableVerdict {
-            table: self.def.qualified_name().to_string(),
+            table: crate::commands::status::display_name(&self.def),
             matches: self.matches(),
             source_rows,
             target_rows: self.on_target.then(|| self.chunks.iter().map(|(_, _, t)| t.rows).sum()),
@@ -520,7 +529,8 @@ impl TableState {
                 verdict.truncated = true;
                 break;
             }
-            let keys = tablesync::diff_keys(source, target, &self.def, range).await?;
+            let mut keys = tablesync::diff_keys(source, target, &self.def, range).await?;
+            keys.sort_by(|a, b| compare_keys(&a.key, &b.key));
             for k in keys {
                 if verdict.diffs.len() >= max_diffs {
                     verdict.truncated = true;
@@ -535,6 +545,21 @@ impl TableState {
         }
         Ok(verdict)
     }
+}
+
+/// Orders keys for display: numeric parts as numbers (so `3` comes before `100000`, as in the
+/// table's key order), other parts as text.
+fn compare_keys(a: &[String], b: &[String]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        let order = match (x.parse::<i128>(), y.parse::<i128>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            _ => x.cmp(y),
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 fn kind_name(kind: DiffKind) -> &'static str {
@@ -569,6 +594,15 @@ mod tests {
             diffs,
             truncated: false,
         }
+    }
+
+    #[test]
+    fn keys_sort_numerically_where_numeric() {
+        let key = |parts: &[&str]| parts.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+        let mut keys = vec![key(&["100000"]), key(&["3"]), key(&["-2"]), key(&["b"]), key(&["a"])];
+        keys.sort_by(|a, b| compare_keys(a, b));
+        assert_eq!(keys, [key(&["-2"]), key(&["3"]), key(&["100000"]), key(&["a"]), key(&["b"])]);
+        assert_eq!(compare_keys(&key(&["5", "10"]), &key(&["5", "9"])), Ordering::Greater);
     }
 
     #[test]
