@@ -1,0 +1,386 @@
+//! PostgresTarget against real clusters: changes read from a real slot, applied into another
+//! database, compared with `store::table_fingerprint`.
+
+mod common;
+
+use applier::{ApplierConfig, ApplyError, Op};
+use common::{apply_all, count, exec_each, last_end, setup};
+use pgoutput_decoder::{ColumnValue, LogicalMessage};
+use rand::SeedableRng;
+
+/// Store schema and data through COPY runs, OLTP transactions from several interleaved
+/// sessions, bulk updates (set-based), key changes, deletes, NULLs; then dedupe on re-apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_workload_and_dedupe() {
+    let env = setup("store", store::SCHEMA_SQL, false).await;
+    store::populate(&env.src, &store::Scale::tiny()).await.unwrap();
+    // Interleaved OLTP transactions from three sessions.
+    let mut tasks = Vec::new();
+    for seed in 0..3u64 {
+        let mut client = env.source_session().await;
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            for _ in 0..15 {
+                store::oltp_transaction(&mut client, &mut rng).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    exec_each(
+        &env.src,
+        "UPDATE products SET price = price + 1, thumbnail = NULL WHERE id % 2 = 0;
+             UPDATE customers SET phone = NULL, preferences = '{\"x\": [1, null]}' WHERE id <= 5;
+             UPDATE order_items SET line_no = line_no + 10 WHERE line_no = 1;
+             UPDATE order_items SET line_no = 1 WHERE line_no = 12;
+             DELETE FROM order_items WHERE line_no = 3;
+             UPDATE orders SET note = 'x' || id, shipped_at = now() WHERE status = 'paid';",
+    )
+    .await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    assert!(count(&msgs, |m| matches!(m, LogicalMessage::Commit(_))) > 45);
+    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    env.assert_same(&store::TABLES).await;
+    let stats = applier.target().stats();
+    assert!(stats.copied_rows > 50, "populate went through COPY: {stats:?}");
+    assert!(stats.batched_rows > 10, "bulk updates went set-based: {stats:?}");
+    assert_eq!(stats.missing_rows, 0);
+    assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
+    let applied = applier.stats().applied_txns;
+
+    // Re-applying the same stream (a restart that resends) changes nothing.
+    let again = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    assert_eq!(again.stats().applied_txns, 0);
+    assert_eq!(again.stats().skipped_txns, applied);
+    env.assert_same(&store::TABLES).await;
+
+    // Half applied before a "crash": the rest is applied exactly once.
+    let half = msgs.len() / 2;
+    env.dst
+        .batch_execute(
+            "TRUNCATE customers, products, orders, order_items; DELETE FROM pgmirror.progress",
+        )
+        .await
+        .unwrap();
+    let first = env.apply(&msgs[..half], ApplierConfig::default()).await.unwrap();
+    drop(first);
+    env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    env.assert_same(&store::TABLES).await;
+}
+
+/// The same workload in text format (text COPY, `text[]::type[]` arrays), small batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_text_format() {
+    let env = setup("storetext", store::SCHEMA_SQL, false).await;
+    store::populate(&env.src, &store::Scale::tiny()).await.unwrap();
+    exec_each(
+        &env.src,
+        "UPDATE products SET price = price * 2, tags = ARRAY['a,b', 'c\"d', NULL]::text[];
+             DELETE FROM order_items WHERE order_id % 3 = 0;",
+    )
+    .await;
+    let msgs = env.fetch(1, false, &[], None).await;
+    assert!(msgs.iter().all(|m| match m {
+        LogicalMessage::Insert(i) =>
+            i.new.columns.iter().all(|v| !matches!(v, ColumnValue::Binary(_))),
+        _ => true,
+    }));
+    let cfg = ApplierConfig { max_batch_rows: 7, ..ApplierConfig::default() };
+    let applier = env.apply(&msgs, cfg).await.unwrap();
+    env.assert_same(&store::TABLES).await;
+    // Every transaction is over the row bound, so each one was flushed on its own.
+    assert_eq!(applier.stats().flushes, applier.stats().applied_txns);
+    assert!(applier.stats().applied_txns >= 3);
+}
+
+/// Updates that leave a TOASTed value alone send it as "unchanged"; the target keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toasted_value_untouched() {
+    let env =
+        setup("toast", "CREATE TABLE doc (id int PRIMARY KEY, n int, body text)", false).await;
+    exec_each(
+        &env.src,
+        "ALTER TABLE doc ALTER COLUMN body SET STORAGE EXTERNAL;
+             INSERT INTO doc SELECT g, 0, repeat(md5(g::text), 400) FROM generate_series(1, 5) g;
+             UPDATE doc SET n = n + 1;
+             UPDATE doc SET n = n + 1, body = body || 'x' WHERE id = 1;",
+    )
+    .await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let unchanged = count(
+        &msgs,
+        |m| matches!(m, LogicalMessage::Update(u) if u.new.columns.iter().any(ColumnValue::is_unchanged_toast)),
+    );
+    assert!(unchanged >= 5, "the source sent unchanged TOAST values");
+    env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    env.assert_same(&["doc"]).await;
+}
+
+/// REPLICA IDENTITY FULL without a primary key: duplicates are changed one at a time,
+/// NULLs and json (no equality operator) match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_identity_full_duplicates() {
+    let schema =
+        "CREATE TABLE bag (a int, b text, j json, p point); ALTER TABLE bag REPLICA IDENTITY FULL;";
+    let env = setup("full", schema, false).await;
+    exec_each(
+        &env.src,
+        "INSERT INTO bag VALUES (1, 'x', '{\"k\": 1}', '(1,2)'), (1, 'x', '{\"k\": 1}', '(1,2)'),
+                                    (1, 'x', '{\"k\": 1}', '(1,2)'), (2, NULL, NULL, NULL);
+             UPDATE bag SET b = 'y' WHERE ctid = (SELECT ctid FROM bag WHERE a = 1 LIMIT 1);
+             DELETE FROM bag WHERE ctid = (SELECT ctid FROM bag WHERE a = 1 AND b = 'x' LIMIT 1);
+             UPDATE bag SET a = 3 WHERE b IS NULL;",
+    )
+    .await;
+    for binary in [true, false] {
+        let msgs = env.fetch(1, binary, &[], None).await;
+        if binary {
+            env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+            env.assert_same(&["bag"]).await;
+            // Now in text format: more of the same on top.
+            exec_each(&env.src, "INSERT INTO bag VALUES (2, NULL, NULL, NULL); DELETE FROM bag WHERE a = 3; UPDATE bag SET j = '[1]' WHERE a = 1").await;
+        } else {
+            env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+        }
+    }
+    env.assert_same(&["bag"]).await;
+    let rows: i64 =
+        env.dst.query_one("SELECT count(*) FROM bag WHERE a = 1", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 2);
+}
+
+/// TRUNCATE ... CASCADE RESTART IDENTITY reaches every table, and the target's sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_cascade_restart_identity() {
+    let schema =
+        "CREATE TABLE parent (id int GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, v text);
+                  CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id));";
+    let env = setup("trunc", schema, false).await;
+    exec_each(
+        &env.src,
+        "INSERT INTO parent (v) VALUES ('a'), ('b'); INSERT INTO child VALUES (1, 1), (2, 2);
+             TRUNCATE parent, child RESTART IDENTITY CASCADE;
+             INSERT INTO parent (v) VALUES ('c');",
+    )
+    .await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let truncate = msgs.iter().find_map(|m| match m {
+        LogicalMessage::Truncate(t) => Some(t.clone()),
+        _ => None,
+    });
+    let truncate = truncate.expect("a truncate message");
+    assert!(truncate.restart_identity && truncate.cascade && truncate.rel_ids.len() == 2);
+    env.dst
+        .batch_execute("SELECT setval(pg_get_serial_sequence('parent', 'id'), 50)")
+        .await
+        .unwrap();
+    env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    env.assert_same(&["parent", "child"]).await;
+    let called: bool =
+        env.dst.query_one("SELECT is_called FROM parent_id_seq", &[]).await.unwrap().get(0);
+    assert!(!called, "RESTART IDENTITY reset the target's sequence");
+}
+
+/// A streamed transaction (protocol 2) larger than logical_decoding_work_mem, with a rolled
+/// back savepoint, interleaved with a small transaction; spilled to a file on our side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_transaction_with_subxact_abort() {
+    let env = setup(
+        "stream",
+        "CREATE TABLE big (id int PRIMARY KEY, pad text); CREATE TABLE small (id int PRIMARY KEY)",
+        false,
+    )
+    .await;
+    let mut big = env.source_session().await;
+    let tx = big.transaction().await.unwrap();
+    tx.batch_execute("INSERT INTO big SELECT g, repeat('p', 100) FROM generate_series(1, 3000) g")
+        .await
+        .unwrap();
+    tx.batch_execute(
+        "SAVEPOINT s1; INSERT INTO big SELECT g, 'gone' FROM generate_series(3001, 6000) g",
+    )
+    .await
+    .unwrap();
+    tx.batch_execute("UPDATE big SET pad = 'gone too' WHERE id <= 10; ROLLBACK TO SAVEPOINT s1")
+        .await
+        .unwrap();
+    exec_each(&env.src, "INSERT INTO small VALUES (1)").await;
+    tx.batch_execute("SAVEPOINT s2; INSERT INTO big VALUES (7000, 'kept'); RELEASE s2; DELETE FROM big WHERE id = 5").await.unwrap();
+    tx.commit().await.unwrap();
+    let msgs = env.fetch(2, true, &[("streaming", "on")], Some("64kB")).await;
+    assert!(count(&msgs, |m| matches!(m, LogicalMessage::StreamStart(_))) > 1);
+    assert!(
+        count(&msgs, |m| matches!(m, LogicalMessage::StreamAbort(a) if a.xid != a.subxid)) >= 1
+    );
+    let cfg = ApplierConfig { spill_memory_limit: 16 << 10, ..ApplierConfig::default() };
+    let applier = env.apply(&msgs, cfg).await.unwrap();
+    assert!(applier.stats().spilled_txns >= 1);
+    env.assert_same(&["big", "small"]).await;
+    let n: i64 = env.dst.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get(0);
+    assert_eq!(n, 3000);
+    assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
+}
+
+/// Two-phase: applied at COMMIT PREPARED, dropped at ROLLBACK PREPARED, and the confirmed
+/// LSN never passes a PREPARE we only hold in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phase_commit_and_rollback() {
+    let env = setup("twophase", "CREATE TABLE t (id int PRIMARY KEY, v text)", true).await;
+    let gid1 = pgcluster::unique_name("g1");
+    let gid2 = pgcluster::unique_name("g2");
+    exec_each(
+        &env.src,
+        &format!(
+            "BEGIN; INSERT INTO t VALUES (1, 'one'), (2, 'two'); PREPARE TRANSACTION '{gid1}';
+             BEGIN; INSERT INTO t VALUES (3, 'three'); PREPARE TRANSACTION '{gid2}';
+             INSERT INTO t VALUES (10, 'plain');"
+        ),
+    )
+    .await;
+    let first = env.fetch(3, true, &[("two_phase", "on")], None).await;
+    assert_eq!(count(&first, |m| matches!(m, LogicalMessage::Prepare(_))), 2);
+    let prepare_lsn = first
+        .iter()
+        .find_map(|m| match m {
+            LogicalMessage::BeginPrepare(b) => Some(b.prepare_lsn),
+            _ => None,
+        })
+        .unwrap();
+    let mut applier =
+        applier::Applier::new(env.target("test").await, ApplierConfig::default()).await.unwrap();
+    for m in &first {
+        applier.handle(m.clone()).await.unwrap();
+    }
+    applier.flush().await.unwrap();
+    // Asynchronous commit: poll until the target's WAL flush covers it.
+    let mut confirmed = applier.confirmed();
+    for _ in 0..100 {
+        if confirmed.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        confirmed = applier.flush().await.unwrap().or(confirmed);
+    }
+    let confirmed = confirmed.expect("the plain transaction became durable");
+    assert!(confirmed <= prepare_lsn, "{confirmed} must not pass PREPARE at {prepare_lsn}");
+
+    exec_each(&env.src, &format!("COMMIT PREPARED '{gid1}'; ROLLBACK PREPARED '{gid2}'")).await;
+    let second = env.fetch(3, true, &[("two_phase", "on")], None).await;
+    for m in &second {
+        applier.handle(m.clone()).await.unwrap();
+    }
+    applier.flush().await.unwrap();
+    env.assert_same(&["t"]).await;
+    let n: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+}
+
+/// A column added on the source is added on the target; a column only the target has stops
+/// the apply before anything of that transaction commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_drift() {
+    let env = setup("drift", "CREATE TABLE t (id int PRIMARY KEY, a text)", false).await;
+    exec_each(
+        &env.src,
+        "INSERT INTO t VALUES (1, 'a');
+             ALTER TABLE t ADD COLUMN b numeric(10,2), ADD COLUMN c varchar(5)[];
+             INSERT INTO t VALUES (2, 'b', 3.25, '{x,y}'); UPDATE t SET b = 1 WHERE id = 1;",
+    )
+    .await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    assert_eq!(applier.target().stats().columns_added, 2);
+    env.assert_same(&["t"]).await;
+    let ty: String = env
+        .dst
+        .query_one("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'b'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ty, "numeric(10,2)");
+
+    // The target gains a column the source does not have: a clear error, nothing applied.
+    env.dst.batch_execute("ALTER TABLE t ADD COLUMN extra int").await.unwrap();
+    exec_each(&env.src, "INSERT INTO t VALUES (3, 'c')").await;
+    let before = env.progress("test").await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let err = env.apply(&msgs, ApplierConfig::default()).await.unwrap_err();
+    assert!(matches!(&err, ApplyError::Schema { detail, .. } if detail.contains("extra")), "{err}");
+    assert_eq!(env.progress("test").await, before);
+    let n: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+}
+
+/// A target-side constraint violation names table, operation and source commit, and rolls
+/// back the whole group: no rows, no progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_error_is_atomic_and_named() {
+    let env = setup("err", "CREATE TABLE t (id int PRIMARY KEY, v int)", false).await;
+    env.dst.batch_execute("ALTER TABLE t ADD CONSTRAINT small CHECK (v < 100)").await.unwrap();
+    exec_each(&env.src, "INSERT INTO t VALUES (1, 1); INSERT INTO t VALUES (2, 2); UPDATE t SET v = 500 WHERE id = 2").await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let last_commit = msgs
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            LogicalMessage::Begin(b) => Some(b.final_lsn),
+            _ => None,
+        })
+        .unwrap();
+    let err = env.apply(&msgs, ApplierConfig::default()).await.unwrap_err();
+    match &err {
+        ApplyError::Change { table, op, commit_lsn, .. } => {
+            assert_eq!(table, "\"public\".\"t\"");
+            assert_eq!(*op, Op::Update);
+            assert_eq!(*commit_lsn, last_commit);
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("23514"));
+    assert_eq!(env.progress("test").await, None);
+    let n: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0);
+}
+
+/// The progress row moves with the data: after each flush it holds the last applied end LSN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_follows_each_flush() {
+    let env = setup("progress", "CREATE TABLE t (id int PRIMARY KEY)", false).await;
+    exec_each(
+        &env.src,
+        "INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); INSERT INTO t VALUES (3)",
+    )
+    .await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let target = env.target("p1").await;
+    let mut applier = applier::Applier::new(
+        target,
+        ApplierConfig { max_batch_rows: u64::MAX, ..ApplierConfig::default() },
+    )
+    .await
+    .unwrap();
+    let mut ends = Vec::new();
+    for m in &msgs {
+        if let LogicalMessage::Commit(c) = m {
+            ends.push(c.end_lsn);
+        }
+        applier.handle(m.clone()).await.unwrap();
+        if matches!(m, LogicalMessage::Commit(_)) {
+            // Not flushed yet: the target still shows the previous state and progress.
+            let n: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+            assert_eq!(usize::try_from(n).unwrap(), ends.len() - 1);
+            let previous = ends.len().checked_sub(2).map(|i| ends[i]);
+            assert_eq!(env.progress("p1").await, previous);
+            applier.idle().await.unwrap();
+            assert_eq!(env.progress("p1").await, ends.last().copied());
+            let n: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+            assert_eq!(usize::try_from(n).unwrap(), ends.len());
+        }
+    }
+    assert_eq!(ends.len(), 3);
+    // Another mirror name has its own progress.
+    let other =
+        apply_all(env.target("p2").await, &msgs[..0], ApplierConfig::default()).await.unwrap();
+    assert_eq!(other.start_progress(), None);
+}
