@@ -3,5 +3,8 @@
 //! its own databases, slots and publications.
 
 mod common;
+mod crash;
+mod errors;
 mod lab;
 mod ops;
+mod tail;
