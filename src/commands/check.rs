@@ -235,7 +235,9 @@ fn table_list(tables: &[TableDef]) -> String {
     tables.iter().map(display_name).collect::<Vec<_>>().join(", ")
 }
 
-/// `wal_level`, free replication slots and free WAL senders.
+/// `wal_level`, free replication slots and free WAL senders. Senders are counted in
+/// `pg_stat_replication`, which lists every walsender to any role (`pg_stat_activity` hides
+/// other roles' backend types from unprivileged ones).
 async fn settings_checks(
     client: &Client,
     report: &mut Report,
@@ -246,8 +248,7 @@ async fn settings_checks(
                     current_setting('max_replication_slots')::int, \
                     (SELECT count(*) FROM pg_catalog.pg_replication_slots)::int, \
                     current_setting('max_wal_senders')::int, \
-                    (SELECT count(*) FROM pg_catalog.pg_stat_activity \
-                      WHERE backend_type = 'walsender')::int",
+                    (SELECT count(*) FROM pg_catalog.pg_stat_replication)::int",
             &[],
         )
         .await?;

@@ -124,6 +124,7 @@ async fn check_names_each_failure_and_its_fix() {
     assert!(get("source connection").ok);
     assert!(get("tables").ok);
     assert!(get("replication slots").ok);
+    assert!(get("wal senders").ok, "{:?}", get("wal senders"));
     assert!(!get("wal_level").ok);
     assert!(get("wal_level").detail.starts_with("replica"), "{:?}", get("wal_level"));
     assert!(fix("wal_level").contains("ALTER SYSTEM SET wal_level = logical"));
