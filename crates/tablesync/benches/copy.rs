@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tablesync::{CopyFormat, CopyOptions, NoTlsConnector, QualifiedName, TargetOptions};
 
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -67,17 +67,25 @@ async fn run(rows: i64) {
         ("3 tables, binary, 1 connection", &three, CopyFormat::Binary, 1, None),
         ("3 tables, binary, 3 connections", &three, CopyFormat::Binary, 3, None),
     ];
-    for (label, tables, format, parallelism, split_bytes) in cases {
-        let options = CopyOptions {
-            parallelism,
-            format,
-            truncate_target: true,
-            replica_role: false,
-            split_bytes,
-        };
-        let mut times = Vec::new();
-        let mut report = None;
-        for _ in 0..RUNS {
+    // Contenders take turns within each round, so machine noise hits all of them alike.
+    let psql = cluster.bindir().join("psql");
+    let (src_url, dst_url) = (cluster.url("src"), cluster.url("dst"));
+    let script = format!(
+        "{psql} -X -q -d \"$SRC\" -c 'COPY (SELECT id, qty, label, at, price, flag FROM ONLY one) \
+         TO STDOUT (FORMAT binary)' | {psql} -X -q -d \"$DST\" -c 'COPY one FROM STDIN (FORMAT binary)'",
+        psql = psql.display()
+    );
+    let mut times = vec![Vec::new(); cases.len() + 1];
+    let mut reports = vec![None; cases.len()];
+    for _ in 0..RUNS {
+        for (i, (_, tables, format, parallelism, split_bytes)) in cases.iter().enumerate() {
+            let options = CopyOptions {
+                parallelism: *parallelism,
+                format: *format,
+                truncate_target: true,
+                replica_role: false,
+                split_bytes: *split_bytes,
+            };
             let exporter = cluster.connect("src").await.unwrap();
             exporter.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.unwrap();
             let snap: String =
@@ -86,34 +94,11 @@ async fn run(rows: i64) {
             let r = tablesync::copy_tables(&source, &target, &snap, tables, &options, &|_| {})
                 .await
                 .unwrap();
-            times.push(started.elapsed());
-            report = Some(r);
+            times[i].push(started.elapsed());
+            reports[i] = Some(r);
         }
-        times.sort();
-        let report = report.unwrap();
-        let median = times[RUNS / 2];
-        println!(
-            "{label}: {} rows, {:.1} MB: median {:.2} s (min {:.2}, max {:.2}), {:.0} rows/s",
-            report.rows,
-            mb(report.bytes),
-            median.as_secs_f64(),
-            times[0].as_secs_f64(),
-            times[RUNS - 1].as_secs_f64(),
-            rate(report.rows, median),
-        );
-    }
-
-    // Reference: the same binary COPY piped between two psql processes.
-    let psql = cluster.bindir().join("psql");
-    let (src_url, dst_url) = (cluster.url("src"), cluster.url("dst"));
-    let mut times = Vec::new();
-    for _ in 0..RUNS {
+        // Reference: the same binary COPY piped between two psql processes.
         dst.batch_execute("TRUNCATE one").await.unwrap();
-        let script = format!(
-            "{psql} -X -q -d \"$SRC\" -c 'COPY (SELECT id, qty, label, at, price, flag FROM ONLY one) \
-             TO STDOUT (FORMAT binary)' | {psql} -X -q -d \"$DST\" -c 'COPY one FROM STDIN (FORMAT binary)'",
-            psql = psql.display()
-        );
         let started = Instant::now();
         let status = std::process::Command::new("sh")
             .arg("-c")
@@ -122,16 +107,28 @@ async fn run(rows: i64) {
             .env("DST", &dst_url)
             .status()
             .unwrap();
-        times.push(started.elapsed());
+        times[cases.len()].push(started.elapsed());
         assert!(status.success());
     }
-    times.sort();
-    println!(
-        "reference psql | psql, 1 table, binary: median {:.2} s (min {:.2}, max {:.2})",
-        times[RUNS / 2].as_secs_f64(),
-        times[0].as_secs_f64(),
-        times[RUNS - 1].as_secs_f64()
-    );
+    for (i, t) in times.iter_mut().enumerate() {
+        t.sort();
+        let median = t[RUNS / 2];
+        let (min, max) = (t[0].as_secs_f64(), t[RUNS - 1].as_secs_f64());
+        match reports.get(i) {
+            Some(Some(report)) => println!(
+                "{}: {} rows, {:.1} MB: median {:.2} s (min {min:.2}, max {max:.2}), {:.0} rows/s",
+                cases[i].0,
+                report.rows,
+                mb(report.bytes),
+                median.as_secs_f64(),
+                rate(report.rows, median),
+            ),
+            _ => println!(
+                "reference psql | psql, 1 table, binary: median {:.2} s (min {min:.2}, max {max:.2})",
+                median.as_secs_f64()
+            ),
+        }
+    }
 }
 
 fn mb(bytes: u64) -> f64 {
