@@ -346,7 +346,7 @@ async fn wal_retention_check(
     {
         Ok(r) => {
             let (bytes, files): (i64, i64) = (r.get(0), r.get(1));
-            format!("the WAL directory holds {} in {files} files", human_bytes(bytes))
+            format!("the WAL directory holds {} in {files} segment file(s)", human_bytes(bytes))
         }
         Err(_) => "WAL directory size not visible to this role (needs pg_monitor)".to_owned(),
     };
@@ -462,10 +462,11 @@ fn replica_identity_check(tables: &[TableDef], report: &mut Report) {
     report.fail(
         "replica identity",
         format!(
-            "{} {} no primary key nor replica identity: UPDATE and DELETE on them fail once \
-             published",
+            "{} {} neither a primary key nor a replica identity: once published, UPDATE and \
+             DELETE on {} fail on the source",
             names.join(", "),
-            if names.len() == 1 { "has" } else { "have" }
+            if names.len() == 1 { "has" } else { "have" },
+            if names.len() == 1 { "it" } else { "them" }
         ),
         format!("{} (or add a primary key)", fix.join(" ")),
     );
