@@ -6,5 +6,6 @@ mod common;
 mod crash;
 mod errors;
 mod lab;
+mod mirror;
 mod ops;
 mod tail;

@@ -1,0 +1,127 @@
+//! `pgmirror mirror` end to end: the Store workload from several sessions, every kind of
+//! change, a target restart, and one very large transaction.
+
+use std::time::Duration;
+
+use pgcluster::{ClusterBuilder, StopMode};
+use pgmirror::mirror::{self, MirrorOptions};
+use pgmirror::shutdown::Shutdown;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::task::JoinHandle;
+
+use crate::common::{database, fingerprints, store_mirror, store_pair, wait_converged};
+
+fn spawn(opts: MirrorOptions) -> (Shutdown, JoinHandle<anyhow::Result<()>>) {
+    let shutdown = Shutdown::manual();
+    let mut stop = shutdown.clone();
+    (shutdown, tokio::spawn(async move { mirror::run(&opts, &mut stop).await }))
+}
+
+async fn stop(shutdown: Shutdown, task: JoinHandle<anyhow::Result<()>>) {
+    shutdown.trigger();
+    task.await.expect("mirror task").expect("mirror stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_change_from_concurrent_sessions() {
+    let cluster = pgcluster::shared();
+    let (src_db, src, dst_db, dst) = store_pair(cluster, cluster, &store::Scale::tiny()).await;
+    let (shutdown, task) = spawn(store_mirror(cluster, &src_db, cluster, &dst_db));
+    wait_converged(&src, &dst, Duration::from_secs(60)).await;
+
+    // Four sessions interleaving Store OLTP transactions.
+    let mut writers = Vec::new();
+    for seed in 0..4u64 {
+        let mut client = cluster.connect(&src_db).await.unwrap();
+        writers.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed);
+            for _ in 0..50 {
+                store::oltp_transaction(&mut client, &mut rng).await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    src.batch_execute(
+        "UPDATE order_items SET line_no = line_no + 100 WHERE order_id % 3 = 0; \
+         UPDATE customers SET phone = NULL, preferences = '{\"vip\": true}' WHERE id % 4 = 0; \
+         UPDATE products SET stock = stock + 5 WHERE description IS NOT NULL; \
+         DELETE FROM orders WHERE id % 5 = 0; \
+         INSERT INTO customers (id, email, name) VALUES (900001, 'key@example.com', 'Key'); \
+         UPDATE customers SET id = 900002 WHERE id = 900001;",
+    )
+    .await
+    .unwrap();
+    wait_converged(&src, &dst, Duration::from_secs(60)).await;
+
+    // A TOASTed description left untouched by an update stays intact on the replica.
+    let toasted: i64 = dst
+        .query_one("SELECT count(*) FROM products WHERE length(description) > 4000", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(toasted > 0, "the Store has TOASTed descriptions");
+
+    // TRUNCATE ... RESTART IDENTITY CASCADE reaches the replica too.
+    src.batch_execute("TRUNCATE orders RESTART IDENTITY CASCADE").await.unwrap();
+    wait_converged(&src, &dst, Duration::from_secs(60)).await;
+    let left: i64 = dst.query_one("SELECT count(*) FROM order_items", &[]).await.unwrap().get(0);
+    assert_eq!(left, 0);
+    stop(shutdown, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_restart_loses_nothing() {
+    let source = pgcluster::shared();
+    let replica = ClusterBuilder::new().start().expect("start replica");
+    let (src_db, src, dst_db, dst) = store_pair(source, &replica, &store::Scale::tiny()).await;
+    let (shutdown, task) = spawn(store_mirror(source, &src_db, &replica, &dst_db));
+    wait_converged(&src, &dst, Duration::from_secs(60)).await;
+
+    let mut writer = source.connect(&src_db).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(42);
+    for i in 0..120 {
+        if i == 40 {
+            replica.stop(StopMode::Fast).unwrap();
+        }
+        if i == 80 {
+            replica.start().unwrap();
+        }
+        store::oltp_transaction(&mut writer, &mut rng).await.unwrap();
+    }
+    let dst = replica.connect(&dst_db).await.unwrap();
+    wait_converged(&src, &dst, Duration::from_secs(90)).await;
+    stop(shutdown, task).await;
+    assert_eq!(fingerprints(&src).await, fingerprints(&dst).await);
+    drop(dst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_row_transaction() {
+    let cluster = pgcluster::shared();
+    let (src_db, src) = database(cluster, "big_src").await;
+    let (dst_db, dst) = database(cluster, "big_dst").await;
+    src.batch_execute("CREATE TABLE events (id bigint PRIMARY KEY, kind int, payload text)")
+        .await
+        .unwrap();
+    let mut opts = store_mirror(cluster, &src_db, cluster, &dst_db);
+    opts.tables.tables = Some(vec!["events".into()]);
+    let (shutdown, task) = spawn(opts);
+    crate::common::wait_for(Duration::from_secs(30), "the target table", || async {
+        dst.query_opt("SELECT 1 FROM pgmirror.progress", &[]).await.is_ok_and(|r| r.is_some())
+    })
+    .await;
+    src.batch_execute(
+        "INSERT INTO events SELECT i, i % 7, md5(i::text) FROM generate_series(1, 1000000) i",
+    )
+    .await
+    .unwrap();
+    let want: (i64, String) = store::table_fingerprint(&src, "events").await.unwrap();
+    crate::common::wait_for(Duration::from_secs(240), "a million rows on the replica", || async {
+        store::table_fingerprint(&dst, "events").await.ok().as_ref() == Some(&want)
+    })
+    .await;
+    stop(shutdown, task).await;
+}
