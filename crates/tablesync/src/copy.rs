@@ -5,7 +5,9 @@
 //! the snapshot (`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT`)
 //! before anything else and then copies tables one after another inside that transaction,
 //! so every table shows exactly the state the slot's stream starts from. On the target,
-//! each table is truncated or checked empty, filled and committed in one transaction.
+//! each table is truncated or checked empty, filled and committed in one transaction
+//! (except tables split by [`CopyOptions::split_bytes`], whose block ranges commit one by
+//! one after the table was emptied or checked up front).
 
 use std::future::Future;
 use std::pin::pin;

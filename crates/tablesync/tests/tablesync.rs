@@ -69,6 +69,21 @@ async fn fingerprints(c: &Client) -> Vec<(i64, String)> {
 
 fn no_progress(_: CopyEvent<'_>) {}
 
+#[test]
+fn copy_future_is_send() {
+    // The CLI may spawn the copy; building the future runs nothing.
+    fn is_send<T: Send>(_: T) {}
+    let connector = NoTlsConnector::from_url("postgres://127.0.0.1:1/none").unwrap();
+    is_send(tablesync::copy_tables(
+        &connector,
+        &connector,
+        "snap",
+        &[],
+        &CopyOptions::default(),
+        &no_progress,
+    ));
+}
+
 async fn create_targets(p: &Pair, tables: &[TableDef]) {
     for t in tables {
         let outcome =
