@@ -16,6 +16,7 @@ use replication::ConnConfig;
 use tokio_postgres::Client;
 
 use crate::cli::TableSelection;
+use crate::commands::{check, status, verify};
 use crate::mirror::{self, MirrorOptions};
 use crate::shutdown::Shutdown;
 
@@ -79,16 +80,27 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     print_counts("primary", &src).await?;
     println!("   generated in {:.2} s", t.elapsed().as_secs_f64());
 
-    step(3, "Start mirroring: slot, publication, initial copy, streaming");
-    let opts = MirrorOptions::new(
-        "demo",
-        ConnConfig::parse(&primary.url(DB))?,
-        ConnConfig::parse(&replica.url(DB))?,
-        TableSelection {
-            publication: None,
-            tables: Some(store::TABLES.iter().map(|t| (*t).to_owned()).collect()),
-        },
-    );
+    let source = ConnConfig::parse(&primary.url(DB))?;
+    let target = ConnConfig::parse(&replica.url(DB))?;
+    let selection = TableSelection {
+        publication: None,
+        tables: Some(store::TABLES.iter().map(|t| (*t).to_owned()).collect()),
+    };
+
+    step(3, "pgmirror check: is the primary ready for logical replication?");
+    let report = check::run_check(&check::CheckOptions {
+        source: source.clone(),
+        target: Some(target.clone()),
+        tables: Some(selection.clone()),
+    })
+    .await;
+    print_indented(&report.render());
+    if !report.passed() {
+        bail!("the preflight check failed");
+    }
+
+    step(4, "pgmirror mirror: slot, publication, initial copy, streaming");
+    let opts = MirrorOptions::new("demo", source.clone(), target.clone(), selection.clone());
     let mut mirror_stop = shutdown.clone();
     let mirror_opts = opts.clone();
     let t = Instant::now();
@@ -111,7 +123,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         row.get::<_, Option<String>>(2).unwrap_or_else(|| "local".into())
     );
 
-    step(4, "Insert on the primary, read on the replica");
+    step(5, "Insert on the primary, read on the replica");
     let mut delays = Vec::new();
     for i in 0..5 {
         let email = format!("demo{i}@example.com");
@@ -142,9 +154,18 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         ran.as_secs_f64(),
         ms(t.elapsed() - ran)
     );
-    print_slot(&src).await?;
 
-    step(5, "Stop the primary (immediate shutdown, like a crash)");
+    step(6, "pgmirror status: what pg_stat_replication and pg_stat_wal_receiver showed in the lab");
+    let status = status::collect_status(&status::StatusOptions {
+        source: source.clone(),
+        target: Some(target.clone()),
+        name: Some("demo".into()),
+        slot: None,
+    })
+    .await?;
+    print_indented(&status.render());
+
+    step(7, "Stop the primary (immediate shutdown, like a crash)");
     drop(client);
     primary.stop(StopMode::Immediate)?;
     let n: i64 = dst.query_one("SELECT count(*) FROM orders", &[]).await?.get(0);
@@ -155,7 +176,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     }
     println!("   pgmirror is still running, retrying the connection with backoff");
 
-    step(6, "Start the primary again");
+    step(8, "Start the primary again");
     primary.start()?;
     let src = primary.connect(DB).await?;
     src.execute(
@@ -170,16 +191,17 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    step(7, "Verify: every table, row by row");
-    wait_equal(&src, &dst, Duration::from_secs(60), &mut task).await?;
-    for table in store::TABLES {
-        let (rows, hash) = store::table_fingerprint(&src, table).await?;
-        let (rows2, hash2) = store::table_fingerprint(&dst, table).await?;
-        let ok = if (rows, &hash) == (rows2, &hash2) { "equal" } else { "DIFFERENT" };
-        println!("   {table:<12} {rows:>7} rows  md5 {}  {ok}", &hash[..12]);
+    step(9, "pgmirror verify: every table, chunk by chunk, at a common LSN");
+    let mut verify_opts = verify::VerifyOptions::new(source.clone(), target.clone());
+    verify_opts.tables = Some(selection.clone());
+    verify_opts.name = Some("demo".into());
+    let verdict = verify::run_verify(&verify_opts).await?;
+    print_indented(&verdict.render());
+    if !verdict.all_match() {
+        bail!("the replica differs from the primary");
     }
 
-    step(8, "Stop pgmirror cleanly");
+    step(10, "Stop pgmirror cleanly");
     shutdown.trigger();
     match task.await {
         Ok(Ok(())) => println!("   stopped after its last transaction, with a final status update"),
@@ -198,6 +220,12 @@ async fn stop_clusters(primary: Cluster, replica: Cluster) {
     .await;
 }
 
+fn print_indented(text: &str) {
+    for line in text.lines() {
+        println!("   {line}");
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -209,27 +237,6 @@ async fn print_counts(side: &str, client: &Client) -> anyhow::Result<()> {
         parts.push(format!("{table} {rows}"));
     }
     println!("   {side}: {}", parts.join(", "));
-    Ok(())
-}
-
-async fn print_slot(src: &Client) -> anyhow::Result<()> {
-    let row = src
-        .query_one(
-            "SELECT slot_name::text, active, confirmed_flush_lsn::text, \
-             pg_current_wal_lsn()::text, \
-             pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint \
-             FROM pg_replication_slots WHERE slot_name = 'pgmirror_demo'",
-            &[],
-        )
-        .await?;
-    println!(
-        "   slot {}: active={}, confirmed_flush_lsn={}, primary at {}, lag {} bytes",
-        row.get::<_, String>(0),
-        row.get::<_, bool>(1),
-        row.get::<_, Option<String>>(2).unwrap_or_default(),
-        row.get::<_, String>(3),
-        row.get::<_, Option<i64>>(4).unwrap_or_default()
-    );
     Ok(())
 }
 
