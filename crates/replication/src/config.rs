@@ -633,7 +633,8 @@ fn parse_url(rest: &str, raw: &mut RawOptions) -> Result<(), Error> {
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').ok_or_else(|| {
             Error::Config(format!(
-                "missing key/value separator \"=\" in URI query parameter \"{pair}\""
+                "missing key/value separator \"=\" in URI query parameter {}",
+                echo_key(pair)
             ))
         })?;
         let key = percent_decode(k, "query parameter")?;
@@ -641,6 +642,19 @@ fn parse_url(rest: &str, raw: &mut RawOptions) -> Result<(), Error> {
         raw.set(&key, value)?;
     }
     Ok(())
+}
+
+/// A would-be key for an error message: echoed only if it looks like a keyword, since a
+/// malformed string (say, a URL with an unknown scheme) can hold a password.
+fn echo_key(key: &str) -> String {
+    if !key.is_empty()
+        && key.len() <= 64
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        format!("\"{key}\"")
+    } else {
+        "a word that is not a keyword".to_owned()
+    }
 }
 
 /// libpq's `key = value` form: values may be single-quoted; a backslash
@@ -667,7 +681,9 @@ fn parse_key_value(s: &str, raw: &mut RawOptions) -> Result<(), Error> {
         }
         if chars.next() != Some('=') {
             return Err(Error::Config(format!(
-                "missing \"=\" after \"{key}\" in connection info string"
+                "missing \"=\" after {} in connection info string (URLs start with \
+                 postgres:// or postgresql://)",
+                echo_key(&key)
             )));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
