@@ -2,10 +2,13 @@
 //! start themselves. One binary, so tests share one cluster where that is safe; each test uses
 //! its own databases, slots and publications.
 
+mod cli_errors;
 mod common;
 mod crash;
 mod errors;
+mod hostile;
 mod lab;
 mod mirror;
 mod ops;
+mod support;
 mod tail;
