@@ -108,14 +108,24 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     wait_equal(&src, &dst, Duration::from_secs(120), &mut task).await?;
     println!("   replica equals primary after {:.2} s (initial copy)", t.elapsed().as_secs_f64());
     print_counts("replica", &dst).await?;
-    let row = src
-        .query_one(
-            "SELECT application_name, state, client_addr::text \
-             FROM pg_stat_replication WHERE application_name = 'pgmirror'",
-            &[],
-        )
-        .await
-        .context("pg_stat_replication shows no pgmirror connection")?;
+    // The copy is committed before streaming starts: wait for the walsender to show up.
+    let start = Instant::now();
+    let row = loop {
+        let row = src
+            .query_opt(
+                "SELECT application_name, state, client_addr::text \
+                 FROM pg_stat_replication WHERE application_name = 'pgmirror'",
+                &[],
+            )
+            .await?;
+        match row {
+            Some(row) => break row,
+            None if start.elapsed() > Duration::from_secs(30) => {
+                bail!("pg_stat_replication shows no pgmirror connection after 30 s")
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
     println!(
         "   pg_stat_replication on the primary: application_name={} state={} client={}",
         row.get::<_, String>(0),
