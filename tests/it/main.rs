@@ -5,6 +5,7 @@
 mod cli_errors;
 mod common;
 mod crash;
+mod demo;
 mod errors;
 mod hostile;
 mod lab;
