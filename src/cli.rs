@@ -35,6 +35,12 @@ pub enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Remove what pgmirror created for a mirror: slot, publication, its rows on the target.
     Drop(commands::drop::DropArgs),
+    /// Benchmark apply throughput against PostgreSQL's own subscriber on throwaway clusters.
+    Bench(commands::bench::BenchArgs),
+    /// Save a slot's raw pgoutput stream to a file.
+    Record(commands::record::RecordArgs),
+    /// Apply a recording into a target with the mirror's applier.
+    Replay(commands::replay::ReplayArgs),
 }
 
 /// Which tables a command works on: a publication, or a list of tables.
@@ -63,5 +69,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => commands::status::run(args).await,
         Command::Verify(args) => commands::verify::run(args).await,
         Command::Drop(args) => commands::drop::run(args).await,
+        Command::Bench(args) => commands::bench::run(args).await,
+        Command::Record(args) => commands::record::run(args).await,
+        Command::Replay(args) => commands::replay::run(args).await,
     }
 }

@@ -1,9 +1,12 @@
 //! One module per command.
 
+pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod drop;
 pub mod mirror;
+pub mod record;
+pub mod replay;
 pub mod status;
 pub mod tail;
 pub mod verify;

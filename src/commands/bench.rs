@@ -1,0 +1,61 @@
+//! `pgmirror bench`: apply throughput against PostgreSQL's own subscriber, on throwaway
+//! clusters (see [`crate::bench`]).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::bench::{self, BenchOptions, workload::Scale, workload::Workload};
+
+/// Arguments of `pgmirror bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Workloads to run (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub workload: Vec<Workload>,
+    /// Size multiplier: 1 means 100k transactions / 1M rows; CI uses a small fraction.
+    #[arg(long, default_value = "1", value_name = "N")]
+    pub scale: Scale,
+    /// Runs of each contender on each backlog (the report shows median, min and max).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub runs: u32,
+    /// Print the results as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Live-latency samples (0 skips the measurement).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub latency_samples: usize,
+    /// Seconds one contender may take before its run counts as failed.
+    #[arg(long, default_value_t = 1800, value_name = "SECS")]
+    pub timeout: u64,
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs the benchmark and prints its table (or JSON). Exits with failure when a run failed
+/// or a target did not match the primary.
+///
+/// # Errors
+/// Clusters that cannot start, a backlog that cannot be generated.
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("locating the pgmirror executable")?;
+    let opts = BenchOptions {
+        workloads: args.workload,
+        scale: args.scale,
+        runs: args.runs,
+        pgmirror_exe: exe,
+        latency_samples: args.latency_samples,
+        verbose: !args.quiet,
+        run_timeout: std::time::Duration::from_secs(args.timeout),
+    };
+    let report = bench::run(opts).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", bench::render(&report));
+    }
+    let all_verified = report.workloads.iter().flat_map(|w| &w.contenders).all(|c| c.verified);
+    Ok(if all_verified { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
