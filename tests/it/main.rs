@@ -6,6 +6,7 @@ mod cli_errors;
 mod common;
 mod crash;
 mod demo;
+mod docker;
 mod errors;
 mod hostile;
 mod lab;
