@@ -151,7 +151,7 @@ pub struct WorkloadReport {
     pub transactions: u64,
     /// Row changes in the backlog (rows copied, for the initial copy).
     pub rows: u64,
-    /// WAL bytes of the backlog.
+    /// WAL bytes of the backlog (for the initial copy: the source database's size).
     pub wal_bytes: u64,
     /// Seconds to generate the backlog.
     pub generate_s: f64,
@@ -258,6 +258,9 @@ fn cluster_builder() -> ClusterBuilder {
         .setting("wal_receiver_timeout", "5min")
         .setting("max_logical_replication_workers", "4")
         .setting("max_sync_workers_per_subscription", "2")
+        // The launcher starts workers at most this often (default 5 s): back-to-back runs
+        // would otherwise time the launcher's wait, not the subscriber.
+        .setting("wal_retrieve_retry_interval", "50ms")
 }
 
 fn say(opts: &BenchOptions, text: &str) {
@@ -709,7 +712,9 @@ impl Bench {
             }
             Ok(())
         };
-        let waited = wait_sentinel(&target, 1, self.opts.run_timeout, || alive(&mut child)).await;
+        let waited = wait_sentinel(&target, 1, self.opts.run_timeout, || alive(&mut child))
+            .await
+            .with_context(|| format!("pgmirror's log: {}", log_tail(&log)));
         let seconds = t.elapsed().as_secs_f64();
         // Read while the process still runs: its /proc entry goes with it.
         let cpu =
@@ -888,20 +893,19 @@ impl Bench {
         let pid = child.id().context("pgmirror has no pid")?;
         loop {
             // The registry table appears once pgmirror has started; until then, not ready.
-            let state = target
-                .query_opt("SELECT state FROM pgmirror.mirrors WHERE name = 'bench'", &[])
-                .await
-                .ok()
-                .flatten()
-                .map(|r| r.get::<_, String>(0));
-            if state.as_deref() == Some("streaming") {
+            let state = crate::mirror::registry::load(&target, "bench").await.ok().flatten();
+            if state.is_some_and(|r| r.state == crate::mirror::registry::MirrorState::Streaming) {
                 break;
             }
             if let Some(status) = child.try_wait()? {
                 bail!("pgmirror exited ({status}): {}", log_tail(&log));
             }
             if t.elapsed() > self.opts.run_timeout {
-                bail!("pgmirror's initial copy did not finish within {:?}", self.opts.run_timeout);
+                bail!(
+                    "pgmirror's initial copy did not finish within {:?}: {}",
+                    self.opts.run_timeout,
+                    log_tail(&log)
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -1105,11 +1109,12 @@ pub fn render(report: &BenchReport) -> String {
             }
         }
         let mut line = format!(
-            "  {}: {} txns, {} rows, {:.1} MB WAL, generated in {:.1} s",
+            "  {}: {} txns, {} rows, {:.1} MB {}, generated in {:.1} s",
             w.workload,
             w.transactions,
             w.rows,
             mb(w.wal_bytes),
+            if w.decode.is_some() { "WAL" } else { "source database" },
             w.generate_s
         );
         if let Some(d) = &w.decode {
