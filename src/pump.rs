@@ -14,6 +14,8 @@ use crate::shutdown::Shutdown;
 /// small transaction reaches the target within a few milliseconds; during catch-up the channel
 /// is never empty for this long, so grouping is unaffected.
 const IDLE_AFTER: Duration = Duration::from_millis(2);
+/// Durability checks at a clean stop (20 ms apart).
+const STOP_FLUSH_TRIES: u32 = 50;
 /// How long to sleep when nothing at all is pending.
 const IDLE_SLEEP: Duration = Duration::from_millis(500);
 
@@ -57,8 +59,17 @@ pub async fn pump<T: Target>(
     let mut pending = false;
     loop {
         if shutdown.is_triggered() && applier.is_between_transactions() {
-            if let Some(lsn) = applier.flush().await? {
-                stream.confirm(lsn);
+            // The target commits asynchronously: give its WAL flush a moment so the final
+            // status update confirms everything applied (what is not confirmed is sent again
+            // and skipped, so this only saves work on the next start).
+            for _ in 0..STOP_FLUSH_TRIES {
+                if let Some(lsn) = applier.flush().await? {
+                    stream.confirm(lsn);
+                }
+                if applier.is_quiescent() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             metrics.positions(stream.received_lsn(), stream.confirmed_lsn());
             stream.shutdown().await?;

@@ -29,6 +29,9 @@ pub struct DemoArgs {
     /// Store OLTP transactions to run on the primary while mirroring.
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub transactions: u32,
+    /// Leave both clusters running at the end, and print how to connect to them.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 const DB: &str = "store";
@@ -48,8 +51,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let started = Instant::now();
-    lab.await?;
-    println!("\nDone in {:.1} s; both clusters removed.", started.elapsed().as_secs_f64());
+    let kept = lab.await?;
+    if kept {
+        println!(
+            "\nDone in {:.1} s; the clusters are still running.",
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        println!("\nDone in {:.1} s; both clusters removed.", started.elapsed().as_secs_f64());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -57,7 +67,8 @@ fn step(n: u32, text: &str) {
     println!("\n== {n}. {text}");
 }
 
-async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Runs the lab; returns whether the clusters were kept running.
+async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
     step(1, "Two throwaway PostgreSQL clusters");
     let (primary, replica) = tokio::task::spawn_blocking(|| -> anyhow::Result<_> {
         let primary = ClusterBuilder::new().start().context("starting the primary")?;
@@ -218,8 +229,47 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         Ok(Err(e)) => return Err(e.context("pgmirror")),
         Err(e) => bail!("pgmirror task failed: {e}"),
     }
+    if args.keep {
+        keep_clusters(primary, replica).await?;
+        return Ok(true);
+    }
     stop_clusters(primary, replica).await;
+    Ok(false)
+}
+
+/// Detaches both clusters so they outlive this process, and says how to use and stop them.
+async fn keep_clusters(primary: Cluster, replica: Cluster) -> anyhow::Result<()> {
+    let (primary, replica) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        Ok((primary.keep()?, replica.keep()?))
+    })
+    .await??;
+    // As root the servers run as the `postgres` OS user, so pg_ctl must too.
+    let as_postgres = if is_root() { "runuser -u postgres -- " } else { "" };
+    step(11, "The clusters keep running (--keep)");
+    for (role, c) in [("primary", &primary), ("replica", &replica)] {
+        println!("   {role}: psql postgres://postgres@127.0.0.1:{}/{DB}", c.port);
+    }
+    println!(
+        "   mirror again: pgmirror mirror --name demo --tables {} \\\n      --source postgres://postgres@127.0.0.1:{}/{DB} \\\n      --target postgres://postgres@127.0.0.1:{}/{DB}",
+        store::TABLES.join(","),
+        primary.port,
+        replica.port
+    );
+    for c in [&primary, &replica] {
+        println!(
+            "   stop: {as_postgres}{} stop -D {} && rm -rf {}",
+            c.bindir.join("pg_ctl").display(),
+            c.data_dir.display(),
+            c.data_dir.parent().unwrap_or(&c.data_dir).display()
+        );
+    }
     Ok(())
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 async fn stop_clusters(primary: Cluster, replica: Cluster) {

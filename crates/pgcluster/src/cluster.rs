@@ -547,6 +547,53 @@ impl Cluster {
     }
 
     /// Stops the server at once and deletes its directories. Idempotent.
+    /// Leaves the cluster running after this process exits, and its files in place: stops the
+    /// server, starts it again with `pg_ctl` (detached, so it does not die with this process),
+    /// and returns where it lives. Used by `pgmirror demo --keep`.
+    ///
+    /// # Errors
+    /// Stopping or starting the server failed (then the cluster is removed as usual).
+    pub fn keep(self) -> Result<KeptCluster, Error> {
+        self.stop(StopMode::Fast)?;
+        let mut cmd = Command::new(self.bindir.join("pg_ctl"));
+        cmd.arg("start")
+            .arg("-w")
+            .arg("-D")
+            .arg(&self.data_dir)
+            // A new file: `server.log` was created by this process, maybe as root.
+            .arg("-l")
+            .arg(self.data_dir.join("server-kept.log"))
+            .current_dir(&self.base)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.run_as.apply(&mut cmd);
+        let status = cmd.status().ctx(|| "run pg_ctl start")?;
+        if !status.success() {
+            return Err(Error::Io {
+                context: format!(
+                    "pg_ctl start exited with {status}; see {}",
+                    self.log_path().display()
+                ),
+                source: std::io::Error::other("pg_ctl start failed"),
+            });
+        }
+        // Keep the directory: dropping `self` must neither stop the server nor delete it.
+        if let Some(dir) = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = dir.keep();
+        }
+        let kept = KeptCluster {
+            port: self.port,
+            data_dir: self.data_dir.clone(),
+            socket_dir: self.socket_dir.clone(),
+            bindir: self.bindir.clone(),
+            password: self.password.clone(),
+        };
+        // The postmaster we spawned has exited; nothing is left to stop.
+        self.lock_child().take();
+        Ok(kept)
+    }
+
     pub(crate) fn destroy(&self) {
         let _ = self.kill_or_quit();
         let dir = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -615,6 +662,21 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.destroy();
     }
+}
+
+/// A cluster left running by [`Cluster::keep`].
+#[derive(Debug, Clone)]
+pub struct KeptCluster {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// The data directory (`pg_ctl -D` it to stop the server).
+    pub data_dir: PathBuf,
+    /// The Unix socket directory.
+    pub socket_dir: PathBuf,
+    /// The server binaries.
+    pub bindir: PathBuf,
+    /// The superuser's password, if one was set.
+    pub password: Option<String>,
 }
 
 /// Prints the server log tail to stderr when dropped during a panic. See

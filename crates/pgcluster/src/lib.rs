@@ -31,7 +31,7 @@ mod tls;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use bindir::{BINDIR_ENV, find_bindir};
-pub use cluster::{AuthMethod, Cluster, ClusterBuilder, LogGuard, StopMode};
+pub use cluster::{AuthMethod, Cluster, ClusterBuilder, KeptCluster, LogGuard, StopMode};
 pub use error::Error;
 pub use tls::TlsConfig;
 
