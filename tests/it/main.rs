@@ -2,6 +2,7 @@
 //! start themselves. One binary, so tests share one cluster where that is safe; each test uses
 //! its own databases, slots and publications.
 
+mod bench;
 mod cli_errors;
 mod common;
 mod crash;
