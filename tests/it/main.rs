@@ -9,6 +9,7 @@ mod crash;
 mod demo;
 mod docker;
 mod errors;
+mod examples;
 mod hostile;
 mod lab;
 mod mirror;
