@@ -108,6 +108,9 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
     let mut backoff = Backoff::default();
     loop {
         let attempt = async {
+            // One lock for set-up and streaming: taking it twice raced the release of the
+            // first, since a dropped client's session ends on the server a moment later.
+            let _lock = lock_mirror(&opts.target, &opts.name).await?;
             let record = prepare(opts, shutdown).await?;
             stream(opts, &record, shutdown, &mut backoff).await
         };
@@ -143,11 +146,23 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
 /// same mirror refuses to run.
 async fn lock_mirror(target: &ConnConfig, name: &str) -> anyhow::Result<Client> {
     let client = replication::connect_sql(target).await.context("connecting to the target")?;
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock(hashtextextended('pgmirror:' || $1, 0))", &[&name])
-        .await
-        .context("taking the mirror's lock on the target")?
-        .get(0);
+    // The session of this process's previous attempt may still be ending on the server: give
+    // it a moment before deciding that another pgmirror holds the lock.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let locked = loop {
+        let locked: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended('pgmirror:' || $1, 0))",
+                &[&name],
+            )
+            .await
+            .context("taking the mirror's lock on the target")?
+            .get(0);
+        if locked || std::time::Instant::now() >= deadline {
+            break locked;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     if !locked {
         bail!(
             "another pgmirror is already running mirror {name:?} on this target; stop it first \
@@ -160,7 +175,6 @@ async fn lock_mirror(target: &ConnConfig, name: &str) -> anyhow::Result<Client> 
 /// Makes sure the publication, slot, target tables and (if needed) the initial copy are in
 /// place, and returns the mirror's record in state `streaming`.
 async fn prepare(opts: &MirrorOptions, shutdown: &Shutdown) -> anyhow::Result<MirrorRecord> {
-    let _lock = lock_mirror(&opts.target, &opts.name).await?;
     let mut target =
         replication::connect_sql(&opts.target).await.context("connecting to the target")?;
     registry::ensure_table(&target).await.context("creating pgmirror.mirrors on the target")?;
@@ -407,7 +421,6 @@ async fn stream(
     shutdown: &mut Shutdown,
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
-    let _lock = lock_mirror(&opts.target, &opts.name).await?;
     let target =
         replication::connect_sql(&opts.target).await.context("connecting to the target")?;
     let mut target_cfg = PostgresTargetConfig::new(opts.name.clone());
@@ -448,9 +461,13 @@ async fn stream(
     let stream = repl.start_replication(start).await.context("starting replication")?;
     tracing::info!(slot = %record.slot, from = %progress, proto = stream.proto_version(), "streaming");
 
-    let sequences = spawn_sequence_sync(opts, shutdown.clone());
+    let mut sequences = spawn_sequence_sync(opts, shutdown.clone());
     let connected_at = std::time::Instant::now();
-    let result = pump(&mut applier, stream, shutdown, &opts.metrics).await;
+    let result = tokio::select! {
+        r = pump(&mut applier, stream, shutdown, &opts.metrics) => r.map_err(anyhow::Error::from),
+        // A mirrored table vanished from the source: its changes would be lost silently.
+        Ok(Some(gone)) = &mut sequences => Err(gone),
+    };
     sequences.abort();
     if connected_at.elapsed() > Duration::from_secs(10) {
         // A session that streamed for a while was healthy: a new fault starts the backoff over.
@@ -474,21 +491,22 @@ async fn stream(
             );
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
-/// Copies sequence values every `sequence_interval` while streaming.
+/// Copies sequence values every `sequence_interval` while streaming. Ends with an error if a
+/// mirrored table no longer exists on the source (no change of it would ever arrive again).
 fn spawn_sequence_sync(
     opts: &MirrorOptions,
     mut shutdown: Shutdown,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<Option<anyhow::Error>> {
     let opts = opts.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(opts.sequence_interval) => {}
-                () = shutdown.wait() => return,
+                () = shutdown.wait() => return None,
             }
             let synced = async {
                 let source = replication::connect_sql(&opts.source).await?;
@@ -498,6 +516,20 @@ fn spawn_sequence_sync(
             };
             match synced.await {
                 Ok(n) => tracing::debug!(sequences = n, "synced sequences"),
+                Err(e)
+                    if e.chain().any(|c| {
+                        matches!(
+                            c.downcast_ref::<tablesync::Error>(),
+                            Some(tablesync::Error::TableNotFound { .. })
+                        )
+                    }) =>
+                {
+                    return Some(e.context(
+                        "a mirrored table no longer exists on the source (dropped or renamed), \
+                         so its changes cannot be mirrored; recreate it, or `pgmirror drop` this \
+                         mirror and set it up again with the remaining tables",
+                    ));
+                }
                 Err(e) => {
                     tracing::debug!(error = %format!("{e:#}"), "sequence sync failed; will retry")
                 }
