@@ -125,3 +125,38 @@ async fn a_million_row_transaction() {
     .await;
     stop(shutdown, task).await;
 }
+
+/// Regression: a table's first change arriving while a COPY into another table is open on the
+/// target connection used to hang the applier (the catalog lookup waited behind the COPY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_change_to_a_table_right_after_a_copy_run() {
+    let cluster = pgcluster::shared();
+    let (src_db, src) = database(cluster, "copyrun_src").await;
+    let (dst_db, dst) = database(cluster, "copyrun_dst").await;
+    src.batch_execute(
+        "CREATE TABLE bulk (id int PRIMARY KEY, v text); \
+         CREATE TABLE sentinel (id int PRIMARY KEY)",
+    )
+    .await
+    .unwrap();
+    let mut opts = store_mirror(cluster, &src_db, cluster, &dst_db);
+    opts.tables.tables = Some(vec!["bulk".into(), "sentinel".into()]);
+    let (shutdown, task) = spawn(opts);
+    crate::common::wait_for(Duration::from_secs(30), "streaming to start", || async {
+        dst.query_opt("SELECT 1 FROM pgmirror.progress", &[]).await.is_ok_and(|r| r.is_some())
+    })
+    .await;
+    src.batch_execute(
+        "INSERT INTO bulk SELECT i, md5(i::text) FROM generate_series(1, 1000) i; \
+         INSERT INTO sentinel VALUES (1);",
+    )
+    .await
+    .unwrap();
+    crate::common::wait_for(Duration::from_secs(30), "the sentinel on the replica", || async {
+        dst.query_opt("SELECT 1 FROM sentinel", &[]).await.is_ok_and(|r| r.is_some())
+    })
+    .await;
+    let n: i64 = dst.query_one("SELECT count(*) FROM bulk", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1000);
+    stop(shutdown, task).await;
+}

@@ -373,8 +373,10 @@ impl PostgresTarget {
                 return Ok(());
             }
         }
-        // A run of the old shape must go out before the table is described again.
-        if self.run.as_ref().is_some_and(|r| r.rel_id == rel.rel_id) {
+        // Any open run must go out before the catalog is queried: a run of the old shape is
+        // stale, and a run of another table may hold a COPY open on this connection, which
+        // would leave the catalog query waiting for ever.
+        if self.run.is_some() {
             self.end_run().await?;
         }
         let cols = self.describe(rel).await?;
