@@ -335,6 +335,19 @@ async fn initial_copy(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let target = replication::connect_sql(&opts.target).await?;
+    // `session_replication_role = replica` (foreign keys not checked while tables load in
+    // parallel) needs a superuser; a lesser role copies one table at a time in dependency order.
+    let superuser = target
+        .query_one("SELECT current_setting('is_superuser') = 'on'", &[])
+        .await
+        .context("checking the target role")?
+        .get::<_, bool>(0);
+    if !superuser {
+        tracing::warn!(
+            "the target role is not a superuser: copying tables one at a time, parents first, \
+             with foreign keys and triggers active"
+        );
+    }
     if truncate {
         // One statement for all tables: foreign keys between them forbid truncating one by one.
         let list = tables.iter().map(TableDef::quoted).collect::<Vec<_>>().join(", ");
@@ -357,11 +370,11 @@ async fn initial_copy(
         async move { replication::connect_sql(&cfg).await }
     };
     let copy_opts = CopyOptions {
-        parallelism: opts.copy_parallelism.max(1),
+        parallelism: if superuser { opts.copy_parallelism.max(1) } else { 1 },
         truncate_target: false,
         // Tables are copied in parallel, so a child table may land before its parent: foreign
         // keys are checked by the primary already, as the native subscriber assumes too.
-        replica_role: true,
+        replica_role: superuser,
         ..CopyOptions::default()
     };
     let progress = Arc::new(crate::progress::CopyProgress::new(tables, opts.progress_bars));

@@ -162,8 +162,6 @@ async fn tls_verify_full_mirror_end_to_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: the initial copy hangs when the target role is not a superuser \
-            (tablesync sets session_replication_role = replica, which needs superuser)"]
 async fn least_privilege_roles_mirror_end_to_end() {
     let cluster = pgcluster::shared();
     let (src_db, src, _, _) = store_pair(cluster, cluster, &store::Scale::tiny()).await;
