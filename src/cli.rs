@@ -13,6 +13,10 @@ pub struct Cli {
     /// More log output (-v debug, -vv trace); `RUST_LOG` overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Ask on the terminal for any password the connection strings, `PGPASSWORD` or the
+    /// password file do not give (like psql's -W).
+    #[arg(short = 'W', long = "password", global = true)]
+    pub password_prompt: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -61,6 +65,7 @@ pub struct TableSelection {
 /// # Errors
 /// Whatever the command failed with, for `main` to print on one line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    crate::conn::set_prompt(cli.password_prompt);
     match cli.command {
         Command::Tail(args) => commands::tail::run(args).await,
         Command::Mirror(args) => commands::mirror::run(args).await,

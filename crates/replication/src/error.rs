@@ -16,8 +16,8 @@ pub enum Error {
     Config(String),
     /// The TCP or Unix-socket connection could not be opened.
     #[error(
-        "could not connect to {target}: {source}; is the server running there and accepting \
-         connections?"
+        "could not connect to {target} (is the server running there and accepting \
+         connections?)"
     )]
     Connect {
         /// `host:port` or socket path.
