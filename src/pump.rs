@@ -30,13 +30,13 @@ pub enum PumpEnd {
 #[derive(Debug, thiserror::Error)]
 pub enum PumpError {
     /// The replication stream failed (network, server, decode).
-    #[error("replication stream: {0}")]
+    #[error("replication stream")]
     Source(#[from] replication::Error),
     /// The server ended the stream.
     #[error("the primary ended the replication stream")]
     SourceClosed,
     /// Applying into the target failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Apply(#[from] ApplyError),
 }
 

@@ -56,19 +56,19 @@ pub enum Error {
     #[error("protocol error: {0}")]
     Protocol(String),
     /// A replication payload could not be decoded.
-    #[error("could not decode replication data: {0}")]
+    #[error("could not decode replication data")]
     Decode(#[from] DecodeError),
     /// The requested feature needs a newer server or another option.
     #[error("unsupported: {0}")]
     Unsupported(String),
     /// Reading from or writing to the server failed.
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] io::Error),
     /// The connection was closed (by the server, or this stream was shut down).
     #[error("connection closed: {0}")]
     Closed(String),
     /// An error from tokio-postgres that is not a server error (see [`crate::connect_sql`]).
-    #[error("{0}")]
+    #[error("SQL connection")]
     Sql(#[source] tokio_postgres::Error),
 }
 
