@@ -272,8 +272,12 @@ async fn odd_identifiers_and_awkward_values_are_mirrored_exactly() {
             async move {
                 let want = (fingerprint(src, SELECT_T).await, fingerprint(src, FROM_T).await);
                 wait_for(Duration::from_secs(60), what, || async {
+                    // Both tables exist once set-up has created them (one after the other).
                     let got = dst
-                        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&SELECT_T])
+                        .query_one(
+                            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+                            &[&SELECT_T, &FROM_T],
+                        )
                         .await
                         .map(|r| r.get::<_, bool>(0))
                         .unwrap_or(false);
