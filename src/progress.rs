@@ -101,3 +101,60 @@ impl CopyProgress {
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
+
+/// Catch-up after (re)connecting: a bar of applied bytes against received WAL on a terminal,
+/// and one "caught up" log line when the backlog is gone.
+#[derive(Debug)]
+pub struct CatchUp {
+    start: Option<u64>,
+    bar: Option<ProgressBar>,
+    done: bool,
+}
+
+impl CatchUp {
+    /// Starts tracking; shows a bar when stderr is a terminal.
+    pub fn new() -> Self {
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "catching up {bar:30} {binary_bytes}/{binary_total_bytes} of WAL \
+                     {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        CatchUp { start: None, bar, done: false }
+    }
+
+    /// Records positions: `received` WAL from the primary, `confirmed` applied and durable.
+    pub fn update(&mut self, received: pgoutput_decoder::Lsn, confirmed: pgoutput_decoder::Lsn) {
+        if self.done || received.0 == 0 {
+            return;
+        }
+        let start = *self.start.get_or_insert(confirmed.0.min(received.0));
+        if let Some(bar) = &self.bar {
+            bar.set_length(received.0.saturating_sub(start));
+            bar.set_position(confirmed.0.saturating_sub(start));
+        }
+    }
+
+    /// The stream went quiet with nothing pending: the backlog is applied.
+    pub fn caught_up(&mut self, at: pgoutput_decoder::Lsn) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        tracing::info!(lsn = %at, "caught up");
+    }
+}
+
+impl Default for CatchUp {
+    fn default() -> Self {
+        Self::new()
+    }
+}

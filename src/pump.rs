@@ -8,6 +8,7 @@ use replication::LogicalReplicationStream;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::progress::CatchUp;
 use crate::shutdown::Shutdown;
 
 /// How long the stream may be silent before we treat it as idle and flush. Short, so a lone
@@ -57,6 +58,7 @@ pub async fn pump<T: Target>(
         stream.confirm(start);
     }
     let mut pending = false;
+    let mut catch_up = CatchUp::new();
     loop {
         if shutdown.is_triggered() && applier.is_between_transactions() {
             // The target commits asynchronously: give its WAL flush a moment so the final
@@ -92,6 +94,7 @@ pub async fn pump<T: Target>(
                 if let Some(lsn) = applier.handle(event.message).await? {
                     stream.confirm(lsn);
                     metrics.positions(stream.received_lsn(), lsn);
+                    catch_up.update(stream.received_lsn(), lsn);
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
@@ -99,7 +102,11 @@ pub async fn pump<T: Target>(
                     stream.confirm(lsn);
                 }
                 metrics.positions(stream.received_lsn(), stream.confirmed_lsn());
+                catch_up.update(stream.received_lsn(), stream.confirmed_lsn());
                 pending = applier.next_deadline().is_some();
+                if !pending && applier.is_quiescent() {
+                    catch_up.caught_up(stream.confirmed_lsn().max(stream.received_lsn()));
+                }
             }
             () = shutdown.wait(), if !shutdown.is_triggered() => {}
         }
