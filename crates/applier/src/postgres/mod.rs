@@ -149,34 +149,79 @@ const ATTRIBUTES_SQL: &str = "SELECT a.attname::text, a.atttypid, \
     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
     ORDER BY a.attnum";
 
+/// Per immediate unique or exclusion index of a table: whether it is an exclusion, expression
+/// or partial index, and its columns by name (sorted).
+const UNIQUE_INDEXES_SQL: &str = "SELECT i.indisexclusion OR i.indexprs IS NOT NULL \
+        OR i.indpred IS NOT NULL, \
+        coalesce(array_agg(a.attname::text ORDER BY a.attname::text) \
+            FILTER (WHERE a.attname IS NOT NULL), '{}') \
+    FROM pg_catalog.pg_index i \
+    LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+    WHERE i.indrelid = $1::text::regclass AND (i.indisexclusion OR (i.indisunique AND i.indimmediate)) \
+    GROUP BY i.indexrelid, i.indisexclusion, i.indexprs IS NOT NULL, i.indpred IS NOT NULL";
+
 /// Source type OIDs below this are builtin and mean the same on every server.
 const FIRST_NON_BUILTIN_OID: u32 = 10_000;
 
 /// Size at which a COPY's buffered rows are sent.
 const COPY_CHUNK: usize = 256 * 1024;
 
-/// A run of consecutive same-table changes being collected into one statement.
+/// Bytes of buffered rows after which an insert run stops buffering and streams into a `COPY`
+/// (a large transaction must not sit in memory; its later updates then end the run instead of
+/// folding into it).
+const COPY_STREAM_BYTES: usize = 4 << 20;
+
+/// Bytes of rows buffered over all tables' runs before every run is sent.
+const MAX_BUFFERED_BYTES: usize = 32 << 20;
+
+/// The pending changes of one table, to go out as one statement (or a few).
+///
+/// # Invariant
+/// Per table, the target applies exactly the source's sequence of row images:
+/// - A run holds changes of one kind whose keys are distinct (as set-based statements and
+///   `COPY` need). A change that does not fit ends (sends) its table's run first.
+/// - Folding: an update of a row whose buffered insert or update (same key before and after)
+///   is still in the run is merged into it: the merged row is the row the source had after
+///   both. It moves the update earlier only past changes of other rows of the run, which
+///   are of the kind the row itself is in the run for.
+///
+/// Across tables, runs go out as they fill up, not in source order. That only is correct
+/// under `session_replication_role = replica` (`reorder`): foreign keys and ordinary
+/// triggers do not fire, so nothing on the target depends on the order between tables (only
+/// `ENABLE ALWAYS`/`REPLICA` triggers could, as with the native subscriber's batching).
+/// Without it, a change to another table first sends the pending run, which keeps the source
+/// order across tables too. Nothing is visible before the group's COMMIT either way.
 struct Run {
     rel_id: u32,
     rel: Arc<Relation>,
     /// Commit LSN of the source transaction of the run's first change (for errors).
     commit_lsn: Lsn,
+    /// Approximate bytes of the buffered rows.
+    bytes: usize,
     kind: RunKind,
 }
 
 enum RunKind {
-    /// Inserts; `copy` once the run is long enough.
-    Insert { format: Option<ValueFormat>, rows: Vec<Tuple>, copy: Option<CopyState> },
-    /// Updates by key with the same SET columns; `keys` guards against repeats.
-    Update {
-        set: Box<[bool]>,
-        binary: Box<[bool]>,
-        key_binary: Box<[bool]>,
-        rows: Vec<(Tuple, Tuple)>,
-        keys: HashSet<Vec<Bytes>>,
+    /// Inserts. `keys`: the key of each buffered row to its index, for folding; once `copy`
+    /// streams, rows are encoded at once and no longer foldable (`keys` is emptied).
+    Insert {
+        format: Option<ValueFormat>,
+        rows: Vec<Tuple>,
+        keys: HashMap<Vec<Bytes>, usize>,
+        copy: Option<CopyState>,
     },
+    /// Updates by key. `keys`: the old and new key of every row; `Some(i)` when row `i` keeps
+    /// its key (a later update of it folds into it), `None` for a key an update moved.
+    Update { rows: Vec<UpdateRow>, keys: HashMap<Vec<Bytes>, Option<usize>> },
     /// Deletes by key.
     Delete { key_binary: Box<[bool]>, rows: Vec<Tuple>, keys: HashSet<Vec<Bytes>> },
+}
+
+/// One buffered update: the old key, the new row, the columns it sets.
+struct UpdateRow {
+    key: Tuple,
+    new: Tuple,
+    set: Box<[bool]>,
 }
 
 struct CopyState {
@@ -184,6 +229,41 @@ struct CopyState {
     buf: BytesMut,
     rows: u64,
     binary: bool,
+}
+
+/// Approximate bytes of a buffered row.
+fn tuple_bytes(t: &Tuple) -> usize {
+    t.columns.iter().map(|v| v.bytes().map_or(8, |b| b.len() + 40)).sum::<usize>() + 48
+}
+
+/// The insert-run key of a row, when its table has a key and the row has every key value.
+fn insert_key(t: &TableInfo, new: &Tuple) -> Option<Vec<Bytes>> {
+    if t.key.is_empty() || t.full_identity() {
+        return None;
+    }
+    t.key.iter().map(|&k| new.columns.get(k).and_then(|v| v.bytes().cloned())).collect()
+}
+
+/// A buffered insert with a later update of the same row folded in: values the update sent
+/// replace the inserted ones (unchanged TOAST values keep the inserted value).
+fn fold_into_insert(inserted: &Tuple, new: &Tuple) -> Tuple {
+    let columns = inserted
+        .columns
+        .iter()
+        .zip(&new.columns)
+        .map(|(i, n)| if n.is_unchanged_toast() { i.clone() } else { n.clone() })
+        .collect();
+    Tuple { columns }
+}
+
+/// A buffered update with a later update of the same row folded in.
+fn fold_into_update(row: &mut UpdateRow, new: Tuple, set: &[bool]) {
+    for (i, v) in new.columns.into_iter().enumerate() {
+        if set[i] {
+            row.new.columns[i] = v;
+            row.set[i] = true;
+        }
+    }
 }
 
 /// A PostgreSQL target. See the module documentation for transactions, durability and speed.
@@ -194,7 +274,13 @@ pub struct PostgresTarget {
     types: TypeMap,
     resolver: Option<Arc<dyn TypeResolver>>,
     pipe: Pipeline,
-    run: Option<Run>,
+    /// Pending runs, at most one per table (see [`Run`] for the invariant).
+    runs: Vec<Run>,
+    /// Bytes buffered in `runs`.
+    buffered: usize,
+    /// Runs of different tables may go out in any order: the session's replication role is
+    /// `replica`.
+    reorder: bool,
     in_txn: bool,
     source: Option<TxnInfo>,
     last_commit: Option<CommitInfo>,
@@ -213,6 +299,7 @@ impl fmt::Debug for PostgresTarget {
         f.debug_struct("PostgresTarget")
             .field("mirror_name", &self.cfg.mirror_name)
             .field("in_txn", &self.in_txn)
+            .field("reorder", &self.reorder)
             .field("durable", &self.durable)
             .field("pipeline", &self.pipe)
             .finish_non_exhaustive()
@@ -262,13 +349,20 @@ impl PostgresTarget {
             .batch_execute(&format!("SET synchronous_commit = {sync}"))
             .await
             .map_err(|e| ApplyError::target("setting synchronous_commit", e))?;
-        if cfg.replica_role
-            && let Err(e) = client.batch_execute("SET session_replication_role = replica").await
-        {
-            if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
-                tracing::warn!("not a superuser: triggers and foreign keys fire on the target");
-            } else {
-                return Err(ApplyError::target("setting session_replication_role", e));
+        let mut reorder = false;
+        if cfg.replica_role {
+            match client.batch_execute("SET session_replication_role = replica").await {
+                Ok(()) => reorder = true,
+                Err(e)
+                    if e.code()
+                        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+                {
+                    tracing::warn!(
+                        "not a superuser: triggers and foreign keys fire on the target, and \
+                         changes to different tables are not batched together"
+                    );
+                }
+                Err(e) => return Err(ApplyError::target("setting session_replication_role", e)),
             }
         }
         client
@@ -295,7 +389,9 @@ impl PostgresTarget {
             types: TypeMap::new(),
             resolver: None,
             pipe,
-            run: None,
+            runs: Vec::new(),
+            buffered: 0,
+            reorder,
             in_txn: false,
             source: None,
             last_commit: None,
@@ -342,14 +438,29 @@ impl PostgresTarget {
         if self.poisoned { Err(ApplyError::Poisoned) } else { Ok(()) }
     }
 
+    /// Whether changes to different tables are batched independently (see [`Run`]): the
+    /// session runs with `session_replication_role = replica`.
+    pub fn batches_across_tables(&self) -> bool {
+        self.reorder
+    }
+
+    /// Sends a statement (ending an open `COPY` first: nothing else may go out during one).
     async fn push(
         &mut self,
         fut: StmtFuture,
         purpose: Purpose,
         bytes: usize,
     ) -> Result<(), ApplyError> {
+        self.close_copy().await?;
         self.stats.statements += 1;
         self.pipe.push(fut, purpose, bytes).await
+    }
+
+    /// Ends the open `COPY`, if any, and waits for every reply: before a query that needs
+    /// its answer.
+    async fn quiesce(&mut self) -> Result<(), ApplyError> {
+        self.close_copy().await?;
+        self.pipe.drain().await
     }
 
     async fn ensure_txn(&mut self) -> Result<(), ApplyError> {
@@ -373,22 +484,40 @@ impl PostgresTarget {
                 return Ok(());
             }
         }
-        // Any open run must go out before the catalog is queried: a run of the old shape is
-        // stale, and a run of another table may hold a COPY open on this connection, which
-        // would leave the catalog query waiting for ever.
-        if self.run.is_some() {
-            self.end_run().await?;
-        }
+        // A run of the old shape is stale: it goes out first. (Runs of other tables may stay
+        // buffered; `describe` ends an open COPY, which would leave the catalog query
+        // waiting for ever.)
+        self.end_table_run(rel.rel_id).await?;
         let cols = self.describe(rel).await?;
-        self.tables.insert(rel.rel_id, TableInfo::new(Arc::clone(rel), cols));
+        let mut info = TableInfo::new(Arc::clone(rel), cols);
+        info.unique_hazard = self.unique_hazard(&info).await?;
+        self.tables.insert(rel.rel_id, info);
         Ok(())
+    }
+
+    /// Whether the target table has a row-by-row checked unique or exclusion index other
+    /// than one on exactly the identity key columns (see `TableInfo::unique_hazard`).
+    async fn unique_hazard(&mut self, t: &TableInfo) -> Result<bool, ApplyError> {
+        let mut key: Vec<&str> = t.key.iter().map(|&k| t.rel.columns[k].name.as_str()).collect();
+        key.sort_unstable();
+        self.quiesce().await?;
+        let rows = self
+            .client
+            .query(UNIQUE_INDEXES_SQL, &[&t.name.as_ref()])
+            .await
+            .map_err(|e| ApplyError::target(format!("reading the indexes of {}", t.name), e))?;
+        Ok(rows.iter().any(|r| {
+            let exclusion_or_expr: bool = r.get(0);
+            let cols: Vec<String> = r.get(1);
+            exclusion_or_expr || key.is_empty() || cols != key
+        }))
     }
 
     /// Reads the target table's columns, adds source columns it lacks, and matches them.
     async fn describe(&mut self, rel: &Arc<Relation>) -> Result<Vec<ColInfo>, ApplyError> {
         let name = table::qualified_name(rel);
         let schema_err = |detail: String| ApplyError::Schema { table: name.clone(), detail };
-        self.pipe.drain().await?;
+        self.quiesce().await?;
         let oid: Option<u32> = self
             .client
             .query_one("SELECT to_regclass($1)::oid", &[&name])
@@ -461,7 +590,7 @@ impl PostgresTarget {
             }
             // Schema drift: add the columns inside the target transaction, then look again.
             self.ensure_txn().await?;
-            self.pipe.drain().await?;
+            self.quiesce().await?;
             for c in missing {
                 let ty = Self::type_name(
                     &self.client,
@@ -526,7 +655,7 @@ impl PostgresTarget {
             return Ok((s.clone(), name));
         }
         let sql = sql(t);
-        self.pipe.drain().await?;
+        self.quiesce().await?;
         let stmt = self.client.prepare(&sql).await.map_err(|source| ApplyError::Change {
             table: name.to_string(),
             op,
@@ -545,7 +674,7 @@ impl PostgresTarget {
             Change::Update { rel, old, new } => self.update(rel, old, new).await,
             Change::Delete { rel, old } => self.delete(rel, old).await,
             Change::Truncate { rels, cascade, restart_identity } => {
-                self.end_run().await?;
+                self.end_runs().await?;
                 self.ensure_txn().await?;
                 let names: Vec<String> = rels.iter().map(|r| table::qualified_name(r)).collect();
                 let mut sql = format!("TRUNCATE {}", names.join(", "));
@@ -569,9 +698,68 @@ impl PostgresTarget {
         }
     }
 
+    fn run_index(&self, rel_id: u32) -> Option<usize> {
+        self.runs.iter().position(|r| r.rel_id == rel_id)
+    }
+
+    /// Before a change to `rel_id` without cross-table reordering: sends other tables' runs.
+    async fn leave_others(&mut self, rel_id: u32) -> Result<(), ApplyError> {
+        if !self.reorder {
+            while let Some(i) = self.runs.iter().position(|r| r.rel_id != rel_id) {
+                let run = self.runs.remove(i);
+                self.send_run(run).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `rel_id`'s run, if any.
+    async fn end_table_run(&mut self, rel_id: u32) -> Result<(), ApplyError> {
+        match self.run_index(rel_id) {
+            Some(i) => {
+                let run = self.runs.remove(i);
+                self.send_run(run).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Sends every run, oldest first.
+    async fn end_runs(&mut self) -> Result<(), ApplyError> {
+        while !self.runs.is_empty() {
+            let run = self.runs.remove(0);
+            self.send_run(run).await?;
+        }
+        Ok(())
+    }
+
+    /// A new run for `rel`, after sending the table's current one.
+    async fn start_run(&mut self, rel: &Arc<Relation>, kind: RunKind) -> Result<usize, ApplyError> {
+        self.end_table_run(rel.rel_id).await?;
+        self.runs.push(Run {
+            rel_id: rel.rel_id,
+            rel: Arc::clone(rel),
+            commit_lsn: self.commit_lsn(),
+            bytes: 0,
+            kind,
+        });
+        Ok(self.runs.len() - 1)
+    }
+
+    /// Accounts `bytes` more buffered in run `i`; sends everything when over the budget.
+    async fn buffered_more(&mut self, i: usize, bytes: usize) -> Result<(), ApplyError> {
+        self.runs[i].bytes += bytes;
+        self.buffered += bytes;
+        if self.buffered > MAX_BUFFERED_BYTES {
+            self.end_runs().await?;
+        }
+        Ok(())
+    }
+
     async fn insert(&mut self, rel: Arc<Relation>, new: Tuple) -> Result<(), ApplyError> {
         self.table(&rel).await?;
-        let name = Arc::clone(&self.tables[&rel.rel_id].name);
+        let rel_id = rel.rel_id;
+        let name = Arc::clone(&self.tables[&rel_id].name);
         if new.columns.len() != rel.columns.len()
             || new.columns.iter().any(ColumnValue::is_unchanged_toast)
         {
@@ -580,81 +768,83 @@ impl PostgresTarget {
                 detail: "insert row does not match the relation".into(),
             });
         }
+        self.leave_others(rel_id).await?;
         let Some(fmt) = ValueFormat::of_row(&new.columns) else {
             // Mixed text and binary values: no COPY, one statement.
-            self.end_run().await?;
-            return self.insert_row(rel.rel_id, new).await;
+            self.end_table_run(rel_id).await?;
+            return self.insert_row(rel_id, self.commit_lsn(), &new).await;
         };
-        let fits = match &self.run {
-            Some(Run { rel_id, rel: r, kind: RunKind::Insert { format, .. }, .. }) => {
-                *rel_id == rel.rel_id
-                    && Arc::ptr_eq(r, &rel)
+        let key = insert_key(&self.tables[&rel_id], &new);
+        let fits = self.run_index(rel_id).is_some_and(|i| match &self.runs[i] {
+            Run { rel: r, kind: RunKind::Insert { format, keys, .. }, .. } => {
+                Arc::ptr_eq(r, &rel)
                     && (fmt.is_none() || format.is_none() || *format == fmt)
+                    && key.as_ref().is_none_or(|k| !keys.contains_key(k))
             }
             _ => false,
+        });
+        let i = match self.run_index(rel_id) {
+            Some(i) if fits => i,
+            _ => {
+                let kind = RunKind::Insert {
+                    format: fmt,
+                    rows: Vec::new(),
+                    keys: HashMap::new(),
+                    copy: None,
+                };
+                self.start_run(&rel, kind).await?
+            }
         };
-        if !fits {
-            self.end_run().await?;
-            self.run = Some(Run {
-                rel_id: rel.rel_id,
-                rel: Arc::clone(&rel),
-                commit_lsn: self.commit_lsn(),
-                kind: RunKind::Insert { format: fmt, rows: Vec::new(), copy: None },
-            });
-        }
+        let bytes = tuple_bytes(&new);
         let copy_min = self.cfg.copy_min_rows;
-        let Some(Run { kind: RunKind::Insert { format, rows, copy }, .. }) = &mut self.run else {
-            unreachable!()
-        };
+        let run = &mut self.runs[i];
+        let RunKind::Insert { format, rows, keys, copy } = &mut run.kind else { unreachable!() };
         if format.is_none() {
             *format = fmt;
         }
-        match copy {
-            Some(c) => {
-                encode_copy_row(c, &new.columns);
-                c.rows += 1;
-                if c.buf.len() >= COPY_CHUNK {
-                    let chunk = c.buf.split().freeze();
-                    let res = c.sink.send(chunk).await;
-                    if let Err(source) = res {
-                        return Err(self.run_error(Op::Insert, source));
-                    }
+        if let Some(c) = copy {
+            encode_copy_row(c, &new.columns);
+            c.rows += 1;
+            if c.buf.len() >= COPY_CHUNK {
+                let chunk = c.buf.split().freeze();
+                if let Err(source) = c.sink.send(chunk).await {
+                    let err = ApplyError::Change {
+                        table: name.to_string(),
+                        op: Op::Insert,
+                        commit_lsn: run.commit_lsn,
+                        source,
+                    };
+                    return Err(err);
                 }
-                Ok(())
             }
-            None => {
-                rows.push(new);
-                if rows.len() >= copy_min {
-                    self.start_copy().await?;
-                }
-                Ok(())
-            }
+            return Ok(());
         }
+        if let Some(k) = key {
+            keys.insert(k, rows.len());
+        }
+        rows.push(new);
+        let stream = run.bytes + bytes >= COPY_STREAM_BYTES && rows.len() >= copy_min;
+        if stream {
+            return self.stream_copy(i).await;
+        }
+        self.buffered_more(i, bytes).await
     }
 
-    fn run_error(&self, op: Op, source: tokio_postgres::Error) -> ApplyError {
-        let (table, commit_lsn) = match &self.run {
-            Some(r) => (table::qualified_name(&r.rel), r.commit_lsn),
-            None => (String::new(), self.commit_lsn()),
-        };
-        ApplyError::Change { table, op, commit_lsn, source }
-    }
-
-    /// Turns the current insert run into a COPY: drains the pipeline, starts the COPY and
-    /// writes the rows collected so far.
-    async fn start_copy(&mut self) -> Result<(), ApplyError> {
-        let Some(run) = &self.run else { return Ok(()) };
-        let RunKind::Insert { format, .. } = &run.kind else { return Ok(()) };
-        let binary = *format != Some(ValueFormat::Text);
-        let rel_id = run.rel_id;
-        let (stmt, _) = self
+    /// Starts a COPY for table `rel_id` (ending any other open COPY and waiting for the
+    /// pipeline first).
+    async fn open_copy(
+        &mut self,
+        rel_id: u32,
+        commit_lsn: Lsn,
+        binary: bool,
+    ) -> Result<CopyState, ApplyError> {
+        let (stmt, table) = self
             .statement(rel_id, Op::Insert, StmtKey::Copy { binary }, |t| t.copy_sql(binary))
             .await?;
-        self.pipe.drain().await?;
-        let sink = match self.client.copy_in::<_, Bytes>(&stmt).await {
-            Ok(s) => s,
-            Err(source) => return Err(self.run_error(Op::Insert, source)),
-        };
+        self.quiesce().await?;
+        let sink = self.client.copy_in::<_, Bytes>(&stmt).await.map_err(|source| {
+            ApplyError::Change { table: table.to_string(), op: Op::Insert, commit_lsn, source }
+        })?;
         self.stats.statements += 1;
         let mut c = CopyState {
             sink: Box::pin(sink),
@@ -665,69 +855,159 @@ impl PostgresTarget {
         if binary {
             c.buf.extend_from_slice(COPY_BINARY_HEADER);
         }
-        let Some(Run { kind: RunKind::Insert { rows, copy, format }, .. }) = &mut self.run else {
-            unreachable!()
-        };
+        Ok(c)
+    }
+
+    /// Turns the buffered insert run `i` into a streaming COPY (the run stays open).
+    async fn stream_copy(&mut self, i: usize) -> Result<(), ApplyError> {
+        let (rel_id, commit_lsn) = (self.runs[i].rel_id, self.runs[i].commit_lsn);
+        let RunKind::Insert { format, .. } = &self.runs[i].kind else { return Ok(()) };
+        let binary = *format != Some(ValueFormat::Text);
+        // Another run's COPY may end here, which shifts the indices.
+        let mut c = self.open_copy(rel_id, commit_lsn, binary).await?;
+        let i = self.run_index(rel_id).expect("opening a COPY keeps this table's run");
+        let run = &mut self.runs[i];
+        self.buffered -= run.bytes;
+        run.bytes = 0;
+        let RunKind::Insert { rows, keys, copy, format } = &mut run.kind else { unreachable!() };
         // Only rows of the COPY's format may join it from now on.
         *format = Some(if binary { ValueFormat::Binary } else { ValueFormat::Text });
         for row in rows.drain(..) {
             encode_copy_row(&mut c, &row.columns);
             c.rows += 1;
         }
+        *keys = HashMap::new();
         *copy = Some(c);
         Ok(())
     }
 
-    /// Sends out the current run as statements.
-    async fn end_run(&mut self) -> Result<(), ApplyError> {
-        let Some(run) = self.run.take() else { return Ok(()) };
-        let commit_lsn = run.commit_lsn;
-        match run.kind {
-            RunKind::Insert { rows, copy: Some(mut c), .. } => {
-                if c.binary {
-                    c.buf.extend_from_slice(COPY_BINARY_TRAILER);
+    /// Ends the run holding an open COPY, if any.
+    async fn close_copy(&mut self) -> Result<(), ApplyError> {
+        let open =
+            self.runs.iter().position(|r| matches!(r.kind, RunKind::Insert { copy: Some(_), .. }));
+        if let Some(i) = open {
+            let run = self.runs.remove(i);
+            let RunKind::Insert { copy: Some(c), .. } = run.kind else { unreachable!() };
+            self.finish_copy(&run.rel, run.commit_lsn, c).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the rest of a COPY and queues its completion.
+    async fn finish_copy(
+        &mut self,
+        rel: &Relation,
+        commit_lsn: Lsn,
+        mut c: CopyState,
+    ) -> Result<(), ApplyError> {
+        if c.binary {
+            c.buf.extend_from_slice(COPY_BINARY_TRAILER);
+        }
+        let table: Arc<str> = table::qualified_name(rel).into();
+        let chunk = c.buf.split().freeze();
+        if let Err(source) = c.sink.send(chunk).await {
+            return Err(ApplyError::Change {
+                table: table.to_string(),
+                op: Op::Insert,
+                commit_lsn,
+                source,
+            });
+        }
+        self.stats.copied_rows += c.rows;
+        let expected = c.rows;
+        let mut sink = c.sink;
+        let fut: StmtFuture = Box::pin(async move { sink.as_mut().finish().await });
+        let purpose = Purpose::Change { table, op: Op::Insert, commit_lsn, expected };
+        self.pipe.push(fut, purpose, 64).await
+    }
+
+    /// Sends a run (already taken out of `runs`) as statements.
+    async fn send_run(&mut self, run: Run) -> Result<(), ApplyError> {
+        self.buffered -= run.bytes;
+        let Run { rel_id, rel, commit_lsn, kind, .. } = run;
+        match kind {
+            RunKind::Insert { copy: Some(c), .. } => self.finish_copy(&rel, commit_lsn, c).await,
+            RunKind::Insert { rows, format, copy: None, .. } => {
+                let no_arrays = !self.tables[&rel_id].cols.iter().any(|c| c.is_array);
+                if rows.len() >= self.cfg.copy_min_rows {
+                    let binary = format != Some(ValueFormat::Text);
+                    let mut c = self.open_copy(rel_id, commit_lsn, binary).await?;
+                    for row in &rows {
+                        encode_copy_row(&mut c, &row.columns);
+                        c.rows += 1;
+                        if c.buf.len() >= COPY_CHUNK {
+                            let chunk = c.buf.split().freeze();
+                            if let Err(source) = c.sink.send(chunk).await {
+                                return Err(ApplyError::Change {
+                                    table: table::qualified_name(&rel),
+                                    op: Op::Insert,
+                                    commit_lsn,
+                                    source,
+                                });
+                            }
+                        }
+                    }
+                    self.finish_copy(&rel, commit_lsn, c).await
+                } else if rows.len() >= 2 && no_arrays {
+                    self.insert_rows(rel_id, commit_lsn, &rows, format).await
+                } else {
+                    for row in &rows {
+                        self.insert_row(rel_id, commit_lsn, row).await?;
+                    }
+                    Ok(())
                 }
-                let table: Arc<str> = table::qualified_name(&run.rel).into();
-                let chunk = c.buf.split().freeze();
-                debug_assert!(rows.is_empty());
-                if let Err(source) = c.sink.send(chunk).await {
-                    return Err(ApplyError::Change {
-                        table: table.to_string(),
-                        op: Op::Insert,
-                        commit_lsn,
-                        source,
-                    });
-                }
-                self.stats.copied_rows += c.rows;
-                let expected = c.rows;
-                let mut sink = c.sink;
-                let fut: StmtFuture = Box::pin(async move { sink.as_mut().finish().await });
-                let purpose = Purpose::Change { table, op: Op::Insert, commit_lsn, expected };
-                self.pipe.push(fut, purpose, 64).await
             }
-            RunKind::Insert { rows, copy: None, .. } => {
-                for row in rows {
-                    self.insert_row(run.rel_id, row).await?;
-                }
-                Ok(())
-            }
-            RunKind::Update { rows, set, binary, key_binary, .. } => {
-                self.flush_update_run(run.rel_id, commit_lsn, rows, set, binary, key_binary).await
-            }
+            RunKind::Update { rows, .. } => self.flush_update_run(rel_id, commit_lsn, rows).await,
             RunKind::Delete { rows, key_binary, .. } => {
-                self.flush_delete_run(run.rel_id, commit_lsn, rows, key_binary).await
+                self.flush_delete_run(rel_id, commit_lsn, rows, key_binary).await
             }
         }
     }
 
-    async fn insert_row(&mut self, rel_id: u32, row: Tuple) -> Result<(), ApplyError> {
+    async fn insert_row(
+        &mut self,
+        rel_id: u32,
+        commit_lsn: Lsn,
+        row: &Tuple,
+    ) -> Result<(), ApplyError> {
         let (stmt, table) =
             self.statement(rel_id, Op::Insert, StmtKey::Insert, TableInfo::insert_sql).await?;
         let params: Vec<Param> =
             row.columns.iter().map(|v| Param::from_column(v).unwrap_or(Param::Null)).collect();
         let bytes = params_bytes(&params);
-        let purpose =
-            Purpose::Change { table, op: Op::Insert, commit_lsn: self.commit_lsn(), expected: 1 };
+        let purpose = Purpose::Change { table, op: Op::Insert, commit_lsn, expected: 1 };
+        let fut = stmt_future(&self.client, stmt, params);
+        self.push(fut, purpose, bytes).await
+    }
+
+    /// A short run of inserts as one statement over arrays (a COPY costs a round trip).
+    async fn insert_rows(
+        &mut self,
+        rel_id: u32,
+        commit_lsn: Lsn,
+        rows: &[Tuple],
+        format: Option<ValueFormat>,
+    ) -> Result<(), ApplyError> {
+        let binary = format != Some(ValueFormat::Text);
+        let (stmt, table) = self
+            .statement(rel_id, Op::Insert, StmtKey::BatchInsert { binary }, |t| {
+                t.batch_insert_sql(binary)
+            })
+            .await?;
+        let t = &self.tables[&rel_id];
+        let params: Vec<Param> = t
+            .cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let oid = if binary { c.type_oid } else { TEXT_OID };
+                Param::Binary(value::binary_array(oid, rows.iter().map(|r| &r.columns[i])))
+            })
+            .collect();
+        let bytes = params_bytes(&params);
+        let expected = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        self.stats.batched_rows += expected;
+        let purpose = Purpose::Change { table, op: Op::Insert, commit_lsn, expected };
         let fut = stmt_future(&self.client, stmt, params);
         self.push(fut, purpose, bytes).await
     }
@@ -789,7 +1069,8 @@ impl PostgresTarget {
                     detail: "replica identity full without the old row".into(),
                 });
             };
-            self.end_run().await?;
+            self.leave_others(rel.rel_id).await?;
+            self.end_table_run(rel.rel_id).await?;
             return self.full_identity_row(rel.rel_id, Op::Update, Some((&new, &set)), &old).await;
         }
         let key = Self::key_values(t, Op::Update, old.as_ref().map(OldTuple::tuple), Some(&new))?;
@@ -810,7 +1091,8 @@ impl PostgresTarget {
                     detail: "replica identity full without the old row".into(),
                 });
             };
-            self.end_run().await?;
+            self.leave_others(rel.rel_id).await?;
+            self.end_table_run(rel.rel_id).await?;
             return self.full_identity_row(rel.rel_id, Op::Delete, None, &old).await;
         }
         let key = Self::key_values(t, Op::Delete, Some(old.tuple()), None)?;
@@ -857,7 +1139,8 @@ impl PostgresTarget {
         self.push(fut, purpose, bytes).await
     }
 
-    /// Updates by key: joins (or starts) a set-based run, or goes alone.
+    /// Updates by key: folds into the table's buffered insert or update of the same row,
+    /// joins (or starts) the table's update run, or goes alone.
     async fn update_by_key(
         &mut self,
         rel: Arc<Relation>,
@@ -865,55 +1148,71 @@ impl PostgresTarget {
         new: Tuple,
         set: Box<[bool]>,
     ) -> Result<(), ApplyError> {
-        let t = &self.tables[&rel.rel_id];
+        let rel_id = rel.rel_id;
+        let t = &self.tables[&rel_id];
         let batchable =
             !t.cols.iter().enumerate().any(|(i, c)| c.is_array && (set[i] || t.key.contains(&i)));
-        let binary = column_binary(&new.columns);
-        let key_binary = column_binary(&key);
         let key_bytes: Vec<Bytes> = key.iter().filter_map(|v| v.bytes().cloned()).collect();
+        let new_key = new_key_bytes(t, &new);
+        let same_key = new_key == key_bytes;
+        let hazard = t.unique_hazard;
         let key_tuple = Tuple { columns: key };
-        let new_key = new_key_bytes(&self.tables[&rel.rel_id], &new);
-        if batchable
-            && let Some(Run {
-                rel_id,
-                rel: r,
-                kind: RunKind::Update { set: s, binary: b, key_binary: kb, rows, keys },
-                ..
-            }) = &mut self.run
-            && *rel_id == rel.rel_id
-            && Arc::ptr_eq(r, &rel)
-            && *s == set
-            && **kb == *key_binary
-            && same_formats(b, &binary, &new.columns)
-            && rows.len() < self.cfg.batch_max_rows
-            && !keys.contains(&key_bytes)
-            && !keys.contains(&new_key)
+        self.leave_others(rel_id).await?;
+        if !batchable {
+            self.end_table_run(rel_id).await?;
+            return self.update_row(rel_id, self.commit_lsn(), &key_tuple, &new, &set).await;
+        }
+        let bytes = tuple_bytes(&new) + tuple_bytes(&key_tuple);
+        if let Some(i) = self.run_index(rel_id)
+            && same_key
+            && Arc::ptr_eq(&self.runs[i].rel, &rel)
         {
-            keys.insert(key_bytes);
-            keys.insert(new_key);
-            rows.push((key_tuple, new));
-            return Ok(());
+            match &mut self.runs[i].kind {
+                RunKind::Insert { format, rows, keys, copy: None } => {
+                    if let Some(&j) = keys.get(&key_bytes) {
+                        let merged = fold_into_insert(&rows[j], &new);
+                        let fits = ValueFormat::of_row(&merged.columns)
+                            .is_some_and(|f| f.is_none() || format.is_none() || f == *format);
+                        if fits {
+                            rows[j] = merged;
+                            return self.buffered_more(i, bytes).await;
+                        }
+                    }
+                }
+                RunKind::Update { rows, keys } if !hazard => {
+                    if let Some(Some(j)) = keys.get(&key_bytes) {
+                        fold_into_update(&mut rows[*j], new, &set);
+                        return self.buffered_more(i, bytes).await;
+                    }
+                }
+                _ => {}
+            }
         }
-        self.end_run().await?;
-        if batchable {
-            let mut keys = HashSet::new();
-            keys.insert(key_bytes);
-            keys.insert(new_key);
-            self.run = Some(Run {
-                rel_id: rel.rel_id,
-                rel,
-                commit_lsn: self.commit_lsn(),
-                kind: RunKind::Update {
-                    set,
-                    binary: binary.into(),
-                    key_binary: key_binary.into(),
-                    rows: vec![(key_tuple, new)],
-                    keys,
-                },
-            });
-            return Ok(());
+        let fits = self.run_index(rel_id).is_some_and(|i| match &self.runs[i] {
+            Run { rel: r, kind: RunKind::Update { rows, keys }, .. } => {
+                Arc::ptr_eq(r, &rel)
+                    && rows.len() < self.cfg.batch_max_rows
+                    && !keys.contains_key(&key_bytes)
+                    && !keys.contains_key(&new_key)
+            }
+            _ => false,
+        });
+        let i = match self.run_index(rel_id) {
+            Some(i) if fits => i,
+            _ => {
+                let kind = RunKind::Update { rows: Vec::new(), keys: HashMap::new() };
+                self.start_run(&rel, kind).await?
+            }
+        };
+        let RunKind::Update { rows, keys } = &mut self.runs[i].kind else { unreachable!() };
+        if same_key {
+            keys.insert(key_bytes, Some(rows.len()));
+        } else {
+            keys.insert(key_bytes, None);
+            keys.insert(new_key, None);
         }
-        self.update_row(rel.rel_id, self.commit_lsn(), &key_tuple, &new, &set).await
+        rows.push(UpdateRow { key: key_tuple, new, set });
+        self.buffered_more(i, bytes).await
     }
 
     async fn update_row(
@@ -947,21 +1246,59 @@ impl PostgresTarget {
         self.push(fut, purpose, bytes).await
     }
 
+    /// Sends a run of updates (distinct keys): one set-based statement per shape (columns set,
+    /// value formats) with enough rows, single-row statements for the rest.
     async fn flush_update_run(
         &mut self,
         rel_id: u32,
         commit_lsn: Lsn,
-        rows: Vec<(Tuple, Tuple)>,
+        rows: Vec<UpdateRow>,
+    ) -> Result<(), ApplyError> {
+        if self.tables[&rel_id].unique_hazard {
+            // Row by row in source order: values may move between rows (see `unique_hazard`).
+            for row in &rows {
+                self.update_row(rel_id, commit_lsn, &row.key, &row.new, &row.set).await?;
+            }
+            return Ok(());
+        }
+        type Shape = (Box<[bool]>, Box<[bool]>, Box<[bool]>);
+        let mut shapes: Vec<(Shape, Vec<UpdateRow>)> = Vec::new();
+        for row in rows {
+            // Formats only matter for the columns that travel.
+            let binary: Box<[bool]> = row
+                .new
+                .columns
+                .iter()
+                .zip(&row.set)
+                .map(|(v, &s)| s && !matches!(v, ColumnValue::Text(_)))
+                .collect();
+            let shape = (row.set.clone(), binary, column_binary(&row.key.columns).into());
+            match shapes.iter_mut().find(|(s, _)| *s == shape) {
+                Some((_, group)) => group.push(row),
+                None => shapes.push((shape, vec![row])),
+            }
+        }
+        for ((set, binary, key_binary), group) in shapes {
+            if group.len() < self.cfg.batch_min_rows {
+                for row in &group {
+                    self.update_row(rel_id, commit_lsn, &row.key, &row.new, &set).await?;
+                }
+            } else {
+                self.update_batch(rel_id, commit_lsn, &group, set, binary, key_binary).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_batch(
+        &mut self,
+        rel_id: u32,
+        commit_lsn: Lsn,
+        rows: &[UpdateRow],
         set: Box<[bool]>,
         binary: Box<[bool]>,
         key_binary: Box<[bool]>,
     ) -> Result<(), ApplyError> {
-        if rows.len() < self.cfg.batch_min_rows {
-            for (key, new) in &rows {
-                self.update_row(rel_id, commit_lsn, key, new, &set).await?;
-            }
-            return Ok(());
-        }
         let (s, b, kb) = (set.clone(), binary.clone(), key_binary.clone());
         let key = StmtKey::BatchUpdate { set: set.clone(), binary: combined(&key_binary, &binary) };
         let (stmt, table) = self
@@ -973,7 +1310,7 @@ impl PostgresTarget {
             let oid = if key_binary[j] { t.cols[k].type_oid } else { TEXT_OID };
             params.push(Param::Binary(value::binary_array(
                 oid,
-                rows.iter().map(|(key, _)| &key.columns[j]),
+                rows.iter().map(|r| &r.key.columns[j]),
             )));
         }
         for (i, c) in t.cols.iter().enumerate() {
@@ -981,7 +1318,7 @@ impl PostgresTarget {
                 let oid = if binary[i] { c.type_oid } else { TEXT_OID };
                 params.push(Param::Binary(value::binary_array(
                     oid,
-                    rows.iter().map(|(_, new)| &new.columns[i]),
+                    rows.iter().map(|r| &r.new.columns[i]),
                 )));
             }
         }
@@ -998,45 +1335,42 @@ impl PostgresTarget {
         rel: Arc<Relation>,
         key: Vec<ColumnValue>,
     ) -> Result<(), ApplyError> {
-        let t = &self.tables[&rel.rel_id];
+        let rel_id = rel.rel_id;
+        let t = &self.tables[&rel_id];
         let batchable = !t.key.iter().any(|&k| t.cols[k].is_array);
         let key_binary = column_binary(&key);
         let key_bytes: Vec<Bytes> = key.iter().filter_map(|v| v.bytes().cloned()).collect();
         let key_tuple = Tuple { columns: key };
-        if batchable
-            && let Some(Run {
-                rel_id,
-                rel: r,
-                kind: RunKind::Delete { key_binary: kb, rows, keys },
-                ..
-            }) = &mut self.run
-            && *rel_id == rel.rel_id
-            && Arc::ptr_eq(r, &rel)
-            && **kb == *key_binary
-            && rows.len() < self.cfg.batch_max_rows
-            && !keys.contains(&key_bytes)
-        {
-            keys.insert(key_bytes);
-            rows.push(key_tuple);
-            return Ok(());
+        self.leave_others(rel_id).await?;
+        if !batchable {
+            self.end_table_run(rel_id).await?;
+            return self.delete_row(rel_id, self.commit_lsn(), &key_tuple).await;
         }
-        self.end_run().await?;
-        if batchable {
-            let mut keys = HashSet::new();
-            keys.insert(key_bytes);
-            self.run = Some(Run {
-                rel_id: rel.rel_id,
-                rel,
-                commit_lsn: self.commit_lsn(),
-                kind: RunKind::Delete {
+        let fits = self.run_index(rel_id).is_some_and(|i| match &self.runs[i] {
+            Run { rel: r, kind: RunKind::Delete { key_binary: kb, rows, keys }, .. } => {
+                Arc::ptr_eq(r, &rel)
+                    && **kb == *key_binary
+                    && rows.len() < self.cfg.batch_max_rows
+                    && !keys.contains(&key_bytes)
+            }
+            _ => false,
+        });
+        let i = match self.run_index(rel_id) {
+            Some(i) if fits => i,
+            _ => {
+                let kind = RunKind::Delete {
                     key_binary: key_binary.into(),
-                    rows: vec![key_tuple],
-                    keys,
-                },
-            });
-            return Ok(());
-        }
-        self.delete_row(rel.rel_id, self.commit_lsn(), &key_tuple).await
+                    rows: Vec::new(),
+                    keys: HashSet::new(),
+                };
+                self.start_run(&rel, kind).await?
+            }
+        };
+        let bytes = tuple_bytes(&key_tuple);
+        let RunKind::Delete { rows, keys, .. } = &mut self.runs[i].kind else { unreachable!() };
+        keys.insert(key_bytes);
+        rows.push(key_tuple);
+        self.buffered_more(i, bytes).await
     }
 
     async fn delete_row(
@@ -1102,7 +1436,6 @@ impl PostgresTarget {
         let fut = stmt_future(&self.client, stmt, params);
         self.push(fut, purpose, bytes).await
     }
-
     /// Marks every unconfirmed commit at or below the target's WAL flush position durable.
     fn resolve(&mut self, flushed: u64) {
         while let Some(&(pos, end)) = self.unconfirmed.front() {
@@ -1122,7 +1455,7 @@ impl PostgresTarget {
             ));
         }
         if self.in_txn || self.last_commit.is_some() {
-            self.end_run().await?;
+            self.end_runs().await?;
             self.ensure_txn().await?;
             if let Some(c) = self.last_commit {
                 let params = vec![
@@ -1182,14 +1515,6 @@ fn encode_copy_row(c: &mut CopyState, values: &[ColumnValue]) {
 /// Per column: is the value binary (NULLs count as binary until a text value shows up).
 fn column_binary(values: &[ColumnValue]) -> Vec<bool> {
     values.iter().map(|v| !matches!(v, ColumnValue::Text(_))).collect()
-}
-
-/// Whether a row's value formats agree with a run's (NULL and unchanged values agree with any).
-fn same_formats(run: &[bool], row: &[bool], values: &[ColumnValue]) -> bool {
-    run.iter()
-        .zip(row)
-        .zip(values)
-        .all(|((a, b), v)| a == b || matches!(v, ColumnValue::Null | ColumnValue::UnchangedToast))
 }
 
 fn combined(a: &[bool], b: &[bool]) -> Box<[bool]> {

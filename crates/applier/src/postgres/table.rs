@@ -57,6 +57,8 @@ pub(crate) enum StmtKey {
     Delete { matched: Box<[bool]> },
     /// `COPY` of all columns, binary or text.
     Copy { binary: bool },
+    /// Multi-row insert over one array per column, of binary (element) or text values.
+    BatchInsert { binary: bool },
     /// Set-based update over arrays: set columns, per-column array in binary (element) form.
     BatchUpdate { set: Box<[bool]>, binary: Box<[bool]> },
     /// Set-based delete over arrays of the key columns.
@@ -79,6 +81,10 @@ pub(crate) struct TableInfo {
     pub(crate) stmts: HashMap<StmtKey, Statement>,
     /// Any column is `GENERATED ALWAYS AS IDENTITY`.
     pub(crate) has_identity_always: bool,
+    /// The target checks uniqueness (or exclusion) row by row on something other than the
+    /// identity key: updates must then go one at a time in source order, since a value
+    /// moving between rows would collide in a set-based statement.
+    pub(crate) unique_hazard: bool,
 }
 
 impl TableInfo {
@@ -97,6 +103,7 @@ impl TableInfo {
             key,
             stmts: HashMap::new(),
             has_identity_always,
+            unique_hazard: false,
         }
     }
 
@@ -139,6 +146,19 @@ impl TableInfo {
         if binary {
             sql.push_str(" (FORMAT binary)");
         }
+        sql
+    }
+
+    /// Multi-row insert: `INSERT INTO t (a, b) SELECT * FROM unnest($1::a[], $2::b[])`.
+    /// Parameters: one array per column (no array columns: they cannot be unnested).
+    pub(crate) fn batch_insert_sql(&self, binary: bool) -> String {
+        let mut sql = format!("INSERT INTO {} ({})", self.name, self.col_list());
+        if self.has_identity_always {
+            sql.push_str(" OVERRIDING SYSTEM VALUE");
+        }
+        let arrays: Vec<String> =
+            (0..self.cols.len()).map(|i| self.array_param(i, i + 1, binary)).collect();
+        let _ = write!(sql, " SELECT * FROM unnest({})", arrays.join(", "));
         sql
     }
 
@@ -346,6 +366,16 @@ mod tests {
         assert_eq!(
             t.delete_sql(&[true, false, false]),
             "DELETE FROM \"my\"\"ns\".\"t\" WHERE \"id\" = $1::integer"
+        );
+        assert_eq!(
+            t.batch_insert_sql(true),
+            "INSERT INTO \"my\"\"ns\".\"t\" (\"id\", \"v\", \"j\") SELECT * FROM \
+             unnest($1::integer[], $2::text[], $3::json[])"
+        );
+        assert_eq!(
+            t.batch_insert_sql(false),
+            "INSERT INTO \"my\"\"ns\".\"t\" (\"id\", \"v\", \"j\") SELECT * FROM \
+             unnest($1::text[]::integer[], $2::text[]::text[], $3::text[]::json[])"
         );
         assert_eq!(
             t.batch_delete_sql(&[true]),
