@@ -349,6 +349,14 @@ impl PostgresTarget {
             .batch_execute(&format!("SET synchronous_commit = {sync}"))
             .await
             .map_err(|e| ApplyError::target("setting synchronous_commit", e))?;
+        // Rows are always found by key, as the native subscriber finds them (through the
+        // identity index). The planner would seq-scan small tables, and a table that many
+        // updates of one group have bloated with versions only this transaction can see is
+        // then scanned whole for every row: measured at ~250 us per update of a 200-row table.
+        client
+            .batch_execute("SET enable_seqscan = off")
+            .await
+            .map_err(|e| ApplyError::target("setting enable_seqscan", e))?;
         let mut reorder = false;
         if cfg.replica_role {
             match client.batch_execute("SET session_replication_role = replica").await {
