@@ -40,7 +40,9 @@ pub enum ApplyError {
         table: String,
         /// What the statement did.
         op: Op,
-        /// Commit LSN of the source transaction the change belongs to.
+        /// Commit LSN of the source transaction the change belongs to; for a statement that
+        /// carries rows of several source transactions (COPY, set-based, folded updates), the
+        /// first of them.
         commit_lsn: Lsn,
         /// The target's error.
         #[source]
