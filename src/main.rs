@@ -17,7 +17,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(pgmirror::cli::run(cli)) {
+    // Run the command on a worker thread, not in `block_on` on the main thread: a pipelined
+    // apply loop there pays a thread wake-up per statement (measured: about 2x slower).
+    let outcome = runtime.block_on(async { tokio::spawn(pgmirror::cli::run(cli)).await });
+    let result = match outcome {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("error: the command's task failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             // `{:#}` prints the whole context chain on one line: "what failed: why".
