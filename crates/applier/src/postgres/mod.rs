@@ -353,10 +353,13 @@ impl PostgresTarget {
         // identity index). The planner would seq-scan small tables, and a table that many
         // updates of one group have bloated with versions only this transaction can see is
         // then scanned whole for every row: measured at ~250 us per update of a 200-row table.
+        // A disabled seq scan still costs 1e10, which crosses `jit_above_cost`: a FULL-identity
+        // table without an index (only a seq scan can find its rows) then JIT-compiled every
+        // statement, about 160 ms each. Apply statements touch a few rows; JIT never pays.
         client
-            .batch_execute("SET enable_seqscan = off")
+            .batch_execute("SET enable_seqscan = off; SET jit = off")
             .await
-            .map_err(|e| ApplyError::target("setting enable_seqscan", e))?;
+            .map_err(|e| ApplyError::target("setting enable_seqscan and jit", e))?;
         let mut reorder = false;
         if cfg.replica_role {
             match client.batch_execute("SET session_replication_role = replica").await {
