@@ -449,8 +449,8 @@ impl PostgresTarget {
         if self.poisoned { Err(ApplyError::Poisoned) } else { Ok(()) }
     }
 
-    /// Whether changes to different tables are batched independently (see [`Run`]): the
-    /// session runs with `session_replication_role = replica`.
+    /// Whether changes to different tables are batched independently (each table's run goes
+    /// out on its own schedule): the session runs with `session_replication_role = replica`.
     pub fn batches_across_tables(&self) -> bool {
         self.reorder
     }
