@@ -142,13 +142,18 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
     }
 }
 
+/// How long a start waits for the mirror's lock before deciding another pgmirror holds it: the
+/// session of a previous process that was killed ends on the server only once the server
+/// notices the closed socket, which takes a moment on a loaded machine.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// A target connection that holds this mirror's advisory lock, so a second pgmirror for the
 /// same mirror refuses to run.
 async fn lock_mirror(target: &ConnConfig, name: &str) -> anyhow::Result<Client> {
     let client = replication::connect_sql(target).await.context("connecting to the target")?;
     // The session of this process's previous attempt may still be ending on the server: give
     // it a moment before deciding that another pgmirror holds the lock.
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
     let locked = loop {
         let locked: bool = client
             .query_one(

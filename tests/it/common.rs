@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 
 use std::future::Future;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgcluster::Cluster;
@@ -88,4 +89,38 @@ pub async fn wait_converged(src: &Client, dst: &Client, timeout: Duration) {
         got == want
     })
     .await;
+}
+
+/// A `pgmirror mirror` child process, SIGKILLed when dropped (a failed test leaves none behind).
+pub struct Mirror(pub Child);
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The built binary mirroring the Store tables from `source` to `target` as mirror `name`.
+pub fn spawn_mirror(source: &str, target: &str, name: &str) -> Mirror {
+    spawn(&["--name", name, "--tables", &store::TABLES.join(",")], source, target)
+}
+
+/// The built binary running `pgmirror mirror --source --target` plus `args`.
+pub fn spawn(args: &[&str], source: &str, target: &str) -> Mirror {
+    let child = Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+        .args(["mirror", "--source", source, "--target", target])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn pgmirror");
+    Mirror(child)
+}
+
+/// SIGKILLs a mirror process and reaps it.
+pub fn kill(child: &mut Mirror) {
+    child.0.kill().expect("SIGKILL pgmirror");
+    child.0.wait().expect("reap pgmirror");
 }

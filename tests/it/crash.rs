@@ -1,23 +1,11 @@
 //! pgmirror killed with SIGKILL at random moments, restarted, and the target still exact.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{fingerprints, store_pair, wait_converged};
-
-fn spawn_mirror(source: &str, target: &str, name: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_pgmirror"))
-        .args(["mirror", "--source", source, "--target", target, "--name", name])
-        .args(["--tables", &store::TABLES.join(",")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn pgmirror")
-}
+use crate::common::{fingerprints, kill, spawn_mirror, store_pair, wait_converged};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_copy_and_catch_up_loses_and_repeats_nothing() {
@@ -32,8 +20,7 @@ async fn sigkill_during_copy_and_catch_up_loses_and_repeats_nothing() {
     for _ in 0..3 {
         let mut child = spawn_mirror(&source, &target, &name);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(20..400))).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill(&mut child);
     }
 
     // A backlog built while pgmirror is down, then killed repeatedly while catching up.
@@ -52,16 +39,14 @@ async fn sigkill_during_copy_and_catch_up_loses_and_repeats_nothing() {
             .unwrap();
         let mut child = spawn_mirror(&source, &target, &name);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..700))).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill(&mut child);
         kills += 1;
     }
 
     // The last run is left to finish: every table equals the primary.
     let mut child = spawn_mirror(&source, &target, &name);
     wait_converged(&src, &dst, Duration::from_secs(90)).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill(&mut child);
     assert_eq!(fingerprints(&src).await, fingerprints(&dst).await, "after {kills} kills");
 
     // Exactly once: the stored progress is a commit position the slot has confirmed.

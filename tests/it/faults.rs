@@ -3,7 +3,7 @@
 //! process for the same mirror, and a huge transaction. After every fault the target must equal
 //! the primary, with nothing lost and nothing repeated, or pgmirror must stop with a clear error.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,39 +16,10 @@ use rand::{Rng, SeedableRng};
 use replication::ConnConfig;
 use tokio_postgres::Client;
 
-use crate::common::{fingerprints, store_mirror, store_pair, wait_converged, wait_for};
+use crate::common::{
+    fingerprints, kill, spawn, spawn_mirror, store_mirror, store_pair, wait_converged, wait_for,
+};
 use crate::support::proxy::Proxy;
-
-/// A pgmirror child process, SIGKILLed when dropped (so a failed test leaves none behind).
-struct Mirror(Child);
-
-impl Drop for Mirror {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_mirror(source: &str, target: &str, name: &str) -> Mirror {
-    spawn(&["--name", name, "--tables", &store::TABLES.join(",")], source, target)
-}
-
-fn spawn(args: &[&str], source: &str, target: &str) -> Mirror {
-    let child = Command::new(env!("CARGO_BIN_EXE_pgmirror"))
-        .args(["mirror", "--source", source, "--target", target])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn pgmirror");
-    Mirror(child)
-}
-
-fn kill(child: &mut Mirror) {
-    child.0.kill().expect("SIGKILL pgmirror");
-    child.0.wait().expect("reap pgmirror");
-}
 
 /// A task running Store OLTP transactions until the handle is dropped; `gate` pauses it.
 struct Writer {
