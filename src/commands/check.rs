@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Args;
 use replication::{ConnConfig, ReplicationClient};
 use serde::Serialize;
-use tablesync::{ReplicaIdentity, TableDef, TargetOptions, TargetTable, quote_ident};
+use tablesync::{TableDef, TargetOptions, TargetTable, quote_ident};
 use tokio_postgres::Client;
 
 use crate::cli::TableSelection;
@@ -442,14 +442,7 @@ async fn table_checks(
 
 /// Every table logs enough of an old row for UPDATE and DELETE.
 fn replica_identity_check(tables: &[TableDef], report: &mut Report) {
-    let missing: Vec<&TableDef> = tables
-        .iter()
-        .filter(|t| match t.replica_identity {
-            ReplicaIdentity::Nothing => true,
-            ReplicaIdentity::Default => t.primary_key.is_empty(),
-            ReplicaIdentity::Full | ReplicaIdentity::Index => false,
-        })
-        .collect();
+    let missing: Vec<&TableDef> = tables.iter().filter(|t| !t.has_replica_identity()).collect();
     if missing.is_empty() {
         report.pass("replica identity", "every table has a primary key or a replica identity");
         return;

@@ -20,7 +20,7 @@ use pgoutput_decoder::Lsn;
 use replication::{
     ConnConfig, CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication, Streaming,
 };
-use tablesync::{CopyEvent, CopyOptions, ReplicaIdentity, TableDef, TargetOptions};
+use tablesync::{CopyEvent, CopyOptions, TableDef, TargetOptions};
 use tokio_postgres::Client;
 
 use crate::cli::TableSelection;
@@ -314,12 +314,7 @@ async fn undo_setup(
 
 fn check_replica_identity(tables: &[TableDef]) -> anyhow::Result<()> {
     for t in tables {
-        let missing = match t.replica_identity {
-            ReplicaIdentity::Nothing => true,
-            ReplicaIdentity::Default => t.primary_key.is_empty(),
-            ReplicaIdentity::Full | ReplicaIdentity::Index => false,
-        };
-        if missing {
+        if !t.has_replica_identity() {
             bail!(
                 "table {} has no primary key or replica identity, so its UPDATEs and DELETEs \
                  cannot be replicated; fix: ALTER TABLE {} REPLICA IDENTITY FULL (or add a \

@@ -80,6 +80,25 @@ impl ReplicaIdentity {
     }
 }
 
+/// The OID of an ordinary or partitioned table `name` on `side` ("source" or "target"), if
+/// it exists.
+pub(crate) async fn table_oid(
+    client: &Client,
+    name: &QualifiedName,
+    side: &str,
+) -> Result<Option<u32>, Error> {
+    let row = client
+        .query_opt(
+            "SELECT c.oid FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&name.schema, &name.name],
+        )
+        .await
+        .db_context(|| format!("looking up table {name} on the {side}"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// A source table with everything needed to create, copy and verify it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableDef {
@@ -131,6 +150,16 @@ impl TableDef {
     /// Quoted, comma-separated list of [`Self::copy_columns`].
     pub fn copy_column_list(&self) -> String {
         self.copy_columns().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Whether the source can publish this table's UPDATEs and DELETEs: it needs a primary
+    /// key (replica identity DEFAULT), an identity index, or REPLICA IDENTITY FULL.
+    pub fn has_replica_identity(&self) -> bool {
+        match self.replica_identity {
+            ReplicaIdentity::Nothing => false,
+            ReplicaIdentity::Default => !self.primary_key.is_empty(),
+            ReplicaIdentity::Full | ReplicaIdentity::Index => true,
+        }
     }
 
     /// Columns that order rows uniquely: the primary key, else the replica identity index.
@@ -200,16 +229,9 @@ pub async fn resolve_tables(
     let mut oids = Vec::with_capacity(names.len());
     let mut seen = HashSet::new();
     for name in names {
-        let row = client
-            .query_opt(
-                "SELECT c.oid FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-                &[&name.schema, &name.name],
-            )
-            .await
-            .db_context(|| format!("looking up table {name} on the source"))?;
-        let oid: u32 = row.ok_or_else(|| Error::TableNotFound { table: name.clone() })?.get(0);
+        let oid = table_oid(client, name, "source")
+            .await?
+            .ok_or_else(|| Error::TableNotFound { table: name.clone() })?;
         if seen.insert(oid) {
             oids.push(oid);
         }

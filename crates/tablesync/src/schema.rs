@@ -21,7 +21,7 @@
 
 use tokio_postgres::Client;
 
-use crate::catalog::{ColumnDef, TableDef, load_columns};
+use crate::catalog::{ColumnDef, TableDef, load_columns, table_oid};
 use crate::error::{DbContext, Error};
 use crate::ident::{QualifiedName, quote_ident};
 
@@ -87,16 +87,7 @@ pub(crate) async fn target_table_oid(
     client: &Client,
     name: &QualifiedName,
 ) -> Result<Option<u32>, Error> {
-    let row = client
-        .query_opt(
-            "SELECT c.oid FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-            &[&name.schema, &name.name],
-        )
-        .await
-        .db_context(|| format!("looking up table {name} on the target"))?;
-    Ok(row.map(|r| r.get(0)))
+    table_oid(client, name, "target").await
 }
 
 /// The DDL creating the schema (if missing) and the table, as one implicit transaction.
