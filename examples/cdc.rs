@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{Context, bail};
-use pgoutput_decoder::{ColumnValue, LogicalMessage, OldTuple, Relation, Tuple};
+use pgoutput_decoder::{Column, LogicalMessage, OldTuple, Relation, Tuple};
 use replication::{
     ConnConfig, CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication,
 };
@@ -120,15 +120,15 @@ fn qualified(rel: &Relation) -> String {
 /// `schema.table col=value ...`; with `keys_only`, just the replica identity columns.
 fn row(rel: &Relation, tuple: &Tuple, keys_only: bool) -> String {
     let mut s = qualified(rel);
-    for (col, value) in rel.columns.iter().zip(&tuple.columns) {
+    for (col, value) in rel.columns.iter().zip(tuple) {
         if keys_only && !col.is_key {
             continue;
         }
         let value = match value {
-            ColumnValue::Null => "null".to_owned(),
-            ColumnValue::UnchangedToast => "(unchanged)".to_owned(),
-            ColumnValue::Text(_) => format!("{:?}", value.as_str().unwrap_or("(not UTF-8)")),
-            ColumnValue::Binary(b) => format!("(binary, {} bytes)", b.len()),
+            Column::Null => "null".to_owned(),
+            Column::UnchangedToast => "(unchanged)".to_owned(),
+            Column::Text(_) => format!("{:?}", value.as_str().unwrap_or("(not UTF-8)")),
+            Column::Binary(b) => format!("(binary, {} bytes)", b.len()),
         };
         s.push_str(&format!(" {}={value}", col.name));
     }

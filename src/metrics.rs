@@ -259,7 +259,7 @@ mod tests {
             m.observe(&LogicalMessage::Insert(Insert {
                 xid: None,
                 rel_id: 7,
-                new: Tuple { columns: vec![] },
+                new: Tuple::default(),
             }));
         }
         m.positions(Lsn(1000), Lsn(400));

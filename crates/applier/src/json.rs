@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Arc;
 
-use pgoutput_decoder::{ColumnValue, DecodingMessage, Lsn, OldTuple, PgTimestamp, Relation, Tuple};
+use pgoutput_decoder::{Column, DecodingMessage, Lsn, OldTuple, PgTimestamp, Relation, Tuple};
 
 use crate::error::ApplyError;
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
@@ -190,7 +190,7 @@ fn old_or_key(line: &mut String, rel: &Relation, old: Option<&OldTuple>, new: Op
 fn row(line: &mut String, rel: &Relation, t: &Tuple, keys_only: Option<bool>) {
     line.push('{');
     let mut first = true;
-    for (c, v) in rel.columns.iter().zip(&t.columns) {
+    for (c, v) in rel.columns.iter().zip(t) {
         if keys_only.is_some() && !c.is_key {
             continue;
         }
@@ -275,11 +275,11 @@ fn embed_json(line: &mut String, s: &str) {
     }
 }
 
-fn value(line: &mut String, type_oid: u32, v: &ColumnValue) {
+fn value(line: &mut String, type_oid: u32, v: Column<'_>) {
     match v {
-        ColumnValue::Null => line.push_str("null"),
-        ColumnValue::UnchangedToast => line.push_str("{\"unchanged_toast\":true}"),
-        ColumnValue::Text(b) => {
+        Column::Null => line.push_str("null"),
+        Column::UnchangedToast => line.push_str("{\"unchanged_toast\":true}"),
+        Column::Text(b) => {
             let s = String::from_utf8_lossy(b);
             match type_oid {
                 oid::INT2
@@ -296,7 +296,7 @@ fn value(line: &mut String, type_oid: u32, v: &ColumnValue) {
                 _ => push_str(line, &s),
             }
         }
-        ColumnValue::Binary(b) => {
+        Column::Binary(b) => {
             if !binary_value(line, type_oid, b) {
                 line.push_str("{\"binary_hex\":");
                 push_str(line, &hex(b));
@@ -591,29 +591,21 @@ mod tests {
     #[test]
     fn values() {
         let mut s = String::new();
-        value(
-            &mut s,
-            oid::INT4,
-            &ColumnValue::Binary(bytes::Bytes::from_static(&[0xff, 0xff, 0xff, 0xfe])),
-        );
+        value(&mut s, oid::INT4, Column::Binary(&[0xff, 0xff, 0xff, 0xfe]));
         s.push(' ');
-        value(&mut s, oid::FLOAT8, &ColumnValue::Text(bytes::Bytes::from_static(b"NaN")));
+        value(&mut s, oid::FLOAT8, Column::Text(b"NaN"));
         s.push(' ');
-        value(
-            &mut s,
-            oid::JSONB,
-            &ColumnValue::Text(bytes::Bytes::from_static(b"{\"a\": [1, 2]}")),
-        );
+        value(&mut s, oid::JSONB, Column::Text(b"{\"a\": [1, 2]}"));
         s.push(' ');
-        value(&mut s, oid::JSON, &ColumnValue::Text(bytes::Bytes::from_static(b"{\n\"a\": 1}")));
+        value(&mut s, oid::JSON, Column::Text(b"{\n\"a\": 1}"));
         s.push(' ');
-        value(&mut s, oid::BOOL, &ColumnValue::Text(bytes::Bytes::from_static(b"t")));
+        value(&mut s, oid::BOOL, Column::Text(b"t"));
         s.push(' ');
-        value(&mut s, 600, &ColumnValue::Binary(bytes::Bytes::from_static(&[1, 2])));
+        value(&mut s, 600, Column::Binary(&[1, 2]));
         s.push(' ');
-        value(&mut s, oid::UUID, &ColumnValue::Binary(bytes::Bytes::from_static(&[0x12; 16])));
+        value(&mut s, oid::UUID, Column::Binary(&[0x12; 16]));
         s.push(' ');
-        value(&mut s, oid::TEXT, &ColumnValue::UnchangedToast);
+        value(&mut s, oid::TEXT, Column::UnchangedToast);
         assert_eq!(
             s,
             "-2 \"NaN\" {\"a\": [1, 2]} {\"a\":1} true {\"binary_hex\":\"\\\\x0102\",\"type_oid\":600} \

@@ -207,7 +207,7 @@ mod tests {
         LogicalMessage::Insert(Insert {
             xid: Some(xid),
             rel_id: 7,
-            new: Tuple { columns: vec![ColumnValue::Text(Bytes::copy_from_slice(v.as_bytes()))] },
+            new: Tuple::new(vec![ColumnValue::Text(Bytes::copy_from_slice(v.as_bytes()))]),
         })
     }
 
@@ -217,7 +217,7 @@ mod tests {
         while let Some(m) = r.next_message().unwrap() {
             match m {
                 LogicalMessage::Insert(i) => {
-                    out.push(i.new.columns[0].as_str().unwrap().to_owned())
+                    out.push(i.new.get(0).and_then(|c| c.as_str()).unwrap().to_owned())
                 }
                 other => panic!("{other:?}"),
             }

@@ -87,7 +87,8 @@ impl Change {
     /// A rough size in bytes (values plus a fixed overhead per row), for batching decisions.
     pub fn approx_bytes(&self) -> usize {
         fn tuple(t: &Tuple) -> usize {
-            t.columns.iter().map(|v| v.bytes().map_or(4, |b| b.len() + 4)).sum::<usize>() + 16
+            // The row as sent: per column a kind byte, plus length and bytes for values.
+            t.raw().len() + 16
         }
         match self {
             Change::Insert { new, .. } => tuple(new),

@@ -5,7 +5,7 @@ mod common;
 
 use applier::{ApplierConfig, ApplyError, Op};
 use common::{apply_all, count, exec_each, last_end, setup};
-use pgoutput_decoder::{ColumnValue, LogicalMessage};
+use pgoutput_decoder::{Column, LogicalMessage};
 use rand::SeedableRng;
 
 /// Store schema and data through COPY runs, OLTP transactions from several interleaved
@@ -82,8 +82,7 @@ async fn store_text_format() {
     .await;
     let msgs = env.fetch(1, false, &[], None).await;
     assert!(msgs.iter().all(|m| match m {
-        LogicalMessage::Insert(i) =>
-            i.new.columns.iter().all(|v| !matches!(v, ColumnValue::Binary(_))),
+        LogicalMessage::Insert(i) => i.new.iter().all(|v| !matches!(v, Column::Binary(_))),
         _ => true,
     }));
     let cfg = ApplierConfig { max_batch_rows: 7, ..ApplierConfig::default() };
@@ -110,7 +109,7 @@ async fn toasted_value_untouched() {
     let msgs = env.fetch(1, true, &[], None).await;
     let unchanged = count(
         &msgs,
-        |m| matches!(m, LogicalMessage::Update(u) if u.new.columns.iter().any(ColumnValue::is_unchanged_toast)),
+        |m| matches!(m, LogicalMessage::Update(u) if u.new.iter().any(Column::is_unchanged_toast)),
     );
     assert!(unchanged >= 5, "the source sent unchanged TOAST values");
     env.apply(&msgs, ApplierConfig::default()).await.unwrap();

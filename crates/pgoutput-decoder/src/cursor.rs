@@ -1,6 +1,6 @@
 //! A checked big-endian reader over a [`Bytes`] buffer that never panics.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use crate::error::{DecodeError, DecodeErrorKind};
 
@@ -11,16 +11,19 @@ use crate::error::{DecodeError, DecodeErrorKind};
 pub(crate) struct Cursor {
     buf: Bytes,
     pos: usize,
+    /// Offset of `buf` in the input: nonzero once [`since`](Self::since) handed the
+    /// input over (then `buf` is empty).
+    base: usize,
 }
 
 impl Cursor {
     pub(crate) fn new(buf: Bytes) -> Self {
-        Self { buf, pos: 0 }
+        Self { buf, pos: 0, base: 0 }
     }
 
     /// Offset of the next byte to read.
     pub(crate) fn offset(&self) -> usize {
-        self.pos
+        self.base + self.pos
     }
 
     pub(crate) fn remaining(&self) -> usize {
@@ -29,7 +32,7 @@ impl Cursor {
 
     /// An error of `kind` located at the current offset.
     pub(crate) fn error(&self, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError::new(kind, self.pos, None)
+        DecodeError::new(kind, self.offset(), None)
     }
 
     /// An error of `kind` located at `offset`.
@@ -100,7 +103,7 @@ impl Cursor {
         field: &'static str,
         min_item_size: usize,
     ) -> Result<usize, DecodeError> {
-        let at = self.pos;
+        let at = self.offset();
         let raw = self.i32(field)?;
         self.checked_len(at, field, i64::from(raw), usize::try_from(raw).ok(), min_item_size)
     }
@@ -112,7 +115,7 @@ impl Cursor {
         field: &'static str,
         min_item_size: usize,
     ) -> Result<usize, DecodeError> {
-        let at = self.pos;
+        let at = self.offset();
         let raw = self.i16(field)?;
         self.checked_len(at, field, i64::from(raw), usize::try_from(raw).ok(), min_item_size)
     }
@@ -142,6 +145,44 @@ impl Cursor {
         let start = self.pos;
         self.pos += len;
         Ok(self.buf.slice(start..self.pos))
+    }
+
+    /// Skips the next `len` bytes.
+    #[inline]
+    pub(crate) fn skip(&mut self, field: &'static str, len: usize) -> Result<(), DecodeError> {
+        if len > self.remaining() {
+            return Err(self.eof(field, len));
+        }
+        self.pos += len;
+        Ok(())
+    }
+
+    /// The bytes from offset `start` (an earlier [`offset`](Self::offset)) up to the
+    /// current offset, as a zero-copy slice.
+    ///
+    /// When that is the rest of the input, as for a message's last tuple, the input
+    /// itself is handed over rather than another reference to it counted: that saves
+    /// an atomic increment and decrement per row. The cursor then stays at the end.
+    #[inline]
+    pub(crate) fn since(&mut self, start: usize) -> Bytes {
+        let Some(start) = start.checked_sub(self.base).filter(|&s| s <= self.pos) else {
+            return Bytes::new(); // not an earlier offset; not reached
+        };
+        if self.remaining() == 0 {
+            let mut tail = std::mem::take(&mut self.buf);
+            tail.advance(start);
+            self.base += self.pos;
+            self.pos = 0;
+            tail
+        } else {
+            self.buf.slice(start..self.pos)
+        }
+    }
+
+    /// Everything that is left, borrowed.
+    #[inline]
+    pub(crate) fn rest_slice(&self) -> &[u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
     }
 
     /// Everything that is left, as a zero-copy slice.
@@ -233,6 +274,35 @@ mod tests {
         c.u8("x").unwrap();
         let b = c.bytes("v", 2).unwrap();
         assert_eq!(b.as_ptr(), input[1..].as_ptr());
+        assert_eq!(c.since(1).as_ptr(), input[1..].as_ptr());
+        assert_eq!(c.since(0).len(), 3);
+        assert_eq!(c.offset(), 3);
+        assert!(matches!(
+            c.skip("w", 2).unwrap_err().kind(),
+            DecodeErrorKind::UnexpectedEof { field: "w", needed: 2, remaining: 1 }
+        ));
+        c.skip("w", 0).unwrap();
         assert_eq!(&c.rest()[..], &[4]);
+    }
+
+    #[test]
+    fn a_slice_to_the_end_takes_over_the_input() {
+        let input = Bytes::from(vec![1u8, 2, 3, 4]);
+        let mut c = Cursor::new(input.clone());
+        c.u8("x").unwrap();
+        c.skip("v", 3).unwrap();
+        let tail = c.since(1);
+        assert_eq!((tail.as_ptr(), tail.len()), (input[1..].as_ptr(), 3));
+        // The cursor is still at the end of the input, offsets included.
+        assert_eq!((c.offset(), c.remaining()), (4, 0));
+        c.finish().unwrap();
+        let e = c.u8("y").unwrap_err();
+        assert_eq!(e.offset(), 4);
+        assert_eq!(
+            e.kind(),
+            &DecodeErrorKind::UnexpectedEof { field: "y", needed: 1, remaining: 0 }
+        );
+        assert_eq!(c.since(4).len(), 0);
+        assert_eq!(c.since(1).len(), 0);
     }
 }

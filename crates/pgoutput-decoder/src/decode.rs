@@ -8,10 +8,10 @@ use crate::error::{DecodeError, DecodeErrorKind};
 use crate::lsn::Lsn;
 use crate::message::*;
 use crate::time::PgTimestamp;
-use crate::tuple::{ColumnValue, OldTuple, Tuple};
+use crate::tuple::{OldTuple, Tuple};
 
-/// Smallest wire size of one TupleData column (its kind byte), used to bound
-/// allocations by what the remaining input could hold.
+/// Smallest wire size of one TupleData column (its kind byte), used to refuse a
+/// column count the remaining input could not hold.
 const MIN_COLUMN_SIZE: usize = 1;
 /// Smallest wire size of one Relation column: flags, empty name, type oid, typmod.
 const MIN_RELATION_COLUMN_SIZE: usize = 1 + 1 + 4 + 4;
@@ -395,32 +395,70 @@ fn expect_byte(cur: &mut Cursor, want: u8, field: &'static str) -> Result<(), De
 }
 
 /// Decodes a TupleData block: Int16 count, then one kind byte (+ value) per column.
+///
+/// Checks every column's kind and length, then keeps the block as one slice: no
+/// per-column objects (the [`Tuple`] walks the checked bytes when read).
 #[inline]
 fn decode_tuple(cur: &mut Cursor) -> Result<Tuple, DecodeError> {
+    let start = cur.offset();
     let ncols = cur.len_i16("tuple column count", MIN_COLUMN_SIZE)?;
-    let mut columns = Vec::with_capacity(ncols);
+    match scan_columns(cur.rest_slice(), ncols) {
+        Some(len) => cur.skip("tuple data", len)?,
+        None => return Err(tuple_error(cur, ncols)),
+    }
+    Ok(Tuple::from_validated(cur.since(start)))
+}
+
+/// The length of `ncols` well-formed column entries at the start of `buf`, or `None`
+/// if they are not (then [`tuple_error`] says why). The hot loop: plain slice reads.
+#[inline]
+fn scan_columns(buf: &[u8], ncols: usize) -> Option<usize> {
+    let mut pos = 0usize;
+    for _ in 0..ncols {
+        let kind = *buf.get(pos)?;
+        // The two kinds with a value first; plain comparisons rather than a jump table.
+        if kind == tag::COLUMN_TEXT || kind == tag::COLUMN_BINARY {
+            let len = buf.get(pos + 1..pos + 5)?;
+            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            pos = (pos + 5).checked_add(usize::try_from(len).ok()?)?;
+        } else if kind == tag::COLUMN_NULL || kind == tag::COLUMN_UNCHANGED_TOAST {
+            pos += 1;
+        } else {
+            return None;
+        }
+    }
+    (pos <= buf.len()).then_some(pos)
+}
+
+/// The error of column entries [`scan_columns`] refused, with its field and offset.
+#[cold]
+#[inline(never)]
+fn tuple_error(cur: &mut Cursor, ncols: usize) -> DecodeError {
+    match check_columns(cur, ncols) {
+        Err(e) => e,
+        // Unreachable: the two checks agree (tested); still an error, not a panic.
+        Ok(()) => cur.error(DecodeErrorKind::InvalidValue { field: "tuple data", value: 0 }),
+    }
+}
+
+/// Reads `ncols` column entries field by field: the slow twin of [`scan_columns`]
+/// that names the failing field.
+fn check_columns(cur: &mut Cursor, ncols: usize) -> Result<(), DecodeError> {
     for _ in 0..ncols {
         let at = cur.offset();
-        let value = match cur.u8("column kind")? {
-            tag::COLUMN_TEXT => {
+        match cur.u8("column kind")? {
+            tag::COLUMN_TEXT | tag::COLUMN_BINARY => {
                 let len = cur.len_i32("column value length", 1)?;
-                ColumnValue::Text(cur.bytes("column value", len)?)
+                cur.skip("column value", len)?;
             }
-            tag::COLUMN_NULL => ColumnValue::Null,
-            tag::COLUMN_UNCHANGED_TOAST => ColumnValue::UnchangedToast,
-            tag::COLUMN_BINARY => {
-                let len = cur.len_i32("column value length", 1)?;
-                ColumnValue::Binary(cur.bytes("column value", len)?)
-            }
+            tag::COLUMN_NULL | tag::COLUMN_UNCHANGED_TOAST => {}
             found => {
-                return Err(
-                    cur.error_at(at, DecodeErrorKind::UnknownTag { field: "column kind", found })
-                );
+                let kind = DecodeErrorKind::UnknownTag { field: "column kind", found };
+                return Err(cur.error_at(at, kind));
             }
-        };
-        columns.push(value);
+        }
     }
-    Ok(Tuple { columns })
+    Ok(())
 }
 
 /// A pgoutput decoder that keeps the one piece of state the format needs: whether
@@ -488,6 +526,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tuple::Column;
 
     fn ctx(proto_version: u32, in_stream: bool) -> DecodeContext {
         DecodeContext { proto_version, in_stream, parallel_streaming: false }
@@ -505,14 +544,10 @@ mod tests {
         assert_eq!(i.rel_id, 0x4001);
         assert_eq!(i.xid, None);
         assert_eq!(
-            i.new.columns,
-            [
-                ColumnValue::Null,
-                ColumnValue::UnchangedToast,
-                ColumnValue::Text(Bytes::from_static(b"hi")),
-                ColumnValue::Binary(Bytes::from_static(b"\xff")),
-            ]
+            i.new.iter().collect::<Vec<_>>(),
+            [Column::Null, Column::UnchangedToast, Column::Text(b"hi"), Column::Binary(b"\xff")]
         );
+        assert_eq!(&i.new.raw()[..], b"\0\x04nut\0\0\0\x02hib\0\0\0\x01\xff");
     }
 
     #[test]
@@ -531,9 +566,7 @@ mod tests {
         let msg =
             decode(b"U\0\0\0\x01K\0\x01t\0\0\0\x011N\0\x01t\0\0\0\x012", ctx(1, false)).unwrap();
         let LogicalMessage::Update(u) = msg else { panic!() };
-        assert!(
-            matches!(&u.old, Some(OldTuple::Key(t)) if t.columns[0] == ColumnValue::Text(Bytes::from_static(b"1")))
-        );
+        assert!(matches!(&u.old, Some(OldTuple::Key(t)) if t.get(0) == Some(Column::Text(b"1"))));
         let msg = decode(b"U\0\0\0\x01O\0\0N\0\0", ctx(1, false)).unwrap();
         assert!(matches!(msg, LogicalMessage::Update(Update { old: Some(OldTuple::Full(_)), .. })));
         let msg = decode(b"D\0\0\0\x01O\0\x01n", ctx(1, false)).unwrap();
@@ -566,6 +599,24 @@ mod tests {
         // A value length past the end of the input.
         let e = decode(b"I\0\0\0\x01N\0\x01t\x7f\xff\xff\xffab", c).unwrap_err();
         assert!(matches!(e.kind(), DecodeErrorKind::InvalidLength { value: 0x7fff_ffff, .. }));
+
+        // A value length or a column cut off by the end of the input.
+        let e = decode(b"I\0\0\0\x01N\0\x02nt\0\0", c).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            &DecodeErrorKind::UnexpectedEof {
+                field: "column value length",
+                needed: 4,
+                remaining: 2
+            }
+        );
+        assert_eq!((e.offset(), e.tag()), (10, Some(b'I')));
+        let e = decode(b"I\0\0\0\x01N\0\x02t\0\0\0\x01", c).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            &DecodeErrorKind::InvalidLength { field: "column value length", value: 1 }
+        );
+        assert_eq!(e.offset(), 9);
 
         // A huge column count is refused before allocating.
         let e = decode(b"I\0\0\0\x01N\x7f\xffn", c).unwrap_err();
@@ -609,6 +660,28 @@ mod tests {
         assert_eq!(e.kind(), &DecodeErrorKind::InvalidUtf8 { field: "origin name" });
         let e = decode(b"M\x02\0\0\0\0\0\0\0\x01p\0\0\0\0\0", c).unwrap_err();
         assert_eq!(e.kind(), &DecodeErrorKind::InvalidValue { field: "message flags", value: 2 });
+    }
+
+    #[test]
+    fn fast_and_slow_column_checks_agree() {
+        // Every short byte string over an alphabet of kinds and length bytes.
+        const ALPHABET: [u8; 6] = [0, 1, 0xff, b'n', b't', b'x'];
+        let mut buf = Vec::new();
+        for len in 0..=6u32 {
+            for mut code in 0..ALPHABET.len().pow(len) {
+                buf.clear();
+                for _ in 0..len {
+                    buf.push(ALPHABET[code % ALPHABET.len()]);
+                    code /= ALPHABET.len();
+                }
+                for ncols in 0..4 {
+                    let fast = scan_columns(&buf, ncols);
+                    let mut cur = Cursor::new(Bytes::copy_from_slice(&buf));
+                    let slow = check_columns(&mut cur, ncols).map(|()| cur.offset());
+                    assert_eq!(fast, slow.ok(), "{buf:?} with {ncols} columns");
+                }
+            }
+        }
     }
 
     #[test]
@@ -695,7 +768,10 @@ mod tests {
         else {
             panic!()
         };
-        let value = i.new.columns[0].bytes().unwrap();
+        assert_eq!(i.new.raw().as_ptr(), input[6..].as_ptr());
+        let value = i.new.get(0).unwrap().bytes().unwrap();
         assert_eq!(value.as_ptr(), input[13..].as_ptr());
+        let value = i.new.value(0).unwrap();
+        assert_eq!(value.bytes().unwrap().as_ptr(), input[13..].as_ptr());
     }
 }

@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::message::*;
-use crate::tuple::{ColumnValue, OldTuple, Tuple};
+use crate::tuple::{OldTuple, Tuple};
 
 impl LogicalMessage {
     /// Appends the wire form of this message (tag included) to `buf`.
@@ -191,21 +191,6 @@ fn put_old(buf: &mut BytesMut, old: &OldTuple) {
 }
 
 fn put_tuple(buf: &mut BytesMut, t: &Tuple) {
-    buf.put_i16(count_i16(t.columns.len()));
-    for c in &t.columns {
-        match c {
-            ColumnValue::Null => buf.put_u8(tag::COLUMN_NULL),
-            ColumnValue::UnchangedToast => buf.put_u8(tag::COLUMN_UNCHANGED_TOAST),
-            ColumnValue::Text(b) => {
-                buf.put_u8(tag::COLUMN_TEXT);
-                buf.put_i32(len_i32(b.len()));
-                buf.put_slice(b);
-            }
-            ColumnValue::Binary(b) => {
-                buf.put_u8(tag::COLUMN_BINARY);
-                buf.put_i32(len_i32(b.len()));
-                buf.put_slice(b);
-            }
-        }
-    }
+    // Decoded or built by encoding, so the raw block is already valid TupleData.
+    buf.put_slice(t.raw());
 }

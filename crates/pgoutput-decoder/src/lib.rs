@@ -10,12 +10,16 @@
 //!   decoded by a [`Decoder`] that tracks Stream Start/Stop blocks explicitly.
 //!
 //! Decoding never panics: malformed input gives a [`DecodeError`] with the offset
-//! and message tag. Message bodies and column values are [`bytes::Bytes`] slices
-//! of the input, so a row costs one `Vec` and no copies.
+//! and message tag. Message bodies are [`bytes::Bytes`] slices of the input. A row
+//! ([`Tuple`]) is one such slice holding its TupleData block, checked when decoded:
+//! no allocation, copy or reference count per column. Its columns are read as
+//! borrowed [`Column`]s ([`Tuple::iter`], [`Tuple::get`]), or as owned
+//! [`ColumnValue`]s ([`Tuple::value`], [`Tuple::values`]) where a value must outlive
+//! the row.
 //!
 //! ```
 //! use bytes::Bytes;
-//! use pgoutput_decoder::{ColumnValue, Decoder, LogicalMessage};
+//! use pgoutput_decoder::{Column, Decoder, LogicalMessage};
 //!
 //! let mut decoder = Decoder::new(1);
 //! // Insert into relation 16384 of one text column "42".
@@ -23,7 +27,11 @@
 //! match decoder.decode(data)? {
 //!     LogicalMessage::Insert(insert) => {
 //!         assert_eq!(insert.rel_id, 16384);
-//!         assert_eq!(insert.new.columns, [ColumnValue::Text(Bytes::from_static(b"42"))]);
+//!         assert_eq!(insert.new.len(), 1);
+//!         assert_eq!(insert.new.get(0), Some(Column::Text(b"42")));
+//!         for column in &insert.new {
+//!             assert_eq!(column.as_str(), Some("42"));
+//!         }
 //!     }
 //!     other => panic!("unexpected {other:?}"),
 //! }
@@ -51,4 +59,4 @@ pub use message::{
     StreamCommit, StreamStart, Truncate, TypeInfo, Update, tag,
 };
 pub use time::PgTimestamp;
-pub use tuple::{ColumnValue, OldTuple, Tuple};
+pub use tuple::{Column, ColumnValue, Columns, OldTuple, Tuple};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use pgoutput_decoder::{
-    ColumnValue, Decoder, LogicalMessage, Lsn, OldTuple, Relation, ReplicaIdentity, Tuple,
+    Column, Decoder, LogicalMessage, Lsn, OldTuple, Relation, ReplicaIdentity, Tuple,
 };
 
 /// One fixture line: a pgoutput message as returned by
@@ -104,18 +104,30 @@ enum V<'a> {
     T(&'a str),
 }
 
+/// The columns of a tuple, borrowed.
+fn columns_of(tuple: &Tuple) -> Vec<Column<'_>> {
+    let cols: Vec<_> = tuple.iter().collect();
+    assert_eq!(cols.len(), tuple.len(), "a tuple yields as many columns as it counts");
+    cols
+}
+
 fn check_tuple(ctx: &str, binary: bool, tuple: &Tuple, want: &[V<'_>]) {
-    assert_eq!(tuple.len(), want.len(), "{ctx}: column count");
-    for (i, (got, want)) in tuple.iter().zip(want).enumerate() {
+    check_columns(ctx, binary, &columns_of(tuple), want);
+}
+
+fn check_columns(ctx: &str, binary: bool, got: &[Column<'_>], want: &[V<'_>]) {
+    assert_eq!(got.len(), want.len(), "{ctx}: column count");
+    for (i, (&got, want)) in got.iter().zip(want).enumerate() {
         let ok = match (want, got, binary) {
-            (V::Null, ColumnValue::Null, _) => true,
-            (V::Str(s), ColumnValue::Text(b), false)
-            | (V::Str(s), ColumnValue::Binary(b), true) => b == s.as_bytes(),
-            (V::TB(s, _), ColumnValue::Text(b), false) | (V::T(s), ColumnValue::Text(b), false) => {
+            (V::Null, Column::Null, _) => true,
+            (V::Str(s), Column::Text(b), false) | (V::Str(s), Column::Binary(b), true) => {
                 b == s.as_bytes()
             }
-            (V::TB(_, bin), ColumnValue::Binary(b), true) => b == bin,
-            (V::T(_), ColumnValue::Binary(_), true) => true,
+            (V::TB(s, _), Column::Text(b), false) | (V::T(s), Column::Text(b), false) => {
+                b == s.as_bytes()
+            }
+            (V::TB(_, bin), Column::Binary(b), true) => b == *bin,
+            (V::T(_), Column::Binary(_), true) => true,
             _ => false,
         };
         assert!(ok, "{ctx}: column {i} is {got:?}");
@@ -341,18 +353,15 @@ fn dml_all_versions_text_and_binary() {
                     V::Null,
                 ],
             );
+            let thirty = be8(30);
             assert_eq!(
-                updates[1].new.columns[0],
-                if binary {
-                    ColumnValue::Binary(Bytes::copy_from_slice(&be8(30)))
-                } else {
-                    ColumnValue::Text(Bytes::from_static(b"30"))
-                }
+                updates[1].new.get(0),
+                Some(if binary { Column::Binary(&thirty) } else { Column::Text(b"30") })
             );
-            check_tuple(
+            check_columns(
                 ctx,
                 binary,
-                &Tuple::new(updates[1].new.columns[1..3].to_vec()),
+                &columns_of(&updates[1].new)[1..3],
                 &[V::Str("grace@example.com"), V::Str("Grace Hopper")],
             );
             // REPLICA IDENTITY FULL: the whole old row.
@@ -360,14 +369,9 @@ fn dml_all_versions_text_and_binary() {
             let Some(OldTuple::Full(old)) = &updates[2].old else {
                 panic!("{ctx}: {:?}", updates[2])
             };
-            assert_eq!(old.columns[..3], products_rows[0].columns[..3]);
-            check_tuple(ctx, binary, &Tuple::new(vec![old.columns[3].clone()]), &[V::T("19.99")]);
-            check_tuple(
-                ctx,
-                binary,
-                &Tuple::new(vec![updates[2].new.columns[3].clone()]),
-                &[V::T("17.50")],
-            );
+            assert_eq!(columns_of(old)[..3], columns_of(products_rows[0])[..3]);
+            check_columns(ctx, binary, &columns_of(old)[3..4], &[V::T("19.99")]);
+            check_columns(ctx, binary, &columns_of(&updates[2].new)[3..4], &[V::T("17.50")]);
 
             let deletes: Vec<_> = d
                 .msgs
@@ -402,21 +406,21 @@ fn unchanged_toast_is_distinct_from_null() {
             assert_eq!(d.tags(), "BRICBUC", "{name}");
             check_transactions(&d);
             let LogicalMessage::Insert(insert) = &d.msgs[2] else { unreachable!() };
-            let bio = insert.new.columns[7].bytes().unwrap();
+            let bio = insert.new.get(7).and_then(Column::bytes).unwrap();
             // string_agg of 300 md5 hex digests; md5('1') first.
             assert_eq!(bio.len(), 300 * 32, "{name}");
             assert!(bio.starts_with(b"c4ca4238a0b923820dcc509a6f75849b"), "{name}");
-            assert!(insert.new.columns[6].is_null());
+            assert!(insert.new.get(6).is_some_and(Column::is_null));
 
             let LogicalMessage::Update(update) = &d.msgs[5] else { unreachable!() };
             assert_eq!(update.old, None, "{name}");
-            let new = &update.new.columns;
-            assert_eq!(new[6], ColumnValue::Null, "{name}: notes is NULL");
-            assert_eq!(new[7], ColumnValue::UnchangedToast, "{name}: bio is unchanged TOAST");
-            check_tuple(
+            let new = columns_of(&update.new);
+            assert_eq!(new[6], Column::Null, "{name}: notes is NULL");
+            assert_eq!(new[7], Column::UnchangedToast, "{name}: bio is unchanged TOAST");
+            check_columns(
                 &name,
                 binary,
-                &Tuple::new(new[..4].to_vec()),
+                &new[..4],
                 &[
                     V::TB("40", &be8(40)),
                     V::Str("toast@example.com"),
@@ -517,11 +521,11 @@ fn check_stream(name: &str, proto: u32, binary: bool) {
             LogicalMessage::Insert(i) => {
                 assert!(before.is_some(), "{name}: insert outside a stream block");
                 let xid = i.xid.expect("streamed change carries an xid");
-                let email = i.new.columns[1].bytes().unwrap();
+                let email = i.new.get(1).and_then(Column::bytes).unwrap();
                 let email = std::str::from_utf8(email).unwrap().to_owned();
                 by_xid.entry(xid).or_default().push(email);
                 if binary {
-                    assert!(matches!(i.new.columns[0], ColumnValue::Binary(_)));
+                    assert!(matches!(i.new.get(0), Some(Column::Binary(_))));
                 }
             }
             LogicalMessage::Relation(r) => {

@@ -48,7 +48,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
-use pgoutput_decoder::{ColumnValue, DecodingMessage, Lsn, OldTuple, Relation, Tuple};
+use pgoutput_decoder::{Column, DecodingMessage, Lsn, OldTuple, Relation, Tuple};
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, CopyInSink, Statement};
 
@@ -207,14 +207,14 @@ enum RunKind {
     Insert {
         format: Option<ValueFormat>,
         rows: Vec<Tuple>,
-        keys: HashMap<Vec<Bytes>, usize>,
+        keys: HashMap<RowKey, usize>,
         copy: Option<CopyState>,
     },
     /// Updates by key. `keys`: the old and new key of every row; `Some(i)` when row `i` keeps
     /// its key (a later update of it folds into it), `None` for a key an update moved.
-    Update { rows: Vec<UpdateRow>, keys: HashMap<Vec<Bytes>, Option<usize>> },
+    Update { rows: Vec<UpdateRow>, keys: HashMap<RowKey, Option<usize>> },
     /// Deletes by key.
-    Delete { key_binary: Box<[bool]>, rows: Vec<Tuple>, keys: HashSet<Vec<Bytes>> },
+    Delete { key_binary: Box<[bool]>, rows: Vec<Tuple>, keys: HashSet<RowKey> },
 }
 
 /// One buffered update: the old key, the new row, the columns it sets.
@@ -231,38 +231,66 @@ struct CopyState {
     binary: bool,
 }
 
-/// Approximate bytes of a buffered row.
+/// Approximate bytes of a buffered row: the row as received (one buffer) and its handle.
 fn tuple_bytes(t: &Tuple) -> usize {
-    t.columns.iter().map(|v| v.bytes().map_or(8, |b| b.len() + 40)).sum::<usize>() + 48
+    t.raw().len() + 48
+}
+
+/// Key values of a row, each length-prefixed, in one buffer: hashed and compared as a unit,
+/// without a reference count per value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct RowKey(Vec<u8>);
+
+impl RowKey {
+    fn push(&mut self, value: &[u8]) {
+        self.0.extend_from_slice(&value.len().to_ne_bytes());
+        self.0.extend_from_slice(value);
+    }
+
+    /// The values of a key tuple (as built by `key_values`).
+    fn of(key: &Tuple) -> RowKey {
+        let mut k = RowKey::default();
+        for v in key.iter().filter_map(Column::bytes) {
+            k.push(v);
+        }
+        k
+    }
+}
+
+/// The key columns of `row`, in key order (`key` holds ascending column indices), in one walk
+/// over the row; `None` for a column the row lacks.
+fn key_columns<'a>(key: &[usize], row: &'a Tuple) -> impl Iterator<Item = Option<Column<'a>>> {
+    let mut cols = row.iter().enumerate();
+    key.iter().map(move |&k| cols.by_ref().find(|&(i, _)| i == k).map(|(_, c)| c))
 }
 
 /// The insert-run key of a row, when its table has a key and the row has every key value.
-fn insert_key(t: &TableInfo, new: &Tuple) -> Option<Vec<Bytes>> {
+fn insert_key(t: &TableInfo, new: &Tuple) -> Option<RowKey> {
     if t.key.is_empty() || t.full_identity() {
         return None;
     }
-    t.key.iter().map(|&k| new.columns.get(k).and_then(|v| v.bytes().cloned())).collect()
+    let mut k = RowKey::default();
+    for c in key_columns(&t.key, new) {
+        k.push(c?.bytes()?);
+    }
+    Some(k)
 }
 
 /// A buffered insert with a later update of the same row folded in: values the update sent
 /// replace the inserted ones (unchanged TOAST values keep the inserted value).
 fn fold_into_insert(inserted: &Tuple, new: &Tuple) -> Tuple {
-    let columns = inserted
-        .columns
-        .iter()
-        .zip(&new.columns)
-        .map(|(i, n)| if n.is_unchanged_toast() { i.clone() } else { n.clone() })
-        .collect();
-    Tuple { columns }
+    Tuple::from_columns(
+        inserted.iter().zip(new).map(|(i, n)| if n.is_unchanged_toast() { i } else { n }),
+    )
 }
 
 /// A buffered update with a later update of the same row folded in.
-fn fold_into_update(row: &mut UpdateRow, new: Tuple, set: &[bool]) {
-    for (i, v) in new.columns.into_iter().enumerate() {
-        if set[i] {
-            row.new.columns[i] = v;
-            row.set[i] = true;
-        }
+fn fold_into_update(row: &mut UpdateRow, new: &Tuple, set: &[bool]) {
+    row.new = Tuple::from_columns(
+        row.new.iter().zip(new).zip(set).map(|((old, new), &s)| if s { new } else { old }),
+    );
+    for (was, &s) in row.set.iter_mut().zip(set) {
+        *was |= s;
     }
 }
 
@@ -771,16 +799,14 @@ impl PostgresTarget {
         self.table(&rel).await?;
         let rel_id = rel.rel_id;
         let name = Arc::clone(&self.tables[&rel_id].name);
-        if new.columns.len() != rel.columns.len()
-            || new.columns.iter().any(ColumnValue::is_unchanged_toast)
-        {
+        if new.len() != rel.columns.len() || new.iter().any(Column::is_unchanged_toast) {
             return Err(ApplyError::Schema {
                 table: name.to_string(),
                 detail: "insert row does not match the relation".into(),
             });
         }
         self.leave_others(rel_id).await?;
-        let Some(fmt) = ValueFormat::of_row(&new.columns) else {
+        let Some(fmt) = ValueFormat::of_row(&new) else {
             // Mixed text and binary values: no COPY, one statement.
             self.end_table_run(rel_id).await?;
             return self.insert_row(rel_id, self.commit_lsn(), &new).await;
@@ -814,7 +840,7 @@ impl PostgresTarget {
             *format = fmt;
         }
         if let Some(c) = copy {
-            encode_copy_row(c, &new.columns);
+            encode_copy_row(c, &new);
             c.rows += 1;
             if c.buf.len() >= COPY_CHUNK {
                 let chunk = c.buf.split().freeze();
@@ -884,7 +910,7 @@ impl PostgresTarget {
         // Only rows of the COPY's format may join it from now on.
         *format = Some(if binary { ValueFormat::Binary } else { ValueFormat::Text });
         for row in rows.drain(..) {
-            encode_copy_row(&mut c, &row.columns);
+            encode_copy_row(&mut c, &row);
             c.rows += 1;
         }
         *keys = HashMap::new();
@@ -944,7 +970,7 @@ impl PostgresTarget {
                     let binary = format != Some(ValueFormat::Text);
                     let mut c = self.open_copy(rel_id, commit_lsn, binary).await?;
                     for row in &rows {
-                        encode_copy_row(&mut c, &row.columns);
+                        encode_copy_row(&mut c, row);
                         c.rows += 1;
                         if c.buf.len() >= COPY_CHUNK {
                             let chunk = c.buf.split().freeze();
@@ -984,7 +1010,7 @@ impl PostgresTarget {
         let (stmt, table) =
             self.statement(rel_id, Op::Insert, StmtKey::Insert, TableInfo::insert_sql).await?;
         let params: Vec<Param> =
-            row.columns.iter().map(|v| Param::from_column(v).unwrap_or(Param::Null)).collect();
+            row.values().map(|v| Param::from_value(v).unwrap_or(Param::Null)).collect();
         let bytes = params_bytes(&params);
         let purpose = Purpose::Change { table, op: Op::Insert, commit_lsn, expected: 1 };
         let fut = stmt_future(&self.client, stmt, params);
@@ -1006,15 +1032,14 @@ impl PostgresTarget {
             })
             .await?;
         let t = &self.tables[&rel_id];
-        let params: Vec<Param> = t
+        let picks: Vec<(usize, u32)> = t
             .cols
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                let oid = if binary { c.type_oid } else { TEXT_OID };
-                Param::Binary(value::binary_array(oid, rows.iter().map(|r| &r.columns[i])))
-            })
+            .map(|(i, c)| (i, if binary { c.type_oid } else { TEXT_OID }))
             .collect();
+        let params: Vec<Param> =
+            value::column_arrays(rows, &picks).into_iter().map(Param::Binary).collect();
         let bytes = params_bytes(&params);
         let expected = u64::try_from(rows.len()).unwrap_or(u64::MAX);
         self.stats.batched_rows += expected;
@@ -1024,13 +1049,13 @@ impl PostgresTarget {
     }
 
     /// The key values identifying a row for table `t` (key replica identity), from the old
-    /// tuple if sent, else from the new row.
+    /// tuple if sent, else from the new row: a tuple of the key columns only.
     fn key_values(
         t: &TableInfo,
         op: Op,
         old: Option<&Tuple>,
         new: Option<&Tuple>,
-    ) -> Result<Vec<ColumnValue>, ApplyError> {
+    ) -> Result<Tuple, ApplyError> {
         let missing = |detail: &str| ApplyError::MissingIdentity {
             table: t.name.to_string(),
             op,
@@ -1040,16 +1065,16 @@ impl PostgresTarget {
             return Err(missing("the relation has no key columns (replica identity nothing?)"));
         }
         let src = old.or(new).ok_or_else(|| missing("no old key sent"))?;
-        t.key
-            .iter()
-            .map(|&k| match src.columns.get(k) {
-                Some(v @ (ColumnValue::Text(_) | ColumnValue::Binary(_))) => Ok(v.clone()),
-                Some(ColumnValue::UnchangedToast) => {
-                    Err(missing("key column is an unchanged TOAST value"))
+        for c in key_columns(&t.key, src) {
+            match c {
+                Some(Column::Text(_) | Column::Binary(_)) => {}
+                Some(Column::UnchangedToast) => {
+                    return Err(missing("key column is an unchanged TOAST value"));
                 }
-                Some(ColumnValue::Null) | None => Err(missing("key column is NULL")),
-            })
-            .collect()
+                Some(Column::Null) | None => return Err(missing("key column is NULL")),
+            }
+        }
+        Ok(Tuple::from_columns(key_columns(&t.key, src).flatten()))
     }
 
     async fn update(
@@ -1060,14 +1085,13 @@ impl PostgresTarget {
     ) -> Result<(), ApplyError> {
         self.table(&rel).await?;
         let t = &self.tables[&rel.rel_id];
-        if new.columns.len() != t.cols.len() {
+        if new.len() != t.cols.len() {
             return Err(ApplyError::Schema {
                 table: t.name.to_string(),
                 detail: "update row does not match the relation".into(),
             });
         }
         let set: Box<[bool]> = new
-            .columns
             .iter()
             .zip(&t.cols)
             .map(|(v, c)| !v.is_unchanged_toast() && !c.identity_always)
@@ -1118,22 +1142,21 @@ impl PostgresTarget {
         set: Option<(&Tuple, &[bool])>,
         old: &Tuple,
     ) -> Result<(), ApplyError> {
-        let matched: Box<[bool]> = old.columns.iter().map(|v| !v.is_unchanged_toast()).collect();
+        let matched: Box<[bool]> = old.iter().map(|v| !v.is_unchanged_toast()).collect();
         let mut params: Vec<Param> = Vec::new();
         let key = match set {
             Some((new, set)) => {
                 params.extend(
-                    new.columns
-                        .iter()
+                    new.values()
                         .zip(set)
                         .filter(|(_, s)| **s)
-                        .filter_map(|(v, _)| Param::from_column(v)),
+                        .filter_map(|(v, _)| Param::from_value(v)),
                 );
                 StmtKey::Update { set: set.into(), matched: matched.clone() }
             }
             None => StmtKey::Delete { matched: matched.clone() },
         };
-        params.extend(old.columns.iter().filter_map(Param::from_column));
+        params.extend(old.values().filter_map(Param::from_value));
         let (stmt, table) = match &key {
             StmtKey::Update { set, matched } => {
                 let (s, m) = (set.clone(), matched.clone());
@@ -1155,7 +1178,7 @@ impl PostgresTarget {
     async fn update_by_key(
         &mut self,
         rel: Arc<Relation>,
-        key: Vec<ColumnValue>,
+        key: Tuple,
         new: Tuple,
         set: Box<[bool]>,
     ) -> Result<(), ApplyError> {
@@ -1163,11 +1186,11 @@ impl PostgresTarget {
         let t = &self.tables[&rel_id];
         let batchable =
             !t.cols.iter().enumerate().any(|(i, c)| c.is_array && (set[i] || t.key.contains(&i)));
-        let key_bytes: Vec<Bytes> = key.iter().filter_map(|v| v.bytes().cloned()).collect();
+        let key_bytes = RowKey::of(&key);
         let new_key = new_key_bytes(t, &new);
         let same_key = new_key == key_bytes;
         let hazard = t.unique_hazard;
-        let key_tuple = Tuple { columns: key };
+        let key_tuple = key;
         self.leave_others(rel_id).await?;
         if !batchable {
             self.end_table_run(rel_id).await?;
@@ -1182,7 +1205,7 @@ impl PostgresTarget {
                 RunKind::Insert { format, rows, keys, copy: None } => {
                     if let Some(&j) = keys.get(&key_bytes) {
                         let merged = fold_into_insert(&rows[j], &new);
-                        let fits = ValueFormat::of_row(&merged.columns)
+                        let fits = ValueFormat::of_row(&merged)
                             .is_some_and(|f| f.is_none() || format.is_none() || f == *format);
                         if fits {
                             rows[j] = merged;
@@ -1192,7 +1215,7 @@ impl PostgresTarget {
                 }
                 RunKind::Update { rows, keys } if !hazard => {
                     if let Some(Some(j)) = keys.get(&key_bytes) {
-                        fold_into_update(&mut rows[*j], new, &set);
+                        fold_into_update(&mut rows[*j], &new, &set);
                         return self.buffered_more(i, bytes).await;
                     }
                 }
@@ -1244,13 +1267,12 @@ impl PostgresTarget {
         let (stmt, table) =
             self.statement(rel_id, Op::Update, key_stmt, move |t| t.update_sql(&s, &m)).await?;
         let mut params: Vec<Param> = new
-            .columns
-            .iter()
+            .values()
             .zip(set)
             .filter(|(_, s)| **s)
-            .filter_map(|(v, _)| Param::from_column(v))
+            .filter_map(|(v, _)| Param::from_value(v))
             .collect();
-        params.extend(key.columns.iter().filter_map(Param::from_column));
+        params.extend(key.values().filter_map(Param::from_value));
         let bytes = params_bytes(&params);
         let purpose = Purpose::Change { table, op: Op::Update, commit_lsn, expected: 1 };
         let fut = stmt_future(&self.client, stmt, params);
@@ -1278,12 +1300,11 @@ impl PostgresTarget {
             // Formats only matter for the columns that travel.
             let binary: Box<[bool]> = row
                 .new
-                .columns
                 .iter()
                 .zip(&row.set)
-                .map(|(v, &s)| s && !matches!(v, ColumnValue::Text(_)))
+                .map(|(v, &s)| s && !matches!(v, Column::Text(_)))
                 .collect();
-            let shape = (row.set.clone(), binary, column_binary(&row.key.columns).into());
+            let shape = (row.set.clone(), binary, column_binary(&row.key).into());
             match shapes.iter_mut().find(|(s, _)| *s == shape) {
                 Some((_, group)) => group.push(row),
                 None => shapes.push((shape, vec![row])),
@@ -1316,23 +1337,19 @@ impl PostgresTarget {
             .statement(rel_id, Op::Update, key, move |t| t.batch_update_sql(&s, &b, &kb))
             .await?;
         let t = &self.tables[&rel_id];
-        let mut params = Vec::new();
-        for (j, &k) in t.key.iter().enumerate() {
-            let oid = if key_binary[j] { t.cols[k].type_oid } else { TEXT_OID };
-            params.push(Param::Binary(value::binary_array(
-                oid,
-                rows.iter().map(|r| &r.key.columns[j]),
-            )));
-        }
-        for (i, c) in t.cols.iter().enumerate() {
-            if set[i] {
-                let oid = if binary[i] { c.type_oid } else { TEXT_OID };
-                params.push(Param::Binary(value::binary_array(
-                    oid,
-                    rows.iter().map(|r| &r.new.columns[i]),
-                )));
-            }
-        }
+        let key_picks = key_picks(t, &key_binary);
+        let set_picks: Vec<(usize, u32)> = t
+            .cols
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| set[i])
+            .map(|(i, c)| (i, if binary[i] { c.type_oid } else { TEXT_OID }))
+            .collect();
+        let params: Vec<Param> = value::column_arrays(rows.iter().map(|r| &r.key), &key_picks)
+            .into_iter()
+            .chain(value::column_arrays(rows.iter().map(|r| &r.new), &set_picks))
+            .map(Param::Binary)
+            .collect();
         let bytes = params_bytes(&params);
         let expected = u64::try_from(rows.len()).unwrap_or(u64::MAX);
         self.stats.batched_rows += expected;
@@ -1341,17 +1358,13 @@ impl PostgresTarget {
         self.push(fut, purpose, bytes).await
     }
 
-    async fn delete_by_key(
-        &mut self,
-        rel: Arc<Relation>,
-        key: Vec<ColumnValue>,
-    ) -> Result<(), ApplyError> {
+    async fn delete_by_key(&mut self, rel: Arc<Relation>, key: Tuple) -> Result<(), ApplyError> {
         let rel_id = rel.rel_id;
         let t = &self.tables[&rel_id];
         let batchable = !t.key.iter().any(|&k| t.cols[k].is_array);
         let key_binary = column_binary(&key);
-        let key_bytes: Vec<Bytes> = key.iter().filter_map(|v| v.bytes().cloned()).collect();
-        let key_tuple = Tuple { columns: key };
+        let key_bytes = RowKey::of(&key);
+        let key_tuple = key;
         self.leave_others(rel_id).await?;
         if !batchable {
             self.end_table_run(rel_id).await?;
@@ -1401,7 +1414,7 @@ impl PostgresTarget {
                 t.delete_sql(&m)
             })
             .await?;
-        let params: Vec<Param> = key.columns.iter().filter_map(Param::from_column).collect();
+        let params: Vec<Param> = key.values().filter_map(Param::from_value).collect();
         let bytes = params_bytes(&params);
         let purpose = Purpose::Change { table, op: Op::Delete, commit_lsn, expected: 1 };
         let fut = stmt_future(&self.client, stmt, params);
@@ -1431,14 +1444,9 @@ impl PostgresTarget {
             )
             .await?;
         let t = &self.tables[&rel_id];
-        let params: Vec<Param> = t
-            .key
-            .iter()
-            .enumerate()
-            .map(|(j, &k)| {
-                let oid = if key_binary[j] { t.cols[k].type_oid } else { TEXT_OID };
-                Param::Binary(value::binary_array(oid, rows.iter().map(|key| &key.columns[j])))
-            })
+        let params: Vec<Param> = value::column_arrays(&rows, &key_picks(t, &key_binary))
+            .into_iter()
+            .map(Param::Binary)
             .collect();
         let bytes = params_bytes(&params);
         let expected = u64::try_from(rows.len()).unwrap_or(u64::MAX);
@@ -1515,17 +1523,28 @@ impl PostgresTarget {
 
 const TEXT_OID: u32 = 25;
 
-fn encode_copy_row(c: &mut CopyState, values: &[ColumnValue]) {
+fn encode_copy_row(c: &mut CopyState, row: &Tuple) {
     if c.binary {
-        value::copy_binary_row(&mut c.buf, values);
+        value::copy_binary_row(&mut c.buf, row);
     } else {
-        value::copy_text_row(&mut c.buf, values);
+        value::copy_text_row(&mut c.buf, row);
     }
 }
 
 /// Per column: is the value binary (NULLs count as binary until a text value shows up).
-fn column_binary(values: &[ColumnValue]) -> Vec<bool> {
-    values.iter().map(|v| !matches!(v, ColumnValue::Text(_))).collect()
+fn column_binary(row: &Tuple) -> Vec<bool> {
+    row.iter().map(|v| !matches!(v, Column::Text(_))).collect()
+}
+
+/// The arrays of a set-based statement by key: column `j` of the key tuples, as the key
+/// column's type when binary, else text.
+fn key_picks(t: &TableInfo, key_binary: &[bool]) -> Vec<(usize, u32)> {
+    t.key
+        .iter()
+        .zip(key_binary)
+        .enumerate()
+        .map(|(j, (&k, &binary))| (j, if binary { t.cols[k].type_oid } else { TEXT_OID }))
+        .collect()
 }
 
 fn combined(a: &[bool], b: &[bool]) -> Box<[bool]> {
@@ -1534,8 +1553,12 @@ fn combined(a: &[bool], b: &[bool]) -> Box<[bool]> {
 
 /// The key values of a new row (so a later change by the new key is not merged into a run
 /// where the old key is still being updated).
-fn new_key_bytes(t: &TableInfo, new: &Tuple) -> Vec<Bytes> {
-    t.key.iter().filter_map(|&k| new.columns.get(k).and_then(|v| v.bytes().cloned())).collect()
+fn new_key_bytes(t: &TableInfo, new: &Tuple) -> RowKey {
+    let mut k = RowKey::default();
+    for v in key_columns(&t.key, new).flatten().filter_map(Column::bytes) {
+        k.push(v);
+    }
+    k
 }
 
 impl Target for PostgresTarget {
