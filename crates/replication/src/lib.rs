@@ -32,6 +32,7 @@
 mod client;
 mod config;
 mod error;
+mod pacing;
 mod sql;
 mod stream;
 mod tls;

@@ -33,6 +33,8 @@ pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 4096;
 /// Confirmations closer together than this are batched into one update.
 const MIN_CONFIRM_INTERVAL: Duration = Duration::from_millis(100);
+/// A transaction committed this long ago (in microseconds) means a backlog.
+const BULK_BEHIND_MICROS: i64 = 200_000;
 /// How long shutdown waits for the server to finish the COPY.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -468,6 +470,11 @@ impl SocketTask {
                     ReplicationMessage::XLogData(x) => {
                         self.shared.received.fetch_max(x.wal_end.0, Ordering::AcqRel);
                         let message = self.decoder.decode(x.data)?;
+                        if let LogicalMessage::Begin(b) = &message {
+                            // Far behind the primary: read the backlog in bulk.
+                            let behind = PgTimestamp::now().0.saturating_sub(b.commit_time.0);
+                            self.conn.set_bulk_reading(behind > BULK_BEHIND_MICROS);
+                        }
                         self.track(&message);
                         let event = ReplicationEvent {
                             wal_start: x.wal_start,

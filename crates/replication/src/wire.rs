@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::os::fd::AsRawFd;
 
 use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -19,6 +20,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::{ChannelBinding, ConnConfig, Host};
 use crate::error::{DbError, Error};
+use crate::pacing::Pacer;
 use crate::tls;
 
 /// Frames larger than this are refused (PostgreSQL's own limit on a single
@@ -57,6 +59,8 @@ pub(crate) struct Conn {
     pub(crate) backend_pid: Option<i32>,
     pub(crate) user: String,
     pub(crate) target: String,
+    /// Bulk-read control for TCP connections (see [`crate::pacing`]).
+    pacer: Option<Pacer>,
 }
 
 impl fmt::Debug for Conn {
@@ -85,6 +89,7 @@ impl Conn {
     async fn connect_inner(cfg: &ConnConfig, mode: Mode) -> Result<Conn, Error> {
         let target = cfg.target();
         let connect_err = |source| Error::Connect { target: target.clone(), source };
+        let mut pacer = None;
         let (io, tls, cert_hash): (Box<dyn Io>, bool, Option<Vec<u8>>) = match cfg.host() {
             Host::Unix(_) => {
                 let path = cfg.socket_path().unwrap_or_default();
@@ -95,6 +100,8 @@ impl Conn {
                     TcpStream::connect((host.as_str(), cfg.port())).await.map_err(connect_err)?;
                 // Status updates are tiny and latency matters more than batching.
                 tcp.set_nodelay(true)?;
+                // The socket lives inside `io` as long as the connection does.
+                pacer = Some(Pacer::new(tcp.as_raw_fd()));
                 match tls::client_config(cfg)? {
                     None => (Box::new(tcp), false, None),
                     Some(config) => match negotiate_tls(&mut tcp).await? {
@@ -133,6 +140,7 @@ impl Conn {
             backend_pid: None,
             user: cfg.user().to_owned(),
             target,
+            pacer,
         };
         conn.startup(cfg, mode).await?;
         conn.authenticate(cfg, cert_hash).await?;
@@ -363,7 +371,7 @@ impl Conn {
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
                 self.rbuf.reserve(READ_CHUNK);
             }
-            let n = self.io.read_buf(&mut self.rbuf).await?;
+            let n = self.read_some().await?;
             if n == 0 {
                 return Err(Error::Closed(format!(
                     "server {} closed the connection unexpectedly",
@@ -371,6 +379,32 @@ impl Conn {
                 )));
             }
         }
+    }
+
+    /// Switches the socket between bulk (catch-up) and live reading; a no-op for
+    /// Unix sockets.
+    pub(crate) fn set_bulk_reading(&mut self, bulk: bool) {
+        if let Some(p) = &mut self.pacer {
+            p.set_bulk(bulk);
+        }
+    }
+
+    /// One socket read. In bulk mode the kernel holds the wake-up until a good
+    /// amount is queued; after [`Pacer::wait`] whatever is there is read anyway.
+    async fn read_some(&mut self) -> Result<usize, Error> {
+        let Some(pacer) = self.pacer.as_mut().filter(|p| p.is_bulk()) else {
+            return Ok(self.io.read_buf(&mut self.rbuf).await?);
+        };
+        // A cancelled read may have left the low-water mark at one byte.
+        pacer.set_lowat(pacer.bulk_lowat());
+        if let Ok(n) = tokio::time::timeout(pacer.wait(), self.io.read_buf(&mut self.rbuf)).await {
+            return Ok(n?);
+        }
+        // Lowering the mark signals readiness at once if anything is queued.
+        pacer.set_lowat(1);
+        let n = self.io.read_buf(&mut self.rbuf).await?;
+        pacer.set_lowat(pacer.bulk_lowat());
+        Ok(n)
     }
 
     fn parse_buffered(&mut self) -> Result<Option<Backend>, Error> {

@@ -5,6 +5,7 @@
 //! method, TLS, wal_level, timeouts) start their own.
 
 mod auth;
+mod backlog;
 mod errors;
 mod slots;
 mod stream;
