@@ -452,6 +452,43 @@ async fn coalesced_runs_keep_per_key_order() {
     }
 }
 
+/// A table with a unique column besides its key (`sku`, as in the Store's products): updates
+/// that keep their unique values go out set-based, and those that move a unique value go one
+/// at a time in source order, even when one takes a value another gave up in the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_values_moving_inside_a_batched_run() {
+    let schema =
+        "CREATE TABLE p (id int PRIMARY KEY, sku text NOT NULL UNIQUE, stock int NOT NULL);
+        INSERT INTO p SELECT g, 's' || g, 100 FROM generate_series(1, 70) AS g;";
+    for reorder in [true, false] {
+        let env = setup("uniqrun", schema, false).await;
+        env.src
+            .batch_execute(
+                "CREATE PROCEDURE churn() LANGUAGE plpgsql AS $$ BEGIN
+                   FOR i IN 1..50 LOOP UPDATE p SET stock = stock - i WHERE id = i; COMMIT; END LOOP;
+                   UPDATE p SET sku = 'z60' WHERE id = 60; COMMIT;
+                   UPDATE p SET sku = 's60', stock = 0 WHERE id = 61; COMMIT;
+                   UPDATE p SET sku = 'gone' WHERE id = 62; COMMIT;
+                   UPDATE p SET sku = 's62' WHERE id = 63; COMMIT;
+                   UPDATE p SET sku = 's63' WHERE id = 64; COMMIT;
+                 END $$",
+            )
+            .await
+            .unwrap();
+        env.src.batch_execute("CALL churn()").await.unwrap();
+        let msgs = env.fetch(1, true, &[], None).await;
+        let mut cfg = applier::PostgresTargetConfig::new("test");
+        cfg.replica_role = reorder;
+        let target = applier::PostgresTarget::new(env.target_session().await, cfg).await.unwrap();
+        let applier = apply_all(target, &msgs, ApplierConfig::default()).await.unwrap();
+        env.assert_same(&["p"]).await;
+        let stats = applier.target().stats();
+        assert_eq!(stats.missing_rows, 0, "{stats:?}");
+        // The 50 stock updates went out set-based; the five sku moves did not.
+        assert_eq!(stats.batched_rows, 50, "{stats:?}");
+    }
+}
+
 /// The progress row moves with the data: after each flush it holds the last applied end LSN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_follows_each_flush() {

@@ -47,7 +47,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, TryStreamExt};
 use pgoutput_decoder::{Column, DecodingMessage, Lsn, OldTuple, Relation, Tuple};
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, CopyInSink, Statement};
@@ -55,7 +55,7 @@ use tokio_postgres::{Client, CopyInSink, Statement};
 use crate::error::{ApplyError, Op};
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
 use pipeline::{Pipeline, Purpose, StmtFuture};
-use table::{ColInfo, StmtKey, TableInfo, quote_ident};
+use table::{ColInfo, StmtKey, TableInfo, UniqueHazard, quote_ident};
 use value::{COPY_BINARY_HEADER, COPY_BINARY_TRAILER, Param, ValueFormat};
 
 /// Names a type the target cannot name itself: a non-builtin source type OID (with its type
@@ -534,9 +534,9 @@ impl PostgresTarget {
         Ok(())
     }
 
-    /// Whether the target table has a row-by-row checked unique or exclusion index other
-    /// than one on exactly the identity key columns (see `TableInfo::unique_hazard`).
-    async fn unique_hazard(&mut self, t: &TableInfo) -> Result<bool, ApplyError> {
+    /// What the target table's row-by-row checked unique and exclusion indexes, other than
+    /// one on exactly the identity key columns, allow (see [`UniqueHazard`]).
+    async fn unique_hazard(&mut self, t: &TableInfo) -> Result<UniqueHazard, ApplyError> {
         let mut key: Vec<&str> = t.key.iter().map(|&k| t.rel.columns[k].name.as_str()).collect();
         key.sort_unstable();
         self.quiesce().await?;
@@ -545,11 +545,28 @@ impl PostgresTarget {
             .query(UNIQUE_INDEXES_SQL, &[&t.name.as_ref()])
             .await
             .map_err(|e| ApplyError::target(format!("reading the indexes of {}", t.name), e))?;
-        Ok(rows.iter().any(|r| {
+        let mut guard: Vec<usize> = Vec::new();
+        let mut other = false;
+        for r in &rows {
             let exclusion_or_expr: bool = r.get(0);
             let cols: Vec<String> = r.get(1);
-            exclusion_or_expr || key.is_empty() || cols != key
-        }))
+            if exclusion_or_expr || key.is_empty() {
+                return Ok(UniqueHazard::RowByRow);
+            }
+            if cols == key {
+                continue;
+            }
+            other = true;
+            for name in &cols {
+                // A column the publication leaves out never changes through it.
+                if let Some(i) = t.rel.columns.iter().position(|c| &c.name == name) {
+                    guard.push(i);
+                }
+            }
+        }
+        guard.sort_unstable();
+        guard.dedup();
+        Ok(if other { UniqueHazard::Columns(guard.into()) } else { UniqueHazard::None })
     }
 
     /// Reads the target table's columns, adds source columns it lacks, and matches them.
@@ -1189,7 +1206,7 @@ impl PostgresTarget {
         let key_bytes = RowKey::of(&key);
         let new_key = new_key_bytes(t, &new);
         let same_key = new_key == key_bytes;
-        let hazard = t.unique_hazard;
+        let hazard = t.unique_hazard != UniqueHazard::None;
         let key_tuple = key;
         self.leave_others(rel_id).await?;
         if !batchable {
@@ -1280,23 +1297,26 @@ impl PostgresTarget {
     }
 
     /// Sends a run of updates (distinct keys): one set-based statement per shape (columns set,
-    /// value formats) with enough rows, single-row statements for the rest.
+    /// value formats) with enough rows, single-row statements for the rest, in source order.
     async fn flush_update_run(
         &mut self,
         rel_id: u32,
         commit_lsn: Lsn,
         rows: Vec<UpdateRow>,
     ) -> Result<(), ApplyError> {
-        if self.tables[&rel_id].unique_hazard {
-            // Row by row in source order: values may move between rows (see `unique_hazard`).
-            for row in &rows {
-                self.update_row(rel_id, commit_lsn, &row.key, &row.new, &row.set).await?;
+        let guard_cols = match &self.tables[&rel_id].unique_hazard {
+            UniqueHazard::RowByRow => {
+                for row in &rows {
+                    self.update_row(rel_id, commit_lsn, &row.key, &row.new, &row.set).await?;
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
+            UniqueHazard::None => Box::default(),
+            UniqueHazard::Columns(cols) => cols.clone(),
+        };
         type Shape = (Box<[bool]>, Box<[bool]>, Box<[bool]>);
-        let mut shapes: Vec<(Shape, Vec<UpdateRow>)> = Vec::new();
-        for row in rows {
+        let mut shapes: Vec<(Shape, Vec<usize>)> = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
             // Formats only matter for the columns that travel.
             let binary: Box<[bool]> = row
                 .new
@@ -1306,35 +1326,61 @@ impl PostgresTarget {
                 .collect();
             let shape = (row.set.clone(), binary, column_binary(&row.key).into());
             match shapes.iter_mut().find(|(s, _)| *s == shape) {
-                Some((_, group)) => group.push(row),
-                None => shapes.push((shape, vec![row])),
+                Some((_, group)) => group.push(i),
+                None => shapes.push((shape, vec![i])),
             }
         }
+        // Rows a set-based statement applied (or looked for: a missing row is counted there).
+        let mut done = vec![false; rows.len()];
         for ((set, binary, key_binary), group) in shapes {
             if group.len() < self.cfg.batch_min_rows {
-                for row in &group {
-                    self.update_row(rel_id, commit_lsn, &row.key, &row.new, &set).await?;
-                }
-            } else {
-                self.update_batch(rel_id, commit_lsn, &group, set, binary, key_binary).await?;
+                continue;
             }
+            let guard: Vec<usize> = guard_cols.iter().copied().filter(|&c| set[c]).collect();
+            let batch: Vec<&UpdateRow> = group.iter().map(|&i| &rows[i]).collect();
+            let applied = self
+                .update_batch(rel_id, commit_lsn, &batch, set, binary, key_binary, &guard)
+                .await?;
+            match applied {
+                None => group.iter().for_each(|&i| done[i] = true),
+                Some(positions) => {
+                    for p in positions {
+                        if let Some(&i) = p.checked_sub(1).and_then(|p| group.get(p)) {
+                            done[i] = true;
+                        }
+                    }
+                }
+            }
+        }
+        // The rest in source order: rows applied above kept their unique values, so they
+        // commute with these.
+        for (row, _) in rows.iter().zip(&done).filter(|(_, d)| !**d) {
+            self.update_row(rel_id, commit_lsn, &row.key, &row.new, &row.set).await?;
         }
         Ok(())
     }
 
+    /// One set-based update. Unguarded, it goes into the pipeline (`None`); guarded (see
+    /// [`TableInfo::batch_update_sql`]), it waits for the positions of the rows it updated.
+    #[allow(clippy::too_many_arguments)]
     async fn update_batch(
         &mut self,
         rel_id: u32,
         commit_lsn: Lsn,
-        rows: &[UpdateRow],
+        rows: &[&UpdateRow],
         set: Box<[bool]>,
         binary: Box<[bool]>,
         key_binary: Box<[bool]>,
-    ) -> Result<(), ApplyError> {
-        let (s, b, kb) = (set.clone(), binary.clone(), key_binary.clone());
-        let key = StmtKey::BatchUpdate { set: set.clone(), binary: combined(&key_binary, &binary) };
+        guard: &[usize],
+    ) -> Result<Option<Vec<usize>>, ApplyError> {
+        let (s, b, kb, g) = (set.clone(), binary.clone(), key_binary.clone(), guard.to_vec());
+        let key = StmtKey::BatchUpdate {
+            set: set.clone(),
+            binary: combined(&key_binary, &binary),
+            guarded: !guard.is_empty(),
+        };
         let (stmt, table) = self
-            .statement(rel_id, Op::Update, key, move |t| t.batch_update_sql(&s, &b, &kb))
+            .statement(rel_id, Op::Update, key, move |t| t.batch_update_sql(&s, &b, &kb, &g))
             .await?;
         let t = &self.tables[&rel_id];
         let key_picks = key_picks(t, &key_binary);
@@ -1352,10 +1398,33 @@ impl PostgresTarget {
             .collect();
         let bytes = params_bytes(&params);
         let expected = u64::try_from(rows.len()).unwrap_or(u64::MAX);
-        self.stats.batched_rows += expected;
-        let purpose = Purpose::Change { table, op: Op::Update, commit_lsn, expected };
-        let fut = stmt_future(&self.client, stmt, params);
-        self.push(fut, purpose, bytes).await
+        if guard.is_empty() {
+            self.stats.batched_rows += expected;
+            let purpose = Purpose::Change { table, op: Op::Update, commit_lsn, expected };
+            let fut = stmt_future(&self.client, stmt, params);
+            self.push(fut, purpose, bytes).await?;
+            return Ok(None);
+        }
+        self.quiesce().await?;
+        self.stats.statements += 1;
+        let change_err = |source| ApplyError::Change {
+            table: table.to_string(),
+            op: Op::Update,
+            commit_lsn,
+            source,
+        };
+        let returned: Vec<tokio_postgres::Row> = self
+            .client
+            .query_raw(&stmt, params)
+            .await
+            .map_err(change_err)?
+            .try_collect()
+            .await
+            .map_err(change_err)?;
+        let positions: Vec<usize> =
+            returned.iter().filter_map(|r| usize::try_from(r.get::<_, i64>(0)).ok()).collect();
+        self.stats.batched_rows += u64::try_from(positions.len()).unwrap_or(u64::MAX);
+        Ok(Some(positions))
     }
 
     async fn delete_by_key(&mut self, rel: Arc<Relation>, key: Tuple) -> Result<(), ApplyError> {

@@ -59,8 +59,9 @@ pub(crate) enum StmtKey {
     Copy { binary: bool },
     /// Multi-row insert over one array per column, of binary (element) or text values.
     BatchInsert { binary: bool },
-    /// Set-based update over arrays: set columns, per-column array in binary (element) form.
-    BatchUpdate { set: Box<[bool]>, binary: Box<[bool]> },
+    /// Set-based update over arrays: set columns, per-column array in binary (element) form,
+    /// and whether it is guarded (see [`TableInfo::batch_update_sql`]).
+    BatchUpdate { set: Box<[bool]>, binary: Box<[bool]>, guarded: bool },
     /// Set-based delete over arrays of the key columns.
     BatchDelete { binary: Box<[bool]> },
 }
@@ -81,10 +82,26 @@ pub(crate) struct TableInfo {
     pub(crate) stmts: HashMap<StmtKey, Statement>,
     /// Any column is `GENERATED ALWAYS AS IDENTITY`.
     pub(crate) has_identity_always: bool,
-    /// The target checks uniqueness (or exclusion) row by row on something other than the
-    /// identity key: updates must then go one at a time in source order, since a value
-    /// moving between rows would collide in a set-based statement.
-    pub(crate) unique_hazard: bool,
+    /// What the target's unique and exclusion indexes other than the key's allow.
+    pub(crate) unique_hazard: UniqueHazard,
+}
+
+/// How unique and exclusion indexes other than the identity key's constrain set-based updates.
+///
+/// PostgreSQL checks them row by row, as each row is written: a value moving from one row to
+/// another in one statement may collide with the row that has not given it up yet, although
+/// the source, changing one row at a time in its own order, never held it twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum UniqueHazard {
+    /// Nothing but the key: updates of distinct keys commute.
+    #[default]
+    None,
+    /// Plain unique indexes over these columns. A set-based update applies only the rows
+    /// that keep their values in them (such rows commute with every other update); the
+    /// rest go one at a time, in source order.
+    Columns(Box<[usize]>),
+    /// Exclusion, expression or partial indexes: every update goes one at a time.
+    RowByRow,
 }
 
 impl TableInfo {
@@ -103,7 +120,7 @@ impl TableInfo {
             key,
             stmts: HashMap::new(),
             has_identity_always,
-            unique_hazard: false,
+            unique_hazard: UniqueHazard::None,
         }
     }
 
@@ -250,11 +267,16 @@ impl TableInfo {
     /// Set-based update of many rows by key:
     /// `UPDATE t SET a = v.c1 FROM unnest($1, $2, ...) AS v(k0, c1, ...) WHERE t.k = v.k0`.
     /// Parameters: one array per key column (old key), then one per set column.
+    ///
+    /// `guard`: columns whose value a row must keep to be updated here (`IS NOT DISTINCT
+    /// FROM`); the statement then returns the 1-based positions of the rows it updated, so
+    /// the caller can apply the others one at a time.
     pub(crate) fn batch_update_sql(
         &self,
         set: &[bool],
         binary: &[bool],
         key_binary: &[bool],
+        guard: &[usize],
     ) -> String {
         let mut arrays = Vec::new();
         let mut aliases = Vec::new();
@@ -273,14 +295,23 @@ impl TableInfo {
                 n += 1;
             }
         }
-        let conds: Vec<String> = self
+        let mut conds: Vec<String> = self
             .key
             .iter()
             .enumerate()
             .map(|(j, &k)| format!("t.{} = v.k{j}", self.cols[k].quoted))
             .collect();
+        for &g in guard {
+            conds.push(format!("t.{} IS NOT DISTINCT FROM v.c{g}", self.cols[g].quoted));
+        }
+        let (ordinality, returning) = if guard.is_empty() {
+            ("", "")
+        } else {
+            aliases.push("ord".into());
+            (" WITH ORDINALITY", " RETURNING v.ord")
+        };
         format!(
-            "UPDATE {} AS t SET {} FROM unnest({}) AS v({}) WHERE {}",
+            "UPDATE {} AS t SET {} FROM unnest({}){ordinality} AS v({}) WHERE {}{returning}",
             self.name,
             sets.join(", "),
             arrays.join(", "),
@@ -382,7 +413,7 @@ mod tests {
             "DELETE FROM \"my\"\"ns\".\"t\" WHERE (\"id\") IN (SELECT * FROM unnest($1::integer[]))"
         );
         assert_eq!(
-            t.batch_update_sql(&[false, true, false], &[false, false, false], &[true]),
+            t.batch_update_sql(&[false, true, false], &[false, false, false], &[true], &[]),
             "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = v.c1 FROM unnest($1::integer[], $2::text[]::text[]) \
              AS v(k0, c1) WHERE t.\"id\" = v.k0"
         );
