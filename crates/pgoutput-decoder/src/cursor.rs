@@ -14,11 +14,13 @@ pub(crate) struct Cursor {
     /// Offset of `buf` in the input: nonzero once [`since`](Self::since) handed the
     /// input over (then `buf` is empty).
     base: usize,
+    /// The message tag that errors name, once known.
+    tag: Option<u8>,
 }
 
 impl Cursor {
     pub(crate) fn new(buf: Bytes) -> Self {
-        Self { buf, pos: 0, base: 0 }
+        Self { buf, pos: 0, base: 0, tag: None }
     }
 
     /// Offset of the next byte to read.
@@ -30,14 +32,19 @@ impl Cursor {
         self.buf.len() - self.pos
     }
 
+    /// Names `tag` as the message tag in the errors from now on.
+    pub(crate) fn set_tag(&mut self, tag: u8) {
+        self.tag = Some(tag);
+    }
+
     /// An error of `kind` located at the current offset.
     pub(crate) fn error(&self, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError::new(kind, self.offset(), None)
+        DecodeError::new(kind, self.offset(), self.tag)
     }
 
     /// An error of `kind` located at `offset`.
     pub(crate) fn error_at(&self, offset: usize, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError::new(kind, offset, None)
+        DecodeError::new(kind, offset, self.tag)
     }
 
     #[cold]

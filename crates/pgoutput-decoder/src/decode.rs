@@ -8,7 +8,7 @@ use crate::error::{DecodeError, DecodeErrorKind};
 use crate::lsn::Lsn;
 use crate::message::*;
 use crate::time::PgTimestamp;
-use crate::tuple::{OldTuple, Tuple};
+use crate::tuple::{KIND_CLASS, KIND_NO_VALUE, KIND_VALUE, OldTuple, Tuple};
 
 /// Smallest wire size of one TupleData column (its kind byte), used to refuse a
 /// column count the remaining input could not hold.
@@ -78,12 +78,15 @@ impl LogicalMessage {
             Ok(t) => t,
             Err(_) => return Err(cur.error(DecodeErrorKind::Empty)),
         };
-        let msg = decode_body(tag, &mut cur, ctx).map_err(|e| e.with_tag(tag))?;
-        cur.finish().map_err(|e| e.with_tag(tag))?;
-        Ok(msg)
+        cur.set_tag(tag);
+        // Returned as is, not unwrapped, checked and rewrapped: the message is then built
+        // in the caller's slot rather than copied (measurably faster for rows).
+        decode_body(tag, &mut cur, ctx)
     }
 }
 
+#[inline]
+/// Decodes the message after its tag, up to the end of the input.
 fn decode_body(
     tag: u8,
     cur: &mut Cursor,
@@ -93,12 +96,16 @@ fn decode_body(
     let xid = |cur: &mut Cursor| -> Result<Option<u32>, DecodeError> {
         if ctx.in_stream { cur.u32("xid").map(Some) } else { Ok(None) }
     };
-    Ok(match tag {
+    // Row messages check for trailing bytes before they are built, so that nothing comes
+    // between building and returning them (which costs a copy).
+    let msg = match tag {
         tag::INSERT => {
             let xid = xid(cur)?;
             let rel_id = cur.u32("relation id")?;
             expect_byte(cur, tag::TUPLE_NEW, "insert tuple")?;
-            LogicalMessage::Insert(Insert { xid, rel_id, new: decode_tuple(cur)? })
+            let new = decode_tuple(cur)?;
+            cur.finish()?;
+            return Ok(LogicalMessage::Insert(Insert { xid, rel_id, new }));
         }
         tag::UPDATE => {
             let xid = xid(cur)?;
@@ -123,7 +130,8 @@ fn decode_body(
                     ));
                 }
             };
-            LogicalMessage::Update(Update { xid, rel_id, old, new })
+            cur.finish()?;
+            return Ok(LogicalMessage::Update(Update { xid, rel_id, old, new }));
         }
         tag::DELETE => {
             let xid = xid(cur)?;
@@ -139,7 +147,8 @@ fn decode_body(
                     ));
                 }
             };
-            LogicalMessage::Delete(Delete { xid, rel_id, old })
+            cur.finish()?;
+            return Ok(LogicalMessage::Delete(Delete { xid, rel_id, old }));
         }
         tag::BEGIN => {
             ctx.expect_stream(false, cur)?;
@@ -361,7 +370,9 @@ fn decode_body(
         found => {
             return Err(cur.error_at(0, DecodeErrorKind::UnknownTag { field: "message", found }));
         }
-    })
+    };
+    cur.finish()?;
+    Ok(msg)
 }
 
 fn decode_prepare(cur: &mut Cursor) -> Result<Prepare, DecodeError> {
@@ -415,16 +426,14 @@ fn decode_tuple(cur: &mut Cursor) -> Result<Tuple, DecodeError> {
 fn scan_columns(buf: &[u8], ncols: usize) -> Option<usize> {
     let mut pos = 0usize;
     for _ in 0..ncols {
-        let kind = *buf.get(pos)?;
-        // The two kinds with a value first; plain comparisons rather than a jump table.
-        if kind == tag::COLUMN_TEXT || kind == tag::COLUMN_BINARY {
-            let len = buf.get(pos + 1..pos + 5)?;
-            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-            pos = (pos + 5).checked_add(usize::try_from(len).ok()?)?;
-        } else if kind == tag::COLUMN_NULL || kind == tag::COLUMN_UNCHANGED_TOAST {
-            pos += 1;
-        } else {
-            return None;
+        match KIND_CLASS[usize::from(*buf.get(pos)?)] {
+            KIND_VALUE => {
+                let len = buf.get(pos + 1..pos + 5)?;
+                let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+                pos = (pos + 5).checked_add(usize::try_from(len).ok()?)?;
+            }
+            KIND_NO_VALUE => pos += 1,
+            _ => return None,
         }
     }
     (pos <= buf.len()).then_some(pos)
@@ -513,13 +522,13 @@ impl Decoder {
     /// # Errors
     /// As [`LogicalMessage::decode`]; on error the state does not change.
     pub fn decode(&mut self, data: Bytes) -> Result<LogicalMessage, DecodeError> {
-        let msg = LogicalMessage::decode(data, &self.context())?;
-        match &msg {
-            LogicalMessage::StreamStart(s) => self.streaming_xid = Some(s.xid),
-            LogicalMessage::StreamStop => self.streaming_xid = None,
+        let res = LogicalMessage::decode(data, &self.context());
+        match &res {
+            Ok(LogicalMessage::StreamStart(s)) => self.streaming_xid = Some(s.xid),
+            Ok(LogicalMessage::StreamStop) => self.streaming_xid = None,
             _ => {}
         }
-        Ok(msg)
+        res
     }
 }
 
