@@ -28,7 +28,9 @@ pub struct Tuple {
     /// The TupleData block as sent: Int16 column count, then one entry per column.
     /// Private and only ever made by the decoder (after checking every header and
     /// length) or by the encoder below, so walking it has no error path; the walk
-    /// still stops at anything malformed rather than index out of bounds.
+    /// still stops at anything malformed rather than index out of bounds. The count
+    /// is read from here, not kept beside it: a `Tuple` is then one `Bytes` (with its
+    /// niche), which keeps an Update and so every `LogicalMessage` within 96 bytes.
     raw: Bytes,
 }
 
