@@ -466,11 +466,16 @@ async fn unique_values_moving_inside_a_batched_run() {
             .batch_execute(
                 "CREATE PROCEDURE churn() LANGUAGE plpgsql AS $$ BEGIN
                    FOR i IN 1..50 LOOP UPDATE p SET stock = stock - i WHERE id = i; COMMIT; END LOOP;
+                   -- Folded into the first update of the row: no unique value moves.
+                   UPDATE p SET stock = stock - 1 WHERE id = 7; COMMIT;
                    UPDATE p SET sku = 'z60' WHERE id = 60; COMMIT;
                    UPDATE p SET sku = 's60', stock = 0 WHERE id = 61; COMMIT;
                    UPDATE p SET sku = 'gone' WHERE id = 62; COMMIT;
                    UPDATE p SET sku = 's62' WHERE id = 63; COMMIT;
                    UPDATE p SET sku = 's63' WHERE id = 64; COMMIT;
+                   -- Not folded (it moves a unique value): ends the run, goes in order.
+                   UPDATE p SET sku = 's7' || 'b' WHERE id = 7; COMMIT;
+                   UPDATE p SET sku = 's7' WHERE id = 8; COMMIT;
                  END $$",
             )
             .await
@@ -484,7 +489,7 @@ async fn unique_values_moving_inside_a_batched_run() {
         env.assert_same(&["p"]).await;
         let stats = applier.target().stats();
         assert_eq!(stats.missing_rows, 0, "{stats:?}");
-        // The 50 stock updates went out set-based; the five sku moves did not.
+        // The 50 stock updates went out set-based (the 51st folded in); the sku moves did not.
         assert_eq!(stats.batched_rows, 50, "{stats:?}");
     }
 }

@@ -183,7 +183,8 @@ const MAX_BUFFERED_BYTES: usize = 32 << 20;
 /// - Folding: an update of a row whose buffered insert or update (same key before and after)
 ///   is still in the run is merged into it: the merged row is the row the source had after
 ///   both. It moves the update earlier only past changes of other rows of the run, which
-///   are of the kind the row itself is in the run for.
+///   are of the kind the row itself is in the run for, and into an update only when it keeps
+///   the values other unique indexes check (so unique values move in source order).
 ///
 /// Across tables, runs go out as they fill up, not in source order. That only is correct
 /// under `session_replication_role = replica` (`reorder`): foreign keys and ordinary
@@ -291,6 +292,22 @@ fn fold_into_update(row: &mut UpdateRow, new: &Tuple, set: &[bool]) {
     );
     for (was, &s) in row.set.iter_mut().zip(set) {
         *was |= s;
+    }
+}
+
+/// Whether an update of a buffered row may fold into it without changing where unique values
+/// move: it keeps every value the table's other unique indexes check (see [`UniqueHazard`]).
+/// Folding moves the update earlier, past other rows' updates; one that leaves those values
+/// alone commutes with them.
+fn keeps_unique_values(hazard: &UniqueHazard, buffered: &Tuple, new: &Tuple) -> bool {
+    match hazard {
+        UniqueHazard::None => true,
+        UniqueHazard::RowByRow => false,
+        UniqueHazard::Columns(cols) => cols.iter().all(|&c| match (buffered.get(c), new.get(c)) {
+            (_, Some(Column::UnchangedToast)) => true,
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }),
     }
 }
 
@@ -1206,7 +1223,7 @@ impl PostgresTarget {
         let key_bytes = RowKey::of(&key);
         let new_key = new_key_bytes(t, &new);
         let same_key = new_key == key_bytes;
-        let hazard = t.unique_hazard != UniqueHazard::None;
+        let hazard = t.unique_hazard.clone();
         let key_tuple = key;
         self.leave_others(rel_id).await?;
         if !batchable {
@@ -1230,8 +1247,10 @@ impl PostgresTarget {
                         }
                     }
                 }
-                RunKind::Update { rows, keys } if !hazard => {
-                    if let Some(Some(j)) = keys.get(&key_bytes) {
+                RunKind::Update { rows, keys } => {
+                    if let Some(Some(j)) = keys.get(&key_bytes)
+                        && keeps_unique_values(&hazard, &rows[*j].new, &new)
+                    {
                         fold_into_update(&mut rows[*j], &new, &set);
                         return self.buffered_more(i, bytes).await;
                     }
