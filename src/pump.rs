@@ -77,7 +77,13 @@ pub async fn pump<T: Target>(
             stream.shutdown().await?;
             return Ok(PumpEnd::Stopped);
         }
-        let wait = if pending { IDLE_AFTER } else { IDLE_SLEEP };
+        let wait = match (pending, stream.is_reading_backlog()) {
+            // A backlog arrives in gulps: a pause between two is not an idle primary, and
+            // flushing there would cut the target transactions short.
+            (true, true) => replication::BULK_READ_WAIT * 3,
+            (true, false) => IDLE_AFTER,
+            (false, _) => IDLE_SLEEP,
+        };
         let deadline = applier
             .next_deadline()
             .map(Instant::from_std)

@@ -46,6 +46,7 @@ pub use config::{
 };
 pub use error::{DbError, Error, quote_ident, quote_literal};
 pub use sql::{connect_sql, sql_config};
+pub use pacing::BULK_READ_WAIT;
 pub use stream::{
     DEFAULT_CHANNEL_CAPACITY, DEFAULT_STATUS_INTERVAL, FeedbackHandle, LogicalReplicationStream,
     ReplicationEvent, StartReplication, Streaming,

@@ -12,7 +12,7 @@
 //! While catching up, pgmirror does the same on purpose: it caps the receive
 //! buffer so the window closes, asks the kernel not to wake it before a good
 //! amount has arrived (`SO_RCVLOWAT`), and reads whatever is there at least every
-//! [`Pacing::wait`], so a quiet stream is never held back longer than that. Live
+//! [`BULK_READ_WAIT`], so a quiet stream is never held back longer than that. Live
 //! streaming keeps the default buffer and wakes on every byte.
 
 use std::os::fd::RawFd;
@@ -23,8 +23,8 @@ use std::time::Duration;
 const BULK_RCVBUF: usize = 128 * 1024;
 /// Wake-up threshold while catching up (`SO_RCVLOWAT`).
 const BULK_LOWAT: usize = 64 * 1024;
-/// Longest wait before reading whatever has arrived.
-const BULK_WAIT: Duration = Duration::from_millis(10);
+/// Longest wait, while reading a backlog in bulk, before reading whatever has arrived.
+pub const BULK_READ_WAIT: Duration = Duration::from_millis(10);
 /// Receive buffer for live streaming (after bulk reading locked autotuning).
 const LIVE_RCVBUF: usize = 4 * 1024 * 1024;
 /// Above this round-trip time (microseconds) a small window would throttle the
@@ -57,7 +57,7 @@ impl Pacer {
 
     /// The longest wait between reads in bulk mode.
     pub(crate) fn wait(&self) -> Duration {
-        BULK_WAIT
+        BULK_READ_WAIT
     }
 
     /// Switches between bulk and live reading.

@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pgoutput_decoder::{
@@ -137,6 +137,9 @@ struct Shared {
     flushed: AtomicU64,
     /// Wakes the task after a confirmation.
     confirm_notify: Notify,
+    /// The socket is read in bulk (a backlog): data arrives in gulps up to
+    /// [`BULK_READ_WAIT`](crate::BULK_READ_WAIT) apart.
+    bulk: AtomicBool,
 }
 
 /// Reports progress to the stream from wherever transactions are applied.
@@ -219,6 +222,12 @@ impl LogicalReplicationStream {
     /// The last flush LSN reported to the server (what the slot will move to).
     pub fn flushed_lsn(&self) -> Lsn {
         Lsn(self.shared.flushed.load(Ordering::Acquire))
+    }
+
+    /// Whether a backlog is being read in bulk: events then arrive in gulps up to
+    /// [`BULK_READ_WAIT`](crate::BULK_READ_WAIT) apart, and a pause that long does not mean the primary is idle.
+    pub fn is_reading_backlog(&self) -> bool {
+        self.shared.bulk.load(Ordering::Relaxed)
     }
 
     /// The pgoutput protocol version in use.
@@ -362,6 +371,7 @@ pub(crate) async fn start(
         // flush LSN could move confirmed_flush_lsn backwards.
         flushed: AtomicU64::new(opts.start_lsn.0),
         confirm_notify: Notify::new(),
+        bulk: AtomicBool::new(false),
     });
     let (tx, rx) = mpsc::channel(opts.channel_capacity.max(1));
     let (stop, stop_rx) = watch::channel(false);
@@ -473,7 +483,8 @@ impl SocketTask {
                         if let LogicalMessage::Begin(b) = &message {
                             // Far behind the primary: read the backlog in bulk.
                             let behind = PgTimestamp::now().0.saturating_sub(b.commit_time.0);
-                            self.conn.set_bulk_reading(behind > BULK_BEHIND_MICROS);
+                            let bulk = self.conn.set_bulk_reading(behind > BULK_BEHIND_MICROS);
+                            self.shared.bulk.store(bulk, Ordering::Relaxed);
                         }
                         self.track(&message);
                         let event = ReplicationEvent {

@@ -381,12 +381,13 @@ impl Conn {
         }
     }
 
-    /// Switches the socket between bulk (catch-up) and live reading; a no-op for
-    /// Unix sockets.
-    pub(crate) fn set_bulk_reading(&mut self, bulk: bool) {
-        if let Some(p) = &mut self.pacer {
+    /// Switches the socket between bulk (catch-up) and live reading, and says
+    /// whether it reads in bulk now (never for Unix sockets).
+    pub(crate) fn set_bulk_reading(&mut self, bulk: bool) -> bool {
+        self.pacer.as_mut().is_some_and(|p| {
             p.set_bulk(bulk);
-        }
+            p.is_bulk()
+        })
     }
 
     /// One socket read. In bulk mode the kernel holds the wake-up until a good
