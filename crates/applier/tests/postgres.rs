@@ -452,6 +452,72 @@ async fn coalesced_runs_keep_per_key_order() {
     }
 }
 
+/// A backlog of Store OLTP transactions (an order, its lines, a stock update of a product
+/// with a unique `sku`, the order's status update) grouped into one target transaction goes
+/// out as a handful of statements per table, not one per row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_oltp_backlog_is_coalesced() {
+    let env = setup("oltpco", store::SCHEMA_SQL, false).await;
+    store::populate(&env.src, &store::Scale::bench(300)).await.unwrap();
+    let mut client = env.source_session().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let before = env.fetch(1, true, &[], None).await;
+    for _ in 0..400 {
+        store::oltp_transaction(&mut client, &mut rng).await.unwrap();
+    }
+    let oltp = env.fetch(1, true, &[], None).await;
+    let msgs: Vec<LogicalMessage> = before.iter().chain(&oltp).cloned().collect();
+    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    env.assert_same(&store::TABLES).await;
+    let stats = applier.target().stats();
+    assert_eq!(stats.missing_rows, 0);
+    assert!(stats.statements < 60, "{} OLTP messages: {stats:?}", oltp.len());
+}
+
+/// Updates that set array columns go out set-based as rows of the table's type (arrays cannot
+/// travel in `unnest` arrays of their own): NULL and empty arrays, a dropped column and a
+/// generated column in the row type, a unique column moving; text values (`binary` off) go
+/// row by row. The target ends up equal either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_columns_in_set_based_updates() {
+    let schema = "CREATE TABLE a (id int PRIMARY KEY, junk int, tags text[], n int NOT NULL,
+            u text UNIQUE, g int GENERATED ALWAYS AS (n * 2) STORED, m int[][]);
+        ALTER TABLE a DROP COLUMN junk;
+        INSERT INTO a (id, tags, n, u, m)
+            SELECT g, ARRAY['t' || g], g, 'u' || g, '{{1,2},{3,4}}' FROM generate_series(1, 60) AS g;";
+    for binary in [true, false] {
+        let env = setup("arrays", schema, false).await;
+        env.src
+            .batch_execute(
+                "CREATE PROCEDURE churn() LANGUAGE plpgsql AS $$ BEGIN
+                   FOR i IN 1..40 LOOP
+                     UPDATE a SET n = n + 1,
+                       tags = CASE i % 4 WHEN 0 THEN NULL WHEN 1 THEN '{}'
+                              ELSE tags || ('x' || i) END,
+                       m = CASE WHEN i % 3 = 0 THEN '{{5,6},{7,8}}'::int[][] ELSE m END
+                     WHERE id = i;
+                     COMMIT;
+                   END LOOP;
+                   UPDATE a SET u = 'moved' WHERE id = 50; COMMIT;
+                   UPDATE a SET u = 'u50', tags = '{a,b}' WHERE id = 51; COMMIT;
+                 END $$",
+            )
+            .await
+            .unwrap();
+        env.src.batch_execute("CALL churn()").await.unwrap();
+        let msgs = env.fetch(1, binary, &[], None).await;
+        let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+        env.assert_same(&["a"]).await;
+        let stats = applier.target().stats();
+        assert_eq!(stats.missing_rows, 0, "{stats:?}");
+        if binary {
+            assert_eq!(stats.batched_rows, 40, "{stats:?}");
+        } else {
+            assert_eq!(stats.batched_rows, 0, "{stats:?}");
+        }
+    }
+}
+
 /// A table with a unique column besides its key (`sku`, as in the Store's products): updates
 /// that keep their unique values go out set-based, and those that move a unique value go one
 /// at a time in source order, even when one takes a value another gave up in the same run.

@@ -55,7 +55,7 @@ use tokio_postgres::{Client, CopyInSink, Statement};
 use crate::error::{ApplyError, Op};
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
 use pipeline::{Pipeline, Purpose, StmtFuture};
-use table::{ColInfo, StmtKey, TableInfo, UniqueHazard, quote_ident};
+use table::{ColInfo, RowType, StmtKey, TableInfo, UniqueHazard, quote_ident};
 use value::{COPY_BINARY_HEADER, COPY_BINARY_TRAILER, Param, ValueFormat};
 
 /// Names a type the target cannot name itself: a non-builtin source type OID (with its type
@@ -147,6 +147,13 @@ const ATTRIBUTES_SQL: &str = "SELECT a.attname::text, a.atttypid, \
     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
     LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+    ORDER BY a.attnum";
+
+/// A table's row type and its attributes (name, type), in the order of its binary form.
+const ROW_TYPE_SQL: &str = "SELECT c.reltype, a.attname::text, a.atttypid \
+    FROM pg_catalog.pg_class c \
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+    WHERE c.oid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
     ORDER BY a.attnum";
 
 /// Per immediate unique or exclusion index of a table: whether it is an exclusion, expression
@@ -547,6 +554,7 @@ impl PostgresTarget {
         let cols = self.describe(rel).await?;
         let mut info = TableInfo::new(Arc::clone(rel), cols);
         info.unique_hazard = self.unique_hazard(&info).await?;
+        info.row_type = self.row_type(&info).await?;
         self.tables.insert(rel.rel_id, info);
         Ok(())
     }
@@ -584,6 +592,30 @@ impl PostgresTarget {
         guard.sort_unstable();
         guard.dedup();
         Ok(if other { UniqueHazard::Columns(guard.into()) } else { UniqueHazard::None })
+    }
+
+    /// The target table's row type, when a table has array columns (only they need it).
+    async fn row_type(&mut self, t: &TableInfo) -> Result<Option<RowType>, ApplyError> {
+        if !t.cols.iter().any(|c| c.is_array) {
+            return Ok(None);
+        }
+        self.quiesce().await?;
+        let rows =
+            self.client.query(ROW_TYPE_SQL, &[&t.name.as_ref()]).await.map_err(|e| {
+                ApplyError::target(format!("reading the row type of {}", t.name), e)
+            })?;
+        let mut oid = 0;
+        let mut attrs = Vec::with_capacity(rows.len());
+        for r in &rows {
+            oid = r.get(0);
+            let name: String = r.get(1);
+            if name == "ordinality" {
+                // Would clash with `WITH ORDINALITY`'s column.
+                return Ok(None);
+            }
+            attrs.push((t.rel.columns.iter().position(|c| c.name == name), r.get(2)));
+        }
+        Ok((oid != 0).then_some(RowType { oid, attrs }))
     }
 
     /// Reads the target table's columns, adds source columns it lacks, and matches them.
@@ -1218,11 +1250,14 @@ impl PostgresTarget {
     ) -> Result<(), ApplyError> {
         let rel_id = rel.rel_id;
         let t = &self.tables[&rel_id];
-        let batchable =
-            !t.cols.iter().enumerate().any(|(i, c)| c.is_array && (set[i] || t.key.contains(&i)));
         let key_bytes = RowKey::of(&key);
         let new_key = new_key_bytes(t, &new);
         let same_key = new_key == key_bytes;
+        // Array values cannot travel in `unnest` arrays of their own, only inside rows of the
+        // table's type, which carry the new key only.
+        let sets_arrays = t.cols.iter().zip(&set).any(|(c, &s)| c.is_array && s);
+        let batchable = !t.key.iter().any(|&k| t.cols[k].is_array)
+            && (!sets_arrays || (same_key && t.row_type.is_some()));
         let hazard = t.unique_hazard.clone();
         let key_tuple = key;
         self.leave_others(rel_id).await?;
@@ -1357,9 +1392,17 @@ impl PostgresTarget {
             }
             let guard: Vec<usize> = guard_cols.iter().copied().filter(|&c| set[c]).collect();
             let batch: Vec<&UpdateRow> = group.iter().map(|&i| &rows[i]).collect();
-            let applied = self
-                .update_batch(rel_id, commit_lsn, &batch, set, binary, key_binary, &guard)
-                .await?;
+            let t = &self.tables[&rel_id];
+            let applied = if t.cols.iter().zip(&set).any(|(c, &s)| c.is_array && s) {
+                // Rows of the table's type carry binary values only.
+                if set.iter().zip(&binary).any(|(&s, &b)| s && !b) {
+                    continue;
+                }
+                self.update_row_type_batch(rel_id, commit_lsn, &batch, set, &guard).await?
+            } else {
+                self.update_batch(rel_id, commit_lsn, &batch, set, binary, key_binary, &guard)
+                    .await?
+            };
             match applied {
                 None => group.iter().for_each(|&i| done[i] = true),
                 Some(positions) => {
@@ -1415,9 +1458,47 @@ impl PostgresTarget {
             .chain(value::column_arrays(rows.iter().map(|r| &r.new), &set_picks))
             .map(Param::Binary)
             .collect();
+        let guarded = !guard.is_empty();
+        self.run_update_batch(stmt, table, params, rows.len(), commit_lsn, guarded).await
+    }
+
+    /// A set-based update of rows that keep their key, as one array of the table's row type
+    /// (see [`TableInfo::row_update_sql`]); the result as for [`Self::update_batch`].
+    async fn update_row_type_batch(
+        &mut self,
+        rel_id: u32,
+        commit_lsn: Lsn,
+        rows: &[&UpdateRow],
+        set: Box<[bool]>,
+        guard: &[usize],
+    ) -> Result<Option<Vec<usize>>, ApplyError> {
+        let (s, g) = (set.clone(), guard.to_vec());
+        let key = StmtKey::RowUpdate { set: set.clone(), guarded: !guard.is_empty() };
+        let (stmt, table) =
+            self.statement(rel_id, Op::Update, key, move |t| t.row_update_sql(&s, &g)).await?;
+        let Some(row_type) = &self.tables[&rel_id].row_type else {
+            return Err(ApplyError::UnknownRelation { rel_id });
+        };
+        let array = value::row_type_array(rows.iter().map(|r| &r.new), row_type, &set);
+        let guarded = !guard.is_empty();
+        let params = vec![Param::Binary(array)];
+        self.run_update_batch(stmt, table, params, rows.len(), commit_lsn, guarded).await
+    }
+
+    /// Sends a set-based update: unguarded into the pipeline (`None`: every row applied or
+    /// counted missing), guarded waiting for the 1-based positions of the rows it updated.
+    async fn run_update_batch(
+        &mut self,
+        stmt: Statement,
+        table: Arc<str>,
+        params: Vec<Param>,
+        rows: usize,
+        commit_lsn: Lsn,
+        guarded: bool,
+    ) -> Result<Option<Vec<usize>>, ApplyError> {
         let bytes = params_bytes(&params);
-        let expected = u64::try_from(rows.len()).unwrap_or(u64::MAX);
-        if guard.is_empty() {
+        let expected = u64::try_from(rows).unwrap_or(u64::MAX);
+        if !guarded {
             self.stats.batched_rows += expected;
             let purpose = Purpose::Change { table, op: Op::Update, commit_lsn, expected };
             let fut = stmt_future(&self.client, stmt, params);

@@ -62,6 +62,8 @@ pub(crate) enum StmtKey {
     /// Set-based update over arrays: set columns, per-column array in binary (element) form,
     /// and whether it is guarded (see [`TableInfo::batch_update_sql`]).
     BatchUpdate { set: Box<[bool]>, binary: Box<[bool]>, guarded: bool },
+    /// Set-based update over one array of the row type: set columns, guarded.
+    RowUpdate { set: Box<[bool]>, guarded: bool },
     /// Set-based delete over arrays of the key columns.
     BatchDelete { binary: Box<[bool]> },
 }
@@ -84,6 +86,19 @@ pub(crate) struct TableInfo {
     pub(crate) has_identity_always: bool,
     /// What the target's unique and exclusion indexes other than the key's allow.
     pub(crate) unique_hazard: UniqueHazard,
+    /// The target table's row type, for set-based updates of array columns (which cannot
+    /// travel in `unnest` arrays of their own); `None` when unknown or unusable.
+    pub(crate) row_type: Option<RowType>,
+}
+
+/// A table's composite row type: rows of it carry any column values, arrays included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RowType {
+    /// `pg_class.reltype`.
+    pub(crate) oid: u32,
+    /// Per attribute of the row type (not dropped, in `attnum` order): the source column
+    /// it holds, if any, and its type OID.
+    pub(crate) attrs: Vec<(Option<usize>, u32)>,
 }
 
 /// How unique and exclusion indexes other than the identity key's constrain set-based updates.
@@ -121,6 +136,7 @@ impl TableInfo {
             stmts: HashMap::new(),
             has_identity_always,
             unique_hazard: UniqueHazard::None,
+            row_type: None,
         }
     }
 
@@ -320,6 +336,34 @@ impl TableInfo {
         )
     }
 
+    /// Set-based update of rows that keep their key, carried as one array of the table's row
+    /// type (so array columns can travel too):
+    /// `UPDATE t SET a = v.a FROM unnest($1::t[]) AS v WHERE t.k = v.k`.
+    /// `guard` as for [`Self::batch_update_sql`]; the positions come from `WITH ORDINALITY`.
+    pub(crate) fn row_update_sql(&self, set: &[bool], guard: &[usize]) -> String {
+        let col = |i: usize| &self.cols[i].quoted;
+        let sets: Vec<String> = (0..self.cols.len())
+            .filter(|&i| set[i])
+            .map(|i| format!("{} = v.{}", col(i), col(i)))
+            .collect();
+        let mut conds: Vec<String> =
+            self.key.iter().map(|&k| format!("t.{} = v.{}", col(k), col(k))).collect();
+        for &g in guard {
+            conds.push(format!("t.{} IS NOT DISTINCT FROM v.{}", col(g), col(g)));
+        }
+        let (ordinality, returning) = if guard.is_empty() {
+            ("", "")
+        } else {
+            (" WITH ORDINALITY", " RETURNING v.ordinality")
+        };
+        format!(
+            "UPDATE {name} AS t SET {} FROM unnest($1::{name}[]){ordinality} AS v WHERE {}{returning}",
+            sets.join(", "),
+            conds.join(" AND "),
+            name = self.name,
+        )
+    }
+
     /// Set-based delete by key: `DELETE FROM t WHERE (k) IN (SELECT * FROM unnest($1, ...))`.
     pub(crate) fn batch_delete_sql(&self, key_binary: &[bool]) -> String {
         let keys: Vec<&str> = self.key.iter().map(|&k| self.cols[k].quoted.as_str()).collect();
@@ -416,6 +460,23 @@ mod tests {
             t.batch_update_sql(&[false, true, false], &[false, false, false], &[true], &[]),
             "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = v.c1 FROM unnest($1::integer[], $2::text[]::text[]) \
              AS v(k0, c1) WHERE t.\"id\" = v.k0"
+        );
+        assert_eq!(
+            t.batch_update_sql(&[false, true, false], &[false, true, false], &[true], &[1]),
+            "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = v.c1 FROM unnest($1::integer[], $2::text[]) \
+             WITH ORDINALITY AS v(k0, c1, ord) WHERE t.\"id\" = v.k0 AND t.\"v\" IS NOT DISTINCT FROM \
+             v.c1 RETURNING v.ord"
+        );
+        assert_eq!(
+            t.row_update_sql(&[false, true, true], &[]),
+            "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = v.\"v\", \"j\" = v.\"j\" FROM \
+             unnest($1::\"my\"\"ns\".\"t\"[]) AS v WHERE t.\"id\" = v.\"id\""
+        );
+        assert_eq!(
+            t.row_update_sql(&[false, true, false], &[1]),
+            "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = v.\"v\" FROM \
+             unnest($1::\"my\"\"ns\".\"t\"[]) WITH ORDINALITY AS v WHERE t.\"id\" = v.\"id\" AND \
+             t.\"v\" IS NOT DISTINCT FROM v.\"v\" RETURNING v.ordinality"
         );
     }
 

@@ -5,6 +5,8 @@ use std::error::Error;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use pgoutput_decoder::{Column, ColumnValue, Tuple};
+
+use super::table::RowType;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
 
 /// A statement parameter holding a pgoutput value as-is. Text values go in text format (the
@@ -188,6 +190,35 @@ impl ArrayBuilder {
         }
         self.buf.freeze()
     }
+}
+
+/// One binary array of a table's row type holding `rows`: per row, the `set` columns' binary
+/// values where the row type has them, NULL in every other attribute (the update sets only
+/// the `set` columns). The caller makes sure the set values are binary or NULL.
+pub(crate) fn row_type_array<'a>(
+    rows: impl IntoIterator<Item = &'a Tuple>,
+    row_type: &RowType,
+    set: &[bool],
+) -> Bytes {
+    let mut array = ArrayBuilder::new(row_type.oid);
+    let mut record = BytesMut::new();
+    for row in rows {
+        let values: Vec<Column<'_>> = row.iter().collect();
+        record.clear();
+        record.put_i32(i32::try_from(row_type.attrs.len()).unwrap_or(i32::MAX));
+        for &(col, oid) in &row_type.attrs {
+            record.put_u32(oid);
+            match col.filter(|&i| set.get(i) == Some(&true)).and_then(|i| values.get(i)) {
+                Some(Column::Binary(b)) => {
+                    record.put_i32(i32::try_from(b.len()).unwrap_or(i32::MAX));
+                    record.put_slice(b);
+                }
+                _ => record.put_i32(-1),
+            }
+        }
+        array.push(Column::Binary(&record));
+    }
+    array.finish()
 }
 
 /// One binary array (see [`ArrayBuilder`]) per picked column `(index, element type oid)` of
