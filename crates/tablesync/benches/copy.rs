@@ -85,6 +85,7 @@ async fn run(rows: i64) {
                 truncate_target: true,
                 replica_role: false,
                 split_bytes: *split_bytes,
+                ..CopyOptions::default()
             };
             let exporter = cluster.connect("src").await.unwrap();
             exporter.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.unwrap();

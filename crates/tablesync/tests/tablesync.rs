@@ -884,3 +884,98 @@ async fn large_tables_are_split_into_block_ranges() {
         .unwrap();
     assert_eq!(tablesync::table_hash(&p.dst, &tables[0], None).await.unwrap(), at_snapshot);
 }
+
+/// The target's indexes, as `pg_indexes` defines them, by name.
+async fn index_definitions(c: &Client, table: &str) -> Vec<(String, String)> {
+    c.query(
+        "SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = $1 ORDER BY 1",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Plain secondary indexes are dropped and rebuilt around the rows in the copy's target
+/// transaction (a sorted build, not an insertion per row); the others stay as they are. The
+/// target ends up with the same indexes, and a failed copy leaves them all in place.
+#[tokio::test]
+async fn plain_indexes_are_rebuilt_after_the_rows() {
+    let p = pair("deferidx").await;
+    let ddl = "CREATE TABLE d (id int PRIMARY KEY, a int, b text, u int, c int);
+        CREATE INDEX d_a_idx ON d (a);
+        CREATE INDEX d_lower_b_idx ON d (lower(b)) WHERE a > 10;
+        CREATE UNIQUE INDEX d_u_idx ON d (u);
+        CREATE INDEX d_c_idx ON d USING hash (c);
+        CREATE INDEX d_commented_idx ON d (c, a);
+        COMMENT ON INDEX d_commented_idx IS 'kept as it is';";
+    p.src.batch_execute(ddl).await.unwrap();
+    p.src
+        .batch_execute(
+            "INSERT INTO d SELECT i, i % 97, 'B' || i, i, i % 13 FROM generate_series(1, 5000) i",
+        )
+        .await
+        .unwrap();
+    p.dst.batch_execute(ddl).await.unwrap();
+    let before = index_definitions(&p.dst, "d").await;
+    let tables =
+        tablesync::resolve_tables(&p.src, &[QualifiedName::parse("d").unwrap()]).await.unwrap();
+    let (_exporter, snap) = export_snapshot(&p.src_db).await;
+
+    // A failing copy (a row the target refuses) rolls the dropped indexes back too.
+    p.dst.batch_execute("ALTER TABLE d ADD CONSTRAINT small_a CHECK (a < 90)").await.unwrap();
+    let opts = CopyOptions::default();
+    assert!(opts.defer_indexes);
+    tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &opts, &no_progress)
+        .await
+        .unwrap_err();
+    assert_eq!(index_definitions(&p.dst, "d").await, before);
+    let comment: Option<String> = p
+        .dst
+        .query_one("SELECT obj_description('d_commented_idx'::regclass, 'pg_class')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(comment.as_deref(), Some("kept as it is"));
+
+    p.dst.batch_execute("ALTER TABLE d DROP CONSTRAINT small_a").await.unwrap();
+    let report =
+        tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &opts, &no_progress)
+            .await
+            .unwrap();
+    assert_eq!(report.rows, 5000);
+    assert_eq!(index_definitions(&p.dst, "d").await, before);
+    // The rebuilt indexes are the ones new: the others kept their relation.
+    let rebuilt: Vec<String> = p
+        .dst
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid \
+             WHERE i.indrelid = 'd'::regclass AND c.oid > (SELECT max(oid) FROM pg_class \
+             WHERE relname = 'd_commented_idx') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rebuilt, ["d_a_idx", "d_c_idx", "d_lower_b_idx"]);
+    assert_eq!(fingerprint(&p.src, "d").await, fingerprint(&p.dst, "d").await);
+    // The planner uses the rebuilt index.
+    p.dst.batch_execute("ANALYZE d").await.unwrap();
+    let plan: String = p
+        .dst
+        .query("EXPLAIN SELECT * FROM d WHERE a = 5", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    assert!(plan.contains("d_a_idx"), "{plan}");
+}
+
+async fn fingerprint(c: &Client, table: &str) -> (i64, String) {
+    store::table_fingerprint(c, table).await.unwrap()
+}
