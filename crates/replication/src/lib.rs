@@ -45,8 +45,8 @@ pub use config::{
     ChannelBinding, ConnConfig, DEFAULT_APPLICATION_NAME, DEFAULT_PORT, Host, SslMode,
 };
 pub use error::{DbError, Error, quote_ident, quote_literal};
-pub use sql::{connect_sql, sql_config};
 pub use pacing::BULK_READ_WAIT;
+pub use sql::{connect_sql, sql_config};
 pub use stream::{
     DEFAULT_CHANNEL_CAPACITY, DEFAULT_STATUS_INTERVAL, FeedbackHandle, LogicalReplicationStream,
     ReplicationEvent, StartReplication, Streaming,
