@@ -15,6 +15,7 @@ use replication::ConnConfig;
 use serde::Serialize;
 use tablesync::TableDef;
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 
 use crate::conn;
 use crate::mirror::registry::{self, MirrorRecord, MirrorState};
@@ -455,14 +456,22 @@ pub(crate) async fn table_counts(
                 .context("looking up a target table")?
                 .get(0);
             if exists {
-                Some(
-                    t.query_one(&sql, &[])
-                        .await
-                        .with_context(|| {
-                            format!("counting rows of {} on the target", table.quoted())
-                        })?
-                        .get(0),
-                )
+                // The initial copy holds the table locked until it commits: no count yet.
+                t.batch_execute("SET lock_timeout = '500ms'")
+                    .await
+                    .context("setting lock_timeout")?;
+                let counted = t.query_one(&sql, &[]).await;
+                t.batch_execute("RESET lock_timeout").await.context("resetting lock_timeout")?;
+                match counted {
+                    Ok(row) => Some(row.get(0)),
+                    Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => None,
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "counting rows of {} on the target",
+                            table.quoted()
+                        )));
+                    }
+                }
             } else {
                 None
             }
