@@ -481,8 +481,9 @@ impl SocketTask {
                         self.shared.received.fetch_max(x.wal_end.0, Ordering::AcqRel);
                         let message = self.decoder.decode(x.data)?;
                         if let LogicalMessage::Begin(b) = &message {
-                            // Far behind the primary: read the backlog in bulk.
-                            let behind = PgTimestamp::now().0.saturating_sub(b.commit_time.0);
+                            // Far behind the primary: read the backlog in bulk. Both
+                            // times come from the primary's clock, so skew does not matter.
+                            let behind = x.send_time.0.saturating_sub(b.commit_time.0);
                             let bulk = self.conn.set_bulk_reading(behind > BULK_BEHIND_MICROS);
                             self.shared.bulk.store(bulk, Ordering::Relaxed);
                         }
