@@ -115,8 +115,12 @@ pub struct CopyOptions {
     /// `truncate_target`). `None` (default): every table in one target transaction.
     pub split_bytes: Option<u64>,
     /// Build a table's plain secondary indexes after its rows, in the same target
-    /// transaction (see [`deferrable_indexes`]): one sorted build instead of a random
-    /// insertion per row. Tables copied in block ranges keep their indexes.
+    /// transaction: one sorted build instead of a random insertion per row. Only indexes
+    /// that a rebuild from `pg_get_indexdef` restores exactly are dropped (not unique, not
+    /// tied to a constraint, the replica identity, clustering, a partitioned index, a
+    /// tablespace, a comment or a statistics target), and only on tables the session's role
+    /// owns. The table stays locked on the target until its copy commits. Tables copied in
+    /// block ranges keep their indexes.
     pub defer_indexes: bool,
 }
 
