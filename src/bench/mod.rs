@@ -483,6 +483,7 @@ impl Bench {
         let mut runs: Vec<(Contender, RunResult)> = Vec::new();
         for run in 1..=opts.runs {
             for c in Contender::EACH {
+                self.settle().await?;
                 let slot = self.slot(w, c.short(), run);
                 let measure_latency = opts.latency_samples > 0
                     && run == 1
@@ -771,6 +772,16 @@ impl Bench {
         Ok(())
     }
 
+    /// Writes out both clusters' dirty buffers before a contender starts (untimed), so no
+    /// contender pays for writing what the one before it left in shared buffers (checkpoints
+    /// are otherwise off during the bench).
+    async fn settle(&self) -> anyhow::Result<()> {
+        for cluster in [&self.primary, &self.replica] {
+            cluster.connect("postgres").await?.batch_execute("CHECKPOINT").await?;
+        }
+        Ok(())
+    }
+
     /// The initial copy of three Store tables: native `copy_data = true` against pgmirror's
     /// initial copy.
     async fn initial_copy(&mut self) -> anyhow::Result<WorkloadReport> {
@@ -804,6 +815,7 @@ impl Bench {
         let mut runs = Vec::new();
         for run in 1..=opts.runs {
             for c in [Contender::Native, Contender::Pgmirror] {
+                self.settle().await?;
                 let result = match c {
                     Contender::Native => self.initial_native(&backlog, run).await,
                     _ => self.initial_pgmirror(&backlog, run).await,
