@@ -480,11 +480,15 @@ async fn store_oltp_backlog_is_coalesced() {
 /// row by row. The target ends up equal either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn array_columns_in_set_based_updates() {
-    let schema = "CREATE TABLE a (id int PRIMARY KEY, junk int, tags text[], n int NOT NULL,
-            u text UNIQUE, g int GENERATED ALWAYS AS (n * 2) STORED, m int[][]);
+    // The key is GENERATED ALWAYS: never set by an update, yet it must travel to find rows.
+    let schema = "CREATE TABLE a (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, junk int,
+            tags text[], n int NOT NULL, u text UNIQUE, g int GENERATED ALWAYS AS (n * 2) STORED,
+            m int[][]);
         ALTER TABLE a DROP COLUMN junk;
-        INSERT INTO a (id, tags, n, u, m)
-            SELECT g, ARRAY['t' || g], g, 'u' || g, '{{1,2},{3,4}}' FROM generate_series(1, 60) AS g;";
+        INSERT INTO a (id, tags, n, u, m) OVERRIDING SYSTEM VALUE
+            SELECT g, ARRAY['t' || g], g, 'u' || g, '{{1,2},{3,4}}' FROM generate_series(1, 60) AS g;
+        CREATE TABLE b (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tags text[]);
+        INSERT INTO b (id, tags) OVERRIDING SYSTEM VALUE SELECT g, '{}' FROM generate_series(1, 20) g;";
     for binary in [true, false] {
         let env = setup("arrays", schema, false).await;
         env.src
@@ -500,6 +504,7 @@ async fn array_columns_in_set_based_updates() {
                    END LOOP;
                    UPDATE a SET u = 'moved' WHERE id = 50; COMMIT;
                    UPDATE a SET u = 'u50', tags = '{a,b}' WHERE id = 51; COMMIT;
+                   FOR i IN 1..10 LOOP UPDATE b SET tags = ARRAY['b' || i] WHERE id = i; COMMIT; END LOOP;
                  END $$",
             )
             .await
@@ -507,11 +512,11 @@ async fn array_columns_in_set_based_updates() {
         env.src.batch_execute("CALL churn()").await.unwrap();
         let msgs = env.fetch(1, binary, &[], None).await;
         let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
-        env.assert_same(&["a"]).await;
+        env.assert_same(&["a", "b"]).await;
         let stats = applier.target().stats();
         assert_eq!(stats.missing_rows, 0, "{stats:?}");
         if binary {
-            assert_eq!(stats.batched_rows, 40, "{stats:?}");
+            assert_eq!(stats.batched_rows, 50, "{stats:?}");
         } else {
             assert_eq!(stats.batched_rows, 0, "{stats:?}");
         }

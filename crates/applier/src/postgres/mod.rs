@@ -1476,10 +1476,14 @@ impl PostgresTarget {
         let key = StmtKey::RowUpdate { set: set.clone(), guarded: !guard.is_empty() };
         let (stmt, table) =
             self.statement(rel_id, Op::Update, key, move |t| t.row_update_sql(&s, &g)).await?;
-        let Some(row_type) = &self.tables[&rel_id].row_type else {
+        let t = &self.tables[&rel_id];
+        let Some(row_type) = &t.row_type else {
             return Err(ApplyError::UnknownRelation { rel_id });
         };
-        let array = value::row_type_array(rows.iter().map(|r| &r.new), row_type, &set);
+        // The rows are found by their key, which travels even where it is not set (an
+        // identity column GENERATED ALWAYS).
+        let carried: Vec<bool> = (0..set.len()).map(|i| set[i] || t.key.contains(&i)).collect();
+        let array = value::row_type_array(rows.iter().map(|r| &r.new), row_type, &carried);
         let guarded = !guard.is_empty();
         let params = vec![Param::Binary(array)];
         self.run_update_batch(stmt, table, params, rows.len(), commit_lsn, guarded).await

@@ -192,13 +192,14 @@ impl ArrayBuilder {
     }
 }
 
-/// One binary array of a table's row type holding `rows`: per row, the `set` columns' binary
-/// values where the row type has them, NULL in every other attribute (the update sets only
-/// the `set` columns). The caller makes sure the set values are binary or NULL.
+/// One binary array of a table's row type holding `rows`: per row, the `carried` columns'
+/// binary values where the row type has them, NULL in every other attribute (the statement
+/// reads only the columns it sets and the key). The caller makes sure those values are
+/// binary or NULL.
 pub(crate) fn row_type_array<'a>(
     rows: impl IntoIterator<Item = &'a Tuple>,
     row_type: &RowType,
-    set: &[bool],
+    carried: &[bool],
 ) -> Bytes {
     let mut array = ArrayBuilder::new(row_type.oid);
     let mut record = BytesMut::new();
@@ -208,7 +209,7 @@ pub(crate) fn row_type_array<'a>(
         record.put_i32(i32::try_from(row_type.attrs.len()).unwrap_or(i32::MAX));
         for &(col, oid) in &row_type.attrs {
             record.put_u32(oid);
-            match col.filter(|&i| set.get(i) == Some(&true)).and_then(|i| values.get(i)) {
+            match col.filter(|&i| carried.get(i) == Some(&true)).and_then(|i| values.get(i)) {
                 Some(Column::Binary(b)) => {
                     record.put_i32(i32::try_from(b.len()).unwrap_or(i32::MAX));
                     record.put_slice(b);
