@@ -83,6 +83,9 @@ impl Pacer {
             self.broken = true;
             self.bulk = false;
             let _ = self.set_lowat(1);
+            if self.shrunk {
+                self.shrunk = !set_option(self.fd, libc::SO_RCVBUF, LIVE_RCVBUF);
+            }
         }
     }
 
