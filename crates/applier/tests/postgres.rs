@@ -523,6 +523,34 @@ async fn array_columns_in_set_based_updates() {
     }
 }
 
+/// A Relation message the primary sends again mid-stream (after any relcache invalidation on
+/// it, such as an ANALYZE) with the same shape does not cut the buffered run in two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resent_relation_keeps_the_run() {
+    let env = setup("resent", "CREATE TABLE r (id int PRIMARY KEY, v text)", false).await;
+    env.src
+        .batch_execute(
+            "CREATE PROCEDURE fill() LANGUAGE plpgsql AS $$ BEGIN
+               FOR i IN 1..50 LOOP INSERT INTO r VALUES (i, 'v' || i); COMMIT; END LOOP;
+             END $$",
+        )
+        .await
+        .unwrap();
+    env.src.batch_execute("CALL fill()").await.unwrap();
+    let mut msgs = env.fetch(1, true, &[], None).await;
+    let relation = msgs
+        .iter()
+        .find(|m| matches!(m, LogicalMessage::Relation(_)))
+        .cloned()
+        .expect("a Relation message");
+    let last_insert = msgs.iter().rposition(|m| matches!(m, LogicalMessage::Insert(_))).unwrap();
+    msgs.insert(last_insert, relation);
+    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    env.assert_same(&["r"]).await;
+    let stats = applier.target().stats();
+    assert_eq!(stats.copied_rows, 50, "{stats:?}");
+}
+
 /// A table with a unique column besides its key (`sku`, as in the Store's products): updates
 /// that keep their unique values go out set-based, and those that move a unique value go one
 /// at a time in source order, even when one takes a value another gave up in the same run.

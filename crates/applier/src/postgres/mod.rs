@@ -543,7 +543,12 @@ impl PostgresTarget {
                 return Ok(());
             }
             if same_shape(&t.rel, rel) {
+                // The primary resends a Relation after any cache invalidation (an ANALYZE,
+                // say): the buffered run goes on, or it would be cut in two for nothing.
                 t.rel = Arc::clone(rel);
+                for run in self.runs.iter_mut().filter(|r| r.rel_id == rel.rel_id) {
+                    run.rel = Arc::clone(rel);
+                }
                 return Ok(());
             }
         }
