@@ -58,6 +58,28 @@ const OLTP_PROC: &str = "CREATE PROCEDURE oltp(n int) LANGUAGE plpgsql AS $$ \
       END LOOP; \
     END $$";
 
+/// Applies `msgs` into `target` (with `fast` off: no COPY and no set-based statements) and
+/// returns the applier and the seconds it took, final flush included.
+async fn apply_timed(
+    target: tokio_postgres::Client,
+    msgs: Vec<LogicalMessage>,
+    fast: bool,
+) -> (Applier<PostgresTarget>, f64) {
+    let mut cfg = PostgresTargetConfig::new("bench");
+    if !fast {
+        cfg.copy_min_rows = usize::MAX;
+        cfg.batch_min_rows = usize::MAX;
+    }
+    let target = PostgresTarget::new(target, cfg).await.unwrap();
+    let mut applier = Applier::new(target, ApplierConfig::default()).await.unwrap();
+    let start = Instant::now();
+    for m in msgs {
+        applier.handle(m).await.unwrap();
+    }
+    applier.flush().await.unwrap();
+    (applier, start.elapsed().as_secs_f64())
+}
+
 async fn fingerprints(c: &tokio_postgres::Client) -> Vec<(i64, String)> {
     let mut out = Vec::new();
     for t in TABLES {
@@ -88,21 +110,9 @@ async fn run_oltp(txns: u64) {
         src.batch_execute("SET synchronous_commit = off").await.unwrap();
         src.batch_execute(&format!("CALL oltp({txns})")).await.unwrap();
         let msgs = fetch(&src, "bench_slot", "bench_pub").await;
-        let mut cfg = PostgresTargetConfig::new("bench");
-        if !fast {
-            cfg.copy_min_rows = usize::MAX;
-            cfg.batch_min_rows = usize::MAX;
-        }
-        let target =
-            PostgresTarget::new(cluster.connect(&dst_db).await.unwrap(), cfg).await.unwrap();
-        let mut applier = Applier::new(target, ApplierConfig::default()).await.unwrap();
         let n = msgs.len();
-        let start = Instant::now();
-        for m in msgs {
-            applier.handle(m).await.unwrap();
-        }
-        applier.flush().await.unwrap();
-        let secs = start.elapsed().as_secs_f64();
+        let (applier, secs) =
+            apply_timed(cluster.connect(&dst_db).await.unwrap(), msgs, fast).await;
         assert_eq!(fingerprints(&dst).await, fingerprints(&src).await, "target matches source");
         let rate = u32::try_from(txns).map(f64::from).unwrap_or(f64::NAN) / secs;
         let ts = applier.target().stats();
@@ -147,21 +157,9 @@ async fn run(name: &str, workload: &str, rows: u64) {
             src.batch_execute(stmt).await.unwrap();
         }
         let msgs = fetch(&src, "bench_slot", "bench_pub").await;
-        let mut cfg = PostgresTargetConfig::new("bench");
-        if !fast {
-            cfg.copy_min_rows = usize::MAX;
-            cfg.batch_min_rows = usize::MAX;
-        }
-        let target =
-            PostgresTarget::new(cluster.connect(&dst_db).await.unwrap(), cfg).await.unwrap();
-        let mut applier = Applier::new(target, ApplierConfig::default()).await.unwrap();
         let n = msgs.len();
-        let start = Instant::now();
-        for m in msgs {
-            applier.handle(m).await.unwrap();
-        }
-        applier.flush().await.unwrap();
-        let secs = start.elapsed().as_secs_f64();
+        let (applier, secs) =
+            apply_timed(cluster.connect(&dst_db).await.unwrap(), msgs, fast).await;
         let check: i64 = dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
         let src_count: i64 = src.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
         assert_eq!(check, src_count, "target matches source");

@@ -22,7 +22,7 @@ use std::time::Duration;
 /// enough that the window closes between reads on a fast link.
 const BULK_RCVBUF: usize = 128 * 1024;
 /// Wake-up threshold while catching up (`SO_RCVLOWAT`).
-const BULK_LOWAT: usize = 64 * 1024;
+pub(crate) const BULK_LOWAT: usize = 64 * 1024;
 /// Longest wait, while reading a backlog in bulk, before reading whatever has arrived.
 pub const BULK_READ_WAIT: Duration = Duration::from_millis(10);
 /// Receive buffer for live streaming (after bulk reading locked autotuning).
@@ -53,11 +53,6 @@ impl Pacer {
     /// Whether bulk reading is on.
     pub(crate) fn is_bulk(&self) -> bool {
         self.bulk
-    }
-
-    /// The longest wait between reads in bulk mode.
-    pub(crate) fn wait(&self) -> Duration {
-        BULK_READ_WAIT
     }
 
     /// Switches between bulk and live reading.
@@ -99,11 +94,6 @@ impl Pacer {
             self.lowat = lowat;
         }
         ok
-    }
-
-    /// The threshold bulk reads use.
-    pub(crate) fn bulk_lowat(&self) -> usize {
-        BULK_LOWAT
     }
 }
 
@@ -192,7 +182,7 @@ mod tests {
 
         assert!(pacer.set_lowat(1));
         assert_eq!(get_option(fd, libc::SO_RCVLOWAT), 1);
-        assert!(pacer.set_lowat(pacer.bulk_lowat()));
+        assert!(pacer.set_lowat(BULK_LOWAT));
 
         pacer.set_bulk(false);
         assert!(!pacer.is_bulk());

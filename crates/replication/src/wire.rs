@@ -20,7 +20,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::{ChannelBinding, ConnConfig, Host};
 use crate::error::{DbError, Error};
-use crate::pacing::Pacer;
+use crate::pacing::{BULK_LOWAT, BULK_READ_WAIT, Pacer};
 use crate::tls;
 
 /// Frames larger than this are refused (PostgreSQL's own limit on a single
@@ -391,20 +391,21 @@ impl Conn {
     }
 
     /// One socket read. In bulk mode the kernel holds the wake-up until a good
-    /// amount is queued; after [`Pacer::wait`] whatever is there is read anyway.
+    /// amount is queued; after [`BULK_READ_WAIT`] whatever is there is read anyway.
     async fn read_some(&mut self) -> Result<usize, Error> {
         let Some(pacer) = self.pacer.as_mut().filter(|p| p.is_bulk()) else {
             return Ok(self.io.read_buf(&mut self.rbuf).await?);
         };
         // A cancelled read may have left the low-water mark at one byte.
-        pacer.set_lowat(pacer.bulk_lowat());
-        if let Ok(n) = tokio::time::timeout(pacer.wait(), self.io.read_buf(&mut self.rbuf)).await {
+        pacer.set_lowat(BULK_LOWAT);
+        if let Ok(n) = tokio::time::timeout(BULK_READ_WAIT, self.io.read_buf(&mut self.rbuf)).await
+        {
             return Ok(n?);
         }
         // Lowering the mark signals readiness at once if anything is queued.
         pacer.set_lowat(1);
         let n = self.io.read_buf(&mut self.rbuf).await?;
-        pacer.set_lowat(pacer.bulk_lowat());
+        pacer.set_lowat(BULK_LOWAT);
         Ok(n)
     }
 

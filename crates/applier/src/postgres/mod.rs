@@ -519,6 +519,22 @@ impl PostgresTarget {
         self.pipe.push(fut, purpose, bytes).await
     }
 
+    /// Sends a prepared statement for a change (`expected` rows) into the pipeline.
+    async fn push_change(
+        &mut self,
+        stmt: Statement,
+        params: Vec<Param>,
+        table: Arc<str>,
+        op: Op,
+        commit_lsn: Lsn,
+        expected: u64,
+    ) -> Result<(), ApplyError> {
+        let bytes = params_bytes(&params);
+        let purpose = Purpose::Change { table, op, commit_lsn, expected };
+        let fut = stmt_future(&self.client, stmt, params);
+        self.push(fut, purpose, bytes).await
+    }
+
     /// Ends the open `COPY`, if any, and waits for every reply: before a query that needs
     /// its answer.
     async fn quiesce(&mut self) -> Result<(), ApplyError> {
@@ -1082,10 +1098,7 @@ impl PostgresTarget {
             self.statement(rel_id, Op::Insert, StmtKey::Insert, TableInfo::insert_sql).await?;
         let params: Vec<Param> =
             row.values().map(|v| Param::from_value(v).unwrap_or(Param::Null)).collect();
-        let bytes = params_bytes(&params);
-        let purpose = Purpose::Change { table, op: Op::Insert, commit_lsn, expected: 1 };
-        let fut = stmt_future(&self.client, stmt, params);
-        self.push(fut, purpose, bytes).await
+        self.push_change(stmt, params, table, Op::Insert, commit_lsn, 1).await
     }
 
     /// A short run of inserts as one statement over arrays (a COPY costs a round trip).
@@ -1111,12 +1124,9 @@ impl PostgresTarget {
             .collect();
         let params: Vec<Param> =
             value::column_arrays(rows, &picks).into_iter().map(Param::Binary).collect();
-        let bytes = params_bytes(&params);
         let expected = u64::try_from(rows.len()).unwrap_or(u64::MAX);
         self.stats.batched_rows += expected;
-        let purpose = Purpose::Change { table, op: Op::Insert, commit_lsn, expected };
-        let fut = stmt_future(&self.client, stmt, params);
-        self.push(fut, purpose, bytes).await
+        self.push_change(stmt, params, table, Op::Insert, commit_lsn, expected).await
     }
 
     /// The key values identifying a row for table `t` (key replica identity), from the old
@@ -1238,10 +1248,7 @@ impl PostgresTarget {
                 self.statement(rel_id, op, key, move |t| t.delete_sql(&m)).await?
             }
         };
-        let bytes = params_bytes(&params);
-        let purpose = Purpose::Change { table, op, commit_lsn: self.commit_lsn(), expected: 1 };
-        let fut = stmt_future(&self.client, stmt, params);
-        self.push(fut, purpose, bytes).await
+        self.push_change(stmt, params, table, op, self.commit_lsn(), 1).await
     }
 
     /// Updates by key: folds into the table's buffered insert or update of the same row,
@@ -1263,7 +1270,6 @@ impl PostgresTarget {
         let sets_arrays = t.cols.iter().zip(&set).any(|(c, &s)| c.is_array && s);
         let batchable = !t.key.iter().any(|&k| t.cols[k].is_array)
             && (!sets_arrays || (same_key && t.row_type.is_some()));
-        let hazard = t.unique_hazard.clone();
         let key_tuple = key;
         self.leave_others(rel_id).await?;
         if !batchable {
@@ -1289,7 +1295,11 @@ impl PostgresTarget {
                 }
                 RunKind::Update { rows, keys } => {
                     if let Some(Some(j)) = keys.get(&key_bytes)
-                        && keeps_unique_values(&hazard, &rows[*j].new, &new)
+                        && keeps_unique_values(
+                            &self.tables[&rel_id].unique_hazard,
+                            &rows[*j].new,
+                            &new,
+                        )
                     {
                         fold_into_update(&mut rows[*j], &new, &set);
                         return self.buffered_more(i, bytes).await;
@@ -1349,10 +1359,7 @@ impl PostgresTarget {
             .filter_map(|(v, _)| Param::from_value(v))
             .collect();
         params.extend(key.values().filter_map(Param::from_value));
-        let bytes = params_bytes(&params);
-        let purpose = Purpose::Change { table, op: Op::Update, commit_lsn, expected: 1 };
-        let fut = stmt_future(&self.client, stmt, params);
-        self.push(fut, purpose, bytes).await
+        self.push_change(stmt, params, table, Op::Update, commit_lsn, 1).await
     }
 
     /// Sends a run of updates (distinct keys): one set-based statement per shape (columns set,
@@ -1505,13 +1512,10 @@ impl PostgresTarget {
         commit_lsn: Lsn,
         guarded: bool,
     ) -> Result<Option<Vec<usize>>, ApplyError> {
-        let bytes = params_bytes(&params);
         let expected = u64::try_from(rows).unwrap_or(u64::MAX);
         if !guarded {
             self.stats.batched_rows += expected;
-            let purpose = Purpose::Change { table, op: Op::Update, commit_lsn, expected };
-            let fut = stmt_future(&self.client, stmt, params);
-            self.push(fut, purpose, bytes).await?;
+            self.push_change(stmt, params, table, Op::Update, commit_lsn, expected).await?;
             return Ok(None);
         }
         self.quiesce().await?;
@@ -1593,10 +1597,7 @@ impl PostgresTarget {
             })
             .await?;
         let params: Vec<Param> = key.values().filter_map(Param::from_value).collect();
-        let bytes = params_bytes(&params);
-        let purpose = Purpose::Change { table, op: Op::Delete, commit_lsn, expected: 1 };
-        let fut = stmt_future(&self.client, stmt, params);
-        self.push(fut, purpose, bytes).await
+        self.push_change(stmt, params, table, Op::Delete, commit_lsn, 1).await
     }
 
     async fn flush_delete_run(
@@ -1626,12 +1627,9 @@ impl PostgresTarget {
             .into_iter()
             .map(Param::Binary)
             .collect();
-        let bytes = params_bytes(&params);
         let expected = u64::try_from(rows.len()).unwrap_or(u64::MAX);
         self.stats.batched_rows += expected;
-        let purpose = Purpose::Change { table, op: Op::Delete, commit_lsn, expected };
-        let fut = stmt_future(&self.client, stmt, params);
-        self.push(fut, purpose, bytes).await
+        self.push_change(stmt, params, table, Op::Delete, commit_lsn, expected).await
     }
     /// Marks every unconfirmed commit at or below the target's WAL flush position durable.
     fn resolve(&mut self, flushed: u64) {
