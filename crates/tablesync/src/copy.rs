@@ -114,13 +114,15 @@ pub struct CopyOptions {
     /// ranges commit separately, so a failure leaves it partly filled (retry with
     /// `truncate_target`). `None` (default): every table in one target transaction.
     pub split_bytes: Option<u64>,
-    /// Build a table's plain secondary indexes after its rows, in the same target
-    /// transaction: one sorted build instead of a random insertion per row. Only indexes
-    /// that a rebuild from `pg_get_indexdef` restores exactly are dropped (not unique, not
-    /// tied to a constraint, the replica identity, clustering, a partitioned index, a
-    /// tablespace, a comment or a statistics target), and only on tables the session's role
-    /// owns. The table stays locked on the target until its copy commits. Tables copied in
-    /// block ranges keep their indexes.
+    /// Build a table's indexes after its rows, in the same target transaction: one sorted
+    /// build instead of a random insertion per row (measured on 1M Store customers: 4.3 s
+    /// with the key and the unique email maintained, 2.6 s built after). Only indexes that a
+    /// rebuild restores exactly are dropped: plain and unique indexes, and primary key and
+    /// unique constraints nothing depends on (no foreign key, no view); never exclusion
+    /// constraints, the replica identity, clustering, a partitioned index, a tablespace, a
+    /// comment or a statistics target, and only on tables the session's role owns. The
+    /// table stays locked on the target until its copy commits. Tables copied in block
+    /// ranges keep their indexes.
     pub defer_indexes: bool,
 }
 
@@ -558,33 +560,48 @@ async fn copy_attempt(
     result
 }
 
-/// Plain secondary indexes of a table (`$1`, a quoted name) that can be dropped and rebuilt
-/// from their definition without losing anything: not unique, not backing or referenced by a
-/// constraint, not the replica identity or cluster index, not part of a partitioned index,
-/// in the default tablespace, without a comment or per-column statistics target, and on a
-/// table the session's role owns. Their definitions, in creation order.
-const DEFERRABLE_INDEXES_SQL: &str = "SELECT i.indexrelid::regclass::text, \
-        pg_catalog.pg_get_indexdef(i.indexrelid) \
+/// Indexes of a table (`$1`, a quoted name) that can be dropped before the copy and rebuilt
+/// after it without losing anything, with the statements that do each. Plain and unique
+/// indexes are rebuilt from `pg_get_indexdef`; primary key and unique constraints are
+/// re-added from `pg_get_constraintdef` under their own name, unless a foreign key or any
+/// other object (a view grouping by the key, say) depends on them. Never touched: exclusion
+/// constraints, the replica identity or cluster index, an index that is part of a
+/// partitioned one, one in another tablespace, with a comment (on it or its constraint) or
+/// a per-column statistics target, and tables the session's role does not own. In creation
+/// order.
+const DEFERRABLE_INDEXES_SQL: &str = "SELECT \
+        CASE WHEN c.oid IS NULL THEN 'DROP INDEX ' || i.indexrelid::regclass::text \
+             ELSE 'ALTER TABLE ' || t.oid::regclass::text || ' DROP CONSTRAINT ' \
+                  || pg_catalog.quote_ident(c.conname) END, \
+        CASE WHEN c.oid IS NULL THEN pg_catalog.pg_get_indexdef(i.indexrelid) \
+             ELSE 'ALTER TABLE ' || t.oid::regclass::text || ' ADD CONSTRAINT ' \
+                  || pg_catalog.quote_ident(c.conname) || ' ' \
+                  || pg_catalog.pg_get_constraintdef(c.oid) END \
     FROM pg_catalog.pg_index i \
     JOIN pg_catalog.pg_class t ON t.oid = i.indrelid \
     JOIN pg_catalog.pg_class x ON x.oid = i.indexrelid \
+    LEFT JOIN pg_catalog.pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = t.oid \
+        AND c.contype IN ('p', 'u') \
     WHERE i.indrelid = $1::text::regclass AND i.indisvalid AND i.indisready \
-      AND NOT i.indisunique AND NOT i.indisexclusion AND NOT i.indisreplident \
+      AND NOT i.indisexclusion AND NOT i.indisreplident \
       AND NOT i.indisclustered AND x.reltablespace = 0 AND t.relkind = 'r' \
       AND pg_catalog.pg_has_role(t.relowner, 'USAGE') \
-      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.conindid = i.indexrelid) \
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint o \
+                      WHERE o.conindid = i.indexrelid AND o.oid IS DISTINCT FROM c.oid) \
       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = i.indexrelid) \
       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_description d \
-                      WHERE d.objoid = i.indexrelid AND d.classoid = 'pg_catalog.pg_class'::regclass) \
+                      WHERE (d.objoid = i.indexrelid AND d.classoid = 'pg_catalog.pg_class'::regclass) \
+                         OR (d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_constraint'::regclass)) \
       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a \
                       WHERE a.attrelid = i.indexrelid AND a.attstattarget > 0) \
       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-                      WHERE d.refobjid = i.indexrelid AND d.refclassid = 'pg_catalog.pg_class'::regclass \
-                        AND d.deptype = 'n') \
+                      WHERE d.deptype = 'n' \
+                        AND ((d.refobjid = i.indexrelid AND d.refclassid = 'pg_catalog.pg_class'::regclass) \
+                          OR (d.refobjid = c.oid AND d.refclassid = 'pg_catalog.pg_constraint'::regclass))) \
     ORDER BY i.indexrelid";
 
 /// Drops `name`'s [deferrable](DEFERRABLE_INDEXES_SQL) indexes inside the copy's target
-/// transaction and returns their definitions, to rebuild once the rows are in. A rollback
+/// transaction and returns the statements that rebuild them once the rows are in. A rollback
 /// brings them back, so a failed or interrupted copy never leaves a table without them.
 async fn drop_deferrable_indexes(dst: &Client, name: &QualifiedName) -> Result<Vec<String>, Error> {
     let fail = |stage: &'static str| {
@@ -595,15 +612,15 @@ async fn drop_deferrable_indexes(dst: &Client, name: &QualifiedName) -> Result<V
         .query(DEFERRABLE_INDEXES_SQL, &[&name.quoted()])
         .await
         .map_err(fail("listing the target table's indexes"))?;
-    let mut definitions = Vec::with_capacity(rows.len());
+    let mut rebuild = Vec::with_capacity(rows.len());
     for row in &rows {
-        let index: String = row.get(0);
-        dst.batch_execute(&format!("DROP INDEX {index}"))
+        let drop: String = row.get(0);
+        dst.batch_execute(&drop)
             .await
             .map_err(fail("dropping an index to rebuild after the copy"))?;
-        definitions.push(row.get(1));
+        rebuild.push(row.get(1));
     }
-    Ok(definitions)
+    Ok(rebuild)
 }
 
 /// Pipes `COPY (SELECT ...) TO STDOUT` into `COPY ... FROM STDIN`, bytes untouched.

@@ -885,43 +885,40 @@ async fn large_tables_are_split_into_block_ranges() {
     assert_eq!(tablesync::table_hash(&p.dst, &tables[0], None).await.unwrap(), at_snapshot);
 }
 
-/// The target's indexes, as `pg_indexes` defines them, by name.
-async fn index_definitions(c: &Client, table: &str) -> Vec<(String, String)> {
-    c.query(
-        "SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = $1 ORDER BY 1",
-        &[&table],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
-}
-
-/// Plain secondary indexes are dropped and rebuilt around the rows in the copy's target
-/// transaction (a sorted build, not an insertion per row); the others stay as they are. The
-/// target ends up with the same indexes, and a failed copy leaves them all in place.
+/// Indexes, primary keys and unique constraints that nothing depends on are dropped and
+/// rebuilt around the rows in the copy's target transaction (a sorted build, not an insertion
+/// per row); the others stay as they are. The target ends up with the same indexes and
+/// constraints, and a failed copy leaves them all in place.
 #[tokio::test]
-async fn plain_indexes_are_rebuilt_after_the_rows() {
+async fn indexes_are_rebuilt_after_the_rows() {
     let p = pair("deferidx").await;
-    let ddl = "CREATE TABLE d (id int PRIMARY KEY, a int, b text, u int, c int);
+    let ddl = "CREATE TABLE d (id int PRIMARY KEY, a int, b text, u int, c int, e text, k int);
         CREATE INDEX d_a_idx ON d (a);
         CREATE INDEX d_lower_b_idx ON d (lower(b)) WHERE a > 10;
         CREATE UNIQUE INDEX d_u_idx ON d (u);
         CREATE INDEX d_c_idx ON d USING hash (c);
         CREATE INDEX d_commented_idx ON d (c, a);
-        COMMENT ON INDEX d_commented_idx IS 'kept as it is';";
+        COMMENT ON INDEX d_commented_idx IS 'kept as it is';
+        ALTER TABLE d ADD CONSTRAINT d_e_key UNIQUE NULLS NOT DISTINCT (e) INCLUDE (a)
+            DEFERRABLE INITIALLY DEFERRED;
+        ALTER TABLE d ADD CONSTRAINT d_k_key UNIQUE (k);
+        CREATE TABLE d_ref (k int REFERENCES d (k));
+        CREATE TABLE f (id int PRIMARY KEY, v text);
+        CREATE VIEW f_by_id AS SELECT id, v FROM f GROUP BY id;";
     p.src.batch_execute(ddl).await.unwrap();
     p.src
         .batch_execute(
-            "INSERT INTO d SELECT i, i % 97, 'B' || i, i, i % 13 FROM generate_series(1, 5000) i",
+            "INSERT INTO d SELECT i, i % 97, 'B' || i, i, i % 13, nullif('E' || i, 'E7'), i \
+             FROM generate_series(1, 5000) i;
+             INSERT INTO f SELECT i, 'v' || i FROM generate_series(1, 300) i;",
         )
         .await
         .unwrap();
     p.dst.batch_execute(ddl).await.unwrap();
-    let before = index_definitions(&p.dst, "d").await;
-    let tables =
-        tablesync::resolve_tables(&p.src, &[QualifiedName::parse("d").unwrap()]).await.unwrap();
+    let before = schema_of(&p.dst).await;
+    let oids_before = index_oids(&p.dst).await;
+    let names = [QualifiedName::parse("d").unwrap(), QualifiedName::parse("f").unwrap()];
+    let tables = tablesync::resolve_tables(&p.src, &names).await.unwrap();
     let (_exporter, snap) = export_snapshot(&p.src_db).await;
 
     // A failing copy (a row the target refuses) rolls the dropped indexes back too.
@@ -931,39 +928,32 @@ async fn plain_indexes_are_rebuilt_after_the_rows() {
     tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &opts, &no_progress)
         .await
         .unwrap_err();
-    assert_eq!(index_definitions(&p.dst, "d").await, before);
-    let comment: Option<String> = p
-        .dst
-        .query_one("SELECT obj_description('d_commented_idx'::regclass, 'pg_class')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(comment.as_deref(), Some("kept as it is"));
+    p.dst.batch_execute("ALTER TABLE d DROP CONSTRAINT small_a; TRUNCATE f").await.unwrap();
+    assert_eq!(schema_of(&p.dst).await, before);
+    assert_eq!(index_oids(&p.dst).await, oids_before);
 
-    p.dst.batch_execute("ALTER TABLE d DROP CONSTRAINT small_a").await.unwrap();
     let report =
         tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &opts, &no_progress)
             .await
             .unwrap();
-    assert_eq!(report.rows, 5000);
-    assert_eq!(index_definitions(&p.dst, "d").await, before);
-    // The rebuilt indexes are the ones new: the others kept their relation.
-    let rebuilt: Vec<String> = p
-        .dst
-        .query(
-            "SELECT c.relname::text FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid \
-             WHERE i.indrelid = 'd'::regclass AND c.oid > (SELECT max(oid) FROM pg_class \
-             WHERE relname = 'd_commented_idx') ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
+    assert_eq!(report.rows, 5300);
+    assert_eq!(schema_of(&p.dst).await, before);
+    let after = index_oids(&p.dst).await;
+    let rebuilt: Vec<&str> = oids_before
         .iter()
-        .map(|r| r.get(0))
+        .zip(&after)
+        .filter(|(b, a)| b.1 != a.1)
+        .map(|(b, _)| b.0.as_str())
         .collect();
-    assert_eq!(rebuilt, ["d_a_idx", "d_c_idx", "d_lower_b_idx"]);
-    assert_eq!(fingerprint(&p.src, "d").await, fingerprint(&p.dst, "d").await);
-    // The planner uses the rebuilt index.
+    assert_eq!(rebuilt, ["d_a_idx", "d_c_idx", "d_e_key", "d_lower_b_idx", "d_pkey", "d_u_idx"]);
+    for t in ["d", "f"] {
+        assert_eq!(fingerprint(&p.src, t).await, fingerprint(&p.dst, t).await);
+    }
+    // The rebuilt constraints hold: a deferred duplicate fails at commit, an immediate one at once.
+    p.dst.batch_execute("BEGIN; INSERT INTO d (id, e) VALUES (9001, 'E1')").await.unwrap();
+    p.dst.batch_execute("COMMIT").await.unwrap_err();
+    p.dst.batch_execute("INSERT INTO d (id) VALUES (1)").await.unwrap_err();
+    // The planner uses a rebuilt index.
     p.dst.batch_execute("ANALYZE d").await.unwrap();
     let plan: String = p
         .dst
@@ -974,6 +964,43 @@ async fn plain_indexes_are_rebuilt_after_the_rows() {
         .map(|r| r.get::<_, String>(0))
         .collect();
     assert!(plan.contains("d_a_idx"), "{plan}");
+}
+
+/// Index and constraint definitions, comments and replica identities of the test's tables.
+async fn schema_of(c: &Client) -> Vec<String> {
+    c.query(
+        "SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes \
+             WHERE tablename IN ('d', 'f', 'd_ref') \
+         UNION ALL SELECT 'constraint ' || conname || ' on ' || conrelid::regclass || ': ' \
+             || pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid IN ('d'::regclass, 'f'::regclass, 'd_ref'::regclass) \
+         UNION ALL SELECT 'comment ' || coalesce(obj_description('d_commented_idx'::regclass, \
+             'pg_class'), '-') \
+         UNION ALL SELECT 'identity ' || relname || ' ' || relreplident::text FROM pg_class \
+             WHERE relname IN ('d', 'f') \
+         UNION ALL SELECT 'view ' || pg_get_viewdef('f_by_id'::regclass) \
+         ORDER BY 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Each index of the test's tables by name, with its relation's oid.
+async fn index_oids(c: &Client) -> Vec<(String, u32)> {
+    c.query(
+        "SELECT c.relname::text, c.oid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid \
+         WHERE i.indrelid IN ('d'::regclass, 'f'::regclass) ORDER BY 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
 }
 
 async fn fingerprint(c: &Client, table: &str) -> (i64, String) {
