@@ -3,7 +3,7 @@
 //! The exposition format is a few lines of text and the endpoint answers one GET, so this is
 //! a small responder on a tokio listener rather than an HTTP framework.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +14,15 @@ use pgoutput_decoder::{LogicalMessage, Lsn, PgTimestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// The `op` label of each row counter.
+const OPS: [&str; 4] = ["insert", "update", "delete", "truncate"];
+
 /// Counters and gauges of one mirror. Cheap to update from the apply loop.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    rows: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Row changes by relation id, one counter per [`OPS`] entry. Names are looked up when
+    /// rendering, so counting a row costs one lock and no allocation.
+    rows: Mutex<HashMap<u32, [u64; OPS.len()]>>,
     relations: Mutex<BTreeMap<u32, String>>,
     transactions: AtomicU64,
     received_lsn: AtomicU64,
@@ -46,12 +51,12 @@ impl Metrics {
                 }
                 return;
             }
-            LogicalMessage::Insert(m) => (m.rel_id, "insert"),
-            LogicalMessage::Update(m) => (m.rel_id, "update"),
-            LogicalMessage::Delete(m) => (m.rel_id, "delete"),
+            LogicalMessage::Insert(m) => (m.rel_id, 0),
+            LogicalMessage::Update(m) => (m.rel_id, 1),
+            LogicalMessage::Delete(m) => (m.rel_id, 2),
             LogicalMessage::Truncate(t) => {
                 for rel in &t.rel_ids {
-                    self.count(*rel, "truncate");
+                    self.count(*rel, 3);
                 }
                 return;
             }
@@ -63,15 +68,10 @@ impl Metrics {
         self.count(rel_id, op);
     }
 
-    fn count(&self, rel_id: u32, op: &'static str) {
-        let table = self
-            .relations
-            .lock()
-            .ok()
-            .and_then(|r| r.get(&rel_id).cloned())
-            .unwrap_or_else(|| rel_id.to_string());
+    /// One row change of `OPS[op]` on relation `rel_id`.
+    fn count(&self, rel_id: u32, op: usize) {
         if let Ok(mut rows) = self.rows.lock() {
-            *rows.entry((table, op)).or_insert(0) += 1;
+            rows.entry(rel_id).or_default()[op] += 1;
         }
     }
 
@@ -195,11 +195,20 @@ impl Metrics {
             "# HELP pgmirror_rows_total Row changes received, by table and operation.\n\
              # TYPE pgmirror_rows_total counter"
         );
-        if let Ok(rows) = self.rows.lock() {
-            for ((table, op), n) in rows.iter() {
-                let table = table.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(out, "pgmirror_rows_total{{table=\"{table}\",op=\"{op}\"}} {n}");
+        // By the relation's latest name; ids that share a name (a table dropped and created
+        // again) add up.
+        let mut by_name: BTreeMap<(String, &str), u64> = BTreeMap::new();
+        if let (Ok(rows), Ok(names)) = (self.rows.lock(), self.relations.lock()) {
+            for (rel_id, counts) in rows.iter() {
+                let table = names.get(rel_id).cloned().unwrap_or_else(|| rel_id.to_string());
+                for (op, n) in OPS.iter().zip(counts).filter(|(_, n)| **n > 0) {
+                    *by_name.entry((table.clone(), op)).or_default() += n;
+                }
             }
+        }
+        for ((table, op), n) in by_name {
+            let table = table.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "pgmirror_rows_total{{table=\"{table}\",op=\"{op}\"}} {n}");
         }
         out
     }

@@ -20,6 +20,9 @@ const STOP_FLUSH_TRIES: u32 = 50;
 /// How long to sleep when nothing at all is pending.
 const IDLE_SLEEP: Duration = Duration::from_millis(500);
 
+/// Queued events taken in a row before the timers are looked at again.
+const BURST: u32 = 64;
+
 /// Why the loop ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PumpEnd {
@@ -59,6 +62,7 @@ pub async fn pump<T: Target>(
     }
     let mut pending = false;
     let mut catch_up = CatchUp::new();
+    let mut burst = 0;
     loop {
         if shutdown.is_triggered() && applier.is_between_transactions() {
             // The target commits asynchronously: give its WAL flush a moment so the final
@@ -77,6 +81,16 @@ pub async fn pump<T: Target>(
             stream.shutdown().await?;
             return Ok(PumpEnd::Stopped);
         }
+        // While events are queued, take them without arming a timer (reading the clock and
+        // arming a timer per message was 4% of pgmirror's CPU); every `BURST` events the
+        // loop goes through the select below, so deadlines are still met.
+        if let Some(event) = (burst < BURST).then(|| stream.try_next()).flatten() {
+            burst += 1;
+            pending = true;
+            on_event(applier, &stream, metrics, &mut catch_up, event).await?;
+            continue;
+        }
+        burst = 0;
         let wait = match (pending, stream.is_reading_backlog()) {
             // A backlog arrives in gulps: a pause between two is not an idle primary, and
             // flushing there would cut the target transactions short.
@@ -90,18 +104,9 @@ pub async fn pump<T: Target>(
             .map_or(Instant::now() + wait, |d| d.min(Instant::now() + wait));
         tokio::select! {
             event = stream.next() => {
-                let event = match event {
-                    Some(Ok(event)) => event,
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(PumpError::SourceClosed),
-                };
+                let event = event.ok_or(PumpError::SourceClosed)?;
                 pending = true;
-                metrics.observe(&event.message);
-                if let Some(lsn) = applier.handle(event.message).await? {
-                    stream.confirm(lsn);
-                    metrics.positions(stream.received_lsn(), lsn);
-                    catch_up.update(stream.received_lsn(), lsn);
-                }
+                on_event(applier, &stream, metrics, &mut catch_up, event).await?;
             }
             () = tokio::time::sleep_until(deadline) => {
                 if let Some(lsn) = applier.idle().await? {
@@ -117,4 +122,22 @@ pub async fn pump<T: Target>(
             () = shutdown.wait(), if !shutdown.is_triggered() => {}
         }
     }
+}
+
+/// Hands one event from the stream to the applier and confirms what it made durable.
+async fn on_event<T: Target>(
+    applier: &mut Applier<T>,
+    stream: &LogicalReplicationStream,
+    metrics: &Metrics,
+    catch_up: &mut CatchUp,
+    event: Result<replication::ReplicationEvent, replication::Error>,
+) -> Result<(), PumpError> {
+    let event = event?;
+    metrics.observe(&event.message);
+    if let Some(lsn) = applier.handle(event.message).await? {
+        stream.confirm(lsn);
+        metrics.positions(stream.received_lsn(), lsn);
+        catch_up.update(stream.received_lsn(), lsn);
+    }
+    Ok(())
 }

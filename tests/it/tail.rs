@@ -90,10 +90,16 @@ async fn tail_prints_each_change_once_across_restarts() {
     let url = cluster.url(&db);
 
     let tail = Tail::start(&url, &slot);
-    // The slot is created by tail; wait for it before writing.
+    // The slot is created by tail; wait until it is consistent before writing (it is listed
+    // while it still waits for the transactions running elsewhere on the shared cluster, and
+    // a commit before its consistent point is never decoded).
     crate::common::wait_for(Duration::from_secs(20), "the tail slot", || async {
         client
-            .query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots \
+                 WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL",
+                &[&slot],
+            )
             .await
             .unwrap()
             .is_some()

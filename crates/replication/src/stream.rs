@@ -199,6 +199,12 @@ impl LogicalReplicationStream {
         self.rx.recv().await
     }
 
+    /// The next event if one is already queued, without waiting; `None` when none is (or
+    /// the stream ended: [`next`](Self::next) then says so).
+    pub fn try_next(&mut self) -> Option<Result<ReplicationEvent, Error>> {
+        self.rx.try_recv().ok()
+    }
+
     /// A handle for confirming progress from another task.
     pub fn feedback(&self) -> FeedbackHandle {
         FeedbackHandle { shared: self.shared.clone() }
