@@ -653,10 +653,16 @@ async fn stream_piece(
     }
     let filter =
         if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
-    let out_sql = format!(
-        "COPY (SELECT {columns} FROM {only}{}{filter}) TO STDOUT (FORMAT {fmt})",
-        name.quoted()
-    );
+    let out_sql = if conds.is_empty() && !table.is_partitioned && !columns.is_empty() {
+        // A plain table is read directly (only its own rows, as ONLY would), without the
+        // executor a query needs.
+        format!("COPY {} ({columns}) TO STDOUT (FORMAT {fmt})", name.quoted())
+    } else {
+        format!(
+            "COPY (SELECT {columns} FROM {only}{}{filter}) TO STDOUT (FORMAT {fmt})",
+            name.quoted()
+        )
+    };
     let in_sql = format!("COPY {} ({columns}) FROM STDIN (FORMAT {fmt})", name.quoted());
 
     let sink = dst
@@ -785,6 +791,14 @@ impl BinaryRowCounter {
 
     pub(crate) fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
+            // The source sends a row per message: count whole rows straight from the slice.
+            if self.phase == Phase::FieldCount && self.have == 0 {
+                if let Some(len) = whole_row_len(data) {
+                    self.rows += 1;
+                    data = &data[len..];
+                    continue;
+                }
+            }
             match self.phase {
                 Phase::Done => return,
                 Phase::Skip(n, then) => {
@@ -858,6 +872,23 @@ impl BinaryRowCounter {
             other => other,
         };
     }
+}
+
+/// The length of the binary COPY row at the start of `data` if all of it is there; `None`
+/// for a partial row, the trailer or anything malformed (the byte-wise parser decides).
+fn whole_row_len(data: &[u8]) -> Option<usize> {
+    let fields = u16::try_from(i16::from_be_bytes([*data.first()?, *data.get(1)?])).ok()?;
+    let mut at = 2usize;
+    for _ in 0..fields {
+        let len = data.get(at..at + 4)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        at += 4;
+        match len {
+            -1 => {}
+            n => at = at.checked_add(usize::try_from(n).ok()?)?,
+        }
+    }
+    (at <= data.len()).then_some(at)
 }
 
 fn skip_then(n: u64, then: After) -> Phase {
