@@ -792,12 +792,13 @@ impl BinaryRowCounter {
     pub(crate) fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             // The source sends a row per message: count whole rows straight from the slice.
-            if self.phase == Phase::FieldCount && self.have == 0 {
-                if let Some(len) = whole_row_len(data) {
-                    self.rows += 1;
-                    data = &data[len..];
-                    continue;
-                }
+            if self.phase == Phase::FieldCount
+                && self.have == 0
+                && let Some(len) = whole_row_len(data)
+            {
+                self.rows += 1;
+                data = &data[len..];
+                continue;
             }
             match self.phase {
                 Phase::Done => return,
