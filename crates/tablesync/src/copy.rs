@@ -881,9 +881,10 @@ fn whole_row_len(data: &[u8]) -> Option<usize> {
     let fields = u16::try_from(i16::from_be_bytes([*data.first()?, *data.get(1)?])).ok()?;
     let mut at = 2usize;
     for _ in 0..fields {
-        let len = data.get(at..at + 4)?;
+        let next = at.checked_add(4)?;
+        let len = data.get(at..next)?;
         let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-        at += 4;
+        at = next;
         match len {
             -1 => {}
             n => at = at.checked_add(usize::try_from(n).ok()?)?,
@@ -957,6 +958,20 @@ mod tests {
             assert_eq!(c.rows, 4, "chunk size {chunk}");
             assert_eq!(c.phase, Phase::Done);
         }
+    }
+
+    #[test]
+    fn whole_rows_are_measured_and_partial_ones_left_to_the_parser() {
+        // Two fields: 4 bytes, then NULL.
+        let row = b"\0\x02\0\0\0\x04abcd\xff\xff\xff\xff";
+        assert_eq!(whole_row_len(row), Some(row.len()));
+        for cut in 0..row.len() {
+            assert_eq!(whole_row_len(&row[..cut]), None, "cut at {cut}");
+        }
+        // The trailer, a negative length other than NULL and a huge length.
+        assert_eq!(whole_row_len(b"\xff\xff"), None);
+        assert_eq!(whole_row_len(b"\0\x01\xff\xff\xff\xfe"), None);
+        assert_eq!(whole_row_len(b"\0\x01\x7f\xff\xff\xff"), None);
     }
 
     #[test]
