@@ -188,7 +188,10 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
 
     step(7, "Stop the primary (immediate shutdown, like a crash)");
     drop(client);
-    primary.stop(StopMode::Immediate)?;
+    // Off the runtime's thread: the mirror task keeps running meanwhile.
+    let primary =
+        tokio::task::spawn_blocking(move || primary.stop(StopMode::Immediate).map(|()| primary))
+            .await??;
     let n: i64 = dst.query_one("SELECT count(*) FROM orders", &[]).await?.get(0);
     println!("   primary down; the replica still serves reads: SELECT count(*) FROM orders = {n}");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -198,7 +201,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
     println!("   pgmirror is still running, retrying the connection with backoff");
 
     step(8, "Start the primary again");
-    primary.start()?;
+    let primary = tokio::task::spawn_blocking(move || primary.start().map(|()| primary)).await??;
     let src = primary.connect(DB).await?;
     src.execute(
         "INSERT INTO customers (email, name) VALUES ('back@example.com', 'After Restart')",

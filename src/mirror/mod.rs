@@ -274,6 +274,13 @@ async fn prepare(opts: &MirrorOptions, shutdown: &Shutdown) -> anyhow::Result<Mi
     let copied =
         initial_copy(opts, &tables, &snapshot, redo_copy || opts.truncate_target, shutdown).await;
     if let Err(e) = copied {
+        if shutdown.is_triggered() {
+            // Stopped, not failed: the tables copied so far stay, and so does the record
+            // ("copying"), so the next start empties them and copies again. Only the slot
+            // goes, so the primary keeps no WAL for a stopped mirror.
+            drop_setup_slot(&mut repl, &record.slot).await;
+            return Err(e);
+        }
         undo_setup(&mut repl, &mut target, &source, &record).await;
         return Err(e);
     }
@@ -290,6 +297,19 @@ async fn prepare(opts: &MirrorOptions, shutdown: &Shutdown) -> anyhow::Result<Mi
     Ok(record)
 }
 
+/// Drops the slot a set-up created, on a fresh connection if the old one failed.
+async fn drop_setup_slot(repl: &mut ReplicationClient, slot: &str) {
+    if let Err(e) = repl.drop_slot(slot, true).await {
+        // The replication connection may be what failed; try a fresh one.
+        tracing::debug!(error = %e, "dropping the slot on the old connection failed");
+        if let Ok(mut fresh) = ReplicationClient::connect(repl.config()).await
+            && let Err(e) = fresh.drop_slot(slot, true).await
+        {
+            tracing::error!(slot = %slot, error = %e, "could not drop the slot; drop it by hand");
+        }
+    }
+}
+
 /// After a failed initial copy: drop what this set-up created, so nothing is left behind.
 async fn undo_setup(
     repl: &mut ReplicationClient,
@@ -297,15 +317,7 @@ async fn undo_setup(
     source: &Client,
     rec: &MirrorRecord,
 ) {
-    if let Err(e) = repl.drop_slot(&rec.slot, true).await {
-        // The replication connection may be what failed; try a fresh one.
-        tracing::debug!(error = %e, "dropping the slot on the old connection failed");
-        if let Ok(mut fresh) = ReplicationClient::connect(repl.config()).await
-            && let Err(e) = fresh.drop_slot(&rec.slot, true).await
-        {
-            tracing::error!(slot = %rec.slot, error = %e, "could not drop the slot; drop it by hand");
-        }
-    }
+    drop_setup_slot(repl, &rec.slot).await;
     if rec.created_publication {
         let _ = tablesync::drop_publication(source, &rec.publication).await;
     }
