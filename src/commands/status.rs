@@ -287,7 +287,14 @@ pub async fn collect_status(opts: &StatusOptions) -> anyhow::Result<Status> {
     let source =
         replication::connect_sql(&opts.source).await.context("connecting to the source")?;
     let target = match &opts.target {
-        Some(cfg) => Some(replication::connect_sql(cfg).await.context("connecting to the target")?),
+        Some(cfg) => {
+            let t = replication::connect_sql(cfg).await.context("connecting to the target")?;
+            // A status report never waits long: the initial copy holds each table locked
+            // until it commits, and such a table gets no count (see `table_counts`). Set once
+            // for this session, which only reads.
+            t.batch_execute("SET lock_timeout = '500ms'").await.context("setting lock_timeout")?;
+            Some(t)
+        }
         None => None,
     };
     let mirror =
@@ -456,13 +463,9 @@ pub(crate) async fn table_counts(
                 .context("looking up a target table")?
                 .get(0);
             if exists {
-                // The initial copy holds the table locked until it commits: no count yet.
-                t.batch_execute("SET lock_timeout = '500ms'")
-                    .await
-                    .context("setting lock_timeout")?;
-                let counted = t.query_one(&sql, &[]).await;
-                t.batch_execute("RESET lock_timeout").await.context("resetting lock_timeout")?;
-                match counted {
+                // The initial copy holds the table locked until it commits: no count yet
+                // (the caller's session has a short `lock_timeout`).
+                match t.query_one(&sql, &[]).await {
                     Ok(row) => Some(row.get(0)),
                     Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => None,
                     Err(e) => {

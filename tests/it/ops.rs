@@ -274,6 +274,18 @@ async fn status_verify_and_drop_on_a_running_mirror() {
         assert_eq!(Some(t.source_rows), t.target_rows, "{t:?}");
     }
 
+    // A target table held locked (as the initial copy holds it) gets no count, and status
+    // does not wait for the lock.
+    let mut locker = cluster.connect(&dst_db).await.unwrap();
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let status = collect_status(&status_opts).await.expect("status beside a locked table");
+    for t in &status.tables {
+        let locked = t.table == "public.products";
+        assert_eq!(t.target_rows.is_none(), locked, "{t:?}");
+    }
+    tx.rollback().await.unwrap();
+
     // Status from the binary, as JSON; the mirror is found without --name (the only one).
     let (code, out, err) =
         pgmirror(&["status", "--source", &source_url, "--target", &target_url, "--json"]).await;
