@@ -177,7 +177,10 @@ impl<T: Target> Applier<T> {
             && self.streams.is_empty()
             && self.prepared.is_empty()
             && self.pending_commits == 0
-            && self.last_applied.is_none_or(|a| self.reported.is_some_and(|r| r >= a))
+            && self.last_applied.is_none_or(|a| {
+                // The progress the target held at start was confirmed when the stream started.
+                self.reported.max(self.start_progress).is_some_and(|r| r >= a)
+            })
     }
 
     /// Whether the stream is between transactions: no Begin..Commit open and no Stream

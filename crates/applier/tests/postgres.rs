@@ -54,6 +54,10 @@ async fn store_workload_and_dedupe() {
     assert_eq!(again.stats().applied_txns, 0);
     assert_eq!(again.stats().skipped_txns, applied);
     env.assert_same(&store::TABLES).await;
+    // Nothing new: quiescent, so a clean stop does not wait for a durability that is not coming.
+    assert!(again.is_quiescent());
+    let idle = applier::Applier::new(env.target("test").await, ApplierConfig::default()).await;
+    assert!(idle.unwrap().is_quiescent());
 
     // Half applied before a "crash": the rest is applied exactly once.
     let half = msgs.len() / 2;
