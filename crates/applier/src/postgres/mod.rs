@@ -25,9 +25,9 @@
 //!
 //! # Rows, identity and TOAST
 //! Rows are found by the replica identity: the key columns (from the old key tuple when sent,
-//! else from the new row) or, for `REPLICA IDENTITY FULL`, the whole old row compared
-//! NULL-safely, one row at a time (`ctid = (SELECT ctid ... LIMIT 1)`) so identical duplicates
-//! are handled one by one. Unchanged TOAST values are left out of `SET` lists. A row to update
+//! else from the new row) or, for `REPLICA IDENTITY FULL`, the whole old row (`=` for values,
+//! so an index on any of its columns serves the lookup, and `IS NULL` for NULLs), one row at a
+//! time (`ctid = (SELECT ctid ... LIMIT 1)`) so identical duplicates are handled one by one. Unchanged TOAST values are left out of `SET` lists. A row to update
 //! or delete that the target lacks is logged and counted, as the native subscriber does.
 //!
 //! # Schema drift
@@ -48,14 +48,14 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, TryStreamExt};
-use pgoutput_decoder::{Column, DecodingMessage, Lsn, OldTuple, Relation, Tuple};
+use pgoutput_decoder::{Column, ColumnValue, DecodingMessage, Lsn, OldTuple, Relation, Tuple};
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, CopyInSink, Statement};
 
 use crate::error::{ApplyError, Op};
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
 use pipeline::{Pipeline, Purpose, StmtFuture};
-use table::{ColInfo, RowType, StmtKey, TableInfo, UniqueHazard, quote_ident};
+use table::{ColInfo, Match, RowType, StmtKey, TableInfo, UniqueHazard, quote_ident};
 use value::{COPY_BINARY_HEADER, COPY_BINARY_TRAILER, Param, ValueFormat};
 
 /// Names a type the target cannot name itself: a non-builtin source type OID (with its type
@@ -1223,7 +1223,14 @@ impl PostgresTarget {
         set: Option<(&Tuple, &[bool])>,
         old: &Tuple,
     ) -> Result<(), ApplyError> {
-        let matched: Box<[bool]> = old.iter().map(|v| !v.is_unchanged_toast()).collect();
+        let matched: Box<[Match]> = old
+            .values()
+            .map(|v| match v {
+                ColumnValue::UnchangedToast => Match::Skip,
+                ColumnValue::Null => Match::Null,
+                ColumnValue::Text(_) | ColumnValue::Binary(_) => Match::Value,
+            })
+            .collect();
         let mut params: Vec<Param> = Vec::new();
         let key = match set {
             Some((new, set)) => {
@@ -1237,7 +1244,10 @@ impl PostgresTarget {
             }
             None => StmtKey::Delete { matched: matched.clone() },
         };
-        params.extend(old.values().filter_map(Param::from_value));
+        // NULLs are matched by `IS NULL`, without a parameter.
+        params.extend(
+            old.values().filter(|v| !matches!(v, ColumnValue::Null)).filter_map(Param::from_value),
+        );
         let (stmt, table) = match &key {
             StmtKey::Update { set, matched } => {
                 let (s, m) = (set.clone(), matched.clone());
@@ -1344,11 +1354,7 @@ impl PostgresTarget {
         set: &[bool],
     ) -> Result<(), ApplyError> {
         let t = &self.tables[&rel_id];
-        let mut matched = vec![false; t.cols.len()];
-        for &k in &t.key {
-            matched[k] = true;
-        }
-        let (s, m): (Box<[bool]>, Box<[bool]>) = (set.into(), matched.into());
+        let (s, m): (Box<[bool]>, Box<[Match]>) = (set.into(), t.key_match());
         let key_stmt = StmtKey::Update { set: s.clone(), matched: m.clone() };
         let (stmt, table) =
             self.statement(rel_id, Op::Update, key_stmt, move |t| t.update_sql(&s, &m)).await?;
@@ -1586,11 +1592,7 @@ impl PostgresTarget {
         key: &Tuple,
     ) -> Result<(), ApplyError> {
         let t = &self.tables[&rel_id];
-        let mut matched = vec![false; t.cols.len()];
-        for &k in &t.key {
-            matched[k] = true;
-        }
-        let m: Box<[bool]> = matched.into();
+        let m = t.key_match();
         let (stmt, table) = self
             .statement(rel_id, Op::Delete, StmtKey::Delete { matched: m.clone() }, move |t| {
                 t.delete_sql(&m)

@@ -46,15 +46,26 @@ pub(crate) struct ColInfo {
     pub(crate) identity_always: bool,
 }
 
+/// How a single-row update or delete finds its row by one column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Match {
+    /// Not compared (not in the key, or an unchanged TOAST value under FULL identity).
+    Skip,
+    /// Equal to a parameter: `=`, which an index on the column can serve.
+    Value,
+    /// `IS NULL` (FULL identity: the old row had NULL there).
+    Null,
+}
+
 /// Which statement shape, for the per-table statement cache.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum StmtKey {
     /// Single-row insert of all columns.
     Insert,
     /// Single-row update: columns set, columns matched (by key or whole row).
-    Update { set: Box<[bool]>, matched: Box<[bool]> },
+    Update { set: Box<[bool]>, matched: Box<[Match]> },
     /// Single-row delete: columns matched.
-    Delete { matched: Box<[bool]> },
+    Delete { matched: Box<[Match]> },
     /// `COPY` of all columns, binary or text.
     Copy { binary: bool },
     /// Multi-row insert over one array per column, of binary (element) or text values.
@@ -195,44 +206,47 @@ impl TableInfo {
         sql
     }
 
+    /// Matching by the replica identity key: its columns equal to parameters.
+    pub(crate) fn key_match(&self) -> Box<[Match]> {
+        let mut matched = vec![Match::Skip; self.cols.len()];
+        for &k in &self.key {
+            matched[k] = Match::Value;
+        }
+        matched.into()
+    }
+
     /// The row-matching condition, numbering parameters from `next`.
-    fn where_sql(&self, sql: &mut String, matched: &[bool], next: &mut usize) {
+    fn where_sql(&self, sql: &mut String, matched: &[Match], next: &mut usize) {
         if self.full_identity() {
             // One row at a time even among identical duplicates.
             let _ = write!(sql, "ctid = (SELECT ctid FROM {} WHERE ", self.name);
-            self.conditions(sql, matched, next, true);
+            self.conditions(sql, matched, next);
             sql.push_str(" LIMIT 1)");
         } else {
-            self.conditions(sql, matched, next, false);
+            self.conditions(sql, matched, next);
         }
     }
 
-    fn conditions(&self, sql: &mut String, matched: &[bool], next: &mut usize, null_safe: bool) {
+    fn conditions(&self, sql: &mut String, matched: &[Match], next: &mut usize) {
         let mut first = true;
-        for (i, c) in self.cols.iter().enumerate() {
-            if !matched[i] {
+        for (c, m) in self.cols.iter().zip(matched) {
+            if *m == Match::Skip {
                 continue;
             }
             if !first {
                 sql.push_str(" AND ");
             }
             first = false;
+            if *m == Match::Null {
+                let _ = write!(sql, "{} IS NULL", c.quoted);
+                continue;
+            }
             let n = *next;
             *next += 1;
-            match (null_safe, c.text_compare) {
-                (true, true) => {
-                    let _ = write!(
-                        sql,
-                        "{}::text IS NOT DISTINCT FROM ${n}::{}::text",
-                        c.quoted, c.type_name
-                    );
-                }
-                (true, false) => {
-                    let _ = write!(sql, "{} IS NOT DISTINCT FROM ${n}::{}", c.quoted, c.type_name);
-                }
-                (false, _) => {
-                    let _ = write!(sql, "{} = ${n}::{}", c.quoted, c.type_name);
-                }
+            if c.text_compare {
+                let _ = write!(sql, "{}::text = ${n}::{}::text", c.quoted, c.type_name);
+            } else {
+                let _ = write!(sql, "{} = ${n}::{}", c.quoted, c.type_name);
             }
         }
         if first {
@@ -241,7 +255,7 @@ impl TableInfo {
     }
 
     /// `UPDATE t SET a = $1 WHERE k = $2` (or the ctid form for FULL identity).
-    pub(crate) fn update_sql(&self, set: &[bool], matched: &[bool]) -> String {
+    pub(crate) fn update_sql(&self, set: &[bool], matched: &[Match]) -> String {
         let mut sql = format!("UPDATE {} SET ", self.name);
         let mut next = 1;
         let mut first = true;
@@ -262,7 +276,7 @@ impl TableInfo {
     }
 
     /// `DELETE FROM t WHERE k = $1` (or the ctid form).
-    pub(crate) fn delete_sql(&self, matched: &[bool]) -> String {
+    pub(crate) fn delete_sql(&self, matched: &[Match]) -> String {
         let mut sql = format!("DELETE FROM {} WHERE ", self.name);
         let mut next = 1;
         self.where_sql(&mut sql, matched, &mut next);
@@ -435,11 +449,11 @@ mod tests {
             "INSERT INTO \"my\"\"ns\".\"t\" (\"id\", \"v\", \"j\") VALUES ($1, $2, $3)"
         );
         assert_eq!(
-            t.update_sql(&[true, false, true], &[true, false, false]),
+            t.update_sql(&[true, false, true], &[Match::Value, Match::Skip, Match::Skip]),
             "UPDATE \"my\"\"ns\".\"t\" SET \"id\" = $1, \"j\" = $2 WHERE \"id\" = $3::integer"
         );
         assert_eq!(
-            t.delete_sql(&[true, false, false]),
+            t.delete_sql(&[Match::Value, Match::Skip, Match::Skip]),
             "DELETE FROM \"my\"\"ns\".\"t\" WHERE \"id\" = $1::integer"
         );
         assert_eq!(
@@ -485,10 +499,15 @@ mod tests {
         let t = table(ReplicaIdentity::Full);
         assert!(t.key.is_empty());
         assert_eq!(
-            t.delete_sql(&[true, true, true]),
+            t.delete_sql(&[Match::Value, Match::Value, Match::Value]),
             "DELETE FROM \"my\"\"ns\".\"t\" WHERE ctid = (SELECT ctid FROM \"my\"\"ns\".\"t\" WHERE \
-             \"id\" IS NOT DISTINCT FROM $1::integer AND \"v\" IS NOT DISTINCT FROM $2::text AND \
-             \"j\"::text IS NOT DISTINCT FROM $3::json::text LIMIT 1)"
+             \"id\" = $1::integer AND \"v\" = $2::text AND \"j\"::text = $3::json::text LIMIT 1)"
+        );
+        // NULLs match with IS NULL and take no parameter; unchanged TOAST is not compared.
+        assert_eq!(
+            t.update_sql(&[false, true, false], &[Match::Null, Match::Skip, Match::Value]),
+            "UPDATE \"my\"\"ns\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM \
+             \"my\"\"ns\".\"t\" WHERE \"id\" IS NULL AND \"j\"::text = $2::json::text LIMIT 1)"
         );
     }
 }
