@@ -121,6 +121,12 @@ pub struct ContenderReport {
     pub ratio_vs_native: Option<f64>,
     /// Walsender CPU seconds.
     pub walsender_cpu_s: Option<Stat>,
+    /// Per run, the contender's seconds over its walsender's CPU seconds: how close it came
+    /// to the primary's own limit (1.0 would be as fast as the walsender can decode and send).
+    pub vs_walsender_cpu: Option<Stat>,
+    /// Median walsender CPU seconds over the native subscriber's median seconds: the lowest
+    /// `ratio_vs_native` any consumer could reach with the walsender working this hard.
+    pub walsender_cpu_vs_native: Option<f64>,
     /// pgmirror CPU seconds.
     pub pgmirror_cpu_s: Option<Stat>,
     /// Highest peak RSS of pgmirror over the runs, MB.
@@ -1055,6 +1061,13 @@ fn summarize(runs: &[(Contender, RunResult)], rows: u64, txns: u64) -> Vec<Conte
             txns_per_s: seconds.and_then(|s| per_second(txns, s.median)),
             ratio_vs_native: None,
             walsender_cpu_s: Stat::of(mine.iter().filter_map(|r| r.walsender_cpu_s)),
+            vs_walsender_cpu: Stat::of(mine.iter().filter_map(|r| {
+                match (r.seconds, r.walsender_cpu_s) {
+                    (Some(s), Some(w)) if w > 0.0 => Some(s / w),
+                    _ => None,
+                }
+            })),
+            walsender_cpu_vs_native: None,
             pgmirror_cpu_s: Stat::of(mine.iter().filter_map(|r| r.pgmirror_cpu_s)),
             peak_rss_mb: mine.iter().filter_map(|r| r.peak_rss_mb).reduce(f64::max),
             verified: !mine.is_empty() && mine.iter().all(|r| r.verified && r.error.is_none()),
@@ -1065,6 +1078,10 @@ fn summarize(runs: &[(Contender, RunResult)], rows: u64, txns: u64) -> Vec<Conte
     for c in &mut out {
         c.ratio_vs_native = match (c.seconds, native) {
             (Some(s), Some(n)) if n.median > 0.0 => Some(s.median / n.median),
+            _ => None,
+        };
+        c.walsender_cpu_vs_native = match (c.walsender_cpu_s, native) {
+            (Some(w), Some(n)) if n.median > 0.0 => Some(w.median / n.median),
             _ => None,
         };
     }
@@ -1140,6 +1157,17 @@ pub fn render(report: &BenchReport) -> String {
                     .map_or(String::new(), |x| format!(" = {:.1}% of pgmirror's CPU", x * 100.0))
             );
         }
+        let pgmirror = w.contenders.iter().find(|c| c.contender == Contender::Pgmirror.name());
+        if let Some((vs, floor)) =
+            pgmirror.and_then(|c| c.vs_walsender_cpu.zip(c.walsender_cpu_vs_native))
+        {
+            let _ = write!(
+                line,
+                "; pgmirror took {:.2}x ({:.2}-{:.2}) its walsender's CPU time, which alone was \
+                 {floor:.2} of native's time",
+                vs.median, vs.min, vs.max
+            );
+        }
         let _ = writeln!(s, "{line}");
     }
     for l in &report.latency {
@@ -1195,6 +1223,10 @@ mod tests {
         assert!(s[0].verified);
         assert_eq!(s[1].ratio_vs_native, Some(1.5 / 5.0));
         assert!(!s[1].verified);
+        // Every run's walsender spent 1 s: native took 4 and 6 s, pgmirror 1 and 2 s.
+        assert_eq!(s[0].vs_walsender_cpu.unwrap().median, 5.0);
+        assert_eq!(s[1].vs_walsender_cpu.unwrap().median, 1.5);
+        assert_eq!(s[1].walsender_cpu_vs_native, Some(1.0 / 5.0));
         let text = render(&BenchReport {
             server_version: "15".into(),
             scale: 1.0,
@@ -1211,6 +1243,10 @@ mod tests {
             latency: vec![],
         });
         assert!(text.contains("run 2 failed: x"), "{text}");
+        assert!(
+            text.contains("pgmirror took 1.50x (1.00-2.00) its walsender's CPU time, which alone was 0.20 of native's time"),
+            "{text}"
+        );
         assert!(text.contains("NO"), "{text}");
     }
 }
