@@ -191,7 +191,7 @@ async fn full_identity_rows_are_found_through_an_index() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    // 4 + 33 + 4 + ~3 single-row changes, each one index scan.
+    // About 4 + 33 + 4 + 12 single-row changes, each one index scan.
     assert!(scans >= 40, "index scans: {scans}");
 }
 
