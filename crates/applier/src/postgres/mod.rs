@@ -27,8 +27,9 @@
 //! Rows are found by the replica identity: the key columns (from the old key tuple when sent,
 //! else from the new row) or, for `REPLICA IDENTITY FULL`, the whole old row (`=` for values,
 //! so an index on any of its columns serves the lookup, and `IS NULL` for NULLs), one row at a
-//! time (`ctid = (SELECT ctid ... LIMIT 1)`) so identical duplicates are handled one by one. Unchanged TOAST values are left out of `SET` lists. A row to update
-//! or delete that the target lacks is logged and counted, as the native subscriber does.
+//! time (`ctid = (SELECT ctid ... LIMIT 1)`) so identical duplicates are handled one by one.
+//! Unchanged TOAST values are left out of `SET` lists. A row to update or delete that the
+//! target lacks is logged and counted, as the native subscriber does.
 //!
 //! # Schema drift
 //! A source column the target table lacks is added (`ALTER TABLE ... ADD COLUMN`, inside the
