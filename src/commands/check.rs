@@ -568,11 +568,18 @@ async fn check_target_tables(
     let (mut matching, mut missing, mut with_rows) = (0_usize, Vec::new(), Vec::new());
     let mut problems = Vec::new();
     let mut no_write = Vec::new();
+    let (mut full_identity, mut unindexed) = (0_usize, Vec::new());
     for t in tables {
         match tablesync::ensure_target_table(client, t, &read_only).await {
             // `Created` cannot happen with `create_missing: false`.
             Ok(TargetTable::Existing { .. } | TargetTable::Created) => {
                 matching += 1;
+                if t.replica_identity == tablesync::ReplicaIdentity::Full {
+                    full_identity += 1;
+                    if !has_plain_btree_index(client, t).await? {
+                        unindexed.push(t.quoted());
+                    }
+                }
                 let row = client
                     .query_one(
                         "SELECT pg_catalog.has_table_privilege($1::text, 'INSERT') \
@@ -648,7 +655,49 @@ async fn check_target_tables(
     } else {
         report.pass(CHECK, detail);
     }
+    row_lookup_check(full_identity, &unindexed, report);
     Ok(())
+}
+
+/// Whether the target table has a valid b-tree index on plain columns, which the row lookups
+/// of a REPLICA IDENTITY FULL table can use.
+async fn has_plain_btree_index(client: &Client, t: &TableDef) -> anyhow::Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+                 JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+                 JOIN pg_catalog.pg_am am ON am.oid = c.relam \
+                 WHERE i.indrelid = $1::text::regclass AND i.indisvalid AND am.amname = 'btree' \
+                   AND i.indpred IS NULL AND i.indexprs IS NULL)",
+            &[&t.quoted()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// REPLICA IDENTITY FULL tables (matched on the target by the whole old row) that have no
+/// index there: every UPDATE and DELETE of theirs scans the whole target table.
+fn row_lookup_check(full_identity: usize, unindexed: &[String], report: &mut Report) {
+    const CHECK: &str = "row lookups";
+    if full_identity == 0 {
+        return;
+    }
+    if unindexed.is_empty() {
+        report.pass(CHECK, "every REPLICA IDENTITY FULL table has an index on the target");
+        return;
+    }
+    let fix: Vec<String> =
+        unindexed.iter().map(|t| format!("CREATE INDEX ON {t} (<a selective column>);")).collect();
+    report.warn(
+        CHECK,
+        format!(
+            "{} {} REPLICA IDENTITY FULL and no index on the target: each UPDATE and DELETE \
+             there scans the whole table",
+            unindexed.join(", "),
+            if unindexed.len() == 1 { "has" } else { "have" }
+        ),
+        format!("on the target: {}", fix.join(" ")),
+    );
 }
 
 #[cfg(test)]

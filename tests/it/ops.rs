@@ -227,6 +227,39 @@ async fn check_passes_on_a_good_setup_and_creates_nothing() {
     assert!(fix.contains("\"note\"") && fix.contains("orders"), "{fix}");
 }
 
+/// A REPLICA IDENTITY FULL table without an index on the target is a warning naming it (each
+/// change would scan the whole table there); one with an index passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_of_full_identity_tables_without_a_target_index() {
+    let cluster = pgcluster::shared();
+    let ddl = "CREATE TABLE bag (a int, b text); ALTER TABLE bag REPLICA IDENTITY FULL; \
+               CREATE TABLE ibag (a int, b text); ALTER TABLE ibag REPLICA IDENTITY FULL;";
+    let (src_db, src) = database(cluster, "chk_full_src").await;
+    src.batch_execute(ddl).await.unwrap();
+    let (dst_db, dst) = database(cluster, "chk_full_dst").await;
+    dst.batch_execute(ddl).await.unwrap();
+    dst.batch_execute("CREATE INDEX ON ibag (a)").await.unwrap();
+    let opts = CheckOptions {
+        source: config(&cluster.url(&src_db)),
+        target: Some(config(&cluster.url(&dst_db))),
+        tables: Some(TableSelection {
+            publication: None,
+            tables: Some(vec!["bag".into(), "ibag".into()]),
+        }),
+    };
+    let report = run_check(&opts).await;
+    eprintln!("{}", report.render());
+    let lookups = report.get("row lookups").expect("row lookups checked");
+    assert!(lookups.ok && lookups.warning, "{lookups:?}");
+    assert!(lookups.detail.contains("\"public\".\"bag\""), "{lookups:?}");
+    assert!(!lookups.detail.contains("ibag"), "{lookups:?}");
+    assert!(lookups.fix.as_deref().unwrap().contains("CREATE INDEX ON \"public\".\"bag\""));
+
+    dst.batch_execute("CREATE INDEX ON bag (b)").await.unwrap();
+    let lookups = run_check(&opts).await.get("row lookups").cloned().unwrap();
+    assert!(lookups.ok && !lookups.warning, "{lookups:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_verify_and_drop_on_a_running_mirror() {
     let cluster = pgcluster::shared();
