@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use crate::error::{DbContext, Error};
 use crate::ident::{QualifiedName, quote_ident};
@@ -87,16 +88,16 @@ pub(crate) async fn table_oid(
     name: &QualifiedName,
     side: &str,
 ) -> Result<Option<u32>, Error> {
-    let row = client
-        .query_opt(
+    let rows = client
+        .query_typed(
             "SELECT c.oid FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-            &[&name.schema, &name.name],
+            &[(&name.schema, Type::TEXT), (&name.name, Type::TEXT)],
         )
         .await
         .db_context(|| format!("looking up table {name} on the {side}"))?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(rows.first().map(|r| r.get(0)))
 }
 
 /// A source table with everything needed to create, copy and verify it.
@@ -367,8 +368,9 @@ fn dependency_order(tables: Vec<TableDef>, edges: &[(u32, u32)]) -> Vec<TableDef
 }
 
 async fn load_table(client: &Client, oid: u32) -> Result<TableDef, Error> {
+    // `query_typed`: one round trip per query, no separate prepare (this runs per table).
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT n.nspname::text, c.relname::text, c.relreplident::text, \
                     e.tuples, e.bytes, c.relkind = 'p', \
                     CASE WHEN c.relkind = 'r' THEN pg_catalog.pg_relation_size(c.oid) \
@@ -383,7 +385,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<TableDef, Error> {
                   OR l.oid IN (SELECT relid FROM pg_catalog.pg_partition_tree(c.oid) \
                                WHERE isleaf AND c.relkind = 'p')) e \
              WHERE c.oid = $1",
-            &[&oid],
+            &[(&oid, Type::OID)],
         )
         .await
         .db_context(|| format!("reading table with oid {oid} on the source"))?;
@@ -442,7 +444,7 @@ pub(crate) async fn load_columns(
     oid: u32,
 ) -> Result<Vec<ColumnDef>, tokio_postgres::Error> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid, \
                     a.attnotnull, a.attidentity::text, a.attgenerated::text, \
                     pg_catalog.pg_get_expr(d.adbin, d.adrelid), \
@@ -467,7 +469,7 @@ pub(crate) async fn load_columns(
              LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
-            &[&oid, &FIRST_NORMAL_OBJECT_ID],
+            &[(&oid, Type::OID), (&FIRST_NORMAL_OBJECT_ID, Type::OID)],
         )
         .await?;
     Ok(rows
@@ -518,7 +520,7 @@ async fn index_columns(
          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
          WHERE i.indrelid = $1 AND i.{flag} ORDER BY k.ord"
     );
-    let rows = client.query(&sql, &[&oid]).await?;
+    let rows = client.query_typed(&sql, &[(&oid, Type::OID)]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
