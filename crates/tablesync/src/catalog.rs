@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use tokio_postgres::Client;
 use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Statement};
 
 use crate::error::{DbContext, Error};
 use crate::ident::{QualifiedName, quote_ident};
@@ -328,11 +328,85 @@ pub(crate) async fn published_names(
     ))
 }
 
+/// Facts about one table by OID: name, replica identity, size estimates, partitioning.
+const TABLE_SQL: &str = "SELECT n.nspname::text, c.relname::text, c.relreplident::text, \
+            e.tuples, e.bytes, c.relkind = 'p', \
+            CASE WHEN c.relkind = 'r' THEN pg_catalog.pg_relation_size(c.oid) \
+                 / current_setting('block_size')::int8 ELSE 0 END \
+     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     CROSS JOIN LATERAL ( \
+       SELECT CASE WHEN bool_and(l.reltuples < 0) THEN -1 \
+                   ELSE sum(greatest(l.reltuples, 0))::float8 END AS tuples, \
+              sum(pg_catalog.pg_table_size(l.oid))::int8 AS bytes \
+       FROM pg_catalog.pg_class l \
+       WHERE l.oid = c.oid AND c.relkind = 'r' \
+          OR l.oid IN (SELECT relid FROM pg_catalog.pg_partition_tree(c.oid) \
+                       WHERE isleaf AND c.relkind = 'p')) e \
+     WHERE c.oid = $1";
+
+/// Columns of a table by OID, in `attnum` order, with what recreating them needs.
+const COLUMNS_SQL: &str = "SELECT a.attname::text, \
+            pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid, \
+            a.attnotnull, a.attidentity::text, a.attgenerated::text, \
+            pg_catalog.pg_get_expr(d.adbin, d.adrelid), \
+            EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep \
+                    WHERE dep.classid = 'pg_catalog.pg_attrdef'::regclass \
+                      AND dep.objid = d.oid AND dep.deptype = 'n' \
+                      AND dep.refclassid IN ('pg_catalog.pg_class'::regclass, \
+                                             'pg_catalog.pg_proc'::regclass) \
+                      AND dep.refobjid >= $2), \
+            CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN \
+                 (SELECT pg_catalog.quote_ident(cn.nspname) || '.' || \
+                         pg_catalog.quote_ident(co.collname) \
+                  FROM pg_catalog.pg_collation co \
+                  JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace \
+                  WHERE co.oid = a.attcollation) END, \
+            t.typcollation <> 0, a.atthasdef, \
+            (SELECT bool_and(bt.typsend <> 0 AND bt.typreceive <> 0) \
+             FROM pg_catalog.pg_type bt \
+             WHERE bt.oid IN (t.oid, t.typelem, t.typbasetype)) \
+     FROM pg_catalog.pg_attribute a \
+     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+     LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+     ORDER BY a.attnum";
+
+/// Column names of a table's index flagged by `FLAG` (`indisprimary`/`indisreplident`).
+const INDEX_COLUMNS_SQL: &str = "SELECT a.attname::text FROM pg_catalog.pg_index i \
+     CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+     WHERE i.indrelid = $1 AND i.FLAG ORDER BY k.ord";
+
+/// The per-table catalog queries, prepared once per load: the server then plans each once
+/// (a generic plan after a few executions) instead of once per table. With 204 tables,
+/// planning was most of the source's time at start-up.
+struct TableQueries {
+    table: Statement,
+    columns: Statement,
+    primary_key: Statement,
+    replica_identity: Statement,
+}
+
+impl TableQueries {
+    async fn prepare(client: &Client) -> Result<Self, Error> {
+        let prepare = |sql: String| async move {
+            client.prepare(&sql).await.db_context(|| "preparing the catalog queries".to_owned())
+        };
+        Ok(TableQueries {
+            table: prepare(TABLE_SQL.to_owned()).await?,
+            columns: prepare(COLUMNS_SQL.to_owned()).await?,
+            primary_key: prepare(INDEX_COLUMNS_SQL.replace("FLAG", "indisprimary")).await?,
+            replica_identity: prepare(INDEX_COLUMNS_SQL.replace("FLAG", "indisreplident")).await?,
+        })
+    }
+}
+
 /// Loads table definitions by OID and orders them by foreign-key dependencies.
 async fn load_tables(client: &Client, oids: &[u32]) -> Result<Vec<TableDef>, Error> {
+    let queries = TableQueries::prepare(client).await?;
     let mut tables = Vec::with_capacity(oids.len());
     for &oid in oids {
-        tables.push(load_table(client, oid).await?);
+        tables.push(load_table(client, &queries, oid).await?);
     }
     let edges = client
         .query(
@@ -367,26 +441,9 @@ fn dependency_order(tables: Vec<TableDef>, edges: &[(u32, u32)]) -> Vec<TableDef
     out
 }
 
-async fn load_table(client: &Client, oid: u32) -> Result<TableDef, Error> {
-    // `query_typed`: one round trip per query, no separate prepare (this runs per table).
+async fn load_table(client: &Client, queries: &TableQueries, oid: u32) -> Result<TableDef, Error> {
     let row = client
-        .query_typed_one(
-            "SELECT n.nspname::text, c.relname::text, c.relreplident::text, \
-                    e.tuples, e.bytes, c.relkind = 'p', \
-                    CASE WHEN c.relkind = 'r' THEN pg_catalog.pg_relation_size(c.oid) \
-                         / current_setting('block_size')::int8 ELSE 0 END \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             CROSS JOIN LATERAL ( \
-               SELECT CASE WHEN bool_and(l.reltuples < 0) THEN -1 \
-                           ELSE sum(greatest(l.reltuples, 0))::float8 END AS tuples, \
-                      sum(pg_catalog.pg_table_size(l.oid))::int8 AS bytes \
-               FROM pg_catalog.pg_class l \
-               WHERE l.oid = c.oid AND c.relkind = 'r' \
-                  OR l.oid IN (SELECT relid FROM pg_catalog.pg_partition_tree(c.oid) \
-                               WHERE isleaf AND c.relkind = 'p')) e \
-             WHERE c.oid = $1",
-            &[(&oid, Type::OID)],
-        )
+        .query_one(&queries.table, &[&oid])
         .await
         .db_context(|| format!("reading table with oid {oid} on the source"))?;
     let schema: String = row.get(0);
@@ -399,16 +456,20 @@ async fn load_table(client: &Client, oid: u32) -> Result<TableDef, Error> {
     let pages = u64::try_from(row.get::<_, i64>(6)).unwrap_or(0);
     let qualified = QualifiedName::new(schema.clone(), name.clone());
 
-    let columns = load_columns(client, oid).await.map_err(|source| Error::Db {
+    let columns = client.query(&queries.columns, &[&oid, &FIRST_NORMAL_OBJECT_ID]).await;
+    let columns = columns.map(|rows| columns_of(&rows)).map_err(|source| Error::Db {
         context: format!("reading columns of {qualified}"),
         source,
     })?;
     let key_ctx = || format!("reading keys of {qualified}");
-    let primary_key = index_columns(client, oid, "indisprimary").await.db_context(key_ctx)?;
+    let names =
+        |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get(0)).collect::<Vec<String>>();
+    let primary_key =
+        client.query(&queries.primary_key, &[&oid]).await.map(names).db_context(key_ctx)?;
     let identity_columns = match replica_identity {
         ReplicaIdentity::Default => primary_key.clone(),
         ReplicaIdentity::Index => {
-            index_columns(client, oid, "indisreplident").await.db_context(key_ctx)?
+            client.query(&queries.replica_identity, &[&oid]).await.map(names).db_context(key_ctx)?
         }
         ReplicaIdentity::Full | ReplicaIdentity::Nothing => Vec::new(),
     };
@@ -444,36 +505,14 @@ pub(crate) async fn load_columns(
     oid: u32,
 ) -> Result<Vec<ColumnDef>, tokio_postgres::Error> {
     let rows = client
-        .query_typed(
-            "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid, \
-                    a.attnotnull, a.attidentity::text, a.attgenerated::text, \
-                    pg_catalog.pg_get_expr(d.adbin, d.adrelid), \
-                    EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep \
-                            WHERE dep.classid = 'pg_catalog.pg_attrdef'::regclass \
-                              AND dep.objid = d.oid AND dep.deptype = 'n' \
-                              AND dep.refclassid IN ('pg_catalog.pg_class'::regclass, \
-                                                     'pg_catalog.pg_proc'::regclass) \
-                              AND dep.refobjid >= $2), \
-                    CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN \
-                         (SELECT pg_catalog.quote_ident(cn.nspname) || '.' || \
-                                 pg_catalog.quote_ident(co.collname) \
-                          FROM pg_catalog.pg_collation co \
-                          JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace \
-                          WHERE co.oid = a.attcollation) END, \
-                    t.typcollation <> 0, a.atthasdef, \
-                    (SELECT bool_and(bt.typsend <> 0 AND bt.typreceive <> 0) \
-                     FROM pg_catalog.pg_type bt \
-                     WHERE bt.oid IN (t.oid, t.typelem, t.typbasetype)) \
-             FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-             LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
-             ORDER BY a.attnum",
-            &[(&oid, Type::OID), (&FIRST_NORMAL_OBJECT_ID, Type::OID)],
-        )
+        .query_typed(COLUMNS_SQL, &[(&oid, Type::OID), (&FIRST_NORMAL_OBJECT_ID, Type::OID)])
         .await?;
-    Ok(rows
-        .iter()
+    Ok(columns_of(&rows))
+}
+
+/// Column definitions from rows of [`COLUMNS_SQL`].
+fn columns_of(rows: &[tokio_postgres::Row]) -> Vec<ColumnDef> {
+    rows.iter()
         .map(|r| {
             let identity = match r.get::<_, String>(4).as_str() {
                 "a" => Some(IdentityKind::Always),
@@ -504,24 +543,7 @@ pub(crate) async fn load_columns(
                 binary_io: r.get::<_, Option<bool>>(11).unwrap_or(false),
             }
         })
-        .collect())
-}
-
-/// Column names of the table's index flagged by `flag` (`indisprimary`/`indisreplident`).
-async fn index_columns(
-    client: &Client,
-    oid: u32,
-    flag: &'static str,
-) -> Result<Vec<String>, tokio_postgres::Error> {
-    // `flag` is one of two fixed column names chosen by this module, never user input.
-    let sql = format!(
-        "SELECT a.attname::text FROM pg_catalog.pg_index i \
-         CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
-         JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-         WHERE i.indrelid = $1 AND i.{flag} ORDER BY k.ord"
-    );
-    let rows = client.query_typed(&sql, &[(&oid, Type::OID)]).await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+        .collect()
 }
 
 /// Sequences owned by (serial, identity) or used in defaults (`nextval`) of the given
