@@ -14,8 +14,12 @@ use pgoutput_decoder::{LogicalMessage, Lsn, PgTimestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// The `op` label of each row counter.
+/// The `op` label of each row counter, indexed by the constants below.
 const OPS: [&str; 4] = ["insert", "update", "delete", "truncate"];
+const INSERT: usize = 0;
+const UPDATE: usize = 1;
+const DELETE: usize = 2;
+const TRUNCATE: usize = 3;
 
 /// Counters and gauges of one mirror. Cheap to update from the apply loop.
 #[derive(Debug, Default)]
@@ -51,12 +55,12 @@ impl Metrics {
                 }
                 return;
             }
-            LogicalMessage::Insert(m) => (m.rel_id, 0),
-            LogicalMessage::Update(m) => (m.rel_id, 1),
-            LogicalMessage::Delete(m) => (m.rel_id, 2),
+            LogicalMessage::Insert(m) => (m.rel_id, INSERT),
+            LogicalMessage::Update(m) => (m.rel_id, UPDATE),
+            LogicalMessage::Delete(m) => (m.rel_id, DELETE),
             LogicalMessage::Truncate(t) => {
                 for rel in &t.rel_ids {
-                    self.count(*rel, 3);
+                    self.count(*rel, TRUNCATE);
                 }
                 return;
             }
