@@ -486,11 +486,20 @@ impl SocketTask {
                     ReplicationMessage::XLogData(x) => {
                         self.shared.received.fetch_max(x.wal_end.0, Ordering::AcqRel);
                         let message = self.decoder.decode(x.data)?;
-                        if let LogicalMessage::Begin(b) = &message {
+                        let bulk = match &message {
                             // Far behind the primary: read the backlog in bulk. Both
                             // times come from the primary's clock, so skew does not matter.
-                            let behind = x.send_time.0.saturating_sub(b.commit_time.0);
-                            let bulk = self.conn.set_bulk_reading(behind > BULK_BEHIND_MICROS);
+                            LogicalMessage::Begin(b) => Some(
+                                x.send_time.0.saturating_sub(b.commit_time.0) > BULK_BEHIND_MICROS,
+                            ),
+                            // A streamed transaction outgrew `logical_decoding_work_mem` on the
+                            // primary: it arrives in chunks of many changes, none of which can
+                            // be applied before its commit, so nothing waits on a single byte.
+                            LogicalMessage::StreamStart(_) => Some(true),
+                            _ => None,
+                        };
+                        if let Some(bulk) = bulk {
+                            let bulk = self.conn.set_bulk_reading(bulk);
                             self.shared.bulk.store(bulk, Ordering::Relaxed);
                         }
                         self.track(&message);
