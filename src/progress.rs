@@ -102,18 +102,24 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
-/// Catch-up after (re)connecting: a bar of applied bytes against received WAL on a terminal,
-/// and one "caught up" log line when the backlog is gone.
+/// Catch-up after (re)connecting: a bar of applied bytes against the primary's WAL on a
+/// terminal, and one "caught up" log line when the backlog is gone.
+///
+/// The backlog ends at the primary's flush position when streaming started (IDENTIFY_SYSTEM's
+/// `xlogpos`), not where the stream goes quiet: a walsender decoding a large transaction
+/// sends nothing for seconds, and that silence is not the end of the backlog.
 #[derive(Debug)]
 pub struct CatchUp {
     start: Option<u64>,
+    /// The primary's WAL flush position when streaming started.
+    target: u64,
     bar: Option<ProgressBar>,
     done: bool,
 }
 
 impl CatchUp {
-    /// Starts tracking; shows a bar when stderr is a terminal.
-    pub fn new() -> Self {
+    /// Starts tracking a backlog that ends at `target`; shows a bar when stderr is a terminal.
+    pub fn new(target: pgoutput_decoder::Lsn) -> Self {
         let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -125,7 +131,7 @@ impl CatchUp {
             );
             bar
         });
-        CatchUp { start: None, bar, done: false }
+        CatchUp { start: None, target: target.0, bar, done: false }
     }
 
     /// Records positions: `received` WAL from the primary, `confirmed` applied and durable.
@@ -135,26 +141,45 @@ impl CatchUp {
         }
         let start = *self.start.get_or_insert(confirmed.0.min(received.0));
         if let Some(bar) = &self.bar {
-            bar.set_length(received.0.saturating_sub(start));
+            bar.set_length(received.0.max(self.target).saturating_sub(start));
             bar.set_position(confirmed.0.saturating_sub(start));
         }
     }
 
-    /// The stream went quiet with nothing pending: the backlog is applied.
-    pub fn caught_up(&mut self, at: pgoutput_decoder::Lsn) {
+    /// The stream went quiet with nothing pending, and everything up to `at` is applied (or
+    /// was skipped by the primary). Logs "caught up" once `at` reaches the backlog's end;
+    /// returns whether it has.
+    pub fn caught_up(&mut self, at: pgoutput_decoder::Lsn) -> bool {
         if self.done {
-            return;
+            return true;
+        }
+        if at.0 < self.target {
+            return false;
         }
         self.done = true;
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
         tracing::info!(lsn = %at, "caught up");
+        true
     }
 }
 
-impl Default for CatchUp {
-    fn default() -> Self {
-        Self::new()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgoutput_decoder::Lsn;
+
+    /// A quiet stream is not caught up before the position the primary had at the start (a
+    /// walsender decoding a large transaction sends nothing for seconds).
+    #[test]
+    fn caught_up_only_at_the_backlog_end() {
+        let mut c = CatchUp::new(Lsn(0x5000));
+        c.update(Lsn(0x1000), Lsn(0x1000));
+        assert!(!c.caught_up(Lsn(0x1000)));
+        assert!(!c.caught_up(Lsn(0x4fff)));
+        assert!(c.caught_up(Lsn(0x5000)));
+        assert!(c.caught_up(Lsn(0x1000)), "stays caught up");
+        assert!(CatchUp::new(Lsn::ZERO).caught_up(Lsn::ZERO));
     }
 }

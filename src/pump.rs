@@ -46,7 +46,9 @@ pub enum PumpError {
 
 /// Feeds `stream` into `applier` until a stop is requested or something fails. Confirms every
 /// LSN the applier reports durable. On a stop it finishes the transaction in progress, flushes,
-/// confirms, and ends the stream with a final status update.
+/// confirms, and ends the stream with a final status update. `backlog_end` is the primary's
+/// WAL flush position when the stream started (IDENTIFY_SYSTEM's `xlogpos`): "caught up" is
+/// logged once everything up to it is applied and the stream is quiet.
 ///
 /// # Errors
 /// See [`PumpError`]. The stream is dropped (not shut down cleanly) on error.
@@ -55,13 +57,14 @@ pub async fn pump<T: Target>(
     mut stream: LogicalReplicationStream,
     shutdown: &mut Shutdown,
     metrics: &Metrics,
+    backlog_end: pgoutput_decoder::Lsn,
 ) -> Result<PumpEnd, PumpError> {
     if let Some(start) = applier.start_progress() {
         // What the target already holds is durable: lets the stream acknowledge keepalives.
         stream.confirm(start);
     }
     let mut pending = false;
-    let mut catch_up = CatchUp::new();
+    let mut catch_up = CatchUp::new(backlog_end);
     let mut burst = 0;
     loop {
         if shutdown.is_triggered() && applier.is_between_transactions() {
@@ -116,6 +119,8 @@ pub async fn pump<T: Target>(
                 catch_up.update(stream.received_lsn(), stream.confirmed_lsn());
                 pending = applier.next_deadline().is_some();
                 if !pending && applier.is_quiescent() {
+                    // Quiet and applied: everything received is done, and a keepalive's
+                    // position means the primary had nothing for us before it.
                     catch_up.caught_up(stream.confirmed_lsn().max(stream.received_lsn()));
                 }
             }

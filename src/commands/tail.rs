@@ -72,6 +72,8 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // Where the primary's WAL ends now: the backlog to catch up on.
+    let backlog_end = client.identify_system().await.context("IDENTIFY_SYSTEM")?.xlogpos;
     let mut start = StartReplication::new(args.slot.clone(), [publication]);
     start.binary = args.binary;
     start.messages = true;
@@ -84,7 +86,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let target = JsonTarget::new(io::BufWriter::new(io::stdout()));
     let mut applier = Applier::new(target, ApplierConfig::default()).await?;
     let mut shutdown = Shutdown::on_signals();
-    match pump(&mut applier, stream, &mut shutdown, &Metrics::default()).await {
+    match pump(&mut applier, stream, &mut shutdown, &Metrics::default(), backlog_end).await {
         Ok(PumpEnd::Stopped) => {}
         Err(e) if is_broken_pipe(&e) => {}
         Err(e) => return Err(e.into()),

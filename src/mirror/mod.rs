@@ -489,7 +489,7 @@ async fn stream(
     let mut sequences = spawn_sequence_sync(opts, shutdown.clone());
     let connected_at = std::time::Instant::now();
     let result = tokio::select! {
-        r = pump(&mut applier, stream, shutdown, &opts.metrics) => r.map_err(anyhow::Error::from),
+        r = pump(&mut applier, stream, shutdown, &opts.metrics, system.xlogpos) => r.map_err(anyhow::Error::from),
         // A mirrored table vanished from the source: its changes would be lost silently.
         Ok(Some(gone)) = &mut sequences => Err(gone),
     };

@@ -154,7 +154,7 @@ async fn fake_walsender_hostile_streams_stop_with_an_error_and_apply_nothing_hal
         let mut shutdown = Shutdown::manual();
         let ended = tokio::time::timeout(
             Duration::from_secs(20),
-            pump(&mut applier, stream, &mut shutdown, &metrics),
+            pump(&mut applier, stream, &mut shutdown, &metrics, pgoutput_decoder::Lsn::ZERO),
         )
         .await
         .unwrap_or_else(|_| panic!("{case}: the pump neither failed nor ended"));
