@@ -9,6 +9,9 @@ use pgoutput_decoder::{LogicalMessage, Lsn, Relation};
 
 use crate::error::ApplyError;
 use crate::spill::Spill;
+use speculate::{Forking, Speculation};
+
+mod speculate;
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
 
 /// When the applier asks the target to make its work durable, and how it buffers.
@@ -56,6 +59,9 @@ pub struct ApplyStats {
     pub flushes: u64,
     /// Buffered transactions that outgrew memory and went to a temporary file.
     pub spilled_txns: u64,
+    /// Streamed transactions applied on a second target session while they arrived (see
+    /// [`Target::fork`]).
+    pub speculated_txns: u64,
     /// Streamed transactions aborted on the source (dropped).
     pub aborted_txns: u64,
 }
@@ -93,6 +99,9 @@ pub struct Applier<T: Target> {
     /// Top-level xid of the open Stream Start..Stop block.
     stream: Option<u32>,
     streams: HashMap<u32, Spill>,
+    /// The streamed transaction being applied on a second session as it arrives.
+    spec: Option<Speculation<T>>,
+    forking: Forking,
     prepared: HashMap<String, Prepared>,
     pending_rows: u64,
     pending_bytes: usize,
@@ -121,6 +130,8 @@ impl<T: Target> Applier<T> {
             txn: Txn::None,
             stream: None,
             streams: HashMap::new(),
+            spec: None,
+            forking: Forking::Maybe,
             prepared: HashMap::new(),
             pending_rows: 0,
             pending_bytes: 0,
@@ -175,6 +186,7 @@ impl<T: Target> Applier<T> {
         matches!(self.txn, Txn::None)
             && self.stream.is_none()
             && self.streams.is_empty()
+            && self.spec.is_none()
             && self.prepared.is_empty()
             && self.pending_commits == 0
             && self.last_applied.is_none_or(|a| {
@@ -313,13 +325,14 @@ impl<T: Target> Applier<T> {
                 let limit = self.cfg.spill_memory_limit;
                 let dir = self.cfg.spill_dir.clone();
                 self.streams.entry(s.xid).or_insert_with(|| Spill::new(true, limit, dir));
-                Ok(None)
+                self.speculate_on_stream_start(s.xid, s.first_segment).await
             }
             LogicalMessage::StreamStop => {
                 Err(ApplyError::protocol("Stream Stop", "outside a stream block"))
             }
             LogicalMessage::StreamAbort(a) => {
                 if a.xid == a.subxid {
+                    self.speculate_drop(a.xid);
                     if self.streams.remove(&a.xid).is_some() {
                         self.stats.aborted_txns += 1;
                     }
@@ -330,6 +343,9 @@ impl<T: Target> Applier<T> {
             }
             LogicalMessage::StreamCommit(c) => {
                 self.expect_no_txn("Stream Commit")?;
+                if let Some(confirm) = self.speculate_commit(&c).await? {
+                    return Ok(confirm);
+                }
                 let spill = self.streams.remove(&c.xid);
                 let info = TxnInfo {
                     xid: c.xid,
@@ -338,13 +354,7 @@ impl<T: Target> Applier<T> {
                     streamed: true,
                     gid: None,
                 };
-                let commit = CommitInfo {
-                    xid: c.xid,
-                    commit_lsn: c.commit_lsn,
-                    end_lsn: c.end_lsn,
-                    commit_time: c.commit_time,
-                };
-                self.replay(spill, info, commit).await
+                self.replay(spill, info, CommitInfo::from(&c)).await
             }
             LogicalMessage::BeginPrepare(b) => {
                 self.expect_no_txn("Begin Prepare")?;
@@ -377,6 +387,7 @@ impl<T: Target> Applier<T> {
             }
             LogicalMessage::StreamPrepare(p) => {
                 self.expect_no_txn("Stream Prepare")?;
+                self.speculate_drop(p.xid);
                 let spill = self.streams.remove(&p.xid).unwrap_or_else(|| {
                     Spill::new(true, self.cfg.spill_memory_limit, self.cfg.spill_dir.clone())
                 });
@@ -449,6 +460,7 @@ impl<T: Target> Applier<T> {
                 if !was_spilled && spill.is_spilled() {
                     self.stats.spilled_txns += 1;
                 }
+                self.speculate_message(top, &m).await;
                 Ok(None)
             }
             LogicalMessage::Origin(_) => Ok(None),

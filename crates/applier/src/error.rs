@@ -57,6 +57,10 @@ pub enum ApplyError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A second connection to the target (see [`Target::fork`](crate::Target::fork)) could not
+    /// be opened.
+    #[error("opening another connection to the target")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A change referenced a relation id that no Relation message described.
     #[error("relation id {rel_id} used before a Relation message described it")]
     UnknownRelation {

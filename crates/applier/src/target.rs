@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use pgoutput_decoder::{DecodingMessage, Lsn, OldTuple, PgTimestamp, Relation, Tuple, TypeInfo};
+use pgoutput_decoder::{
+    DecodingMessage, Lsn, OldTuple, PgTimestamp, Relation, StreamCommit, Tuple, TypeInfo,
+};
 
 use crate::error::ApplyError;
 
@@ -38,6 +40,17 @@ pub struct CommitInfo {
     pub end_lsn: Lsn,
     /// Commit time on the source.
     pub commit_time: PgTimestamp,
+}
+
+impl From<&StreamCommit> for CommitInfo {
+    fn from(c: &StreamCommit) -> Self {
+        CommitInfo {
+            xid: c.xid,
+            commit_lsn: c.commit_lsn,
+            end_lsn: c.end_lsn,
+            commit_time: c.commit_time,
+        }
+    }
 }
 
 /// One change inside a source transaction. Values are the decoder's zero-copy bytes; the
@@ -142,6 +155,17 @@ pub trait Target {
     /// Returning an older LSN than the last commit is allowed (e.g. asynchronous commit not yet
     /// flushed); a later call returns the rest. Called only between source transactions.
     fn flush(&mut self) -> impl Future<Output = Result<Option<Lsn>, ApplyError>> + Send;
+
+    /// Another target writing to the same destination in a transaction of its own, whose
+    /// [`flush`](Target::flush) is durable when it returns. The applier uses it to apply a large
+    /// streamed transaction while the rest of it still arrives, and commits it after
+    /// everything this target committed before. `None` (the default): not supported.
+    fn fork(&mut self) -> impl Future<Output = Result<Option<Self>, ApplyError>> + Send
+    where
+        Self: Sized,
+    {
+        async { Ok(None) }
+    }
 
     /// A non-transactional logical decoding message. Ignored unless the target cares.
     fn message(

@@ -261,10 +261,74 @@ async fn streamed_transaction_with_subxact_abort() {
     let cfg = ApplierConfig { spill_memory_limit: 16 << 10, ..ApplierConfig::default() };
     let applier = env.apply(&msgs, cfg).await.unwrap();
     assert!(applier.stats().spilled_txns >= 1);
+    // Its savepoint rolls back alone: not applied ahead, replayed from the spill.
+    assert_eq!(applier.stats().speculated_txns, 0);
     env.assert_same(&["big", "small"]).await;
     let n: i64 = env.dst.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get(0);
     assert_eq!(n, 3000);
     assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
+}
+
+/// A streamed transaction without subtransactions is applied on a second session while it
+/// arrives: interleaved with small transactions that commit before it (one of them changes a
+/// row the streamed one changes afterwards) and after it, and with a streamed transaction
+/// that rolls back. A second pass over the same messages skips it and leaves the target as is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_transaction_applied_while_it_arrives() {
+    let env = setup(
+        "ahead",
+        "CREATE TABLE big (id int PRIMARY KEY, pad text); CREATE TABLE small (id int PRIMARY KEY)",
+        false,
+    )
+    .await;
+    exec_each(&env.src, "INSERT INTO big VALUES (10000, 'base')").await;
+    let mut big = env.source_session().await;
+    let tx = big.transaction().await.unwrap();
+    tx.batch_execute("INSERT INTO big SELECT g, repeat('p', 100) FROM generate_series(1, 3000) g")
+        .await
+        .unwrap();
+    // Commits before the streamed transaction, on the row it changes next.
+    exec_each(&env.src, "INSERT INTO small VALUES (1); UPDATE big SET pad = 'b' WHERE id = 10000")
+        .await;
+    tx.batch_execute(
+        "UPDATE big SET pad = 'a' WHERE id = 10000; \
+         INSERT INTO big SELECT g, repeat('q', 100) FROM generate_series(3001, 6000) g; \
+         UPDATE big SET pad = 'u' WHERE id % 7 = 0; DELETE FROM big WHERE id % 11 = 0",
+    )
+    .await
+    .unwrap();
+    exec_each(&env.src, "INSERT INTO small VALUES (2)").await;
+    tx.commit().await.unwrap();
+    exec_each(&env.src, "UPDATE big SET pad = 'c' WHERE id = 10000; INSERT INTO small VALUES (3)")
+        .await;
+    let gone = big.transaction().await.unwrap();
+    gone.batch_execute("INSERT INTO big SELECT g, 'gone' FROM generate_series(20001, 24000) g")
+        .await
+        .unwrap();
+    gone.rollback().await.unwrap();
+    let msgs = env.fetch(2, true, &[("streaming", "on")], Some("64kB")).await;
+    assert!(count(&msgs, |m| matches!(m, LogicalMessage::StreamStart(_))) > 2);
+    assert_eq!(count(&msgs, |m| matches!(m, LogicalMessage::StreamCommit(_))), 1);
+    assert_eq!(
+        count(&msgs, |m| matches!(m, LogicalMessage::StreamAbort(a) if a.xid == a.subxid)),
+        1
+    );
+
+    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    assert_eq!(applier.stats().speculated_txns, 1, "{:?}", applier.stats());
+    assert_eq!(applier.stats().aborted_txns, 1);
+    env.assert_same(&["big", "small"]).await;
+    assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
+    assert!(applier.is_quiescent() || applier.confirmed().is_some());
+
+    // Sent again (as after a restart): everything is skipped, the copy ahead rolled back.
+    let again = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    assert_eq!(again.stats().applied_txns, 0, "{:?}", again.stats());
+    assert_eq!(again.stats().speculated_txns, 0);
+    env.assert_same(&["big", "small"]).await;
+    let pad: String =
+        env.dst.query_one("SELECT pad FROM big WHERE id = 10000", &[]).await.unwrap().get(0);
+    assert_eq!(pad, "c");
 }
 
 /// Two-phase: applied at COMMIT PREPARED, dropped at ROLLBACK PREPARED, and the confirmed

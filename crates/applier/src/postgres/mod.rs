@@ -66,6 +66,19 @@ pub trait TypeResolver: Send + Sync {
     fn type_name(&self, type_oid: u32, type_modifier: i32) -> Option<String>;
 }
 
+/// Opens another connection to the same target database, with its connection task already
+/// spawned (see [`PostgresTarget::with_connector`]).
+pub type Connector = Arc<
+    dyn Fn() -> Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Result<Client, Box<dyn std::error::Error + Send + Sync>>,
+                    > + Send,
+            >,
+        > + Send
+        + Sync,
+>;
+
 /// Settings of a [`PostgresTarget`].
 #[derive(Debug, Clone)]
 pub struct PostgresTargetConfig {
@@ -326,6 +339,7 @@ pub struct PostgresTarget {
     tables: HashMap<u32, TableInfo>,
     types: TypeMap,
     resolver: Option<Arc<dyn TypeResolver>>,
+    connector: Option<Connector>,
     pipe: Pipeline,
     /// Pending runs, at most one per table (see [`Run`] for the invariant).
     runs: Vec<Run>,
@@ -452,6 +466,7 @@ impl PostgresTarget {
             tables: HashMap::new(),
             types: TypeMap::new(),
             resolver: None,
+            connector: None,
             pipe,
             runs: Vec::new(),
             buffered: 0,
@@ -473,6 +488,14 @@ impl PostgresTarget {
     #[must_use]
     pub fn with_type_resolver(mut self, resolver: Arc<dyn TypeResolver>) -> Self {
         self.resolver = Some(resolver);
+        self
+    }
+
+    /// Lets [`Target::fork`] open a second connection: a large streamed transaction is then
+    /// applied while it arrives, instead of from its spill file at its commit.
+    #[must_use]
+    pub fn with_connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
         self
     }
 
@@ -1795,5 +1818,16 @@ impl Target for PostgresTarget {
 
     async fn message(&mut self, _msg: &DecodingMessage) -> Result<(), ApplyError> {
         self.guard()
+    }
+
+    /// A second session with the same settings, except that its COMMIT waits for the WAL
+    /// flush: the one large transaction it carries is confirmed as soon as it commits.
+    async fn fork(&mut self) -> Result<Option<Self>, ApplyError> {
+        let Some(connector) = self.connector.clone() else { return Ok(None) };
+        let client = connector().await.map_err(ApplyError::Connect)?;
+        let cfg = PostgresTargetConfig { synchronous_commit: true, ..self.cfg.clone() };
+        let mut fork = PostgresTarget::new(client, cfg).await?;
+        fork.resolver.clone_from(&self.resolver);
+        Ok(Some(fork))
     }
 }

@@ -100,11 +100,23 @@ impl Env {
         rows.iter().map(|r| decoder.decode(Bytes::from(r.get::<_, Vec<u8>>(0))).unwrap()).collect()
     }
 
-    /// A PostgreSQL target on the target database.
+    /// A PostgreSQL target on the target database, able to open more sessions (as the
+    /// mirror's is), so large streamed transactions are applied while they arrive.
     pub async fn target(&self, mirror: &str) -> PostgresTarget {
+        let db = self.dst_db.clone();
+        let connector: applier::Connector = std::sync::Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move {
+                pgcluster::shared()
+                    .connect(&db)
+                    .await
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            })
+        });
         PostgresTarget::new(self.target_session().await, PostgresTargetConfig::new(mirror))
             .await
             .unwrap()
+            .with_connector(connector)
     }
 
     /// Applies `msgs` into the target database with a fresh applier, then flushes.

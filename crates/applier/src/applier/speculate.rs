@@ -1,0 +1,187 @@
+//! Applying a large streamed transaction while it still arrives.
+//!
+//! A transaction that outgrows `logical_decoding_work_mem` on the primary is streamed in
+//! chunks (protocol 2+) long before its commit. Buffering it and replaying it at the commit
+//! serializes the two halves of the work: the walsender decodes for seconds while the target
+//! waits, then the target applies for seconds while the walsender waits. Instead, the first
+//! such transaction is also applied on a second target session ([`Target::fork`]) as its
+//! chunks arrive, and committed there at its Stream Commit (PostgreSQL 16 calls this
+//! `streaming = parallel`).
+//!
+//! The spill file is still written: it stays the truth. Whatever speculation cannot follow (a
+//! subtransaction, a prepared transaction, an error) just drops the second session, which
+//! rolls its work back, and the transaction is replayed from the spill at its commit as before.
+//!
+//! Why the two sessions never wait on each other: on the primary, a transaction that commits
+//! before the streamed one cannot touch a row the streamed one has changed (it would wait for
+//! the row lock), and anything it changed before the streamed one did was decoded, and handed
+//! to the main session, before the chunk that carries the streamed change. So the main
+//! session commits what it holds before each chunk is applied, and commits again before the
+//! streamed transaction commits, keeping the target's commit order the primary's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pgoutput_decoder::{LogicalMessage, Lsn, Relation, StreamCommit};
+
+use super::{Applier, to_change};
+use crate::error::ApplyError;
+use crate::target::{CommitInfo, Target, TxnInfo};
+
+/// A streamed transaction being applied on its own target session.
+#[derive(Debug)]
+pub(super) struct Speculation<T> {
+    /// Top-level xid of the streamed transaction.
+    pub(super) xid: u32,
+    target: T,
+    /// Relations as this transaction described them (they must not replace the cache other
+    /// transactions use).
+    overlay: HashMap<u32, Arc<Relation>>,
+    /// Changes applied so far.
+    changes: u64,
+}
+
+/// Whether the applier may open a second session, as far as it knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Forking {
+    /// Not tried yet, or it worked.
+    Maybe,
+    /// The target has no second session to offer.
+    Unsupported,
+}
+
+impl<T: Target> Applier<T> {
+    /// At Stream Start: begins speculation on the first chunk of a streamed transaction when
+    /// none is running, and in every case commits what the main session holds before a chunk
+    /// of the speculated transaction is applied. Returns an LSN to confirm, if that made one
+    /// durable.
+    pub(super) async fn speculate_on_stream_start(
+        &mut self,
+        xid: u32,
+        first_segment: bool,
+    ) -> Result<Option<Lsn>, ApplyError> {
+        let start = first_segment && self.spec.is_none() && self.forking == Forking::Maybe;
+        if !start && self.spec.as_ref().is_none_or(|s| s.xid != xid) {
+            return Ok(None);
+        }
+        let confirm = if self.pending_commits > 0 { self.flush().await? } else { None };
+        if start {
+            match self.target.fork().await {
+                Ok(Some(mut target)) => {
+                    let info = TxnInfo {
+                        xid,
+                        // Not known before the commit; only error messages would show it.
+                        commit_lsn: Lsn::ZERO,
+                        commit_time: pgoutput_decoder::PgTimestamp(0),
+                        streamed: true,
+                        gid: None,
+                    };
+                    match target.begin(&info).await {
+                        Ok(()) => {
+                            tracing::debug!(xid, "applying a streamed transaction as it arrives");
+                            self.spec = Some(Speculation {
+                                xid,
+                                target,
+                                overlay: HashMap::new(),
+                                changes: 0,
+                            });
+                        }
+                        Err(e) => abandon_log(xid, &e),
+                    }
+                }
+                Ok(None) => self.forking = Forking::Unsupported,
+                Err(e) => abandon_log(xid, &e),
+            }
+        }
+        Ok(confirm)
+    }
+
+    /// One message of a stream block of transaction `top` (already in its spill): applied on
+    /// the second session when that transaction is being speculated.
+    pub(super) async fn speculate_message(&mut self, top: u32, msg: &LogicalMessage) {
+        let Some(spec) = self.spec.as_mut().filter(|s| s.xid == top) else { return };
+        let result = match msg {
+            LogicalMessage::Relation(r) => {
+                let rel = Arc::new(r.clone());
+                spec.overlay.insert(rel.rel_id, Arc::clone(&rel));
+                spec.target.relation(&rel, &self.types).await
+            }
+            LogicalMessage::Type(t) => {
+                self.types.insert(t.type_oid, t.clone());
+                Ok(())
+            }
+            // A savepoint's changes may still be rolled back alone: leave it to the spill.
+            m if m.stream_xid().is_some_and(|x| x != top) => {
+                tracing::debug!(xid = top, "subtransaction in a streamed transaction");
+                self.spec = None;
+                return;
+            }
+            m => match to_change(m.clone(), &self.relations, Some(&spec.overlay)) {
+                Ok(change) => {
+                    spec.changes += 1;
+                    spec.target.change(change).await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = result {
+            abandon_log(top, &e);
+            self.spec = None;
+        }
+    }
+
+    /// Stream Abort of a whole transaction, or Stream Prepare: its speculation (if any) is
+    /// dropped, which rolls the second session back.
+    pub(super) fn speculate_drop(&mut self, xid: u32) {
+        if self.spec.as_ref().is_some_and(|s| s.xid == xid) {
+            self.spec = None;
+        }
+    }
+
+    /// Stream Commit of a speculated transaction: commits the main session's earlier work,
+    /// then the speculated transaction with its progress. `None` when `c` is not being
+    /// speculated (the caller replays its spill); `Some(lsn to confirm)` when it is done.
+    pub(super) async fn speculate_commit(
+        &mut self,
+        c: &StreamCommit,
+    ) -> Result<Option<Option<Lsn>>, ApplyError> {
+        if self.spec.as_ref().is_none_or(|s| s.xid != c.xid) {
+            return Ok(None);
+        }
+        let Some(mut spec) = self.spec.take() else { return Ok(None) };
+        self.streams.remove(&c.xid);
+        if self.start_progress.is_some_and(|p| c.end_lsn <= p) {
+            // The target had it already (sent again after a restart): roll the copy back.
+            self.stats.skipped_txns += 1;
+            return Ok(Some(None));
+        }
+        if self.pending_commits > 0 {
+            self.flush().await?;
+        }
+        spec.target.commit(&CommitInfo::from(c)).await?;
+        // A forked session's flush returns only once its COMMIT is durable, and that makes
+        // the main session's earlier commits durable too: they are before it in the WAL.
+        let durable = spec.target.flush().await?.unwrap_or(c.end_lsn);
+        self.stats.applied_txns += 1;
+        self.stats.speculated_txns += 1;
+        self.stats.changes += spec.changes;
+        self.last_applied = Some(self.last_applied.map_or(c.end_lsn, |l| l.max(c.end_lsn)));
+        self.durable = Some(self.durable.map_or(durable, |d| d.max(durable)));
+        Ok(Some(self.report()))
+    }
+}
+
+fn abandon_log(xid: u32, e: &ApplyError) {
+    let mut error = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        error.push_str(": ");
+        error.push_str(&s.to_string());
+        source = s.source();
+    }
+    tracing::debug!(
+        xid,
+        error,
+        "streamed transaction not applied ahead; replaying it at its commit"
+    );
+}
