@@ -331,6 +331,60 @@ async fn streamed_transaction_applied_while_it_arrives() {
     assert_eq!(pad, "c");
 }
 
+/// Two streamed transactions in flight at once: the first is applied ahead, the second is
+/// spilled, commits first on the primary and is replayed on the main session at its commit,
+/// before the first one commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_streamed_transactions_commit_in_source_order() {
+    let env = setup("interleave", "CREATE TABLE a (id int PRIMARY KEY, pad text)", false).await;
+    let mut first = env.source_session().await;
+    let mut second = env.source_session().await;
+    let t1 = first.transaction().await.unwrap();
+    let t2 = second.transaction().await.unwrap();
+    for step in 0..4 {
+        let (lo, hi) = (step * 2000 + 1, step * 2000 + 1000);
+        t1.execute(
+            "INSERT INTO a SELECT g, repeat('1', 100) FROM generate_series($1::int, $2::int) g",
+            &[&lo, &hi],
+        )
+        .await
+        .unwrap();
+        t2.execute(
+            "INSERT INTO a SELECT g, repeat('2', 100) FROM generate_series($1::int, $2::int) g",
+            &[&(lo + 1000), &(hi + 1000)],
+        )
+        .await
+        .unwrap();
+    }
+    t2.commit().await.unwrap();
+    t1.execute("UPDATE a SET pad = 'one' WHERE id % 1000 = 1", &[]).await.unwrap();
+    t1.commit().await.unwrap();
+    let msgs = env.fetch(2, true, &[("streaming", "on")], Some("64kB")).await;
+    let streamed: std::collections::HashSet<u32> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            LogicalMessage::StreamStart(s) => Some(s.xid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed.len(), 2, "both transactions streamed");
+    let first_streamed = msgs.iter().find_map(|m| match m {
+        LogicalMessage::StreamStart(s) => Some(s.xid),
+        _ => None,
+    });
+    let last_committed = msgs.iter().rev().find_map(|m| match m {
+        LogicalMessage::StreamCommit(c) => Some(c.xid),
+        _ => None,
+    });
+    assert_eq!(first_streamed, last_committed, "the one applied ahead commits last");
+
+    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    assert_eq!(applier.stats().speculated_txns, 1, "{:?}", applier.stats());
+    assert_eq!(applier.stats().applied_txns, 2);
+    env.assert_same(&["a"]).await;
+    assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
+}
+
 /// Two-phase: applied at COMMIT PREPARED, dropped at ROLLBACK PREPARED, and the confirmed
 /// LSN never passes a PREPARE we only hold in memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
