@@ -385,6 +385,47 @@ async fn interleaved_streamed_transactions_commit_in_source_order() {
     assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
 }
 
+/// A column the target lacks, first seen inside a streamed transaction: the second session
+/// does not add it (its ALTER TABLE would lock the table until that transaction commits, and
+/// an earlier transaction on the same table still has to be applied), so the transaction is
+/// replayed from its spill and the main session repairs the drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_inside_a_streamed_transaction_is_left_to_the_main_session() {
+    let env = setup("aheaddrift", "CREATE TABLE big (id int PRIMARY KEY, pad text)", false).await;
+    exec_each(
+        &env.src,
+        "INSERT INTO big VALUES (10000, 'base'); ALTER TABLE big ADD COLUMN extra text",
+    )
+    .await;
+    let mut big = env.source_session().await;
+    let tx = big.transaction().await.unwrap();
+    tx.batch_execute(
+        "INSERT INTO big SELECT g, repeat('p', 100), 'x' FROM generate_series(1, 3000) g",
+    )
+    .await
+    .unwrap();
+    exec_each(&env.src, "UPDATE big SET extra = 'e' WHERE id = 10000").await;
+    tx.batch_execute(
+        "INSERT INTO big SELECT g, repeat('q', 100), 'y' FROM generate_series(3001, 6000) g",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let msgs = env.fetch(2, true, &[("streaming", "on")], Some("64kB")).await;
+    assert!(count(&msgs, |m| matches!(m, LogicalMessage::StreamStart(_))) > 1);
+
+    let applied = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        env.apply(&msgs, ApplierConfig::default()),
+    )
+    .await
+    .expect("the two target sessions waited on each other");
+    let applier = applied.unwrap();
+    assert_eq!(applier.stats().speculated_txns, 0, "{:?}", applier.stats());
+    assert_eq!(applier.target().stats().columns_added, 1);
+    env.assert_same(&["big"]).await;
+}
+
 /// Two-phase: applied at COMMIT PREPARED, dropped at ROLLBACK PREPARED, and the confirmed
 /// LSN never passes a PREPARE we only hold in memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -340,6 +340,9 @@ pub struct PostgresTarget {
     types: TypeMap,
     resolver: Option<Arc<dyn TypeResolver>>,
     connector: Option<Connector>,
+    /// Whether schema drift is repaired here (not in a forked session: its ALTER TABLE would
+    /// hold a lock the main session may need before the fork can commit).
+    alters_schema: bool,
     pipe: Pipeline,
     /// Pending runs, at most one per table (see [`Run`] for the invariant).
     runs: Vec<Run>,
@@ -467,6 +470,7 @@ impl PostgresTarget {
             types: TypeMap::new(),
             resolver: None,
             connector: None,
+            alters_schema: true,
             pipe,
             runs: Vec::new(),
             buffered: 0,
@@ -737,6 +741,9 @@ impl PostgresTarget {
             }
             if attempt > 0 {
                 return Err(schema_err("columns still missing after ADD COLUMN".into()));
+            }
+            if !self.alters_schema {
+                return Err(schema_err("columns missing, and this session adds none".into()));
             }
             // Schema drift: add the columns inside the target transaction, then look again.
             self.ensure_txn().await?;
@@ -1821,13 +1828,17 @@ impl Target for PostgresTarget {
     }
 
     /// A second session with the same settings, except that its COMMIT waits for the WAL
-    /// flush: the one large transaction it carries is confirmed as soon as it commits.
+    /// flush (the one large transaction it carries is confirmed as soon as it commits) and
+    /// that it fails on schema drift instead of adding columns: an `ALTER TABLE` there would
+    /// lock the table until that transaction's commit, while the main session may have to
+    /// apply earlier transactions to the same table first.
     async fn fork(&mut self) -> Result<Option<Self>, ApplyError> {
         let Some(connector) = self.connector.clone() else { return Ok(None) };
         let client = connector().await.map_err(ApplyError::Connect)?;
         let cfg = PostgresTargetConfig { synchronous_commit: true, ..self.cfg.clone() };
         let mut fork = PostgresTarget::new(client, cfg).await?;
         fork.resolver.clone_from(&self.resolver);
+        fork.alters_schema = false;
         Ok(Some(fork))
     }
 }
