@@ -1,5 +1,7 @@
 //! The driver: turns the pgoutput message stream into [`Target`] calls.
 
+mod speculate;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,10 +11,8 @@ use pgoutput_decoder::{LogicalMessage, Lsn, Relation};
 
 use crate::error::ApplyError;
 use crate::spill::Spill;
-use speculate::{Forking, Speculation};
-
-mod speculate;
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
+use speculate::{Forking, Speculation};
 
 /// When the applier asks the target to make its work durable, and how it buffers.
 #[derive(Debug, Clone)]
