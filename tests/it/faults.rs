@@ -184,6 +184,78 @@ async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// Rows of the customers table locked by some session of the target database.
+async fn customers_locked_on(dst: &Client) -> bool {
+    count(
+        dst,
+        "SELECT count(*) FROM pg_catalog.pg_locks l \
+         JOIN pg_catalog.pg_database d ON d.oid = l.database AND d.datname = current_database() \
+         WHERE l.relation = 'customers'::regclass AND l.mode = 'RowExclusiveLock' AND l.granted",
+    )
+    .await
+        > 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_streamed_transactions_applied_ahead_survive_a_crash_of_the_mirror() {
+    // Streams large transactions early: the mirror applies them while they arrive.
+    let primary =
+        ClusterBuilder::new().setting("logical_decoding_work_mem", "64kB").start().unwrap();
+    let _log = primary.log_guard();
+    let replica = pgcluster::shared();
+    let (src_db, src, dst_db, dst) = store_pair(&primary, replica, &store::Scale::tiny()).await;
+    let opts = store_mirror(&primary, &src_db, replica, &dst_db);
+    let running = run_mirror(&opts);
+    wait_converged(&src, &dst, Duration::from_secs(60)).await;
+    let insert_big = |tag: &str| {
+        format!(
+            "BEGIN; INSERT INTO customers (email, name) \
+             SELECT '{tag}' || g || '@example.com', repeat('x', 200) FROM generate_series(1, 20000) g"
+        )
+    };
+
+    // 1. Small transactions commit around a large one, which commits last.
+    let big = primary.connect(&src_db).await.unwrap();
+    big.batch_execute(&insert_big("first")).await.unwrap();
+    let writer = Writer::start(&primary, &src_db, 31).await;
+    // The writer does not touch customers: a lock there is the large transaction, applied
+    // ahead on the mirror's second target session.
+    wait_for(Duration::from_secs(30), "the large transaction applied ahead", || {
+        customers_locked_on(&dst)
+    })
+    .await;
+    big.batch_execute("UPDATE customers SET loyalty_points = 7 WHERE id % 3 = 0; COMMIT")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.stop().await;
+    wait_converged(&src, &dst, Duration::from_secs(60)).await;
+
+    // 2. The mirror dies while it applies another one ahead; a new one takes over.
+    big.batch_execute(&insert_big("second")).await.unwrap();
+    wait_for(Duration::from_secs(30), "the second large transaction applied ahead", || {
+        customers_locked_on(&dst)
+    })
+    .await;
+    running.task.abort();
+    let _ = running.task.await;
+    wait_for(Duration::from_secs(30), "the dead mirror's sessions rolled back", || async {
+        !customers_locked_on(&dst).await
+    })
+    .await;
+    let running = run_mirror(&opts);
+    big.batch_execute("COMMIT").await.unwrap();
+    src.batch_execute("UPDATE products SET stock = stock + 1 WHERE id = 1").await.unwrap();
+    wait_converged(&src, &dst, Duration::from_secs(60)).await;
+    let n = count(
+        &dst,
+        "SELECT count(*) FROM customers WHERE email LIKE 'first%' OR email LIKE 'second%'",
+    )
+    .await;
+    assert_eq!(n, 40_000);
+    running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_crash_mid_large_transaction_and_small_stream_converges_without_the_aborted_one() {
     // Streams large transactions early, so the mirror holds part of one when the primary dies.
