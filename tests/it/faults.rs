@@ -184,6 +184,23 @@ async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// A primary that streams large transactions early (`logical_decoding_work_mem = 64kB`).
+fn streaming_primary() -> Cluster {
+    ClusterBuilder::new().setting("logical_decoding_work_mem", "64kB").start().unwrap()
+}
+
+/// The Store tables of `primary` mirrored into the shared cluster, converged once.
+async fn running_store_mirror(
+    primary: &Cluster,
+) -> (String, Client, Client, MirrorOptions, Running) {
+    let replica = pgcluster::shared();
+    let (src_db, src, dst_db, dst) = store_pair(primary, replica, &store::Scale::tiny()).await;
+    let opts = store_mirror(primary, &src_db, replica, &dst_db);
+    let running = run_mirror(&opts);
+    wait_converged(&src, &dst, Duration::from_secs(60)).await;
+    (src_db, src, dst, opts, running)
+}
+
 /// Rows of the customers table locked by some session of the target database.
 async fn customers_locked_on(dst: &Client) -> bool {
     count(
@@ -199,14 +216,9 @@ async fn customers_locked_on(dst: &Client) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_streamed_transactions_applied_ahead_survive_a_crash_of_the_mirror() {
     // Streams large transactions early: the mirror applies them while they arrive.
-    let primary =
-        ClusterBuilder::new().setting("logical_decoding_work_mem", "64kB").start().unwrap();
+    let primary = streaming_primary();
     let _log = primary.log_guard();
-    let replica = pgcluster::shared();
-    let (src_db, src, dst_db, dst) = store_pair(&primary, replica, &store::Scale::tiny()).await;
-    let opts = store_mirror(&primary, &src_db, replica, &dst_db);
-    let running = run_mirror(&opts);
-    wait_converged(&src, &dst, Duration::from_secs(60)).await;
+    let (src_db, src, dst, opts, running) = running_store_mirror(&primary).await;
     let insert_big = |tag: &str| {
         format!(
             "BEGIN; INSERT INTO customers (email, name) \
@@ -259,14 +271,9 @@ async fn large_streamed_transactions_applied_ahead_survive_a_crash_of_the_mirror
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_crash_mid_large_transaction_and_small_stream_converges_without_the_aborted_one() {
     // Streams large transactions early, so the mirror holds part of one when the primary dies.
-    let primary =
-        ClusterBuilder::new().setting("logical_decoding_work_mem", "64kB").start().unwrap();
+    let primary = streaming_primary();
     let _log = primary.log_guard();
-    let replica = pgcluster::shared();
-    let (src_db, src, dst_db, dst) = store_pair(&primary, replica, &store::Scale::tiny()).await;
-    let opts = store_mirror(&primary, &src_db, replica, &dst_db);
-    let running = run_mirror(&opts);
-    wait_converged(&src, &dst, Duration::from_secs(60)).await;
+    let (src_db, _, dst, _, running) = running_store_mirror(&primary).await;
 
     // 1. A large transaction in flight (streamed to the mirror in pieces), then a crash.
     let big = primary.connect(&src_db).await.unwrap();
