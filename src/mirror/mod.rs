@@ -535,22 +535,29 @@ fn connector(opts: &MirrorOptions) -> applier::Connector {
 
 /// Copies sequence values every `sequence_interval` while streaming. Ends with an error if a
 /// mirrored table no longer exists on the source (no change of it would ever arrive again).
+///
+/// Keeps its two connections and the table definitions between rounds: a round is then one
+/// existence check of the tables by OID, one query for their sequences and one `setval` per
+/// sequence. A table gone by OID (dropped, or dropped and created again) or any error sends the
+/// next round through a full resolve on fresh connections.
 fn spawn_sequence_sync(
     opts: &MirrorOptions,
     mut shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<Option<anyhow::Error>> {
     let opts = opts.clone();
     tokio::spawn(async move {
+        let mut state: Option<SequenceSync> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(opts.sequence_interval) => {}
                 () = shutdown.wait() => return None,
             }
             let synced = async {
-                let source = replication::connect_sql(&opts.source).await?;
-                let target = replication::connect_sql(&opts.target).await?;
-                let tables = crate::setup::resolve_tables(&source, &opts.tables).await?;
-                sync_sequences_once(&source, &target, &tables).await
+                let sync = match state.take() {
+                    Some(s) if s.tables_still_there().await? => state.insert(s),
+                    _ => state.insert(SequenceSync::connect(&opts).await?),
+                };
+                sync_sequences_once(&sync.source, &sync.target, &sync.tables).await
             };
             match synced.await {
                 Ok(n) => tracing::debug!(sequences = n, "synced sequences"),
@@ -569,9 +576,41 @@ fn spawn_sequence_sync(
                     ));
                 }
                 Err(e) => {
+                    state = None;
                     tracing::debug!(error = %format!("{e:#}"), "sequence sync failed; will retry")
                 }
             }
         }
     })
+}
+
+/// What the periodic sequence sync keeps between rounds.
+struct SequenceSync {
+    source: tokio_postgres::Client,
+    target: tokio_postgres::Client,
+    tables: Vec<TableDef>,
+}
+
+impl SequenceSync {
+    async fn connect(opts: &MirrorOptions) -> anyhow::Result<Self> {
+        let source = replication::connect_sql(&opts.source).await?;
+        let target = replication::connect_sql(&opts.target).await?;
+        let tables = crate::setup::resolve_tables(&source, &opts.tables).await?;
+        Ok(SequenceSync { source, target, tables })
+    }
+
+    /// Whether every table resolved earlier still exists under the same OID.
+    async fn tables_still_there(&self) -> anyhow::Result<bool> {
+        let oids: Vec<u32> = self.tables.iter().map(|t| t.oid).collect();
+        let missing: i64 = self
+            .source
+            .query_one(
+                "SELECT count(*) FROM unnest($1::oid[]) AS t(oid) \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.oid)",
+                &[&oids],
+            )
+            .await?
+            .get(0);
+        Ok(missing == 0)
+    }
 }

@@ -160,3 +160,57 @@ async fn first_change_to_a_table_right_after_a_copy_run() {
     assert_eq!(n, 1000);
     stop(shutdown, task).await;
 }
+
+async fn customers_sequence(c: &tokio_postgres::Client) -> Option<i64> {
+    c.query_one(
+        "SELECT last_value FROM pg_catalog.pg_sequences \
+         WHERE schemaname = 'public' AND sequencename = 'customers_id_seq'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Sequences reach the target while streaming, every `sequence_interval` (1 s here), through
+/// one kept connection per side: no new session on the primary each round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_follow_the_primary_while_streaming_on_kept_connections() {
+    let cluster = pgcluster::shared();
+    let (src_db, src, dst_db, dst) = store_pair(cluster, cluster, &store::Scale::tiny()).await;
+    let (shutdown, task) = spawn(store_mirror(cluster, &src_db, cluster, &dst_db));
+    wait_converged(&src, &dst, Duration::from_secs(60)).await;
+    for round in 0..2 {
+        src.execute(
+            "INSERT INTO customers (email, name) \
+             SELECT 'seq' || $1::int || '-' || g || '@example.com', 'n' FROM generate_series(1, 50) g",
+            &[&round],
+        )
+        .await
+        .unwrap();
+        let want = customers_sequence(&src).await;
+        crate::common::wait_for(Duration::from_secs(20), "the target's sequence", || async {
+            customers_sequence(&dst).await == want
+        })
+        .await;
+    }
+    // The sequence sync's source session (the only ordinary one of pgmirror's) stays the same.
+    let sessions = || async {
+        let rows = src
+            .query(
+                "SELECT pid FROM pg_catalog.pg_stat_activity WHERE datname = $1 \
+                 AND backend_type = 'client backend' AND application_name = 'pgmirror' \
+                 ORDER BY pid",
+                &[&src_db],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>()
+    };
+    let before = sessions().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = sessions().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before, after);
+    stop(shutdown, task).await;
+}
