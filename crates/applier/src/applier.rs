@@ -338,6 +338,7 @@ impl<T: Target> Applier<T> {
                     }
                 } else if let Some(spill) = self.streams.get_mut(&a.xid) {
                     spill.abort_subxact(a.subxid)?;
+                    self.speculate_subxact_abort(a.xid, a.subxid).await;
                 }
                 Ok(None)
             }

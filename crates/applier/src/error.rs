@@ -57,6 +57,9 @@ pub enum ApplyError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The target does not offer what was asked (see the [`Target`](crate::Target) method).
+    #[error("the target does not support {0}")]
+    Unsupported(&'static str),
     /// A second connection to the target (see [`Target::fork`](crate::Target::fork)) could not
     /// be opened.
     #[error("opening another connection to the target")]

@@ -167,6 +167,21 @@ pub trait Target {
         async { Ok(None) }
     }
 
+    /// A subtransaction of the current source transaction made its first change: remember
+    /// this point under `id` (its xid) so [`rollback_to`](Target::rollback_to) can return to
+    /// it. Only called on a target from [`fork`](Target::fork). Default: not supported.
+    fn savepoint(&mut self, id: u32) -> impl Future<Output = Result<(), ApplyError>> + Send {
+        let _ = id;
+        async { Err(ApplyError::Unsupported("savepoints")) }
+    }
+
+    /// Undoes every change since [`savepoint`](Target::savepoint) `id`, which stays set
+    /// (later ones are gone). Default: not supported.
+    fn rollback_to(&mut self, id: u32) -> impl Future<Output = Result<(), ApplyError>> + Send {
+        let _ = id;
+        async { Err(ApplyError::Unsupported("savepoints")) }
+    }
+
     /// A non-transactional logical decoding message. Ignored unless the target cares.
     fn message(
         &mut self,

@@ -261,8 +261,8 @@ async fn streamed_transaction_with_subxact_abort() {
     let cfg = ApplierConfig { spill_memory_limit: 16 << 10, ..ApplierConfig::default() };
     let applier = env.apply(&msgs, cfg).await.unwrap();
     assert!(applier.stats().spilled_txns >= 1);
-    // Its savepoint rolls back alone: not applied ahead, replayed from the spill.
-    assert_eq!(applier.stats().speculated_txns, 0);
+    // Applied ahead: the rolled-back savepoint is undone there with ROLLBACK TO SAVEPOINT.
+    assert_eq!(applier.stats().speculated_txns, 1, "{:?}", applier.stats());
     env.assert_same(&["big", "small"]).await;
     let n: i64 = env.dst.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get(0);
     assert_eq!(n, 3000);
@@ -329,6 +329,48 @@ async fn streamed_transaction_applied_while_it_arrives() {
     let pad: String =
         env.dst.query_one("SELECT pad FROM big WHERE id = 10000", &[]).await.unwrap().get(0);
     assert_eq!(pad, "c");
+}
+
+/// Nested savepoints in a transaction applied ahead: rolling back the outer one undoes the
+/// inner, released one too. A transaction with more subtransactions than the second session
+/// takes savepoints for is replayed from its spill instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savepoints_in_transactions_applied_ahead() {
+    let env = setup("aheadsp", "CREATE TABLE t (id int PRIMARY KEY, pad text)", false).await;
+    let mut s = env.source_session().await;
+    let tx = s.transaction().await.unwrap();
+    tx.batch_execute(
+        "INSERT INTO t SELECT g, repeat('p', 100) FROM generate_series(1, 2000) g; \
+         SAVEPOINT a; INSERT INTO t SELECT g, 'a' FROM generate_series(2001, 3000) g; \
+         SAVEPOINT b; UPDATE t SET pad = 'b' WHERE id <= 500; RELEASE b; \
+         DELETE FROM t WHERE id BETWEEN 600 AND 700; ROLLBACK TO a; \
+         SAVEPOINT c; INSERT INTO t SELECT g, 'c' FROM generate_series(3001, 4000) g; RELEASE c; \
+         UPDATE t SET pad = 'top' WHERE id % 9 = 0",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // One subtransaction per row (an exception block): more than the savepoint budget.
+    env.src
+        .batch_execute(
+            "DO $$ BEGIN FOR i IN 10001..10100 LOOP \
+               BEGIN INSERT INTO t VALUES (i, repeat('x', 2000)); \
+               EXCEPTION WHEN unique_violation THEN NULL; END; END LOOP; END $$",
+        )
+        .await
+        .unwrap();
+    let msgs = env.fetch(2, true, &[("streaming", "on")], Some("64kB")).await;
+    assert_eq!(count(&msgs, |m| matches!(m, LogicalMessage::StreamCommit(_))), 2);
+    assert!(
+        count(&msgs, |m| matches!(m, LogicalMessage::StreamAbort(a) if a.xid != a.subxid)) >= 1
+    );
+
+    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    assert_eq!(applier.stats().speculated_txns, 1, "{:?}", applier.stats());
+    assert_eq!(applier.stats().applied_txns, 2);
+    env.assert_same(&["t"]).await;
+    let n: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 3100);
 }
 
 /// Two streamed transactions in flight at once: the first is applied ahead, the second is

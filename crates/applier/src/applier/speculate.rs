@@ -9,8 +9,10 @@
 //! `streaming = parallel`).
 //!
 //! The spill file is still written: it stays the truth. Whatever speculation cannot follow (a
-//! subtransaction, a prepared transaction, an error) just drops the second session, which
-//! rolls its work back, and the transaction is replayed from the spill at its commit as before.
+//! prepared transaction, more than [`MAX_SAVEPOINTS`] subtransactions, an error) just drops
+//! the second session, which rolls its work back, and the transaction is replayed from the
+//! spill at its commit as before. Subtransactions get savepoints, so a rolled-back one is
+//! undone in place.
 //!
 //! Why the two sessions never wait on each other: on the primary, a transaction that commits
 //! before the streamed one cannot touch a row the streamed one has changed (it would wait for
@@ -39,7 +41,15 @@ pub(super) struct Speculation<T> {
     overlay: HashMap<u32, Arc<Relation>>,
     /// Changes applied so far.
     changes: u64,
+    /// Subtransactions with changes, in the order of their first change: each has a savepoint
+    /// named after its xid.
+    savepoints: Vec<u32>,
 }
+
+/// Savepoints at most in one speculated transaction. Beyond 64 subtransactions a PostgreSQL
+/// backend's cache of them overflows, and every snapshot on the target gets slower; a
+/// transaction with that many (an exception block per row, say) is left to the spill.
+const MAX_SAVEPOINTS: usize = 32;
 
 /// Whether the applier may open a second session, as far as it knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +94,7 @@ impl<T: Target> Applier<T> {
                                 target,
                                 overlay: HashMap::new(),
                                 changes: 0,
+                                savepoints: Vec::new(),
                             });
                         }
                         Err(e) => abandon_log(xid, &e),
@@ -110,22 +121,48 @@ impl<T: Target> Applier<T> {
                 self.types.insert(t.type_oid, t.clone());
                 Ok(())
             }
-            // A savepoint's changes may still be rolled back alone: leave it to the spill.
-            m if m.stream_xid().is_some_and(|x| x != top) => {
-                tracing::debug!(xid = top, "subtransaction in a streamed transaction");
-                self.spec = None;
-                return;
-            }
-            m => match to_change(m.clone(), &self.relations, Some(&spec.overlay)) {
-                Ok(change) => {
-                    spec.changes += 1;
-                    spec.target.change(change).await
+            m => {
+                // A subtransaction's first change: a savepoint, so that its abort (which may
+                // still come) undoes it and what came after it, which can only be its own
+                // subtransactions' changes. The spill and the native subscriber cut there too.
+                let new_subxact =
+                    m.stream_xid().filter(|&x| x != top && !spec.savepoints.contains(&x));
+                let marked = match new_subxact {
+                    Some(_) if spec.savepoints.len() >= MAX_SAVEPOINTS => {
+                        Err(ApplyError::Unsupported("this many subtransactions"))
+                    }
+                    Some(x) => {
+                        spec.savepoints.push(x);
+                        spec.target.savepoint(x).await
+                    }
+                    None => Ok(()),
+                };
+                match marked
+                    .and_then(|()| to_change(m.clone(), &self.relations, Some(&spec.overlay)))
+                {
+                    Ok(change) => {
+                        spec.changes += 1;
+                        spec.target.change(change).await
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
         };
         if let Err(e) = result {
             abandon_log(top, &e);
+            self.spec = None;
+        }
+    }
+
+    /// Stream Abort of subtransaction `subxid` of `xid`: returns to its savepoint, if it
+    /// made changes. (A subtransaction without changes has none, and nothing to undo.)
+    pub(super) async fn speculate_subxact_abort(&mut self, xid: u32, subxid: u32) {
+        let Some(spec) = self.spec.as_mut().filter(|s| s.xid == xid) else { return };
+        let Some(i) = spec.savepoints.iter().position(|&x| x == subxid) else { return };
+        // Later savepoints are gone with the changes after this one.
+        spec.savepoints.truncate(i + 1);
+        if let Err(e) = spec.target.rollback_to(subxid).await {
+            abandon_log(xid, &e);
             self.spec = None;
         }
     }

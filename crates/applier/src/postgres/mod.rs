@@ -881,6 +881,23 @@ impl PostgresTarget {
         }
     }
 
+    /// A savepoint statement, after every buffered run (their rows belong before it).
+    async fn subtransaction_statement(
+        &mut self,
+        sql: String,
+        what: &'static str,
+    ) -> Result<(), ApplyError> {
+        self.guard()?;
+        let r = async {
+            self.ensure_txn().await?;
+            self.end_runs().await?;
+            let fut = simple_future(&self.client, sql);
+            self.pipe.push(fut, Purpose::Other(what), 32).await
+        }
+        .await;
+        self.check(r)
+    }
+
     /// Sends every run, oldest first.
     async fn end_runs(&mut self) -> Result<(), ApplyError> {
         while !self.runs.is_empty() {
@@ -1825,6 +1842,14 @@ impl Target for PostgresTarget {
 
     async fn message(&mut self, _msg: &DecodingMessage) -> Result<(), ApplyError> {
         self.guard()
+    }
+
+    async fn savepoint(&mut self, id: u32) -> Result<(), ApplyError> {
+        self.subtransaction_statement(format!("SAVEPOINT s{id}"), "SAVEPOINT").await
+    }
+
+    async fn rollback_to(&mut self, id: u32) -> Result<(), ApplyError> {
+        self.subtransaction_statement(format!("ROLLBACK TO SAVEPOINT s{id}"), "ROLLBACK TO").await
     }
 
     /// A second session with the same settings, except that its COMMIT waits for the WAL
