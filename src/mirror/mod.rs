@@ -501,12 +501,8 @@ async fn stream(
     match result {
         Ok(PumpEnd::Stopped) => {
             // Last sequence values, so a replica that takes over does not reuse ids.
-            if let (Ok(source), Ok(target)) = (
-                replication::connect_sql(&opts.source).await,
-                replication::connect_sql(&opts.target).await,
-            ) && let Ok(tables) = crate::setup::resolve_tables(&source, &opts.tables).await
-            {
-                let _ = sync_sequences_once(&source, &target, &tables).await;
+            if let Ok(sync) = SequenceSync::connect(opts).await {
+                let _ = sync.run().await;
             }
             let stats = applier.stats();
             tracing::info!(
@@ -557,7 +553,7 @@ fn spawn_sequence_sync(
                     Some(s) if s.tables_still_there().await? => state.insert(s),
                     _ => state.insert(SequenceSync::connect(&opts).await?),
                 };
-                sync_sequences_once(&sync.source, &sync.target, &sync.tables).await
+                sync.run().await
             };
             match synced.await {
                 Ok(n) => tracing::debug!(sequences = n, "synced sequences"),
@@ -597,6 +593,11 @@ impl SequenceSync {
         let target = replication::connect_sql(&opts.target).await?;
         let tables = crate::setup::resolve_tables(&source, &opts.tables).await?;
         Ok(SequenceSync { source, target, tables })
+    }
+
+    /// Copies the current sequence values; returns how many.
+    async fn run(&self) -> anyhow::Result<usize> {
+        sync_sequences_once(&self.source, &self.target, &self.tables).await
     }
 
     /// Whether every table resolved earlier still exists under the same OID.

@@ -319,7 +319,6 @@ async fn streamed_transaction_applied_while_it_arrives() {
     assert_eq!(applier.stats().aborted_txns, 1);
     env.assert_same(&["big", "small"]).await;
     assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
-    assert!(applier.is_quiescent() || applier.confirmed().is_some());
 
     // Sent again (as after a restart): everything is skipped, the copy ahead rolled back.
     let again = env.apply(&msgs, ApplierConfig::default()).await.unwrap();

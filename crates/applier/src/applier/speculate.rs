@@ -76,35 +76,37 @@ impl<T: Target> Applier<T> {
         }
         let confirm = if self.pending_commits > 0 { self.flush().await? } else { None };
         if start {
-            match self.target.fork().await {
-                Ok(Some(mut target)) => {
-                    let info = TxnInfo {
-                        xid,
-                        // Not known before the commit; only error messages would show it.
-                        commit_lsn: Lsn::ZERO,
-                        commit_time: pgoutput_decoder::PgTimestamp(0),
-                        streamed: true,
-                        gid: None,
-                    };
-                    match target.begin(&info).await {
-                        Ok(()) => {
-                            tracing::debug!(xid, "applying a streamed transaction as it arrives");
-                            self.spec = Some(Speculation {
-                                xid,
-                                target,
-                                overlay: HashMap::new(),
-                                changes: 0,
-                                savepoints: Vec::new(),
-                            });
-                        }
-                        Err(e) => abandon_log(xid, &e),
-                    }
+            match self.open_speculation(xid).await {
+                Ok(Some(spec)) => {
+                    tracing::debug!(xid, "applying a streamed transaction as it arrives");
+                    self.spec = Some(spec);
                 }
                 Ok(None) => self.forking = Forking::Unsupported,
                 Err(e) => abandon_log(xid, &e),
             }
         }
         Ok(confirm)
+    }
+
+    /// A second session with transaction `xid` begun on it; `None` when the target has none.
+    async fn open_speculation(&mut self, xid: u32) -> Result<Option<Speculation<T>>, ApplyError> {
+        let Some(mut target) = self.target.fork().await? else { return Ok(None) };
+        let info = TxnInfo {
+            xid,
+            // Not known before the commit; only error messages would show it.
+            commit_lsn: Lsn::ZERO,
+            commit_time: pgoutput_decoder::PgTimestamp(0),
+            streamed: true,
+            gid: None,
+        };
+        target.begin(&info).await?;
+        Ok(Some(Speculation {
+            xid,
+            target,
+            overlay: HashMap::new(),
+            changes: 0,
+            savepoints: Vec::new(),
+        }))
     }
 
     /// One message of a stream block of transaction `top` (already in its spill): applied on
@@ -127,25 +129,20 @@ impl<T: Target> Applier<T> {
                 // subtransactions' changes. The spill and the native subscriber cut there too.
                 let new_subxact =
                     m.stream_xid().filter(|&x| x != top && !spec.savepoints.contains(&x));
-                let marked = match new_subxact {
-                    Some(_) if spec.savepoints.len() >= MAX_SAVEPOINTS => {
-                        Err(ApplyError::Unsupported("this many subtransactions"))
-                    }
-                    Some(x) => {
+                let relations = &self.relations;
+                async {
+                    if let Some(x) = new_subxact {
+                        if spec.savepoints.len() >= MAX_SAVEPOINTS {
+                            return Err(ApplyError::Unsupported("this many subtransactions"));
+                        }
                         spec.savepoints.push(x);
-                        spec.target.savepoint(x).await
+                        spec.target.savepoint(x).await?;
                     }
-                    None => Ok(()),
-                };
-                match marked
-                    .and_then(|()| to_change(m.clone(), &self.relations, Some(&spec.overlay)))
-                {
-                    Ok(change) => {
-                        spec.changes += 1;
-                        spec.target.change(change).await
-                    }
-                    Err(e) => Err(e),
+                    let change = to_change(m.clone(), relations, Some(&spec.overlay))?;
+                    spec.changes += 1;
+                    spec.target.change(change).await
                 }
+                .await
             }
         };
         if let Err(e) = result {
