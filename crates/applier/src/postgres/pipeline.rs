@@ -5,6 +5,13 @@
 //! the statements in order without waiting; the replies are collected later, also in order.
 //! What is in flight is bounded by bytes and count so a slow target applies back-pressure.
 //!
+//! Polling a statement only hands it to the connection task; on pgmirror's one-thread
+//! runtime that task writes it to the socket when the applier next yields. With a backlog
+//! that is always ready, the applier would yield only once the pipeline is full, so the
+//! target idled while the applier prepared the next statements, and the other way round.
+//! Yielding after every [`YIELD_BYTES`] queued keeps both busy: a replayed DELETE-heavy
+//! backlog went from 2.8-3.0 s to 1.8-2.3 s.
+//!
 //! Anything that needs a reply before going on (a `prepare`, a catalog query, starting a
 //! `COPY`) first drains the pipeline: the connection hands replies over through small
 //! per-request channels and stops reading when one is full, so awaiting a later request while
@@ -19,6 +26,10 @@ use std::task::Poll;
 use pgoutput_decoder::Lsn;
 
 use crate::error::{ApplyError, Op};
+
+/// Queued bytes after which the applier yields, so the connection task (on the same thread)
+/// writes them out and the target works while the applier prepares the next statements.
+const YIELD_BYTES: usize = 64 * 1024;
 
 /// A statement's reply: the number of rows it affected.
 pub(crate) type StmtFuture =
@@ -45,6 +56,8 @@ pub(crate) struct Pipeline {
     bytes: usize,
     max_bytes: usize,
     max_len: usize,
+    /// Bytes queued since this task last let the connection task run.
+    unsent: usize,
     /// Rows an update or delete expected but did not find (the target diverged).
     pub(crate) missing_rows: u64,
 }
@@ -71,7 +84,14 @@ async fn poll_once(fut: &mut StmtFuture) -> Option<Result<u64, tokio_postgres::E
 
 impl Pipeline {
     pub(crate) fn new(max_bytes: usize, max_len: usize) -> Self {
-        Pipeline { queue: VecDeque::new(), bytes: 0, max_bytes, max_len, missing_rows: 0 }
+        Pipeline {
+            queue: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+            max_len,
+            unsent: 0,
+            missing_rows: 0,
+        }
     }
 
     /// Sends a statement (by polling its future once) and queues it for its reply.
@@ -88,6 +108,11 @@ impl Pipeline {
         }
         self.bytes += bytes;
         self.queue.push_back(Entry { fut, purpose, bytes });
+        self.unsent += bytes;
+        if self.unsent >= YIELD_BYTES {
+            self.unsent = 0;
+            tokio::task::yield_now().await;
+        }
         // Collect whatever already arrived, then wait while over budget.
         loop {
             let over = self.bytes > self.max_bytes || self.queue.len() > self.max_len;
