@@ -12,7 +12,7 @@ use pgoutput_decoder::{LogicalMessage, Lsn, Relation};
 use crate::error::ApplyError;
 use crate::spill::Spill;
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
-use speculate::{Forking, Speculation};
+use speculate::{Forking, Speculation, watched};
 
 /// When the applier asks the target to make its work durable, and how it buffers.
 #[derive(Debug, Clone)]
@@ -31,6 +31,10 @@ pub struct ApplierConfig {
     pub spill_memory_limit: usize,
     /// Directory for spill files (default: the system temporary directory).
     pub spill_dir: Option<PathBuf>,
+    /// How long an operation of the main target session may wait while a streamed
+    /// transaction is applied ahead on a second session, before that second session is rolled
+    /// back and the transaction left to its spill (see [`Applier`]'s speculation).
+    pub speculation_patience: Duration,
 }
 
 impl Default for ApplierConfig {
@@ -42,6 +46,7 @@ impl Default for ApplierConfig {
             durability_poll: Duration::from_millis(100),
             spill_memory_limit: 4 << 20,
             spill_dir: None,
+            speculation_patience: Duration::from_secs(5),
         }
     }
 }
@@ -247,7 +252,12 @@ impl<T: Target> Applier<T> {
                 // LSN of every transaction committed before it.
                 let skip = self.start_progress.is_some_and(|p| b.final_lsn < p);
                 if !skip {
-                    self.target.begin(&info).await?;
+                    watched(
+                        &mut self.spec,
+                        self.cfg.speculation_patience,
+                        self.target.begin(&info),
+                    )
+                    .await?;
                 }
                 self.txn = Txn::Live { info, skip };
                 Ok(None)
@@ -266,7 +276,8 @@ impl<T: Target> Applier<T> {
                     end_lsn: c.end_lsn,
                     commit_time: c.commit_time,
                 };
-                self.target.commit(&commit).await?;
+                watched(&mut self.spec, self.cfg.speculation_patience, self.target.commit(&commit))
+                    .await?;
                 self.committed(commit.end_lsn);
                 self.maybe_flush().await
             }
@@ -280,7 +291,10 @@ impl<T: Target> Applier<T> {
                     }
                     // The target's schema is ahead of a transaction it already has.
                     Txn::Live { skip: true, .. } => {}
-                    _ => self.target.relation(&rel, &self.types).await?,
+                    _ => {
+                        let op = self.target.relation(&rel, &self.types);
+                        watched(&mut self.spec, self.cfg.speculation_patience, op).await?;
+                    }
                 }
                 Ok(None)
             }
@@ -292,7 +306,8 @@ impl<T: Target> Applier<T> {
                 Ok(None)
             }
             LogicalMessage::Message(m) if !m.transactional => {
-                self.target.message(&m).await?;
+                watched(&mut self.spec, self.cfg.speculation_patience, self.target.message(&m))
+                    .await?;
                 Ok(None)
             }
             m @ (LogicalMessage::Insert(_)
@@ -442,7 +457,8 @@ impl<T: Target> Applier<T> {
                 Ok(None)
             }
             LogicalMessage::Message(m) if !m.transactional => {
-                self.target.message(&m).await?;
+                watched(&mut self.spec, self.cfg.speculation_patience, self.target.message(&m))
+                    .await?;
                 Ok(None)
             }
             m @ (LogicalMessage::Relation(_)
@@ -480,7 +496,7 @@ impl<T: Target> Applier<T> {
             self.stats.skipped_txns += 1;
             return Ok(None);
         }
-        self.target.begin(&info).await?;
+        watched(&mut self.spec, self.cfg.speculation_patience, self.target.begin(&info)).await?;
         if let Some(spill) = spill {
             let mut reader = spill.into_reader()?;
             // Relation messages inside a buffered transaction describe the relation as that
@@ -490,7 +506,8 @@ impl<T: Target> Applier<T> {
                 match m {
                     LogicalMessage::Relation(r) => {
                         let rel = Arc::new(r);
-                        self.target.relation(&rel, &self.types).await?;
+                        let op = self.target.relation(&rel, &self.types);
+                        watched(&mut self.spec, self.cfg.speculation_patience, op).await?;
                         overlay.insert(rel.rel_id, rel);
                     }
                     LogicalMessage::Type(t) => {
@@ -508,7 +525,7 @@ impl<T: Target> Applier<T> {
                 }
             }
         }
-        self.target.commit(&commit).await?;
+        watched(&mut self.spec, self.cfg.speculation_patience, self.target.commit(&commit)).await?;
         self.committed(commit.end_lsn);
         self.maybe_flush().await
     }
@@ -517,7 +534,7 @@ impl<T: Target> Applier<T> {
         self.pending_rows += 1;
         self.pending_bytes += change.approx_bytes();
         self.stats.changes += 1;
-        self.target.change(change).await
+        watched(&mut self.spec, self.cfg.speculation_patience, self.target.change(change)).await
     }
 
     fn committed(&mut self, end_lsn: Lsn) {
@@ -562,7 +579,8 @@ impl<T: Target> Applier<T> {
         if matches!(self.txn, Txn::Live { .. }) {
             return Ok(None);
         }
-        let durable = self.target.flush().await?;
+        let durable =
+            watched(&mut self.spec, self.cfg.speculation_patience, self.target.flush()).await?;
         self.last_poll = Instant::now();
         if self.pending_commits > 0 {
             self.stats.flushes += 1;

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use applier::{ApplierConfig, ApplyError, Op};
 use common::{apply_all, count, exec_each, last_end, setup};
 use pgoutput_decoder::{Column, LogicalMessage};
@@ -328,6 +330,78 @@ async fn streamed_transaction_applied_while_it_arrives() {
     let pad: String =
         env.dst.query_one("SELECT pad FROM big WHERE id = 10000", &[]).await.unwrap().get(0);
     assert_eq!(pad, "c");
+}
+
+/// A target with a unique index the primary lacks: a transaction committed before the
+/// streamed one inserts a value the streamed one, applied ahead, already holds uncommitted on
+/// the second session, so the main session waits for it, and the second session would only
+/// commit after the main session. The wait is given up after the patience: the second
+/// session rolls back, the earlier transaction commits, and the streamed one, replayed from
+/// its spill, stops on the unique index with the table named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_main_session_waiting_on_the_session_ahead_rolls_that_session_back() {
+    let env = setup("aheadwait", "CREATE TABLE t (id int PRIMARY KEY, x int)", false).await;
+    env.dst.batch_execute("CREATE UNIQUE INDEX t_x_only_on_the_target ON t (x)").await.unwrap();
+    exec_each(&env.src, "INSERT INTO t VALUES (1, 1)").await;
+    let mut s = env.source_session().await;
+    let tx = s.transaction().await.unwrap();
+    tx.batch_execute(
+        "UPDATE t SET x = 5 WHERE id = 1; \
+         INSERT INTO t SELECT g, g FROM generate_series(10001, 13000) g",
+    )
+    .await
+    .unwrap();
+    exec_each(&env.src, "INSERT INTO t VALUES (100000, 5)").await;
+    tx.batch_execute("INSERT INTO t SELECT g, g FROM generate_series(13001, 16000) g")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let msgs = env.fetch(2, true, &[("streaming", "on")], Some("64kB")).await;
+    let begins: Vec<usize> = msgs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| matches!(m, LogicalMessage::Begin(_)).then_some(i))
+        .collect();
+    let small = begins[1];
+    assert!(
+        msgs[..small].iter().any(|m| matches!(m, LogicalMessage::StreamStart(_))),
+        "the streamed transaction starts before the small one"
+    );
+    let small_end = msgs[small..]
+        .iter()
+        .find_map(|m| match m {
+            LogicalMessage::Commit(c) => Some(c.end_lsn),
+            _ => None,
+        })
+        .unwrap();
+
+    let cfg =
+        ApplierConfig { speculation_patience: Duration::from_millis(500), ..Default::default() };
+    let mut applier = applier::Applier::new(env.target("test").await, cfg).await.unwrap();
+    let started = std::time::Instant::now();
+    let applied = tokio::time::timeout(Duration::from_secs(60), async {
+        for (i, m) in msgs.iter().enumerate() {
+            if i == small {
+                // The second session's UPDATE reaches the target before the small insert.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            applier.handle(m.clone()).await?;
+        }
+        applier.flush().await
+    })
+    .await
+    .expect("the two target sessions waited on each other");
+    let err = applied.expect_err("the streamed transaction breaks the target's unique index");
+    let chain = format!("{err}: {:?}", std::error::Error::source(&err));
+    assert!(chain.contains("\"public\".\"t\""), "{chain}");
+    assert!(chain.contains("t_x_only_on_the_target"), "{chain}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    drop(applier);
+    assert_eq!(env.progress("test").await, Some(small_end));
+    let x: i32 = env.dst.query_one("SELECT x FROM t WHERE id = 100000", &[]).await.unwrap().get(0);
+    assert_eq!(x, 5, "the small transaction committed");
+    let rows: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 2, "nothing of the streamed transaction");
 }
 
 /// Nested savepoints in a transaction applied ahead: rolling back the outer one undoes the

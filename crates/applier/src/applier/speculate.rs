@@ -20,9 +20,21 @@
 //! to the main session, before the chunk that carries the streamed change. So the main
 //! session commits what it holds before each chunk is applied, and commits again before the
 //! streamed transaction commits, keeping the target's commit order the primary's.
+//!
+//! That argument holds for the primary's constraints. A target that has more (a unique index
+//! or a trigger the primary lacks) can still make the main session wait for a row the second
+//! session holds, and the second session only commits at a Stream Commit that the applier
+//! reads after the main session is done: a deadlock through the client, which PostgreSQL's
+//! detector cannot see. So every operation of the main session is [`watched`]: once it has
+//! waited [`speculation_patience`](crate::ApplierConfig::speculation_patience) while a speculation is open, the second
+//! session is dropped, which rolls it back and releases its locks, and the transaction is
+//! replayed from its spill at its commit.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pgoutput_decoder::{LogicalMessage, Lsn, Relation, StreamCommit};
 
@@ -182,16 +194,19 @@ impl<T: Target> Applier<T> {
         if self.spec.as_ref().is_none_or(|s| s.xid != c.xid) {
             return Ok(None);
         }
-        let Some(mut spec) = self.spec.take() else { return Ok(None) };
-        self.streams.remove(&c.xid);
         if self.start_progress.is_some_and(|p| c.end_lsn <= p) {
             // The target had it already (sent again after a restart): roll the copy back.
+            self.spec = None;
+            self.streams.remove(&c.xid);
             self.stats.skipped_txns += 1;
             return Ok(Some(None));
         }
         if self.pending_commits > 0 {
+            // Watched: this may give the speculation up, and then the spill is replayed.
             self.flush().await?;
         }
+        let Some(mut spec) = self.spec.take() else { return Ok(None) };
+        self.streams.remove(&c.xid);
         spec.target.commit(&CommitInfo::from(c)).await?;
         // A forked session's flush returns only once its COMMIT is durable, and that makes
         // the main session's earlier commits durable too: they are before it in the WAL.
@@ -203,6 +218,35 @@ impl<T: Target> Applier<T> {
         self.durable = Some(self.durable.map_or(durable, |d| d.max(durable)));
         Ok(Some(self.report()))
     }
+}
+
+/// Awaits `op`, an operation of the main session. If a speculation is open and `op` has not
+/// finished after `patience`, the speculation is dropped (its session rolls back, releasing
+/// whatever `op` may be waiting for) and `op` is awaited to its end.
+pub(super) async fn watched<T, F: Future>(
+    spec: &mut Option<Speculation<T>>,
+    patience: Duration,
+    op: F,
+) -> F::Output {
+    let mut op = pin!(op);
+    if spec.is_none() {
+        return op.await;
+    }
+    tokio::select! {
+        out = &mut op => return out,
+        () = tokio::time::sleep(patience) => {}
+    }
+    if let Some(s) = spec.take() {
+        tracing::warn!(
+            xid = s.xid,
+            waited_ms = patience.as_millis(),
+            "the target's main session is waiting, possibly for the session applying streamed \
+             transaction {} ahead (a unique index or trigger the primary lacks?): rolling that \
+             session back; the transaction is replayed at its commit",
+            s.xid
+        );
+    }
+    op.await
 }
 
 fn abandon_log(xid: u32, e: &ApplyError) {
