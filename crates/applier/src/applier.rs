@@ -12,7 +12,7 @@ use pgoutput_decoder::{LogicalMessage, Lsn, Relation};
 use crate::error::ApplyError;
 use crate::spill::Spill;
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
-use speculate::{Forking, Speculation, watched};
+use speculate::{Ahead, watched};
 
 /// When the applier asks the target to make its work durable, and how it buffers.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub struct ApplierConfig {
     pub spill_dir: Option<PathBuf>,
     /// How long an operation of the main target session may wait while a streamed
     /// transaction is applied ahead on a second session, before that second session is rolled
-    /// back and the transaction left to its spill (see [`Applier`]'s speculation).
+    /// back, the transaction left to its spill, and later ones applied at their commit too.
     pub speculation_patience: Duration,
 }
 
@@ -105,8 +105,12 @@ pub struct Applier<T: Target> {
     stream: Option<u32>,
     streams: HashMap<u32, Spill>,
     /// The streamed transaction being applied on a second session as it arrives.
-    spec: Option<Speculation<T>>,
-    forking: Forking,
+    ahead: Ahead<T>,
+    /// Relation messages in arrival order: when each entry of `relations` arrived.
+    relation_seq: u64,
+    relation_at: HashMap<u32, u64>,
+    /// The latest Relation each in-flight streamed transaction sent, with when it arrived.
+    stream_relations: HashMap<u32, HashMap<u32, (u64, Arc<Relation>)>>,
     prepared: HashMap<String, Prepared>,
     pending_rows: u64,
     pending_bytes: usize,
@@ -125,6 +129,7 @@ impl<T: Target> Applier<T> {
     /// When the target cannot load its progress.
     pub async fn new(mut target: T, cfg: ApplierConfig) -> Result<Self, ApplyError> {
         let start_progress = target.load_progress().await?;
+        let ahead = Ahead::new(cfg.speculation_patience);
         Ok(Applier {
             target,
             cfg,
@@ -135,8 +140,10 @@ impl<T: Target> Applier<T> {
             txn: Txn::None,
             stream: None,
             streams: HashMap::new(),
-            spec: None,
-            forking: Forking::Maybe,
+            ahead,
+            relation_seq: 0,
+            relation_at: HashMap::new(),
+            stream_relations: HashMap::new(),
             prepared: HashMap::new(),
             pending_rows: 0,
             pending_bytes: 0,
@@ -191,7 +198,7 @@ impl<T: Target> Applier<T> {
         matches!(self.txn, Txn::None)
             && self.stream.is_none()
             && self.streams.is_empty()
-            && self.spec.is_none()
+            && self.ahead.spec.is_none()
             && self.prepared.is_empty()
             && self.pending_commits == 0
             && self.last_applied.is_none_or(|a| {
@@ -252,12 +259,7 @@ impl<T: Target> Applier<T> {
                 // LSN of every transaction committed before it.
                 let skip = self.start_progress.is_some_and(|p| b.final_lsn < p);
                 if !skip {
-                    watched(
-                        &mut self.spec,
-                        self.cfg.speculation_patience,
-                        self.target.begin(&info),
-                    )
-                    .await?;
+                    watched(&mut self.ahead, self.target.begin(&info)).await?;
                 }
                 self.txn = Txn::Live { info, skip };
                 Ok(None)
@@ -276,8 +278,7 @@ impl<T: Target> Applier<T> {
                     end_lsn: c.end_lsn,
                     commit_time: c.commit_time,
                 };
-                watched(&mut self.spec, self.cfg.speculation_patience, self.target.commit(&commit))
-                    .await?;
+                watched(&mut self.ahead, self.target.commit(&commit)).await?;
                 self.committed(commit.end_lsn);
                 self.maybe_flush().await
             }
@@ -285,6 +286,8 @@ impl<T: Target> Applier<T> {
             LogicalMessage::Relation(r) => {
                 let rel = Arc::new(r);
                 self.relations.insert(rel.rel_id, Arc::clone(&rel));
+                self.relation_seq += 1;
+                self.relation_at.insert(rel.rel_id, self.relation_seq);
                 match &mut self.txn {
                     Txn::Preparing { spill, .. } => {
                         spill.push(&LogicalMessage::Relation((*rel).clone()), None)?;
@@ -293,7 +296,7 @@ impl<T: Target> Applier<T> {
                     Txn::Live { skip: true, .. } => {}
                     _ => {
                         let op = self.target.relation(&rel, &self.types);
-                        watched(&mut self.spec, self.cfg.speculation_patience, op).await?;
+                        watched(&mut self.ahead, op).await?;
                     }
                 }
                 Ok(None)
@@ -306,8 +309,7 @@ impl<T: Target> Applier<T> {
                 Ok(None)
             }
             LogicalMessage::Message(m) if !m.transactional => {
-                watched(&mut self.spec, self.cfg.speculation_patience, self.target.message(&m))
-                    .await?;
+                watched(&mut self.ahead, self.target.message(&m)).await?;
                 Ok(None)
             }
             m @ (LogicalMessage::Insert(_)
@@ -348,6 +350,7 @@ impl<T: Target> Applier<T> {
             LogicalMessage::StreamAbort(a) => {
                 if a.xid == a.subxid {
                     self.speculate_drop(a.xid);
+                    self.stream_relations.remove(&a.xid);
                     if self.streams.remove(&a.xid).is_some() {
                         self.stats.aborted_txns += 1;
                     }
@@ -359,6 +362,7 @@ impl<T: Target> Applier<T> {
             }
             LogicalMessage::StreamCommit(c) => {
                 self.expect_no_txn("Stream Commit")?;
+                self.adopt_stream_relations(c.xid);
                 if let Some(confirm) = self.speculate_commit(&c).await? {
                     return Ok(confirm);
                 }
@@ -404,6 +408,7 @@ impl<T: Target> Applier<T> {
             LogicalMessage::StreamPrepare(p) => {
                 self.expect_no_txn("Stream Prepare")?;
                 self.speculate_drop(p.xid);
+                self.adopt_stream_relations(p.xid);
                 let spill = self.streams.remove(&p.xid).unwrap_or_else(|| {
                     Spill::new(true, self.cfg.spill_memory_limit, self.cfg.spill_dir.clone())
                 });
@@ -457,8 +462,7 @@ impl<T: Target> Applier<T> {
                 Ok(None)
             }
             LogicalMessage::Message(m) if !m.transactional => {
-                watched(&mut self.spec, self.cfg.speculation_patience, self.target.message(&m))
-                    .await?;
+                watched(&mut self.ahead, self.target.message(&m)).await?;
                 Ok(None)
             }
             m @ (LogicalMessage::Relation(_)
@@ -468,6 +472,11 @@ impl<T: Target> Applier<T> {
             | LogicalMessage::Delete(_)
             | LogicalMessage::Truncate(_)
             | LogicalMessage::Message(_)) => {
+                if let LogicalMessage::Relation(r) = &m {
+                    self.relation_seq += 1;
+                    let seen = (self.relation_seq, Arc::new(r.clone()));
+                    self.stream_relations.entry(top).or_default().insert(r.rel_id, seen);
+                }
                 let xid = m.stream_xid();
                 let spill = self.streams.get_mut(&top).ok_or_else(|| {
                     ApplyError::protocol(msg_name(&m), "in a stream block that was not started")
@@ -485,6 +494,23 @@ impl<T: Target> Applier<T> {
         }
     }
 
+    /// At the end of streamed transaction `xid`: the relations it sent become the cache's,
+    /// unless a newer Relation message arrived since.
+    ///
+    /// pgoutput sends a relation inside each streamed transaction that touches it, and once
+    /// one commits it counts the relation as sent (`cleanup_rel_sync_cache`): the next
+    /// transaction's changes come without a Relation message. A Relation that arrived later
+    /// (after a schema change) describes the table as it is now, and stays.
+    fn adopt_stream_relations(&mut self, xid: u32) {
+        let Some(sent) = self.stream_relations.remove(&xid) else { return };
+        for (rel_id, (seq, rel)) in sent {
+            if self.relation_at.get(&rel_id).is_none_or(|&at| at < seq) {
+                self.relations.insert(rel_id, rel);
+                self.relation_at.insert(rel_id, seq);
+            }
+        }
+    }
+
     /// Replays a buffered transaction at its commit (or skips it if the target has it).
     async fn replay(
         &mut self,
@@ -496,7 +522,7 @@ impl<T: Target> Applier<T> {
             self.stats.skipped_txns += 1;
             return Ok(None);
         }
-        watched(&mut self.spec, self.cfg.speculation_patience, self.target.begin(&info)).await?;
+        watched(&mut self.ahead, self.target.begin(&info)).await?;
         if let Some(spill) = spill {
             let mut reader = spill.into_reader()?;
             // Relation messages inside a buffered transaction describe the relation as that
@@ -507,7 +533,7 @@ impl<T: Target> Applier<T> {
                     LogicalMessage::Relation(r) => {
                         let rel = Arc::new(r);
                         let op = self.target.relation(&rel, &self.types);
-                        watched(&mut self.spec, self.cfg.speculation_patience, op).await?;
+                        watched(&mut self.ahead, op).await?;
                         overlay.insert(rel.rel_id, rel);
                     }
                     LogicalMessage::Type(t) => {
@@ -525,7 +551,7 @@ impl<T: Target> Applier<T> {
                 }
             }
         }
-        watched(&mut self.spec, self.cfg.speculation_patience, self.target.commit(&commit)).await?;
+        watched(&mut self.ahead, self.target.commit(&commit)).await?;
         self.committed(commit.end_lsn);
         self.maybe_flush().await
     }
@@ -534,7 +560,7 @@ impl<T: Target> Applier<T> {
         self.pending_rows += 1;
         self.pending_bytes += change.approx_bytes();
         self.stats.changes += 1;
-        watched(&mut self.spec, self.cfg.speculation_patience, self.target.change(change)).await
+        watched(&mut self.ahead, self.target.change(change)).await
     }
 
     fn committed(&mut self, end_lsn: Lsn) {
@@ -579,8 +605,7 @@ impl<T: Target> Applier<T> {
         if matches!(self.txn, Txn::Live { .. }) {
             return Ok(None);
         }
-        let durable =
-            watched(&mut self.spec, self.cfg.speculation_patience, self.target.flush()).await?;
+        let durable = watched(&mut self.ahead, self.target.flush()).await?;
         self.last_poll = Instant::now();
         if self.pending_commits > 0 {
             self.stats.flushes += 1;

@@ -404,6 +404,39 @@ async fn a_main_session_waiting_on_the_session_ahead_rolls_that_session_back() {
     assert_eq!(rows, 2, "nothing of the streamed transaction");
 }
 
+/// pgoutput sends a relation inside every streamed transaction that touches it, and once one
+/// commits, counts it as sent: a transaction after it comes without a Relation message. Here
+/// the first transaction after the slot's start is streamed, so only its stream describes the
+/// table, and then once more a transaction that is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_sent_in_a_streamed_transaction_serve_the_transactions_after_it() {
+    let env = setup("streamrel", "CREATE TABLE t (id int PRIMARY KEY, pad text)", false).await;
+    exec_each(&env.src, "INSERT INTO t SELECT g, 'first' FROM generate_series(1, 3000) g").await;
+    exec_each(&env.src, "INSERT INTO t VALUES (100000, 'after')").await;
+    let mut s = env.source_session().await;
+    let tx = s.transaction().await.unwrap();
+    tx.batch_execute("INSERT INTO t SELECT g, 'second' FROM generate_series(10001, 13000) g")
+        .await
+        .unwrap();
+    exec_each(&env.src, "UPDATE t SET pad = 'during' WHERE id = 100000").await;
+    tx.commit().await.unwrap();
+    exec_each(&env.src, "INSERT INTO t VALUES (100001, 'last')").await;
+    let msgs = env.fetch(2, true, &[("streaming", "on")], Some("64kB")).await;
+    assert_eq!(count(&msgs, |m| matches!(m, LogicalMessage::StreamCommit(_))), 2);
+    let small = msgs.iter().position(|m| matches!(m, LogicalMessage::Begin(_))).unwrap();
+    let last = msgs.iter().rposition(|m| matches!(m, LogicalMessage::Begin(_))).unwrap();
+    let relations = |from: usize, to: usize| {
+        msgs[from..to].iter().filter(|m| matches!(m, LogicalMessage::Relation(_))).count()
+    };
+    assert_eq!(relations(0, small), 1, "the first stream describes the table");
+    assert_eq!(relations(small, small + 4), 0, "the next transaction relies on it");
+    assert_eq!(relations(last, msgs.len()), 0, "so does the last one");
+
+    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    assert_eq!(applier.stats().applied_txns, 5, "{:?}", applier.stats());
+    env.assert_same(&["t"]).await;
+}
+
 /// Nested savepoints in a transaction applied ahead: rolling back the outer one undoes the
 /// inner, released one too. A transaction with more subtransactions than the second session
 /// takes savepoints for is replayed from its spill instead.

@@ -27,8 +27,9 @@
 //! reads after the main session is done: a deadlock through the client, which PostgreSQL's
 //! detector cannot see. So every operation of the main session is [`watched`]: once it has
 //! waited [`speculation_patience`](crate::ApplierConfig::speculation_patience) while a speculation is open, the second
-//! session is dropped, which rolls it back and releases its locks, and the transaction is
-//! replayed from its spill at its commit.
+//! session is dropped, which rolls it back and releases its locks, the transaction is
+//! replayed from its spill at its commit, and no later one is applied ahead (this target
+//! would stall it the same way).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -65,11 +66,29 @@ const MAX_SAVEPOINTS: usize = 32;
 
 /// Whether the applier may open a second session, as far as it knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Forking {
+enum Forking {
     /// Not tried yet, or it worked.
     Maybe,
     /// The target has no second session to offer.
     Unsupported,
+    /// The main session once waited on the second one for longer than the patience: this
+    /// target has something the primary lacks, and would stall every speculation the same way.
+    Stalled,
+}
+
+/// The speculation, if one is open, and whether to try the next.
+#[derive(Debug)]
+pub(super) struct Ahead<T> {
+    pub(super) spec: Option<Speculation<T>>,
+    forking: Forking,
+    /// How long a main-session operation may wait before the speculation is given up.
+    patience: Duration,
+}
+
+impl<T> Ahead<T> {
+    pub(super) fn new(patience: Duration) -> Self {
+        Ahead { spec: None, forking: Forking::Maybe, patience }
+    }
 }
 
 impl<T: Target> Applier<T> {
@@ -82,8 +101,9 @@ impl<T: Target> Applier<T> {
         xid: u32,
         first_segment: bool,
     ) -> Result<Option<Lsn>, ApplyError> {
-        let start = first_segment && self.spec.is_none() && self.forking == Forking::Maybe;
-        if !start && self.spec.as_ref().is_none_or(|s| s.xid != xid) {
+        let start =
+            first_segment && self.ahead.spec.is_none() && self.ahead.forking == Forking::Maybe;
+        if !start && self.ahead.spec.as_ref().is_none_or(|s| s.xid != xid) {
             return Ok(None);
         }
         let confirm = if self.pending_commits > 0 { self.flush().await? } else { None };
@@ -91,9 +111,9 @@ impl<T: Target> Applier<T> {
             match self.open_speculation(xid).await {
                 Ok(Some(spec)) => {
                     tracing::debug!(xid, "applying a streamed transaction as it arrives");
-                    self.spec = Some(spec);
+                    self.ahead.spec = Some(spec);
                 }
-                Ok(None) => self.forking = Forking::Unsupported,
+                Ok(None) => self.ahead.forking = Forking::Unsupported,
                 Err(e) => abandon_log(xid, &e),
             }
         }
@@ -124,7 +144,7 @@ impl<T: Target> Applier<T> {
     /// One message of a stream block of transaction `top` (already in its spill): applied on
     /// the second session when that transaction is being speculated.
     pub(super) async fn speculate_message(&mut self, top: u32, msg: &LogicalMessage) {
-        let Some(spec) = self.spec.as_mut().filter(|s| s.xid == top) else { return };
+        let Some(spec) = self.ahead.spec.as_mut().filter(|s| s.xid == top) else { return };
         let result = match msg {
             LogicalMessage::Relation(r) => {
                 let rel = Arc::new(r.clone());
@@ -159,28 +179,28 @@ impl<T: Target> Applier<T> {
         };
         if let Err(e) = result {
             abandon_log(top, &e);
-            self.spec = None;
+            self.ahead.spec = None;
         }
     }
 
     /// Stream Abort of subtransaction `subxid` of `xid`: returns to its savepoint, if it
     /// made changes. (A subtransaction without changes has none, and nothing to undo.)
     pub(super) async fn speculate_subxact_abort(&mut self, xid: u32, subxid: u32) {
-        let Some(spec) = self.spec.as_mut().filter(|s| s.xid == xid) else { return };
+        let Some(spec) = self.ahead.spec.as_mut().filter(|s| s.xid == xid) else { return };
         let Some(i) = spec.savepoints.iter().position(|&x| x == subxid) else { return };
         // Later savepoints are gone with the changes after this one.
         spec.savepoints.truncate(i + 1);
         if let Err(e) = spec.target.rollback_to(subxid).await {
             abandon_log(xid, &e);
-            self.spec = None;
+            self.ahead.spec = None;
         }
     }
 
     /// Stream Abort of a whole transaction, or Stream Prepare: its speculation (if any) is
     /// dropped, which rolls the second session back.
     pub(super) fn speculate_drop(&mut self, xid: u32) {
-        if self.spec.as_ref().is_some_and(|s| s.xid == xid) {
-            self.spec = None;
+        if self.ahead.spec.as_ref().is_some_and(|s| s.xid == xid) {
+            self.ahead.spec = None;
         }
     }
 
@@ -191,12 +211,12 @@ impl<T: Target> Applier<T> {
         &mut self,
         c: &StreamCommit,
     ) -> Result<Option<Option<Lsn>>, ApplyError> {
-        if self.spec.as_ref().is_none_or(|s| s.xid != c.xid) {
+        if self.ahead.spec.as_ref().is_none_or(|s| s.xid != c.xid) {
             return Ok(None);
         }
         if self.start_progress.is_some_and(|p| c.end_lsn <= p) {
             // The target had it already (sent again after a restart): roll the copy back.
-            self.spec = None;
+            self.ahead.spec = None;
             self.streams.remove(&c.xid);
             self.stats.skipped_txns += 1;
             return Ok(Some(None));
@@ -205,7 +225,7 @@ impl<T: Target> Applier<T> {
             // Watched: this may give the speculation up, and then the spill is replayed.
             self.flush().await?;
         }
-        let Some(mut spec) = self.spec.take() else { return Ok(None) };
+        let Some(mut spec) = self.ahead.spec.take() else { return Ok(None) };
         self.streams.remove(&c.xid);
         spec.target.commit(&CommitInfo::from(c)).await?;
         // A forked session's flush returns only once its COMMIT is durable, and that makes
@@ -221,28 +241,25 @@ impl<T: Target> Applier<T> {
 }
 
 /// Awaits `op`, an operation of the main session. If a speculation is open and `op` has not
-/// finished after `patience`, the speculation is dropped (its session rolls back, releasing
-/// whatever `op` may be waiting for) and `op` is awaited to its end.
-pub(super) async fn watched<T, F: Future>(
-    spec: &mut Option<Speculation<T>>,
-    patience: Duration,
-    op: F,
-) -> F::Output {
+/// finished after the patience, the speculation is dropped (its session rolls back, releasing
+/// whatever `op` may be waiting for), none is started again, and `op` is awaited to its end.
+pub(super) async fn watched<T, F: Future>(ahead: &mut Ahead<T>, op: F) -> F::Output {
     let mut op = pin!(op);
-    if spec.is_none() {
+    if ahead.spec.is_none() {
         return op.await;
     }
     tokio::select! {
         out = &mut op => return out,
-        () = tokio::time::sleep(patience) => {}
+        () = tokio::time::sleep(ahead.patience) => {}
     }
-    if let Some(s) = spec.take() {
+    if let Some(s) = ahead.spec.take() {
+        ahead.forking = Forking::Stalled;
         tracing::warn!(
             xid = s.xid,
-            waited_ms = patience.as_millis(),
+            waited_ms = ahead.patience.as_millis(),
             "the target's main session is waiting, possibly for the session applying streamed \
              transaction {} ahead (a unique index or trigger the primary lacks?): rolling that \
-             session back; the transaction is replayed at its commit",
+             session back and applying streamed transactions at their commit from now on",
             s.xid
         );
     }
