@@ -26,10 +26,10 @@
 //! session holds, and the second session only commits at a Stream Commit that the applier
 //! reads after the main session is done: a deadlock through the client, which PostgreSQL's
 //! detector cannot see. So every operation of the main session is [`watched`]: once it has
-//! waited [`speculation_patience`](crate::ApplierConfig::speculation_patience) while a speculation is open, the second
-//! session is dropped, which rolls it back and releases its locks, the transaction is
-//! replayed from its spill at its commit, and no later one is applied ahead (this target
-//! would stall it the same way).
+//! waited [`speculation_patience`](crate::ApplierConfig::speculation_patience) while a
+//! speculation is open, the second session is dropped, which rolls it back and releases its
+//! locks, the transaction is replayed from its spill at its commit, and no later one is
+//! applied ahead (this target would stall it the same way).
 
 use std::collections::HashMap;
 use std::future::Future;
