@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use applier::{ApplierConfig, ApplyError, Op};
-use common::{apply_all, count, exec_each, last_end, setup};
+use common::{Env, apply_all, count, exec_each, last_end, setup};
 use pgoutput_decoder::{Column, LogicalMessage};
 use rand::SeedableRng;
 
@@ -332,15 +332,11 @@ async fn streamed_transaction_applied_while_it_arrives() {
     assert_eq!(pad, "c");
 }
 
-/// A target with a unique index the primary lacks: a transaction committed before the
-/// streamed one inserts a value the streamed one, applied ahead, already holds uncommitted on
-/// the second session, so the main session waits for it, and the second session would only
-/// commit after the main session. The wait is given up after the patience: the second
-/// session rolls back, the earlier transaction commits, and the streamed one, replayed from
-/// its spill, stops on the unique index with the table named.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_main_session_waiting_on_the_session_ahead_rolls_that_session_back() {
-    let env = setup("aheadwait", "CREATE TABLE t (id int PRIMARY KEY, x int)", false).await;
+/// A backlog that stalls a transaction applied ahead on a target with a unique index the
+/// primary lacks: a streamed transaction sets `x = 5` on row 1 first, then `between` commits
+/// (inserting `x = 5` again), then the streamed transaction goes on and commits, then `after`.
+/// Returns the messages and the index of the first message of `between`.
+async fn stalling_backlog(env: &Env, between: &str, after: &str) -> (Vec<LogicalMessage>, usize) {
     env.dst.batch_execute("CREATE UNIQUE INDEX t_x_only_on_the_target ON t (x)").await.unwrap();
     exec_each(&env.src, "INSERT INTO t VALUES (1, 1)").await;
     let mut s = env.source_session().await;
@@ -351,22 +347,61 @@ async fn a_main_session_waiting_on_the_session_ahead_rolls_that_session_back() {
     )
     .await
     .unwrap();
-    exec_each(&env.src, "INSERT INTO t VALUES (100000, 5)").await;
+    exec_each(&env.src, between).await;
     tx.batch_execute("INSERT INTO t SELECT g, g FROM generate_series(13001, 16000) g")
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    if !after.is_empty() {
+        exec_each(&env.src, after).await;
+    }
     let msgs = env.fetch(2, true, &[("streaming", "on")], Some("64kB")).await;
-    let begins: Vec<usize> = msgs
+    let small = msgs
         .iter()
         .enumerate()
         .filter_map(|(i, m)| matches!(m, LogicalMessage::Begin(_)).then_some(i))
-        .collect();
-    let small = begins[1];
+        .nth(1)
+        .expect("the transaction committed while the streamed one was open");
     assert!(
         msgs[..small].iter().any(|m| matches!(m, LogicalMessage::StreamStart(_))),
-        "the streamed transaction starts before the small one"
+        "the streamed transaction starts before it"
     );
+    (msgs, small)
+}
+
+/// Applies `msgs` with a patience of 0.5 s, pausing before message `pause_at` so that the
+/// second session's UPDATE reaches the target first. Fails if that takes a minute.
+async fn apply_pausing(
+    env: &Env,
+    msgs: &[LogicalMessage],
+    pause_at: usize,
+) -> (applier::Applier<applier::PostgresTarget>, Result<(), ApplyError>) {
+    let cfg =
+        ApplierConfig { speculation_patience: Duration::from_millis(500), ..Default::default() };
+    let mut applier = applier::Applier::new(env.target("test").await, cfg).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(60), async {
+        for (i, m) in msgs.iter().enumerate() {
+            if i == pause_at {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            applier.handle(m.clone()).await?;
+        }
+        applier.flush().await.map(drop)
+    })
+    .await
+    .expect("the two target sessions waited on each other");
+    (applier, result)
+}
+
+/// The earlier transaction inserts a value the streamed one, applied ahead, already holds
+/// uncommitted on the second session, so the main session waits for it, and the second
+/// session would only commit after the main session. The wait is given up after the
+/// patience: the second session rolls back, the earlier transaction commits, and the
+/// streamed one, replayed from its spill, stops on the unique index with the table named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_main_session_waiting_on_the_session_ahead_rolls_that_session_back() {
+    let env = setup("aheadwait", "CREATE TABLE t (id int PRIMARY KEY, x int)", false).await;
+    let (msgs, small) = stalling_backlog(&env, "INSERT INTO t VALUES (100000, 5)", "").await;
     let small_end = msgs[small..]
         .iter()
         .find_map(|m| match m {
@@ -375,22 +410,8 @@ async fn a_main_session_waiting_on_the_session_ahead_rolls_that_session_back() {
         })
         .unwrap();
 
-    let cfg =
-        ApplierConfig { speculation_patience: Duration::from_millis(500), ..Default::default() };
-    let mut applier = applier::Applier::new(env.target("test").await, cfg).await.unwrap();
     let started = std::time::Instant::now();
-    let applied = tokio::time::timeout(Duration::from_secs(60), async {
-        for (i, m) in msgs.iter().enumerate() {
-            if i == small {
-                // The second session's UPDATE reaches the target before the small insert.
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            applier.handle(m.clone()).await?;
-        }
-        applier.flush().await
-    })
-    .await
-    .expect("the two target sessions waited on each other");
+    let (applier, applied) = apply_pausing(&env, &msgs, small).await;
     let err = applied.expect_err("the streamed transaction breaks the target's unique index");
     let chain = format!("{err}: {:?}", std::error::Error::source(&err));
     assert!(chain.contains("\"public\".\"t\""), "{chain}");
@@ -402,6 +423,29 @@ async fn a_main_session_waiting_on_the_session_ahead_rolls_that_session_back() {
     assert_eq!(x, 5, "the small transaction committed");
     let rows: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
     assert_eq!(rows, 2, "nothing of the streamed transaction");
+}
+
+/// The same wait, where the earlier transaction's row is deleted again before the streamed
+/// transaction commits: once the second session is rolled back, everything applies, the
+/// streamed transaction from its spill, and the next streamed transaction is not applied
+/// ahead (this target would stall it the same way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_stall_streamed_transactions_are_applied_at_their_commit() {
+    let env = setup("aheadstall", "CREATE TABLE t (id int PRIMARY KEY, x int)", false).await;
+    let (msgs, small) = stalling_backlog(
+        &env,
+        "INSERT INTO t VALUES (100000, 5); DELETE FROM t WHERE id = 100000",
+        "INSERT INTO t SELECT g, g FROM generate_series(20001, 26000) g",
+    )
+    .await;
+    assert_eq!(count(&msgs, |m| matches!(m, LogicalMessage::StreamCommit(_))), 2);
+
+    let (applier, applied) = apply_pausing(&env, &msgs, small).await;
+    applied.unwrap();
+    assert_eq!(applier.stats().speculated_txns, 0, "{:?}", applier.stats());
+    assert_eq!(applier.stats().applied_txns, 5, "{:?}", applier.stats());
+    env.assert_same(&["t"]).await;
+    assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
 }
 
 /// pgoutput sends a relation inside every streamed transaction that touches it, and once one
