@@ -569,6 +569,7 @@ async fn check_target_tables(
     let mut problems = Vec::new();
     let mut no_write = Vec::new();
     let (mut full_identity, mut unindexed) = (0_usize, Vec::new());
+    let mut deferrable = Vec::new();
     for t in tables {
         match tablesync::ensure_target_table(client, t, &read_only).await {
             // `Created` cannot happen with `create_missing: false`.
@@ -595,6 +596,7 @@ async fn check_target_tables(
                 if !tablesync::target_is_empty(client, &t.qualified_name()).await? {
                     with_rows.push(t.quoted());
                 }
+                deferrable.extend(deferrable_constraints(client, t).await?);
             }
             Err(tablesync::Error::TableNotFound { .. }) => missing.push(t),
             Err(e) => problems.push(e.to_string()),
@@ -656,7 +658,68 @@ async fn check_target_tables(
         report.pass(CHECK, detail);
     }
     row_lookup_check(full_identity, &unindexed, report);
+    deferrable_check(&deferrable, report);
     Ok(())
+}
+
+/// A DEFERRABLE unique, primary key or exclusion constraint of a target table: its name and
+/// the statement that makes it immediate.
+struct Deferrable {
+    name: String,
+    fix: String,
+}
+
+/// The target table's DEFERRABLE unique, primary key and exclusion constraints.
+async fn deferrable_constraints(client: &Client, t: &TableDef) -> anyhow::Result<Vec<Deferrable>> {
+    let rows = client
+        .query(
+            "SELECT conname::text, pg_catalog.pg_get_constraintdef(oid) \
+             FROM pg_catalog.pg_constraint \
+             WHERE conrelid = $1::text::regclass AND condeferrable AND contype IN ('p', 'u', 'x') \
+             ORDER BY conname",
+            &[&t.quoted()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let name = quote_ident(r.get::<_, &str>(0));
+            let definition = r.get::<_, &str>(1);
+            // pg_get_constraintdef ends with " DEFERRABLE" and maybe " INITIALLY DEFERRED".
+            let immediate = definition.strip_suffix(" INITIALLY DEFERRED").unwrap_or(definition);
+            let immediate = immediate.strip_suffix(" DEFERRABLE").unwrap_or(immediate);
+            Deferrable {
+                fix: format!(
+                    "ALTER TABLE {} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} {immediate};",
+                    t.quoted()
+                ),
+                name: format!("{}.{name}", t.quoted()),
+            }
+        })
+        .collect())
+}
+
+/// DEFERRABLE unique constraints are checked again by a trigger, which the apply session
+/// skips: it runs with `session_replication_role = replica`, as PostgreSQL's own subscriber
+/// does. So duplicates the primary allows would reach the target unchecked.
+fn deferrable_check(deferrable: &[Deferrable], report: &mut Report) {
+    const CHECK: &str = "deferrable constraints";
+    if deferrable.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = deferrable.iter().map(|d| d.name.as_str()).collect();
+    let fixes: Vec<&str> = deferrable.iter().map(|d| d.fix.as_str()).collect();
+    report.warn(
+        CHECK,
+        format!(
+            "{} {} DEFERRABLE on the target: the apply session (session_replication_role = \
+             replica, as PostgreSQL's own subscriber) skips its recheck, so it is not enforced \
+             on replicated rows",
+            names.join(", "),
+            if names.len() == 1 { "is" } else { "are" }
+        ),
+        format!("on the target: {}", fixes.join(" ")),
+    );
 }
 
 /// Whether the target table has a valid b-tree index on plain columns, which the row lookups

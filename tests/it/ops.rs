@@ -260,6 +260,44 @@ async fn check_warns_of_full_identity_tables_without_a_target_index() {
     assert!(lookups.ok && !lookups.warning, "{lookups:?}");
 }
 
+/// A DEFERRABLE unique constraint on the target is a warning naming it, with the statement
+/// that makes it immediate: the apply session's `session_replication_role = replica` skips
+/// its recheck. After that fix the check passes quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_of_deferrable_unique_constraints_on_the_target() {
+    let cluster = pgcluster::shared();
+    let ddl = "CREATE TABLE dk (id int PRIMARY KEY, \"Code\" int)";
+    let (src_db, src) = database(cluster, "chk_defer_src").await;
+    src.batch_execute(ddl).await.unwrap();
+    let (dst_db, dst) = database(cluster, "chk_defer_dst").await;
+    dst.batch_execute(ddl).await.unwrap();
+    dst.batch_execute(
+        "ALTER TABLE dk ADD CONSTRAINT \"dk Code\" UNIQUE (\"Code\") DEFERRABLE INITIALLY DEFERRED",
+    )
+    .await
+    .unwrap();
+    let opts = CheckOptions {
+        source: config(&cluster.url(&src_db)),
+        target: Some(config(&cluster.url(&dst_db))),
+        tables: Some(TableSelection { publication: None, tables: Some(vec!["dk".into()]) }),
+    };
+    let report = run_check(&opts).await;
+    eprintln!("{}", report.render());
+    let deferrable = report.get("deferrable constraints").expect("deferrable constraints checked");
+    assert!(deferrable.ok && deferrable.warning, "{deferrable:?}");
+    assert!(deferrable.detail.contains("\"public\".\"dk\".\"dk Code\""), "{deferrable:?}");
+    let fix = deferrable.fix.as_deref().unwrap().strip_prefix("on the target: ").unwrap();
+    assert_eq!(
+        fix,
+        "ALTER TABLE \"public\".\"dk\" DROP CONSTRAINT \"dk Code\", \
+         ADD CONSTRAINT \"dk Code\" UNIQUE (\"Code\");"
+    );
+
+    // The fix as printed works, and then there is nothing to say.
+    dst.batch_execute(fix).await.unwrap();
+    assert!(run_check(&opts).await.get("deferrable constraints").is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_verify_and_drop_on_a_running_mirror() {
     let cluster = pgcluster::shared();
