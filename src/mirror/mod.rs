@@ -450,7 +450,12 @@ async fn stream(
         replication::connect_sql(&opts.target).await.context("connecting to the target")?;
     let mut target_cfg = PostgresTargetConfig::new(opts.name.clone());
     target_cfg.replica_role = true;
-    let target = PostgresTarget::new(target, target_cfg).await?.with_connector(connector(opts));
+    // More target sessions, for applying a large streamed transaction while it arrives.
+    let target_conn = opts.target.clone();
+    let target = PostgresTarget::new(target, target_cfg).await?.with_connector(move || {
+        let cfg = target_conn.clone();
+        async move { replication::connect_sql(&cfg).await }
+    });
     let mut applier = Applier::new(target, opts.applier.clone()).await?;
     let progress = applier.start_progress().unwrap_or(Lsn::ZERO);
 
@@ -514,19 +519,6 @@ async fn stream(
         }
         Err(e) => Err(e),
     }
-}
-
-/// Opens more target sessions, for applying a large streamed transaction while it arrives.
-fn connector(opts: &MirrorOptions) -> applier::Connector {
-    let cfg = opts.target.clone();
-    Arc::new(move || {
-        let cfg = cfg.clone();
-        Box::pin(async move {
-            replication::connect_sql(&cfg)
-                .await
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-        })
-    })
 }
 
 /// Copies sequence values every `sequence_interval` while streaming. Ends with an error if a

@@ -33,8 +33,6 @@ mod target;
 pub use applier::{Applier, ApplierConfig, ApplyStats};
 pub use error::{ApplyError, Op};
 pub use json::JsonTarget;
-pub use postgres::{
-    Connector, PostgresTarget, PostgresTargetConfig, PostgresTargetStats, TypeResolver,
-};
+pub use postgres::{PostgresTarget, PostgresTargetConfig, PostgresTargetStats, TypeResolver};
 pub use progress::{delete_progress, store_progress};
 pub use target::{Change, CommitInfo, Target, TxnInfo, TypeMap};

@@ -66,16 +66,14 @@ pub trait TypeResolver: Send + Sync {
     fn type_name(&self, type_oid: u32, type_modifier: i32) -> Option<String>;
 }
 
-/// Opens another connection to the same target database, with its connection task already
-/// spawned (see [`PostgresTarget::with_connector`]).
-pub type Connector = Arc<
-    dyn Fn() -> Pin<
-            Box<
-                dyn std::future::Future<
-                        Output = Result<Client, Box<dyn std::error::Error + Send + Sync>>,
-                    > + Send,
-            >,
-        > + Send
+/// The error a connector may fail with.
+type ConnectError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Opens another connection to the same target database (see
+/// [`PostgresTarget::with_connector`]).
+type Connector = Arc<
+    dyn Fn() -> Pin<Box<dyn std::future::Future<Output = Result<Client, ConnectError>> + Send>>
+        + Send
         + Sync,
 >;
 
@@ -495,11 +493,20 @@ impl PostgresTarget {
         self
     }
 
-    /// Lets [`Target::fork`] open a second connection: a large streamed transaction is then
-    /// applied while it arrives, instead of from its spill file at its commit.
+    /// Lets [`Target::fork`] open a second connection with `connect`, which returns a client
+    /// whose connection task is already spawned: a large streamed transaction is then applied
+    /// while it arrives, instead of from its spill file at its commit.
     #[must_use]
-    pub fn with_connector(mut self, connector: Connector) -> Self {
-        self.connector = Some(connector);
+    pub fn with_connector<F, Fut, E>(mut self, connect: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Client, E>> + Send + 'static,
+        E: Into<ConnectError>,
+    {
+        self.connector = Some(Arc::new(move || {
+            let connecting = connect();
+            Box::pin(async move { connecting.await.map_err(Into::into) })
+        }));
         self
     }
 

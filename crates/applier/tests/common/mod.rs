@@ -104,19 +104,13 @@ impl Env {
     /// mirror's is), so large streamed transactions are applied while they arrive.
     pub async fn target(&self, mirror: &str) -> PostgresTarget {
         let db = self.dst_db.clone();
-        let connector: applier::Connector = std::sync::Arc::new(move || {
-            let db = db.clone();
-            Box::pin(async move {
-                pgcluster::shared()
-                    .connect(&db)
-                    .await
-                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-            })
-        });
         PostgresTarget::new(self.target_session().await, PostgresTargetConfig::new(mirror))
             .await
             .unwrap()
-            .with_connector(connector)
+            .with_connector(move || {
+                let db = db.clone();
+                async move { pgcluster::shared().connect(&db).await }
+            })
     }
 
     /// Applies `msgs` into the target database with a fresh applier, then flushes.
