@@ -34,6 +34,9 @@ pub struct ApplierConfig {
     /// How long an operation of the main target session may wait while a streamed
     /// transaction is applied ahead on a second session, before that second session is rolled
     /// back, the transaction left to its spill, and later ones applied at their commit too.
+    /// A wait for one of the second session's own locks is seen in the target's lock table
+    /// long before (see [`Target::blocks`]); this bounds a wait that goes through a third
+    /// session.
     pub speculation_patience: Duration,
 }
 
@@ -46,7 +49,7 @@ impl Default for ApplierConfig {
             durability_poll: Duration::from_millis(100),
             spill_memory_limit: 4 << 20,
             spill_dir: None,
-            speculation_patience: Duration::from_secs(5),
+            speculation_patience: Duration::from_secs(30),
         }
     }
 }

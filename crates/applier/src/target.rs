@@ -167,6 +167,21 @@ pub trait Target {
         async { Ok(None) }
     }
 
+    /// Identifies this target's session to the [`blocks`](Target::blocks) of the targets
+    /// [`fork`](Target::fork) makes. Default: `None`, no way to tell.
+    fn session(&self) -> Option<u32> {
+        None
+    }
+
+    /// Whether this session holds a lock that the sibling `session` (from
+    /// [`session`](Target::session)) is waiting for. The applier asks this of a
+    /// [`fork`](Target::fork) about the main session when a main-session operation takes long.
+    /// Default: `Ok(false)`, not known.
+    fn blocks(&mut self, session: u32) -> impl Future<Output = Result<bool, ApplyError>> + Send {
+        let _ = session;
+        async { Ok(false) }
+    }
+
     /// A subtransaction of the current source transaction made its first change: remember
     /// this point under `id` (its xid) so [`rollback_to`](Target::rollback_to) can return to
     /// it. Only called on a target from [`fork`](Target::fork). Default: not supported.

@@ -338,7 +338,18 @@ async fn streamed_transaction_applied_while_it_arrives() {
 /// Returns the messages and the index of the first message of `between`.
 async fn stalling_backlog(env: &Env, between: &str, after: &str) -> (Vec<LogicalMessage>, usize) {
     env.dst.batch_execute("CREATE UNIQUE INDEX t_x_only_on_the_target ON t (x)").await.unwrap();
-    exec_each(&env.src, "INSERT INTO t VALUES (1, 1)").await;
+    interleaved_backlog(env, between, after).await
+}
+
+/// A streamed transaction sets `x = 5` on row 1 (of rows 1 and 2) first, then `between`
+/// commits, then the streamed transaction goes on and commits, then `after`. Returns the
+/// messages and the index of the first message of `between`.
+async fn interleaved_backlog(
+    env: &Env,
+    between: &str,
+    after: &str,
+) -> (Vec<LogicalMessage>, usize) {
+    exec_each(&env.src, "INSERT INTO t VALUES (1, 1), (2, 2)").await;
     let mut s = env.source_session().await;
     let tx = s.transaction().await.unwrap();
     tx.batch_execute(
@@ -369,15 +380,18 @@ async fn stalling_backlog(env: &Env, between: &str, after: &str) -> (Vec<Logical
     (msgs, small)
 }
 
-/// Applies `msgs` with a patience of 0.5 s, pausing before message `pause_at` so that the
-/// second session's UPDATE reaches the target first. Fails if that takes a minute.
+/// A patience no test waits out: only the lock check can see a stall.
+const FOREVER: Duration = Duration::from_secs(3600);
+
+/// Applies `msgs` with `patience`, pausing before message `pause_at` so that the second
+/// session's UPDATE reaches the target first. Fails if that takes a minute.
 async fn apply_pausing(
     env: &Env,
     msgs: &[LogicalMessage],
     pause_at: usize,
+    patience: Duration,
 ) -> (applier::Applier<applier::PostgresTarget>, Result<(), ApplyError>) {
-    let cfg =
-        ApplierConfig { speculation_patience: Duration::from_millis(500), ..Default::default() };
+    let cfg = ApplierConfig { speculation_patience: patience, ..Default::default() };
     let mut applier = applier::Applier::new(env.target("test").await, cfg).await.unwrap();
     let result = tokio::time::timeout(Duration::from_secs(60), async {
         for (i, m) in msgs.iter().enumerate() {
@@ -395,9 +409,10 @@ async fn apply_pausing(
 
 /// The earlier transaction inserts a value the streamed one, applied ahead, already holds
 /// uncommitted on the second session, so the main session waits for it, and the second
-/// session would only commit after the main session. The wait is given up after the
-/// patience: the second session rolls back, the earlier transaction commits, and the
-/// streamed one, replayed from its spill, stops on the unique index with the table named.
+/// session would only commit after the main session. The target's lock table shows the wait
+/// (the patience is never reached): the second session rolls back, the earlier transaction
+/// commits, and the streamed one, replayed from its spill, stops on the unique index with the
+/// table named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_main_session_waiting_on_the_session_ahead_rolls_that_session_back() {
     let env = setup("aheadwait", "CREATE TABLE t (id int PRIMARY KEY, x int)", false).await;
@@ -411,7 +426,7 @@ async fn a_main_session_waiting_on_the_session_ahead_rolls_that_session_back() {
         .unwrap();
 
     let started = std::time::Instant::now();
-    let (applier, applied) = apply_pausing(&env, &msgs, small).await;
+    let (applier, applied) = apply_pausing(&env, &msgs, small, FOREVER).await;
     let err = applied.expect_err("the streamed transaction breaks the target's unique index");
     let chain = format!("{err}: {:?}", std::error::Error::source(&err));
     assert!(chain.contains("\"public\".\"t\""), "{chain}");
@@ -422,7 +437,7 @@ async fn a_main_session_waiting_on_the_session_ahead_rolls_that_session_back() {
     let x: i32 = env.dst.query_one("SELECT x FROM t WHERE id = 100000", &[]).await.unwrap().get(0);
     assert_eq!(x, 5, "the small transaction committed");
     let rows: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
-    assert_eq!(rows, 2, "nothing of the streamed transaction");
+    assert_eq!(rows, 3, "nothing of the streamed transaction");
 }
 
 /// The same wait, where the earlier transaction's row is deleted again before the streamed
@@ -440,12 +455,76 @@ async fn after_a_stall_streamed_transactions_are_applied_at_their_commit() {
     .await;
     assert_eq!(count(&msgs, |m| matches!(m, LogicalMessage::StreamCommit(_))), 2);
 
-    let (applier, applied) = apply_pausing(&env, &msgs, small).await;
+    let (applier, applied) = apply_pausing(&env, &msgs, small, FOREVER).await;
     applied.unwrap();
     assert_eq!(applier.stats().speculated_txns, 0, "{:?}", applier.stats());
     assert_eq!(applier.stats().applied_txns, 5, "{:?}", applier.stats());
     env.assert_same(&["t"]).await;
     assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
+}
+
+/// Begins a transaction on `target` that locks row 2 of `t` as soon as the applier has
+/// inserted it (the first transaction of [`interleaved_backlog`], before the streamed one).
+async fn lock_row_2_once_applied(target: &tokio_postgres::Client) {
+    target.batch_execute("BEGIN").await.unwrap();
+    while target.query("SELECT FROM t WHERE id = 2 FOR UPDATE", &[]).await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A wait that goes through a third session is not in the lock check's view: the target's own
+/// session waits for the second one, and the main session for it. The patience ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_through_a_third_session_ends_after_the_patience() {
+    let env = setup("aheadchain", "CREATE TABLE t (id int PRIMARY KEY, x int)", false).await;
+    let (msgs, small) = stalling_backlog(&env, "UPDATE t SET x = 7 WHERE id = 2", "").await;
+    // On the target: a session that locks row 2, then waits to insert x = 5 (held by the
+    // second session), and gives up its lock once that insert is through.
+    let third = env.target_session().await;
+    let waiter = tokio::spawn(async move {
+        lock_row_2_once_applied(&third).await;
+        // Until the second session holds x = 5 (its first change), the insert goes through
+        // and is undone; then it waits.
+        third.batch_execute("SET lock_timeout = '50ms'").await.unwrap();
+        loop {
+            let r = third.batch_execute("SAVEPOINT probe; INSERT INTO t VALUES (100000, 5)").await;
+            third.batch_execute("ROLLBACK TO SAVEPOINT probe").await.unwrap();
+            if r.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        third.batch_execute("SET lock_timeout = 0").await.unwrap();
+        third.batch_execute("INSERT INTO t VALUES (100000, 5)").await.unwrap();
+        third.batch_execute("ROLLBACK").await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let (applier, applied) = apply_pausing(&env, &msgs, small, Duration::from_secs(2)).await;
+    waiter.await.unwrap();
+    applied.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(applier.stats().speculated_txns, 0, "{:?}", applier.stats());
+    env.assert_same(&["t"]).await;
+}
+
+/// A main session that waits for a lock of someone else (here a session of the target's own)
+/// keeps the session ahead: once the lock is released, the streamed transaction commits as
+/// applied ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_main_session_waiting_on_someone_else_keeps_the_session_ahead() {
+    let env = setup("aheadother", "CREATE TABLE t (id int PRIMARY KEY, x int)", false).await;
+    let (msgs, small) = interleaved_backlog(&env, "UPDATE t SET x = 7 WHERE id = 2", "").await;
+    let other = env.target_session().await;
+    let release = tokio::spawn(async move {
+        lock_row_2_once_applied(&other).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        other.batch_execute("ROLLBACK").await.unwrap();
+    });
+    let (applier, applied) = apply_pausing(&env, &msgs, small, FOREVER).await;
+    release.await.unwrap();
+    applied.unwrap();
+    assert_eq!(applier.stats().speculated_txns, 1, "{:?}", applier.stats());
+    env.assert_same(&["t"]).await;
 }
 
 /// pgoutput sends a relation inside every streamed transaction that touches it, and once one

@@ -26,10 +26,14 @@
 //! session holds, and the second session only commits at a Stream Commit that the applier
 //! reads after the main session is done: a deadlock through the client, which PostgreSQL's
 //! detector cannot see. So every operation of the main session is [`watched`]: once it has
-//! waited [`speculation_patience`](crate::ApplierConfig::speculation_patience) while a
-//! speculation is open, the second session is dropped, which rolls it back and releases its
-//! locks, the transaction is replayed from its spill at its commit, and no later one is
-//! applied ahead (this target would stall it the same way).
+//! taken [`LOCK_CHECK_AFTER`] while a speculation is open, the second session is asked
+//! whether the main session waits for one of its locks ([`Target::blocks`]), and again every
+//! [`LOCK_CHECK_EVERY`]. If it does, or if the operation has not finished after
+//! [`speculation_patience`](crate::ApplierConfig::speculation_patience) (a wait through a
+//! third session, which the lock check does not follow), the second session is dropped,
+//! which rolls it back and releases its locks, the transaction is replayed from its spill at
+//! its commit, and no later one is applied ahead (this target would stall it the same way).
+//! A main session that is merely slow, or waits for someone else, keeps the speculation.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,6 +53,9 @@ pub(super) struct Speculation<T> {
     /// Top-level xid of the streamed transaction.
     pub(super) xid: u32,
     target: T,
+    /// The main session, as [`Target::session`] names it (to ask `target` whether it is in
+    /// its way).
+    main_session: Option<u32>,
     /// Relations as this transaction described them (they must not replace the cache other
     /// transactions use).
     overlay: HashMap<u32, Arc<Relation>>,
@@ -64,6 +71,12 @@ pub(super) struct Speculation<T> {
 /// transaction with that many (an exception block per row, say) is left to the spill.
 const MAX_SAVEPOINTS: usize = 32;
 
+/// How long a main-session operation runs before the second session is first asked whether
+/// it holds the main session up. Most operations take well under a millisecond.
+const LOCK_CHECK_AFTER: Duration = Duration::from_millis(100);
+/// How often it is asked again while the operation goes on.
+const LOCK_CHECK_EVERY: Duration = Duration::from_millis(250);
+
 /// Whether the applier may open a second session, as far as it knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Forking {
@@ -71,8 +84,8 @@ enum Forking {
     Maybe,
     /// The target has no second session to offer.
     Unsupported,
-    /// The main session once waited on the second one for longer than the patience: this
-    /// target has something the primary lacks, and would stall every speculation the same way.
+    /// The main session once waited on the second one: this target has something the primary
+    /// lacks, and would stall every speculation the same way.
     Stalled,
 }
 
@@ -135,6 +148,7 @@ impl<T: Target> Applier<T> {
         Ok(Some(Speculation {
             xid,
             target,
+            main_session: self.target.session(),
             overlay: HashMap::new(),
             changes: 0,
             savepoints: Vec::new(),
@@ -240,30 +254,65 @@ impl<T: Target> Applier<T> {
     }
 }
 
-/// Awaits `op`, an operation of the main session. If a speculation is open and `op` has not
-/// finished after the patience, the speculation is dropped (its session rolls back, releasing
-/// whatever `op` may be waiting for), none is started again, and `op` is awaited to its end.
-pub(super) async fn watched<T, F: Future>(ahead: &mut Ahead<T>, op: F) -> F::Output {
+/// Awaits `op`, an operation of the main session. If a speculation is open and `op` waits
+/// for one of its locks, or has not finished after the patience, the speculation is dropped
+/// (its session rolls back, releasing whatever `op` may be waiting for), none is started
+/// again, and `op` is awaited to its end. A speculation whose session fails meanwhile is
+/// dropped too (it would hold its locks until rolled back).
+pub(super) async fn watched<T: Target, F: Future>(ahead: &mut Ahead<T>, op: F) -> F::Output {
     let mut op = pin!(op);
-    if ahead.spec.is_none() {
-        return op.await;
-    }
-    tokio::select! {
-        out = &mut op => return out,
-        () = tokio::time::sleep(ahead.patience) => {}
-    }
-    if let Some(s) = ahead.spec.take() {
-        ahead.forking = Forking::Stalled;
-        tracing::warn!(
-            xid = s.xid,
-            waited_ms = ahead.patience.as_millis(),
-            "the target's main session is waiting, possibly for the session applying streamed \
-             transaction {} ahead (a unique index or trigger the primary lacks?): rolling that \
-             session back and applying streamed transactions at their commit from now on",
-            s.xid
-        );
+    let Some(spec) = ahead.spec.as_mut() else { return op.await };
+    let (xid, patience) = (spec.xid, ahead.patience);
+    let stall = {
+        let in_the_way = in_the_way(spec);
+        tokio::select! {
+            out = &mut op => return out,
+            () = tokio::time::sleep(patience) => Ok(None),
+            seen = in_the_way => seen.map(Some),
+        }
+    };
+    ahead.spec = None;
+    match stall {
+        Ok(waited) => {
+            ahead.forking = Forking::Stalled;
+            let how = match waited {
+                Some(waited) => format!(
+                    "is waiting ({} ms so far) for a lock of the session applying streamed \
+                     transaction {xid} ahead",
+                    waited.as_millis()
+                ),
+                None => format!(
+                    "has waited {} ms, possibly for the session applying streamed transaction \
+                     {xid} ahead",
+                    patience.as_millis()
+                ),
+            };
+            tracing::warn!(
+                xid,
+                "the target's main session {how} (a unique index or trigger the primary \
+                 lacks?): rolling that session back and applying streamed transactions at \
+                 their commit from now on"
+            );
+        }
+        Err(e) => abandon_log(xid, &e),
     }
     op.await
+}
+
+/// Resolves, with the time since the start, once the speculation's session reports that it
+/// holds a lock the main session waits for, or with its error; never when the target cannot
+/// tell.
+async fn in_the_way<T: Target>(spec: &mut Speculation<T>) -> Result<Duration, ApplyError> {
+    let Some(main) = spec.main_session else { return std::future::pending().await };
+    let started = tokio::time::Instant::now();
+    let mut pause = LOCK_CHECK_AFTER;
+    loop {
+        tokio::time::sleep(pause).await;
+        if spec.target.blocks(main).await? {
+            return Ok(started.elapsed());
+        }
+        pause = LOCK_CHECK_EVERY;
+    }
 }
 
 fn abandon_log(xid: u32, e: &ApplyError) {

@@ -333,6 +333,8 @@ fn keeps_unique_values(hazard: &UniqueHazard, buffered: &Tuple, new: &Tuple) -> 
 /// A PostgreSQL target. See the module documentation for transactions, durability and speed.
 pub struct PostgresTarget {
     client: Arc<Client>,
+    /// The session's backend process id, by which the target's lock tables name it.
+    pid: i32,
     cfg: PostgresTargetConfig,
     tables: HashMap<u32, TableInfo>,
     types: TypeMap,
@@ -460,9 +462,15 @@ impl PostgresTarget {
             .prepare("SELECT pg_current_wal_flush_lsn()")
             .await
             .map_err(|e| ApplyError::target("preparing WAL position query", e))?;
+        let pid = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(|e| ApplyError::target("reading the backend's process id", e))?
+            .get(0);
         let pipe = Pipeline::new(cfg.max_inflight_bytes, cfg.max_inflight_statements);
         Ok(PostgresTarget {
             client: Arc::new(client),
+            pid,
             cfg,
             tables: HashMap::new(),
             types: TypeMap::new(),
@@ -1849,6 +1857,28 @@ impl Target for PostgresTarget {
 
     async fn message(&mut self, _msg: &DecodingMessage) -> Result<(), ApplyError> {
         self.guard()
+    }
+
+    fn session(&self) -> Option<u32> {
+        u32::try_from(self.pid).ok()
+    }
+
+    /// Asks the target's lock manager (`pg_blocking_pids`), after every reply this session
+    /// awaits: the connection reads no reply while an earlier one is unclaimed.
+    async fn blocks(&mut self, session: u32) -> Result<bool, ApplyError> {
+        self.guard()?;
+        let r = async {
+            self.quiesce().await?;
+            let pid = i32::try_from(session).unwrap_or(i32::MAX);
+            let row = self
+                .client
+                .query_one("SELECT pg_backend_pid() = ANY (pg_blocking_pids($1))", &[&pid])
+                .await
+                .map_err(|e| ApplyError::target("asking the target which session blocks", e))?;
+            Ok(row.get(0))
+        }
+        .await;
+        self.check(r)
     }
 
     async fn savepoint(&mut self, id: u32) -> Result<(), ApplyError> {
