@@ -600,7 +600,7 @@ impl Bench {
             WalsenderSampler::start(self.primary.connect(&backlog.db).await?, slot.into());
         let t = Instant::now();
         target.batch_execute(&format!("ALTER SUBSCRIPTION {sub} ENABLE")).await?;
-        wait_sentinel(&target, 1, self.opts.run_timeout, || Ok(())).await?;
+        wait_sentinel(&target, 1, self.opts.run_timeout, CATCH_UP_POLL, || Ok(())).await?;
         let seconds = t.elapsed().as_secs_f64();
         let walsender_cpu_s = sampler.finish(self.ticks_per_second);
         if measure_latency {
@@ -719,9 +719,10 @@ impl Bench {
             }
             Ok(())
         };
-        let waited = wait_sentinel(&target, 1, self.opts.run_timeout, || alive(&mut child))
-            .await
-            .with_context(|| format!("pgmirror's log: {}", log_tail(&log)));
+        let waited =
+            wait_sentinel(&target, 1, self.opts.run_timeout, CATCH_UP_POLL, || alive(&mut child))
+                .await
+                .with_context(|| format!("pgmirror's log: {}", log_tail(&log)));
         let seconds = t.elapsed().as_secs_f64();
         // Read while the process still runs: its /proc entry goes with it.
         let cpu =
@@ -764,7 +765,7 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(50)).await;
             src.execute(&format!("INSERT INTO {SENTINEL_TABLE} (id) VALUES ($1)"), &[&id]).await?;
             let t = Instant::now();
-            wait_sentinel(target, id, Duration::from_secs(30), &mut alive).await?;
+            wait_sentinel(target, id, Duration::from_secs(30), LATENCY_POLL, &mut alive).await?;
             samples.push(t.elapsed().as_secs_f64() * 1e3);
         }
         if let Some(ms) = Stat::of(samples) {
@@ -998,11 +999,18 @@ async fn copy_table(src: &Client, dst: &Client, table: &str) -> anyhow::Result<(
     Ok(())
 }
 
-/// Polls `target` until the sentinel row `id` is visible.
+/// How often the live latency is polled. tokio's timer rounds a sleep up to the next whole
+/// millisecond, which made sub-millisecond latencies read as 1-3 ms.
+const LATENCY_POLL: Duration = Duration::from_micros(100);
+/// How often a catch-up is polled.
+const CATCH_UP_POLL: Duration = Duration::from_millis(1);
+
+/// Polls `target` every `gap` until the sentinel row `id` is visible.
 async fn wait_sentinel(
     target: &Client,
     id: i32,
     timeout: Duration,
+    gap: Duration,
     mut alive: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let sql = format!("SELECT EXISTS (SELECT 1 FROM {SENTINEL_TABLE} WHERE id = $1)");
@@ -1016,7 +1024,11 @@ async fn wait_sentinel(
         if t.elapsed() > timeout {
             bail!("the target did not catch up within {timeout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        if gap < Duration::from_millis(1) {
+            tokio::task::spawn_blocking(move || std::thread::sleep(gap)).await?;
+        } else {
+            tokio::time::sleep(gap).await;
+        }
     }
 }
 
