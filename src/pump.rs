@@ -13,7 +13,9 @@ use crate::shutdown::Shutdown;
 
 /// How long the stream may be silent before we treat it as idle and flush. Short, so a lone
 /// small transaction reaches the target within a few milliseconds; during catch-up the channel
-/// is never empty for this long, so grouping is unaffected.
+/// is never empty for this long, so grouping is unaffected. A transaction that arrives after
+/// such a quiet spell is flushed as soon as the stream has nothing more to give instead (a
+/// lone transaction on an idle primary), and the next ones wait again (a busy primary).
 const IDLE_AFTER: Duration = Duration::from_millis(2);
 /// Durability checks at a clean stop (20 ms apart).
 const STOP_FLUSH_TRIES: u32 = 50;
@@ -64,6 +66,10 @@ pub async fn pump<T: Target>(
         stream.confirm(start);
     }
     let mut pending = false;
+    // The stream has been silent for `IDLE_AFTER` or longer.
+    let mut quiet = true;
+    // The events pending now came after such a silence.
+    let mut fresh = false;
     let mut catch_up = CatchUp::new(backlog_end);
     let mut burst = 0;
     loop {
@@ -90,10 +96,16 @@ pub async fn pump<T: Target>(
         if let Some(event) = (burst < BURST).then(|| stream.try_next()).flatten() {
             burst += 1;
             pending = true;
+            fresh |= std::mem::take(&mut quiet);
             on_event(applier, &stream, metrics, &mut catch_up, event).await?;
             continue;
         }
         burst = 0;
+        if fresh && applier.is_between_transactions() && !stream.is_reading_backlog() {
+            fresh = false;
+            flush_idle(applier, &stream, metrics, &mut catch_up, &mut pending).await?;
+            continue;
+        }
         let wait = match (pending, stream.is_reading_backlog()) {
             // A backlog arrives in gulps: a pause between two is not an idle primary, and
             // flushing there would cut the target transactions short.
@@ -101,32 +113,49 @@ pub async fn pump<T: Target>(
             (true, false) => IDLE_AFTER,
             (false, _) => IDLE_SLEEP,
         };
+        let started = Instant::now();
         let deadline = applier
             .next_deadline()
             .map(Instant::from_std)
-            .map_or(Instant::now() + wait, |d| d.min(Instant::now() + wait));
+            .map_or(started + wait, |d| d.min(started + wait));
         tokio::select! {
             event = stream.next() => {
                 let event = event.ok_or(PumpError::SourceClosed)?;
                 pending = true;
+                fresh |= std::mem::take(&mut quiet);
                 on_event(applier, &stream, metrics, &mut catch_up, event).await?;
             }
             () = tokio::time::sleep_until(deadline) => {
-                if let Some(lsn) = applier.idle().await? {
-                    stream.confirm(lsn);
-                }
-                metrics.positions(stream.received_lsn(), stream.confirmed_lsn());
-                catch_up.update(stream.received_lsn(), stream.confirmed_lsn());
-                pending = applier.next_deadline().is_some();
-                if !pending && applier.is_quiescent() {
-                    // Quiet and applied: everything received is done, and a keepalive's
-                    // position means the primary had nothing for us before it.
-                    catch_up.caught_up(stream.confirmed_lsn().max(stream.received_lsn()));
-                }
+                // No event since `started`; woken early by the batch delay, events may still
+                // be streaming in.
+                quiet |= Instant::now() >= started + IDLE_AFTER;
+                flush_idle(applier, &stream, metrics, &mut catch_up, &mut pending).await?;
             }
             () = shutdown.wait(), if !shutdown.is_triggered() => {}
         }
     }
+}
+
+/// Flushes what the applier holds when the stream is quiet, and notes progress.
+async fn flush_idle<T: Target>(
+    applier: &mut Applier<T>,
+    stream: &LogicalReplicationStream,
+    metrics: &Metrics,
+    catch_up: &mut CatchUp,
+    pending: &mut bool,
+) -> Result<(), PumpError> {
+    if let Some(lsn) = applier.idle().await? {
+        stream.confirm(lsn);
+    }
+    metrics.positions(stream.received_lsn(), stream.confirmed_lsn());
+    catch_up.update(stream.received_lsn(), stream.confirmed_lsn());
+    *pending = applier.next_deadline().is_some();
+    if !*pending && applier.is_quiescent() {
+        // Quiet and applied: everything received is done, and a keepalive's position means
+        // the primary had nothing for us before it.
+        catch_up.caught_up(stream.confirmed_lsn().max(stream.received_lsn()));
+    }
+    Ok(())
 }
 
 /// Hands one event from the stream to the applier and confirms what it made durable.
