@@ -520,9 +520,12 @@ async fn a_main_session_waiting_on_someone_else_keeps_the_session_ahead() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         other.batch_execute("ROLLBACK").await.unwrap();
     });
+    let started = std::time::Instant::now();
     let (applier, applied) = apply_pausing(&env, &msgs, small, FOREVER).await;
     release.await.unwrap();
     applied.unwrap();
+    // The main session did wait for that lock, while the speculation was open.
+    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
     assert_eq!(applier.stats().speculated_txns, 1, "{:?}", applier.stats());
     env.assert_same(&["t"]).await;
 }
