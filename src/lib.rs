@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod conn;
+pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod mirror;

@@ -2,8 +2,9 @@
 
 use anyhow::Context;
 use replication::ReplicationClient;
-use tablesync::{QualifiedName, TableDef};
+use tablesync::{QualifiedName, TableDef, quote_ident};
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 
 use crate::cli::TableSelection;
 
@@ -21,10 +22,74 @@ pub async fn publication_for(
     match &selection.publication {
         Some(name) => Ok(name.clone()),
         None => {
-            tablesync::ensure_publication(client, default_name, &tables).await?;
+            create_publication(client, default_name, &tables).await?;
             Ok(default_name.to_owned())
         }
     }
+}
+
+/// [`tablesync::ensure_publication`], with the fix spelled out when the role may not create
+/// it (it must own every table): the statement for the owner to run, and `--publication`.
+///
+/// # Errors
+/// As `ensure_publication`; a `permission denied` names the fix.
+pub async fn create_publication(
+    client: &Client,
+    name: &str,
+    tables: &[TableDef],
+) -> anyhow::Result<tablesync::PublicationStatus> {
+    match tablesync::ensure_publication(client, name, tables).await {
+        Ok(status) => Ok(status),
+        Err(e) if sqlstate(&e) == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+            let list = tables.iter().map(TableDef::quoted).collect::<Vec<_>>().join(", ");
+            Err(anyhow::Error::new(e).context(format!(
+                "this role may not create publication {name:?} (a publication can only be \
+                 created by the owner of every table it publishes, with CREATE on the \
+                 database); fix: have the tables' owner run CREATE PUBLICATION {} FOR TABLE \
+                 {list}; then pass --publication {name} instead of --tables",
+                quote_ident(name)
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The SQLSTATE of a server error inside a tablesync error.
+fn sqlstate(e: &tablesync::Error) -> Option<&SqlState> {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+        .and_then(tokio_postgres::Error::code)
+}
+
+/// What creating the mirror's slot needs on the primary, checked before pgmirror creates
+/// anything, with the fixes `pgmirror check` gives: `wal_level = logical`, a role with
+/// REPLICATION, a free replication slot (unless `slot` exists) and a free WAL sender.
+///
+/// # Errors
+/// The first unmet prerequisite, as one line with its fix; catalog query errors.
+pub async fn preflight(client: &Client, slot: &str) -> anyhow::Result<()> {
+    let mut report = crate::commands::check::Report::default();
+    crate::commands::check::settings_checks(client, &mut report)
+        .await
+        .context("reading the source's settings")?;
+    crate::commands::check::role_check(client, &mut report)
+        .await
+        .context("reading the source role")?;
+    let slot_exists = client
+        .query_opt("SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .await
+        .context("looking up the slot")?
+        .is_some();
+    let unmet = report.failures().find(|c| !(slot_exists && c.check == "replication slots"));
+    if let Some(c) = unmet {
+        anyhow::bail!(
+            "the source is not ready for logical replication: {}: {}; fix: {}",
+            c.check,
+            c.detail,
+            c.fix.as_deref().unwrap_or("see `pgmirror check`")
+        );
+    }
+    Ok(())
 }
 
 /// The source tables a selection names, in dependency order.

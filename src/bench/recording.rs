@@ -56,6 +56,18 @@ pub struct RecordingHeader {
     pub slot: String,
     /// The published tables with the DDL that creates them on a target.
     pub tables: Vec<RecordedTable>,
+    /// The database the recording was made from (absent in older recordings).
+    #[serde(default)]
+    pub source: Option<RecordedSource>,
+}
+
+/// Which database a recording comes from, so `replay` can refuse to apply it there again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedSource {
+    /// `pg_control_system().system_identifier`, when the role could read it.
+    pub system_id: Option<String>,
+    /// The database's name.
+    pub database: String,
 }
 
 /// A published table of a recording.
@@ -425,6 +437,7 @@ pub async fn record(
         replication::connect_sql(&opts.source).await.context("connecting to the source")?;
     let (publication, tables) =
         published_tables(&source, &opts.tables, &format!("pgmirror_{}", opts.slot)).await?;
+    let identity = crate::guard::identify(&source).await.context("identifying the source")?;
     drop(source);
     let mut repl = ReplicationClient::connect(&opts.source)
         .await
@@ -449,6 +462,7 @@ pub async fn record(
         publication,
         slot: opts.slot.clone(),
         tables,
+        source: Some(RecordedSource { system_id: identity.system_id, database: identity.database }),
     };
     let file =
         File::create(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
@@ -561,6 +575,18 @@ pub async fn replay(path: &Path, opts: &ReplayOptions) -> anyhow::Result<ReplayS
         RecordingReader::open(path).with_context(|| format!("opening {}", path.display()))?;
     let client =
         replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    if let Some(source) = &reader.header().source {
+        let target = crate::guard::identify(&client).await.context("identifying the target")?;
+        let same_system = source.system_id.is_some() && source.system_id == target.system_id;
+        anyhow::ensure!(
+            !(same_system && source.database == target.database),
+            "--target is the database this recording was made from ({:?} of the server with \
+             system identifier {}): replaying would apply its changes there a second time; \
+             point --target at another database (nothing was changed)",
+            source.database,
+            source.system_id.as_deref().unwrap_or("?")
+        );
+    }
     if opts.create_tables {
         for t in &reader.header().tables {
             let quoted = format!(
@@ -651,6 +677,7 @@ mod tests {
                 name: "t".into(),
                 ddl: "CREATE TABLE t (id int)".into(),
             }],
+            source: None,
         }
     }
 

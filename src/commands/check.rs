@@ -14,6 +14,8 @@ use serde::Serialize;
 use tablesync::{TableDef, TargetOptions, TargetTable, quote_ident};
 use tokio_postgres::Client;
 
+mod guard;
+
 use crate::cli::TableSelection;
 use crate::commands::status::{display_name, human_bytes};
 use crate::conn;
@@ -152,7 +154,9 @@ pub async fn run_check(opts: &CheckOptions) -> Report {
     let mut report = Report::default();
     let tables = check_source(opts, &mut report).await;
     check_replication_connection(&opts.source, &mut report).await;
-    if let Some(target) = &opts.target {
+    if let Some(target) = &opts.target
+        && guard::target_is_not_source(&opts.source, target, &mut report).await
+    {
         check_target(target, tables.as_deref(), &mut report).await;
     }
     report
@@ -238,7 +242,7 @@ fn table_list(tables: &[TableDef]) -> String {
 /// `wal_level`, free replication slots and free WAL senders. Senders are counted in
 /// `pg_stat_replication`, which lists every walsender to any role (`pg_stat_activity` hides
 /// other roles' backend types from unprivileged ones).
-async fn settings_checks(
+pub(crate) async fn settings_checks(
     client: &Client,
     report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
@@ -299,7 +303,10 @@ async fn settings_checks(
 }
 
 /// The role may open replication connections (REPLICATION or superuser). Returns its name.
-async fn role_check(client: &Client, report: &mut Report) -> Result<String, tokio_postgres::Error> {
+pub(crate) async fn role_check(
+    client: &Client,
+    report: &mut Report,
+) -> Result<String, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT rolname::text, rolsuper, rolreplication FROM pg_catalog.pg_roles \

@@ -190,6 +190,9 @@ pub async fn run_drop(opts: &DropOptions) -> anyhow::Result<DropReport> {
         Some(cfg) => Some(replication::connect_sql(cfg).await.context("connecting to the target")?),
         None => None,
     };
+    if let Some(target) = &target {
+        crate::guard::refuse_same_database(&source, target).await?;
+    }
     let mirror =
         resolve_mirror(target.as_ref(), opts.name.as_deref(), opts.slot.as_deref()).await?;
     let record = mirror.record.clone();

@@ -36,6 +36,10 @@ pub struct MirrorArgs {
     /// Empty target tables that already hold rows before the initial copy.
     #[arg(long)]
     pub truncate_target: bool,
+    /// At start, wait (with backoff) for a source or target that cannot be reached yet, instead
+    /// of failing at once: for services started before their database.
+    #[arg(long)]
+    pub retry_first_connect: bool,
     /// Parallel connections for the initial copy.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub copy_jobs: usize,
@@ -58,6 +62,7 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     opts.slot = args.slot;
     opts.initial_copy = !args.no_initial_copy;
     opts.truncate_target = args.truncate_target;
+    opts.retry_first_connect = args.retry_first_connect;
     opts.copy_parallelism = args.copy_jobs;
     opts.binary = !args.text;
     opts.progress_bars = std::io::stderr().is_terminal();

@@ -224,6 +224,8 @@ pub async fn run_verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
         replication::connect_sql(&opts.source).await.context("connecting to the source")?;
     let target =
         replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    // A database compared with itself is always "equal": that proves nothing.
+    crate::guard::refuse_same_database(&source, &target).await?;
 
     let mirror = find_mirror(&target, opts).await?;
     let tables =

@@ -9,18 +9,19 @@
 //!   connection that exported it, so the slot is dropped and the copy redone from scratch;
 //! - `streaming`: stream from `pgmirror.progress`.
 
+mod copy;
+mod prepare;
 pub mod registry;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use applier::{Applier, ApplierConfig, PostgresTarget, PostgresTargetConfig};
 use pgoutput_decoder::Lsn;
-use replication::{
-    ConnConfig, CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication, Streaming,
-};
-use tablesync::{CopyEvent, CopyOptions, TableDef, TargetOptions};
+use replication::{ConnConfig, ReplicationClient, StartReplication, Streaming};
+use tablesync::TableDef;
 use tokio_postgres::Client;
 
 use crate::cli::TableSelection;
@@ -28,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::pump::{PumpEnd, pump};
 use crate::retry::{Backoff, is_transient};
 use crate::shutdown::Shutdown;
-use registry::{MirrorRecord, MirrorState};
+use registry::MirrorRecord;
 
 /// Everything a mirror needs to run.
 #[derive(Debug, Clone)]
@@ -48,6 +49,9 @@ pub struct MirrorOptions {
     pub initial_copy: bool,
     /// Empty non-empty target tables before the initial copy instead of failing.
     pub truncate_target: bool,
+    /// Retry when a server cannot be reached at the very first contact (for services that
+    /// start before their database); otherwise that fails at once.
+    pub retry_first_connect: bool,
     /// Parallel COPY connections for the initial copy.
     pub copy_parallelism: usize,
     /// Binary column values (faster; the default).
@@ -78,6 +82,7 @@ impl MirrorOptions {
             slot: None,
             initial_copy: true,
             truncate_target: false,
+            retry_first_connect: false,
             copy_parallelism: 2,
             binary: true,
             progress_bars: false,
@@ -92,43 +97,54 @@ impl MirrorOptions {
         self.slot.clone().unwrap_or_else(|| format!("pgmirror_{}", self.name))
     }
 
-    fn publication_name(&self) -> String {
+    pub(crate) fn publication_name(&self) -> String {
         self.tables.publication.clone().unwrap_or_else(|| format!("pgmirror_{}", self.name))
     }
 }
 
 /// Runs a mirror until `shutdown` is triggered or a fault that retrying cannot fix.
 ///
-/// Transient faults (either server down or restarting, a lost connection) are logged and
-/// retried with capped exponential backoff; the mirror resumes from the target's stored progress.
+/// The first contact decides whether the servers are reachable at all: a source or target that
+/// cannot be reached (nothing listening, an unknown host, a wrong password, a missing database)
+/// fails at once with one line, as `pg_recvlogical` does, unless `retry_first_connect` asks to
+/// wait for servers that start after pgmirror. Once both have answered, transient faults
+/// (either server down or restarting, a lost connection) are logged and retried with capped
+/// exponential backoff, and the mirror resumes from the target's stored progress.
 ///
 /// # Errors
-/// Faults that repeat: bad configuration, missing privileges, schema mismatches, a lost slot.
+/// Faults that repeat: bad configuration, missing privileges, schema mismatches, a lost slot;
+/// a target that is the source's own database; an unreachable server at the first contact.
 pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Result<()> {
     let mut backoff = Backoff::default();
+    let connected = AtomicBool::new(false);
     loop {
         let attempt = async {
             // One lock for set-up and streaming: taking it twice raced the release of the
             // first, since a dropped client's session ends on the server a moment later.
-            let _lock = lock_mirror(&opts.target, &opts.name).await?;
-            let record = prepare(opts, shutdown).await?;
+            let _lock = first_contact(opts).await?;
+            connected.store(true, Ordering::Relaxed);
+            let record = prepare::prepare(opts, shutdown).await?;
             stream(opts, &record, shutdown, &mut backoff).await
         };
-        match attempt.await {
+        let result = attempt.await;
+        let connected_before = connected.load(Ordering::Relaxed);
+        match result {
             Ok(()) => return Ok(()),
             Err(e) if shutdown.is_triggered() => {
                 tracing::info!(error = %format!("{e:#}"), "stopped");
                 return Ok(());
             }
-            Err(e) if is_transient(e.as_ref()) => {
+            Err(e)
+                if is_transient(e.as_ref()) && (connected_before || opts.retry_first_connect) =>
+            {
                 opts.metrics.error();
-                opts.metrics.reconnected();
                 let delay = backoff.next_delay();
-                tracing::warn!(
-                    error = %format!("{e:#}"),
-                    retry_in = ?delay,
-                    "disconnected; retrying"
-                );
+                if connected_before {
+                    opts.metrics.reconnected();
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, "connection lost; reconnecting");
+                } else {
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, "cannot reach the servers yet; retrying (--retry-first-connect)");
+                }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = shutdown.wait() => return Ok(()),
@@ -142,6 +158,18 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
     }
 }
 
+/// Connects to both servers, refuses a target that is the source's own database, and returns
+/// the target connection that holds the mirror's lock.
+async fn first_contact(opts: &MirrorOptions) -> anyhow::Result<Client> {
+    let target =
+        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    let source =
+        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
+    crate::guard::refuse_same_database(&source, &target).await?;
+    drop(source);
+    lock_mirror(target, &opts.name).await
+}
+
 /// How long a start waits for the mirror's lock before deciding another pgmirror holds it: the
 /// session of a previous process that was killed ends on the server only once the server
 /// notices the closed socket, which takes a moment on a loaded machine.
@@ -149,8 +177,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// A target connection that holds this mirror's advisory lock, so a second pgmirror for the
 /// same mirror refuses to run.
-async fn lock_mirror(target: &ConnConfig, name: &str) -> anyhow::Result<Client> {
-    let client = replication::connect_sql(target).await.context("connecting to the target")?;
+async fn lock_mirror(client: Client, name: &str) -> anyhow::Result<Client> {
     // The session of this process's previous attempt may still be ending on the server: give
     // it a moment before deciding that another pgmirror holds the lock.
     let deadline = std::time::Instant::now() + LOCK_WAIT;
@@ -175,268 +202,6 @@ async fn lock_mirror(target: &ConnConfig, name: &str) -> anyhow::Result<Client> 
         );
     }
     Ok(client)
-}
-
-/// Makes sure the publication, slot, target tables and (if needed) the initial copy are in
-/// place, and returns the mirror's record in state `streaming`.
-async fn prepare(opts: &MirrorOptions, shutdown: &Shutdown) -> anyhow::Result<MirrorRecord> {
-    let mut target =
-        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
-    registry::ensure_table(&target).await.context("creating pgmirror.mirrors on the target")?;
-    let existing = registry::load(&target, &opts.name).await.context("reading pgmirror.mirrors")?;
-    if let Some(rec) = &existing
-        && rec.state == MirrorState::Streaming
-    {
-        return Ok(rec.clone());
-    }
-
-    let source =
-        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
-    let slot = opts.slot_name();
-    let publication = opts.publication_name();
-    let tables = crate::setup::resolve_tables(&source, &opts.tables).await?;
-    check_replica_identity(&tables)?;
-    for table in &tables {
-        tablesync::ensure_target_table(&target, table, &TargetOptions::default()).await?;
-    }
-    let mut repl = ReplicationClient::connect(&opts.source)
-        .await
-        .context("replication connection to the source")?;
-    let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
-
-    // A previous start died during its initial copy: undo it and copy again.
-    let mut redo_copy = false;
-    if let Some(rec) = &existing {
-        redo_copy = true;
-        if rec.created_slot && crate::setup::slot_exists(&mut repl, &rec.slot).await? {
-            tracing::info!(slot = %rec.slot, "previous initial copy was interrupted; starting it over");
-            repl.drop_slot(&rec.slot, true).await.context("dropping the unfinished copy's slot")?;
-        }
-    }
-    if crate::setup::slot_exists(&mut repl, &slot).await? && opts.initial_copy {
-        bail!(
-            "slot {slot:?} already exists on the source but this target has no record of it; \
-                 drop it (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy, or \
-                 pass --no-initial-copy to stream from where it stands"
-        );
-    }
-    let created_publication = match existing.as_ref() {
-        Some(rec) => rec.created_publication,
-        None => {
-            opts.tables.publication.is_none()
-                && tablesync::ensure_publication(&source, &publication, &tables).await?
-                    == tablesync::PublicationStatus::Created
-        }
-    };
-
-    let mut record = MirrorRecord {
-        name: opts.name.clone(),
-        slot: slot.clone(),
-        publication,
-        created_slot: true,
-        created_publication,
-        state: MirrorState::Copying,
-        source_system_id: Some(system.system_id.to_string()),
-    };
-
-    if !opts.initial_copy {
-        let exists = crate::setup::slot_exists(&mut repl, &slot).await?;
-        record.created_slot = !exists;
-        let point = if exists {
-            None
-        } else {
-            let opts =
-                CreateSlotOptions { snapshot: SnapshotAction::Nothing, ..Default::default() };
-            Some(repl.create_slot(&slot, opts).await.context("creating the slot")?.consistent_point)
-        };
-        registry::save(&target, &record).await?;
-        registry::finish_copy(&mut target, &opts.name, point.unwrap_or(Lsn::ZERO)).await?;
-        record.state = MirrorState::Streaming;
-        tracing::info!(slot = %slot, "slot ready; streaming without an initial copy");
-        return Ok(record);
-    }
-
-    // Record first, then create: a crash between the two leaves a row whose slot may not
-    // exist, which the next start handles; the opposite order could orphan a slot.
-    registry::save(&target, &record).await.context("recording the mirror on the target")?;
-    let created = repl
-        .create_slot(
-            &slot,
-            CreateSlotOptions { snapshot: SnapshotAction::Export, ..Default::default() },
-        )
-        .await
-        .context("creating the slot")?;
-    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created slot");
-    let Some(snapshot) = created.snapshot_name.clone() else {
-        bail!("the source did not export a snapshot for slot {slot:?}");
-    };
-
-    let copied =
-        initial_copy(opts, &tables, &snapshot, redo_copy || opts.truncate_target, shutdown).await;
-    if let Err(e) = copied {
-        if shutdown.is_triggered() {
-            // Stopped, not failed: the tables copied so far stay, and so does the record
-            // ("copying"), so the next start empties them and copies again. Only the slot
-            // goes, so the primary keeps no WAL for a stopped mirror.
-            drop_setup_slot(&mut repl, &record.slot).await;
-            return Err(e);
-        }
-        undo_setup(&mut repl, &mut target, &source, &record).await;
-        return Err(e);
-    }
-    // The snapshot can go now: the copy is committed on the target.
-    repl.close().await;
-    if let Err(e) = sync_sequences_once(&source, &target, &tables).await {
-        tracing::warn!(error = %format!("{e:#}"), "copying sequence values failed; will retry while streaming");
-    }
-    registry::finish_copy(&mut target, &opts.name, created.consistent_point)
-        .await
-        .context("storing the initial progress")?;
-    record.state = MirrorState::Streaming;
-    tracing::info!("initial copy done");
-    Ok(record)
-}
-
-/// Drops the slot a set-up created, on a fresh connection if the old one failed.
-async fn drop_setup_slot(repl: &mut ReplicationClient, slot: &str) {
-    if let Err(e) = repl.drop_slot(slot, true).await {
-        // The replication connection may be what failed; try a fresh one.
-        tracing::debug!(error = %e, "dropping the slot on the old connection failed");
-        if let Ok(mut fresh) = ReplicationClient::connect(repl.config()).await
-            && let Err(e) = fresh.drop_slot(slot, true).await
-        {
-            tracing::error!(slot = %slot, error = %e, "could not drop the slot; drop it by hand");
-        }
-    }
-}
-
-/// After a failed initial copy: drop what this set-up created, so nothing is left behind.
-async fn undo_setup(
-    repl: &mut ReplicationClient,
-    target: &mut Client,
-    source: &Client,
-    rec: &MirrorRecord,
-) {
-    drop_setup_slot(repl, &rec.slot).await;
-    if rec.created_publication {
-        let _ = tablesync::drop_publication(source, &rec.publication).await;
-    }
-    let _ = registry::delete(target, &rec.name).await;
-}
-
-fn check_replica_identity(tables: &[TableDef]) -> anyhow::Result<()> {
-    for t in tables {
-        if !t.has_replica_identity() {
-            bail!(
-                "table {} has no primary key or replica identity, so its UPDATEs and DELETEs \
-                 cannot be replicated; fix: ALTER TABLE {} REPLICA IDENTITY FULL (or add a \
-                 primary key)",
-                t.quoted(),
-                t.quoted()
-            );
-        }
-    }
-    Ok(())
-}
-
-async fn initial_copy(
-    opts: &MirrorOptions,
-    tables: &[TableDef],
-    snapshot: &str,
-    truncate: bool,
-    shutdown: &Shutdown,
-) -> anyhow::Result<()> {
-    let target = replication::connect_sql(&opts.target).await?;
-    // `session_replication_role = replica` (foreign keys not checked while tables load in
-    // parallel) needs a superuser; a lesser role copies one table at a time in dependency order.
-    let superuser = target
-        .query_one("SELECT current_setting('is_superuser') = 'on'", &[])
-        .await
-        .context("checking the target role")?
-        .get::<_, bool>(0);
-    if !superuser {
-        tracing::warn!(
-            "the target role is not a superuser: copying tables one at a time, parents first, \
-             with foreign keys and triggers active"
-        );
-    }
-    if truncate {
-        // One statement for all tables: foreign keys between them forbid truncating one by one.
-        let list = tables.iter().map(TableDef::quoted).collect::<Vec<_>>().join(", ");
-        target
-            .batch_execute(&format!("TRUNCATE {list}"))
-            .await
-            .context("emptying the target tables before the initial copy")?;
-    } else {
-        tablesync::ensure_targets_empty(&target, tables).await?;
-    }
-    drop(target);
-    let source_cfg = opts.source.clone();
-    let target_cfg = opts.target.clone();
-    let source = move || {
-        let cfg = source_cfg.clone();
-        async move { replication::connect_sql(&cfg).await }
-    };
-    let target = move || {
-        let cfg = target_cfg.clone();
-        async move { replication::connect_sql(&cfg).await }
-    };
-    let copy_opts = CopyOptions {
-        parallelism: if superuser { opts.copy_parallelism.max(1) } else { 1 },
-        truncate_target: false,
-        // Tables are copied in parallel, so a child table may land before its parent: foreign
-        // keys are checked by the primary already, as the native subscriber assumes too.
-        replica_role: superuser,
-        ..CopyOptions::default()
-    };
-    let progress = Arc::new(crate::progress::CopyProgress::new(tables, opts.progress_bars));
-    let report_progress = progress.clone();
-    let metrics = opts.metrics.clone();
-    let total = u64::try_from(tables.len()).unwrap_or(u64::MAX);
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let last_rows = std::sync::Mutex::new(std::collections::HashMap::<String, (u64, u64)>::new());
-    metrics.copy_tables(0, total);
-    let on_event = move |event: CopyEvent<'_>| {
-        match &event {
-            CopyEvent::Progress { table, rows, bytes } => {
-                // Events carry running totals per table; the metrics want increments.
-                if let Ok(mut last) = last_rows.lock() {
-                    let prev = last.entry(table.quoted()).or_insert((0, 0));
-                    metrics.copied(rows.saturating_sub(prev.0), bytes.saturating_sub(prev.1));
-                    *prev = (*rows, *bytes);
-                }
-            }
-            CopyEvent::TableDone(_) => {
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                metrics.copy_tables(n, total);
-            }
-            _ => {}
-        }
-        report_progress.event(event)
-    };
-    tracing::info!(tables = tables.len(), "copying tables under the slot's snapshot");
-    let mut stop = shutdown.clone();
-    let report = tokio::select! {
-        r = tablesync::copy_tables(&source, &target, snapshot, tables, &copy_opts, &on_event) => r?,
-        () = stop.wait() => bail!("stopped during the initial copy"),
-    };
-    progress.finish();
-    tracing::info!(
-        rows = report.rows,
-        bytes = report.bytes,
-        seconds = report.elapsed.as_secs_f64(),
-        "copied tables"
-    );
-    Ok(())
-}
-
-async fn sync_sequences_once(
-    source: &Client,
-    target: &Client,
-    tables: &[TableDef],
-) -> anyhow::Result<usize> {
-    let seqs = tablesync::table_sequences(source, tables).await?;
-    Ok(tablesync::sync_sequences(source, target, &seqs).await?)
 }
 
 /// One streaming session: connect, apply until stopped or disconnected.
@@ -507,7 +272,7 @@ async fn stream(
         Ok(PumpEnd::Stopped) => {
             // Last sequence values, so a replica that takes over does not reuse ids.
             if let Ok(sync) = SequenceSync::connect(opts).await {
-                let _ = sync.run().await;
+                sync.run(opts).await;
             }
             let stats = applier.stats();
             tracing::info!(
@@ -545,7 +310,11 @@ fn spawn_sequence_sync(
                     Some(s) if s.tables_still_there().await? => state.insert(s),
                     _ => state.insert(SequenceSync::connect(&opts).await?),
                 };
-                sync.run().await
+                let n = sync.run(&opts).await;
+                if sync.source.is_closed() || sync.target.is_closed() {
+                    state = None;
+                }
+                anyhow::Ok(n)
             };
             match synced.await {
                 Ok(n) => tracing::debug!(sequences = n, "synced sequences"),
@@ -588,8 +357,8 @@ impl SequenceSync {
     }
 
     /// Copies the current sequence values; returns how many.
-    async fn run(&self) -> anyhow::Result<usize> {
-        sync_sequences_once(&self.source, &self.target, &self.tables).await
+    async fn run(&self, opts: &MirrorOptions) -> usize {
+        copy::sync_sequences_once(opts, &self.source, &self.target, &self.tables).await
     }
 
     /// Whether every table resolved earlier still exists under the same OID.

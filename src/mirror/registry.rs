@@ -62,7 +62,46 @@ pub async fn ensure_table(client: &Client) -> Result<(), tokio_postgres::Error> 
     client.batch_execute(DDL).await
 }
 
-/// Reads a mirror's row, if any.
+/// Whether the `pgmirror` schema exists on the target.
+///
+/// # Errors
+/// Query errors.
+pub async fn schema_exists(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client.query_one("SELECT to_regnamespace('pgmirror') IS NOT NULL", &[]).await?.get(0))
+}
+
+/// Drops `pgmirror.mirrors` and the `pgmirror` schema when no mirror is recorded and nothing
+/// else lives there: what a failed first start on this target created. Another mirror's rows
+/// or tables keep both.
+///
+/// # Errors
+/// Query errors.
+pub async fn drop_schema_if_unused(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let unused: bool = tx
+        .query_one(
+            "SELECT to_regclass('pgmirror.mirrors') IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+                               WHERE c.relnamespace = 'pgmirror'::regnamespace \
+                                 AND c.oid <> 'pgmirror.mirrors'::regclass \
+                                 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f'))",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !unused {
+        return Ok(());
+    }
+    // Locked, so a mirror starting meanwhile either recorded itself already or waits.
+    tx.batch_execute("LOCK TABLE pgmirror.mirrors IN ACCESS EXCLUSIVE MODE").await?;
+    let rows: i64 = tx.query_one("SELECT count(*) FROM pgmirror.mirrors", &[]).await?.get(0);
+    if rows == 0 {
+        tx.batch_execute("DROP TABLE pgmirror.mirrors; DROP SCHEMA pgmirror RESTRICT").await?;
+    }
+    tx.commit().await
+}
+
+/// Reads a mirror's row, if any (none when `pgmirror.mirrors` does not exist).
 ///
 /// # Errors
 /// Query errors.
@@ -70,6 +109,11 @@ pub async fn load(
     client: &Client,
     name: &str,
 ) -> Result<Option<MirrorRecord>, tokio_postgres::Error> {
+    let exists: bool =
+        client.query_one("SELECT to_regclass('pgmirror.mirrors') IS NOT NULL", &[]).await?.get(0);
+    if !exists {
+        return Ok(None);
+    }
     let row = client
         .query_opt(
             "SELECT slot_name, publication_name, created_slot, created_publication, state, \

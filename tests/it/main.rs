@@ -16,6 +16,7 @@ mod lab;
 mod metrics;
 mod mirror;
 mod ops;
+mod safety;
 mod security;
 mod support;
 mod tail;

@@ -630,14 +630,20 @@ pub async fn refresh_sequences(
     sequences: &mut [SequenceDef],
 ) -> Result<(), Error> {
     for seq in sequences {
-        let q = seq.qualified_name();
-        let state = client
-            .query_one(&format!("SELECT last_value, is_called FROM {}", q.quoted()), &[])
-            .await
-            .db_context(|| format!("reading sequence {q} on the source"))?;
-        seq.last_value = state.get(0);
-        seq.is_called = state.get(1);
+        read_sequence(client, seq).await?;
     }
+    Ok(())
+}
+
+/// Reads `last_value`/`is_called` of one sequence on the source.
+pub(crate) async fn read_sequence(client: &Client, seq: &mut SequenceDef) -> Result<(), Error> {
+    let q = seq.qualified_name();
+    let state = client
+        .query_one(&format!("SELECT last_value, is_called FROM {}", q.quoted()), &[])
+        .await
+        .db_context(|| format!("reading sequence {q} on the source"))?;
+    seq.last_value = state.get(0);
+    seq.is_called = state.get(1);
     Ok(())
 }
 

@@ -109,7 +109,7 @@ pub enum Error {
     },
     /// The target table already holds rows before the initial copy.
     #[error(
-        "target table {table} is not empty; empty it first or enable the truncate option (--truncate)"
+        "target table {table} already holds rows, but the initial copy needs it empty; empty it on the target, or run `pgmirror mirror` with --truncate-target to have them deleted"
     )]
     TargetNotEmpty {
         /// Target table.

@@ -39,7 +39,9 @@ pub use schema::{
     TargetOptions, TargetTable, create_table_sql, ensure_target_table, ensure_targets_empty,
     target_is_empty,
 };
-pub use sequences::{apply_sequences, create_sequence_sql, sync_sequences};
+pub use sequences::{
+    SequenceFailure, SequenceReport, apply_sequences, create_sequence_sql, sync_sequences,
+};
 pub use verify::{
     ChunkDiff, ChunkHash, DiffKind, Key, KeyDiff, KeyRange, TableHash, chunk_hashes,
     compare_tables, diff_keys, table_hash,

@@ -1,0 +1,243 @@
+//! A mirror's set-up: what must exist on the primary and the target before streaming, and the
+//! undoing of it when set-up fails, so a failed start leaves nothing behind that it created.
+
+use anyhow::{Context, bail};
+use pgoutput_decoder::Lsn;
+use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction};
+use tablesync::{TableDef, TargetOptions, TargetTable};
+use tokio_postgres::Client;
+
+use super::MirrorOptions;
+use super::copy::{initial_copy, sync_sequences_once};
+use super::registry::{self, MirrorRecord, MirrorState};
+use crate::shutdown::Shutdown;
+
+/// Makes sure the publication, slot, target tables and (if needed) the initial copy are in
+/// place, and returns the mirror's record in state `streaming`.
+///
+/// A start that fails before its initial copy is committed removes what it created: the
+/// slot, the publication, the target tables it created, the mirror's row and the `pgmirror`
+/// schema when this start created it. A start stopped by Ctrl-C during the copy keeps its
+/// tables and its `copying` row (the next start empties them and copies again), and drops the
+/// slot so the primary keeps no WAL for a stopped mirror.
+pub(super) async fn prepare(
+    opts: &MirrorOptions,
+    shutdown: &Shutdown,
+) -> anyhow::Result<MirrorRecord> {
+    let mut target =
+        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    let schema_existed = registry::schema_exists(&target).await.context("reading the target")?;
+    let existing = registry::load(&target, &opts.name).await.context("reading pgmirror.mirrors")?;
+    if let Some(rec) = &existing
+        && rec.state == MirrorState::Streaming
+    {
+        return Ok(rec.clone());
+    }
+    let source =
+        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
+    let mut undo = Undo { schema_created: !schema_existed, ..Undo::default() };
+    let prepared = set_up(opts, shutdown, &mut target, &source, existing, &mut undo).await;
+    if prepared.is_err() {
+        if shutdown.is_triggered() {
+            if let Some(slot) = &undo.slot {
+                drop_slot(&opts.source, slot).await;
+            }
+            tracing::warn!(
+                "initial copy interrupted: the slot was dropped, so the primary keeps no WAL \
+                 for this mirror; the next `pgmirror mirror` empties the tables copied so far \
+                 and starts the copy over"
+            );
+        } else {
+            undo.run(opts, &mut target, &source).await;
+        }
+    }
+    prepared
+}
+
+/// What a failing set-up created so far, to remove again.
+#[derive(Debug, Default)]
+struct Undo {
+    /// The `pgmirror` schema did not exist before this start.
+    schema_created: bool,
+    /// This start wrote the mirror's row.
+    record: Option<String>,
+    /// This start created the slot.
+    slot: Option<String>,
+    /// This start created the publication.
+    publication: Option<String>,
+    /// Target tables this start created.
+    tables: Vec<TableDef>,
+}
+
+impl Undo {
+    /// Best effort: each step is logged when it fails, and the rest still runs.
+    async fn run(&self, opts: &MirrorOptions, target: &mut Client, source: &Client) {
+        if let Some(slot) = &self.slot {
+            drop_slot(&opts.source, slot).await;
+        }
+        if let Some(publication) = &self.publication
+            && let Err(e) = tablesync::drop_publication(source, publication).await
+        {
+            tracing::error!(error = %e, "could not drop publication {publication:?} that this start created; drop it by hand");
+        }
+        for table in &self.tables {
+            let sql = format!("DROP TABLE IF EXISTS {}", table.quoted());
+            if let Err(e) = target.batch_execute(&sql).await {
+                tracing::error!(error = %e, "could not drop target table {} that this start created", table.quoted());
+            }
+        }
+        if let Some(name) = &self.record
+            && let Err(e) = registry::delete(target, name).await
+        {
+            tracing::error!(error = %e, "could not delete the mirror's row in pgmirror.mirrors");
+        }
+        if self.schema_created
+            && let Err(e) = registry::drop_schema_if_unused(target).await
+        {
+            tracing::error!(error = %e, "could not drop the pgmirror schema that this start created");
+        }
+    }
+}
+
+async fn set_up(
+    opts: &MirrorOptions,
+    shutdown: &Shutdown,
+    target: &mut Client,
+    source: &Client,
+    existing: Option<MirrorRecord>,
+    undo: &mut Undo,
+) -> anyhow::Result<MirrorRecord> {
+    let slot = opts.slot_name();
+    let publication = opts.publication_name();
+    let tables = crate::setup::resolve_tables(source, &opts.tables).await?;
+    check_replica_identity(&tables)?;
+    if existing.is_none() {
+        // A first start: what creating the slot needs, checked before anything is created.
+        crate::setup::preflight(source, &slot).await?;
+    }
+    for table in &tables {
+        let made = tablesync::ensure_target_table(target, table, &TargetOptions::default()).await?;
+        if matches!(made, TargetTable::Created) {
+            undo.tables.push(table.clone());
+        }
+    }
+    registry::ensure_table(target).await.context("creating pgmirror.mirrors on the target")?;
+    let mut repl = ReplicationClient::connect(&opts.source)
+        .await
+        .context("replication connection to the source")?;
+    let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
+
+    // A previous start died during its initial copy: undo it and copy again.
+    let mut redo_copy = false;
+    if let Some(rec) = &existing {
+        redo_copy = true;
+        if rec.created_slot && crate::setup::slot_exists(&mut repl, &rec.slot).await? {
+            tracing::info!(slot = %rec.slot, "previous initial copy was interrupted; starting it over");
+            repl.drop_slot(&rec.slot, true).await.context("dropping the unfinished copy's slot")?;
+        }
+    }
+    if crate::setup::slot_exists(&mut repl, &slot).await? && opts.initial_copy {
+        bail!(
+            "slot {slot:?} already exists on the source but this target has no record of it; \
+             drop it (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy, or \
+             pass --no-initial-copy to stream from where it stands"
+        );
+    }
+    let created_publication = match existing.as_ref() {
+        Some(rec) => rec.created_publication,
+        None if opts.tables.publication.is_none() => {
+            let status = crate::setup::create_publication(source, &publication, &tables).await?;
+            let created = status == tablesync::PublicationStatus::Created;
+            if created {
+                undo.publication = Some(publication.clone());
+            }
+            created
+        }
+        None => false,
+    };
+
+    let mut record = MirrorRecord {
+        name: opts.name.clone(),
+        slot: slot.clone(),
+        publication,
+        created_slot: true,
+        created_publication,
+        state: MirrorState::Copying,
+        source_system_id: Some(system.system_id.to_string()),
+    };
+
+    if !opts.initial_copy {
+        let exists = crate::setup::slot_exists(&mut repl, &slot).await?;
+        record.created_slot = !exists;
+        registry::save(target, &record).await?;
+        undo.record = existing.is_none().then(|| opts.name.clone());
+        let point = if exists {
+            None
+        } else {
+            let opts =
+                CreateSlotOptions { snapshot: SnapshotAction::Nothing, ..Default::default() };
+            let created = repl.create_slot(&slot, opts).await.context("creating the slot")?;
+            undo.slot = Some(slot.clone());
+            Some(created.consistent_point)
+        };
+        registry::finish_copy(target, &opts.name, point.unwrap_or(Lsn::ZERO)).await?;
+        record.state = MirrorState::Streaming;
+        tracing::info!(slot = %slot, "slot ready; streaming without an initial copy");
+        return Ok(record);
+    }
+
+    // Record first, then create: a crash between the two leaves a row whose slot may not
+    // exist, which the next start handles; the opposite order could orphan a slot.
+    registry::save(target, &record).await.context("recording the mirror on the target")?;
+    undo.record = existing.is_none().then(|| opts.name.clone());
+    let created = repl
+        .create_slot(
+            &slot,
+            CreateSlotOptions { snapshot: SnapshotAction::Export, ..Default::default() },
+        )
+        .await
+        .context("creating the slot")?;
+    undo.slot = Some(slot.clone());
+    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created slot");
+    let Some(snapshot) = created.snapshot_name.clone() else {
+        bail!("the source did not export a snapshot for slot {slot:?}");
+    };
+
+    initial_copy(opts, &tables, &snapshot, redo_copy || opts.truncate_target, shutdown).await?;
+    // The snapshot can go now: the copy is committed on the target.
+    repl.close().await;
+    sync_sequences_once(opts, source, target, &tables).await;
+    registry::finish_copy(target, &opts.name, created.consistent_point)
+        .await
+        .context("storing the initial progress")?;
+    record.state = MirrorState::Streaming;
+    tracing::info!("initial copy done");
+    Ok(record)
+}
+
+/// Drops a slot that a set-up created, on a fresh replication connection (the set-up's own
+/// may be what failed).
+async fn drop_slot(source: &replication::ConnConfig, slot: &str) {
+    let dropped = async {
+        let mut repl = ReplicationClient::connect(source).await?;
+        repl.drop_slot(slot, true).await
+    };
+    if let Err(e) = dropped.await {
+        tracing::error!(slot = %slot, error = %e, "could not drop the slot; drop it by hand with SELECT pg_drop_replication_slot('{slot}')");
+    }
+}
+
+fn check_replica_identity(tables: &[TableDef]) -> anyhow::Result<()> {
+    for t in tables {
+        if !t.has_replica_identity() {
+            bail!(
+                "table {} has no primary key or replica identity, so its UPDATEs and DELETEs \
+                 cannot be replicated; fix: ALTER TABLE {} REPLICA IDENTITY FULL (or add a \
+                 primary key)",
+                t.quoted(),
+                t.quoted()
+            );
+        }
+    }
+    Ok(())
+}
