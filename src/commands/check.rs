@@ -15,6 +15,8 @@ use tablesync::{TableDef, TargetOptions, TargetTable, quote_ident};
 use tokio_postgres::Client;
 
 mod guard;
+mod row_filter;
+mod sequences;
 
 use crate::cli::TableSelection;
 use crate::commands::status::{display_name, human_bytes};
@@ -154,10 +156,16 @@ pub async fn run_check(opts: &CheckOptions) -> Report {
     let mut report = Report::default();
     let tables = check_source(opts, &mut report).await;
     check_replication_connection(&opts.source, &mut report).await;
+    let mut target_checked = false;
     if let Some(target) = &opts.target
         && guard::target_is_not_source(&opts.source, target, &mut report).await
     {
         check_target(target, tables.as_deref(), &mut report).await;
+        target_checked = true;
+    }
+    if let Some(tables) = &tables {
+        let target = opts.target.as_ref().filter(|_| target_checked);
+        sequences::check(&opts.source, target, tables, &mut report).await;
     }
     report
 }
@@ -221,6 +229,11 @@ async fn check_source(opts: &CheckOptions, report: &mut Report) -> Option<Vec<Ta
         report.fail("table privileges", pg_error_text(&e), "see the error above");
     }
     replica_identity_check(&tables, report);
+    if let Some(publication) = &selection.publication
+        && let Err(e) = row_filter::check(&client, publication, &tables, report).await
+    {
+        report.fail("row filters", pg_error_text(&e), "see the error above");
+    }
     Some(tables)
 }
 

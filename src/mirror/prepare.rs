@@ -36,9 +36,15 @@ pub(super) async fn prepare(
     let source =
         replication::connect_sql(&opts.source).await.context("connecting to the source")?;
     let mut undo = Undo { schema_created: !schema_existed, ..Undo::default() };
-    let prepared = set_up(opts, shutdown, &mut target, &source, existing, &mut undo).await;
+    let mut stop = shutdown.clone();
+    // Creating the slot waits for the primary's running transactions to end, which may take
+    // long: Ctrl-C must end any step.
+    let prepared = tokio::select! {
+        r = set_up(opts, shutdown, &mut target, &source, existing, &mut undo) => r,
+        () = stop.wait() => Err(anyhow::anyhow!("stopped during set-up")),
+    };
     if prepared.is_err() {
-        if shutdown.is_triggered() {
+        if shutdown.is_triggered() && undo.copy_started {
             if let Some(slot) = &undo.slot {
                 drop_slot(&opts.source, slot).await;
             }
@@ -49,6 +55,11 @@ pub(super) async fn prepare(
             );
         } else {
             undo.run(opts, &mut target, &source).await;
+            if shutdown.is_triggered() {
+                tracing::warn!(
+                    "set-up interrupted before the initial copy; removed what it had created"
+                );
+            }
         }
     }
     prepared
@@ -67,6 +78,8 @@ struct Undo {
     publication: Option<String>,
     /// Target tables this start created.
     tables: Vec<TableDef>,
+    /// The initial copy began: a stop keeps the tables and the `copying` row.
+    copy_started: bool,
 }
 
 impl Undo {
@@ -203,6 +216,7 @@ async fn set_up(
         bail!("the source did not export a snapshot for slot {slot:?}");
     };
 
+    undo.copy_started = true;
     initial_copy(opts, &tables, &snapshot, redo_copy || opts.truncate_target, shutdown).await?;
     // The snapshot can go now: the copy is committed on the target.
     repl.close().await;

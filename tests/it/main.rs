@@ -11,6 +11,7 @@ mod docker;
 mod errors;
 mod examples;
 mod faults;
+mod first_start;
 mod hostile;
 mod lab;
 mod metrics;

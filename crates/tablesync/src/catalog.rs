@@ -547,10 +547,11 @@ fn columns_of(rows: &[tokio_postgres::Row]) -> Vec<ColumnDef> {
 }
 
 /// Sequences owned by (serial, identity) or used in defaults (`nextval`) of the given
-/// tables, with their parameters and current `last_value`/`is_called`.
+/// tables, with their parameters. Their positions are not read (`last_value` is the start,
+/// `is_called` false): [`crate::sync_sequences`] or [`refresh_sequences`] reads them.
 ///
 /// # Errors
-/// [`Error::Db`] if the catalog or a sequence cannot be read.
+/// [`Error::Db`] if the catalog cannot be read.
 pub async fn table_sequences(
     client: &Client,
     tables: &[TableDef],
@@ -594,23 +595,21 @@ pub async fn table_sequences(
     for r in rows {
         let schema: String = r.get(1);
         let name: String = r.get(2);
-        let qualified = QualifiedName::new(schema.clone(), name.clone());
-        let state = client
-            .query_one(&format!("SELECT last_value, is_called FROM {}", qualified.quoted()), &[])
-            .await
-            .db_context(|| format!("reading sequence {qualified} on the source"))?;
+        let start: i64 = r.get(4);
         out.push(SequenceDef {
             schema,
             name,
             data_type: r.get(3),
-            start: r.get(4),
+            start,
             increment: r.get(5),
             min_value: r.get(6),
             max_value: r.get(7),
             cache: r.get(8),
             cycle: r.get(9),
-            last_value: state.get(0),
-            is_called: state.get(1),
+            // Not read here: a sequence this role may not read must not hide the others
+            // (`sync_sequences` reads and reports each on its own).
+            last_value: start,
+            is_called: false,
             used_by: Some((
                 QualifiedName::new(r.get::<_, String>(10), r.get::<_, String>(11)),
                 r.get(12),

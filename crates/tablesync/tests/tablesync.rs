@@ -132,8 +132,9 @@ async fn resolves_store_tables_in_dependency_order() {
     assert!(matches!(&err, Error::TableNotFound { table } if table.name == "nope"), "{err}");
     assert!(err.to_string().contains("\"public\".\"nope\""), "{err}");
 
-    let seqs = tablesync::table_sequences(&p.src, &tables).await.unwrap();
+    let mut seqs = tablesync::table_sequences(&p.src, &tables).await.unwrap();
     assert_eq!(seqs.len(), 3, "{seqs:?}");
+    tablesync::refresh_sequences(&p.src, &mut seqs).await.unwrap();
     for s in &seqs {
         assert!(s.identity);
         let (table, column) = s.used_by.clone().unwrap();
@@ -438,7 +439,7 @@ async fn sequences_are_synced_and_created() {
             ("tickets_ident_seq".to_owned(), true)
         ]
     );
-    let report = tablesync::apply_sequences(&p.dst, &seqs).await;
+    let report = tablesync::sync_sequences(&p.src, &p.dst, &seqs).await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(report.synced, 3);
     let state =
@@ -651,7 +652,7 @@ async fn awkward_identifiers_and_keyless_tables_work_end_to_end() {
 
     let seqs = tablesync::table_sequences(&p.src, &tables).await.unwrap();
     assert_eq!(seqs.len(), 1);
-    assert!(tablesync::apply_sequences(&p.dst, &seqs).await.failures.is_empty());
+    assert!(tablesync::sync_sequences(&p.src, &p.dst, &seqs).await.failures.is_empty());
     let last: i64 = p
         .dst
         .query_one(&format!("SELECT last_value FROM {}", seqs[0].qualified_name().quoted()), &[])
@@ -729,7 +730,7 @@ async fn copies_to_another_server() {
     .unwrap();
     assert_eq!(fingerprints(&dst).await, fingerprints(&exporter).await);
     let seqs = tablesync::table_sequences(&p.src, &tables).await.unwrap();
-    assert!(tablesync::apply_sequences(&dst, &seqs).await.failures.is_empty());
+    assert!(tablesync::sync_sequences(&p.src, &dst, &seqs).await.failures.is_empty());
     for t in &tables {
         assert!(tablesync::compare_tables(&p.src, &dst, t, 10).await.unwrap().is_empty());
     }
