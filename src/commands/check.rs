@@ -37,6 +37,10 @@ pub struct CheckArgs {
     /// Check these tables (`name` or `schema.name`, comma-separated).
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub tables: Option<Vec<String>>,
+    /// The mirror's name, as `pgmirror mirror --name` will be given: fixes then name its
+    /// publication (`pgmirror_<name>`).
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub name: String,
     /// Print a JSON array of `{check, ok, warning, detail, fix}` instead of text.
     #[arg(long)]
     pub json: bool,
@@ -51,6 +55,8 @@ pub struct CheckOptions {
     pub target: Option<ConnConfig>,
     /// The tables to mirror; without them the per-table checks are skipped.
     pub tables: Option<TableSelection>,
+    /// The mirror's name (its publication is `pgmirror_<name>` when pgmirror creates it).
+    pub name: String,
 }
 
 /// The outcome of one check.
@@ -142,7 +148,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let target = args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?;
     let tables = (args.publication.is_some() || args.tables.is_some())
         .then_some(TableSelection { publication: args.publication, tables: args.tables });
-    let report = run_check(&CheckOptions { source, target, tables }).await;
+    let report = run_check(&CheckOptions { source, target, tables, name: args.name }).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -225,7 +231,8 @@ async fn check_source(opts: &CheckOptions, report: &mut Report) -> Option<Vec<Ta
         }
     };
     report.pass("tables", format!("{} tables: {}", tables.len(), table_list(&tables)));
-    if let Err(e) = table_checks(&client, selection, &tables, &role, report).await {
+    let publication = format!("pgmirror_{}", opts.name);
+    if let Err(e) = table_checks(&client, selection, &tables, &role, &publication, report).await {
         report.fail("table privileges", pg_error_text(&e), "see the error above");
     }
     replica_identity_check(&tables, report);
@@ -395,6 +402,7 @@ async fn table_checks(
     selection: &TableSelection,
     tables: &[TableDef],
     role: &str,
+    publication: &str,
     report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
     let mut no_select = Vec::new();
@@ -429,19 +437,24 @@ async fn table_checks(
         return Ok(());
     }
     // CREATE PUBLICATION ... FOR TABLE needs CREATE on the database and owning every table.
-    let can_create: bool = client
-        .query_one("SELECT pg_catalog.has_database_privilege(current_database(), 'CREATE')", &[])
-        .await?
-        .get(0);
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.has_database_privilege(current_database(), 'CREATE'), \
+                    current_database()::text",
+            &[],
+        )
+        .await?;
+    let (can_create, database): (bool, String) = (row.get(0), row.get(1));
     let all = tables.iter().map(TableDef::quoted).collect::<Vec<_>>().join(", ");
-    let publication_sql = format!("CREATE PUBLICATION \"pgmirror_<name>\" FOR TABLE {all};");
+    let publication_sql =
+        format!("CREATE PUBLICATION {} FOR TABLE {all};", quote_ident(publication));
     if !not_owned.is_empty() {
         report.fail(
             "publication",
             format!("{role:?} does not own {}, so it cannot publish them", not_owned.join(", ")),
             format!(
-                "have the owner run {publication_sql} and give pgmirror --publication instead of \
-                 --tables"
+                "have the owner run {publication_sql} and give pgmirror --publication \
+                 {publication} instead of --tables"
             ),
         );
     } else if !can_create {
@@ -449,8 +462,9 @@ async fn table_checks(
             "publication",
             format!("{role:?} has no CREATE privilege on the database to create a publication"),
             format!(
-                "GRANT CREATE ON DATABASE <database> TO {}; or have the owner run \
-                 {publication_sql} and give --publication",
+                "GRANT CREATE ON DATABASE {} TO {}; or have the owner run {publication_sql} \
+                 and give --publication {publication}",
+                quote_ident(&database),
                 quote_ident(role)
             ),
         );
@@ -567,13 +581,25 @@ async fn check_target_writable(client: &mut Client, report: &mut Report) {
                 "25006" => "the target is read-only (a standby, or default_transaction_read_only \
                             = on); point --target at a writable server"
                     .to_owned(),
-                "42501" => "GRANT CREATE ON DATABASE <target database> TO <target user>; (for \
-                            the pgmirror schema) and GRANT TEMPORARY likewise"
-                    .to_owned(),
+                "42501" => {
+                    let (user, database) = who(client).await;
+                    format!(
+                        "GRANT CREATE, TEMPORARY ON DATABASE {database} TO {user}; (for the \
+                         pgmirror schema)"
+                    )
+                }
                 _ => "see the error above".to_owned(),
             };
             report.fail(CHECK, pg_error_text(&e), fix);
         }
+    }
+}
+
+/// The session's role and database, quoted, for the GRANTs of a fix.
+async fn who(client: &Client) -> (String, String) {
+    match client.query_one("SELECT current_user::text, current_database()::text", &[]).await {
+        Ok(row) => (quote_ident(row.get(0)), quote_ident(row.get(1))),
+        Err(_) => ("CURRENT_USER".to_owned(), "<target database>".to_owned()),
     }
 }
 
@@ -661,8 +687,9 @@ async fn check_target_tables(
             CHECK,
             format!("{detail}; cannot write into {}", no_write.join(", ")),
             format!(
-                "GRANT INSERT, UPDATE, DELETE, TRUNCATE ON {} TO <target user>;",
-                no_write.join(", ")
+                "GRANT INSERT, UPDATE, DELETE, TRUNCATE ON {} TO {};",
+                no_write.join(", "),
+                who(client).await.0
             ),
         );
     } else if !cannot_create.is_empty() {
@@ -670,8 +697,9 @@ async fn check_target_tables(
             CHECK,
             format!("{detail}; no CREATE privilege in schema {}", cannot_create.join(", ")),
             format!(
-                "GRANT CREATE ON SCHEMA {} TO <target user>; (or create the tables beforehand)",
-                cannot_create.join(", ")
+                "GRANT CREATE ON SCHEMA {} TO {}; (or create the tables beforehand)",
+                cannot_create.join(", "),
+                who(client).await.0
             ),
         );
     } else {

@@ -103,6 +103,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
         source: source.clone(),
         target: Some(target.clone()),
         tables: Some(selection.clone()),
+        name: "default".into(),
     })
     .await;
     print_indented(&report.render());

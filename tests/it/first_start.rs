@@ -211,6 +211,7 @@ async fn sequence_privileges_are_checked_and_every_failure_is_warned() {
         source: ConnConfig::parse(&source).unwrap(),
         target: Some(ConnConfig::parse(&cluster.url(&dst_db)).unwrap()),
         tables: Some(selection.clone()),
+        name: "default".into(),
     })
     .await;
     let seq = report.get("sequence privileges").expect("the check ran");
@@ -271,6 +272,7 @@ async fn check_fails_a_row_filter_outside_the_replica_identity() {
                     publication: Some(publication),
                     tables: None,
                 }),
+                name: "default".into(),
             })
             .await
         }

@@ -12,6 +12,7 @@ mod errors;
 mod examples;
 mod faults;
 mod first_start;
+mod flags;
 mod hostile;
 mod lab;
 mod metrics;

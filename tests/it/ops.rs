@@ -114,6 +114,7 @@ async fn check_names_each_failure_and_its_fix() {
             publication: None,
             tables: Some(vec!["keyed".into(), "nokey".into()]),
         }),
+        name: "default".into(),
     };
     let report = run_check(&opts).await;
     eprintln!("{}", report.render());
@@ -187,6 +188,7 @@ async fn check_passes_on_a_good_setup_and_creates_nothing() {
         source: config(&cluster.url(&src_db)),
         target: Some(config(&cluster.url(&dst_db))),
         tables: Some(store_tables()),
+        name: "default".into(),
     };
     let report = run_check(&opts).await;
     eprintln!("{}", report.render());
@@ -246,6 +248,7 @@ async fn check_warns_of_full_identity_tables_without_a_target_index() {
             publication: None,
             tables: Some(vec!["bag".into(), "ibag".into()]),
         }),
+        name: "default".into(),
     };
     let report = run_check(&opts).await;
     eprintln!("{}", report.render());
@@ -280,6 +283,7 @@ async fn check_warns_of_deferrable_unique_constraints_on_the_target() {
         source: config(&cluster.url(&src_db)),
         target: Some(config(&cluster.url(&dst_db))),
         tables: Some(TableSelection { publication: None, tables: Some(vec!["dk".into()]) }),
+        name: "default".into(),
     };
     let report = run_check(&opts).await;
     eprintln!("{}", report.render());

@@ -191,6 +191,7 @@ async fn another_database_of_the_same_server_is_mirrored() {
         source: opts.source.clone(),
         target: Some(opts.target.clone()),
         tables: Some(opts.tables.clone()),
+        name: "default".into(),
     })
     .await;
     assert!(report.get("target is not the source").is_some_and(|c| c.ok), "{}", report.render());
