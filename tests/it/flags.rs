@@ -173,10 +173,10 @@ fn the_readme_command_table_lists_every_flag() {
             if arg.is_hide_set() {
                 continue;
             }
-            if let Some(long) = arg.get_long() {
-                if !row.contains(&format!("--{long}")) {
-                    missing.push(format!("{name} --{long}"));
-                }
+            if let Some(long) = arg.get_long()
+                && !row.contains(&format!("--{long}"))
+            {
+                missing.push(format!("{name} --{long}"));
             }
         }
     }
