@@ -15,3 +15,4 @@ pub mod pump;
 pub mod retry;
 pub mod setup;
 pub mod shutdown;
+pub mod text;

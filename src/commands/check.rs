@@ -21,6 +21,7 @@ mod sequences;
 use crate::cli::TableSelection;
 use crate::commands::status::{display_name, human_bytes};
 use crate::conn;
+use crate::text::count;
 
 /// Arguments of `pgmirror check`.
 #[derive(Debug, Args)]
@@ -114,10 +115,12 @@ impl Report {
             }
         }
         let failed = self.failures().count();
+        let n = self.checks.len();
         if failed == 0 {
-            let _ = writeln!(out, "all {} checks passed", self.checks.len());
+            let _ = writeln!(out, "all {} passed", count(n, "check", "checks"));
         } else {
-            let _ = writeln!(out, "{failed} of {} checks failed", self.checks.len());
+            let checks = count(n, "check", "checks");
+            let _ = writeln!(out, "{failed} of {checks} failed");
         }
         out
     }
@@ -230,7 +233,8 @@ async fn check_source(opts: &CheckOptions, report: &mut Report) -> Option<Vec<Ta
             return None;
         }
     };
-    report.pass("tables", format!("{} tables: {}", tables.len(), table_list(&tables)));
+    let n = count(tables.len(), "table", "tables");
+    report.pass("tables", format!("{n}: {}", table_list(&tables)));
     let publication = format!("pgmirror_{}", opts.name);
     if let Err(e) = table_checks(&client, selection, &tables, &role, &publication, report).await {
         report.fail("table privileges", pg_error_text(&e), "see the error above");
@@ -373,7 +377,11 @@ async fn wal_retention_check(
     {
         Ok(r) => {
             let (bytes, files): (i64, i64) = (r.get(0), r.get(1));
-            format!("the WAL directory holds {} in {files} segment file(s)", human_bytes(bytes))
+            format!(
+                "the WAL directory holds {} in {}",
+                human_bytes(bytes),
+                count(files, "segment file", "segment files")
+            )
         }
         Err(_) => "WAL directory size not visible to this role (needs pg_monitor)".to_owned(),
     };
@@ -424,7 +432,12 @@ async fn table_checks(
         }
     }
     if no_select.is_empty() {
-        report.pass("select privilege", format!("{role:?} can read all {} tables", tables.len()));
+        let all = if tables.len() == 1 {
+            "the table".to_owned()
+        } else {
+            format!("all {} tables", tables.len())
+        };
+        report.pass("select privilege", format!("{role:?} can read {all}"));
     } else {
         report.fail(
             "select privilege",
@@ -433,7 +446,12 @@ async fn table_checks(
         );
     }
     if let Some(name) = &selection.publication {
-        report.pass("publication", format!("{name:?} publishes all {} tables", tables.len()));
+        let all = if tables.len() == 1 {
+            "the table".to_owned()
+        } else {
+            format!("all {} tables", tables.len())
+        };
+        report.pass("publication", format!("{name:?} publishes {all}"));
         return Ok(());
     }
     // CREATE PUBLICATION ... FOR TABLE needs CREATE on the database and owning every table.

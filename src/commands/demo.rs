@@ -44,14 +44,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Ctrl-C ends the lab (dropping the clusters); the mirror has its own stop flag so that
     // the lab can stop it cleanly as one of its steps.
     let mut shutdown = Shutdown::on_signals();
-    let lab = async {
-        tokio::select! {
-            r = lab(&args, Shutdown::manual()) => r,
-            () = shutdown.wait() => bail!("interrupted; the clusters are being removed"),
-        }
-    };
     let started = Instant::now();
-    let kept = lab.await?;
+    // Dropping the lab's future drops its clusters, which stops and removes them.
+    let finished = tokio::select! {
+        r = lab(&args, Shutdown::manual()) => Some(r),
+        () = shutdown.wait() => None,
+    };
+    let Some(kept) = finished.transpose()? else {
+        println!(
+            "\nInterrupted after {:.1} s; both clusters removed.",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
     if kept {
         println!(
             "\nDone in {:.1} s; the clusters are still running.",

@@ -2,7 +2,9 @@
 //!
 //! What pgmirror created is recorded on the target (`pgmirror.mirrors`): the slot and, when it
 //! made one, the publication. Those are dropped on the primary, then the mirror's row and
-//! progress row on the target. The mirrored tables and their rows stay. Anything pgmirror did
+//! progress row on the target, and the `pgmirror` schema once no mirror is left in it. The
+//! mirrored tables and their rows stay, and the report says what they hold (the mirrored
+//! rows, or an unfinished initial copy). Anything pgmirror did
 //! not create is kept unless `--force`. Without `--target` nothing records what pgmirror
 //! made, so only a slot whose name starts with `pgmirror_` is dropped (others need `--force`)
 //! and publications are left alone.
@@ -19,8 +21,9 @@ use replication::{ConnConfig, ReplicationClient};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::commands::status::resolve_mirror;
+use crate::commands::status::{display_name, resolve_mirror};
 use crate::conn;
+use crate::mirror::registry::{self, MirrorState};
 
 /// Arguments of `pgmirror drop`.
 #[derive(Debug, Args)]
@@ -219,6 +222,14 @@ pub async fn run_drop(opts: &DropOptions) -> anyhow::Result<DropReport> {
             }
         ),
     };
+    // Which tables the mirror wrote, for the report, while its publication still exists.
+    let tables = match &record {
+        Some(r) => tablesync::publication_tables(&source, &r.publication)
+            .await
+            .map(|t| t.iter().map(display_name).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
     let mut report = DropReport::default();
     match find_slot(&source, &slot).await? {
         None => report.push("slot", &slot, Outcome::Absent, "not on the source"),
@@ -286,16 +297,21 @@ pub async fn run_drop(opts: &DropOptions) -> anyhow::Result<DropReport> {
     }
 
     if let Some(target) = target.as_mut() {
-        drop_on_target(target, &mirror.name, record.is_some(), &mut report).await?;
+        let copying = record.as_ref().is_some_and(|r| r.state == MirrorState::Copying);
+        drop_on_target(target, &mirror.name, record.is_some(), copying, &tables, &mut report)
+            .await?;
     }
     Ok(report)
 }
 
-/// Deletes the mirror's row and progress row; the mirrored tables stay.
+/// Deletes the mirror's row and progress row, and the `pgmirror` schema when no other mirror
+/// uses it; the mirrored tables stay, and the report says what they hold.
 async fn drop_on_target(
     target: &mut Client,
     name: &str,
     has_record: bool,
+    copying: bool,
+    tables: &str,
     report: &mut DropReport,
 ) -> anyhow::Result<()> {
     let progress_table: bool = target
@@ -321,7 +337,22 @@ async fn drop_on_target(
     report.push("mirror row", name, outcome, if has_record { "" } else { "none recorded" });
     let outcome = if has_progress { Outcome::Removed } else { Outcome::Absent };
     report.push("progress row", name, outcome, "");
-    report.push("target tables", name, Outcome::Kept, "the mirrored rows stay on the target");
+    if registry::drop_schema_if_unused(target).await.context("dropping the pgmirror schema")? {
+        report.push("schema", "pgmirror", Outcome::Removed, "no other mirror uses it");
+    } else if registry::schema_exists(target).await.context("reading the target")? {
+        report.push("schema", "pgmirror", Outcome::Kept, "other mirrors (or other objects) use it");
+    }
+    let which =
+        if tables.is_empty() { "the mirrored tables".to_owned() } else { tables.to_owned() };
+    let reason = if copying {
+        format!(
+            "{which} hold an unfinished initial copy; empty or drop them before mirroring into \
+             them again (or start with --truncate-target)"
+        )
+    } else {
+        format!("{which} keep the mirrored rows; drop them yourself if they are not needed")
+    };
+    report.push("target tables", name, Outcome::Kept, reason);
     Ok(())
 }
 

@@ -29,6 +29,7 @@ use crate::cli::TableSelection;
 use crate::commands::status::{MirrorRef, resolve_mirror};
 use crate::conn;
 use crate::mirror::registry::{self, MirrorState};
+use crate::text::{agree, count};
 
 /// How many times differing ranges are compared again after waiting for the mirror.
 const RECHECKS: usize = 2;
@@ -163,14 +164,21 @@ impl VerifyReport {
             if t.matches {
                 let _ = writeln!(
                     out,
-                    "✔ {:<width$}  {} rows, {} chunks match",
-                    t.table, t.source_rows, t.chunks
+                    "✔ {:<width$}  {}, {} {}",
+                    t.table,
+                    count(t.source_rows, "row", "rows"),
+                    count(t.chunks, "chunk", "chunks"),
+                    agree(t.chunks, "matches", "match")
                 );
             } else {
                 let _ = writeln!(
                     out,
-                    "✘ {:<width$}  source {} rows, target {target}; {} of {} chunks differ",
-                    t.table, t.source_rows, t.differing_chunks, t.chunks
+                    "✘ {:<width$}  source {}, target {target}; {} of {} {}",
+                    t.table,
+                    count(t.source_rows, "row", "rows"),
+                    t.differing_chunks,
+                    count(t.chunks, "chunk", "chunks"),
+                    agree(t.differing_chunks, "differs", "differ")
                 );
                 for d in &t.diffs {
                     let _ = writeln!(out, "    {:<17}  {}", d.kind.replace('_', " "), d.key);
@@ -182,10 +190,14 @@ impl VerifyReport {
         }
         let _ = writeln!(out, "{}", self.note);
         let bad = self.tables.iter().filter(|t| !t.matches).count();
-        if bad == 0 {
-            let _ = writeln!(out, "all {} tables match", self.tables.len());
+        let n = self.tables.len();
+        if bad == 0 && n == 1 {
+            let _ = writeln!(out, "the table matches");
+        } else if bad == 0 {
+            let _ = writeln!(out, "all {n} tables match");
         } else {
-            let _ = writeln!(out, "{bad} of {} tables differ", self.tables.len());
+            let tables = count(n, "table", "tables");
+            let _ = writeln!(out, "{bad} of {tables} {}", agree(bad, "differs", "differ"));
         }
         out
     }
@@ -628,7 +640,7 @@ mod tests {
         };
         assert!(!report.all_match());
         let text = report.render();
-        assert!(text.contains("✔ public.a   3 rows, 1 chunks match"), "{text}");
+        assert!(text.contains("✔ public.a   3 rows, 1 chunk matches"), "{text}");
         assert!(
             text.contains("✘ public.bb  source 3 rows, target 3; 1 of 1 chunks differ"),
             "{text}"

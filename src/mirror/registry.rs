@@ -70,35 +70,61 @@ pub async fn schema_exists(client: &Client) -> Result<bool, tokio_postgres::Erro
     Ok(client.query_one("SELECT to_regnamespace('pgmirror') IS NOT NULL", &[]).await?.get(0))
 }
 
-/// Drops `pgmirror.mirrors` and the `pgmirror` schema when no mirror is recorded and nothing
-/// else lives there: what a failed first start on this target created. Another mirror's rows
-/// or tables keep both.
+/// Drops the `pgmirror` schema when no mirror is recorded in it and it holds nothing but
+/// pgmirror's own tables (`mirrors`, `progress`) without rows: what a failed first start
+/// created, or what is left once the last mirror is dropped. Returns whether it was dropped;
+/// another mirror's rows, or anything else in the schema, keep it.
 ///
 /// # Errors
 /// Query errors.
-pub async fn drop_schema_if_unused(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+pub async fn drop_schema_if_unused(client: &mut Client) -> Result<bool, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    let unused: bool = tx
+    let ours_only: bool = tx
         .query_one(
-            "SELECT to_regclass('pgmirror.mirrors') IS NOT NULL \
+            "SELECT to_regnamespace('pgmirror') IS NOT NULL \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
-                               WHERE c.relnamespace = 'pgmirror'::regnamespace \
-                                 AND c.oid <> 'pgmirror.mirrors'::regclass \
-                                 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f'))",
+                               WHERE c.relnamespace = to_regnamespace('pgmirror') \
+                                 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') \
+                                 AND c.relname NOT IN ('mirrors', 'progress'))",
             &[],
         )
         .await?
         .get(0);
-    if !unused {
-        return Ok(());
+    if !ours_only {
+        return Ok(false);
     }
+    let tables: Vec<String> = tx
+        .query(
+            "SELECT format('pgmirror.%I', relname) FROM pg_catalog.pg_class \
+             WHERE relnamespace = 'pgmirror'::regnamespace AND relkind = 'r' ORDER BY relname",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     // Locked, so a mirror starting meanwhile either recorded itself already or waits.
-    tx.batch_execute("LOCK TABLE pgmirror.mirrors IN ACCESS EXCLUSIVE MODE").await?;
-    let rows: i64 = tx.query_one("SELECT count(*) FROM pgmirror.mirrors", &[]).await?.get(0);
-    if rows == 0 {
-        tx.batch_execute("DROP TABLE pgmirror.mirrors; DROP SCHEMA pgmirror RESTRICT").await?;
+    for table in &tables {
+        tx.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")).await?;
+        let rows: i64 = tx.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await?.get(0);
+        if rows > 0 {
+            return Ok(false);
+        }
     }
-    tx.commit().await
+    // RESTRICT: a view or function of the user's over these tables keeps them.
+    let drop = format!("DROP TABLE {}; DROP SCHEMA pgmirror", tables.join(", "));
+    match tx.batch_execute(if tables.is_empty() { "DROP SCHEMA pgmirror" } else { &drop }).await {
+        Ok(()) => {}
+        Err(e)
+            if e.code()
+                == Some(&tokio_postgres::error::SqlState::DEPENDENT_OBJECTS_STILL_EXIST) =>
+        {
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Reads a mirror's row, if any (none when `pgmirror.mirrors` does not exist).

@@ -348,6 +348,19 @@ async fn ctrl_c_during_the_initial_copy_says_what_happens_next() {
         scalar(&src, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &slot).await,
         0
     );
+    // `drop` says what the tables hold: an unfinished copy, not a mirror.
+    let out = pgmirror(&[
+        "drop",
+        "--source",
+        &cluster.url(&src_db),
+        "--target",
+        &cluster.url(&dst_db),
+        "--name",
+        &name,
+    ])
+    .await;
+    assert_eq!(out.0, 0, "{}{}", out.1, out.2);
+    assert!(out.1.contains("hold an unfinished initial copy"), "{}", out.1);
 }
 
 fn sigint(child: &tokio::process::Child) {

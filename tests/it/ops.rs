@@ -469,16 +469,23 @@ async fn status_verify_and_drop_on_a_running_mirror() {
     assert_eq!(report.get("publication").unwrap().outcome, Outcome::Removed);
     assert_eq!(report.get("mirror row").unwrap().outcome, Outcome::Removed);
     assert_eq!(report.get("progress row").unwrap().outcome, Outcome::Removed);
-    assert_eq!(report.get("target tables").unwrap().outcome, Outcome::Kept);
-    assert_eq!(slots(&src, &opts.slot_name()).await, 0);
-    assert_eq!(publications(&src, &publication).await, 0);
-    let name = opts.name.as_str();
-    assert_eq!(
-        count(&dst, "SELECT count(*) FROM pgmirror.mirrors WHERE mirror_name = $1", name).await,
-        0
+    let kept = report.get("target tables").unwrap();
+    assert_eq!(kept.outcome, Outcome::Kept);
+    assert!(
+        kept.reason.contains("public.customers") && kept.reason.contains("keep the mirrored rows"),
+        "{kept:?}"
     );
     assert_eq!(
-        count(&dst, "SELECT count(*) FROM pgmirror.progress WHERE mirror_name = $1", name).await,
+        report.get("schema").map(|a| a.outcome),
+        Some(Outcome::Removed),
+        "{}",
+        report.render()
+    );
+    assert_eq!(slots(&src, &opts.slot_name()).await, 0);
+    assert_eq!(publications(&src, &publication).await, 0);
+    // The mirror was the target's only one: pgmirror's schema, its rows included, is gone.
+    assert_eq!(
+        count(&dst, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", "pgmirror").await,
         0
     );
     let rows: i64 = dst.query_one("SELECT count(*) FROM customers", &[]).await.unwrap().get(0);

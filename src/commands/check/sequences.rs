@@ -7,6 +7,7 @@ use tablesync::{SequenceDef, TableDef, quote_ident};
 use tokio_postgres::Client;
 
 use super::{Report, pg_error_text};
+use crate::text::count;
 
 const CHECK: &str = "sequence privileges";
 
@@ -83,7 +84,7 @@ async fn run(
         } else {
             "read on the source"
         };
-        report.pass(CHECK, format!("{n} sequence{} can be {sides}", if n == 1 { "" } else { "s" }));
+        report.pass(CHECK, format!("{} can be {sides}", count(n, "sequence", "sequences")));
     } else {
         report.fail(
             CHECK,
