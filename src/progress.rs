@@ -17,22 +17,47 @@ pub struct CopyProgress {
 /// Log a line per table at most every this many bytes when there is no terminal.
 const LOG_EVERY_BYTES: u64 = 64 << 20;
 
+/// The one set of bars on stderr: every bar joins it, so that log lines can be printed
+/// above the bars ([`suspend`]) instead of through them.
+fn all_bars() -> &'static MultiProgress {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
+
+/// Runs `f` (which writes to stderr) with the bars hidden, and draws them again after.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    all_bars().suspend(f)
+}
+
+/// A bar style that fits an 80-column terminal: a line longer than the terminal wraps, and
+/// a wrapped bar is never erased when it is redrawn. `{wide_bar}` takes what is left.
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// A table being copied: at most 20 + 1 + 11 + 6 + 10 columns besides the bar.
+fn copy_style() -> ProgressStyle {
+    style("{prefix:20!} {wide_bar} {human_pos:>11} rows {msg:10!}")
+}
+
+/// The backlog being applied.
+fn catch_up_style() -> ProgressStyle {
+    style("catching up {wide_bar} {binary_bytes:>10}/{binary_total_bytes:10} eta {eta:4}")
+}
+
 impl CopyProgress {
     /// Bars for `tables` when `bars` is set (the output is a terminal), else log lines.
     pub fn new(tables: &[TableDef], bars: bool) -> Self {
         let bars = bars.then(|| {
-            let multi = MultiProgress::new();
-            let style = ProgressStyle::with_template(
-                "{prefix:>28} {bar:30} {human_pos:>10} rows {msg} {elapsed_precise}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let multi = all_bars().clone();
+            let style = copy_style();
             let map = tables
                 .iter()
                 .map(|t| {
                     let total = t.estimated_rows.unwrap_or(0).max(1);
                     let bar = multi.add(ProgressBar::new(total));
                     bar.set_style(style.clone());
-                    bar.set_prefix(t.qualified_name().to_string());
+                    bar.set_prefix(crate::commands::status::display_name(t));
                     bar.enable_steady_tick(Duration::from_millis(200));
                     (t.qualified_name().to_string(), bar)
                 })
@@ -70,11 +95,7 @@ impl CopyProgress {
                     if let Some(bar) = bars.get(&name) {
                         bar.set_length(report.rows.max(1));
                         bar.set_position(report.rows);
-                        bar.finish_with_message(format!(
-                            "{:.1} MB, {:.0} rows/s",
-                            mb(report.bytes),
-                            report.rows as f64 / secs
-                        ));
+                        bar.finish_with_message(format!("{:.1} MB", mb(report.bytes)));
                     }
                 } else {
                     tracing::info!(
@@ -121,14 +142,8 @@ impl CatchUp {
     /// Starts tracking a backlog that ends at `target`; shows a bar when stderr is a terminal.
     pub fn new(target: pgoutput_decoder::Lsn) -> Self {
         let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "catching up {bar:30} {binary_bytes}/{binary_total_bytes} of WAL \
-                     {binary_bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
+            let bar = all_bars().add(ProgressBar::new(0));
+            bar.set_style(catch_up_style());
             bar
         });
         CatchUp { start: None, target: target.0, bar, done: false }
@@ -168,7 +183,33 @@ impl CatchUp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use indicatif::{InMemoryTerm, ProgressDrawTarget};
     use pgoutput_decoder::Lsn;
+
+    /// The rows an 80-column terminal shows after drawing one bar of `style`.
+    fn drawn(style: ProgressStyle, prefix: &str, msg: &str) -> Vec<String> {
+        let term = InMemoryTerm::new(10, 80);
+        let target = ProgressDrawTarget::term_like(Box::new(term.clone()));
+        let bar = ProgressBar::with_draw_target(Some(3_000_000_000), target);
+        bar.set_style(style);
+        bar.set_prefix(prefix.to_owned());
+        bar.set_message(msg.to_owned());
+        bar.set_position(1_234_567_890);
+        bar.tick();
+        term.contents().lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
+    }
+
+    /// A bar wider than the terminal wraps, and indicatif never erases the wrapped part:
+    /// every redraw left a stale line behind.
+    #[test]
+    fn bars_fit_80_columns() {
+        let long = "some_schema.a_table_with_a_rather_long_name";
+        let rows = drawn(copy_style(), long, "123456.7 MB");
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        assert!(rows[0].starts_with("some_schema.a_table_"), "{rows:#?}");
+        assert!(rows[0].contains("1,234,567,890 rows"), "{rows:#?}");
+        assert_eq!(drawn(catch_up_style(), "", "").len(), 1);
+    }
 
     /// A quiet stream is not caught up before the position the primary had at the start (a
     /// walsender decoding a large transaction sends nothing for seconds).
