@@ -19,6 +19,7 @@ mod metrics;
 mod mirror;
 mod ops;
 mod safety;
+mod schema;
 mod security;
 mod support;
 mod tail;

@@ -83,7 +83,7 @@ async fn run(rows: i64) {
                 parallelism: *parallelism,
                 format: *format,
                 truncate_target: true,
-                replica_role: false,
+                replica_role: true,
                 split_bytes: *split_bytes,
                 ..CopyOptions::default()
             };

@@ -107,7 +107,9 @@ pub struct CopyOptions {
     /// COPY format.
     pub format: CopyFormat,
     /// Run the target sessions with `session_replication_role = replica` so user triggers
-    /// do not fire (needs superuser).
+    /// and foreign keys do not fire (needs superuser). Without it the target checks its
+    /// foreign keys as rows arrive, so tables are copied one at a time in the order given
+    /// (parents first, as [`crate::resolve_tables`] orders them), whatever `parallelism` says.
     pub replica_role: bool,
     /// Split tables larger than this (estimated bytes) into block ranges copied by several
     /// connections at once. Such a table is emptied (or checked empty) first and its
@@ -222,14 +224,19 @@ where
     T: Connector,
 {
     let started = Instant::now();
-    let units = plan_units(tables, options.split_bytes);
+    let units = if options.replica_role {
+        plan_units(tables, options.split_bytes)
+    } else {
+        (0..tables.len()).map(|table| Unit { table, blocks: None }).collect()
+    };
     let states: Vec<TableState> = (0..tables.len())
         .map(|i| TableState::new(units.iter().filter(|u| u.table == i).count()))
         .collect();
     if units.iter().any(|u| u.blocks.is_some()) {
         prepare_split_tables(target, tables, &units, options).await?;
     }
-    let workers = options.parallelism.max(1).min(units.len().max(1));
+    let parallelism = if options.replica_role { options.parallelism.max(1) } else { 1 };
+    let workers = parallelism.min(units.len().max(1));
     let shared = Shared {
         next: AtomicUsize::new(0),
         imported: AtomicUsize::new(0),

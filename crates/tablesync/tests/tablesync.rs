@@ -327,7 +327,7 @@ async fn copy_under_snapshot_ignores_later_writes() {
         };
         events.lock().unwrap().push(line);
     };
-    let options = CopyOptions { parallelism: 3, ..CopyOptions::default() };
+    let options = CopyOptions { parallelism: 3, replica_role: true, ..CopyOptions::default() };
     let report =
         tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &options, &progress)
             .await
@@ -857,7 +857,8 @@ async fn large_tables_are_split_into_block_ranges() {
         _ => {}
     };
     let split_bytes = Some(tables[0].estimated_bytes / 5);
-    let options = CopyOptions { parallelism: 3, split_bytes, ..CopyOptions::default() };
+    let options =
+        CopyOptions { parallelism: 3, split_bytes, replica_role: true, ..CopyOptions::default() };
     let report =
         tablesync::copy_tables(&p.source(), &p.target(), &snap, &tables, &options, &progress)
             .await
