@@ -65,6 +65,9 @@ pub async fn pump<T: Target>(
         // What the target already holds is durable: lets the stream acknowledge keepalives.
         stream.confirm(start);
     }
+    // Transactions received before a reconnect and sent again stop counting as waiting.
+    metrics.positions(stream.received_lsn(), stream.confirmed_lsn());
+    let _streaming = metrics.streaming();
     let mut pending = false;
     // The stream has been silent for `IDLE_AFTER` or longer.
     let mut quiet = true;
