@@ -182,6 +182,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
         target: Some(target.clone()),
         name: Some("demo".into()),
         slot: None,
+        max_lag: None,
     })
     .await?;
     print_indented(&status.render());

@@ -121,7 +121,12 @@ impl Collector for MirrorCollector {
             "Reconnects after transient faults.",
             load(&m.reconnects),
         )?;
-        counter(&mut e, "pgmirror_errors_total", "Errors met (transient or not).", load(&m.errors))?;
+        counter(
+            &mut e,
+            "pgmirror_errors_total",
+            "Errors met (transient or not).",
+            load(&m.errors),
+        )?;
         counter(
             &mut e,
             "pgmirror_initial_copy_rows_total",
@@ -205,7 +210,11 @@ impl Collector for ProcessCollector {
         let gauges = [
             ("process_open_fds", "Number of open file descriptors.", p.open_fds),
             ("process_max_fds", "Maximum number of open file descriptors.", p.max_fds),
-            ("process_virtual_memory_bytes", "Virtual memory size in bytes.", p.virtual_memory_bytes),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                p.virtual_memory_bytes,
+            ),
             (
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes.",

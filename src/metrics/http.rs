@@ -70,6 +70,18 @@ impl fmt::Display for ListenAddr {
 }
 
 impl ListenAddr {
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether it listens on every interface (`:PORT`, `0.0.0.0:PORT`, `[::]:PORT`).
+    pub fn is_every_interface(&self) -> bool {
+        self.host
+            .as_deref()
+            .is_none_or(|h| h.parse().is_ok_and(|ip: std::net::IpAddr| ip.is_unspecified()))
+    }
+
     /// The socket addresses to bind: every address the host name resolves to.
     async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
         match &self.host {
@@ -176,7 +188,11 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 }
 
 /// The answer to one request.
-fn respond(req: &Request<Incoming>, registry: &Registry, metrics: &Metrics) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<Incoming>,
+    registry: &Registry,
+    metrics: &Metrics,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path != "/metrics" && path != "/healthz" {
         return text(StatusCode::NOT_FOUND, "not found: try /metrics or /healthz\n".into());
@@ -217,6 +233,8 @@ mod tests {
         assert_eq!(ok("[::1]:9187"), ListenAddr { host: Some("::1".into()), port: 9187 });
         assert_eq!(ok("[::1]:9187").to_string(), "[::1]:9187");
         assert_eq!(ok(":9187").to_string(), ":9187");
+        assert!(ok(":9187").is_every_interface() && ok("0.0.0.0:1").is_every_interface());
+        assert!(!ok("localhost:1").is_every_interface() && !ok("127.0.0.1:1").is_every_interface());
         for bad in ["9187", "localhost", "localhost:", "::1:9187", "host:99999", "a b:1", ""] {
             let err = bad.parse::<ListenAddr>().expect_err(bad).to_string();
             assert!(err.contains("HOST:PORT") && err.contains(":9187"), "{err}");

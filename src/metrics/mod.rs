@@ -107,7 +107,8 @@ impl Metrics {
     /// The highest WAL position received and the position confirmed to the primary.
     pub fn positions(&self, received: Lsn, confirmed: Lsn) {
         self.received_lsn.fetch_max(received.0, Ordering::Relaxed);
-        let confirmed = self.confirmed_lsn.fetch_max(confirmed.0, Ordering::Relaxed).max(confirmed.0);
+        let confirmed =
+            self.confirmed_lsn.fetch_max(confirmed.0, Ordering::Relaxed).max(confirmed.0);
         if let Ok(mut pending) = self.pending.lock() {
             pending.confirmed(confirmed);
         }

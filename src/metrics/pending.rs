@@ -42,10 +42,7 @@ impl Pending {
         let full = self.entries.len() >= MAX_ENTRIES;
         match self.entries.back_mut() {
             Some(last) if commit_lsn <= last.commit_lsn => {}
-            Some(last)
-                if commit_time <= last.oldest.saturating_add(RESOLUTION_MICROS)
-                    || full =>
-            {
+            Some(last) if commit_time <= last.oldest.saturating_add(RESOLUTION_MICROS) || full => {
                 last.commit_lsn = commit_lsn;
                 last.oldest = last.oldest.min(commit_time);
                 last.newest = last.newest.max(commit_time);
@@ -66,7 +63,8 @@ impl Pending {
                 break;
             }
             self.entries.pop_front();
-            self.last_applied = Some(self.last_applied.map_or(first.newest, |t| t.max(first.newest)));
+            self.last_applied =
+                Some(self.last_applied.map_or(first.newest, |t| t.max(first.newest)));
         }
     }
 

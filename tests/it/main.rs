@@ -17,5 +17,6 @@ mod metrics;
 mod mirror;
 mod ops;
 mod security;
+mod status;
 mod support;
 mod tail;
