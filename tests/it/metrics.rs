@@ -225,3 +225,70 @@ fn a_malformed_metrics_address_is_refused_in_one_line() {
     let line = stderr.lines().next().unwrap_or_default();
     assert!(line.contains("--metrics-addr") && line.contains("HOST:PORT or :PORT"), "{stderr}");
 }
+
+/// User and system CPU time of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at state; utime and stime
+    // are fields 14 and 15.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The endpoint alone, for [`out_of_file_descriptors_the_endpoint_waits_instead_of_spinning`],
+/// which runs this test binary with a low descriptor limit: it serves on the port in
+/// `ENDPOINT_ONLY_PORT` for a minute. Without that variable it does nothing.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "run by out_of_file_descriptors_the_endpoint_waits_instead_of_spinning"]
+async fn endpoint_only() {
+    let Some(port) = std::env::var("ENDPOINT_ONLY_PORT").ok() else { return };
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _server = pgmirror::metrics::serve(&addr, pgmirror::metrics::Metrics::new()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+/// Out of file descriptors, `accept` fails until a connection closes: the endpoint waits
+/// instead of retrying at once in a loop, and serves again once descriptors are free.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_endpoint_waits_instead_of_spinning() {
+    let port = free_port();
+    let test_binary = std::env::current_exe().unwrap();
+    let command = format!(
+        "ulimit -n 40 && exec {} --exact metrics::endpoint_only --ignored --test-threads 1",
+        test_binary.display()
+    );
+    let child = Command::new("sh")
+        .args(["-c", &command])
+        .env("ENDPOINT_ONLY_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Mirror(child);
+    let pid = child.0.id();
+    wait_for(Duration::from_secs(30), "the endpoint", || {
+        let up = request(port, "GET", "/healthz").is_some();
+        async move { up }
+    })
+    .await;
+    // Connections that send nothing hold a descriptor each until the server gives up on them.
+    let held: Vec<TcpStream> =
+        (0..60).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = cpu_ticks(pid) - before;
+    // A loop retrying `accept` at once burns a core: about 200 ticks in these 2 s.
+    assert!(spent < 30, "{spent} clock ticks of CPU in 2 s while out of descriptors");
+    drop(held);
+    let mut text = String::new();
+    wait_for(Duration::from_secs(30), "the endpoint to serve again", || {
+        text = scrape(port).unwrap_or_default();
+        let ok = text.starts_with("HTTP/1.1 200 ");
+        async move { ok }
+    })
+    .await;
+    assert!(text.contains("pgmirror_build_info"), "{text}");
+}
