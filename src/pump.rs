@@ -65,6 +65,9 @@ pub async fn pump<T: Target>(
         // What the target already holds is durable: lets the stream acknowledge keepalives.
         stream.confirm(start);
     }
+    // Transactions received before a reconnect and sent again stop counting as waiting.
+    report_positions(metrics, &stream);
+    let _streaming = metrics.streaming();
     let mut pending = false;
     // The stream has been silent for `IDLE_AFTER` or longer.
     let mut quiet = true;
@@ -86,7 +89,7 @@ pub async fn pump<T: Target>(
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            metrics.positions(stream.received_lsn(), stream.confirmed_lsn());
+            report_positions(metrics, &stream);
             stream.shutdown().await?;
             return Ok(PumpEnd::Stopped);
         }
@@ -147,7 +150,7 @@ async fn flush_idle<T: Target>(
     if let Some(lsn) = applier.idle().await? {
         stream.confirm(lsn);
     }
-    metrics.positions(stream.received_lsn(), stream.confirmed_lsn());
+    report_positions(metrics, stream);
     catch_up.update(stream.received_lsn(), stream.confirmed_lsn());
     *pending = applier.next_deadline().is_some();
     if !*pending && applier.is_quiescent() {
@@ -170,8 +173,15 @@ async fn on_event<T: Target>(
     metrics.observe(&event.message);
     if let Some(lsn) = applier.handle(event.message).await? {
         stream.confirm(lsn);
-        metrics.positions(stream.received_lsn(), lsn);
+        report_positions(metrics, stream);
         catch_up.update(stream.received_lsn(), lsn);
     }
     Ok(())
+}
+
+/// The positions received and confirmed to the primary: what the applier made durable, or
+/// further (the WAL of other tables and databases) once the stream is idle and says so.
+fn report_positions(metrics: &Metrics, stream: &LogicalReplicationStream) {
+    let confirmed = stream.confirmed_lsn().max(stream.flushed_lsn());
+    metrics.positions(stream.received_lsn(), confirmed);
 }

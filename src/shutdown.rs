@@ -16,13 +16,26 @@ impl Shutdown {
         Shutdown { tx, rx }
     }
 
-    /// A flag that SIGINT and SIGTERM set (a background task listens for them).
+    /// A flag that SIGINT and SIGTERM set (a background task listens for them), for commands
+    /// that apply or print transactions: a stop lets the current one finish, and says so.
     pub fn on_signals() -> Self {
+        Self::listen(Some("stop requested: finishing the current transaction"))
+    }
+
+    /// Like [`on_signals`](Self::on_signals), for commands that only look (`status --watch`):
+    /// there is no transaction to finish, so a stop logs nothing.
+    pub fn on_signals_quietly() -> Self {
+        Self::listen(None)
+    }
+
+    fn listen(message: Option<&'static str>) -> Self {
         let shutdown = Self::manual();
         let trigger = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("stop requested: finishing the current transaction");
+            if let Some(message) = message {
+                tracing::info!("{message}");
+            }
             trigger.trigger();
         });
         shutdown

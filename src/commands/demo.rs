@@ -43,7 +43,7 @@ const DB: &str = "store";
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Ctrl-C ends the lab (dropping the clusters); the mirror has its own stop flag so that
     // the lab can stop it cleanly as one of its steps.
-    let mut shutdown = Shutdown::on_signals();
+    let mut shutdown = Shutdown::on_signals_quietly();
     let started = Instant::now();
     // Dropping the lab's future drops its clusters, which stops and removes them.
     let finished = tokio::select! {
@@ -188,6 +188,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
         target: Some(target.clone()),
         name: Some("demo".into()),
         slot: None,
+        max_lag: None,
     })
     .await?;
     print_indented(&status.render());

@@ -46,9 +46,10 @@ pub struct MirrorArgs {
     /// Ask the primary for text values instead of binary ones (for exotic types).
     #[arg(long)]
     pub text: bool,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
+    /// Serve Prometheus metrics on /metrics and a health check on /healthz at this address:
+    /// `HOST:PORT` (127.0.0.1:9187, localhost:9187) or `:PORT` for every IPv4 interface.
     #[arg(long, value_name = "ADDR")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub metrics_addr: Option<crate::metrics::ListenAddr>,
 }
 
 /// Runs `pgmirror mirror` until Ctrl-C, SIGTERM or a fault that retrying cannot fix.
@@ -66,7 +67,7 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     opts.copy_parallelism = args.copy_jobs;
     opts.binary = !args.text;
     opts.progress_bars = std::io::stderr().is_terminal();
-    let _server = match args.metrics_addr {
+    let _server = match &args.metrics_addr {
         Some(addr) => Some(
             crate::metrics::serve(addr, opts.metrics.clone())
                 .await

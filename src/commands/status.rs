@@ -2,10 +2,13 @@
 //!
 //! It reads what the primary shows in `pg_replication_slots` and `pg_stat_replication` (as a
 //! physical replica's `pg_stat_wal_receiver` would show on the standby), and the target's
-//! `pgmirror.mirrors` and `pgmirror.progress`. Read-only on both servers.
+//! `pgmirror.mirrors` and `pgmirror.progress`. Read-only on both servers. It exits non-zero
+//! when the mirror is unhealthy (see [`health::problems`]), so it serves as a health check.
+
+mod health;
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{IsTerminal, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -20,6 +23,8 @@ use tokio_postgres::error::SqlState;
 use crate::conn;
 use crate::mirror::registry::{self, MirrorRecord, MirrorState};
 use crate::shutdown::Shutdown;
+
+pub use health::{BadMaxLag, MaxLag, problems};
 
 /// Arguments of `pgmirror status`.
 #[derive(Debug, Args)]
@@ -36,12 +41,17 @@ pub struct StatusArgs {
     /// The mirror to show (default: the only one recorded on the target, else `default`).
     #[arg(long, value_name = "MIRROR")]
     pub name: Option<String>,
-    /// Print one JSON object instead of text.
+    /// Print one JSON object instead of text (with --watch, one per line).
     #[arg(long)]
     pub json: bool,
-    /// Refresh in place every N seconds until Ctrl-C.
+    /// Show the status again every N seconds until Ctrl-C: in place on a terminal, else one
+    /// report (or JSON line) after another. Always exits 0.
     #[arg(long, value_name = "SECONDS")]
     pub watch: Option<u64>,
+    /// Unhealthy (exit 1) when the lag is over this: a duration (`30s`, `5m`), compared with
+    /// PostgreSQL's `replay_lag`, or WAL bytes (`64MB`, `1GB`).
+    #[arg(long, value_name = "LAG")]
+    pub max_lag: Option<MaxLag>,
 }
 
 /// Which mirror an operator command is about, as far as it can be found out.
@@ -152,10 +162,13 @@ pub struct SlotStatus {
     pub active_pid: Option<i32>,
     /// The consumer's `application_name` (from `pg_stat_replication`).
     pub application_name: Option<String>,
-    /// The consumer's address; `None` over a Unix socket.
+    /// The consumer's address; `None` over a Unix socket, or when hidden from this role.
     pub client_addr: Option<String>,
-    /// The walsender's state (`streaming`, `catchup`, ...).
+    /// The walsender's state (`streaming`, `catchup`, ...); `None` when hidden from this role.
     pub state: Option<String>,
+    /// This role may see the consumer's address, state and lag: PostgreSQL shows them only to
+    /// superusers and members of `pg_read_all_stats`.
+    pub details_visible: bool,
     /// Everything before it is applied and confirmed by the consumer.
     pub confirmed_flush_lsn: Option<String>,
     /// The oldest WAL the slot keeps.
@@ -179,6 +192,9 @@ pub struct TargetProgress {
     pub commit_lsn: Option<String>,
     /// Its commit time on the primary (RFC 3339).
     pub commit_time: Option<String>,
+    /// Seconds since that commit time. Not the lag: on an idle primary it grows although
+    /// nothing waits to be applied.
+    pub commit_age_seconds: Option<f64>,
     /// When the row was last written (RFC 3339).
     pub updated_at: String,
 }
@@ -188,10 +204,12 @@ pub struct TargetProgress {
 pub struct TableCounts {
     /// `schema.table`.
     pub table: String,
-    /// Rows on the primary.
+    /// Rows on the primary; with a row filter, the rows it lets through.
     pub source_rows: i64,
     /// Rows on the target; `None` when the table is missing there or no target was given.
     pub target_rows: Option<i64>,
+    /// The publication's row filter (PostgreSQL 15+): only rows matching it are mirrored.
+    pub row_filter: Option<String>,
 }
 
 /// Everything `pgmirror status` shows.
@@ -211,13 +229,19 @@ pub struct Status {
     pub slot_status: Option<SlotStatus>,
     /// Bytes of WAL the mirror has not confirmed: current LSN minus `confirmed_flush_lsn`.
     pub lag_bytes: Option<i64>,
-    /// Seconds since the commit time of the last applied transaction (on an idle primary this
-    /// grows although nothing is pending: read it with `lag_bytes`).
+    /// PostgreSQL's `replay_lag` for the slot's consumer: how long ago the primary sent the
+    /// oldest change pgmirror has not yet confirmed applied; 0 once everything sent is applied.
+    /// `None` without a consumer, or when hidden from this role.
     pub lag_seconds: Option<f64>,
     /// The target's stored progress; `None` without a target or a progress row.
     pub target: Option<TargetProgress>,
     /// Per-table row counts.
     pub tables: Vec<TableCounts>,
+    /// No problem below: the exit status is 0.
+    pub healthy: bool,
+    /// What makes the mirror unhealthy (slot missing, invalidated or inactive; lag over
+    /// `--max-lag`).
+    pub problems: Vec<String>,
     /// Things that could not be shown, and why.
     pub notes: Vec<String>,
 }
@@ -233,9 +257,12 @@ pub struct StatusOptions {
     pub name: Option<String>,
     /// `--slot`.
     pub slot: Option<String>,
+    /// `--max-lag`.
+    pub max_lag: Option<MaxLag>,
 }
 
-/// Runs `pgmirror status`, once or (with `--watch`) until Ctrl-C.
+/// Runs `pgmirror status`, once or (with `--watch`) until Ctrl-C. Once, it exits 1 when the
+/// mirror is unhealthy.
 ///
 /// # Errors
 /// Connection and query errors (with `--watch` they are shown and retried instead).
@@ -245,23 +272,40 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         target: args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?,
         name: args.name,
         slot: args.slot,
+        max_lag: args.max_lag,
     };
     let Some(every) = args.watch else {
         let status = collect_status(&opts).await?;
         print_status(&status, args.json)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if status.healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     };
     let every = Duration::from_secs(every.max(1));
-    let mut shutdown = Shutdown::on_signals();
+    // Refreshing in place is for a person at a terminal; a pipe or a file gets one report (or
+    // one JSON line) after another, with nothing else.
+    let in_place = std::io::stdout().is_terminal();
+    // Nothing is applied here, so a stop has no transaction to finish and nothing to say.
+    let mut shutdown = Shutdown::on_signals_quietly();
     loop {
-        let shown = collect_status(&opts).await;
-        // Cursor home and clear screen, so the view refreshes in place.
-        print!("\x1b[H\x1b[2J");
+        let shown = tokio::select! {
+            shown = collect_status(&opts) => shown,
+            () = shutdown.wait() => return Ok(ExitCode::SUCCESS),
+        };
+        if in_place {
+            // Cursor home and clear screen.
+            print!("\x1b[H\x1b[2J");
+        }
         match shown {
             Ok(status) => print_status(&status, args.json)?,
+            Err(e) if args.json => {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            }
             Err(e) => println!("error: {e:#} (retrying)"),
         }
-        println!("every {}s; Ctrl-C to stop", every.as_secs());
+        if in_place {
+            println!("every {}s; Ctrl-C to stop", every.as_secs());
+        } else if !args.json {
+            println!();
+        }
         std::io::stdout().flush()?;
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -306,14 +350,20 @@ pub async fn collect_status(opts: &StatusOptions) -> anyhow::Result<Status> {
         .await
         .context("reading the source's WAL position")?
         .get(0);
-    let (slot_status, lag_bytes) = slot_status(&source, &mirror.slot).await?;
-    if slot_status.is_none() {
-        notes.push(format!("slot {:?} does not exist on the source", mirror.slot));
+    let SlotRow { slot: slot_status, lag_bytes, lag_seconds, role } =
+        slot_status(&source, &mirror.slot).await?;
+    if slot_status.as_ref().is_some_and(|s| s.active && !s.details_visible) {
+        notes.push(format!(
+            "\"?\" = hidden from role {role:?}: pg_stat_replication shows the consumer's address, \
+             state and lag only to superusers and members of pg_read_all_stats; to see them: \
+             GRANT pg_read_all_stats TO {};",
+            tablesync::quote_ident(&role)
+        ));
     }
 
-    let (progress, lag_seconds) = match &target {
+    let progress = match &target {
         Some(t) => target_progress(t, &mirror.name).await?,
-        None => (None, None),
+        None => None,
     };
     if target.is_some() && progress.is_none() {
         notes.push(format!("no progress row for mirror {:?} on the target", mirror.name));
@@ -345,7 +395,7 @@ pub async fn collect_status(opts: &StatusOptions) -> anyhow::Result<Status> {
         None => notes.push("publication unknown (give --target or --name): no row counts".into()),
     }
 
-    Ok(Status {
+    let mut status = Status {
         mirror: mirror.name,
         state: mirror.record.as_ref().map(|r| {
             match r.state {
@@ -362,21 +412,39 @@ pub async fn collect_status(opts: &StatusOptions) -> anyhow::Result<Status> {
         lag_seconds,
         target: progress,
         tables,
+        healthy: true,
+        problems: Vec::new(),
         notes,
-    })
+    };
+    status.problems = problems(&status, opts.max_lag);
+    status.healthy = status.problems.is_empty();
+    Ok(status)
 }
 
-async fn slot_status(
-    source: &Client,
-    slot: &str,
-) -> anyhow::Result<(Option<SlotStatus>, Option<i64>)> {
+/// What [`slot_status`] reads.
+struct SlotRow {
+    slot: Option<SlotStatus>,
+    lag_bytes: Option<i64>,
+    lag_seconds: Option<f64>,
+    /// The role `status` runs as.
+    role: String,
+}
+
+async fn slot_status(source: &Client, slot: &str) -> anyhow::Result<SlotRow> {
+    let role: String = source
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .context("reading current_user")?
+        .get(0);
     let row = source
         .query_opt(
             "SELECT s.active, s.active_pid, r.application_name, host(r.client_addr), r.state, \
                     s.confirmed_flush_lsn::text, s.restart_lsn::text, \
                     pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint, \
                     s.wal_status, s.safe_wal_size, s.database::text, \
-                    pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint \
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint, \
+                    extract(epoch FROM r.replay_lag)::float8, \
+                    pg_has_role('pg_read_all_stats', 'USAGE') \
              FROM pg_catalog.pg_replication_slots s \
              LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid \
              WHERE s.slot_name = $1",
@@ -384,38 +452,42 @@ async fn slot_status(
         )
         .await
         .context("reading pg_replication_slots")?;
-    Ok(match row {
-        None => (None, None),
-        Some(r) => (
-            Some(SlotStatus {
-                active: r.get(0),
-                active_pid: r.get(1),
-                application_name: r.get(2),
-                client_addr: r.get(3),
-                state: r.get(4),
-                confirmed_flush_lsn: r.get(5),
-                restart_lsn: r.get(6),
-                retained_wal_bytes: r.get(7),
-                wal_status: r.get(8),
-                safe_wal_size: r.get(9),
-                database: r.get(10),
-            }),
-            r.get(11),
-        ),
-    })
+    let Some(r) = row else {
+        return Ok(SlotRow { slot: None, lag_bytes: None, lag_seconds: None, role });
+    };
+    let slot = SlotStatus {
+        active: r.get(0),
+        active_pid: r.get(1),
+        application_name: r.get(2),
+        client_addr: r.get(3),
+        state: r.get(4),
+        details_visible: r.get(13),
+        confirmed_flush_lsn: r.get(5),
+        restart_lsn: r.get(6),
+        retained_wal_bytes: r.get(7),
+        wal_status: r.get(8),
+        safe_wal_size: r.get(9),
+        database: r.get(10),
+    };
+    // PostgreSQL clears `replay_lag` once the consumer has applied everything sent to it, and
+    // while it falls behind estimates the lag of the position it is stuck at, so it grows.
+    let replay_lag: Option<f64> = r.get(12);
+    let lag_seconds = match replay_lag {
+        _ if !slot.active || !slot.details_visible => None,
+        Some(lag) => Some(lag),
+        None => Some(0.0),
+    };
+    Ok(SlotRow { slot: Some(slot), lag_bytes: r.get(11), lag_seconds, role })
 }
 
-async fn target_progress(
-    target: &Client,
-    mirror: &str,
-) -> anyhow::Result<(Option<TargetProgress>, Option<f64>)> {
+async fn target_progress(target: &Client, mirror: &str) -> anyhow::Result<Option<TargetProgress>> {
     let exists: bool = target
         .query_one("SELECT to_regclass('pgmirror.progress') IS NOT NULL", &[])
         .await
         .context("looking for pgmirror.progress on the target")?
         .get(0);
     if !exists {
-        return Ok((None, None));
+        return Ok(None);
     }
     let row = target
         .query_opt(
@@ -428,21 +500,18 @@ async fn target_progress(
         )
         .await
         .context("reading pgmirror.progress")?;
-    Ok(match row {
-        None => (None, None),
-        Some(r) => (
-            Some(TargetProgress {
-                end_lsn: r.get(0),
-                commit_lsn: r.get(1),
-                commit_time: r.get(2),
-                updated_at: r.get(3),
-            }),
-            r.get(4),
-        ),
-    })
+    Ok(row.map(|r| TargetProgress {
+        end_lsn: r.get(0),
+        commit_lsn: r.get(1),
+        commit_time: r.get(2),
+        commit_age_seconds: r.get(4),
+        updated_at: r.get(3),
+    }))
 }
 
-/// Exact row counts on both sides (`ONLY` the table itself unless it is partitioned).
+/// Exact row counts on both sides (`ONLY` the table itself unless it is partitioned). On the
+/// source only the rows the publication's row filter lets through count: the others are not
+/// mirrored.
 pub(crate) async fn table_counts(
     source: &Client,
     target: Option<&Client>,
@@ -450,8 +519,13 @@ pub(crate) async fn table_counts(
 ) -> anyhow::Result<TableCounts> {
     let only = if table.is_partitioned { "" } else { "ONLY " };
     let sql = format!("SELECT count(*) FROM {only}{}", table.quoted());
+    // The filter is PostgreSQL's own deparsed expression (`pg_publication_tables.rowfilter`).
+    let source_sql = match &table.row_filter {
+        Some(filter) => format!("{sql} WHERE ({filter})"),
+        None => sql.clone(),
+    };
     let source_rows: i64 = source
-        .query_one(&sql, &[])
+        .query_one(&source_sql, &[])
         .await
         .with_context(|| format!("counting rows of {} on the source", table.quoted()))?
         .get(0);
@@ -481,7 +555,12 @@ pub(crate) async fn table_counts(
         }
         None => None,
     };
-    Ok(TableCounts { table: display_name(table), source_rows, target_rows })
+    Ok(TableCounts {
+        table: display_name(table),
+        source_rows,
+        target_rows,
+        row_filter: table.row_filter.clone(),
+    })
 }
 
 impl Status {
@@ -503,12 +582,15 @@ impl Status {
             }
             Some(s) => {
                 if s.active {
+                    // No address is a Unix socket, unless this role may not see it (a note
+                    // then says what "?" means).
+                    let socket = if s.details_visible { "local socket" } else { "?" };
                     let _ = writeln!(
                         out,
                         "slot state   active, pid {}, {} from {} ({})",
                         s.active_pid.map_or_else(|| "?".to_owned(), |p| p.to_string()),
                         s.application_name.as_deref().unwrap_or("?"),
-                        s.client_addr.as_deref().unwrap_or("local socket"),
+                        s.client_addr.as_deref().unwrap_or(socket),
                         s.state.as_deref().unwrap_or("?"),
                     );
                 } else {
@@ -531,20 +613,18 @@ impl Status {
         }
         let _ = writeln!(
             out,
-            "lag          {}, {}",
-            self.lag_bytes.map_or_else(|| "? bytes".to_owned(), human_bytes),
-            self.lag_seconds.map_or_else(
-                || "no commit applied yet".to_owned(),
-                |s| format!("{s:.1} s since the last applied commit")
-            ),
+            "lag          {} of WAL, {} (replay_lag)",
+            self.lag_bytes.map_or_else(|| "?".to_owned(), human_bytes),
+            self.lag_seconds.map_or_else(|| "? s".to_owned(), |s| format!("{s:.1} s")),
         );
         if let Some(p) = &self.target {
             let _ = writeln!(
                 out,
-                "target       progress {}, last commit {} at {}",
+                "target       progress {}, last commit {} at {}{}",
                 p.end_lsn,
                 p.commit_lsn.as_deref().unwrap_or("-"),
                 p.commit_time.as_deref().unwrap_or("-"),
+                p.commit_age_seconds.map_or_else(String::new, |a| format!(" ({a:.0} s ago)")),
             );
         }
         if !self.tables.is_empty() {
@@ -554,12 +634,19 @@ impl Status {
             for t in &self.tables {
                 let target = t.target_rows.map_or_else(|| "-".to_owned(), |n| n.to_string());
                 let mark = if t.target_rows == Some(t.source_rows) { "" } else { "  ≠" };
+                let filter =
+                    t.row_filter.as_deref().map_or_else(String::new, |f| format!("  WHERE {f}"));
                 let _ = writeln!(
                     out,
-                    "{:<width$}  {:>12}  {:>12}{mark}",
+                    "{:<width$}  {:>12}  {:>12}{mark}{filter}",
                     t.table, t.source_rows, target
                 );
             }
+        }
+        let health = if self.healthy { "healthy" } else { "UNHEALTHY" };
+        let _ = writeln!(out, "health       {health}");
+        for p in &self.problems {
+            let _ = writeln!(out, "  - {p}");
         }
         for n in &self.notes {
             let _ = writeln!(out, "note: {n}");

@@ -35,7 +35,7 @@ fn ctrl_c_in_demo_removes_the_clusters_and_exits_0() {
         .args(["demo", "--orders", "500", "--transactions", "50"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("run pgmirror demo");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -57,7 +57,10 @@ fn ctrl_c_in_demo_removes_the_clusters_and_exits_0() {
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     let status = child.wait().unwrap();
+    assert!(!stderr.contains("finishing the current transaction"), "{stderr}");
     assert_eq!(status.code(), Some(0), "{seen}{}", rest.join("\n"));
     assert!(rest.iter().any(|l| l.contains("Interrupted") && l.contains("both clusters removed")));
     for port in ports {

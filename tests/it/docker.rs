@@ -158,8 +158,8 @@ fn compose_command_parses_with_the_real_cli() {
 
     let tables = args.tables.tables.expect("--tables");
     assert_eq!(tables, store::TABLES.map(str::to_owned).to_vec());
-    assert_eq!(args.metrics_addr.map(|a| a.port()), Some(9187));
-    assert!(args.metrics_addr.is_some_and(|a| a.ip().is_unspecified()), "reachable from outside");
+    assert_eq!(args.metrics_addr.as_ref().map(|a| a.port()), Some(9187));
+    assert!(args.metrics_addr.is_some_and(|a| a.is_every_interface()), "reachable from outside");
 
     let password = env(mirror, "PGPASSWORD").expect("pgmirror gets PGPASSWORD");
     for (url, svc) in [(&args.source, "primary"), (&args.target, "replica")] {

@@ -21,5 +21,6 @@ mod ops;
 mod safety;
 mod schema;
 mod security;
+mod status;
 mod support;
 mod tail;
