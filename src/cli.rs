@@ -37,6 +37,8 @@ pub enum Command {
     Status(commands::status::StatusArgs),
     /// Compare the mirrored tables on both sides and list differing keys.
     Verify(commands::verify::VerifyArgs),
+    /// Copy one mirrored table again while the mirror keeps streaming the others.
+    Resync(commands::resync::ResyncArgs),
     /// Remove what pgmirror created for a mirror: slot, publication, its rows on the target.
     Drop(commands::drop::DropArgs),
     /// Benchmark apply throughput against PostgreSQL's own subscriber on throwaway clusters.
@@ -73,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => commands::check::run(args).await,
         Command::Status(args) => commands::status::run(args).await,
         Command::Verify(args) => commands::verify::run(args).await,
+        Command::Resync(args) => commands::resync::run(args).await,
         Command::Drop(args) => commands::drop::run(args).await,
         Command::Bench(args) => commands::bench::run(args).await,
         Command::Record(args) => commands::record::run(args).await,

@@ -332,6 +332,7 @@ async fn drop_on_target(
             .context("deleting the mirror's row")?;
     }
     applier::delete_progress(&tx, name).await.context("deleting the mirror's progress")?;
+    crate::mirror::resync::forget(&tx, name).await.context("deleting the mirror's resyncs")?;
     tx.commit().await.context("committing on the target")?;
     let outcome = if has_record { Outcome::Removed } else { Outcome::Absent };
     report.push("mirror row", name, outcome, if has_record { "" } else { "none recorded" });

@@ -7,6 +7,7 @@ pub mod drop;
 pub mod mirror;
 pub mod record;
 pub mod replay;
+pub mod resync;
 pub mod status;
 pub mod tail;
 pub mod verify;

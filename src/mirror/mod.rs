@@ -12,6 +12,7 @@
 mod copy;
 mod prepare;
 pub mod registry;
+pub mod resync;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,12 +125,15 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
             let _lock = first_contact(opts).await?;
             connected.store(true, Ordering::Relaxed);
             let record = prepare::prepare(opts, shutdown).await?;
-            stream(opts, &record, shutdown, &mut backoff).await
+            Box::pin(stream(opts, &record, shutdown, &mut backoff)).await
         };
         let result = attempt.await;
         let connected_before = connected.load(Ordering::Relaxed);
         match result {
             Ok(()) => return Ok(()),
+            Err(e) if e.downcast_ref::<Restart>().is_some() && !shutdown.is_triggered() => {
+                tracing::info!("{e}");
+            }
             Err(e) if shutdown.is_triggered() => {
                 tracing::info!(error = %format!("{e:#}"), "stopped");
                 return Ok(());
@@ -215,6 +219,8 @@ async fn stream(
         replication::connect_sql(&opts.target).await.context("connecting to the target")?;
     let mut target_cfg = PostgresTargetConfig::new(opts.name.clone());
     target_cfg.replica_role = true;
+    // New tables and columns are repaired here, with the source's catalog (see `resync`).
+    target_cfg.report_schema_changes = true;
     // More target sessions, for applying a large streamed transaction while it arrives.
     let target_conn = opts.target.clone();
     let target = PostgresTarget::new(target, target_cfg).await?.with_connector(move || {
@@ -223,6 +229,8 @@ async fn stream(
     });
     let mut applier = Applier::new(target, opts.applier.clone()).await?;
     let progress = applier.start_progress().unwrap_or(Lsn::ZERO);
+    let mut resyncs = resync::start(opts, progress).await?;
+    applier.set_table_floors(std::mem::take(&mut resyncs.floors));
 
     let mut repl = ReplicationClient::connect(&opts.source)
         .await
@@ -258,10 +266,27 @@ async fn stream(
 
     let mut sequences = spawn_sequence_sync(opts, shutdown.clone());
     let connected_at = std::time::Instant::now();
-    let result = tokio::select! {
-        r = pump(&mut applier, stream, shutdown, &opts.metrics, system.xlogpos) => r.map_err(anyhow::Error::from),
-        // A mirrored table vanished from the source: its changes would be lost silently.
-        Ok(Some(gone)) = &mut sequences => Err(gone),
+    let result = {
+        let pumping = pump(&mut applier, stream, shutdown, &opts.metrics, system.xlogpos);
+        tokio::pin!(pumping);
+        let requested = resync::requested(opts);
+        tokio::pin!(requested);
+        loop {
+            tokio::select! {
+            r = &mut pumping => break r.map_err(anyhow::Error::from),
+            // A mirrored table vanished from the source: its changes would be lost silently.
+            Ok(Some(gone)) = &mut sequences => break Err(gone),
+            copied = resync::next_copy(&mut resyncs.copies) => {
+                if let Err(e) = copied {
+                    break Err(e);
+                }
+            }
+            asked = &mut requested => break match asked {
+                Ok(()) => Err(Restart("a table is to be copied again (pgmirror resync)").into()),
+                Err(e) => Err(e),
+            },
+            }
+        }
     };
     sequences.abort();
     if connected_at.elapsed() > Duration::from_secs(10) {
@@ -282,8 +307,41 @@ async fn stream(
             );
             Ok(())
         }
-        Err(e) => Err(e),
+        Err(e) => match schema_change(&e) {
+            Some((schema, table, change)) => {
+                // Its session's open transaction holds locks the repair's ALTER TABLE needs.
+                drop(applier);
+                resync::repair(opts, &schema, &table, &change).await?;
+                Err(Restart("the target was repaired after a schema change on the source").into())
+            }
+            None => Err(e),
+        },
     }
+}
+
+/// Ends a streaming session so the next one starts at once from the stored progress (not an
+/// error: no backoff, not counted).
+#[derive(Debug, thiserror::Error)]
+#[error("restarting the stream: {0}")]
+struct Restart(&'static str);
+
+/// The schema change the applier stopped at, if that is why `e` ended the stream.
+fn schema_change(e: &anyhow::Error) -> Option<(String, String, applier::SchemaChange)> {
+    e.chain().find_map(|c| {
+        // The pump's error is transparent: its apply error is not a link of its own.
+        let apply = c.downcast_ref::<applier::ApplyError>().or_else(|| match c
+            .downcast_ref::<crate::pump::PumpError>()
+        {
+            Some(crate::pump::PumpError::Apply(a)) => Some(a),
+            _ => None,
+        });
+        match apply {
+            Some(applier::ApplyError::SchemaChanged { schema, table, change }) => {
+                Some((schema.clone(), table.clone(), change.clone()))
+            }
+            _ => None,
+        }
+    })
 }
 
 /// Copies sequence values every `sequence_interval` while streaming. Ends with an error if a

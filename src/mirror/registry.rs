@@ -71,7 +71,7 @@ pub async fn schema_exists(client: &Client) -> Result<bool, tokio_postgres::Erro
 }
 
 /// Drops the `pgmirror` schema when no mirror is recorded in it and it holds nothing but
-/// pgmirror's own tables (`mirrors`, `progress`) without rows: what a failed first start
+/// pgmirror's own tables (`mirrors`, `progress`, `resyncs`) without rows: what a failed first start
 /// created, or what is left once the last mirror is dropped. Returns whether it was dropped;
 /// another mirror's rows, or anything else in the schema, keep it.
 ///
@@ -85,7 +85,7 @@ pub async fn drop_schema_if_unused(client: &mut Client) -> Result<bool, tokio_po
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
                                WHERE c.relnamespace = to_regnamespace('pgmirror') \
                                  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') \
-                                 AND c.relname NOT IN ('mirrors', 'progress'))",
+                                 AND c.relname NOT IN ('mirrors', 'progress', 'resyncs'))",
             &[],
         )
         .await?

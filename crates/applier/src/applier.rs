@@ -72,6 +72,8 @@ pub struct ApplyStats {
     pub speculated_txns: u64,
     /// Streamed transactions aborted on the source (dropped).
     pub aborted_txns: u64,
+    /// Row changes skipped because a copy of their table taken later already held them.
+    pub floored_changes: u64,
 }
 
 /// Where we are in the stream, outside stream blocks.
@@ -115,6 +117,11 @@ pub struct Applier<T: Target> {
     /// The latest Relation each in-flight streamed transaction sent, with when it arrived.
     stream_relations: HashMap<u32, HashMap<u32, (u64, Arc<Relation>)>>,
     prepared: HashMap<String, Prepared>,
+    /// Tables copied again under a snapshot (see [`Applier::set_table_floors`]): their
+    /// changes in transactions committed before the floor are in the copy already.
+    floors: HashMap<(String, String), Lsn>,
+    /// The commit LSN of the transaction whose changes are being applied.
+    applying: Option<Lsn>,
     pending_rows: u64,
     pending_bytes: usize,
     pending_commits: u64,
@@ -148,6 +155,8 @@ impl<T: Target> Applier<T> {
             relation_at: HashMap::new(),
             stream_relations: HashMap::new(),
             prepared: HashMap::new(),
+            floors: HashMap::new(),
+            applying: None,
             pending_rows: 0,
             pending_bytes: 0,
             pending_commits: 0,
@@ -163,6 +172,25 @@ impl<T: Target> Applier<T> {
     /// it are skipped).
     pub fn start_progress(&self) -> Option<Lsn> {
         self.start_progress
+    }
+
+    /// Tables whose rows were copied again under a snapshot taken at a floor LSN (a table
+    /// added to the publication, or resynchronised): their changes in transactions committed
+    /// before the floor are already in that copy and are skipped; later ones are applied.
+    /// Keyed by (schema, table) as the source names them. Streamed transactions are then no
+    /// longer applied ahead of their commit, since whether they reach a table depends on
+    /// their commit LSN.
+    pub fn set_table_floors(&mut self, floors: HashMap<(String, String), Lsn>) {
+        self.floors = floors;
+        if !self.floors.is_empty() {
+            self.ahead.stop_forking();
+        }
+    }
+
+    /// Changes skipped because a table's copy already held them (see
+    /// [`set_table_floors`](Self::set_table_floors)).
+    pub fn floored_changes(&self) -> u64 {
+        self.stats.floored_changes
     }
 
     /// End LSN of the last source transaction handed to the target (maybe not yet durable).
@@ -264,6 +292,7 @@ impl<T: Target> Applier<T> {
                 if !skip {
                     watched(&mut self.ahead, self.target.begin(&info)).await?;
                 }
+                self.applying = Some(b.final_lsn);
                 self.txn = Txn::Live { info, skip };
                 Ok(None)
             }
@@ -526,6 +555,7 @@ impl<T: Target> Applier<T> {
             return Ok(None);
         }
         watched(&mut self.ahead, self.target.begin(&info)).await?;
+        self.applying = Some(commit.commit_lsn);
         if let Some(spill) = spill {
             let mut reader = spill.into_reader()?;
             // Relation messages inside a buffered transaction describe the relation as that
@@ -560,10 +590,41 @@ impl<T: Target> Applier<T> {
     }
 
     async fn apply_change(&mut self, change: Change) -> Result<(), ApplyError> {
+        let Some(change) = self.above_floors(change) else {
+            self.stats.floored_changes += 1;
+            return Ok(());
+        };
         self.pending_rows += 1;
         self.pending_bytes += change.approx_bytes();
         self.stats.changes += 1;
         watched(&mut self.ahead, self.target.change(change)).await
+    }
+
+    /// `change` without what a table's copy already holds: `None` when nothing is left.
+    fn above_floors(&self, change: Change) -> Option<Change> {
+        if self.floors.is_empty() {
+            return Some(change);
+        }
+        let commit = self.applying.unwrap_or(Lsn::ZERO);
+        let held = |rel: &Relation| {
+            self.floors
+                .get(&(rel.namespace.clone(), rel.name.clone()))
+                .is_some_and(|floor| commit < *floor)
+        };
+        match change {
+            Change::Insert { ref rel, .. }
+            | Change::Update { ref rel, .. }
+            | Change::Delete { ref rel, .. }
+                if held(rel) =>
+            {
+                None
+            }
+            Change::Truncate { rels, cascade, restart_identity } => {
+                let rels: Vec<_> = rels.into_iter().filter(|r| !held(r)).collect();
+                (!rels.is_empty()).then_some(Change::Truncate { rels, cascade, restart_identity })
+            }
+            other => Some(other),
+        }
     }
 
     fn committed(&mut self, end_lsn: Lsn) {

@@ -78,6 +78,19 @@ pub enum ApplyError {
         /// What differs.
         detail: String,
     },
+    /// The source's table changed in a way only its catalog explains (see
+    /// [`PostgresTargetConfig::report_schema_changes`](crate::PostgresTargetConfig)): the
+    /// caller repairs the target and starts again from the stored progress. Nothing of the
+    /// transaction that met it was committed.
+    #[error("table \"{schema}\".\"{table}\" changed on the source: {change}")]
+    SchemaChanged {
+        /// The table's schema, as the source names it.
+        schema: String,
+        /// The table's name.
+        table: String,
+        /// What changed.
+        change: SchemaChange,
+    },
     /// An update or delete lacks the values that identify the row.
     #[error("{op} on {table} carries no usable replica identity: {detail}")]
     MissingIdentity {
@@ -116,6 +129,33 @@ pub enum ApplyError {
     /// An earlier error left the target in an unknown state; build a new one.
     #[error("the target failed earlier and must be recreated")]
     Poisoned,
+}
+
+/// How a source table changed (see [`ApplyError::SchemaChanged`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemaChange {
+    /// The table is not on the target: added to the publication while mirroring.
+    TableMissing,
+    /// Columns the target table lacks.
+    ColumnsAdded(Vec<String>),
+    /// A column whose type differs from the target's.
+    ColumnTypeChanged {
+        /// The column.
+        column: String,
+    },
+}
+
+impl std::fmt::Display for SchemaChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SchemaChange::TableMissing => write!(f, "it is published but not on the target"),
+            SchemaChange::ColumnsAdded(cols) => write!(f, "new columns {cols:?}"),
+            SchemaChange::ColumnTypeChanged { column } => {
+                write!(f, "column {column:?} has another type")
+            }
+        }
+    }
 }
 
 impl ApplyError {

@@ -31,7 +31,7 @@ mod spill;
 mod target;
 
 pub use applier::{Applier, ApplierConfig, ApplyStats};
-pub use error::{ApplyError, Op};
+pub use error::{ApplyError, Op, SchemaChange};
 pub use json::JsonTarget;
 pub use postgres::{PostgresTarget, PostgresTargetConfig, PostgresTargetStats, TypeResolver};
 pub use progress::{delete_progress, store_progress};

@@ -158,6 +158,13 @@ pub enum CopyEvent<'a> {
         /// The format tried first.
         format: CopyFormat,
     },
+    /// The copy's target transaction has emptied the table (`truncate_target`: it then holds
+    /// the table's exclusive lock until the copy commits, so no other session writes into it
+    /// unseen) or checked that it is empty.
+    TargetLocked {
+        /// The table.
+        table: &'a TableDef,
+    },
     /// Cumulative rows and bytes of a table so far.
     Progress {
         /// The table.
@@ -438,19 +445,8 @@ async fn copy_unit(
         (shared.progress)(CopyEvent::TableStarted { table, format: first });
     }
     let piece = Piece { table, state, blocks: unit.blocks, progress: shared.progress };
-    let format = match copy_attempt(src, dst, &piece, options, first).await {
-        Ok(()) => first,
-        Err(e)
-            if options.format == CopyFormat::Auto && first == CopyFormat::Binary && is_db(&e) =>
-        {
-            tracing::warn!(table = %table.qualified_name(), error = %error_chain(&e),
-                "binary COPY failed, retrying in text format");
-            state.fell_back.store(true, Ordering::SeqCst);
-            copy_attempt(src, dst, &piece, options, CopyFormat::Text).await?;
-            CopyFormat::Text
-        }
-        Err(e) => return Err(e),
-    };
+    let fallback = options.format == CopyFormat::Auto && first == CopyFormat::Binary;
+    let format = copy_in_transaction(src, dst, &piece, options, first, fallback).await?;
     if format == CopyFormat::Text {
         state.used_text.store(true, Ordering::SeqCst);
     }
@@ -510,16 +506,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// One attempt: a savepoint on the source (a failed COPY must not end the snapshot
-/// transaction), one transaction on the target (which also empties or checks a whole
-/// table).
-async fn copy_attempt(
+/// Copies one piece in one target transaction (which also empties or checks a whole table,
+/// and reports [`CopyEvent::TargetLocked`] once it holds the table), with a savepoint on the
+/// source (a failed COPY must not end the snapshot transaction). When `fallback` is set and
+/// the binary COPY fails on the server, the rows are sent again in text format inside the
+/// same target transaction, so the table stays locked throughout. Returns the format used.
+async fn copy_in_transaction(
     src: &Client,
     dst: &Client,
     piece: &Piece<'_>,
     options: &CopyOptions,
-    format: CopyFormat,
-) -> Result<(), Error> {
+    first: CopyFormat,
+    fallback: bool,
+) -> Result<CopyFormat, Error> {
     let name = piece.table.qualified_name();
     let fail = |stage: &'static str| {
         let name = name.clone();
@@ -531,31 +530,58 @@ async fn copy_attempt(
         let mut rebuild = Vec::new();
         if piece.blocks.is_none() {
             prepare_target(dst, &name, options.truncate_target).await?;
+            (piece.progress)(CopyEvent::TargetLocked { table: piece.table });
             if options.defer_indexes {
                 rebuild = drop_deferrable_indexes(dst, &name).await?;
             }
         }
-        src.batch_execute("SAVEPOINT tablesync_copy")
-            .await
-            .map_err(fail("setting a savepoint on the source"))?;
-        let streamed = stream_piece(src, dst, piece, format, &mut added).await;
-        if streamed.is_err() {
-            // Keeps the snapshot transaction usable for the retry or the next table.
-            let _ = src.batch_execute("ROLLBACK TO SAVEPOINT tablesync_copy").await;
-        } else {
-            src.batch_execute("RELEASE SAVEPOINT tablesync_copy")
+        let mut format = first;
+        loop {
+            if fallback && format == CopyFormat::Binary {
+                dst.batch_execute("SAVEPOINT tablesync_rows")
+                    .await
+                    .map_err(fail("setting a savepoint on the target"))?;
+            }
+            src.batch_execute("SAVEPOINT tablesync_copy")
                 .await
-                .map_err(fail("releasing the source savepoint"))?;
+                .map_err(fail("setting a savepoint on the source"))?;
+            let streamed = stream_piece(src, dst, piece, format, &mut added).await;
+            if streamed.is_err() {
+                // Keeps the snapshot transaction usable for the retry or the next table.
+                let _ = src.batch_execute("ROLLBACK TO SAVEPOINT tablesync_copy").await;
+            } else {
+                src.batch_execute("RELEASE SAVEPOINT tablesync_copy")
+                    .await
+                    .map_err(fail("releasing the source savepoint"))?;
+            }
+            match streamed {
+                Ok(()) => break,
+                Err(e) if fallback && format == CopyFormat::Binary && is_db(&e) => {
+                    tracing::warn!(table = %name, error = %error_chain(&e),
+                        "binary COPY failed, retrying in text format");
+                    piece.state.fell_back.store(true, Ordering::SeqCst);
+                    dst.batch_execute("ROLLBACK TO SAVEPOINT tablesync_rows")
+                        .await
+                        .map_err(fail("rolling back the binary attempt"))?;
+                    piece.undo(added.0, added.1);
+                    added = (0, 0);
+                    format = CopyFormat::Text;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        streamed?;
         for definition in &rebuild {
             dst.batch_execute(definition).await.map_err(fail("rebuilding an index"))?;
         }
-        Ok(())
+        Ok(format)
     }
     .await;
     let result = match result {
-        Ok(()) => dst.batch_execute("COMMIT").await.map_err(fail("committing on the target")),
+        Ok(format) => dst
+            .batch_execute("COMMIT")
+            .await
+            .map(|()| format)
+            .map_err(fail("committing on the target")),
         Err(e) => {
             let _ = dst.batch_execute("ROLLBACK").await;
             Err(e)

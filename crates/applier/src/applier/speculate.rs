@@ -102,6 +102,13 @@ impl<T> Ahead<T> {
     pub(super) fn new(patience: Duration) -> Self {
         Ahead { spec: None, forking: Forking::Maybe, patience }
     }
+
+    /// No further transaction is applied ahead (one already open goes on).
+    pub(super) fn stop_forking(&mut self) {
+        if self.forking == Forking::Maybe {
+            self.forking = Forking::Unsupported;
+        }
+    }
 }
 
 impl<T: Target> Applier<T> {

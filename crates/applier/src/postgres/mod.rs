@@ -53,7 +53,7 @@ use pgoutput_decoder::{Column, ColumnValue, DecodingMessage, Lsn, OldTuple, Rela
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, CopyInSink, Statement};
 
-use crate::error::{ApplyError, Op};
+use crate::error::{ApplyError, Op, SchemaChange};
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
 use pipeline::{Pipeline, Purpose, StmtFuture};
 use table::{ColInfo, Match, RowType, StmtKey, TableInfo, UniqueHazard, quote_ident};
@@ -99,6 +99,11 @@ pub struct PostgresTargetConfig {
     pub batch_min_rows: usize,
     /// Rows per set-based statement at most.
     pub batch_max_rows: usize,
+    /// Report a new table, new columns or a changed column type as
+    /// [`ApplyError::SchemaChanged`] for the caller to repair with the source's catalog,
+    /// instead of adding the columns here (without defaults: the target cannot know them) or
+    /// failing.
+    pub report_schema_changes: bool,
 }
 
 impl PostgresTargetConfig {
@@ -113,6 +118,7 @@ impl PostgresTargetConfig {
             copy_min_rows: 32,
             batch_min_rows: 4,
             batch_max_rows: 2000,
+            report_schema_changes: false,
         }
     }
 }
@@ -693,7 +699,15 @@ impl PostgresTarget {
             .await
             .map_err(|e| ApplyError::target(format!("looking up {name}"), e))?
             .get(0);
+        let changed = |change: SchemaChange| ApplyError::SchemaChanged {
+            schema: rel.namespace.clone(),
+            table: rel.name.clone(),
+            change,
+        };
         let Some(oid) = oid else {
+            if self.cfg.report_schema_changes {
+                return Err(changed(SchemaChange::TableMissing));
+            }
             return Err(schema_err("the table does not exist on the target".into()));
         };
         for attempt in 0..2 {
@@ -732,6 +746,11 @@ impl PostgresTarget {
                     Some(a)
                         if c.type_oid < FIRST_NON_BUILTIN_OID && a.info.type_oid != c.type_oid =>
                     {
+                        if self.cfg.report_schema_changes {
+                            return Err(changed(SchemaChange::ColumnTypeChanged {
+                                column: c.name.clone(),
+                            }));
+                        }
                         return Err(schema_err(format!(
                             "column {:?} has type {} on the target but type OID {} on the source",
                             c.name, a.info.type_name, c.type_oid
@@ -756,6 +775,10 @@ impl PostgresTarget {
             }
             if attempt > 0 {
                 return Err(schema_err("columns still missing after ADD COLUMN".into()));
+            }
+            if self.cfg.report_schema_changes && self.alters_schema {
+                let names = missing.iter().map(|c| c.name.clone()).collect();
+                return Err(changed(SchemaChange::ColumnsAdded(names)));
             }
             if !self.alters_schema {
                 return Err(schema_err("columns missing, and this session adds none".into()));
