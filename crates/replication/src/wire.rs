@@ -58,6 +58,7 @@ pub(crate) struct Conn {
     pub(crate) channel_binding: bool,
     pub(crate) backend_pid: Option<i32>,
     pub(crate) user: String,
+    database: String,
     pub(crate) target: String,
     /// Bulk-read control for TCP connections (see [`crate::pacing`]).
     pacer: Option<Pacer>,
@@ -100,6 +101,7 @@ impl Conn {
                     TcpStream::connect((host.as_str(), cfg.port())).await.map_err(connect_err)?;
                 // Status updates are tiny and latency matters more than batching.
                 tcp.set_nodelay(true)?;
+                tune_tcp(&tcp, cfg)?;
                 // The socket lives inside `io` as long as the connection does.
                 pacer = Some(Pacer::new(tcp.as_raw_fd()));
                 match tls::client_config(cfg)? {
@@ -139,6 +141,7 @@ impl Conn {
             channel_binding: false,
             backend_pid: None,
             user: cfg.user().to_owned(),
+            database: cfg.dbname().to_owned(),
             target,
             pacer,
         };
@@ -163,6 +166,9 @@ impl Conn {
         match mode {
             Mode::Replication => params.push(("replication", "database")),
         }
+        if let Some(options) = cfg.options() {
+            params.push(("options", options));
+        }
         frontend::startup_message(params.iter().copied(), &mut self.wbuf)?;
         self.flush().await
     }
@@ -172,35 +178,25 @@ impl Conn {
         cfg: &ConnConfig,
         cert_hash: Option<Vec<u8>>,
     ) -> Result<(), Error> {
-        let missing_password = |method: &str| {
-            Error::Auth(format!(
-                "the server asks for a password ({method}) for user \"{}\" but none was given; set \
-                 it in the connection string, PGPASSWORD or the password file ({})",
-                cfg.user(),
-                cfg.passfile().map_or_else(|| "~/.pgpass".to_owned(), |p| p.display().to_string())
-            ))
-        };
         loop {
             match self.read_message().await? {
                 Backend::Msg(Message::AuthenticationOk) => return Ok(()),
                 Backend::Msg(Message::AuthenticationCleartextPassword) => {
                     self.require_no_channel_binding(cfg)?;
                     let pw =
-                        cfg.effective_password().ok_or_else(|| missing_password("password"))?;
+                        cfg.effective_password().ok_or_else(|| cfg.password_missing())?;
                     frontend::password_message(pw.as_bytes(), &mut self.wbuf)?;
                     self.flush().await?;
                 }
                 Backend::Msg(Message::AuthenticationMd5Password(body)) => {
                     self.require_no_channel_binding(cfg)?;
-                    let pw = cfg.effective_password().ok_or_else(|| missing_password("md5"))?;
+                    let pw = cfg.effective_password().ok_or_else(|| cfg.password_missing())?;
                     let hash = md5_hash(cfg.user().as_bytes(), pw.as_bytes(), body.salt());
                     frontend::password_message(hash.as_bytes(), &mut self.wbuf)?;
                     self.flush().await?;
                 }
                 Backend::Msg(Message::AuthenticationSasl(body)) => {
-                    let pw = cfg
-                        .effective_password()
-                        .ok_or_else(|| missing_password("SCRAM-SHA-256"))?;
+                    let pw = cfg.effective_password().ok_or_else(|| cfg.password_missing())?;
                     let mut plain = false;
                     let mut plus = false;
                     let mut mechanisms = body.mechanisms();
@@ -325,6 +321,7 @@ impl Conn {
         }
         let mut db = DbError::from_fields(fields.iter().map(|(t, v)| (*t, v.as_str())));
         db.user = Some(self.user.clone());
+        db.database = Some(self.database.clone());
         Error::Db(Box::new(db))
     }
 
@@ -449,6 +446,32 @@ impl Conn {
         let _ = self.flush().await;
         let _ = self.io.shutdown().await;
     }
+}
+
+/// TCP keepalives and `tcp_user_timeout` as configured (keepalives on by default, as in
+/// libpq, so a server that vanishes without a word is noticed).
+pub(crate) fn tune_tcp(tcp: &TcpStream, cfg: &ConnConfig) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(tcp);
+    match cfg.keepalives() {
+        None => sock.set_keepalive(false)?,
+        Some(k) => {
+            let mut params = socket2::TcpKeepalive::new();
+            if let Some(idle) = k.idle {
+                params = params.with_time(idle);
+            }
+            if let Some(interval) = k.interval {
+                params = params.with_interval(interval);
+            }
+            if let Some(count) = k.count {
+                params = params.with_retries(count);
+            }
+            sock.set_tcp_keepalive(&params)?;
+        }
+    }
+    if let Some(timeout) = cfg.tcp_user_timeout() {
+        sock.set_tcp_user_timeout(Some(timeout))?;
+    }
+    Ok(())
 }
 
 /// Sends SSLRequest and reads exactly one byte: `S` means go ahead with
