@@ -294,10 +294,12 @@ impl DbError {
                  line that accepts it above it, then SELECT pg_reload_conf();"
                     .to_owned(),
             ),
-            "28000" if msg.starts_with("role ") && msg.ends_with("does not exist") => Some(format!(
-                "check the user name, or create the role: CREATE ROLE {} LOGIN PASSWORD '...';",
-                quote_ident(user)
-            )),
+            "28000" if msg.starts_with("role ") && msg.ends_with("does not exist") => {
+                Some(format!(
+                    "check the user name, or create the role: CREATE ROLE {} LOGIN PASSWORD '...';",
+                    quote_ident(user)
+                ))
+            }
             "3D000" => {
                 let db = self.database.as_deref().unwrap_or("<database>");
                 Some(format!(
@@ -462,9 +464,68 @@ mod tests {
         assert!(e.to_string().contains("max_replication_slots"));
         assert_eq!(e.code(), Some("53400"));
 
+        // The fix comes from the SQLSTATE: a missing database is not a pg_hba.conf problem.
+        let e = Error::Db(Box::new(DbError {
+            severity: "FATAL".into(),
+            code: "3D000".into(),
+            message: "database \"nosuchdb\" does not exist".into(),
+            database: Some("nosuchdb".into()),
+            ..DbError::default()
+        }));
+        let fix = e.fix().unwrap();
+        assert!(fix.contains("psql -l") && fix.contains("CREATE DATABASE \"nosuchdb\""), "{fix}");
+        assert!(!e.to_string().contains("pg_hba"), "{e}");
+        let e = db("28000", "role \"rep\" does not exist");
+        assert!(e.fix().unwrap().contains("CREATE ROLE \"rep\""), "{e}");
+        assert!(!e.to_string().contains("pg_hba"), "{e}");
+        let e = db("28000", "pg_hba.conf rejects connection for host \"[local]\", user \"rep\"");
+        assert!(e.fix().unwrap().contains("\"reject\" line"), "{e}");
+        let e = db("57P03", "the database system is starting up");
+        assert!(e.fix().unwrap().contains("wait"), "{e}");
+
         let e = db("XX000", "other");
         assert_eq!(e.db_error().unwrap().fix(), None);
         assert_eq!(e.to_string(), "ERROR XX000: other");
+    }
+
+    #[test]
+    fn client_side_fixes_and_several_hosts() {
+        let refused = || Error::Connect {
+            target: "/var/run/postgresql/.s.PGSQL.5432".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        let fix = refused().fix().unwrap();
+        assert!(fix.contains("/var/run/postgresql/.s.PGSQL.5432"), "{fix}");
+        assert!(!fix.contains("pg_hba"), "{fix}");
+        let missing = Error::PasswordMissing {
+            target: "h:5432".into(),
+            user: "rep".into(),
+            passfile: "/home/rep/.pgpass".into(),
+        };
+        assert!(missing.is_password_missing() && missing.is_auth_failure());
+        let text = missing.to_string();
+        assert!(text.contains("PGPASSWORD") && text.contains("/home/rep/.pgpass"), "{text}");
+        assert!(missing.fix().unwrap().contains("PGPASSFILE"));
+
+        let all = Error::AllHostsFailed(vec![
+            ("a:1".into(), refused()),
+            (
+                "b:2".into(),
+                Error::SessionAttrs {
+                    target: "b:2".into(),
+                    wanted: TargetSessionAttrs::ReadWrite,
+                    reason: "session is read-only",
+                },
+            ),
+        ]);
+        let text = all.to_string();
+        assert!(text.contains("a:1: could not connect"), "{text}");
+        assert!(text.contains("entity not found"), "the cause is listed: {text}");
+        assert!(text.contains("b:2: server b:2 does not suit target_session_attrs=read-write"));
+        assert!(all.is_connection_lost());
+        assert!(all.fix().unwrap().contains("target_session_attrs=read-write"));
+        let all = Error::AllHostsFailed(vec![("a:1".into(), refused()), ("b:2".into(), missing)]);
+        assert!(all.is_password_missing() && !all.is_connection_lost());
     }
 
     #[test]

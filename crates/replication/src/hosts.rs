@@ -82,10 +82,9 @@ where
         return Ok(session);
     }
     let state = match session.server_state_row().await {
-        Ok((recovery, read_only)) => ServerState {
-            in_recovery: is_true(&recovery),
-            read_only: is_true(&read_only),
-        },
+        Ok((recovery, read_only)) => {
+            ServerState { in_recovery: is_true(&recovery), read_only: is_true(&read_only) }
+        }
         Err(e) => {
             session.discard().await;
             return Err(e);

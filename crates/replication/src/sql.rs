@@ -142,7 +142,7 @@ fn map_connect_error(cfg: &ConnConfig, e: tokio_postgres::Error) -> Error {
         return Error::ConnectTimeout { target: cfg.target(), timeout };
     }
     // tokio-postgres: the server asked for a password and the config has none.
-    if text.contains("password missing") {
+    if text.starts_with("invalid configuration") && cause == "password missing" {
         return cfg.password_missing();
     }
     if cause.contains("server does not support TLS") {

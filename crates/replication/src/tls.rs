@@ -82,9 +82,9 @@ pub(crate) fn client_config(cfg: &ConnConfig) -> Result<Option<Arc<ClientConfig>
     let mut config = match (cfg.sslcert(), cfg.sslkey()) {
         (Some(cert), Some(key)) => {
             let (chain, key) = load_client_cert(cert, key)?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                Error::Tls(format!("client certificate {}: {e}", cert.display()))
-            })?
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| Error::Tls(format!("client certificate {}: {e}", cert.display())))?
         }
         _ => builder.with_no_client_auth(),
     };

@@ -183,8 +183,7 @@ impl Conn {
                 Backend::Msg(Message::AuthenticationOk) => return Ok(()),
                 Backend::Msg(Message::AuthenticationCleartextPassword) => {
                     self.require_no_channel_binding(cfg)?;
-                    let pw =
-                        cfg.effective_password().ok_or_else(|| cfg.password_missing())?;
+                    let pw = cfg.effective_password().ok_or_else(|| cfg.password_missing())?;
                     frontend::password_message(pw.as_bytes(), &mut self.wbuf)?;
                     self.flush().await?;
                 }
@@ -515,5 +514,28 @@ mod tests {
         assert_eq!(parse_server_version("17.2"), Some(170002));
         assert_eq!(parse_server_version("9.6.24"), Some(90624));
         assert_eq!(parse_server_version("garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn tcp_keepalives_and_user_timeout() {
+        use std::time::Duration;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let cfg = |s: &str| ConnConfig::parse_with_env(s, &|_| None).unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        tune_tcp(&tcp, &cfg("host=h user=u")).unwrap();
+        assert!(sock.keepalive().unwrap(), "on by default");
+        tune_tcp(
+            &tcp,
+            &cfg("host=h user=u keepalives_idle=42 keepalives_interval=7 keepalives_count=5 \
+                  tcp_user_timeout=2500"),
+        )
+        .unwrap();
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(42));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(7));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 5);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(Duration::from_millis(2500)));
+        tune_tcp(&tcp, &cfg("host=h user=u keepalives=0")).unwrap();
+        assert!(!sock.keepalive().unwrap());
     }
 }

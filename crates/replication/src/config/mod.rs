@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conninfo::{Params, percent_encode};
-pub use modes::{ChannelBinding, Host, Keepalives, SslMode, TargetSessionAttrs};
 pub(crate) use modes::ServerState;
+pub use modes::{ChannelBinding, Host, Keepalives, SslMode, TargetSessionAttrs};
 
 use crate::error::Error;
 
@@ -127,8 +127,7 @@ impl ConnConfig {
     fn resolve(mut params: Params, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
         // Precedence as in libpq: the string, then the service file, then the variables.
-        if let Some(name) = params.get("service").map(str::to_owned).or_else(|| var("PGSERVICE"))
-        {
+        if let Some(name) = params.get("service").map(str::to_owned).or_else(|| var("PGSERVICE")) {
             params.fill_from(service::lookup(&name, env)?);
         }
         params.fill_from_env(env);
@@ -195,9 +194,8 @@ impl ConnConfig {
                 .map(Duration::from_millis),
             None => None,
         };
-        let passfile = get("passfile")
-            .map(PathBuf::from)
-            .or_else(|| home.as_ref().map(|h| h.join(".pgpass")));
+        let passfile =
+            get("passfile").map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".pgpass")));
 
         Ok(ConnConfig {
             hosts,

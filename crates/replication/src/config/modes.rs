@@ -171,8 +171,12 @@ impl TargetSessionAttrs {
         match self {
             TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby => None,
             TargetSessionAttrs::ReadWrite => state.read_only.then_some("session is read-only"),
-            TargetSessionAttrs::ReadOnly => (!state.read_only).then_some("session is not read-only"),
-            TargetSessionAttrs::Primary => state.in_recovery.then_some("server is in hot standby mode"),
+            TargetSessionAttrs::ReadOnly => {
+                (!state.read_only).then_some("session is not read-only")
+            }
+            TargetSessionAttrs::Primary => {
+                state.in_recovery.then_some("server is in hot standby mode")
+            }
             TargetSessionAttrs::Standby => {
                 (!state.in_recovery).then_some("server is not in hot standby mode")
             }

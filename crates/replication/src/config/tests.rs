@@ -128,8 +128,7 @@ fn env_defaults_and_precedence() {
     assert_eq!(c.connect_timeout(), Some(Duration::from_secs(2)));
     assert_eq!(c.channel_binding(), ChannelBinding::Require);
 
-    let c =
-        ConnConfig::parse_with_env("host=h user=me dbname=mine sslmode=disable", &env).unwrap();
+    let c = ConnConfig::parse_with_env("host=h user=me dbname=mine sslmode=disable", &env).unwrap();
     assert_eq!(c.host(), &Host::Tcp("h".into()));
     assert_eq!(c.user(), "me");
     assert_eq!(c.dbname(), "mine");
@@ -147,8 +146,7 @@ fn libpq_defaults() {
     assert_eq!(c.application_name(), DEFAULT_APPLICATION_NAME);
     assert_eq!(c.connect_timeout(), None);
     assert_eq!(c.passfile(), None);
-    let c =
-        ConnConfig::parse_with_env("host=h user=u", &env_of(&[("HOME", "/home/u")])).unwrap();
+    let c = ConnConfig::parse_with_env("host=h user=u", &env_of(&[("HOME", "/home/u")])).unwrap();
     assert_eq!(c.passfile(), Some(Path::new("/home/u/.pgpass")));
     let c = parse("host=h user=u fallback_application_name=fb");
     assert_eq!(c.application_name(), "fb");
@@ -280,8 +278,7 @@ fn options_that_cannot_be_honoured_are_refused() {
 fn service_file_between_string_and_environment() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("services");
-    std::fs::write(&file, "[app]\nhost=svc-host\nport=6001\ndbname=svcdb\nuser=svcuser\n")
-        .unwrap();
+    std::fs::write(&file, "[app]\nhost=svc-host\nport=6001\ndbname=svcdb\nuser=svcuser\n").unwrap();
     let file = file.display().to_string();
     let env = env_of(&[("PGSERVICEFILE", &file), ("PGPORT", "7000"), ("PGUSER", "envuser")]);
     let c = ConnConfig::parse_with_env("service=app dbname=mine", &env).unwrap();
