@@ -13,6 +13,7 @@ mod examples;
 mod faults;
 mod hostile;
 mod lab;
+mod libpq;
 mod metrics;
 mod mirror;
 mod ops;
