@@ -82,7 +82,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     });
     let result = match cli.command {
         Command::Tail(args) => commands::tail::run(args).await,
-        Command::Mirror(args) => commands::mirror::run(args).await,
+        // Boxed: its future holds both connection configs and the whole pipeline.
+        Command::Mirror(args) => Box::pin(commands::mirror::run(args)).await,
         Command::Demo(args) => commands::demo::run(args).await,
         Command::Check(args) => commands::check::run(args).await,
         Command::Status(args) => commands::status::run(args).await,

@@ -174,7 +174,6 @@ fn redaction() {
 }
 
 #[test]
-#[test]
 fn passfile_file_and_permissions() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
