@@ -98,17 +98,19 @@ impl SourceArgs {
             (None, Some(d)) if ConnConfig::is_conninfo(d) => (d.as_str(), None),
             (s, d) => (s.as_deref().unwrap_or(""), d.as_deref()),
         };
-        let named = if self.source.is_some() { "--source" } else { "-d" };
-        ConnConfig::parse(conninfo)
-            .with_context(|| format!("{named}: invalid connection string"))?;
         let overrides = [
             ("host", self.host.as_deref().unwrap_or("")),
             ("port", self.port.as_deref().unwrap_or("")),
             ("user", self.username.as_deref().unwrap_or("")),
             ("dbname", dbname.unwrap_or("")),
         ];
-        let cfg = ConnConfig::from_params(conninfo, &overrides, &env)
-            .context("-h/-p/-U/-d: invalid connection setting")?;
+        let cfg = ConnConfig::from_params(conninfo, &overrides, &env).or_else(|e| {
+            // Name the culprit: the connection string, or the options on top of it.
+            let named = if self.source.is_some() { "--source" } else { "-d" };
+            ConnConfig::parse(conninfo)
+                .with_context(|| format!("{named}: invalid connection string"))?;
+            Err(e).context("-h/-p/-U/-d: invalid connection setting")
+        })?;
         if cfg.is_all_defaults() {
             anyhow::ensure!(
                 allow_defaults,

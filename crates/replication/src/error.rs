@@ -54,9 +54,8 @@ pub enum Error {
     /// The server asks for a password and neither the connection string,
     /// `PGPASSWORD`, the password file nor a prompt gave one.
     #[error(
-        "the server at {target} asks for a password for user \"{user}\" and none was given; \
-         fix: {}",
-        password_fix(passfile)
+        "the server at {target} asks for a password for user \"{user}\" and none was given \
+         (not in the connection string, PGPASSWORD or the password file {passfile})"
     )]
     PasswordMissing {
         /// `host:port` or socket path.
@@ -510,7 +509,6 @@ mod tests {
         let text = missing.to_string();
         assert!(text.contains("PGPASSWORD") && text.contains("/home/rep/.pgpass"), "{text}");
         assert!(missing.fix().unwrap().contains("PGPASSFILE"));
-        assert!(text.contains(&missing.fix().unwrap()), "{text}");
 
         let all = Error::AllHostsFailed(vec![
             ("a:1".into(), refused()),

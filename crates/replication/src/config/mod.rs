@@ -664,30 +664,35 @@ fn parse_hosts(host: Option<&str>, port: Option<&str>) -> Result<Vec<(Host, u16)
 }
 
 /// `sslcert`/`sslkey`, else libpq's `~/.postgresql/postgresql.crt` and `.key` when the
-/// certificate exists. A named certificate must exist (libpq would silently send none).
+/// certificate exists. A named certificate must exist and have its key (libpq would silently
+/// send none); a default one without its key is skipped with a warning.
 fn client_cert(
     cert: Option<&str>,
     key: Option<&str>,
     home: Option<&Path>,
 ) -> Result<(Option<PathBuf>, Option<PathBuf>), Error> {
     let dir = home.map(|h| h.join(".postgresql"));
-    let cert = match cert {
+    let key = key.map(PathBuf::from).or_else(|| dir.as_ref().map(|d| d.join("postgresql.key")));
+    let has_key = key.as_ref().is_some_and(|k| k.is_file());
+    match cert {
         Some(c) if !Path::new(c).is_file() => {
-            return Err(Error::Config(format!("sslcert {c} is not a readable file")));
+            Err(Error::Config(format!("sslcert {c} is not a readable file")))
         }
-        Some(c) => PathBuf::from(c),
-        None => match dir.as_ref().map(|d| d.join("postgresql.crt")).filter(|p| p.is_file()) {
-            Some(c) => c,
-            None => return Ok((None, key.map(PathBuf::from))),
-        },
-    };
-    let key = key.map(PathBuf::from).or_else(|| dir.map(|d| d.join("postgresql.key")));
-    match key {
-        Some(k) if k.is_file() => Ok((Some(cert), Some(k))),
-        _ => Err(Error::Config(format!(
-            "certificate {} present, but not its private key file (set sslkey)",
-            cert.display()
+        Some(c) if !has_key => Err(Error::Config(format!(
+            "certificate {c} present, but not its private key file (set sslkey)"
         ))),
+        Some(c) => Ok((Some(PathBuf::from(c)), key)),
+        None => match dir.map(|d| d.join("postgresql.crt")).filter(|p| p.is_file()) {
+            Some(c) if has_key => Ok((Some(c), key)),
+            Some(c) => {
+                tracing::warn!(
+                    "{} has no private key file next to it; no client certificate is sent",
+                    c.display()
+                );
+                Ok((None, None))
+            }
+            None => Ok((None, None)),
+        },
     }
 }
 

@@ -321,9 +321,12 @@ fn client_certificates() {
     // No default certificate: none is sent.
     let c = ConnConfig::parse_with_env("host=h", &env).unwrap();
     assert_eq!(c.sslcert(), None);
-    // A default certificate needs its key.
-    std::fs::write(pg.join("postgresql.crt"), "x").unwrap();
-    let err = ConnConfig::parse_with_env("host=h", &env).unwrap_err();
+    // A default certificate without its key is not sent; a named one must have it.
+    let cert = pg.join("postgresql.crt");
+    std::fs::write(&cert, "x").unwrap();
+    assert_eq!(ConnConfig::parse_with_env("host=h", &env).unwrap().sslcert(), None);
+    let named = format!("host=h sslcert={}", cert.display());
+    let err = ConnConfig::parse_with_env(&named, &env).unwrap_err();
     assert!(err.to_string().contains("not its private key"), "{err}");
     std::fs::write(pg.join("postgresql.key"), "x").unwrap();
     let c = ConnConfig::parse_with_env("host=h", &env).unwrap();
