@@ -112,21 +112,17 @@ impl SourceArgs {
             Err(e).context("-h/-p/-U/-d: invalid connection setting")
         })?;
         if cfg.is_all_defaults() {
-            anyhow::ensure!(
-                allow_defaults,
-                "no source given: name the primary with --source postgres://USER@HOST:PORT/DBNAME, \
-                 -h HOST -p PORT -U USER -d DBNAME, or PGHOST, PGPORT, PGUSER and PGDATABASE (a \
-                 mirror runs for ever and does not guess it from libpq's defaults: {} as user \
-                 \"{}\" to database \"{}\")",
-                cfg.target(),
-                cfg.user(),
-                cfg.dbname()
-            );
             let tried = format!(
                 "{} as user \"{}\" to database \"{}\"",
                 cfg.target(),
                 cfg.user(),
                 cfg.dbname()
+            );
+            anyhow::ensure!(
+                allow_defaults,
+                "no source given: name the primary with --source postgres://USER@HOST:PORT/DBNAME, \
+                 -h HOST -p PORT -U USER -d DBNAME, or PGHOST, PGPORT, PGUSER and PGDATABASE (a \
+                 mirror runs for ever and does not guess it from libpq's defaults: {tried})"
             );
             tracing::info!("no source given: connecting with libpq's defaults to {tried}");
             let _ = DEFAULT_SOURCE.set(tried);
