@@ -7,16 +7,26 @@ use clap::{Args, Parser, Subcommand};
 use crate::commands;
 
 /// Mirror PostgreSQL tables onto another server through logical decoding.
+///
+/// As in psql and pg_recvlogical, -h is the host: help is --help or -?.
 #[derive(Debug, Parser)]
-#[command(name = "pgmirror", version, about, propagate_version = true)]
+#[command(name = "pgmirror", version, about, propagate_version = true, disable_help_flag = true)]
 pub struct Cli {
+    /// Print help.
+    #[arg(short = '?', long = "help", global = true, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// More log output (-v debug, -vv trace); `RUST_LOG` overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Ask on the terminal for any password the connection strings, `PGPASSWORD` or the
-    /// password file do not give (like psql's -W).
+    /// Ask on the terminal for every password the connection strings, `PGPASSWORD` or the
+    /// password file do not give, before connecting (like psql's -W). Without -W or -w, a
+    /// password is asked for when a server wants one and stdin is a terminal.
     #[arg(short = 'W', long = "password", global = true)]
     pub password_prompt: bool,
+    /// Never ask for a password (like psql's -w): a server that wants one the settings do
+    /// not give fails the connection.
+    #[arg(short = 'w', long = "no-password", global = true, conflicts_with = "password_prompt")]
+    pub no_password_prompt: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -67,10 +77,15 @@ pub struct TableSelection {
 /// # Errors
 /// Whatever the command failed with, for `main` to print on one line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    crate::conn::set_prompt(cli.password_prompt);
-    match cli.command {
+    crate::conn::set_prompt(match (cli.password_prompt, cli.no_password_prompt) {
+        (true, _) => crate::conn::Prompt::Always,
+        (_, true) => crate::conn::Prompt::Never,
+        _ => crate::conn::Prompt::Auto,
+    });
+    let result = match cli.command {
         Command::Tail(args) => commands::tail::run(args).await,
-        Command::Mirror(args) => commands::mirror::run(args).await,
+        // Boxed: its future holds both connection configs and the whole pipeline.
+        Command::Mirror(args) => Box::pin(commands::mirror::run(args)).await,
         Command::Demo(args) => commands::demo::run(args).await,
         Command::Check(args) => commands::check::run(args).await,
         Command::Status(args) => commands::status::run(args).await,
@@ -80,5 +95,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => commands::bench::run(args).await,
         Command::Record(args) => commands::record::run(args).await,
         Command::Replay(args) => commands::replay::run(args).await,
-    }
+    };
+    result.map_err(crate::conn::explain)
 }

@@ -26,9 +26,9 @@ use crate::text::count;
 /// Arguments of `pgmirror check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The primary, as a URL or `key=value` string (`PG*` variables fill in the rest).
-    #[arg(long, env = "PGMIRROR_SOURCE", hide_env_values = true, value_name = "URL")]
-    pub source: String,
+    /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
+    #[command(flatten)]
+    pub source: conn::SourceArgs,
     /// The replica to write into (its checks are skipped without it).
     #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
     pub target: Option<String>,
@@ -147,7 +147,7 @@ impl Report {
 /// # Errors
 /// A malformed connection string (everything else is a failed check).
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let source = conn::parse("--source", &args.source)?;
+    let source = args.source.config()?;
     let target = args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?;
     let tables = (args.publication.is_some() || args.tables.is_some())
         .then_some(TableSelection { publication: args.publication, tables: args.tables });
@@ -200,7 +200,7 @@ async fn check_source(opts: &CheckOptions, report: &mut Report) -> Option<Vec<Ta
     let client = match replication::connect_sql(&opts.source).await {
         Ok(client) => client,
         Err(e) => {
-            let fix = e.db_error().and_then(replication::DbError::fix).unwrap_or_else(|| {
+            let fix = e.fix().unwrap_or_else(|| {
                 "check the --source connection string and that the server accepts connections"
                     .to_owned()
             });
@@ -523,15 +523,7 @@ async fn check_replication_connection(source: &ConnConfig, report: &mut Report) 
     let mut client = match ReplicationClient::connect(source).await {
         Ok(c) => c,
         Err(e) => {
-            let fix = e.db_error().and_then(replication::DbError::fix).unwrap_or_else(|| {
-                format!(
-                    "allow it in pg_hba.conf with a line like \"host {} {} <this host's \
-                     address>/32 scram-sha-256\" (logical replication matches the database \
-                     name, not the replication keyword), then SELECT pg_reload_conf();",
-                    source.dbname(),
-                    source.user()
-                )
-            });
+            let fix = e.fix().unwrap_or_else(|| "see the error above".to_owned());
             report.fail(CHECK, error_text(&e), fix);
             return;
         }
@@ -559,7 +551,7 @@ async fn check_target(target: &ConnConfig, tables: Option<&[TableDef]>, report: 
     let mut client = match replication::connect_sql(target).await {
         Ok(c) => c,
         Err(e) => {
-            let fix = e.db_error().and_then(replication::DbError::fix).unwrap_or_else(|| {
+            let fix = e.fix().unwrap_or_else(|| {
                 "check the --target connection string and that the server accepts connections"
                     .to_owned()
             });

@@ -29,9 +29,9 @@ use crate::mirror::registry::{self, MirrorState};
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["slot", "name"])))]
 pub struct DropArgs {
-    /// The primary, as a URL or `key=value` string (`PG*` variables fill in the rest).
-    #[arg(long, env = "PGMIRROR_SOURCE", hide_env_values = true, value_name = "URL")]
-    pub source: String,
+    /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
+    #[command(flatten)]
+    pub source: conn::SourceArgs,
     /// The replica, where pgmirror recorded what it created.
     #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
     pub target: Option<String>,
@@ -145,7 +145,7 @@ impl DropReport {
 /// connection and query errors.
 pub async fn run(args: DropArgs) -> anyhow::Result<ExitCode> {
     let opts = DropOptions {
-        source: conn::parse("--source", &args.source)?,
+        source: args.source.config()?,
         target: args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?,
         name: args.name,
         slot: args.slot,

@@ -14,9 +14,9 @@ use crate::shutdown::Shutdown;
 /// Arguments of `pgmirror mirror`.
 #[derive(Debug, Args)]
 pub struct MirrorArgs {
-    /// The primary, as a URL or `key=value` string (`PG*` variables fill in the rest).
-    #[arg(long, env = "PGMIRROR_SOURCE", hide_env_values = true, value_name = "URL")]
-    pub source: String,
+    /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
+    #[command(flatten)]
+    pub source: conn::SourceArgs,
     /// The replica to write into.
     #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
     pub target: String,
@@ -57,7 +57,7 @@ pub struct MirrorArgs {
 /// # Errors
 /// Set-up and fatal replication errors.
 pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
-    let source = conn::parse("--source", &args.source)?;
+    let source = args.source.named_config()?;
     let target = conn::parse("--target", &args.target)?;
     let mut opts = MirrorOptions::new(args.name, source, target, args.tables);
     opts.slot = args.slot;

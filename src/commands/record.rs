@@ -15,9 +15,9 @@ use crate::shutdown::Shutdown;
 /// Arguments of `pgmirror record`.
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// The primary, as a URL or `key=value` string.
-    #[arg(long, env = "PGMIRROR_SOURCE", hide_env_values = true, value_name = "URL")]
-    pub source: String,
+    /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
+    #[command(flatten)]
+    pub source: conn::SourceArgs,
     /// The tables to record.
     #[command(flatten)]
     pub tables: TableSelection,
@@ -59,7 +59,7 @@ fn seconds(option: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>>
 /// Connection, slot and file errors.
 pub async fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let opts = RecordOptions {
-        source: conn::parse("--source", &args.source)?,
+        source: args.source.config()?,
         tables: args.tables,
         slot: args.slot,
         create_slot: args.create_slot,

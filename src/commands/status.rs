@@ -29,9 +29,9 @@ pub use health::{BadMaxLag, MaxLag, problems};
 /// Arguments of `pgmirror status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The primary, as a URL or `key=value` string (`PG*` variables fill in the rest).
-    #[arg(long, env = "PGMIRROR_SOURCE", hide_env_values = true, value_name = "URL")]
-    pub source: String,
+    /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
+    #[command(flatten)]
+    pub source: conn::SourceArgs,
     /// The replica: adds its stored progress, lag in seconds and row counts.
     #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
     pub target: Option<String>,
@@ -268,7 +268,7 @@ pub struct StatusOptions {
 /// Connection and query errors (with `--watch` they are shown and retried instead).
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let opts = StatusOptions {
-        source: conn::parse("--source", &args.source)?,
+        source: args.source.config()?,
         target: args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?,
         name: args.name,
         slot: args.slot,

@@ -23,9 +23,9 @@ use crate::{conn, setup};
 /// Arguments of `pgmirror tail`.
 #[derive(Debug, Args)]
 pub struct TailArgs {
-    /// The primary, as a URL or `key=value` string (`PG*` variables fill in the rest).
-    #[arg(long, env = "PGMIRROR_SOURCE", hide_env_values = true, value_name = "URL")]
-    pub source: String,
+    /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
+    #[command(flatten)]
+    pub source: conn::SourceArgs,
     /// The tables to follow.
     #[command(flatten)]
     pub tables: TableSelection,
@@ -48,7 +48,7 @@ pub struct TailArgs {
 /// # Errors
 /// Connection, slot or publication problems, and output errors.
 pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
-    let source = conn::parse("--source", &args.source)?;
+    let source = args.source.config()?;
     let sql = replication::connect_sql(&source).await.context("connecting to the source")?;
     let publication =
         setup::publication_for(&sql, &args.tables, &args.slot).await.context("publication")?;

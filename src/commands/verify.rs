@@ -37,9 +37,9 @@ const RECHECKS: usize = 2;
 /// Arguments of `pgmirror verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The primary, as a URL or `key=value` string (`PG*` variables fill in the rest).
-    #[arg(long, env = "PGMIRROR_SOURCE", hide_env_values = true, value_name = "URL")]
-    pub source: String,
+    /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
+    #[command(flatten)]
+    pub source: conn::SourceArgs,
     /// The replica.
     #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
     pub target: String,
@@ -208,10 +208,8 @@ impl VerifyReport {
 /// # Errors
 /// Connection and query errors; no tables to verify.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let mut opts = VerifyOptions::new(
-        conn::parse("--source", &args.source)?,
-        conn::parse("--target", &args.target)?,
-    );
+    let mut opts =
+        VerifyOptions::new(args.source.config()?, conn::parse("--target", &args.target)?);
     opts.tables = (args.publication.is_some() || args.tables.is_some())
         .then_some(TableSelection { publication: args.publication, tables: args.tables });
     opts.name = args.name;

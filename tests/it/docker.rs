@@ -162,7 +162,8 @@ fn compose_command_parses_with_the_real_cli() {
     assert!(args.metrics_addr.is_some_and(|a| a.is_every_interface()), "reachable from outside");
 
     let password = env(mirror, "PGPASSWORD").expect("pgmirror gets PGPASSWORD");
-    for (url, svc) in [(&args.source, "primary"), (&args.target, "replica")] {
+    let source = args.source.source.as_ref().expect("--source");
+    for (url, svc) in [(source, "primary"), (&args.target, "replica")] {
         let cfg = conn(url);
         assert_eq!(cfg.host().as_string(), svc, "{svc} is reached by its service name");
         assert_eq!(cfg.port(), 5432);

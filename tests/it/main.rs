@@ -15,6 +15,7 @@ mod first_start;
 mod flags;
 mod hostile;
 mod lab;
+mod libpq;
 mod metrics;
 mod mirror;
 mod ops;

@@ -13,6 +13,7 @@ use postgres_protocol::message::frontend;
 
 use crate::config::ConnConfig;
 use crate::error::{Error, quote_ident};
+use crate::hosts::{self, SERVER_STATE_SQL, Session};
 use crate::stream::{LogicalReplicationStream, StartReplication};
 use crate::wire::{Backend, Conn, Mode, parse_server_version};
 
@@ -116,15 +117,25 @@ pub struct ReplicationClient {
 }
 
 impl ReplicationClient {
-    /// Connects in `replication=database` mode.
+    /// Connects in `replication=database` mode: to the first host that accepts and suits
+    /// `target_session_attrs`, asking the config's password prompt when a server wants a
+    /// password nothing gave.
     ///
     /// # Errors
     /// [`Error::Connect`] when the server is unreachable, [`Error::Db`] for
-    /// a refused login (see [`Error::is_auth_failure`]), TLS and protocol errors.
+    /// a refused login (see [`Error::is_auth_failure`]), [`Error::PasswordMissing`],
+    /// [`Error::SessionAttrs`], TLS and protocol errors; [`Error::AllHostsFailed`] with
+    /// each host's when several were given.
     pub async fn connect(config: &ConnConfig) -> Result<Self, Error> {
-        let conn = Conn::connect(config, Mode::Replication).await?;
-        let mut client =
-            ReplicationClient { conn, config: config.clone(), server_version: 0, busy: false };
+        let mut client = hosts::connect(config, |one| Box::pin(Self::connect_one(one))).await?;
+        // Reconnecting with `config()` tries every host again.
+        client.config = config.clone();
+        Ok(client)
+    }
+
+    async fn connect_one(config: ConnConfig) -> Result<Self, Error> {
+        let conn = Conn::connect(&config, Mode::Replication).await?;
+        let mut client = ReplicationClient { conn, config, server_version: 0, busy: false };
         client.server_version =
             match client.conn.parameter("server_version").and_then(parse_server_version) {
                 Some(v) => v,
@@ -404,6 +415,18 @@ impl ReplicationClient {
     /// by the server).
     pub async fn close(self) {
         self.conn.terminate().await;
+    }
+}
+
+impl Session for ReplicationClient {
+    async fn server_state_row(&mut self) -> Result<(String, String), Error> {
+        let rows = self.simple_query(SERVER_STATE_SQL).await?;
+        let row = rows.first().ok_or_else(|| Error::Protocol("no server state row".into()))?;
+        Ok((row.get(0).unwrap_or_default().to_owned(), row.get(1).unwrap_or_default().to_owned()))
+    }
+
+    async fn discard(self) {
+        self.close().await;
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use pgoutput_decoder::DecodeError;
 
+use crate::config::TargetSessionAttrs;
+
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -45,10 +47,38 @@ pub enum Error {
     /// TLS configuration or handshake failure.
     #[error("TLS: {0}")]
     Tls(String),
-    /// Authentication could not be carried out on the client side (missing
-    /// password, unsupported method, channel binding required but absent).
+    /// Authentication could not be carried out on the client side (unsupported
+    /// method, channel binding required but absent).
     #[error("authentication: {0}")]
     Auth(String),
+    /// The server asks for a password and neither the connection string,
+    /// `PGPASSWORD`, the password file nor a prompt gave one.
+    #[error(
+        "the server at {target} asks for a password for user \"{user}\" and none was given \
+         (not in the connection string, PGPASSWORD or the password file {passfile})"
+    )]
+    PasswordMissing {
+        /// `host:port` or socket path.
+        target: String,
+        /// The role logging in.
+        user: String,
+        /// The password file that was consulted (or would be: `~/.pgpass`).
+        passfile: String,
+    },
+    /// The server is not what `target_session_attrs` asks for.
+    #[error("server {target} does not suit target_session_attrs={wanted}: {reason}")]
+    SessionAttrs {
+        /// `host:port` or socket path.
+        target: String,
+        /// The setting.
+        wanted: TargetSessionAttrs,
+        /// libpq's words, e.g. `session is read-only`.
+        reason: &'static str,
+    },
+    /// Several hosts were given and none gave a suitable connection: each host with
+    /// why, in the order tried.
+    #[error("no host gave a suitable connection: {}", list_failures(.0))]
+    AllHostsFailed(Vec<(String, Error)>),
     /// An ErrorResponse from the server.
     #[error("{0}")]
     Db(Box<DbError>),
@@ -73,9 +103,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// The failure that decides what this error is: the last host's for
+    /// [`Error::AllHostsFailed`], else the error itself.
+    fn decisive(&self) -> &Error {
+        match self {
+            Error::AllHostsFailed(all) => all.last().map_or(self, |(_, e)| e.decisive()),
+            other => other,
+        }
+    }
+
     /// The server's error, if this is one.
     pub fn db_error(&self) -> Option<&DbError> {
-        match self {
+        match self.decisive() {
             Error::Db(db) => Some(db),
             _ => None,
         }
@@ -89,7 +128,13 @@ impl Error {
     /// Wrong password, no `pg_hba.conf` entry, or a client-side
     /// authentication problem.
     pub fn is_auth_failure(&self) -> bool {
-        matches!(self, Error::Auth(_)) || matches!(self.code(), Some("28P01" | "28000"))
+        matches!(self.decisive(), Error::Auth(_) | Error::PasswordMissing { .. })
+            || matches!(self.code(), Some("28P01" | "28000"))
+    }
+
+    /// The server wants a password that nothing gave.
+    pub fn is_password_missing(&self) -> bool {
+        matches!(self.decisive(), Error::PasswordMissing { .. })
     }
 
     /// The replication slot does not exist.
@@ -108,15 +153,65 @@ impl Error {
     }
 
     /// The connection is gone (closed, reset, or I/O failed); reconnecting may help.
+    /// A server that does not suit `target_session_attrs` counts too: after a
+    /// failover it may.
     pub fn is_connection_lost(&self) -> bool {
         match self {
             Error::Closed(_) | Error::Io(_) | Error::Connect { .. } => true,
+            Error::SessionAttrs { .. } => true,
+            Error::AllHostsFailed(all) => all.iter().all(|(_, e)| e.is_connection_lost()),
             Error::Sql(e) => e.is_closed(),
             // 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now.
             Error::Db(d) => d.code.starts_with("57P") || d.code.starts_with("08"),
             _ => false,
         }
     }
+
+    /// For the usual setup mistakes, one line that says how to fix it: from the
+    /// SQLSTATE of a server error, or from the kind of a client-side failure.
+    pub fn fix(&self) -> Option<String> {
+        match self.decisive() {
+            Error::Db(db) => db.fix(),
+            Error::Connect { .. } => Some(
+                "start the server, or connect where it listens (host and port; the server's \
+                 listen_addresses, port and unix_socket_directories say where)"
+                    .to_owned(),
+            ),
+            Error::PasswordMissing { passfile, .. } => Some(password_fix(passfile)),
+            Error::TlsUnavailable { .. } => Some(
+                "turn on ssl on the server (ssl = on with a certificate), or connect with \
+                 sslmode=prefer"
+                    .to_owned(),
+            ),
+            Error::SessionAttrs { wanted, .. } => Some(format!(
+                "list a server that suits target_session_attrs={wanted} among the hosts, or \
+                 change target_session_attrs"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// How to give a password: the variable or the password file.
+fn password_fix(passfile: &str) -> String {
+    format!(
+        "set PGPASSWORD, or add a line HOST:PORT:DATABASE:USER:PASSWORD to the password file \
+         ({passfile}, mode 0600; PGPASSFILE names another)"
+    )
+}
+
+/// `target: error: cause; target: error` for [`Error::AllHostsFailed`].
+fn list_failures(all: &[(String, Error)]) -> String {
+    let one = |(target, e): &(String, Error)| {
+        let mut text = format!("{target}: {e}");
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        text
+    };
+    all.iter().map(one).collect::<Vec<_>>().join("; ")
 }
 
 impl From<tokio_postgres::Error> for Error {
@@ -146,6 +241,8 @@ pub struct DbError {
     pub context: Option<String>,
     /// The role this connection logs in as, to make fix hints concrete.
     pub user: Option<String>,
+    /// The database this connection asked for, to make fix hints concrete.
+    pub database: Option<String>,
 }
 
 impl DbError {
@@ -182,6 +279,7 @@ impl DbError {
             hint: db.hint().map(str::to_owned),
             context: db.where_().map(str::to_owned),
             user: None,
+            database: None,
         }
     }
 
@@ -193,7 +291,44 @@ impl DbError {
             "28P01" => {
                 Some("check the password (connection string, PGPASSWORD or ~/.pgpass)".to_owned())
             }
-            "28000" if msg.contains("pg_hba.conf") => Some(pg_hba_fix(msg)),
+            "28000" if msg.starts_with("no pg_hba.conf entry") => Some(pg_hba_fix(msg)),
+            "28000" if msg.contains("pg_hba.conf rejects") => Some(
+                "a \"reject\" line in pg_hba.conf matches this connection: remove it or put a \
+                 line that accepts it above it, then SELECT pg_reload_conf();"
+                    .to_owned(),
+            ),
+            "28000" if msg.starts_with("role ") && msg.ends_with("does not exist") => {
+                Some(format!(
+                    "check the user name, or create the role: CREATE ROLE {} LOGIN PASSWORD '...';",
+                    quote_ident(user)
+                ))
+            }
+            "3D000" => {
+                let db = self.database.as_deref().unwrap_or("<database>");
+                Some(format!(
+                    "check the database name (psql -l lists the databases), or create it: \
+                     CREATE DATABASE {};",
+                    quote_ident(db)
+                ))
+            }
+            "42501" if msg.starts_with("permission denied for database") => {
+                let db = self.database.as_deref().unwrap_or("<database>");
+                Some(format!(
+                    "GRANT CONNECT ON DATABASE {} TO {};",
+                    quote_ident(db),
+                    quote_ident(user)
+                ))
+            }
+            "57P03" => Some(
+                "wait until the server accepts connections (it is starting up, shutting down or \
+                 in recovery)"
+                    .to_owned(),
+            ),
+            "53300" => Some(
+                "all connection slots are taken: raise max_connections (needs a restart) or end \
+                 idle sessions (see pg_stat_activity)"
+                    .to_owned(),
+            ),
             "42501" if msg.contains("replication") || msg.contains("WAL sender") => Some(format!(
                 "grant the role replication rights: ALTER ROLE {} WITH REPLICATION;",
                 quote_ident(user)
@@ -332,9 +467,68 @@ mod tests {
         assert!(e.to_string().contains("max_replication_slots"));
         assert_eq!(e.code(), Some("53400"));
 
+        // The fix comes from the SQLSTATE: a missing database is not a pg_hba.conf problem.
+        let e = Error::Db(Box::new(DbError {
+            severity: "FATAL".into(),
+            code: "3D000".into(),
+            message: "database \"nosuchdb\" does not exist".into(),
+            database: Some("nosuchdb".into()),
+            ..DbError::default()
+        }));
+        let fix = e.fix().unwrap();
+        assert!(fix.contains("psql -l") && fix.contains("CREATE DATABASE \"nosuchdb\""), "{fix}");
+        assert!(!e.to_string().contains("pg_hba"), "{e}");
+        let e = db("28000", "role \"rep\" does not exist");
+        assert!(e.fix().unwrap().contains("CREATE ROLE \"rep\""), "{e}");
+        assert!(!e.to_string().contains("pg_hba"), "{e}");
+        let e = db("28000", "pg_hba.conf rejects connection for host \"[local]\", user \"rep\"");
+        assert!(e.fix().unwrap().contains("\"reject\" line"), "{e}");
+        let e = db("57P03", "the database system is starting up");
+        assert!(e.fix().unwrap().contains("wait"), "{e}");
+
         let e = db("XX000", "other");
         assert_eq!(e.db_error().unwrap().fix(), None);
         assert_eq!(e.to_string(), "ERROR XX000: other");
+    }
+
+    #[test]
+    fn client_side_fixes_and_several_hosts() {
+        let refused = || Error::Connect {
+            target: "/var/run/postgresql/.s.PGSQL.5432".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        let fix = refused().fix().unwrap();
+        assert!(fix.contains("start the server"), "{fix}");
+        assert!(!fix.contains("pg_hba"), "{fix}");
+        let missing = Error::PasswordMissing {
+            target: "h:5432".into(),
+            user: "rep".into(),
+            passfile: "/home/rep/.pgpass".into(),
+        };
+        assert!(missing.is_password_missing() && missing.is_auth_failure());
+        let text = missing.to_string();
+        assert!(text.contains("PGPASSWORD") && text.contains("/home/rep/.pgpass"), "{text}");
+        assert!(missing.fix().unwrap().contains("PGPASSFILE"));
+
+        let all = Error::AllHostsFailed(vec![
+            ("a:1".into(), refused()),
+            (
+                "b:2".into(),
+                Error::SessionAttrs {
+                    target: "b:2".into(),
+                    wanted: TargetSessionAttrs::ReadWrite,
+                    reason: "session is read-only",
+                },
+            ),
+        ]);
+        let text = all.to_string();
+        assert!(text.contains("a:1: could not connect"), "{text}");
+        assert!(text.contains("entity not found"), "the cause is listed: {text}");
+        assert!(text.contains("b:2: server b:2 does not suit target_session_attrs=read-write"));
+        assert!(all.is_connection_lost());
+        assert!(all.fix().unwrap().contains("target_session_attrs=read-write"));
+        let all = Error::AllHostsFailed(vec![("a:1".into(), refused()), ("b:2".into(), missing)]);
+        assert!(all.is_password_missing() && !all.is_connection_lost());
     }
 
     #[test]

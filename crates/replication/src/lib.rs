@@ -2,7 +2,8 @@
 //! and rustls.
 //!
 //! - [`ConnConfig`]: connection strings as PostgreSQL users write them (URL or
-//!   `key=value`, `PG*` variables, `.pgpass`), never showing the password.
+//!   `key=value`, `PG*` variables, service file, `.pgpass`, several hosts with
+//!   `target_session_attrs`), never showing the password.
 //! - [`ReplicationClient`]: a `replication=database` connection with
 //!   IDENTIFY_SYSTEM, slot commands, plain SQL and `COPY TO STDOUT`.
 //! - [`LogicalReplicationStream`]: START_REPLICATION with decoded pgoutput
@@ -32,6 +33,7 @@
 mod client;
 mod config;
 mod error;
+mod hosts;
 mod pacing;
 mod sql;
 mod stream;
@@ -42,11 +44,12 @@ pub use client::{
     CreateSlotOptions, ReplicationClient, SimpleRow, SlotInfo, SnapshotAction, SystemInfo,
 };
 pub use config::{
-    ChannelBinding, ConnConfig, DEFAULT_APPLICATION_NAME, DEFAULT_PORT, Host, SslMode,
+    ChannelBinding, ConnConfig, DEFAULT_APPLICATION_NAME, DEFAULT_PORT, Host, Keepalives,
+    PasswordPrompt, SslMode, TargetSessionAttrs,
 };
 pub use error::{DbError, Error, quote_ident, quote_literal};
 pub use pacing::BULK_READ_WAIT;
-pub use sql::{connect_sql, sql_config};
+pub use sql::connect_sql;
 pub use stream::{
     DEFAULT_CHANNEL_CAPACITY, DEFAULT_STATUS_INTERVAL, FeedbackHandle, LogicalReplicationStream,
     ReplicationEvent, StartReplication, Streaming,

@@ -21,7 +21,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -67,7 +67,8 @@ pub(crate) fn client_config(cfg: &ConnConfig) -> Result<Option<Arc<ClientConfig>
         let Some(root_setting) = root_setting else {
             return Err(Error::Tls(format!(
                 "sslmode={} needs trusted root certificates: set sslrootcert to a PEM file (or \
-                 to \"system\" for the public CAs), or create ~/.postgresql/root.crt",
+                 to \"system\" for the operating system's trusted CAs), or create \
+                 ~/.postgresql/root.crt",
                 cfg.sslmode()
             )));
         };
@@ -77,9 +78,52 @@ pub(crate) fn client_config(cfg: &ConnConfig) -> Result<Option<Arc<ClientConfig>
             .map_err(|e| Error::Tls(e.to_string()))?;
         if verify == Verify::Full { inner } else { Arc::new(ChainOnly(inner)) }
     };
-    let config =
-        builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
+    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
+    let mut config = match (cfg.sslcert(), cfg.sslkey()) {
+        (Some(cert), Some(key)) => {
+            let (chain, key) = load_client_cert(cert, key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| Error::Tls(format!("client certificate {}: {e}", cert.display())))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    // libpq never sends an IP address as the server name, and neither does rustls.
+    config.enable_sni = cfg.sslsni();
     Ok(Some(Arc::new(config)))
+}
+
+/// The client certificate chain and its private key, which (as libpq insists) no one but
+/// its owner may read: mode 0600 or less, or 0640 or less when owned by root.
+fn load_client_cert(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| Error::Tls(format!("could not read sslcert {}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(Error::Tls(format!("sslcert {} holds no certificate", cert.display())));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(key)
+            .map_err(|e| Error::Tls(format!("could not read sslkey {}: {e}", key.display())))?;
+        let mode = meta.permissions().mode();
+        let allowed = if meta.uid() == 0 { 0o037 } else { 0o077 };
+        if mode & allowed != 0 {
+            return Err(Error::Tls(format!(
+                "private key file {} has group or world access; it must have permissions \
+                 u=rw (0600) or less if owned by the current user, or u=rw,g=r (0640) or less \
+                 if owned by root",
+                key.display()
+            )));
+        }
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::Tls(format!("could not read sslkey {}: {e}", key.display())))?;
+    Ok((chain, key))
 }
 
 /// libpq's fallback: `~/.postgresql/root.crt` when it exists.
@@ -92,7 +136,15 @@ fn default_root_cert() -> Option<String> {
 fn load_roots(setting: &str) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
     if setting == "system" {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // The operating system's store (SSL_CERT_FILE and SSL_CERT_DIR override it).
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            let why = found.errors.first().map(|e| format!(": {e}")).unwrap_or_default();
+            return Err(Error::Tls(format!(
+                "sslrootcert=system: no trusted certificate in the system store{why}"
+            )));
+        }
         return Ok(roots);
     }
     let certs = CertificateDer::pem_file_iter(setting)

@@ -58,6 +58,7 @@ pub(crate) struct Conn {
     pub(crate) channel_binding: bool,
     pub(crate) backend_pid: Option<i32>,
     pub(crate) user: String,
+    database: String,
     pub(crate) target: String,
     /// Bulk-read control for TCP connections (see [`crate::pacing`]).
     pacer: Option<Pacer>,
@@ -100,6 +101,7 @@ impl Conn {
                     TcpStream::connect((host.as_str(), cfg.port())).await.map_err(connect_err)?;
                 // Status updates are tiny and latency matters more than batching.
                 tcp.set_nodelay(true)?;
+                tune_tcp(&tcp, cfg)?;
                 // The socket lives inside `io` as long as the connection does.
                 pacer = Some(Pacer::new(tcp.as_raw_fd()));
                 match tls::client_config(cfg)? {
@@ -139,6 +141,7 @@ impl Conn {
             channel_binding: false,
             backend_pid: None,
             user: cfg.user().to_owned(),
+            database: cfg.dbname().to_owned(),
             target,
             pacer,
         };
@@ -163,6 +166,9 @@ impl Conn {
         match mode {
             Mode::Replication => params.push(("replication", "database")),
         }
+        if let Some(options) = cfg.options() {
+            params.push(("options", options));
+        }
         frontend::startup_message(params.iter().copied(), &mut self.wbuf)?;
         self.flush().await
     }
@@ -172,35 +178,24 @@ impl Conn {
         cfg: &ConnConfig,
         cert_hash: Option<Vec<u8>>,
     ) -> Result<(), Error> {
-        let missing_password = |method: &str| {
-            Error::Auth(format!(
-                "the server asks for a password ({method}) for user \"{}\" but none was given; set \
-                 it in the connection string, PGPASSWORD or the password file ({})",
-                cfg.user(),
-                cfg.passfile().map_or_else(|| "~/.pgpass".to_owned(), |p| p.display().to_string())
-            ))
-        };
         loop {
             match self.read_message().await? {
                 Backend::Msg(Message::AuthenticationOk) => return Ok(()),
                 Backend::Msg(Message::AuthenticationCleartextPassword) => {
                     self.require_no_channel_binding(cfg)?;
-                    let pw =
-                        cfg.effective_password().ok_or_else(|| missing_password("password"))?;
+                    let pw = cfg.effective_password().ok_or_else(|| cfg.password_missing())?;
                     frontend::password_message(pw.as_bytes(), &mut self.wbuf)?;
                     self.flush().await?;
                 }
                 Backend::Msg(Message::AuthenticationMd5Password(body)) => {
                     self.require_no_channel_binding(cfg)?;
-                    let pw = cfg.effective_password().ok_or_else(|| missing_password("md5"))?;
+                    let pw = cfg.effective_password().ok_or_else(|| cfg.password_missing())?;
                     let hash = md5_hash(cfg.user().as_bytes(), pw.as_bytes(), body.salt());
                     frontend::password_message(hash.as_bytes(), &mut self.wbuf)?;
                     self.flush().await?;
                 }
                 Backend::Msg(Message::AuthenticationSasl(body)) => {
-                    let pw = cfg
-                        .effective_password()
-                        .ok_or_else(|| missing_password("SCRAM-SHA-256"))?;
+                    let pw = cfg.effective_password().ok_or_else(|| cfg.password_missing())?;
                     let mut plain = false;
                     let mut plus = false;
                     let mut mechanisms = body.mechanisms();
@@ -325,6 +320,7 @@ impl Conn {
         }
         let mut db = DbError::from_fields(fields.iter().map(|(t, v)| (*t, v.as_str())));
         db.user = Some(self.user.clone());
+        db.database = Some(self.database.clone());
         Error::Db(Box::new(db))
     }
 
@@ -451,6 +447,32 @@ impl Conn {
     }
 }
 
+/// TCP keepalives and `tcp_user_timeout` as configured (keepalives on by default, as in
+/// libpq, so a server that vanishes without a word is noticed).
+pub(crate) fn tune_tcp(tcp: &TcpStream, cfg: &ConnConfig) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(tcp);
+    match cfg.keepalives() {
+        None => sock.set_keepalive(false)?,
+        Some(k) => {
+            let mut params = socket2::TcpKeepalive::new();
+            if let Some(idle) = k.idle {
+                params = params.with_time(idle);
+            }
+            if let Some(interval) = k.interval {
+                params = params.with_interval(interval);
+            }
+            if let Some(count) = k.count {
+                params = params.with_retries(count);
+            }
+            sock.set_tcp_keepalive(&params)?;
+        }
+    }
+    if let Some(timeout) = cfg.tcp_user_timeout() {
+        sock.set_tcp_user_timeout(Some(timeout))?;
+    }
+    Ok(())
+}
+
 /// Sends SSLRequest and reads exactly one byte: `S` means go ahead with
 /// TLS, `N` means plaintext only. Anything else (e.g. an ErrorResponse from
 /// an ancient server) is refused without echoing it (CVE-2024-10977).
@@ -492,5 +514,28 @@ mod tests {
         assert_eq!(parse_server_version("17.2"), Some(170002));
         assert_eq!(parse_server_version("9.6.24"), Some(90624));
         assert_eq!(parse_server_version("garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn tcp_keepalives_and_user_timeout() {
+        use std::time::Duration;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let cfg = |s: &str| ConnConfig::parse_with_env(s, &|_| None).unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        tune_tcp(&tcp, &cfg("host=h user=u")).unwrap();
+        assert!(sock.keepalive().unwrap(), "on by default");
+        tune_tcp(
+            &tcp,
+            &cfg("host=h user=u keepalives_idle=42 keepalives_interval=7 keepalives_count=5 \
+                  tcp_user_timeout=2500"),
+        )
+        .unwrap();
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(42));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(7));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 5);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(Duration::from_millis(2500)));
+        tune_tcp(&tcp, &cfg("host=h user=u keepalives=0")).unwrap();
+        assert!(!sock.keepalive().unwrap());
     }
 }

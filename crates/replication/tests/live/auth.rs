@@ -1,11 +1,30 @@
 //! Every authentication method with the right, a wrong and no password.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use pgcluster::{AuthMethod, ClusterBuilder};
-use replication::{ConnConfig, Error, ReplicationClient, connect_sql};
+use replication::{ConnConfig, Error, PasswordPrompt, ReplicationClient, connect_sql};
 
 use crate::{cfg, cfg_from, start_cluster};
 
 const PASSWORD: &str = "s3cret pa:ss@word";
+
+/// Answers every question with `answer` and counts them.
+#[derive(Debug)]
+struct CountingPrompt {
+    answer: Option<&'static str>,
+    asked: AtomicUsize,
+}
+
+impl PasswordPrompt for CountingPrompt {
+    fn password(&self, user: &str, target: &str) -> Option<String> {
+        assert_eq!(user, "postgres");
+        assert!(target.starts_with("127.0.0.1:"), "{target}");
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        self.answer.map(str::to_owned)
+    }
+}
 
 async fn check_method(method: AuthMethod) {
     let cluster =
@@ -34,12 +53,33 @@ async fn check_method(method: AuthMethod) {
         assert!(!text.contains("wrong") && !text.contains(PASSWORD), "{text}");
     }
 
-    // No password at all (and no password file): a client-side error.
+    // No password at all (and no password file): a client-side error that says how to
+    // give one, the same on both connection kinds.
     let none = good.clone().with_password(None).with_passfile(None);
-    let err = ReplicationClient::connect(&none).await.unwrap_err();
-    assert!(matches!(err, Error::Auth(_)), "{method:?}: {err}");
-    assert!(err.is_auth_failure());
-    assert!(err.to_string().contains("PGPASSWORD"), "{err}");
+    for err in [
+        ReplicationClient::connect(&none).await.unwrap_err(),
+        connect_sql(&none).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::PasswordMissing { .. }), "{method:?}: {err}");
+        assert!(err.is_auth_failure() && err.is_password_missing());
+        let text = err.to_string();
+        assert!(text.contains("PGPASSWORD") && text.contains("password file"), "{text}");
+    }
+
+    // A prompt is asked only when the server wants a password, once per connection made.
+    let prompt = Arc::new(CountingPrompt { answer: Some(PASSWORD), asked: AtomicUsize::new(0) });
+    let prompted = none.clone().with_password_prompt(prompt.clone());
+    let mut client = ReplicationClient::connect(&prompted).await.expect("prompted password");
+    client.identify_system().await.unwrap();
+    client.close().await;
+    connect_sql(&prompted).await.expect("sql with prompted password");
+    assert_eq!(prompt.asked.load(Ordering::SeqCst), 2);
+    let mute = Arc::new(CountingPrompt { answer: None, asked: AtomicUsize::new(0) });
+    let err = ReplicationClient::connect(&none.clone().with_password_prompt(mute.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.is_password_missing(), "{err}");
+    assert_eq!(mute.asked.load(Ordering::SeqCst), 1);
 
     // The password file supplies it.
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 mod auth;
 mod backlog;
 mod errors;
+mod libpq;
 mod slots;
 mod stream;
 mod tls;
