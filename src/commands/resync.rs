@@ -20,9 +20,9 @@ use crate::mirror::resync;
 /// Arguments of `pgmirror resync`.
 #[derive(Debug, Args)]
 pub struct ResyncArgs {
-    /// The primary, as a URL or `key=value` string (`PG*` variables fill in the rest).
-    #[arg(long, env = "PGMIRROR_SOURCE", hide_env_values = true, value_name = "URL")]
-    pub source: String,
+    /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
+    #[command(flatten)]
+    pub source: conn::SourceArgs,
     /// The replica the mirror writes into.
     #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
     pub target: String,
@@ -42,7 +42,7 @@ pub struct ResyncArgs {
 /// # Errors
 /// Connection errors; an unknown mirror or a table it does not mirror; a timeout.
 pub async fn run(args: ResyncArgs) -> anyhow::Result<ExitCode> {
-    let source_cfg = conn::parse("--source", &args.source)?;
+    let source_cfg = args.source.config()?;
     let target_cfg = conn::parse("--target", &args.target)?;
     let source = replication::connect_sql(&source_cfg).await.context("connecting to the source")?;
     let target = replication::connect_sql(&target_cfg).await.context("connecting to the target")?;
