@@ -102,4 +102,12 @@ async fn unknown_tables_and_publications_are_named() {
         &["mirror", "--source", &src, "--target", &dst, "--tables", "\"unterminated"],
         "unterminated",
     );
+    assert_clear_error(
+        &["mirror", "--source", &src, "--target", &dst, "--tables", "known,nosuchschema.*"],
+        "schema \"nosuchschema\" not found on the source",
+    );
+    assert_clear_error(
+        &["tail", "--source", &src, "--publication", "p", "--exclude-tables", "known"],
+        "--exclude-tables cannot narrow --publication",
+    );
 }

@@ -18,4 +18,5 @@ mod mirror;
 mod ops;
 mod security;
 mod support;
+mod tables;
 mod tail;
