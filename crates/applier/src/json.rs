@@ -17,6 +17,15 @@
 //! TOAST value as `{"unchanged_toast":true}`, everything else a string. Binary-format values of
 //! common builtin types are decoded; other binary values become
 //! `{"binary_hex":"\\x..","type_oid":N}`.
+//!
+//! Arrays become JSON arrays in both formats: nested arrays for more dimensions, `null` for
+//! NULL elements, each element typed as a value of the element type is (`{1,2}` is `[1,2]`,
+//! `{t,NULL}` is `[true,null]`). Lower bounds are dropped (`[0:1]={1,2}` is `[1,2]`), as
+//! PostgreSQL's `array_to_json` drops them. `int2vector` and `oidvector` are arrays too. Builtin
+//! array types are known by OID; for other types (arrays of enums or composites, domains) a
+//! target built [`with_catalog`](JsonTarget::with_catalog) asks the source's `pg_type` once per
+//! type: a domain is typed as its base type, an enum is its label. Without a catalog such
+//! values stay strings (the stream names a non-builtin type but not its element or base type).
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -26,6 +35,10 @@ use pgoutput_decoder::{Column, DecodingMessage, Lsn, OldTuple, PgTimestamp, Rela
 
 use crate::error::ApplyError;
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
+use types::{Shape, Types};
+
+mod array;
+mod types;
 
 mod oid {
     pub const BOOL: u32 = 16;
@@ -57,12 +70,28 @@ pub struct JsonTarget<W: Write + Send> {
     line: String,
     progress: Option<Lsn>,
     last_end: Option<Lsn>,
+    types: Types,
 }
 
 impl<W: Write + Send> JsonTarget<W> {
     /// A target writing to `out`, starting without stored progress.
     pub fn new(out: W) -> Self {
-        JsonTarget { out, line: String::with_capacity(1024), progress: None, last_end: None }
+        JsonTarget {
+            out,
+            line: String::with_capacity(1024),
+            progress: None,
+            last_end: None,
+            types: Types::default(),
+        }
+    }
+
+    /// Looks up the non-builtin column types (arrays of user-defined types, domains, enums) in
+    /// `catalog`, a connection to the source database, once per type, so their values are
+    /// typed too (see the module docs).
+    #[must_use]
+    pub fn with_catalog(mut self, catalog: tokio_postgres::Client) -> Self {
+        self.types = Types::with_catalog(catalog);
+        self
     }
 
     /// Skip transactions ending at or before `lsn` (e.g. what an earlier run wrote).
@@ -111,17 +140,17 @@ impl<W: Write + Send> JsonTarget<W> {
             Change::Insert { rel, new } => {
                 self.rel_head("insert", rel);
                 self.line.push_str(",\"new\":");
-                row(&mut self.line, rel, new, None);
+                row(&mut self.line, &self.types, rel, new, None);
             }
             Change::Update { rel, old, new } => {
                 self.rel_head("update", rel);
-                old_or_key(&mut self.line, rel, old.as_ref(), Some(new));
+                old_or_key(&mut self.line, &self.types, rel, old.as_ref(), Some(new));
                 self.line.push_str(",\"new\":");
-                row(&mut self.line, rel, new, None);
+                row(&mut self.line, &self.types, rel, new, None);
             }
             Change::Delete { rel, old } => {
                 self.rel_head("delete", rel);
-                old_or_key(&mut self.line, rel, Some(old), None);
+                old_or_key(&mut self.line, &self.types, rel, Some(old), None);
             }
             Change::Truncate { rels, cascade, restart_identity } => {
                 self.start("truncate");
@@ -165,29 +194,35 @@ impl<W: Write + Send> JsonTarget<W> {
 }
 
 /// `,"key":{..}` or `,"old":{..}`.
-fn old_or_key(line: &mut String, rel: &Relation, old: Option<&OldTuple>, new: Option<&Tuple>) {
+fn old_or_key(
+    line: &mut String,
+    types: &Types,
+    rel: &Relation,
+    old: Option<&OldTuple>,
+    new: Option<&Tuple>,
+) {
     match old {
         Some(OldTuple::Full(t)) => {
             line.push_str(",\"old\":");
-            row(line, rel, t, None);
+            row(line, types, rel, t, None);
         }
         Some(OldTuple::Key(t)) => {
             line.push_str(",\"key\":");
-            row(line, rel, t, Some(true));
+            row(line, types, rel, t, Some(true));
         }
         None => {
             if let Some(new) = new
                 && rel.columns.iter().any(|c| c.is_key)
             {
                 line.push_str(",\"key\":");
-                row(line, rel, new, Some(true));
+                row(line, types, rel, new, Some(true));
             }
         }
     }
 }
 
 /// A row as a JSON object; `keys_only` keeps only key columns.
-fn row(line: &mut String, rel: &Relation, t: &Tuple, keys_only: Option<bool>) {
+fn row(line: &mut String, types: &Types, rel: &Relation, t: &Tuple, keys_only: Option<bool>) {
     line.push('{');
     let mut first = true;
     for (c, v) in rel.columns.iter().zip(t) {
@@ -200,7 +235,7 @@ fn row(line: &mut String, rel: &Relation, t: &Tuple, keys_only: Option<bool>) {
         first = false;
         push_str(line, &c.name);
         line.push(':');
-        value(line, c.type_oid, v);
+        value(line, types, c.type_oid, v);
     }
     line.push('}');
 }
@@ -275,34 +310,68 @@ fn embed_json(line: &mut String, s: &str) {
     }
 }
 
-fn value(line: &mut String, type_oid: u32, v: Column<'_>) {
+fn value(line: &mut String, types: &Types, type_oid: u32, v: Column<'_>) {
     match v {
         Column::Null => line.push_str("null"),
         Column::UnchangedToast => line.push_str("{\"unchanged_toast\":true}"),
-        Column::Text(b) => {
-            let s = String::from_utf8_lossy(b);
-            match type_oid {
-                oid::INT2
-                | oid::INT4
-                | oid::INT8
-                | oid::OID
-                | oid::FLOAT4
-                | oid::FLOAT8
-                | oid::NUMERIC => {
-                    number_or_string(line, &s);
+        Column::Text(b) => text_value(line, types, type_oid, &String::from_utf8_lossy(b)),
+        Column::Binary(b) => binary_or_hex(line, types, type_oid, b),
+    }
+}
+
+/// A value in PostgreSQL's text form.
+fn text_value(line: &mut String, types: &Types, type_oid: u32, s: &str) {
+    match types.shape(type_oid) {
+        Shape::Scalar(
+            oid::INT2 | oid::INT4 | oid::INT8 | oid::OID | oid::FLOAT4 | oid::FLOAT8 | oid::NUMERIC,
+        ) => number_or_string(line, s),
+        Shape::Scalar(oid::BOOL) => line.push_str(if s == "t" { "true" } else { "false" }),
+        Shape::Scalar(oid::JSON | oid::JSONB) => embed_json(line, s),
+        Shape::Scalar(_) | Shape::Enum => push_str(line, s),
+        Shape::Array { elem, delim } => {
+            let json = array::from_text(s, delim, &mut |out, e| match e {
+                Some(e) => text_value(out, types, elem, e),
+                None => out.push_str("null"),
+            });
+            match json {
+                Some(json) => line.push_str(&json),
+                None => push_str(line, s),
+            }
+        }
+        Shape::Vector { elem } => {
+            line.push('[');
+            for (i, e) in s.split_ascii_whitespace().enumerate() {
+                if i > 0 {
+                    line.push(',');
                 }
-                oid::BOOL => line.push_str(if &*s == "t" { "true" } else { "false" }),
-                oid::JSON | oid::JSONB => embed_json(line, &s),
-                _ => push_str(line, &s),
+                text_value(line, types, elem, e);
             }
+            line.push(']');
         }
-        Column::Binary(b) => {
-            if !binary_value(line, type_oid, b) {
-                line.push_str("{\"binary_hex\":");
-                push_str(line, &hex(b));
-                let _ = write!(line, ",\"type_oid\":{type_oid}}}");
+    }
+}
+
+/// A value in binary (send) form: decoded when its type is known, else as hex.
+fn binary_or_hex(line: &mut String, types: &Types, type_oid: u32, b: &[u8]) {
+    let decoded = match types.shape(type_oid) {
+        Shape::Scalar(oid) => binary_value(line, oid, b),
+        Shape::Enum => match std::str::from_utf8(b) {
+            Ok(s) => {
+                push_str(line, s);
+                true
             }
+            Err(_) => false,
+        },
+        Shape::Array { .. } | Shape::Vector { .. } => {
+            let json =
+                array::from_binary(b, &mut |out, elem, e| binary_or_hex(out, types, elem, e));
+            json.map(|json| line.push_str(&json)).is_some()
         }
+    };
+    if !decoded {
+        line.push_str("{\"binary_hex\":");
+        push_str(line, &hex(b));
+        let _ = write!(line, ",\"type_oid\":{type_oid}}}");
     }
 }
 
@@ -509,11 +578,21 @@ impl<W: Write + Send> Target for JsonTarget<W> {
         self.emit()
     }
 
-    async fn relation(&mut self, _rel: &Arc<Relation>, _types: &TypeMap) -> Result<(), ApplyError> {
-        Ok(())
+    async fn relation(&mut self, rel: &Arc<Relation>, _types: &TypeMap) -> Result<(), ApplyError> {
+        self.types.learn(rel.columns.iter().map(|c| c.type_oid)).await
     }
 
     async fn change(&mut self, change: Change) -> Result<(), ApplyError> {
+        // Changes replayed from a streamed transaction may bring relations not seen yet.
+        let rel = match &change {
+            Change::Insert { rel, .. }
+            | Change::Update { rel, .. }
+            | Change::Delete { rel, .. } => Some(rel),
+            Change::Truncate { .. } | Change::Message(_) => None,
+        };
+        if let Some(rel) = rel {
+            self.types.learn(rel.columns.iter().map(|c| c.type_oid)).await?;
+        }
         self.render(&change);
         self.emit()
     }
@@ -590,26 +669,89 @@ mod tests {
 
     #[test]
     fn values() {
+        let types = Types::default();
         let mut s = String::new();
-        value(&mut s, oid::INT4, Column::Binary(&[0xff, 0xff, 0xff, 0xfe]));
+        value(&mut s, &types, oid::INT4, Column::Binary(&[0xff, 0xff, 0xff, 0xfe]));
         s.push(' ');
-        value(&mut s, oid::FLOAT8, Column::Text(b"NaN"));
+        value(&mut s, &types, oid::FLOAT8, Column::Text(b"NaN"));
         s.push(' ');
-        value(&mut s, oid::JSONB, Column::Text(b"{\"a\": [1, 2]}"));
+        value(&mut s, &types, oid::JSONB, Column::Text(b"{\"a\": [1, 2]}"));
         s.push(' ');
-        value(&mut s, oid::JSON, Column::Text(b"{\n\"a\": 1}"));
+        value(&mut s, &types, oid::JSON, Column::Text(b"{\n\"a\": 1}"));
         s.push(' ');
-        value(&mut s, oid::BOOL, Column::Text(b"t"));
+        value(&mut s, &types, oid::BOOL, Column::Text(b"t"));
         s.push(' ');
-        value(&mut s, 600, Column::Binary(&[1, 2]));
+        value(&mut s, &types, 600, Column::Binary(&[1, 2]));
         s.push(' ');
-        value(&mut s, oid::UUID, Column::Binary(&[0x12; 16]));
+        value(&mut s, &types, oid::UUID, Column::Binary(&[0x12; 16]));
         s.push(' ');
-        value(&mut s, oid::TEXT, Column::UnchangedToast);
+        value(&mut s, &types, oid::TEXT, Column::UnchangedToast);
         assert_eq!(
             s,
             "-2 \"NaN\" {\"a\": [1, 2]} {\"a\":1} true {\"binary_hex\":\"\\\\x0102\",\"type_oid\":600} \
              \"12121212-1212-1212-1212-121212121212\" {\"unchanged_toast\":true}"
+        );
+    }
+
+    fn render(type_oid: u32, v: Column<'_>) -> String {
+        let mut s = String::new();
+        value(&mut s, &Types::default(), type_oid, v);
+        s
+    }
+
+    #[test]
+    fn arrays_in_text() {
+        let cases: &[(u32, &str, &str)] = &[
+            (1007, "{1,NULL,-3}", "[1,null,-3]"),
+            (1007, "[0:1]={1,2}", "[1,2]"),
+            (1007, "{{1,2},{3,NULL}}", "[[1,2],[3,null]]"),
+            (1007, "{}", "[]"),
+            (
+                1009,
+                r#"{"a\"b","c\\d","e,f","NULL",NULL,""}"#,
+                r#"["a\"b","c\\d","e,f","NULL",null,""]"#,
+            ),
+            (1000, "{t,f,NULL}", "[true,false,null]"),
+            (1231, "{1.50,NaN,-Infinity}", r#"[1.50,"NaN","-Infinity"]"#),
+            (1022, "{1e+300,Infinity}", r#"[1e+300,"Infinity"]"#),
+            (3807, r#"{"{\"a\": [1, 2]}",NULL}"#, r#"[{"a": [1, 2]},null]"#),
+            (1020, "{(3,4),(1,2);(1,1),(0,0)}", r#"["(3,4),(1,2)","(1,1),(0,0)"]"#),
+            (22, "1 2", "[1,2]"),
+            (1007, "{1,2", r#""{1,2""#),
+        ];
+        for (oid, text, want) in cases {
+            assert_eq!(render(*oid, Column::Text(text.as_bytes())), *want, "{oid} {text}");
+        }
+    }
+
+    #[test]
+    fn arrays_in_binary() {
+        // int4[] [2:3]={7,NULL}; then text[] {{"a"},{"b"}}; then an unknown element type.
+        let mut int4 = Vec::new();
+        for w in [1i32, 1, 23, 2, 2, 4, 7, -1] {
+            int4.extend_from_slice(&w.to_be_bytes());
+        }
+        assert_eq!(render(1007, Column::Binary(&int4)), "[7,null]");
+        let mut text = Vec::new();
+        for w in [2i32, 0, 25, 2, 1, 1, 1, 1] {
+            text.extend_from_slice(&w.to_be_bytes());
+        }
+        text.extend_from_slice(b"a");
+        text.extend_from_slice(&1i32.to_be_bytes());
+        text.extend_from_slice(b"b");
+        assert_eq!(render(1009, Column::Binary(&text)), r#"[["a"],["b"]]"#);
+        let mut points = Vec::new();
+        for w in [1i32, 0, 600, 1, 1, 2] {
+            points.extend_from_slice(&w.to_be_bytes());
+        }
+        points.extend_from_slice(&[1, 2]);
+        assert_eq!(
+            render(1017, Column::Binary(&points)),
+            r#"[{"binary_hex":"\\x0102","type_oid":600}]"#
+        );
+        assert_eq!(
+            render(1007, Column::Binary(&[0, 0, 0, 1])),
+            r#"{"binary_hex":"\\x00000001","type_oid":1007}"#
         );
     }
 }
