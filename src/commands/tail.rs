@@ -4,10 +4,10 @@
 //! and flushed into a pipe or terminal; written, flushed and fsync'd in a regular file (given
 //! with `--file`, or standard output redirected to one). fsyncs are at least [`FSYNC_INTERVAL`]
 //! apart, so a stream of small transactions costs at most ten a second, and a transaction is
-//! confirmed within about two of them of being written. A restart (or a crash) then resumes
-//! right after the last transaction confirmed: nothing confirmed is ever missing from the
-//! output, and what was written after it is written again. Ctrl-C stops it cleanly after the
-//! current transaction; `--endpos` stops it at an LSN.
+//! confirmed within about 0.3 s of being written. A restart (or a crash) then resumes right
+//! after the last transaction confirmed: nothing confirmed is ever missing from the output, and
+//! what was written after it is written again. Ctrl-C stops it cleanly after the current
+//! transaction; `--endpos` stops it at an LSN.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};

@@ -206,6 +206,22 @@ async fn wal_lsn(client: &Client) -> String {
     client.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.unwrap().get(0)
 }
 
+/// A table `items` with `columns`, and a publication for it and a slot of the same name.
+async fn items_slot(client: &Client, prefix: &str, columns: &str) -> String {
+    let slot = pgcluster::unique_name(prefix);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE items ({columns}); CREATE PUBLICATION {slot} FOR TABLE items"
+        ))
+        .await
+        .unwrap();
+    client
+        .execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .await
+        .unwrap();
+    slot
+}
+
 /// The ids inserted by the transactions in `lines`, in order (begin, insert, commit each).
 fn inserted(lines: &[Value]) -> Vec<i64> {
     lines
@@ -219,18 +235,8 @@ fn inserted(lines: &[Value]) -> Vec<i64> {
 async fn startpos_and_endpos_bound_what_is_printed() {
     let cluster = pgcluster::shared();
     let (db, client) = database(cluster, "tail_pos").await;
-    let slot = pgcluster::unique_name("tail_pos");
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE items (id int PRIMARY KEY); CREATE TABLE other (id int); \
-             CREATE PUBLICATION {slot} FOR TABLE items"
-        ))
-        .await
-        .unwrap();
-    client
-        .execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
-        .await
-        .unwrap();
+    let slot = items_slot(&client, "tail_pos", "id int PRIMARY KEY").await;
+    client.batch_execute("CREATE TABLE other (id int)").await.unwrap();
     let url = cluster.url(&db);
     let common =
         ["--source", url.as_str(), "--publication", slot.as_str(), "--slot", slot.as_str()];
@@ -330,17 +336,7 @@ async fn a_file_holds_every_transaction_the_slot_confirmed_across_sigkill() {
     const PACED: i64 = 200;
     let cluster = pgcluster::shared();
     let (db, client) = database(cluster, "tail_file").await;
-    let slot = pgcluster::unique_name("tail_file");
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE items (id int8 PRIMARY KEY); CREATE PUBLICATION {slot} FOR TABLE items"
-        ))
-        .await
-        .unwrap();
-    client
-        .execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
-        .await
-        .unwrap();
+    let slot = items_slot(&client, "tail_file", "id int8 PRIMARY KEY").await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("changes.jsonl");
     let url = cluster.url(&db);

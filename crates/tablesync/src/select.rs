@@ -87,13 +87,12 @@ async fn matching(client: &Client, pattern: &TablePattern) -> Result<Vec<u32>, E
 }
 
 async fn schema_exists(client: &Client, schema: &str) -> Result<bool, Error> {
-    Ok(client
+    Ok(!client
         .query_typed(
             "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
             &[(&schema, Type::TEXT)],
         )
         .await
         .db_context(|| format!("looking up schema \"{schema}\" on the source"))?
-        .first()
-        .is_some())
+        .is_empty())
 }

@@ -16,48 +16,30 @@ fn float(line: &mut String, f: f64, text: impl std::fmt::Display) {
     }
 }
 
+/// `b` as an array of `N` bytes, if it is that long.
+fn fixed<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
+    b.try_into().ok()
+}
+
+fn put(line: &mut String, v: impl std::fmt::Display) {
+    let _ = write!(line, "{v}");
+}
+
 /// Decodes a binary (send format) value of a common builtin type; false if not handled.
 pub(super) fn binary_value(line: &mut String, type_oid: u32, b: &[u8]) -> bool {
     match type_oid {
         oid::BOOL if b.len() == 1 => line.push_str(if b[0] != 0 { "true" } else { "false" }),
-        oid::INT2 => match <[u8; 2]>::try_from(b) {
-            Ok(a) => {
-                let _ = write!(line, "{}", i16::from_be_bytes(a));
-            }
-            Err(_) => return false,
-        },
-        oid::INT4 => match <[u8; 4]>::try_from(b) {
-            Ok(a) => {
-                let _ = write!(line, "{}", i32::from_be_bytes(a));
-            }
-            Err(_) => return false,
-        },
-        oid::OID => match <[u8; 4]>::try_from(b) {
-            Ok(a) => {
-                let _ = write!(line, "{}", u32::from_be_bytes(a));
-            }
-            Err(_) => return false,
-        },
-        oid::INT8 => match <[u8; 8]>::try_from(b) {
-            Ok(a) => {
-                let _ = write!(line, "{}", i64::from_be_bytes(a));
-            }
-            Err(_) => return false,
-        },
-        oid::FLOAT4 => match <[u8; 4]>::try_from(b) {
-            Ok(a) => {
-                let f = f32::from_be_bytes(a);
-                float(line, f64::from(f), f);
-            }
-            Err(_) => return false,
-        },
-        oid::FLOAT8 => match <[u8; 8]>::try_from(b) {
-            Ok(a) => {
-                let f = f64::from_be_bytes(a);
-                float(line, f, f);
-            }
-            Err(_) => return false,
-        },
+        oid::INT2 => return fixed(b).map(|a| put(line, i16::from_be_bytes(a))).is_some(),
+        oid::INT4 => return fixed(b).map(|a| put(line, i32::from_be_bytes(a))).is_some(),
+        oid::OID => return fixed(b).map(|a| put(line, u32::from_be_bytes(a))).is_some(),
+        oid::INT8 => return fixed(b).map(|a| put(line, i64::from_be_bytes(a))).is_some(),
+        oid::FLOAT4 => {
+            let f = fixed(b).map(f32::from_be_bytes);
+            return f.map(|f| float(line, f64::from(f), f)).is_some();
+        }
+        oid::FLOAT8 => {
+            return fixed(b).map(f64::from_be_bytes).map(|f| float(line, f, f)).is_some();
+        }
         oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::CHAR => {
             match std::str::from_utf8(b) {
                 Ok(s) => push_str(line, s),
