@@ -59,7 +59,11 @@ async fn fixture(dir: &Path) -> Fixture {
     let path = dir.join("store_oltp.rec");
     let opts = RecordOptions {
         source: ConnConfig::parse(&cluster.url("src")).unwrap(),
-        tables: TableSelection { publication: Some("bench".into()), tables: None },
+        tables: TableSelection {
+            publication: Some("bench".into()),
+            tables: None,
+            exclude_tables: None,
+        },
         slot: "bench".into(),
         create_slot: false,
         out: path.clone(),

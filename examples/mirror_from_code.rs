@@ -36,6 +36,7 @@ pub async fn run(
     let tables = TableSelection {
         publication: None,
         tables: Some(store::TABLES.iter().map(|t| (*t).to_owned()).collect()),
+        exclude_tables: None,
     };
     let mut opts = MirrorOptions::new(name, source.clone(), target.clone(), tables);
     opts.copy_parallelism = 2;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use applier::{Applier, ApplyError, Target};
+use pgoutput_decoder::{LogicalMessage, Lsn};
 use replication::LogicalReplicationStream;
 use tokio::time::Instant;
 
@@ -56,10 +57,31 @@ pub enum PumpError {
 /// See [`PumpError`]. The stream is dropped (not shut down cleanly) on error.
 pub async fn pump<T: Target>(
     applier: &mut Applier<T>,
+    stream: LogicalReplicationStream,
+    shutdown: &mut Shutdown,
+    metrics: &Metrics,
+    backlog_end: Lsn,
+) -> Result<PumpEnd, PumpError> {
+    pump_until(applier, stream, shutdown, metrics, backlog_end, None).await
+}
+
+/// [`pump`], which also stops by itself, as pg_recvlogical's `--endpos` does, once everything
+/// before `end` is applied and confirmed: every transaction whose commit record starts before
+/// `end` (for an `end` at a record boundary, such as `pg_current_wal_lsn()`, those whose commit
+/// ends at or before it, the ones pg_recvlogical prints) and every non-transactional message at
+/// or before it. It stops after a transaction ending at or past `end`, at the first one that
+/// commits at or after `end` (not applied), or once the primary has read past `end` and
+/// nothing received is left to apply. A transaction is never cut short.
+///
+/// # Errors
+/// See [`PumpError`].
+pub async fn pump_until<T: Target>(
+    applier: &mut Applier<T>,
     mut stream: LogicalReplicationStream,
     shutdown: &mut Shutdown,
     metrics: &Metrics,
-    backlog_end: pgoutput_decoder::Lsn,
+    backlog_end: Lsn,
+    end: Option<Lsn>,
 ) -> Result<PumpEnd, PumpError> {
     if let Some(start) = applier.start_progress() {
         // What the target already holds is durable: lets the stream acknowledge keepalives.
@@ -75,8 +97,10 @@ pub async fn pump<T: Target>(
     let mut fresh = false;
     let mut catch_up = CatchUp::new(backlog_end);
     let mut burst = 0;
+    // Nothing before `end` is left to apply.
+    let mut reached = false;
     loop {
-        if shutdown.is_triggered() && applier.is_between_transactions() {
+        if (reached || shutdown.is_triggered()) && applier.is_between_transactions() {
             // The target commits asynchronously: give its WAL flush a moment so the final
             // status update confirms everything applied (what is not confirmed is sent again
             // and skipped, so this only saves work on the next start).
@@ -96,11 +120,19 @@ pub async fn pump<T: Target>(
         // While events are queued, take them without arming a timer (reading the clock and
         // arming a timer per message was 4% of pgmirror's CPU); every `BURST` events the
         // loop goes through the select below, so deadlines are still met.
-        if let Some(event) = (burst < BURST).then(|| stream.try_next()).flatten() {
+        // The primary has read past `end` and all we received is applied: unless an event is
+        // still queued, nothing before `end` can follow.
+        let past_end =
+            end.is_some_and(|end| stream.received_lsn() >= end) && applier.is_quiescent();
+        if let Some(event) = (burst < BURST || past_end).then(|| stream.try_next()).flatten() {
             burst += 1;
             pending = true;
             fresh |= std::mem::take(&mut quiet);
-            on_event(applier, &stream, metrics, &mut catch_up, event).await?;
+            reached |= on_event(applier, &stream, metrics, &mut catch_up, event, end).await?;
+            continue;
+        }
+        if past_end {
+            reached = true;
             continue;
         }
         burst = 0;
@@ -126,7 +158,7 @@ pub async fn pump<T: Target>(
                 let event = event.ok_or(PumpError::SourceClosed)?;
                 pending = true;
                 fresh |= std::mem::take(&mut quiet);
-                on_event(applier, &stream, metrics, &mut catch_up, event).await?;
+                reached |= on_event(applier, &stream, metrics, &mut catch_up, event, end).await?;
             }
             () = tokio::time::sleep_until(deadline) => {
                 // No event since `started`; woken early by the batch delay, events may still
@@ -161,22 +193,43 @@ async fn flush_idle<T: Target>(
     Ok(())
 }
 
-/// Hands one event from the stream to the applier and confirms what it made durable.
+/// Hands one event from the stream to the applier and confirms what it made durable. True
+/// when nothing before `end` is left: the event starts what ends past `end` (it is not handed
+/// on), or it completed a transaction ending at or past `end`.
 async fn on_event<T: Target>(
     applier: &mut Applier<T>,
     stream: &LogicalReplicationStream,
     metrics: &Metrics,
     catch_up: &mut CatchUp,
     event: Result<replication::ReplicationEvent, replication::Error>,
-) -> Result<(), PumpError> {
+    end: Option<Lsn>,
+) -> Result<bool, PumpError> {
     let event = event?;
+    if let Some(end) = end
+        && applier.is_between_transactions()
+        && starts_past(&event.message, end)
+    {
+        return Ok(true);
+    }
     metrics.observe(&event.message);
     if let Some(lsn) = applier.handle(event.message).await? {
         stream.confirm(lsn);
         report_positions(metrics, stream);
         catch_up.update(stream.received_lsn(), lsn);
     }
-    Ok(())
+    Ok(end.is_some_and(|end| applier.last_applied().is_some_and(|done| done >= end)))
+}
+
+/// Whether `msg` starts what ends past `end`: a transaction whose commit record starts at or
+/// after `end` (so it ends after it), or a non-transactional message after `end`.
+fn starts_past(msg: &LogicalMessage, end: Lsn) -> bool {
+    match msg {
+        LogicalMessage::Begin(b) => b.final_lsn >= end,
+        LogicalMessage::StreamCommit(c) => c.commit_lsn >= end,
+        LogicalMessage::CommitPrepared(c) => c.commit_lsn >= end,
+        LogicalMessage::Message(m) => !m.transactional && m.lsn > end,
+        _ => false,
+    }
 }
 
 /// The positions received and confirmed to the primary: what the applier made durable, or

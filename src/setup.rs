@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use replication::ReplicationClient;
-use tablesync::{QualifiedName, TableDef, quote_ident};
+use tablesync::{TableDef, TablePattern, quote_ident};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
@@ -95,12 +95,18 @@ pub async fn preflight(client: &Client, slot: &str) -> anyhow::Result<()> {
 /// The source tables a selection names, in dependency order.
 ///
 /// # Errors
-/// Unknown tables or publication, an empty publication.
+/// Unknown tables, schemas or publication, an empty publication, an exclusion that matches
+/// nothing, or `--exclude-tables` with `--publication`.
 pub async fn resolve_tables(
     client: &Client,
     selection: &TableSelection,
 ) -> anyhow::Result<Vec<TableDef>> {
     match (&selection.publication, &selection.tables) {
+        (Some(name), _) if selection.exclude_tables.is_some() => anyhow::bail!(
+            "--exclude-tables cannot narrow --publication {name:?}: the publication decides \
+             which tables are streamed; drop tables from it (ALTER PUBLICATION ... DROP TABLE) \
+             or select them with --tables"
+        ),
         (Some(name), _) => {
             let tables = tablesync::publication_tables(client, name).await?;
             anyhow::ensure!(
@@ -110,15 +116,22 @@ pub async fn resolve_tables(
             Ok(tables)
         }
         (None, Some(names)) => {
-            let names = names
-                .iter()
-                .map(|n| QualifiedName::parse(n))
-                .collect::<Result<Vec<_>, _>>()
-                .context("--tables")?;
-            Ok(tablesync::resolve_tables(client, &names).await?)
+            let include = patterns(names).context("--tables")?;
+            let exclude = patterns(selection.exclude_tables.as_deref().unwrap_or_default())
+                .context("--exclude-tables")?;
+            Ok(tablesync::resolve_selection(client, &include, &exclude).await?)
         }
         (None, None) => anyhow::bail!("give --publication NAME or --tables A,B"),
     }
+}
+
+/// Every entry of a `--tables`-style list (each a comma-separated list itself).
+fn patterns(entries: &[String]) -> Result<Vec<TablePattern>, tablesync::Error> {
+    let mut out = Vec::new();
+    for entry in entries {
+        out.extend(TablePattern::parse_list(entry)?);
+    }
+    Ok(out)
 }
 
 /// Whether the logical slot `name` exists on the primary.

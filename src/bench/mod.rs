@@ -366,7 +366,11 @@ impl Bench {
         match w.target_ddl() {
             Some(ddl) => tpl.batch_execute(&ddl).await?,
             None => {
-                let sel = TableSelection { publication: Some(PUBLICATION.into()), tables: None };
+                let sel = TableSelection {
+                    publication: Some(PUBLICATION.into()),
+                    tables: None,
+                    exclude_tables: None,
+                };
                 for t in crate::setup::resolve_tables(&src, &sel).await? {
                     if t.name != SENTINEL_TABLE {
                         tpl.batch_execute(&tablesync::create_table_sql(&t)).await?;
@@ -552,7 +556,11 @@ impl Bench {
     ) -> anyhow::Result<(recording::RecordSummary, u32)> {
         let opts = RecordOptions {
             source: replication::ConnConfig::parse(&self.primary.url(db))?,
-            tables: TableSelection { publication: Some(PUBLICATION.into()), tables: None },
+            tables: TableSelection {
+                publication: Some(PUBLICATION.into()),
+                tables: None,
+                exclude_tables: None,
+            },
             slot: slot.to_owned(),
             create_slot: false,
             out: path.to_owned(),

@@ -35,13 +35,16 @@ pub struct CheckArgs {
     /// Check the tables of this existing publication.
     #[arg(long, value_name = "NAME", conflicts_with = "tables")]
     pub publication: Option<String>,
-    /// Check these tables (`name` or `schema.name`, comma-separated).
+    /// Check these tables (`name`, `schema.name` or `schema.*`, comma-separated).
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub tables: Option<Vec<String>>,
     /// The mirror's name, as `pgmirror mirror --name` will be given: fixes then name its
     /// publication (`pgmirror_<name>`).
     #[arg(long, default_value = "default", value_name = "NAME")]
     pub name: String,
+    /// Leave these out of `--tables` (same syntax).
+    #[arg(long, value_name = "A,B,...", requires = "tables")]
+    pub exclude_tables: Option<Vec<String>>,
     /// Print a JSON array of `{check, ok, warning, detail, fix}` instead of text.
     #[arg(long)]
     pub json: bool,
@@ -149,8 +152,11 @@ impl Report {
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.config()?;
     let target = args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?;
-    let tables = (args.publication.is_some() || args.tables.is_some())
-        .then_some(TableSelection { publication: args.publication, tables: args.tables });
+    let tables = (args.publication.is_some() || args.tables.is_some()).then_some(TableSelection {
+        publication: args.publication,
+        tables: args.tables,
+        exclude_tables: args.exclude_tables,
+    });
     let report = run_check(&CheckOptions { source, target, tables, name: args.name }).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -101,6 +101,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
     let selection = TableSelection {
         publication: None,
         tables: Some(store::TABLES.iter().map(|t| (*t).to_owned()).collect()),
+        exclude_tables: None,
     };
 
     step(3, "pgmirror check: is the primary ready for logical replication?");

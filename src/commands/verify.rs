@@ -46,9 +46,12 @@ pub struct VerifyArgs {
     /// Verify the tables of this publication.
     #[arg(long, value_name = "NAME", conflicts_with = "tables")]
     pub publication: Option<String>,
-    /// Verify these tables (`name` or `schema.name`, comma-separated).
+    /// Verify these tables (`name`, `schema.name` or `schema.*`, comma-separated).
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub tables: Option<Vec<String>>,
+    /// Leave these out of `--tables` (same syntax).
+    #[arg(long, value_name = "A,B,...", requires = "tables")]
+    pub exclude_tables: Option<Vec<String>>,
     /// The mirror to wait for, and whose tables to verify when no tables are given (default:
     /// the only one recorded on the target, else `default`).
     #[arg(long, value_name = "MIRROR")]
@@ -210,8 +213,11 @@ impl VerifyReport {
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut opts =
         VerifyOptions::new(args.source.config()?, conn::parse("--target", &args.target)?);
-    opts.tables = (args.publication.is_some() || args.tables.is_some())
-        .then_some(TableSelection { publication: args.publication, tables: args.tables });
+    opts.tables = (args.publication.is_some() || args.tables.is_some()).then_some(TableSelection {
+        publication: args.publication,
+        tables: args.tables,
+        exclude_tables: args.exclude_tables,
+    });
     opts.name = args.name;
     opts.chunk_rows = args.chunk_rows;
     opts.max_diffs = args.max_diffs;

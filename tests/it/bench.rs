@@ -88,7 +88,11 @@ async fn record_then_replay_reproduces_the_primary() {
     let file = dir.join("items.rec");
     let opts = RecordOptions {
         source: ConnConfig::parse(&cluster.url(&src_db)).unwrap(),
-        tables: TableSelection { publication: Some(publication), tables: None },
+        tables: TableSelection {
+            publication: Some(publication),
+            tables: None,
+            exclude_tables: None,
+        },
         slot: slot.clone(),
         create_slot: false,
         out: file.clone(),

@@ -59,6 +59,14 @@ fn malformed_command_lines_fail_with_one_clear_line() {
         &["tail", "--source", &url, "--tables", "a", "--temporary", "--create-slot"],
         "cannot be used with",
     );
+    assert_clear_error(
+        &["tail", "--source", &url, "--tables", "a", "--endpos", "16/B374D84G"],
+        "invalid LSN \"16/B374D84G\"",
+    );
+    assert_clear_error(
+        &["tail", "--source", &url, "--tables", "a", "-I", "0/20", "-E", "0/10"],
+        "--endpos 0/10 is before --startpos 0/20",
+    );
     for bad in [
         format!("postgres://rep:{PASSWORD}@127.0.0.1:notaport/app"),
         format!("postgres://rep:{PASSWORD}@[::1/app"),
@@ -101,5 +109,13 @@ async fn unknown_tables_and_publications_are_named() {
     assert_clear_error(
         &["mirror", "--source", &src, "--target", &dst, "--tables", "\"unterminated"],
         "unterminated",
+    );
+    assert_clear_error(
+        &["mirror", "--source", &src, "--target", &dst, "--tables", "known,nosuchschema.*"],
+        "schema \"nosuchschema\" not found on the source",
+    );
+    assert_clear_error(
+        &["tail", "--source", &src, "--publication", "p", "--exclude-tables", "known"],
+        "--exclude-tables cannot narrow --publication",
     );
 }

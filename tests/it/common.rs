@@ -43,6 +43,7 @@ pub fn store_mirror(
     let tables = TableSelection {
         publication: None,
         tables: Some(store::TABLES.iter().map(|t| (*t).to_owned()).collect()),
+        exclude_tables: None,
     };
     pgmirror::logging::init(0);
     let mut opts = MirrorOptions::new(pgcluster::unique_name("m"), source, target, tables);

@@ -10,6 +10,7 @@ use clap::Parser;
 use pgmirror::cli::{Cli, Command};
 use replication::ConnConfig;
 use serde_norway::Value;
+use tablesync::{QualifiedName, TablePattern};
 
 use crate::common::database;
 
@@ -156,8 +157,16 @@ fn compose_command_parses_with_the_real_cli() {
     let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
     let Command::Mirror(args) = cli.command else { panic!("not `mirror`: {argv:?}") };
 
-    let tables = args.tables.tables.expect("--tables");
-    assert_eq!(tables, store::TABLES.map(str::to_owned).to_vec());
+    // Each --tables value is a comma-separated list.
+    let tables: Vec<TablePattern> = args
+        .tables
+        .tables
+        .expect("--tables")
+        .iter()
+        .flat_map(|t| TablePattern::parse_list(t).expect("table names"))
+        .collect();
+    let want = store::TABLES.map(|t| TablePattern::Table(QualifiedName::new("public", t)));
+    assert_eq!(tables, want.to_vec());
     assert_eq!(args.metrics_addr.as_ref().map(|a| a.port()), Some(9187));
     assert!(args.metrics_addr.is_some_and(|a| a.is_every_interface()), "reachable from outside");
 

@@ -136,6 +136,7 @@ fn mirror_at(source: &str, target: &str) -> MirrorOptions {
     let tables = TableSelection {
         publication: None,
         tables: Some(store::TABLES.iter().map(|t| (*t).to_owned()).collect()),
+        exclude_tables: None,
     };
     pgmirror::logging::init(0);
     let mut opts = MirrorOptions::new(

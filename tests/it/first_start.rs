@@ -205,8 +205,11 @@ async fn sequence_privileges_are_checked_and_every_failure_is_warned() {
     .await
     .unwrap();
     let source = cluster.url_for(&role, None, &src_db);
-    let selection =
-        pgmirror::cli::TableSelection { publication: Some(publication.clone()), tables: None };
+    let selection = pgmirror::cli::TableSelection {
+        publication: Some(publication.clone()),
+        tables: None,
+        exclude_tables: None,
+    };
     let report = run_check(&CheckOptions {
         source: ConnConfig::parse(&source).unwrap(),
         target: Some(ConnConfig::parse(&cluster.url(&dst_db)).unwrap()),
@@ -271,6 +274,7 @@ async fn check_fails_a_row_filter_outside_the_replica_identity() {
                 tables: Some(pgmirror::cli::TableSelection {
                     publication: Some(publication),
                     tables: None,
+                    exclude_tables: None,
                 }),
                 name: "default".into(),
             })

@@ -259,6 +259,7 @@ async fn odd_identifiers_and_awkward_values_are_mirrored_exactly() {
         let tables = TableSelection {
             publication: None,
             tables: Some(vec![SELECT_T.to_owned(), FROM_T.to_owned()]),
+            exclude_tables: None,
         };
         let mut opts = MirrorOptions::new(pgcluster::unique_name("odd"), source, target, tables);
         opts.binary = binary;

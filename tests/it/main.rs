@@ -24,4 +24,5 @@ mod schema;
 mod security;
 mod status;
 mod support;
+mod tables;
 mod tail;

@@ -41,6 +41,7 @@ fn store_tables() -> TableSelection {
     TableSelection {
         publication: None,
         tables: Some(store::TABLES.iter().map(|t| (*t).to_owned()).collect()),
+        exclude_tables: None,
     }
 }
 
@@ -113,6 +114,7 @@ async fn check_names_each_failure_and_its_fix() {
         tables: Some(TableSelection {
             publication: None,
             tables: Some(vec!["keyed".into(), "nokey".into()]),
+            exclude_tables: None,
         }),
         name: "default".into(),
     };
@@ -247,6 +249,7 @@ async fn check_warns_of_full_identity_tables_without_a_target_index() {
         tables: Some(TableSelection {
             publication: None,
             tables: Some(vec!["bag".into(), "ibag".into()]),
+            exclude_tables: None,
         }),
         name: "default".into(),
     };
@@ -282,7 +285,11 @@ async fn check_warns_of_deferrable_unique_constraints_on_the_target() {
     let opts = CheckOptions {
         source: config(&cluster.url(&src_db)),
         target: Some(config(&cluster.url(&dst_db))),
-        tables: Some(TableSelection { publication: None, tables: Some(vec!["dk".into()]) }),
+        tables: Some(TableSelection {
+            publication: None,
+            tables: Some(vec!["dk".into()]),
+            exclude_tables: None,
+        }),
         name: "default".into(),
     };
     let report = run_check(&opts).await;
@@ -516,7 +523,11 @@ async fn drop_keeps_what_pgmirror_did_not_create() {
     .await
     .unwrap();
     let mut opts = store_mirror(cluster, &src_db, cluster, &dst_db);
-    opts.tables = TableSelection { publication: Some(publication.clone()), tables: None };
+    opts.tables = TableSelection {
+        publication: Some(publication.clone()),
+        tables: None,
+        exclude_tables: None,
+    };
     let (shutdown, task) = start_mirror(&opts, &src, &dst).await;
 
     // verify by publication finds the mirror streaming it, and waits for it.

@@ -40,6 +40,7 @@ async fn a_non_superuser_target_with_foreign_keys_is_copied_parents_first() {
     opts.tables = TableSelection {
         publication: None,
         tables: Some(vec!["payment".into(), "rental".into(), "customer".into()]),
+        exclude_tables: None,
     };
     let shutdown = pgmirror::shutdown::Shutdown::manual();
     let mut stop = shutdown.clone();
@@ -123,7 +124,11 @@ impl Running {
 }
 
 fn tables(list: &str) -> TableSelection {
-    TableSelection { publication: None, tables: Some(list.split(',').map(str::to_owned).collect()) }
+    TableSelection {
+        publication: None,
+        tables: Some(list.split(',').map(str::to_owned).collect()),
+        exclude_tables: None,
+    }
 }
 
 /// `ADD COLUMN ... DEFAULT 'none'` gives existing rows the value PostgreSQL stored for them
@@ -198,7 +203,11 @@ async fn a_table_added_to_the_publication_is_copied_and_streamed() {
     let mirror = Running::start(
         &src_db,
         &dst_db,
-        TableSelection { publication: Some(publication.clone()), tables: None },
+        TableSelection {
+            publication: Some(publication.clone()),
+            tables: None,
+            exclude_tables: None,
+        },
     );
     wait_equal(&src, &dst, "first").await;
 
@@ -231,7 +240,8 @@ async fn a_table_added_to_the_publication_is_copied_and_streamed() {
     )
     .await
     .unwrap();
-    let selection = TableSelection { publication: Some(publication), tables: None };
+    let selection =
+        TableSelection { publication: Some(publication), tables: None, exclude_tables: None };
     let mirror = Running::named(&src_db, &dst_db, selection, Some(&name));
     wait_equal(&src, &dst, "later").await;
     mirror.stop().await;

@@ -200,7 +200,11 @@ async fn least_privilege_roles_mirror_end_to_end() {
     }
     let dst = cluster.connect(&dst_db).await.unwrap();
 
-    let tables = TableSelection { publication: Some(publication.clone()), tables: None };
+    let tables = TableSelection {
+        publication: Some(publication.clone()),
+        tables: None,
+        exclude_tables: None,
+    };
     pgmirror::logging::init(0);
     let opts = MirrorOptions::new(
         pgcluster::unique_name("lp"),

@@ -123,6 +123,15 @@ pub enum ApplyError {
     /// A spilled message could not be decoded again (corrupt spill file).
     #[error("decoding a spilled message")]
     SpillDecode(#[source] DecodeError),
+    /// Looking up a type on the source (to render its values as JSON) failed.
+    #[error("looking up type {type_oid} on the source")]
+    TypeLookup {
+        /// The type's OID.
+        type_oid: u32,
+        /// The source's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// Writing the JSON output failed.
     #[error("writing JSON output")]
     Output(#[source] io::Error),

@@ -402,7 +402,7 @@ impl TableQueries {
 }
 
 /// Loads table definitions by OID and orders them by foreign-key dependencies.
-async fn load_tables(client: &Client, oids: &[u32]) -> Result<Vec<TableDef>, Error> {
+pub(crate) async fn load_tables(client: &Client, oids: &[u32]) -> Result<Vec<TableDef>, Error> {
     let queries = TableQueries::prepare(client).await?;
     let mut tables = Vec::with_capacity(oids.len());
     for &oid in oids {

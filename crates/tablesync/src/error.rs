@@ -30,6 +30,37 @@ pub enum Error {
         /// The name looked up.
         table: QualifiedName,
     },
+    /// A `schema.*` entry names a schema the source does not have.
+    #[error(
+        "schema \"{schema}\" not found on the source (from `{pattern}`); check the spelling (unquoted names are folded to lower case, quote others: '\"My Schema\".*')"
+    )]
+    SchemaNotFound {
+        /// The schema looked up.
+        schema: String,
+        /// The entry as parsed, quoted.
+        pattern: String,
+    },
+    /// A `schema.*` entry matched no table.
+    #[error(
+        "schema \"{schema}\" has no table to replicate (`{pattern}` selects its ordinary and partitioned tables, not partitions, unlogged or temporary tables); name the tables instead or drop the entry"
+    )]
+    NoTablesInSchema {
+        /// The schema.
+        schema: String,
+        /// The entry as parsed, quoted.
+        pattern: String,
+    },
+    /// An `--exclude-tables` entry matches none of the selected tables.
+    #[error(
+        "--exclude-tables entry `{pattern}` matches none of the tables --tables selects; check the spelling (unquoted names are folded to lower case) or drop the entry"
+    )]
+    ExcludeUnmatched {
+        /// The entry as parsed, quoted.
+        pattern: String,
+    },
+    /// `--exclude-tables` removed every selected table.
+    #[error("--exclude-tables leaves none of the tables --tables selects; exclude fewer tables")]
+    AllExcluded,
     /// The publication does not exist on the source.
     #[error(
         "publication \"{publication}\" does not exist on the source; create it or let pgmirror create it"

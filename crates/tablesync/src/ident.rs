@@ -76,21 +76,7 @@ impl QualifiedName {
     /// # Errors
     /// [`Error::InvalidTableName`] for an empty entry or a malformed name.
     pub fn parse_list(text: &str) -> Result<Vec<Self>, Error> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        let mut in_quotes = false;
-        for (i, c) in text.char_indices() {
-            match c {
-                '"' => in_quotes = !in_quotes,
-                ',' if !in_quotes => {
-                    out.push(Self::parse(&text[start..i])?);
-                    start = i + 1;
-                }
-                _ => {}
-            }
-        }
-        out.push(Self::parse(&text[start..])?);
-        Ok(out)
+        split_list(text).into_iter().map(Self::parse).collect()
     }
 }
 
@@ -100,12 +86,82 @@ impl fmt::Display for QualifiedName {
     }
 }
 
+/// One `--tables` entry: a table, or every table of a schema (`schema.*`, as psql's
+/// `\dt schema.*`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TablePattern {
+    /// One table.
+    Table(QualifiedName),
+    /// The tables of this schema (`pg_namespace.nspname`, exactly as stored).
+    Schema(String),
+}
+
+impl TablePattern {
+    /// Parses `t`, `s.t`, `"S"."T"` (see [`QualifiedName::parse`]) or `s.*` / `"S".*`: an
+    /// unquoted `*` as the table part (a quoted `"*"` is a table named `*`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTableName`] for a malformed name or any other use of an unquoted `*`.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let parts = split_parts(text)?;
+        let star = |p: &(String, bool)| !p.1 && p.0 == "*";
+        match parts.as_slice() {
+            [schema, table] if star(table) && !star(schema) => Ok(Self::Schema(schema.0.clone())),
+            _ if parts.iter().any(|p| !p.1 && p.0.contains('*')) => {
+                Err(invalid(text, "the only wildcard is a whole table part, as in `schema.*`"))
+            }
+            _ => QualifiedName::parse(text).map(Self::Table),
+        }
+    }
+
+    /// Parses a comma-separated list of patterns; commas inside quotes do not split.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTableName`] for an empty entry or a malformed pattern.
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, Error> {
+        split_list(text).into_iter().map(Self::parse).collect()
+    }
+}
+
+impl fmt::Display for TablePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TablePattern::Table(name) => name.fmt(f),
+            TablePattern::Schema(schema) => write!(f, "{}.*", quote_ident(schema)),
+        }
+    }
+}
+
+/// Splits a list at commas outside double quotes.
+fn split_list(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut in_quotes = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            ',' if !in_quotes => {
+                out.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
 fn invalid(text: &str, reason: &str) -> Error {
     Error::InvalidTableName { text: text.to_owned(), reason: reason.to_owned() }
 }
 
 /// Splits `a.b` into identifiers, honouring quotes and folding unquoted parts.
 fn split_name(text: &str) -> Result<Vec<String>, Error> {
+    Ok(split_parts(text)?.into_iter().map(|(part, _)| part).collect())
+}
+
+/// [`split_name`], with whether each part was quoted.
+fn split_parts(text: &str) -> Result<Vec<(String, bool)>, Error> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(invalid(text, "empty table name"));
@@ -115,7 +171,8 @@ fn split_name(text: &str) -> Result<Vec<String>, Error> {
     loop {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut part = String::new();
-        if chars.next_if_eq(&'"').is_some() {
+        let quoted = chars.next_if_eq(&'"').is_some();
+        if quoted {
             loop {
                 match chars.next() {
                     Some('"') if chars.next_if_eq(&'"').is_some() => part.push('"'),
@@ -135,7 +192,7 @@ fn split_name(text: &str) -> Result<Vec<String>, Error> {
                 return Err(invalid(text, "empty identifier"));
             }
         }
-        parts.push(part);
+        parts.push((part, quoted));
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         match chars.next() {
             None => break,
@@ -193,6 +250,31 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn patterns_take_a_schema_wildcard_only() {
+        let list =
+            TablePattern::parse_list("app.*, \"My.Schema\" . *,\"a,b\".*,t,\"s\".\"*\"").unwrap();
+        assert_eq!(
+            list,
+            vec![
+                TablePattern::Schema("app".into()),
+                TablePattern::Schema("My.Schema".into()),
+                TablePattern::Schema("a,b".into()),
+                TablePattern::Table(QualifiedName::new("public", "t")),
+                TablePattern::Table(QualifiedName::new("s", "*")),
+            ]
+        );
+        assert_eq!(TablePattern::Schema("My\"S".into()).to_string(), "\"My\"\"S\".*");
+        for bad in ["*", "*.*", "app.t*", "a.b.*", "app.", ".*", "*.t"] {
+            assert!(
+                matches!(TablePattern::parse(bad), Err(Error::InvalidTableName { .. })),
+                "{bad:?} should be rejected"
+            );
+        }
+        let parsed = TablePattern::parse(&TablePattern::Schema("x\"y.z".into()).to_string());
+        assert_eq!(parsed.unwrap(), TablePattern::Schema("x\"y.z".into()));
     }
 
     #[test]

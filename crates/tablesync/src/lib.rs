@@ -3,7 +3,7 @@
 //! sequences in step, and verifying that both sides hold the same rows.
 //!
 //! Typical initial sync, as `pgmirror mirror` runs it:
-//! 1. [`resolve_tables`] (or [`publication_tables`]) on the source, then
+//! 1. [`resolve_selection`] or [`resolve_tables`] (or [`publication_tables`]) on the source, then
 //!    [`ensure_publication`].
 //! 2. [`ensure_target_table`] for each table, and [`ensure_targets_empty`] unless the
 //!    target is to be truncated.
@@ -21,6 +21,7 @@ mod error;
 mod ident;
 mod publication;
 mod schema;
+mod select;
 mod sequences;
 mod verify;
 
@@ -33,12 +34,13 @@ pub use copy::{
     copy_tables,
 };
 pub use error::{BoxError, Error};
-pub use ident::{QualifiedName, quote_ident, quote_literal};
+pub use ident::{QualifiedName, TablePattern, quote_ident, quote_literal};
 pub use publication::{PublicationStatus, drop_publication, ensure_publication};
 pub use schema::{
     TargetOptions, TargetTable, create_table_sql, ensure_target_table, ensure_targets_empty,
     target_is_empty,
 };
+pub use select::resolve_selection;
 pub use sequences::{
     SequenceFailure, SequenceReport, apply_sequences, create_sequence_sql, sync_sequences,
 };
