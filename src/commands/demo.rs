@@ -36,6 +36,14 @@ pub struct DemoArgs {
 
 const DB: &str = "store";
 
+/// `println!` above any progress bar on the terminal (the mirror's catch-up bar runs on
+/// stderr while the lab prints on stdout).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        crate::progress::suspend(|| println!($($arg)*))
+    };
+}
+
 /// Runs the demo; the clusters are removed at the end, also after Ctrl-C or an error.
 ///
 /// # Errors
@@ -51,25 +59,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         () = shutdown.wait() => None,
     };
     let Some(kept) = finished.transpose()? else {
-        println!(
+        say!(
             "\nInterrupted after {:.1} s; both clusters removed.",
             started.elapsed().as_secs_f64()
         );
         return Ok(ExitCode::SUCCESS);
     };
     if kept {
-        println!(
-            "\nDone in {:.1} s; the clusters are still running.",
-            started.elapsed().as_secs_f64()
-        );
+        say!("\nDone in {:.1} s; the clusters are still running.", started.elapsed().as_secs_f64());
     } else {
-        println!("\nDone in {:.1} s; both clusters removed.", started.elapsed().as_secs_f64());
+        say!("\nDone in {:.1} s; both clusters removed.", started.elapsed().as_secs_f64());
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn step(n: u32, text: &str) {
-    println!("\n== {n}. {text}");
+    say!("\n== {n}. {text}");
 }
 
 /// Runs the lab; returns whether the clusters were kept running.
@@ -81,8 +86,8 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
         Ok((primary, replica))
     })
     .await??;
-    println!("   primary: 127.0.0.1:{} (wal_level = logical)", primary.port());
-    println!("   replica: 127.0.0.1:{} (an independent server: no base backup)", replica.port());
+    say!("   primary: 127.0.0.1:{} (wal_level = logical)", primary.port());
+    say!("   replica: 127.0.0.1:{} (an independent server: no base backup)", replica.port());
 
     step(2, "The Store database on the primary");
     primary.create_database(DB).await?;
@@ -94,7 +99,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
     let t = Instant::now();
     store::populate(&src, &scale).await?;
     print_counts("primary", &src).await?;
-    println!("   generated in {:.2} s", t.elapsed().as_secs_f64());
+    say!("   generated in {:.2} s", t.elapsed().as_secs_f64());
 
     let source = ConnConfig::parse(&primary.url(DB))?;
     let target = ConnConfig::parse(&replica.url(DB))?;
@@ -124,7 +129,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
     let t = Instant::now();
     let mut task = tokio::spawn(async move { mirror::run(&mirror_opts, &mut mirror_stop).await });
     wait_equal(&src, &dst, Duration::from_secs(120), &mut task).await?;
-    println!("   replica equals primary after {:.2} s (initial copy)", t.elapsed().as_secs_f64());
+    say!("   replica equals primary after {:.2} s (initial copy)", t.elapsed().as_secs_f64());
     print_counts("replica", &dst).await?;
     // The copy is committed before streaming starts: wait for the walsender to show up.
     let start = Instant::now();
@@ -144,7 +149,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
             None => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
-    println!(
+    say!(
         "   pg_stat_replication on the primary: application_name={} state={} client={}",
         row.get::<_, String>(0),
         row.get::<_, String>(1),
@@ -162,7 +167,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
         delays.push(t.elapsed());
     }
     delays.sort();
-    println!(
+    say!(
         "   5 single-row inserts visible on the replica after {} (median {:.1} ms)",
         delays.iter().map(|d| format!("{:.1} ms", ms(*d))).collect::<Vec<_>>().join(", "),
         ms(delays[2])
@@ -175,7 +180,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
     }
     let ran = t.elapsed();
     wait_equal(&src, &dst, Duration::from_secs(60), &mut task).await?;
-    println!(
+    say!(
         "   {} Store OLTP transactions (an order, its items, a stock and a status update) in \
          {:.2} s; replica equal {:.0} ms after the last commit",
         args.transactions,
@@ -201,12 +206,12 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
         tokio::task::spawn_blocking(move || primary.stop(StopMode::Immediate).map(|()| primary))
             .await??;
     let n: i64 = dst.query_one("SELECT count(*) FROM orders", &[]).await?.get(0);
-    println!("   primary down; the replica still serves reads: SELECT count(*) FROM orders = {n}");
+    say!("   primary down; the replica still serves reads: SELECT count(*) FROM orders = {n}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     if task.is_finished() {
         bail!("pgmirror exited while the primary was down");
     }
-    println!("   pgmirror is still running, retrying the connection with backoff");
+    say!("   pgmirror is still running, retrying the connection with backoff");
 
     step(8, "Start the primary again");
     let primary = tokio::task::spawn_blocking(move || primary.start().map(|()| primary)).await??;
@@ -218,7 +223,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
     .await?;
     let t = Instant::now();
     wait_row(&dst, "back@example.com", Duration::from_secs(60)).await?;
-    println!(
+    say!(
         "   a row inserted after the restart reached the replica {:.2} s later: replication resumed",
         t.elapsed().as_secs_f64()
     );
@@ -236,7 +241,7 @@ async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
     step(10, "Stop pgmirror cleanly");
     shutdown.trigger();
     match task.await {
-        Ok(Ok(())) => println!("   stopped after its last transaction, with a final status update"),
+        Ok(Ok(())) => say!("   stopped after its last transaction, with a final status update"),
         Ok(Err(e)) => return Err(e.context("pgmirror")),
         Err(e) => bail!("pgmirror task failed: {e}"),
     }
@@ -258,16 +263,16 @@ async fn keep_clusters(primary: Cluster, replica: Cluster) -> anyhow::Result<()>
     let as_postgres = if is_root() { "runuser -u postgres -- " } else { "" };
     step(11, "The clusters keep running (--keep)");
     for (role, c) in [("primary", &primary), ("replica", &replica)] {
-        println!("   {role}: psql postgres://postgres@127.0.0.1:{}/{DB}", c.port);
+        say!("   {role}: psql postgres://postgres@127.0.0.1:{}/{DB}", c.port);
     }
-    println!(
+    say!(
         "   mirror again: pgmirror mirror --name demo --tables {} \\\n      --source postgres://postgres@127.0.0.1:{}/{DB} \\\n      --target postgres://postgres@127.0.0.1:{}/{DB}",
         store::TABLES.join(","),
         primary.port,
         replica.port
     );
     for c in [&primary, &replica] {
-        println!(
+        say!(
             "   stop: {as_postgres}{} stop -D {} && rm -rf {}",
             c.bindir.join("pg_ctl").display(),
             c.data_dir.display(),
@@ -293,7 +298,7 @@ async fn stop_clusters(primary: Cluster, replica: Cluster) {
 
 fn print_indented(text: &str) {
     for line in text.lines() {
-        println!("   {line}");
+        say!("   {line}");
     }
 }
 
@@ -307,7 +312,7 @@ async fn print_counts(side: &str, client: &Client) -> anyhow::Result<()> {
         let (rows, _) = store::table_fingerprint(client, table).await?;
         parts.push(format!("{table} {rows}"));
     }
-    println!("   {side}: {}", parts.join(", "));
+    say!("   {side}: {}", parts.join(", "));
     Ok(())
 }
 

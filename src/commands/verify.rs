@@ -646,10 +646,10 @@ mod tests {
         let text = report.render();
         assert!(text.contains("✔ public.a   3 rows, 1 chunk matches"), "{text}");
         assert!(
-            text.contains("✘ public.bb  source 3 rows, target 3; 1 of 1 chunks differ"),
+            text.contains("✘ public.bb  source 3 rows, target 3; 1 of 1 chunk differs"),
             "{text}"
         );
         assert!(text.contains("    differs            id=7"), "{text}");
-        assert!(text.ends_with("1 of 2 tables differ\n"), "{text}");
+        assert!(text.ends_with("1 of 2 tables differs\n"), "{text}");
     }
 }

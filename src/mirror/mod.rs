@@ -271,11 +271,17 @@ async fn stream(
         tokio::pin!(pumping);
         let requested = resync::requested(opts);
         tokio::pin!(requested);
+        let mut sequences_done = false;
         loop {
             tokio::select! {
             r = &mut pumping => break r.map_err(anyhow::Error::from),
             // A mirrored table vanished from the source: its changes would be lost silently.
-            Ok(Some(gone)) = &mut sequences => break Err(gone),
+            synced = &mut sequences, if !sequences_done => {
+                sequences_done = true;
+                if let Ok(Some(gone)) = synced {
+                    break Err(gone);
+                }
+            }
             copied = resync::next_copy(&mut resyncs.copies) => {
                 if let Err(e) = copied {
                     break Err(e);
@@ -410,7 +416,11 @@ impl SequenceSync {
     async fn connect(opts: &MirrorOptions) -> anyhow::Result<Self> {
         let source = replication::connect_sql(&opts.source).await?;
         let target = replication::connect_sql(&opts.target).await?;
-        let tables = crate::setup::resolve_tables(&source, &opts.tables).await?;
+        let mut tables = crate::setup::resolve_tables(&source, &opts.tables).await?;
+        // A pattern such as `app.*` matches tables created since set-up, which the mirror's
+        // publication does not publish and the target does not have.
+        let published = tablesync::publication_tables(&source, &opts.publication_name()).await?;
+        tables.retain(|t| published.iter().any(|p| p.oid == t.oid));
         Ok(SequenceSync { source, target, tables })
     }
 

@@ -173,6 +173,16 @@ fn the_readme_command_table_lists_every_flag() {
             if arg.is_hide_set() {
                 continue;
             }
+            // The source's psql-style options are the same for every command: the
+            // "Commands" section describes them once.
+            if arg.get_help_heading().is_some_and(|h| h.starts_with("Source")) {
+                if let Some(long) = arg.get_long()
+                    && !readme.contains(&format!("--{long}"))
+                {
+                    missing.push(format!("{name} --{long} (anywhere)"));
+                }
+                continue;
+            }
             if let Some(long) = arg.get_long()
                 && !row.contains(&format!("--{long}"))
             {
