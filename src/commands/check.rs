@@ -17,6 +17,7 @@ use tokio_postgres::Client;
 mod guard;
 mod row_filter;
 mod sequences;
+mod target_schema;
 
 use crate::cli::TableSelection;
 use crate::commands::status::{display_name, human_bytes};
@@ -169,7 +170,7 @@ pub async fn run_check(opts: &CheckOptions) -> Report {
     if let Some(target) = &opts.target
         && guard::target_is_not_source(&opts.source, target, &mut report).await
     {
-        check_target(target, tables.as_deref(), &mut report).await;
+        check_target(&opts.source, target, tables.as_deref(), &mut report).await;
         target_checked = true;
     }
     if let Some(tables) = &tables {
@@ -555,7 +556,12 @@ async fn check_replication_connection(source: &ConnConfig, report: &mut Report) 
     client.close().await;
 }
 
-async fn check_target(target: &ConnConfig, tables: Option<&[TableDef]>, report: &mut Report) {
+async fn check_target(
+    source: &ConnConfig,
+    target: &ConnConfig,
+    tables: Option<&[TableDef]>,
+    report: &mut Report,
+) {
     let mut client = match replication::connect_sql(target).await {
         Ok(c) => c,
         Err(e) => {
@@ -572,10 +578,15 @@ async fn check_target(target: &ConnConfig, tables: Option<&[TableDef]>, report: 
         Err(e) => report.fail("target connection", pg_error_text(&e), "see the error above"),
     }
     check_target_writable(&mut client, report).await;
-    if let Some(tables) = tables
-        && let Err(e) = check_target_tables(&client, tables, report).await
-    {
+    let Some(tables) = tables else { return };
+    let mut plan_report = Report::default();
+    let plan = target_schema::plan(source, &client, tables, &mut plan_report).await;
+    if let Err(e) = check_target_tables(&client, tables, plan.as_ref(), report).await {
         report.fail("target tables", format!("{e:#}"), "see the error above");
+    }
+    report.checks.extend(plan_report.checks);
+    if let Some(plan) = &plan {
+        target_schema::report(plan, report);
     }
 }
 
@@ -625,6 +636,7 @@ async fn who(client: &Client) -> (String, String) {
 async fn check_target_tables(
     client: &Client,
     tables: &[TableDef],
+    plan: Option<&tablesync::SchemaPlan>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     const CHECK: &str = "target tables";
@@ -687,6 +699,26 @@ async fn check_target_tables(
     cannot_create.sort();
     cannot_create.dedup();
     let mut detail = format!("{matching} exist and match, {} will be created", missing.len());
+    if let Some(plan) = plan {
+        let mirrored: Vec<_> = tables.iter().map(TableDef::qualified_name).collect();
+        let also: Vec<String> = plan
+            .created_tables()
+            .iter()
+            .filter(|t| !mirrored.contains(t))
+            .map(ToString::to_string)
+            .collect();
+        if !missing.is_empty() {
+            let names: Vec<String> = missing.iter().map(|t| t.quoted()).collect();
+            let _ = write!(detail, " ({})", names.join(", "));
+        }
+        if !also.is_empty() {
+            let _ = write!(
+                detail,
+                ", with the partitioned tables and partitions they belong to: {}",
+                also.join(", ")
+            );
+        }
+    }
     if !with_rows.is_empty() {
         let _ = write!(
             detail,

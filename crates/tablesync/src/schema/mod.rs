@@ -205,7 +205,7 @@ impl SchemaPlan {
     /// # Errors
     /// [`Error::SchemaProblems`] when the plan has problems (nothing is run then);
     /// [`Error::Db`] naming the statement that failed.
-    pub async fn create(&self, target: &Client) -> Result<CreatedSchema, Error> {
+    pub async fn create(&self, target: &mut Client) -> Result<CreatedSchema, Error> {
         if let Some(first) = self.problems.first() {
             return Err(Error::SchemaProblems {
                 first: first.to_string(),
@@ -233,31 +233,30 @@ impl CreatedSchema {
     ///
     /// # Errors
     /// [`Error::Db`] naming the statement that failed (nothing is dropped then).
-    pub async fn drop_all(&self, target: &Client) -> Result<(), Error> {
+    pub async fn drop_all(&self, target: &mut Client) -> Result<(), Error> {
         in_transaction(target, &self.statements, "dropping").await
     }
 }
 
 /// Runs `statements` in one transaction, with an empty `search_path` (every name in them is
-/// qualified); rolls back on the first failure.
-async fn in_transaction(target: &Client, statements: &[String], verb: &str) -> Result<(), Error> {
+/// qualified). A failure, or a caller that stops waiting, rolls it all back.
+async fn in_transaction(
+    target: &mut Client,
+    statements: &[String],
+    verb: &str,
+) -> Result<(), Error> {
     if statements.is_empty() {
         return Ok(());
     }
-    target
-        .batch_execute("BEGIN; SET LOCAL search_path = ''")
-        .await
-        .db_context(|| format!("{verb} the mirrored tables' schema on the target"))?;
+    let ctx = || format!("{verb} the mirrored tables' schema on the target");
+    let tx = target.transaction().await.db_context(ctx)?;
+    tx.batch_execute("SET LOCAL search_path = ''").await.db_context(ctx)?;
     for sql in statements {
-        if let Err(source) = target.batch_execute(sql).await {
-            let _ = target.batch_execute("ROLLBACK").await;
-            return Err(Error::Db { context: format!("{verb} on the target: {sql}"), source });
-        }
+        tx.batch_execute(sql)
+            .await
+            .map_err(|source| Error::Db { context: format!("{verb} on the target: {sql}"), source })?;
     }
-    target
-        .batch_execute("COMMIT")
-        .await
-        .db_context(|| format!("{verb} the mirrored tables' schema on the target"))
+    tx.commit().await.db_context(ctx)
 }
 
 /// Options for [`ensure_target_table`].

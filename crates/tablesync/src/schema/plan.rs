@@ -10,7 +10,7 @@ use super::types::{self, TypeDef};
 use super::{NotCreated, ObjectKind, Planned, SchemaProblem};
 use crate::catalog::TableDef;
 use crate::ident::{QualifiedName, quote_ident};
-use crate::sequences::create_sequence_sql;
+use crate::sequences::sequence_sql;
 
 /// Statements by phase, in the order they run (as pg_dump orders a restore).
 #[derive(Debug, Default)]
@@ -252,7 +252,7 @@ impl Builder<'_> {
             if self.dst.sequences.contains(&name) {
                 continue;
             }
-            self.out.phases.sequences.push(create_sequence_sql(&seq.def));
+            self.out.phases.sequences.push(sequence_sql(&seq.def));
             self.out.undo.sequences.push(name.clone());
             let mut detail = None;
             if let Some((rel, attnum, _)) = owned_by_created

@@ -350,8 +350,8 @@ pub(super) async fn family(client: &Client, oid: u32) -> Result<(Vec<u32>, Vec<u
     let ctx = || format!("reading the partitions of the table with oid {oid} on the source");
     let ancestors = client
         .query(
-            "SELECT relid FROM pg_catalog.pg_partition_ancestors($1) WITH ORDINALITY AS a(relid, n) \
-             WHERE relid <> $1 ORDER BY n DESC",
+            "SELECT relid::oid FROM pg_catalog.pg_partition_ancestors($1::oid::pg_catalog.regclass) \
+             WITH ORDINALITY AS a(relid, n) WHERE relid <> $1::oid ORDER BY n DESC",
             &[&oid],
         )
         .await
@@ -361,9 +361,9 @@ pub(super) async fn family(client: &Client, oid: u32) -> Result<(Vec<u32>, Vec<u
         .collect();
     let descendants = client
         .query(
-            "SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t \
+            "SELECT t.relid::oid FROM pg_catalog.pg_partition_tree($1::oid::pg_catalog.regclass) t \
              JOIN pg_catalog.pg_class c ON c.oid = t.relid \
-             WHERE t.relid <> $1 ORDER BY t.level, c.relname",
+             WHERE t.relid <> $1::oid ORDER BY t.level, c.relname",
             &[&oid],
         )
         .await
