@@ -253,7 +253,11 @@ async fn create_target_schema(
     let created = plan.create(target).await?;
     if !created.is_empty() {
         let tables = plan.created_tables().len();
-        tracing::info!(objects = plan.planned.len(), tables, "created the mirrored tables' schema on the target");
+        tracing::info!(
+            objects = plan.planned.len(),
+            tables,
+            "created the mirrored tables' schema on the target"
+        );
         undo.schema = Some(created);
     }
     Ok(())

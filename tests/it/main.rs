@@ -24,3 +24,4 @@ mod security;
 mod status;
 mod support;
 mod tail;
+mod target_schema;

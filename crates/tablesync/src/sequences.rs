@@ -167,11 +167,7 @@ async fn identity_sequence(
 
 /// `CREATE SEQUENCE IF NOT EXISTS` with the source's parameters (schema created too).
 pub fn create_sequence_sql(seq: &SequenceDef) -> String {
-    format!(
-        "CREATE SCHEMA IF NOT EXISTS {};\n{};",
-        quote_ident(&seq.schema),
-        sequence_sql(seq)
-    )
+    format!("CREATE SCHEMA IF NOT EXISTS {};\n{};", quote_ident(&seq.schema), sequence_sql(seq))
 }
 
 /// `CREATE SEQUENCE IF NOT EXISTS` with the source's parameters, as one statement.

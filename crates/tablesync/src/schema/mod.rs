@@ -252,9 +252,10 @@ async fn in_transaction(
     let tx = target.transaction().await.db_context(ctx)?;
     tx.batch_execute("SET LOCAL search_path = ''").await.db_context(ctx)?;
     for sql in statements {
-        tx.batch_execute(sql)
-            .await
-            .map_err(|source| Error::Db { context: format!("{verb} on the target: {sql}"), source })?;
+        tx.batch_execute(sql).await.map_err(|source| Error::Db {
+            context: format!("{verb} on the target: {sql}"),
+            source,
+        })?;
     }
     tx.commit().await.db_context(ctx)
 }

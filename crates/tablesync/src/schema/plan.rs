@@ -570,10 +570,10 @@ impl Builder<'_> {
                 .to_owned(),
             format!(
                 "connect to the target as a superuser (the copy then runs with \
-                 session_replication_role = replica), or on the target make one of them NOT \
-                 VALID, which the copy sets aside while it loads the table and pgmirror \
-                 validates afterwards: {}",
-                fixes[0]
+                 session_replication_role = replica), or on the target make them NOT VALID, \
+                 which the copy sets aside while it loads each table and pgmirror validates \
+                 afterwards: {}",
+                fixes.join(" ")
             ),
         ));
     }

@@ -275,7 +275,8 @@ async fn foreign_keys(
                JOIN pg_catalog.pg_namespace n ON n.nspname = w.schema \
                JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.name), \
              rel AS ( \
-               SELECT t.relid, m.oid AS mirrored FROM m \
+               SELECT m.oid AS relid, m.oid AS mirrored FROM m \
+               UNION SELECT t.relid::oid, m.oid FROM m \
                CROSS JOIN LATERAL pg_catalog.pg_partition_tree(m.oid) t) \
              SELECT cn.nspname::text, cr.relname::text, fn.nspname::text, fr.relname::text, \
                     k.conname::text, pg_catalog.pg_get_constraintdef(k.oid), \
