@@ -248,7 +248,12 @@ async fn create_target_schema(
         tracing::warn!("{warning}");
     }
     for skipped in &plan.not_created {
-        tracing::warn!(reason = %skipped.reason, "not created on the target: {}", skipped.name);
+        // Triggers are left out by design; the rest deserves a look.
+        if skipped.kind == tablesync::ObjectKind::Trigger {
+            tracing::info!(reason = %skipped.reason, "not created on the target: {}", skipped.name);
+        } else {
+            tracing::warn!(reason = %skipped.reason, "not created on the target: {}", skipped.name);
+        }
     }
     let created = plan.create(target).await?;
     if !created.is_empty() {

@@ -157,10 +157,28 @@ impl TargetSide {
             ..TargetSide::default()
         };
         let rels: Vec<&RelSpec> = src.order.iter().filter_map(|o| src.rels.get(o)).collect();
-        let names: Vec<String> = rels.iter().map(|r| r.quoted()).collect();
-        let present = existing(target, "to_regclass", &names).await?;
-        side.existing_rels =
-            rels.iter().filter(|r| present.contains(&r.quoted())).map(|r| r.oid).collect();
+        let schemas: Vec<&str> = rels.iter().map(|r| r.schema.as_str()).collect();
+        let names: Vec<&str> = rels.iter().map(|r| r.name.as_str()).collect();
+        // Tables only: another relation of the name makes creating the table fail, saying so.
+        let present: HashSet<(String, String)> = target
+            .query(
+                "SELECT n.nspname::text, c.relname::text \
+                 FROM unnest($1::text[], $2::text[]) AS w(schema, name) \
+                 JOIN pg_catalog.pg_namespace n ON n.nspname = w.schema \
+                 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.name \
+                 WHERE c.relkind IN ('r', 'p')",
+                &[&schemas, &names],
+            )
+            .await
+            .db_context(ctx)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        side.existing_rels = rels
+            .iter()
+            .filter(|r| present.contains(&(r.schema.clone(), r.name.clone())))
+            .map(|r| r.oid)
+            .collect();
 
         let type_names: Vec<(String, String)> =
             src.types.types.values().map(|t| (t.schema.clone(), t.name.clone())).collect();
@@ -181,7 +199,7 @@ impl TargetSide {
             }
         }
 
-        let mut schemas: Vec<&str> = rels.iter().map(|r| r.schema.as_str()).collect();
+        let mut schemas = schemas;
         schemas.extend(src.types.types.values().map(|t| t.schema.as_str()));
         schemas.extend(src.sequences.iter().map(|s| s.def.schema.as_str()));
         side.schemas = target
