@@ -618,3 +618,55 @@ impl Builder<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undo_drops_tables_at_once_then_sequences_types_in_reverse_and_schemas() {
+        let undo = Undo {
+            tables: vec!["\"s\".\"a\"".into(), "\"s\".\"b\"".into()],
+            sequences: vec!["\"s\".\"q\"".into()],
+            types: vec![
+                "DROP DOMAIN IF EXISTS \"s\".\"base\"".into(),
+                "DROP TYPE IF EXISTS \"s\".\"uses_base\"".into(),
+            ],
+            schemas: vec!["\"s\"".into()],
+        };
+        assert_eq!(
+            undo.statements(),
+            [
+                "DROP TABLE IF EXISTS \"s\".\"a\", \"s\".\"b\"",
+                "DROP SEQUENCE IF EXISTS \"s\".\"q\"",
+                "DROP TYPE IF EXISTS \"s\".\"uses_base\"",
+                "DROP DOMAIN IF EXISTS \"s\".\"base\"",
+                "DROP SCHEMA IF EXISTS \"s\"",
+            ]
+        );
+        assert!(Undo::default().statements().is_empty());
+    }
+
+    #[test]
+    fn phases_run_in_pg_dump_order() {
+        let phases = Phases {
+            schemas: vec!["schema".into()],
+            types: vec!["type".into()],
+            sequences: vec!["sequence".into()],
+            tables: vec!["table".into()],
+            owned_by: vec!["owned".into()],
+            keys_and_indexes: vec!["key".into()],
+            attach: vec!["attach".into()],
+            checks: vec!["check".into()],
+            foreign_keys: vec!["fk".into()],
+            replica_identity: vec!["identity".into()],
+        };
+        assert_eq!(
+            phases.into_statements(),
+            [
+                "schema", "type", "sequence", "table", "owned", "key", "attach", "check", "fk",
+                "identity"
+            ]
+        );
+    }
+}
