@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 use pgoutput_decoder::Lsn;
 use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction};
-use tablesync::{TableDef, TargetOptions, TargetTable};
+use tablesync::{CreatedSchema, TableDef, TargetOptions};
 use tokio_postgres::Client;
 
 use super::MirrorOptions;
@@ -16,8 +16,8 @@ use crate::shutdown::Shutdown;
 /// place, and returns the mirror's record in state `streaming`.
 ///
 /// A start that fails before its initial copy is committed removes what it created: the
-/// slot, the publication, the target tables it created, the mirror's row and the `pgmirror`
-/// schema when this start created it. A start stopped by Ctrl-C during the copy keeps its
+/// slot, the publication, the target schema objects it created (types, sequences, tables), the
+/// mirror's row and the `pgmirror` schema when this start created it. A start stopped by Ctrl-C during the copy keeps its
 /// tables and its `copying` row (the next start empties them and copies again), and drops the
 /// slot so the primary keeps no WAL for a stopped mirror.
 pub(super) async fn prepare(
@@ -76,8 +76,8 @@ struct Undo {
     slot: Option<String>,
     /// This start created the publication.
     publication: Option<String>,
-    /// Target tables this start created.
-    tables: Vec<TableDef>,
+    /// Target types, sequences and tables this start created.
+    schema: Option<CreatedSchema>,
     /// The initial copy began: a stop keeps the tables and the `copying` row.
     copy_started: bool,
 }
@@ -93,11 +93,10 @@ impl Undo {
         {
             tracing::error!(error = %e, "could not drop publication {publication:?} that this start created; drop it by hand");
         }
-        for table in &self.tables {
-            let sql = format!("DROP TABLE IF EXISTS {}", table.quoted());
-            if let Err(e) = target.batch_execute(&sql).await {
-                tracing::error!(error = %e, "could not drop target table {} that this start created", table.quoted());
-            }
+        if let Some(schema) = &self.schema
+            && let Err(e) = schema.drop_all(target).await
+        {
+            tracing::error!(error = %format!("{e:#}"), "could not drop the target tables, sequences and types that this start created");
         }
         if let Some(name) = &self.record
             && let Err(e) = registry::delete(target, name).await
@@ -128,12 +127,7 @@ async fn set_up(
         // A first start: what creating the slot needs, checked before anything is created.
         crate::setup::preflight(source, &slot).await?;
     }
-    for table in &tables {
-        let made = tablesync::ensure_target_table(target, table, &TargetOptions::default()).await?;
-        if matches!(made, TargetTable::Created) {
-            undo.tables.push(table.clone());
-        }
-    }
+    create_target_schema(target, source, &tables, undo).await?;
     registry::ensure_table(target).await.context("creating pgmirror.mirrors on the target")?;
     let mut repl = ReplicationClient::connect(&opts.source)
         .await
@@ -193,6 +187,7 @@ async fn set_up(
             undo.slot = Some(slot.clone());
             Some(created.consistent_point)
         };
+        validate_foreign_keys(source, target, &tables).await?;
         registry::finish_copy(target, &opts.name, point.unwrap_or(Lsn::ZERO)).await?;
         record.state = MirrorState::Streaming;
         tracing::info!(slot = %slot, "slot ready; streaming without an initial copy");
@@ -220,6 +215,7 @@ async fn set_up(
     initial_copy(opts, &tables, &snapshot, redo_copy || opts.truncate_target, shutdown).await?;
     // The snapshot can go now: the copy is committed on the target.
     repl.close().await;
+    validate_foreign_keys(source, target, &tables).await?;
     sync_sequences_once(opts, source, target, &tables).await;
     registry::finish_copy(target, &opts.name, created.consistent_point)
         .await
@@ -227,6 +223,65 @@ async fn set_up(
     record.state = MirrorState::Streaming;
     tracing::info!("initial copy done");
     Ok(record)
+}
+
+/// Creates what the mirrored tables need on the target and the target lacks (see
+/// [`tablesync::plan_target_schema`]), in one target transaction, after checking the tables it
+/// has. Nothing is created when anything stands in the way.
+async fn create_target_schema(
+    target: &mut Client,
+    source: &Client,
+    tables: &[TableDef],
+    undo: &mut Undo,
+) -> anyhow::Result<()> {
+    let plan = tablesync::plan_target_schema(source, target, tables)
+        .await
+        .context("reading what the mirrored tables need on the target")?;
+    let existing = TargetOptions { create_missing: false };
+    for table in tables.iter().filter(|t| !plan.creates_table(&t.qualified_name())) {
+        tablesync::ensure_target_table(target, table, &existing).await?;
+    }
+    if plan.problems.len() > 1 {
+        tracing::error!("`pgmirror check` lists each thing that stands in the way, with its fix");
+    }
+    for warning in &plan.warnings {
+        tracing::warn!("{warning}");
+    }
+    for skipped in &plan.not_created {
+        // Triggers are left out by design; the rest deserves a look.
+        if skipped.kind == tablesync::ObjectKind::Trigger {
+            tracing::info!(reason = %skipped.reason, "not created on the target: {}", skipped.name);
+        } else {
+            tracing::warn!(reason = %skipped.reason, "not created on the target: {}", skipped.name);
+        }
+    }
+    let created = plan.create(target).await?;
+    if !created.is_empty() {
+        let tables = plan.created_tables().len();
+        tracing::info!(
+            objects = plan.planned.len(),
+            tables,
+            "created the mirrored tables' schema on the target"
+        );
+        undo.schema = Some(created);
+    }
+    Ok(())
+}
+
+/// Validates the foreign keys created NOT VALID for the copy; one that the copied rows
+/// violate (rows a row filter separated from their parents) stays NOT VALID, with a warning.
+async fn validate_foreign_keys(
+    source: &Client,
+    target: &Client,
+    tables: &[TableDef],
+) -> anyhow::Result<()> {
+    let failures = tablesync::validate_foreign_keys(source, target, tables)
+        .await
+        .context("validating foreign keys after the initial copy")?;
+    for failure in failures {
+        tracing::warn!("{failure}");
+    }
+    Ok(())
 }
 
 /// Drops a slot that a set-up created, on a fresh replication connection (the set-up's own

@@ -13,7 +13,7 @@ fn demo_runs_the_whole_lab_and_cleans_up() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     for step in [
-        "all 16 checks passed",
+        "all 20 checks passed",
         "replica equals primary",
         "pg_stat_replication on the primary: application_name=pgmirror",
         "the replica still serves reads",

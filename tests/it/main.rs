@@ -26,3 +26,4 @@ mod status;
 mod support;
 mod tables;
 mod tail;
+mod target_schema;

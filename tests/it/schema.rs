@@ -74,7 +74,7 @@ async fn rows(client: &tokio_postgres::Client, table: &str) -> Option<String> {
 
 async fn wait_equal(src: &tokio_postgres::Client, dst: &tokio_postgres::Client, table: &str) {
     let mut last = None;
-    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let want = rows(src, table).await;
             let got = rows(dst, table).await;
@@ -86,7 +86,7 @@ async fn wait_equal(src: &tokio_postgres::Client, dst: &tokio_postgres::Client, 
         }
     })
     .await;
-    assert!(waited.is_ok(), "{table} differs after 30 s: {last:?}");
+    assert!(waited.is_ok(), "{table} differs after 60 s: {last:?}");
 }
 
 /// A running mirror of `tables` (comma-separated) or of `publication`.

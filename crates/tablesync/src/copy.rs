@@ -109,7 +109,11 @@ pub struct CopyOptions {
     /// Run the target sessions with `session_replication_role = replica` so user triggers
     /// and foreign keys do not fire (needs superuser). Without it the target checks its
     /// foreign keys as rows arrive, so tables are copied one at a time in the order given
-    /// (parents first, as [`crate::resolve_tables`] orders them), whatever `parallelism` says.
+    /// (parents first, as [`crate::resolve_tables`] orders them), whatever `parallelism` says;
+    /// a table's NOT VALID foreign keys (as [`crate::SchemaPlan::create`] makes them) are
+    /// then set aside while its rows load and added again, still NOT VALID, in the same
+    /// transaction: a row-by-row check would cost several times the copy (measured: 48 s
+    /// instead of 1.5 s for 2M rows), and a reference cycle could not be loaded at all.
     pub replica_role: bool,
     /// Split tables larger than this (estimated bytes) into block ranges copied by several
     /// connections at once. Such a table is emptied (or checked empty) first and its
@@ -531,9 +535,17 @@ async fn copy_in_transaction(
         if piece.blocks.is_none() {
             prepare_target(dst, &name, options.truncate_target).await?;
             (piece.progress)(CopyEvent::TargetLocked { table: piece.table });
-            if options.defer_indexes {
-                rebuild = drop_deferrable_indexes(dst, &name).await?;
+            let mut foreign_keys = Vec::new();
+            if !options.replica_role {
+                let stages = ["listing NOT VALID foreign keys", "setting a foreign key aside"];
+                foreign_keys = set_aside(dst, &name, NOT_VALID_FOREIGN_KEYS_SQL, stages).await?;
             }
+            if options.defer_indexes {
+                let stages = ["listing the target table's indexes", "dropping an index to rebuild"];
+                rebuild = set_aside(dst, &name, DEFERRABLE_INDEXES_SQL, stages).await?;
+            }
+            // After the keys: a foreign key may reference its own table's key.
+            rebuild.extend(foreign_keys);
         }
         let mut format = first;
         loop {
@@ -571,7 +583,9 @@ async fn copy_in_transaction(
             }
         }
         for definition in &rebuild {
-            dst.batch_execute(definition).await.map_err(fail("rebuilding an index"))?;
+            dst.batch_execute(definition)
+                .await
+                .map_err(fail("rebuilding an index or foreign key set aside for the copy"))?;
         }
         Ok(format)
     }
@@ -633,27 +647,46 @@ const DEFERRABLE_INDEXES_SQL: &str = "SELECT \
                           OR (d.refobjid = c.oid AND d.refclassid = 'pg_catalog.pg_constraint'::regclass))) \
     ORDER BY i.indexrelid";
 
-/// Drops `name`'s [deferrable](DEFERRABLE_INDEXES_SQL) indexes inside the copy's target
-/// transaction and returns the statements that rebuild them once the rows are in. A rollback
-/// brings them back, so a failed or interrupted copy never leaves a table without them.
-async fn drop_deferrable_indexes(dst: &Client, name: &QualifiedName) -> Result<Vec<String>, Error> {
+/// A table's (`$1`, a quoted name) NOT VALID foreign keys that a copy checking foreign keys
+/// sets aside: NOT VALID already, so adding one again checks no row; not inherited from a
+/// partitioned table, without a comment, on a table the session's role owns. With the
+/// statements that drop and re-add each.
+const NOT_VALID_FOREIGN_KEYS_SQL: &str = "SELECT \
+        'ALTER TABLE ' || c.oid::regclass::text || ' DROP CONSTRAINT ' \
+            || pg_catalog.quote_ident(k.conname), \
+        'ALTER TABLE ' || c.oid::regclass::text || ' ADD CONSTRAINT ' \
+            || pg_catalog.quote_ident(k.conname) || ' ' || pg_catalog.pg_get_constraintdef(k.oid) \
+    FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+    WHERE k.conrelid = $1::text::regclass AND k.contype = 'f' AND NOT k.convalidated \
+      AND k.conparentid = 0 AND c.relkind = 'r' \
+      AND pg_catalog.pg_has_role(c.relowner, 'USAGE') \
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_description d \
+                      WHERE d.objoid = k.oid \
+                        AND d.classoid = 'pg_catalog.pg_constraint'::pg_catalog.regclass) \
+    ORDER BY k.oid";
+
+/// Drops what `list` (one of the queries above) lists for table `name`, inside the copy's
+/// target transaction, and returns the statements that restore it once the rows are in. A
+/// rollback brings it back, so a failed or interrupted copy never leaves a table without it.
+/// `stages` name the listing and the dropping in errors.
+async fn set_aside(
+    dst: &Client,
+    name: &QualifiedName,
+    list: &str,
+    stages: [&'static str; 2],
+) -> Result<Vec<String>, Error> {
     let fail = |stage: &'static str| {
         let name = name.clone();
         move |source| Error::Copy { table: name, stage, source }
     };
-    let rows = dst
-        .query(DEFERRABLE_INDEXES_SQL, &[&name.quoted()])
-        .await
-        .map_err(fail("listing the target table's indexes"))?;
-    let mut rebuild = Vec::with_capacity(rows.len());
+    let rows = dst.query(list, &[&name.quoted()]).await.map_err(fail(stages[0]))?;
+    let mut restore = Vec::with_capacity(rows.len());
     for row in &rows {
         let drop: String = row.get(0);
-        dst.batch_execute(&drop)
-            .await
-            .map_err(fail("dropping an index to rebuild after the copy"))?;
-        rebuild.push(row.get(1));
+        dst.batch_execute(&drop).await.map_err(fail(stages[1]))?;
+        restore.push(row.get(1));
     }
-    Ok(rebuild)
+    Ok(restore)
 }
 
 /// Pipes `COPY (SELECT ...) TO STDOUT` into `COPY ... FROM STDIN`, bytes untouched.

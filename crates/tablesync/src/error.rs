@@ -187,6 +187,14 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The target cannot be made to hold the mirrored tables as the source has them.
+    #[error("{first}{}", if *.more > 0 { format!(" (and {} more)", .more) } else { String::new() })]
+    SchemaProblems {
+        /// The first problem, with its fix.
+        first: String,
+        /// How many more there are.
+        more: usize,
+    },
     /// A catalog query or DDL statement failed.
     #[error("{context}")]
     Db {

@@ -5,10 +5,12 @@
 //! Typical initial sync, as `pgmirror mirror` runs it:
 //! 1. [`resolve_selection`] or [`resolve_tables`] (or [`publication_tables`]) on the source, then
 //!    [`ensure_publication`].
-//! 2. [`ensure_target_table`] for each table, and [`ensure_targets_empty`] unless the
-//!    target is to be truncated.
+//! 2. [`plan_target_schema`] and [`SchemaPlan::create`] for what the target lacks (types,
+//!    sequences, tables, constraints, indexes, foreign keys), [`ensure_target_table`] to check
+//!    the tables it has, and [`ensure_targets_empty`] unless the target is to be truncated.
 //! 3. Create the slot with `SNAPSHOT 'export'` on a replication connection and keep that
 //!    connection idle; [`copy_tables`] with the snapshot name.
+//!    Then [`validate_foreign_keys`] for the foreign keys created NOT VALID.
 //! 4. [`table_sequences`] + [`apply_sequences`], later [`sync_sequences`] periodically.
 //! 5. [`compare_tables`] / [`diff_keys`] to verify.
 //!
@@ -37,8 +39,9 @@ pub use error::{BoxError, Error};
 pub use ident::{QualifiedName, TablePattern, quote_ident, quote_literal};
 pub use publication::{PublicationStatus, drop_publication, ensure_publication};
 pub use schema::{
-    TargetOptions, TargetTable, create_table_sql, ensure_target_table, ensure_targets_empty,
-    target_is_empty,
+    CreatedSchema, NotCreated, ObjectKind, Planned, SchemaPlan, SchemaProblem, TargetOptions,
+    TargetTable, ValidationFailure, create_table_sql, ensure_target_table, ensure_targets_empty,
+    plan_target_schema, target_is_empty, validate_foreign_keys,
 };
 pub use select::resolve_selection;
 pub use sequences::{

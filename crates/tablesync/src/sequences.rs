@@ -167,11 +167,14 @@ async fn identity_sequence(
 
 /// `CREATE SEQUENCE IF NOT EXISTS` with the source's parameters (schema created too).
 pub fn create_sequence_sql(seq: &SequenceDef) -> String {
+    format!("CREATE SCHEMA IF NOT EXISTS {};\n{};", quote_ident(&seq.schema), sequence_sql(seq))
+}
+
+/// `CREATE SEQUENCE IF NOT EXISTS` with the source's parameters, as one statement.
+pub(crate) fn sequence_sql(seq: &SequenceDef) -> String {
     format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};\n\
-         CREATE SEQUENCE IF NOT EXISTS {name} AS {ty} INCREMENT BY {inc} MINVALUE {min} \
-         MAXVALUE {max} START WITH {start} CACHE {cache} {cycle};",
-        schema = quote_ident(&seq.schema),
+        "CREATE SEQUENCE IF NOT EXISTS {name} AS {ty} INCREMENT BY {inc} MINVALUE {min} \
+         MAXVALUE {max} START WITH {start} CACHE {cache} {cycle}",
         name = seq.qualified_name().quoted(),
         ty = seq.data_type,
         inc = seq.increment,
