@@ -1,6 +1,8 @@
 //! The driver: turns the pgoutput message stream into [`Target`] calls.
 
 mod speculate;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
