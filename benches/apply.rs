@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pgcluster::{Cluster, ClusterBuilder, quote_ident};
-use pgmirror::bench::recording::{self, RecordOptions, ReplayOptions, StopAt};
 use pgmirror::cli::TableSelection;
+use pgmirror::commands::record::{Recording, record};
 use pgmirror::shutdown::Shutdown;
 use rand::SeedableRng;
+use recording::{ReplayOptions, StopAt};
 use replication::ConnConfig;
 
 const TRANSACTIONS: u32 = 2_000;
@@ -57,7 +58,7 @@ async fn fixture(dir: &Path) -> Fixture {
     let end: String =
         src.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.unwrap().get(0);
     let path = dir.join("store_oltp.rec");
-    let opts = RecordOptions {
+    let opts = Recording {
         source: ConnConfig::parse(&cluster.url("src")).unwrap(),
         tables: TableSelection {
             publication: Some("bench".into()),
@@ -74,7 +75,7 @@ async fn fixture(dir: &Path) -> Fixture {
         },
         binary: true,
     };
-    let summary = recording::record(&opts, &mut Shutdown::manual()).await.expect("record");
+    let summary = record(&opts, &mut Shutdown::manual()).await.expect("record");
     Fixture {
         cluster,
         recording: path,

@@ -2,7 +2,6 @@
 //! workspace crates (`pgoutput-decoder`, `replication`, `applier`, `tablesync`).
 #![deny(missing_docs)]
 
-pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod conn;

@@ -139,12 +139,5 @@ fn patterns(entries: &[String]) -> Result<Vec<TablePattern>, tablesync::Error> {
 /// # Errors
 /// The catalog query failed.
 pub async fn slot_exists(client: &mut ReplicationClient, name: &str) -> anyhow::Result<bool> {
-    let rows = client
-        .simple_query(&format!(
-            "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
-            replication::quote_literal(name)
-        ))
-        .await
-        .context("looking up the slot")?;
-    Ok(!rows.is_empty())
+    client.slot_exists(name).await.context("looking up the slot")
 }

@@ -1,12 +1,12 @@
 //! `pgmirror bench`: apply throughput against PostgreSQL's own subscriber, on throwaway
-//! clusters (see [`crate::bench`]).
+//! clusters (see the `bench` crate).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 
-use crate::bench::{self, BenchOptions, workload::Scale, workload::Workload};
+use bench::{BenchOptions, workload::Scale, workload::Workload};
 
 /// Arguments of `pgmirror bench`.
 #[derive(Debug, Args)]

@@ -4,10 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use pgoutput_decoder::Lsn;
+use recording::{RecordOptions, RecordSummary, StopAt};
+use replication::ConnConfig;
 
-use crate::bench::recording::{self, RecordOptions, StopAt};
 use crate::cli::TableSelection;
 use crate::conn;
 use crate::shutdown::Shutdown;
@@ -53,12 +55,56 @@ fn seconds(option: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>>
         .transpose()
 }
 
+/// What to record, with the tables as the command line selects them.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// The primary.
+    pub source: ConnConfig,
+    /// The tables (a publication `pgmirror_<slot>` is created for a list).
+    pub tables: TableSelection,
+    /// The slot to stream from.
+    pub slot: String,
+    /// Create the slot first (it must not exist).
+    pub create_slot: bool,
+    /// The file to write.
+    pub out: PathBuf,
+    /// When to stop (also on a shutdown request).
+    pub stop: StopAt,
+    /// Binary column values.
+    pub binary: bool,
+}
+
+/// Resolves the selected tables (creating a publication for a list) and records the slot's
+/// stream into `rec.out` until `rec.stop` or `shutdown`.
+///
+/// # Errors
+/// Unknown tables or publication; connection, slot and file errors.
+pub async fn record(rec: &Recording, shutdown: &mut Shutdown) -> anyhow::Result<RecordSummary> {
+    let source = replication::connect_sql(&rec.source).await.context("connecting to the source")?;
+    let default_publication = format!("pgmirror_{}", rec.slot);
+    let publication =
+        crate::setup::publication_for(&source, &rec.tables, &default_publication).await?;
+    let tables = crate::setup::resolve_tables(&source, &rec.tables).await?;
+    drop(source);
+    let opts = RecordOptions {
+        source: rec.source.clone(),
+        publication,
+        tables,
+        slot: rec.slot.clone(),
+        create_slot: rec.create_slot,
+        out: rec.out.clone(),
+        stop: rec.stop,
+        binary: rec.binary,
+    };
+    Ok(recording::record(&opts, shutdown.wait()).await?)
+}
+
 /// Records until the stop condition or Ctrl-C, then prints a summary line.
 ///
 /// # Errors
 /// Connection, slot and file errors.
 pub async fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    let opts = RecordOptions {
+    let rec = Recording {
         source: args.source.config()?,
         tables: args.tables,
         slot: args.slot,
@@ -72,7 +118,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         binary: !args.text,
     };
     let mut shutdown = Shutdown::on_signals();
-    let summary = recording::record(&opts, &mut shutdown).await?;
+    let summary = record(&rec, &mut shutdown).await?;
     println!(
         "recorded {} messages ({} transactions, {} row changes, {} payload bytes) up to {} into {}",
         summary.messages,
@@ -80,7 +126,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         summary.changes,
         summary.payload_bytes,
         summary.last_commit_end,
-        opts.out.display()
+        rec.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use applier::ApplierConfig;
 use clap::Args;
+use recording::ReplayOptions;
 
-use crate::bench::recording::{self, ReplayOptions};
 use crate::conn;
 
 /// Arguments of `pgmirror replay`.

@@ -3,9 +3,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use pgmirror::bench::recording::{self, RecordOptions, ReplayOptions, StopAt};
 use pgmirror::cli::TableSelection;
+use pgmirror::commands::record::{Recording, record};
 use pgmirror::shutdown::Shutdown;
+use recording::{ReplayOptions, StopAt};
 use replication::ConnConfig;
 
 use crate::common::database;
@@ -86,7 +87,7 @@ async fn record_then_replay_reproduces_the_primary() {
     let dir = std::env::temp_dir().join(pgcluster::unique_name("rec"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("items.rec");
-    let opts = RecordOptions {
+    let opts = Recording {
         source: ConnConfig::parse(&cluster.url(&src_db)).unwrap(),
         tables: TableSelection {
             publication: Some(publication),
@@ -103,7 +104,7 @@ async fn record_then_replay_reproduces_the_primary() {
         },
         binary: true,
     };
-    let summary = recording::record(&opts, &mut Shutdown::manual()).await.expect("record");
+    let summary = record(&opts, &mut Shutdown::manual()).await.expect("record");
     assert_eq!(summary.transactions, 4, "{summary:?}");
     assert!(summary.changes > 200, "{summary:?}");
     let end: pgoutput_decoder::Lsn = end.parse().unwrap();

@@ -1,6 +1,8 @@
 //! The driver: turns the pgoutput message stream into [`Target`] calls.
 
 mod speculate;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -473,7 +475,8 @@ impl<T: Target> Applier<T> {
                 if self.prepared.remove(&r.gid).is_some() {
                     self.stats.aborted_txns += 1;
                 }
-                Ok(None)
+                // It no longer holds the confirmation back at its PREPARE.
+                Ok(self.report())
             }
             other => {
                 tracing::debug!(tag = other.tag(), "ignoring message");

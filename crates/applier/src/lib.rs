@@ -29,6 +29,8 @@ mod postgres;
 mod progress;
 mod spill;
 mod target;
+#[cfg(test)]
+mod testing;
 
 pub use applier::{Applier, ApplierConfig, ApplyStats};
 pub use error::{ApplyError, Op, SchemaChange};

@@ -12,7 +12,7 @@ use postgres_protocol::message::backend::{DataRowBody, Message};
 use postgres_protocol::message::frontend;
 
 use crate::config::ConnConfig;
-use crate::error::{Error, quote_ident};
+use crate::error::{Error, quote_ident, quote_literal};
 use crate::hosts::{self, SERVER_STATE_SQL, Session};
 use crate::stream::{LogicalReplicationStream, StartReplication};
 use crate::wire::{Backend, Conn, Mode, parse_server_version};
@@ -234,6 +234,20 @@ impl ReplicationClient {
         }
         self.simple_query(&sql).await?;
         Ok(())
+    }
+
+    /// Whether the replication slot `name` exists.
+    ///
+    /// # Errors
+    /// The catalog query failed.
+    pub async fn slot_exists(&mut self, name: &str) -> Result<bool, Error> {
+        let rows = self
+            .simple_query(&format!(
+                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
+                quote_literal(name)
+            ))
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// Runs SQL (or a replication command) with the simple query protocol

@@ -34,6 +34,7 @@ mod client;
 mod config;
 mod error;
 mod hosts;
+mod identity;
 mod pacing;
 mod sql;
 mod stream;
@@ -48,6 +49,7 @@ pub use config::{
     PasswordPrompt, SslMode, TargetSessionAttrs,
 };
 pub use error::{DbError, Error, quote_ident, quote_literal};
+pub use identity::{DatabaseIdentity, identify};
 pub use pacing::BULK_READ_WAIT;
 pub use sql::connect_sql;
 pub use stream::{

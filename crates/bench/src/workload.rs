@@ -8,12 +8,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{Context, bail};
 use pgcluster::Cluster;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
+
+use crate::error::Error;
 
 /// The table whose row, committed last, marks the end of a backlog.
 pub const SENTINEL_TABLE: &str = "pgmirror_bench_sentinel";
@@ -204,18 +205,18 @@ impl Workload {
     ///
     /// # Errors
     /// A failed statement or pgbench run.
-    pub async fn prepare(self, primary: &Cluster, db: &str, scale: Scale) -> anyhow::Result<()> {
+    pub async fn prepare(self, primary: &Cluster, db: &str, scale: Scale) -> Result<(), Error> {
         let client = primary.connect(db).await?;
         let n = self.sizes(scale).base_rows;
         match self {
             Workload::Oltp => {
                 store::create_schema(&client).await?;
-                let n = u32::try_from(n).context("scale too large")?;
+                let n = u32::try_from(n).map_err(|_| too_large())?;
                 store::populate(&client, &store::Scale::bench(n)).await?;
             }
             Workload::Initial | Workload::All => {
                 store::create_schema(&client).await?;
-                let n = u32::try_from(n).context("scale too large")?;
+                let n = u32::try_from(n).map_err(|_| too_large())?;
                 let s =
                     store::Scale { customers: n, products: 1_000, orders: n, items_per_order: 1 };
                 store::populate(&client, &s).await?;
@@ -234,7 +235,7 @@ impl Workload {
                         "INSERT INTO upd SELECT i, (i % 1000)::int, md5(i::text), \
                          timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second', \
                          (i % 100000) / 100.0 FROM generate_series(1, $1::bigint) AS i",
-                        &[&i64::try_from(n)?],
+                        &[&i64::try_from(n).map_err(|_| too_large())?],
                     )
                     .await?;
             }
@@ -245,7 +246,7 @@ impl Workload {
                         "INSERT INTO del SELECT i, (i % 1000)::int, md5(i::text), \
                          timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second' \
                          FROM generate_series(1, $1::bigint) AS i",
-                        &[&i64::try_from(n)?],
+                        &[&i64::try_from(n).map_err(|_| too_large())?],
                     )
                     .await?;
             }
@@ -256,7 +257,7 @@ impl Workload {
                         "INSERT INTO fullid SELECT i, md5(i::text), \
                          timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second' \
                          FROM generate_series(1, $1::bigint) AS i",
-                        &[&i64::try_from(n)?],
+                        &[&i64::try_from(n).map_err(|_| too_large())?],
                     )
                     .await?;
             }
@@ -270,7 +271,7 @@ impl Workload {
     ///
     /// # Errors
     /// A failed statement or pgbench run.
-    pub async fn generate(self, primary: &Cluster, db: &str, scale: Scale) -> anyhow::Result<()> {
+    pub async fn generate(self, primary: &Cluster, db: &str, scale: Scale) -> Result<(), Error> {
         let sizes = self.sizes(scale);
         let client = primary.connect(db).await?;
         client.batch_execute("SET synchronous_commit = off").await?;
@@ -344,14 +345,20 @@ impl Workload {
                     ))
                     .await?;
             }
-            Workload::Initial | Workload::All => bail!("{self} has no streaming backlog"),
+            Workload::Initial | Workload::All => {
+                return Err(Error::Failed(format!("{self} has no streaming backlog")));
+            }
         }
         Ok(())
     }
 }
 
+fn too_large() -> Error {
+    Error::Failed("scale too large".into())
+}
+
 /// `n` Store OLTP transactions from 8 parallel clients.
-async fn oltp(primary: &Cluster, db: &str, n: u64) -> anyhow::Result<()> {
+async fn oltp(primary: &Cluster, db: &str, n: u64) -> Result<(), Error> {
     const CLIENTS: u64 = 8;
     let mut tasks = JoinSet::new();
     for c in 0..CLIENTS {
@@ -367,13 +374,14 @@ async fn oltp(primary: &Cluster, db: &str, n: u64) -> anyhow::Result<()> {
         });
     }
     while let Some(done) = tasks.join_next().await {
-        done.context("OLTP client panicked")?.context("OLTP transaction")?;
+        done.map_err(|e| Error::Failed(format!("an OLTP client panicked: {e}")))?
+            .map_err(Error::context("OLTP transaction"))?;
     }
     Ok(())
 }
 
 /// Runs pgbench against `db` on the primary.
-async fn pgbench(primary: &Cluster, db: &str, args: &[&str]) -> anyhow::Result<()> {
+async fn pgbench(primary: &Cluster, db: &str, args: &[&str]) -> Result<(), Error> {
     let out = tokio::process::Command::new(primary.bindir().join("pgbench"))
         .args(["-h", primary.host(), "-p", &primary.port().to_string(), "-U", "postgres"])
         .args(args)
@@ -381,9 +389,12 @@ async fn pgbench(primary: &Cluster, db: &str, args: &[&str]) -> anyhow::Result<(
         .env("PGOPTIONS", "-c synchronous_commit=off")
         .output()
         .await
-        .context("running pgbench")?;
+        .map_err(Error::context("running pgbench"))?;
     if !out.status.success() {
-        bail!("pgbench {args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        return Err(Error::Failed(format!(
+            "pgbench {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(())
 }
@@ -392,14 +403,13 @@ async fn pgbench(primary: &Cluster, db: &str, args: &[&str]) -> anyhow::Result<(
 ///
 /// # Errors
 /// A missing table or a failed query.
-pub async fn fingerprints(
-    client: &Client,
-    tables: &[String],
-) -> anyhow::Result<Vec<(i64, String)>> {
+pub async fn fingerprints(client: &Client, tables: &[String]) -> Result<Vec<(i64, String)>, Error> {
     let mut out = Vec::with_capacity(tables.len());
     for t in tables {
         out.push(
-            store::table_fingerprint(client, t).await.with_context(|| format!("hashing {t}"))?,
+            store::table_fingerprint(client, t)
+                .await
+                .map_err(Error::context(format!("hashing {t}")))?,
         );
     }
     Ok(out)

@@ -1,9 +1,4 @@
-//! Recordings of a pgoutput stream (`pgmirror record` / `pgmirror replay`).
-//!
-//! A recording is the raw pgoutput payload of every XLogData a walsender sent, with its
-//! start and end LSN, after a small header. Replaying it through the same [`Applier`] and
-//! [`PostgresTarget`] as `pgmirror mirror` gives deterministic apply benchmarks and bug
-//! reports that need no live primary.
+//! The file format: a header, then every XLogData payload with its WAL positions.
 //!
 //! File layout (integers big-endian, like the wire protocol):
 //! - the magic `PGMREC01`;
@@ -12,21 +7,12 @@
 //!   payload (a pgoutput message, tag byte first).
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
 
-use anyhow::{Context, bail};
-use applier::{Applier, ApplierConfig, PostgresTarget, PostgresTargetConfig};
 use bytes::{Bytes, BytesMut};
 use pgoutput_decoder::{Decoder, LogicalMessage, Lsn};
-use replication::{
-    ConnConfig, CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication, Streaming,
-};
 use serde::{Deserialize, Serialize};
-
-use crate::cli::TableSelection;
-use crate::shutdown::Shutdown;
 
 /// The first bytes of every recording (the digits are the format version).
 pub const MAGIC: &[u8; 8] = b"PGMREC01";
@@ -34,10 +20,6 @@ pub const MAGIC: &[u8; 8] = b"PGMREC01";
 /// Largest header or payload accepted when reading (a corrupt length must not allocate
 /// gigabytes).
 const MAX_LEN: u32 = 1 << 30;
-
-/// How long the stream must be silent, once the server's WAL end has passed `--until-lsn`,
-/// before everything up to it counts as received.
-const QUIET: Duration = Duration::from_millis(250);
 
 /// What a recording was made with: needed to decode it and to recreate its tables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,56 +286,6 @@ impl<R: Read> RecordingReader<R> {
     }
 }
 
-/// When `record` stops.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StopAt {
-    /// Once the stream has passed this LSN (between transactions).
-    pub until_lsn: Option<Lsn>,
-    /// After this long.
-    pub duration: Option<Duration>,
-    /// After this long without a message from the stream.
-    pub idle: Option<Duration>,
-}
-
-/// Settings of [`record`].
-#[derive(Debug, Clone)]
-pub struct RecordOptions {
-    /// The primary.
-    pub source: ConnConfig,
-    /// The tables (a publication is created for a list).
-    pub tables: TableSelection,
-    /// The slot to stream from.
-    pub slot: String,
-    /// Create the slot first (it must not exist).
-    pub create_slot: bool,
-    /// The file to write.
-    pub out: PathBuf,
-    /// When to stop (also on a shutdown request).
-    pub stop: StopAt,
-    /// Binary column values.
-    pub binary: bool,
-}
-
-/// What [`record`] wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RecordSummary {
-    /// Messages recorded.
-    pub messages: u64,
-    /// Source transactions committed in the recording.
-    pub transactions: u64,
-    /// Row changes (inserts, updates, deletes) in the recording.
-    pub changes: u64,
-    /// Payload bytes.
-    pub payload_bytes: u64,
-    /// End LSN of the last recorded commit (confirmed to the slot).
-    #[serde(serialize_with = "lsn_text")]
-    pub last_commit_end: Lsn,
-}
-
-fn lsn_text<S: serde::Serializer>(lsn: &Lsn, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(lsn)
-}
-
 /// Counts transactions and changes of a message stream and tracks transaction boundaries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamTally {
@@ -399,264 +331,6 @@ impl StreamTally {
     pub fn between_transactions(&self) -> bool {
         !self.in_txn && !self.in_stream_block
     }
-}
-
-/// The published tables of `selection` with their target DDL, and the publication's name
-/// (created for a table list as `default_publication`).
-///
-/// # Errors
-/// Unknown tables or publication.
-pub async fn published_tables(
-    source: &tokio_postgres::Client,
-    selection: &TableSelection,
-    default_publication: &str,
-) -> anyhow::Result<(String, Vec<RecordedTable>)> {
-    let publication = crate::setup::publication_for(source, selection, default_publication).await?;
-    let tables = crate::setup::resolve_tables(source, selection).await?;
-    let tables = tables
-        .iter()
-        .map(|t| RecordedTable {
-            schema: t.schema.clone(),
-            name: t.name.clone(),
-            ddl: tablesync::create_table_sql(t),
-        })
-        .collect();
-    Ok((publication, tables))
-}
-
-/// Records the stream of a slot into a file until `opts.stop` or `shutdown`. The slot is
-/// advanced past what was recorded (the file is flushed first): recording consumes it.
-///
-/// # Errors
-/// Connection, slot and file errors.
-pub async fn record(
-    opts: &RecordOptions,
-    shutdown: &mut Shutdown,
-) -> anyhow::Result<RecordSummary> {
-    let source =
-        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
-    let (publication, tables) =
-        published_tables(&source, &opts.tables, &format!("pgmirror_{}", opts.slot)).await?;
-    let identity = crate::guard::identify(&source).await.context("identifying the source")?;
-    drop(source);
-    let mut repl = ReplicationClient::connect(&opts.source)
-        .await
-        .context("replication connection to the source")?;
-    if opts.create_slot {
-        let slot_opts =
-            CreateSlotOptions { snapshot: SnapshotAction::Nothing, ..Default::default() };
-        repl.create_slot(&opts.slot, slot_opts).await.context("creating the slot")?;
-    } else if !crate::setup::slot_exists(&mut repl, &opts.slot).await? {
-        bail!("slot {:?} does not exist on the source; pass --create-slot", opts.slot);
-    }
-    let server_version = repl.server_version();
-    let mut start = StartReplication::new(opts.slot.clone(), [publication.clone()]);
-    start.binary = opts.binary;
-    start.streaming = if server_version >= 140_000 { Streaming::On } else { Streaming::Off };
-    let mut stream = repl.start_replication(start).await.context("starting replication")?;
-    let header = RecordingHeader {
-        proto_version: stream.proto_version(),
-        binary: opts.binary,
-        streaming: if server_version >= 140_000 { "on" } else { "off" }.to_owned(),
-        server_version,
-        publication,
-        slot: opts.slot.clone(),
-        tables,
-        source: Some(RecordedSource { system_id: identity.system_id, database: identity.database }),
-    };
-    let file =
-        File::create(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
-    let mut writer = RecordingWriter::new(BufWriter::with_capacity(1 << 20, file), &header)?;
-    let mut tally = StreamTally::default();
-
-    let began = Instant::now();
-    let mut last_message = Instant::now();
-    let mut last_confirm = Instant::now();
-    let done = |tally: &StreamTally, received: Lsn, last_message: Instant| {
-        // XLogData and keepalives carry the server's WAL end, which runs ahead of the
-        // messages: past `until` only counts once the stream has also gone quiet.
-        let at_end = opts.stop.until_lsn.is_some_and(|until| {
-            tally.between_transactions()
-                && (tally.last_commit_end >= until
-                    || (received >= until && last_message.elapsed() >= QUIET))
-        });
-        at_end
-            || opts.stop.duration.is_some_and(|d| began.elapsed() >= d)
-            || opts.stop.idle.is_some_and(|d| last_message.elapsed() >= d)
-    };
-    loop {
-        if shutdown.is_triggered() || done(&tally, stream.received_lsn(), last_message) {
-            break;
-        }
-        tokio::select! {
-            event = stream.next() => {
-                let event = match event {
-                    Some(Ok(e)) => e,
-                    Some(Err(e)) => return Err(anyhow::Error::new(e).context("replication stream")),
-                    None => bail!("the primary ended the replication stream"),
-                };
-                writer.write_message(event.wal_start, event.wal_end, &event.message)?;
-                tally.add(&event.message);
-                last_message = Instant::now();
-            }
-            // Wakes up to check the stop conditions while the stream is quiet.
-            () = tokio::time::sleep(Duration::from_millis(50)) => {}
-            () = shutdown.wait(), if !shutdown.is_triggered() => {}
-        }
-        // Confirm only what the file holds, so the slot never runs ahead of the recording.
-        if last_confirm.elapsed() >= Duration::from_secs(1) && !tally.last_commit_end.is_zero() {
-            writer.flush()?;
-            stream.confirm(tally.last_commit_end);
-            last_confirm = Instant::now();
-        }
-    }
-    let file = writer.finish()?.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all().context("syncing the recording")?;
-    let summary = RecordSummary {
-        messages: 0,
-        transactions: tally.transactions,
-        changes: tally.changes,
-        payload_bytes: 0,
-        last_commit_end: tally.last_commit_end,
-    };
-    if !tally.last_commit_end.is_zero() {
-        stream.confirm(tally.last_commit_end);
-    }
-    stream.shutdown().await.context("ending the replication stream")?;
-    let meta = std::fs::metadata(&opts.out)?;
-    tracing::info!(bytes = meta.len(), transactions = tally.transactions, "recording written");
-    let mut reader = RecordingReader::open(&opts.out)?;
-    let (mut messages, mut bytes) = (0u64, 0u64);
-    while let Some(m) = reader.next_message()? {
-        messages += 1;
-        bytes += u64::try_from(m.payload.len()).unwrap_or(u64::MAX);
-    }
-    Ok(RecordSummary { messages, payload_bytes: bytes, ..summary })
-}
-
-/// Settings of [`replay`].
-#[derive(Debug, Clone)]
-pub struct ReplayOptions {
-    /// The target.
-    pub target: ConnConfig,
-    /// The mirror name (the progress row): replaying twice under one name applies once.
-    pub name: String,
-    /// Create the recording's tables on the target when they are missing.
-    pub create_tables: bool,
-    /// Settings of the apply loop.
-    pub applier: ApplierConfig,
-}
-
-/// What [`replay`] did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ReplaySummary {
-    /// Messages read.
-    pub messages: u64,
-    /// Source transactions applied (not skipped).
-    pub applied_txns: u64,
-    /// Source transactions skipped because the target already had them.
-    pub skipped_txns: u64,
-    /// Row changes handed to the target.
-    pub changes: u64,
-    /// Wall-clock seconds of the whole replay.
-    pub seconds: f64,
-    /// Of which decoding the payloads.
-    pub decode_seconds: f64,
-    /// The last source LSN the target holds.
-    pub last_applied: Option<String>,
-}
-
-/// Applies the recording at `path` into `opts.target` with the mirror's applier.
-///
-/// # Errors
-/// A bad recording, a target that rejects a change, connection errors.
-pub async fn replay(path: &Path, opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
-    let mut reader =
-        RecordingReader::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let client =
-        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
-    if let Some(source) = &reader.header().source {
-        let target = crate::guard::identify(&client).await.context("identifying the target")?;
-        let same_system = source.system_id.is_some() && source.system_id == target.system_id;
-        anyhow::ensure!(
-            !(same_system && source.database == target.database),
-            "--target is the database this recording was made from ({:?} of the server with \
-             system identifier {}): replaying would apply its changes there a second time; \
-             point --target at another database (nothing was changed)",
-            source.database,
-            source.system_id.as_deref().unwrap_or("?")
-        );
-    }
-    if opts.create_tables {
-        for t in &reader.header().tables {
-            let quoted = format!(
-                "{}.{}",
-                replication::quote_ident(&t.schema),
-                replication::quote_ident(&t.name)
-            );
-            let exists: bool =
-                client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&quoted]).await?.get(0);
-            if !exists {
-                client.batch_execute(&t.ddl).await.with_context(|| format!("creating {quoted}"))?;
-            }
-        }
-    }
-    let target = PostgresTarget::new(client, PostgresTargetConfig::new(opts.name.clone())).await?;
-    let mut applier = Applier::new(target, opts.applier.clone()).await?;
-    let mut decoder = reader.decoder();
-    let began = Instant::now();
-    let mut decode = Duration::ZERO;
-    let mut messages = 0u64;
-    while let Some(m) = reader.next_message()? {
-        messages += 1;
-        let t = Instant::now();
-        let message = decoder
-            .decode(m.payload)
-            .with_context(|| format!("decoding message {messages} (WAL {})", m.wal_start))?;
-        decode += t.elapsed();
-        applier.handle(message).await?;
-    }
-    applier.flush().await?;
-    let stats = applier.stats().clone();
-    Ok(ReplaySummary {
-        messages,
-        applied_txns: stats.applied_txns,
-        skipped_txns: stats.skipped_txns,
-        changes: stats.changes,
-        seconds: began.elapsed().as_secs_f64(),
-        decode_seconds: decode.as_secs_f64(),
-        last_applied: applier.last_applied().map(|l| l.to_string()),
-    })
-}
-
-/// Decodes every message of a recording and returns (messages, seconds spent decoding).
-///
-/// # Errors
-/// A bad recording.
-pub fn decode_all(path: &Path) -> anyhow::Result<(u64, f64)> {
-    let mut reader = RecordingReader::open(path)?;
-    let mut decoder = reader.decoder();
-    // One buffer with every payload, sliced, as the stream hands them out (slices of its
-    // read buffer): separately allocated payloads would time an allocation on each first
-    // clone instead of decoding.
-    let mut all = bytes::BytesMut::new();
-    let mut ends = Vec::new();
-    while let Some(m) = reader.next_message()? {
-        all.extend_from_slice(&m.payload);
-        ends.push(all.len());
-    }
-    let all = all.freeze();
-    let payloads: Vec<bytes::Bytes> = std::iter::once(0)
-        .chain(ends.iter().copied())
-        .zip(&ends)
-        .map(|(start, &end)| all.slice(start..end))
-        .collect();
-    let t = Instant::now();
-    for p in &payloads {
-        let message = decoder.decode(p.clone())?;
-        std::hint::black_box(message);
-    }
-    Ok((u64::try_from(payloads.len()).unwrap_or(u64::MAX), t.elapsed().as_secs_f64()))
 }
 
 #[cfg(test)]
