@@ -13,8 +13,11 @@
 //! - `{"type":"commit","xid":N,"commit_lsn":"0/..","end_lsn":"0/..","commit_time":".."}`
 //!
 //! Values are typed by the column's type OID: integers, floats and numerics as JSON numbers
-//! (non-finite ones as strings), booleans, json/jsonb embedded, NULL as `null`, an unchanged
-//! TOAST value as `{"unchanged_toast":true}`, everything else a string. Binary-format values of
+//! (non-finite ones as strings), booleans, SQL NULL as `null`, an unchanged TOAST value as
+//! `{"unchanged_toast":true}`, everything else a string. A json or jsonb value is a string
+//! holding its JSON text exactly as PostgreSQL prints it (json keeps the source's whitespace,
+//! key order and duplicate keys), as wal2json and Debezium print them: so `'null'::jsonb` is
+//! `"null"`, never `null`, and a consumer parses the string when it wants the document. Binary-format values of
 //! common builtin types are decoded; other binary values become
 //! `{"binary_hex":"\\x..","type_oid":N}`.
 //!
@@ -328,18 +331,6 @@ fn number_or_string(line: &mut String, s: &str) {
     if is_json_number(s) { line.push_str(s) } else { push_str(line, s) }
 }
 
-/// Embeds JSON text, re-serialized compactly if it spans lines; a string if it is not JSON.
-fn embed_json(line: &mut String, s: &str) {
-    match serde_json::from_str::<serde::de::IgnoredAny>(s) {
-        Ok(_) if !s.contains(['\n', '\r']) => line.push_str(s.trim()),
-        Ok(_) => match serde_json::from_str::<serde_json::Value>(s) {
-            Ok(v) => line.push_str(&v.to_string()),
-            Err(_) => push_str(line, s),
-        },
-        Err(_) => push_str(line, s),
-    }
-}
-
 fn value(line: &mut String, types: &Types, type_oid: u32, v: Column<'_>) {
     match v {
         Column::Null => line.push_str("null"),
@@ -356,7 +347,6 @@ fn text_value(line: &mut String, types: &Types, type_oid: u32, s: &str) {
             oid::INT2 | oid::INT4 | oid::INT8 | oid::OID | oid::FLOAT4 | oid::FLOAT8 | oid::NUMERIC,
         ) => number_or_string(line, s),
         Shape::Scalar(oid::BOOL) => line.push_str(if s == "t" { "true" } else { "false" }),
-        Shape::Scalar(oid::JSON | oid::JSONB) => embed_json(line, s),
         Shape::Scalar(_) | Shape::Enum => push_str(line, s),
         Shape::Array { elem, delim } => {
             let json = array::from_text(s, delim, &mut |out, e| match e {
@@ -513,7 +503,7 @@ mod tests {
         value(&mut s, &types, oid::TEXT, Column::UnchangedToast);
         assert_eq!(
             s,
-            "-2 \"NaN\" {\"a\": [1, 2]} {\"a\":1} true {\"binary_hex\":\"\\\\x0102\",\"type_oid\":600} \
+            "-2 \"NaN\" \"{\\\"a\\\": [1, 2]}\" \"{\\n\\\"a\\\": 1}\" true {\"binary_hex\":\"\\\\x0102\",\"type_oid\":600} \
              \"12121212-1212-1212-1212-121212121212\" {\"unchanged_toast\":true}"
         );
     }
@@ -539,7 +529,7 @@ mod tests {
             (1000, "{t,f,NULL}", "[true,false,null]"),
             (1231, "{1.50,NaN,-Infinity}", r#"[1.50,"NaN","-Infinity"]"#),
             (1022, "{1e+300,Infinity}", r#"[1e+300,"Infinity"]"#),
-            (3807, r#"{"{\"a\": [1, 2]}",NULL}"#, r#"[{"a": [1, 2]},null]"#),
+            (3807, r#"{"{\"a\": [1, 2]}",NULL}"#, r#"["{\"a\": [1, 2]}",null]"#),
             (1020, "{(3,4),(1,2);(1,1),(0,0)}", r#"["(3,4),(1,2)","(1,1),(0,0)"]"#),
             (22, "1 2", "[1,2]"),
             (1007, "{1,2", r#""{1,2""#),

@@ -174,8 +174,10 @@ fn element_sql(elem: &str, binary: bool, send: &str, elem_oid: u32) -> String {
         e if binary && !DECODED_IN_BINARY.contains(&e) => format!(
             r"json_build_object('binary_hex', '\x' || encode({send}, 'hex'), 'type_oid', {elem_oid})"
         ),
-        // Text forms, where to_json has its own (ISO 8601 times, objects for rows).
-        "timestamp" | "timestamptz" | "pg_type" | "pg_proc" | "pg_class" | "pair" => {
+        // Text forms, where to_json has its own (ISO 8601 times, objects for rows, JSON
+        // embedded).
+        "timestamp" | "timestamptz" | "pg_type" | "pg_proc" | "pg_class" | "pair" | "json"
+        | "jsonb" => {
             "to_json(x::text)".to_owned()
         }
         _ => "to_json(x)".to_owned(),

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use pgoutput_decoder::PgTimestamp;
 
-use super::{embed_json, hex, number_or_string, oid, push_str};
+use super::{hex, number_or_string, oid, push_str};
 
 fn float(line: &mut String, f: f64, text: impl std::fmt::Display) {
     if f.is_finite() {
@@ -47,12 +47,12 @@ pub(super) fn binary_value(line: &mut String, type_oid: u32, b: &[u8]) -> bool {
             }
         }
         oid::JSON => match std::str::from_utf8(b) {
-            Ok(s) => embed_json(line, s),
+            Ok(s) => push_str(line, s),
             Err(_) => return false,
         },
         oid::JSONB => match b.split_first() {
             Some((1, rest)) => match std::str::from_utf8(rest) {
-                Ok(s) => embed_json(line, s),
+                Ok(s) => push_str(line, s),
                 Err(_) => return false,
             },
             _ => return false,
