@@ -47,6 +47,7 @@ mod array;
 mod binary;
 mod composite;
 mod datetime;
+mod float;
 mod geometry;
 mod money;
 mod network;

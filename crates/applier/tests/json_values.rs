@@ -396,3 +396,47 @@ async fn binary_values_print_as_the_server_prints_them() {
         }
     }
 }
+
+// Random values are made by rounding wider ones to the float kinds.
+#[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_floats_print_as_the_server_prints_them() {
+    use rand::{Rng, SeedableRng};
+
+    let mut env =
+        setup("jfloat", "CREATE TABLE f (id int PRIMARY KEY, d float8, r float4, p point)", false)
+            .await;
+    let text_slot = prepare(&env, &[]).await;
+    let insert = env.src.prepare("INSERT INTO f VALUES ($1, $2, $3, point($2, $4))").await.unwrap();
+    const ROWS: i32 = 3000;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    for id in 0..ROWS {
+        // Any bit pattern (mostly scientific notation), plain magnitudes, and large integers
+        // and few bits after the point (where the shortest digits can fall on the edge of what
+        // reads back, or two be equally near).
+        let (d, r, y): (f64, f32, f64) = match id % 3 {
+            0 => (f64::from_bits(rng.r#gen()), f32::from_bits(rng.r#gen()), rng.r#gen()),
+            1 => {
+                let scale = 10f64.powi(rng.gen_range(-6..18));
+                (
+                    rng.r#gen::<f64>() * scale,
+                    (rng.r#gen::<f64>() * scale) as f32,
+                    -rng.r#gen::<f64>(),
+                )
+            }
+            // Few bits after the point: exact ties between two shortest candidates.
+            _ => {
+                let (a, b) = (rng.gen_range(0..12), rng.gen_range(0..8));
+                let d = (rng.r#gen::<u64>() >> rng.gen_range(0..12)) as f64 / f64::from(1 << a);
+                let r = (rng.r#gen::<u32>() >> rng.gen_range(0..10)) as f32 / (1 << b) as f32;
+                (d, r, rng.r#gen::<u32>().into())
+            }
+        };
+        env.src.execute(&insert, &[&id, &d, &r, &y]).await.unwrap();
+    }
+    let [binary, text] = inserts(&mut env, &text_slot, "f").await;
+    assert_eq!(text.len(), usize::try_from(ROWS).unwrap());
+    for (b, t) in binary.iter().zip(&text) {
+        assert_eq!(b, t, "binary and text format differ");
+    }
+}

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use postgres_protocol::types as pg;
 
 use super::types::{Cx, Shape};
-use super::{composite, datetime, geometry, network, oid, textsearch};
+use super::{composite, datetime, float, geometry, network, oid, textsearch};
 
 /// A reader of binary forms, big-endian.
 pub(super) struct Reader<'a>(pub(super) &'a [u8]);
@@ -96,8 +96,8 @@ fn scalar(cx: &Cx<'_>, type_oid: u32, b: &[u8]) -> Option<String> {
         oid::INT8 => pg::int8_from_sql(b).ok()?.to_string(),
         oid::OID | oid::XID | oid::CID => pg::oid_from_sql(b).ok()?.to_string(),
         oid::XID8 => r.whole(Reader::u64)?.to_string(),
-        oid::FLOAT4 => geometry::float4(pg::float4_from_sql(b).ok()?),
-        oid::FLOAT8 => geometry::float8(pg::float8_from_sql(b).ok()?),
+        oid::FLOAT4 => float::float4(pg::float4_from_sql(b).ok()?),
+        oid::FLOAT8 => float::float8(pg::float8_from_sql(b).ok()?),
         oid::NUMERIC => numeric_string(b)?,
         oid::MONEY => cx.types.settings().money.format(r.whole(Reader::i64)?),
         oid::TEXT
