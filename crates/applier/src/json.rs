@@ -14,21 +14,36 @@
 //!
 //! Values are typed by the column's type OID: integers, floats and numerics as JSON numbers
 //! (non-finite ones as strings), booleans, SQL NULL as `null`, an unchanged TOAST value as
-//! `{"unchanged_toast":true}`, everything else a string. A json or jsonb value is a string
-//! holding its JSON text exactly as PostgreSQL prints it (json keeps the source's whitespace,
-//! key order and duplicate keys), as wal2json and Debezium print them: so `'null'::jsonb` is
-//! `"null"`, never `null`, and a consumer parses the string when it wants the document. Binary-format values of
-//! common builtin types are decoded; other binary values become
-//! `{"binary_hex":"\\x..","type_oid":N}`.
+//! `{"unchanged_toast":true}`, everything else a string holding the text the type's output
+//! function prints (what `psql` shows). So a json or jsonb value is a string holding its JSON
+//! text exactly as PostgreSQL prints it (json keeps the source's whitespace, key order and
+//! duplicate keys), as wal2json and Debezium print them: `'null'::jsonb` is `"null"`, never
+//! `null`, and a consumer parses the string when it wants the document.
 //!
-//! Arrays become JSON arrays in both formats: nested arrays for more dimensions, `null` for
-//! NULL elements, each element typed as a value of the element type is (`{1,2}` is `[1,2]`,
-//! `{t,NULL}` is `[true,null]`). Lower bounds are dropped (`[0:1]={1,2}` is `[1,2]`), as
-//! PostgreSQL's `array_to_json` drops them. `int2vector` and `oidvector` are arrays too. Builtin
-//! array types are known by OID; for other types (arrays of enums or composites, domains) a
-//! target built [`with_catalog`](JsonTarget::with_catalog) asks the source's `pg_type` once per
-//! type: a domain is typed as its base type, an enum is its label. Without a catalog such
-//! values stay strings (the stream names a non-builtin type but not its element or base type).
+//! Arrays become JSON arrays: nested arrays for more dimensions, `null` for NULL elements,
+//! each element typed as a value of the element type is (`{1,2}` is `[1,2]`, `{t,NULL}` is
+//! `[true,null]`). Lower bounds are dropped (`[0:1]={1,2}` is `[1,2]`), as PostgreSQL's
+//! `array_to_json` drops them. `int2vector` and `oidvector` are arrays too. Builtin types are
+//! known by OID; for other types a target built [`with_catalog`](JsonTarget::with_catalog) asks
+//! the source's catalog once per type: a domain is typed as its base type, an enum is its
+//! label, arrays of them are arrays. Without a catalog such values stay strings (the stream
+//! names a non-builtin type but not its element or base type).
+//!
+//! Binary-format values print exactly as text-format ones do: each is decoded to the text its
+//! type's output function prints on the source, then typed the same way. That text depends on
+//! settings of the source's session: pgmirror's replication connection sets DateStyle
+//! `ISO, MDY`, IntervalStyle `postgres`, TimeZone `UTC` and extra_float_digits 3 (so
+//! timestamps are `2024-02-29 10:34:56.5+00`, `4713-01-01 00:00:00+00 BC`, intervals
+//! `-1 years +2 days -00:00:01.5`, floats the shortest exact digits), which binary values are
+//! printed by; `bytea_output` and `lc_monetary` are read from the catalog once (without one:
+//! hex, and the C locale's `$1,234.56`). Money's binary form is a count of the currency's
+//! smallest unit; its layout is learned from how the source prints a probe amount, and one not
+//! recognized prints as a plain amount (`-1234.56`, with a warning). `reg*` values (an OID in
+//! binary) print the object's name as the source's catalog has it when the change is printed
+//! (looked up once per transaction; without a catalog, the OID). Composite values, ranges and
+//! multiranges print their text forms, their fields and bounds decoded the same way. Values of
+//! types pgmirror does not know, from extensions (and PostgreSQL's internal statistics types),
+//! print as `{"binary_hex":"\\x..","type_oid":N}`: text format prints them as the source does.
 
 use std::fmt::Write as _;
 use std::fs::File;
