@@ -52,7 +52,7 @@ pub struct TailArgs {
     /// Use a temporary slot, dropped when tail exits (nothing is remembered between runs).
     #[arg(long, conflicts_with = "create_slot")]
     pub temporary: bool,
-    /// Ask for binary column values (decoded for common types, hex otherwise).
+    /// Ask for binary column values (printed as in text format; types from extensions as hex).
     #[arg(long)]
     pub binary: bool,
     /// Start at this LSN (`X/Y`) instead of where the slot stands, as pg_recvlogical's

@@ -13,19 +13,37 @@
 //! - `{"type":"commit","xid":N,"commit_lsn":"0/..","end_lsn":"0/..","commit_time":".."}`
 //!
 //! Values are typed by the column's type OID: integers, floats and numerics as JSON numbers
-//! (non-finite ones as strings), booleans, json/jsonb embedded, NULL as `null`, an unchanged
-//! TOAST value as `{"unchanged_toast":true}`, everything else a string. Binary-format values of
-//! common builtin types are decoded; other binary values become
-//! `{"binary_hex":"\\x..","type_oid":N}`.
+//! (non-finite ones as strings), booleans, SQL NULL as `null`, an unchanged TOAST value as
+//! `{"unchanged_toast":true}`, everything else a string holding the text the type's output
+//! function prints (what `psql` shows). So a json or jsonb value is a string holding its JSON
+//! text exactly as PostgreSQL prints it (json keeps the source's whitespace, key order and
+//! duplicate keys), as wal2json and Debezium print them: `'null'::jsonb` is `"null"`, never
+//! `null`, and a consumer parses the string when it wants the document.
 //!
-//! Arrays become JSON arrays in both formats: nested arrays for more dimensions, `null` for
-//! NULL elements, each element typed as a value of the element type is (`{1,2}` is `[1,2]`,
-//! `{t,NULL}` is `[true,null]`). Lower bounds are dropped (`[0:1]={1,2}` is `[1,2]`), as
-//! PostgreSQL's `array_to_json` drops them. `int2vector` and `oidvector` are arrays too. Builtin
-//! array types are known by OID; for other types (arrays of enums or composites, domains) a
-//! target built [`with_catalog`](JsonTarget::with_catalog) asks the source's `pg_type` once per
-//! type: a domain is typed as its base type, an enum is its label. Without a catalog such
-//! values stay strings (the stream names a non-builtin type but not its element or base type).
+//! Arrays become JSON arrays: nested arrays for more dimensions, `null` for NULL elements,
+//! each element typed as a value of the element type is (`{1,2}` is `[1,2]`, `{t,NULL}` is
+//! `[true,null]`). Lower bounds are dropped (`[0:1]={1,2}` is `[1,2]`), as PostgreSQL's
+//! `array_to_json` drops them. `int2vector` and `oidvector` are arrays too. Builtin types are
+//! known by OID; for other types a target built [`with_catalog`](JsonTarget::with_catalog) asks
+//! the source's catalog once per type: a domain is typed as its base type, an enum is its
+//! label, arrays of them are arrays. Without a catalog such values stay strings (the stream
+//! names a non-builtin type but not its element or base type).
+//!
+//! Binary-format values print exactly as text-format ones do: each is decoded to the text its
+//! type's output function prints on the source, then typed the same way. That text depends on
+//! settings of the source's session: pgmirror's replication connection sets DateStyle
+//! `ISO, MDY`, IntervalStyle `postgres`, TimeZone `UTC` and extra_float_digits 3 (so
+//! timestamps are `2024-02-29 10:34:56.5+00`, `4713-01-01 00:00:00+00 BC`, intervals
+//! `-1 years +2 days -00:00:01.5`, floats the shortest exact digits), which binary values are
+//! printed by; `bytea_output` and `lc_monetary` are read from the catalog once (without one:
+//! hex, and the C locale's `$1,234.56`). Money's binary form is a count of the currency's
+//! smallest unit; its layout is learned from how the source prints a probe amount, and one not
+//! recognized prints as a plain amount (`-1234.56`, with a warning). `reg*` values (an OID in
+//! binary) print the object's name as the source's catalog has it when the change is printed
+//! (looked up once per transaction; without a catalog, the OID). Composite values, ranges and
+//! multiranges print their text forms, their fields and bounds decoded the same way. Values of
+//! types pgmirror does not know, from extensions (and PostgreSQL's internal statistics types),
+//! print as `{"binary_hex":"\\x..","type_oid":N}`: text format prints them as the source does.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -33,39 +51,29 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgoutput_decoder::{Column, DecodingMessage, Lsn, OldTuple, Relation, Tuple};
+use pgoutput_decoder::{DecodingMessage, Lsn, OldTuple, Relation, Tuple};
 
 use crate::error::ApplyError;
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
-use binary::binary_value;
-use types::{Shape, Types};
+use types::{Cx, Types, Want};
+use value::value;
 
 mod array;
 mod binary;
+mod composite;
+mod datetime;
+mod float;
+mod geometry;
+mod money;
+mod network;
+mod oid;
+mod textsearch;
 mod types;
+mod value;
 
-mod oid {
-    pub const BOOL: u32 = 16;
-    pub const BYTEA: u32 = 17;
-    pub const CHAR: u32 = 18;
-    pub const NAME: u32 = 19;
-    pub const INT8: u32 = 20;
-    pub const INT2: u32 = 21;
-    pub const INT4: u32 = 23;
-    pub const TEXT: u32 = 25;
-    pub const OID: u32 = 26;
-    pub const JSON: u32 = 114;
-    pub const FLOAT4: u32 = 700;
-    pub const FLOAT8: u32 = 701;
-    pub const BPCHAR: u32 = 1042;
-    pub const VARCHAR: u32 = 1043;
-    pub const DATE: u32 = 1082;
-    pub const TIMESTAMP: u32 = 1114;
-    pub const TIMESTAMPTZ: u32 = 1184;
-    pub const NUMERIC: u32 = 1700;
-    pub const UUID: u32 = 2950;
-    pub const JSONB: u32 = 3802;
-}
+/// Rendering a change again after looking up what it found missing stops after this many
+/// rounds (a composite's fields can be composites in turn).
+const MAX_LOOKUP_ROUNDS: usize = 8;
 
 /// Writes changes as JSON lines to `W`, flushing at every commit.
 ///
@@ -149,60 +157,54 @@ impl<W: Write + Send> JsonTarget<W> {
     }
 
     fn start(&mut self, kind: &str) {
-        self.line.clear();
-        self.line.push_str("{\"type\":");
-        push_str(&mut self.line, kind);
+        start(&mut self.line, kind);
     }
 
-    fn rel_head(&mut self, kind: &str, rel: &Relation) {
-        self.start(kind);
-        self.line.push_str(",\"schema\":");
-        push_str(
-            &mut self.line,
-            if rel.namespace.is_empty() { "pg_catalog" } else { &rel.namespace },
-        );
-        self.line.push_str(",\"table\":");
-        push_str(&mut self.line, &rel.name);
-    }
-
-    fn render(&mut self, change: &Change) {
+    /// Renders `change` into the line; returns what it found missing on the source.
+    fn render(&mut self, change: &Change) -> Vec<Want> {
+        let cx = Cx::new(&self.types);
+        let line = &mut self.line;
         match change {
             Change::Insert { rel, new } => {
-                self.rel_head("insert", rel);
-                self.line.push_str(",\"new\":");
-                row(&mut self.line, &self.types, rel, new, None);
+                rel_head(line, "insert", rel);
+                line.push_str(",\"new\":");
+                row(line, &cx, rel, new, false);
             }
             Change::Update { rel, old, new } => {
-                self.rel_head("update", rel);
-                old_or_key(&mut self.line, &self.types, rel, old.as_ref(), Some(new));
-                self.line.push_str(",\"new\":");
-                row(&mut self.line, &self.types, rel, new, None);
+                rel_head(line, "update", rel);
+                old_or_key(line, &cx, rel, old.as_ref(), Some(new));
+                line.push_str(",\"new\":");
+                row(line, &cx, rel, new, false);
             }
             Change::Delete { rel, old } => {
-                self.rel_head("delete", rel);
-                old_or_key(&mut self.line, &self.types, rel, Some(old), None);
+                rel_head(line, "delete", rel);
+                old_or_key(line, &cx, rel, Some(old), None);
             }
             Change::Truncate { rels, cascade, restart_identity } => {
-                self.start("truncate");
-                self.line.push_str(",\"tables\":[");
+                start(line, "truncate");
+                line.push_str(",\"tables\":[");
                 for (i, r) in rels.iter().enumerate() {
                     if i > 0 {
-                        self.line.push(',');
+                        line.push(',');
                     }
-                    self.line.push_str("{\"schema\":");
-                    push_str(&mut self.line, &r.namespace);
-                    self.line.push_str(",\"table\":");
-                    push_str(&mut self.line, &r.name);
-                    self.line.push('}');
+                    line.push_str("{\"schema\":");
+                    push_str(line, &r.namespace);
+                    line.push_str(",\"table\":");
+                    push_str(line, &r.name);
+                    line.push('}');
                 }
-                let _ = write!(
-                    self.line,
-                    "],\"cascade\":{cascade},\"restart_identity\":{restart_identity}"
-                );
+                let _ =
+                    write!(line, "],\"cascade\":{cascade},\"restart_identity\":{restart_identity}");
             }
-            Change::Message(m) => self.render_message(m),
+            Change::Message(m) => {
+                let wants = cx.into_wants();
+                self.render_message(m);
+                self.line.push('}');
+                return wants;
+            }
         }
-        self.line.push('}');
+        line.push('}');
+        cx.into_wants()
     }
 
     fn render_message(&mut self, m: &DecodingMessage) {
@@ -223,10 +225,24 @@ impl<W: Write + Send> JsonTarget<W> {
     }
 }
 
+fn start(line: &mut String, kind: &str) {
+    line.clear();
+    line.push_str("{\"type\":");
+    push_str(line, kind);
+}
+
+fn rel_head(line: &mut String, kind: &str, rel: &Relation) {
+    start(line, kind);
+    line.push_str(",\"schema\":");
+    push_str(line, if rel.namespace.is_empty() { "pg_catalog" } else { &rel.namespace });
+    line.push_str(",\"table\":");
+    push_str(line, &rel.name);
+}
+
 /// `,"key":{..}` or `,"old":{..}`.
 fn old_or_key(
     line: &mut String,
-    types: &Types,
+    cx: &Cx<'_>,
     rel: &Relation,
     old: Option<&OldTuple>,
     new: Option<&Tuple>,
@@ -234,29 +250,29 @@ fn old_or_key(
     match old {
         Some(OldTuple::Full(t)) => {
             line.push_str(",\"old\":");
-            row(line, types, rel, t, None);
+            row(line, cx, rel, t, false);
         }
         Some(OldTuple::Key(t)) => {
             line.push_str(",\"key\":");
-            row(line, types, rel, t, Some(true));
+            row(line, cx, rel, t, true);
         }
         None => {
             if let Some(new) = new
                 && rel.columns.iter().any(|c| c.is_key)
             {
                 line.push_str(",\"key\":");
-                row(line, types, rel, new, Some(true));
+                row(line, cx, rel, new, true);
             }
         }
     }
 }
 
 /// A row as a JSON object; `keys_only` keeps only key columns.
-fn row(line: &mut String, types: &Types, rel: &Relation, t: &Tuple, keys_only: Option<bool>) {
+fn row(line: &mut String, cx: &Cx<'_>, rel: &Relation, t: &Tuple, keys_only: bool) {
     line.push('{');
     let mut first = true;
     for (c, v) in rel.columns.iter().zip(t) {
-        if keys_only.is_some() && !c.is_key {
+        if keys_only && !c.is_key {
             continue;
         }
         if !first {
@@ -265,7 +281,7 @@ fn row(line: &mut String, types: &Types, rel: &Relation, t: &Tuple, keys_only: O
         first = false;
         push_str(line, &c.name);
         line.push(':');
-        value(line, types, c.type_oid, v);
+        value(line, cx, c.type_oid, v);
     }
     line.push('}');
 }
@@ -283,126 +299,6 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
-}
-
-/// Whether `s` is a JSON number literal.
-fn is_json_number(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    if b.get(i) == Some(&b'-') {
-        i += 1;
-    }
-    let digits = |i: &mut usize| {
-        let start = *i;
-        while b.get(*i).is_some_and(u8::is_ascii_digit) {
-            *i += 1;
-        }
-        *i > start
-    };
-    match b.get(i) {
-        Some(b'0') => i += 1,
-        Some(c) if c.is_ascii_digit() => {
-            digits(&mut i);
-        }
-        _ => return false,
-    }
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        if !digits(&mut i) {
-            return false;
-        }
-    }
-    if matches!(b.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(b.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        if !digits(&mut i) {
-            return false;
-        }
-    }
-    i == b.len()
-}
-
-fn number_or_string(line: &mut String, s: &str) {
-    if is_json_number(s) { line.push_str(s) } else { push_str(line, s) }
-}
-
-/// Embeds JSON text, re-serialized compactly if it spans lines; a string if it is not JSON.
-fn embed_json(line: &mut String, s: &str) {
-    match serde_json::from_str::<serde::de::IgnoredAny>(s) {
-        Ok(_) if !s.contains(['\n', '\r']) => line.push_str(s.trim()),
-        Ok(_) => match serde_json::from_str::<serde_json::Value>(s) {
-            Ok(v) => line.push_str(&v.to_string()),
-            Err(_) => push_str(line, s),
-        },
-        Err(_) => push_str(line, s),
-    }
-}
-
-fn value(line: &mut String, types: &Types, type_oid: u32, v: Column<'_>) {
-    match v {
-        Column::Null => line.push_str("null"),
-        Column::UnchangedToast => line.push_str("{\"unchanged_toast\":true}"),
-        Column::Text(b) => text_value(line, types, type_oid, &String::from_utf8_lossy(b)),
-        Column::Binary(b) => binary_or_hex(line, types, type_oid, b),
-    }
-}
-
-/// A value in PostgreSQL's text form.
-fn text_value(line: &mut String, types: &Types, type_oid: u32, s: &str) {
-    match types.shape(type_oid) {
-        Shape::Scalar(
-            oid::INT2 | oid::INT4 | oid::INT8 | oid::OID | oid::FLOAT4 | oid::FLOAT8 | oid::NUMERIC,
-        ) => number_or_string(line, s),
-        Shape::Scalar(oid::BOOL) => line.push_str(if s == "t" { "true" } else { "false" }),
-        Shape::Scalar(oid::JSON | oid::JSONB) => embed_json(line, s),
-        Shape::Scalar(_) | Shape::Enum => push_str(line, s),
-        Shape::Array { elem, delim } => {
-            let json = array::from_text(s, delim, &mut |out, e| match e {
-                Some(e) => text_value(out, types, elem, e),
-                None => out.push_str("null"),
-            });
-            match json {
-                Some(json) => line.push_str(&json),
-                None => push_str(line, s),
-            }
-        }
-        Shape::Vector { elem } => {
-            line.push('[');
-            for (i, e) in s.split_ascii_whitespace().enumerate() {
-                if i > 0 {
-                    line.push(',');
-                }
-                text_value(line, types, elem, e);
-            }
-            line.push(']');
-        }
-    }
-}
-
-/// A value in binary (send) form: decoded when its type is known, else as hex.
-fn binary_or_hex(line: &mut String, types: &Types, type_oid: u32, b: &[u8]) {
-    let decoded = match types.shape(type_oid) {
-        Shape::Scalar(oid) => binary_value(line, oid, b),
-        Shape::Enum => match std::str::from_utf8(b) {
-            Ok(s) => {
-                push_str(line, s);
-                true
-            }
-            Err(_) => false,
-        },
-        Shape::Array { .. } | Shape::Vector { .. } => {
-            let json =
-                array::from_binary(b, &mut |out, elem, e| binary_or_hex(out, types, elem, e));
-            json.map(|json| line.push_str(&json)).is_some()
-        }
-    };
-    if !decoded {
-        line.push_str("{\"binary_hex\":");
-        push_str(line, &hex(b));
-        let _ = write!(line, ",\"type_oid\":{type_oid}}}");
-    }
 }
 
 impl<W: Write + Send> Target for JsonTarget<W> {
@@ -440,7 +336,15 @@ impl<W: Write + Send> Target for JsonTarget<W> {
         if let Some(rel) = rel {
             self.types.learn(rel.columns.iter().map(|c| c.type_oid)).await?;
         }
-        self.render(&change);
+        // Composite fields of types not seen yet and the names of reg* values are looked up
+        // on the source, then the change is rendered again.
+        for _ in 0..MAX_LOOKUP_ROUNDS {
+            let wants = self.render(&change);
+            if wants.is_empty() {
+                break;
+            }
+            self.types.resolve(wants).await?;
+        }
         self.emit()
     }
 
@@ -454,6 +358,7 @@ impl<W: Write + Send> Target for JsonTarget<W> {
         self.emit()?;
         self.out.flush().map_err(ApplyError::Output)?;
         self.last_end = Some(commit.end_lsn);
+        self.types.forget_names();
         Ok(())
     }
 
@@ -481,104 +386,6 @@ mod tests {
     use pgoutput_decoder::PgTimestamp;
 
     use super::*;
-
-    #[test]
-    fn json_numbers() {
-        for ok in ["0", "-1", "12.5", "1e+10", "1.5E-07", "123456789012345678901234567890.5"] {
-            assert!(is_json_number(ok), "{ok}");
-        }
-        for bad in ["", "-", "01", "1.", ".5", "NaN", "Infinity", "1e", "+1", "0x1"] {
-            assert!(!is_json_number(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn values() {
-        let types = Types::default();
-        let mut s = String::new();
-        value(&mut s, &types, oid::INT4, Column::Binary(&[0xff, 0xff, 0xff, 0xfe]));
-        s.push(' ');
-        value(&mut s, &types, oid::FLOAT8, Column::Text(b"NaN"));
-        s.push(' ');
-        value(&mut s, &types, oid::JSONB, Column::Text(b"{\"a\": [1, 2]}"));
-        s.push(' ');
-        value(&mut s, &types, oid::JSON, Column::Text(b"{\n\"a\": 1}"));
-        s.push(' ');
-        value(&mut s, &types, oid::BOOL, Column::Text(b"t"));
-        s.push(' ');
-        value(&mut s, &types, 600, Column::Binary(&[1, 2]));
-        s.push(' ');
-        value(&mut s, &types, oid::UUID, Column::Binary(&[0x12; 16]));
-        s.push(' ');
-        value(&mut s, &types, oid::TEXT, Column::UnchangedToast);
-        assert_eq!(
-            s,
-            "-2 \"NaN\" {\"a\": [1, 2]} {\"a\":1} true {\"binary_hex\":\"\\\\x0102\",\"type_oid\":600} \
-             \"12121212-1212-1212-1212-121212121212\" {\"unchanged_toast\":true}"
-        );
-    }
-
-    fn render(type_oid: u32, v: Column<'_>) -> String {
-        let mut s = String::new();
-        value(&mut s, &Types::default(), type_oid, v);
-        s
-    }
-
-    #[test]
-    fn arrays_in_text() {
-        let cases: &[(u32, &str, &str)] = &[
-            (1007, "{1,NULL,-3}", "[1,null,-3]"),
-            (1007, "[0:1]={1,2}", "[1,2]"),
-            (1007, "{{1,2},{3,NULL}}", "[[1,2],[3,null]]"),
-            (1007, "{}", "[]"),
-            (
-                1009,
-                r#"{"a\"b","c\\d","e,f","NULL",NULL,""}"#,
-                r#"["a\"b","c\\d","e,f","NULL",null,""]"#,
-            ),
-            (1000, "{t,f,NULL}", "[true,false,null]"),
-            (1231, "{1.50,NaN,-Infinity}", r#"[1.50,"NaN","-Infinity"]"#),
-            (1022, "{1e+300,Infinity}", r#"[1e+300,"Infinity"]"#),
-            (3807, r#"{"{\"a\": [1, 2]}",NULL}"#, r#"[{"a": [1, 2]},null]"#),
-            (1020, "{(3,4),(1,2);(1,1),(0,0)}", r#"["(3,4),(1,2)","(1,1),(0,0)"]"#),
-            (22, "1 2", "[1,2]"),
-            (1007, "{1,2", r#""{1,2""#),
-        ];
-        for (oid, text, want) in cases {
-            assert_eq!(render(*oid, Column::Text(text.as_bytes())), *want, "{oid} {text}");
-        }
-    }
-
-    #[test]
-    fn arrays_in_binary() {
-        // int4[] [2:3]={7,NULL}; then text[] {{"a"},{"b"}}; then an unknown element type.
-        let mut int4 = Vec::new();
-        for w in [1i32, 1, 23, 2, 2, 4, 7, -1] {
-            int4.extend_from_slice(&w.to_be_bytes());
-        }
-        assert_eq!(render(1007, Column::Binary(&int4)), "[7,null]");
-        let mut text = Vec::new();
-        for w in [2i32, 0, 25, 2, 1, 1, 1, 1] {
-            text.extend_from_slice(&w.to_be_bytes());
-        }
-        text.extend_from_slice(b"a");
-        text.extend_from_slice(&1i32.to_be_bytes());
-        text.extend_from_slice(b"b");
-        assert_eq!(render(1009, Column::Binary(&text)), r#"[["a"],["b"]]"#);
-        let mut points = Vec::new();
-        for w in [1i32, 0, 600, 1, 1, 2] {
-            points.extend_from_slice(&w.to_be_bytes());
-        }
-        points.extend_from_slice(&[1, 2]);
-        assert_eq!(
-            render(1017, Column::Binary(&points)),
-            r#"[{"binary_hex":"\\x0102","type_oid":600}]"#
-        );
-        assert_eq!(
-            render(1007, Column::Binary(&[0, 0, 0, 1])),
-            r#"{"binary_hex":"\\x00000001","type_oid":1007}"#
-        );
-    }
 
     #[tokio::test]
     async fn fsyncs_are_batched_and_only_synced_commits_are_durable() {

@@ -2,6 +2,9 @@
 //! (`array_send`): nested arrays for more dimensions, `null` for NULL elements. Lower bounds
 //! other than 1 (`[0:1]={1,2}`) are dropped, as PostgreSQL's `array_to_json` drops them.
 
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::types::{ArrayDimension, array_from_sql};
+
 /// The most dimensions PostgreSQL gives an array (`MAXDIM`).
 const MAX_DIMS: usize = 6;
 
@@ -139,40 +142,48 @@ impl TextForm<'_> {
     }
 }
 
-/// Renders the binary form `b` (`array_send`: dimensions, lower bounds, element type, then each
-/// element as a length and its bytes) as a JSON array; `element` appends one non-NULL element
-/// given the element type OID and its binary value. `None` when `b` is malformed.
+/// A binary array (`array_send`: dimensions, lower bounds, element type, then each element as
+/// a length and its bytes) taken apart: dimensions, element type, elements in row-major order
+/// (`None` for NULL). `None` when `b` is malformed.
+pub(super) type Parts<'a> = (Vec<ArrayDimension>, u32, Vec<Option<&'a [u8]>>);
+
+pub(super) fn binary_parts(b: &[u8]) -> Option<Parts<'_>> {
+    let a = array_from_sql(b).ok()?;
+    let dims: Vec<ArrayDimension> = a.dimensions().collect().ok()?;
+    if dims.len() > MAX_DIMS {
+        return None;
+    }
+    let total = dims.iter().try_fold(usize::from(!dims.is_empty()), |n, d| {
+        n.checked_mul(usize::try_from(d.len).ok()?)
+    })?;
+    // Each element takes at least its 4-byte length: bounds the work on a malformed header.
+    if total > b.len() / 4 {
+        return None;
+    }
+    Some((dims, a.element_type(), a.values().collect().ok()?))
+}
+
+/// Renders the binary form `b` as a JSON array; `element` appends one non-NULL element given
+/// the element type OID and its binary value. `None` when `b` is malformed.
 pub(super) fn from_binary(
     b: &[u8],
     element: &mut dyn FnMut(&mut String, u32, &[u8]),
 ) -> Option<String> {
-    let mut r = Reader(b);
-    let ndim = usize::try_from(r.i32()?).ok().filter(|&n| n <= MAX_DIMS)?;
-    let _has_nulls = r.i32()?;
-    let elem = u32::from_be_bytes(r.take(4)?.try_into().ok()?);
-    let mut dims = Vec::with_capacity(ndim);
-    let mut total: usize = 1;
-    for _ in 0..ndim {
-        let len = usize::try_from(r.i32()?).ok()?;
-        let _lower_bound = r.i32()?;
-        total = total.checked_mul(len)?;
-        dims.push(len);
-    }
-    // Each element takes at least its 4-byte length: bounds the work on a malformed header.
-    if ndim > 0 && total > r.0.len() / 4 {
-        return None;
-    }
+    let (dims, elem, values) = binary_parts(b)?;
+    let dims: Vec<usize> =
+        dims.iter().map(|d| usize::try_from(d.len).ok()).collect::<Option<_>>()?;
     let mut out = String::new();
-    if ndim == 0 {
+    let mut values = values.into_iter();
+    if dims.is_empty() {
         out.push_str("[]");
     } else {
-        binary_level(&mut r, &dims, elem, &mut out, element)?;
+        binary_level(&mut values, &dims, elem, &mut out, element)?;
     }
-    r.0.is_empty().then_some(out)
+    values.next().is_none().then_some(out)
 }
 
-fn binary_level(
-    r: &mut Reader<'_>,
+fn binary_level<'a>(
+    values: &mut impl Iterator<Item = Option<&'a [u8]>>,
     dims: &[usize],
     elem: u32,
     out: &mut String,
@@ -184,33 +195,16 @@ fn binary_level(
             out.push(',');
         }
         if dims.len() > 1 {
-            binary_level(r, &dims[1..], elem, out, element)?;
+            binary_level(values, &dims[1..], elem, out, element)?;
         } else {
-            match r.i32()? {
-                -1 => out.push_str("null"),
-                len => {
-                    let value = r.take(usize::try_from(len).ok()?)?;
-                    element(out, elem, value);
-                }
+            match values.next()? {
+                None => out.push_str("null"),
+                Some(value) => element(out, elem, value),
             }
         }
     }
     out.push(']');
     Some(())
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = self.0.split_at_checked(n)?;
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
 }
 
 #[cfg(test)]

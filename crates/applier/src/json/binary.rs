@@ -1,125 +1,212 @@
-//! Binary (send format) values of common builtin types, decoded to JSON.
+//! Binary (send format) values decoded to the text PostgreSQL's output function prints for
+//! them, so a value reads the same whichever format the stream carries.
 
 use std::fmt::Write as _;
 
-use pgoutput_decoder::PgTimestamp;
+use postgres_protocol::types as pg;
 
-use super::{embed_json, hex, number_or_string, oid, push_str};
+use super::types::{Cx, Shape};
+use super::{composite, datetime, float, geometry, network, oid, textsearch};
 
-fn float(line: &mut String, f: f64, text: impl std::fmt::Display) {
-    if f.is_finite() {
-        let _ = write!(line, "{text}");
-    } else if f.is_nan() {
-        push_str(line, "NaN");
+/// A reader of binary forms, big-endian.
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
+
+impl<'a> Reader<'a> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    pub(super) fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    pub(super) fn u16(&mut self) -> Option<u16> {
+        self.array().map(u16::from_be_bytes)
+    }
+
+    pub(super) fn u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    pub(super) fn i32(&mut self) -> Option<i32> {
+        self.array().map(i32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        self.array().map(i64::from_be_bytes)
+    }
+
+    /// A length-prefixed value: `None` when malformed, `Some(None)` for NULL (length -1).
+    pub(super) fn value(&mut self) -> Option<Option<&'a [u8]>> {
+        match self.i32()? {
+            -1 => Some(None),
+            len => self.take(usize::try_from(len).ok()?).map(Some),
+        }
+    }
+
+    /// A NUL-terminated UTF-8 string.
+    pub(super) fn cstr(&mut self) -> Option<&'a str> {
+        let end = self.0.iter().position(|&b| b == 0)?;
+        let s = std::str::from_utf8(self.take(end)?).ok()?;
+        self.take(1)?;
+        Some(s)
+    }
+
+    /// The rest, when it is exactly what was read by `f`.
+    fn whole<T>(mut self, f: impl FnOnce(&mut Self) -> Option<T>) -> Option<T> {
+        let v = f(&mut self)?;
+        self.0.is_empty().then_some(v)
+    }
+}
+
+/// The text form of `b`, a binary value of type `type_oid`; `None` when the type is not one
+/// pgmirror decodes or `b` is malformed.
+pub(super) fn to_text(cx: &Cx<'_>, type_oid: u32, b: &[u8]) -> Option<String> {
+    match cx.types.shape(type_oid) {
+        Shape::Scalar(base) => scalar(cx, base, b),
+        Shape::Enum => utf8(b),
+        Shape::Array { delim, .. } => composite::array(cx, b, delim),
+        Shape::Vector { .. } => composite::vector(cx, b),
+        Shape::Range { sub } => composite::range(cx, sub, b),
+        Shape::Multirange { sub } => composite::multirange(cx, sub, b),
+        Shape::Record => composite::record(cx, b),
+    }
+}
+
+fn utf8(b: &[u8]) -> Option<String> {
+    std::str::from_utf8(b).ok().map(str::to_owned)
+}
+
+fn scalar(cx: &Cx<'_>, type_oid: u32, b: &[u8]) -> Option<String> {
+    let r = Reader(b);
+    Some(match type_oid {
+        oid::BOOL => (if pg::bool_from_sql(b).ok()? { "t" } else { "f" }).to_owned(),
+        oid::INT2 => pg::int2_from_sql(b).ok()?.to_string(),
+        oid::INT4 => pg::int4_from_sql(b).ok()?.to_string(),
+        oid::INT8 => pg::int8_from_sql(b).ok()?.to_string(),
+        oid::OID | oid::XID | oid::CID => pg::oid_from_sql(b).ok()?.to_string(),
+        oid::XID8 => r.whole(Reader::u64)?.to_string(),
+        oid::FLOAT4 => float::float4(pg::float4_from_sql(b).ok()?),
+        oid::FLOAT8 => float::float8(pg::float8_from_sql(b).ok()?),
+        oid::NUMERIC => numeric_string(b)?,
+        oid::MONEY => cx.types.settings().money.format(r.whole(Reader::i64)?),
+        oid::TEXT
+        | oid::VARCHAR
+        | oid::BPCHAR
+        | oid::NAME
+        | oid::REFCURSOR
+        | oid::UNKNOWN
+        | oid::PG_NODE_TREE
+        | oid::XML
+        | oid::JSON => utf8(b)?,
+        // A format version (1), then the text.
+        oid::JSONB | oid::JSONPATH => match b.split_first() {
+            Some((1, text)) => utf8(text)?,
+            _ => return None,
+        },
+        oid::CHAR => char_text(b)?,
+        // pg_mcv_list prints as bytea does.
+        oid::BYTEA | oid::PG_MCV_LIST => bytea(b, cx.types.settings().bytea_escape),
+        oid::UUID => uuid(pg::uuid_from_sql(b).ok()?),
+        oid::TID => r.whole(|r| Some(format!("({},{})", r.u32()?, r.u16()?)))?,
+        oid::PG_LSN => {
+            let lsn = pg::lsn_from_sql(b).ok()?;
+            format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+        }
+        oid::TXID_SNAPSHOT | oid::PG_SNAPSHOT => snapshot(r)?,
+        oid::MACADDR => network::mac(b, 6)?,
+        oid::MACADDR8 => network::mac(b, 8)?,
+        oid::INET => network::inet(b, false)?,
+        oid::CIDR => network::inet(b, true)?,
+        oid::BIT | oid::VARBIT => bits(b)?,
+        oid::DATE => datetime::date(pg::date_from_sql(b).ok()?),
+        oid::TIMESTAMP => datetime::timestamp(pg::timestamp_from_sql(b).ok()?, false),
+        oid::TIMESTAMPTZ => datetime::timestamp(pg::timestamp_from_sql(b).ok()?, true),
+        oid::TIME => datetime::time(pg::time_from_sql(b).ok()?),
+        oid::TIMETZ => r.whole(|r| Some(datetime::timetz(r.i64()?, r.i32()?)))?,
+        oid::INTERVAL => r.whole(|r| Some(datetime::interval(r.i64()?, r.i32()?, r.i32()?)))?,
+        oid::POINT => geometry::point(b)?,
+        oid::LSEG => geometry::lseg(b)?,
+        oid::PATH => geometry::path(b)?,
+        oid::BOX => geometry::bbox(b)?,
+        oid::POLYGON => geometry::polygon(b)?,
+        oid::LINE => geometry::line(b)?,
+        oid::CIRCLE => geometry::circle(b)?,
+        oid::TSVECTOR => textsearch::tsvector(b)?,
+        oid::TSQUERY => textsearch::tsquery(b)?,
+        reg if oid::REG_TYPES.iter().any(|&(t, _)| t == reg) => {
+            cx.reg_name(reg, pg::oid_from_sql(b).ok()?)
+        }
+        _ => return None,
+    })
+}
+
+/// `"char"`: one byte; empty for 0, `\ooo` for bytes above 127.
+fn char_text(b: &[u8]) -> Option<String> {
+    match b {
+        [0] => Some(String::new()),
+        [c] if c.is_ascii() => Some(char::from(*c).to_string()),
+        [c] => Some(format!("\\{c:03o}")),
+        _ => None,
+    }
+}
+
+/// `bytea` as `bytea_output` says: `\x0102` (hex), or printable ASCII as is, `\\` for a
+/// backslash and `\ooo` for other bytes (escape).
+fn bytea(b: &[u8], escape: bool) -> String {
+    let mut s = String::with_capacity(2 + 2 * b.len());
+    if escape {
+        for &c in b {
+            match c {
+                b'\\' => s.push_str("\\\\"),
+                0x20..=0x7e => s.push(char::from(c)),
+                _ => {
+                    let _ = write!(s, "\\{c:03o}");
+                }
+            }
+        }
     } else {
-        push_str(line, if f > 0.0 { "Infinity" } else { "-Infinity" });
+        s.push_str("\\x");
+        for c in b {
+            let _ = write!(s, "{c:02x}");
+        }
     }
+    s
 }
 
-/// `b` as an array of `N` bytes, if it is that long.
-fn fixed<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
-    b.try_into().ok()
+fn uuid(b: [u8; 16]) -> String {
+    let h: String = b.iter().map(|c| format!("{c:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-fn put(line: &mut String, v: impl std::fmt::Display) {
-    let _ = write!(line, "{v}");
+/// `txid_snapshot` / `pg_snapshot`: `xmin:xmax:xip,xip`.
+fn snapshot(r: Reader<'_>) -> Option<String> {
+    r.whole(|r| {
+        let n = r.u32()?;
+        let (xmin, xmax) = (r.u64()?, r.u64()?);
+        let xips: Option<Vec<String>> = (0..n).map(|_| r.u64().map(|x| x.to_string())).collect();
+        Some(format!("{xmin}:{xmax}:{}", xips?.join(",")))
+    })
 }
 
-/// Decodes a binary (send format) value of a common builtin type; false if not handled.
-pub(super) fn binary_value(line: &mut String, type_oid: u32, b: &[u8]) -> bool {
-    match type_oid {
-        oid::BOOL if b.len() == 1 => line.push_str(if b[0] != 0 { "true" } else { "false" }),
-        oid::INT2 => return fixed(b).map(|a| put(line, i16::from_be_bytes(a))).is_some(),
-        oid::INT4 => return fixed(b).map(|a| put(line, i32::from_be_bytes(a))).is_some(),
-        oid::OID => return fixed(b).map(|a| put(line, u32::from_be_bytes(a))).is_some(),
-        oid::INT8 => return fixed(b).map(|a| put(line, i64::from_be_bytes(a))).is_some(),
-        oid::FLOAT4 => {
-            let f = fixed(b).map(f32::from_be_bytes);
-            return f.map(|f| float(line, f64::from(f), f)).is_some();
-        }
-        oid::FLOAT8 => {
-            return fixed(b).map(f64::from_be_bytes).map(|f| float(line, f, f)).is_some();
-        }
-        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::CHAR => {
-            match std::str::from_utf8(b) {
-                Ok(s) => push_str(line, s),
-                Err(_) => return false,
-            }
-        }
-        oid::JSON => match std::str::from_utf8(b) {
-            Ok(s) => embed_json(line, s),
-            Err(_) => return false,
-        },
-        oid::JSONB => match b.split_first() {
-            Some((1, rest)) => match std::str::from_utf8(rest) {
-                Ok(s) => embed_json(line, s),
-                Err(_) => return false,
-            },
-            _ => return false,
-        },
-        oid::BYTEA => push_str(line, &hex(b)),
-        oid::UUID if b.len() == 16 => {
-            let h = hex(b);
-            let h = &h[2..];
-            let _ = write!(
-                line,
-                "\"{}-{}-{}-{}-{}\"",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            );
-        }
-        oid::TIMESTAMPTZ | oid::TIMESTAMP => match <[u8; 8]>::try_from(b) {
-            Ok(a) => {
-                let micros = i64::from_be_bytes(a);
-                let s = match micros {
-                    i64::MAX => "infinity".to_owned(),
-                    i64::MIN => "-infinity".to_owned(),
-                    m => {
-                        let s = PgTimestamp(m).to_string();
-                        if type_oid == oid::TIMESTAMP {
-                            s.trim_end_matches('Z').to_owned()
-                        } else {
-                            s
-                        }
-                    }
-                };
-                push_str(line, &s);
-            }
-            Err(_) => return false,
-        },
-        oid::DATE => match <[u8; 4]>::try_from(b) {
-            Ok(a) => match i32::from_be_bytes(a) {
-                i32::MAX => push_str(line, "infinity"),
-                i32::MIN => push_str(line, "-infinity"),
-                days => push_str(line, &date_string(days)),
-            },
-            Err(_) => return false,
-        },
-        oid::NUMERIC => match numeric_string(b) {
-            Some(s) => number_or_string(line, &s),
-            None => return false,
-        },
-        _ => return false,
-    }
-    true
-}
-
-/// `YYYY-MM-DD` for days since 2000-01-01 (proleptic Gregorian; years before 1 as BC).
-fn date_string(days: i32) -> String {
-    // Howard Hinnant's civil_from_days, shifted from 1970 to 2000.
-    let z = i64::from(days) + 10_957 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    if y <= 0 { format!("{:04}-{m:02}-{d:02} BC", 1 - y) } else { format!("{y:04}-{m:02}-{d:02}") }
+/// `bit` / `varbit`: one `0` or `1` per bit.
+fn bits(b: &[u8]) -> Option<String> {
+    let v = pg::varbit_from_sql(b).ok()?;
+    Some(
+        (0..v.len())
+            .map(|i| if v.bytes()[i / 8] & (0x80 >> (i % 8)) != 0 { '1' } else { '0' })
+            .collect(),
+    )
 }
 
 /// The decimal text of a binary numeric, or "NaN"/"Infinity"/"-Infinity".
@@ -198,10 +285,11 @@ mod tests {
     }
 
     #[test]
-    fn dates() {
-        assert_eq!(date_string(0), "2000-01-01");
-        assert_eq!(date_string(-1), "1999-12-31");
-        assert_eq!(date_string(366), "2001-01-01");
-        assert_eq!(date_string(9_861), "2026-12-31");
+    fn small_types() {
+        assert_eq!(char_text(&[0]).unwrap(), "");
+        assert_eq!(char_text(&[0xe9]).unwrap(), "\\351");
+        assert_eq!(bytea(b"a\\\x00\xff", true), "a\\\\\\000\\377");
+        assert_eq!(bytea(b"a\\", false), "\\x615c");
+        assert_eq!(bits(&[0, 0, 0, 3, 0b1010_0000]).unwrap(), "101");
     }
 }
