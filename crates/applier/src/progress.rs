@@ -4,7 +4,7 @@
 use pgoutput_decoder::Lsn;
 use tokio_postgres::GenericClient;
 
-use crate::postgres::PROGRESS_DDL;
+use crate::postgres::progress::PROGRESS_DDL;
 
 /// Creates `pgmirror.progress` if missing and sets `mirror`'s progress to `end_lsn`, inside
 /// whatever transaction `client` is in.

@@ -1,0 +1,193 @@
+//! The target session: statements into the pipeline, prepared statements per table and shape,
+//! the target transaction (opened lazily, committed by [`Target::flush`] with the progress
+//! row), and its subtransactions.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pgoutput_decoder::Lsn;
+use tokio_postgres::types::PgLsn;
+use tokio_postgres::{Client, Statement};
+
+use crate::error::{ApplyError, Op};
+
+use super::PostgresTarget;
+use super::pipeline::{Purpose, StmtFuture};
+use super::table::{StmtKey, TableInfo};
+use super::value::Param;
+
+pub(super) fn stmt_future(client: &Arc<Client>, stmt: Statement, params: Vec<Param>) -> StmtFuture {
+    let client = Arc::clone(client);
+    Box::pin(async move { client.execute_raw(&stmt, params).await })
+}
+
+pub(super) fn simple_future(client: &Arc<Client>, sql: String) -> StmtFuture {
+    let client = Arc::clone(client);
+    Box::pin(async move { client.batch_execute(&sql).await.map(|()| 0) })
+}
+
+fn params_bytes(params: &[Param]) -> usize {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Null => 4,
+            Param::Text(b) | Param::Binary(b) => b.len() + 4,
+        })
+        .sum::<usize>()
+        + 32
+}
+
+impl PostgresTarget {
+    /// Sends a statement (ending an open `COPY` first: nothing else may go out during one).
+    pub(super) async fn push(
+        &mut self,
+        fut: StmtFuture,
+        purpose: Purpose,
+        bytes: usize,
+    ) -> Result<(), ApplyError> {
+        self.close_copy().await?;
+        self.stats.statements += 1;
+        self.pipe.push(fut, purpose, bytes).await
+    }
+
+    /// Sends a prepared statement for a change (`expected` rows) into the pipeline.
+    pub(super) async fn push_change(
+        &mut self,
+        stmt: Statement,
+        params: Vec<Param>,
+        table: Arc<str>,
+        op: Op,
+        commit_lsn: Lsn,
+        expected: u64,
+    ) -> Result<(), ApplyError> {
+        let bytes = params_bytes(&params);
+        let purpose = Purpose::Change { table, op, commit_lsn, expected };
+        let fut = stmt_future(&self.client, stmt, params);
+        self.push(fut, purpose, bytes).await
+    }
+
+    /// Ends the open `COPY`, if any, and waits for every reply: before a query that needs
+    /// its answer.
+    pub(super) async fn quiesce(&mut self) -> Result<(), ApplyError> {
+        self.close_copy().await?;
+        self.pipe.drain().await
+    }
+
+    pub(super) async fn ensure_txn(&mut self) -> Result<(), ApplyError> {
+        if !self.in_txn {
+            let fut = simple_future(&self.client, "BEGIN".to_owned());
+            self.pipe.push(fut, Purpose::Other("BEGIN"), 16).await?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// The prepared statement `key` for table `rel_id`, preparing it on first use.
+    pub(super) async fn statement(
+        &mut self,
+        rel_id: u32,
+        op: Op,
+        key: StmtKey,
+        sql: impl FnOnce(&TableInfo) -> String,
+    ) -> Result<(Statement, Arc<str>), ApplyError> {
+        let t = self.tables.get(&rel_id).ok_or(ApplyError::UnknownRelation { rel_id })?;
+        let name = Arc::clone(&t.name);
+        if let Some(s) = t.stmts.get(&key) {
+            return Ok((s.clone(), name));
+        }
+        let sql = sql(t);
+        self.quiesce().await?;
+        let stmt = self.client.prepare(&sql).await.map_err(|source| ApplyError::Change {
+            table: name.to_string(),
+            op,
+            commit_lsn: self.commit_lsn(),
+            source,
+        })?;
+        if let Some(t) = self.tables.get_mut(&rel_id) {
+            t.stmts.insert(key, stmt.clone());
+        }
+        Ok((stmt, name))
+    }
+
+    /// A savepoint statement, after every buffered run (their rows belong before it).
+    pub(super) async fn subtransaction_statement(
+        &mut self,
+        sql: String,
+        what: &'static str,
+    ) -> Result<(), ApplyError> {
+        self.guard()?;
+        let r = async {
+            self.ensure_txn().await?;
+            self.end_runs().await?;
+            let fut = simple_future(&self.client, sql);
+            self.pipe.push(fut, Purpose::Other(what), 32).await
+        }
+        .await;
+        self.check(r)
+    }
+
+    pub(super) async fn do_flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
+        if let Some(s) = &self.source {
+            return Err(ApplyError::protocol(
+                "flush",
+                format!("inside source transaction {}", s.xid),
+            ));
+        }
+        if self.in_txn || self.last_commit.is_some() {
+            self.end_runs().await?;
+            self.ensure_txn().await?;
+            if let Some(c) = self.last_commit {
+                let params = vec![
+                    Param::Text(Bytes::from(self.cfg.mirror_name.clone())),
+                    Param::Binary(Bytes::copy_from_slice(&u64::from(c.end_lsn).to_be_bytes())),
+                    Param::Binary(Bytes::copy_from_slice(&u64::from(c.commit_lsn).to_be_bytes())),
+                    Param::Binary(Bytes::copy_from_slice(&c.commit_time.0.to_be_bytes())),
+                    Param::Binary(Bytes::copy_from_slice(&i64::from(c.xid).to_be_bytes())),
+                ];
+                let fut = stmt_future(&self.client, self.progress_stmt.clone(), params);
+                self.pipe.push(fut, Purpose::Other("writing progress"), 128).await?;
+            }
+            let fut = simple_future(&self.client, "COMMIT".to_owned());
+            self.pipe.push(fut, Purpose::Other("COMMIT"), 16).await?;
+            self.pipe.drain().await?;
+            self.in_txn = false;
+            self.stats.commits += 1;
+            if let Some(c) = self.last_commit.take() {
+                if self.cfg.synchronous_commit {
+                    self.durable = Some(self.durable.map_or(c.end_lsn, |d| d.max(c.end_lsn)));
+                } else {
+                    let row = self
+                        .client
+                        .query_one(&self.wal_stmt, &[])
+                        .await
+                        .map_err(|e| ApplyError::target("reading the WAL position", e))?;
+                    let insert: PgLsn = row.get(0);
+                    let flushed: PgLsn = row.get(1);
+                    self.unconfirmed.push_back((u64::from(insert), c.end_lsn));
+                    self.resolve(u64::from(flushed));
+                }
+            }
+        } else if !self.unconfirmed.is_empty() {
+            let row = self
+                .client
+                .query_one(&self.flush_lsn_stmt, &[])
+                .await
+                .map_err(|e| ApplyError::target("reading the WAL flush position", e))?;
+            let flushed: PgLsn = row.get(0);
+            self.resolve(u64::from(flushed));
+        }
+        debug_assert!(self.pipe.is_empty());
+        Ok(self.durable)
+    }
+
+    /// Marks every unconfirmed commit at or below the target's WAL flush position durable.
+    pub(super) fn resolve(&mut self, flushed: u64) {
+        while let Some(&(pos, end)) = self.unconfirmed.front() {
+            if pos > flushed {
+                break;
+            }
+            self.unconfirmed.pop_front();
+            self.durable = Some(self.durable.map_or(end, |d| d.max(end)));
+        }
+    }
+}
