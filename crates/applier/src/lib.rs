@@ -26,7 +26,6 @@ mod applier;
 mod error;
 mod json;
 mod postgres;
-mod progress;
 mod spill;
 mod target;
 #[cfg(test)]
@@ -35,6 +34,6 @@ mod testing;
 pub use applier::{Applier, ApplierConfig, ApplyStats};
 pub use error::{ApplyError, Op, SchemaChange};
 pub use json::JsonTarget;
+pub use postgres::progress;
 pub use postgres::{PostgresTarget, PostgresTargetConfig, PostgresTargetStats, TypeResolver};
-pub use progress::{delete_progress, store_progress};
 pub use target::{Change, CommitInfo, Target, TxnInfo, TypeMap};

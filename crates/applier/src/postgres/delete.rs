@@ -21,7 +21,7 @@ impl PostgresTarget {
         old: OldTuple,
     ) -> Result<(), ApplyError> {
         self.table(&rel).await?;
-        let t = &self.tables[&rel.rel_id];
+        let t = &self.catalog.tables[&rel.rel_id];
         if t.full_identity() {
             let OldTuple::Full(old) = old else {
                 return Err(ApplyError::MissingIdentity {
@@ -40,7 +40,7 @@ impl PostgresTarget {
 
     async fn delete_by_key(&mut self, rel: Arc<Relation>, key: Tuple) -> Result<(), ApplyError> {
         let rel_id = rel.rel_id;
-        let t = &self.tables[&rel_id];
+        let t = &self.catalog.tables[&rel_id];
         let batchable = !t.key.iter().any(|&k| t.cols[k].is_array);
         let key_binary = column_binary(&key);
         let key_bytes = RowKey::of(&key);
@@ -83,7 +83,7 @@ impl PostgresTarget {
         commit_lsn: Lsn,
         key: &Tuple,
     ) -> Result<(), ApplyError> {
-        let t = &self.tables[&rel_id];
+        let t = &self.catalog.tables[&rel_id];
         let m = t.key_match();
         let (stmt, table) = self
             .statement(rel_id, Op::Delete, StmtKey::Delete { matched: m.clone() }, move |t| {
@@ -116,7 +116,7 @@ impl PostgresTarget {
                 move |t| t.batch_delete_sql(&kb),
             )
             .await?;
-        let t = &self.tables[&rel_id];
+        let t = &self.catalog.tables[&rel_id];
         let params: Vec<Param> = value::column_arrays(&rows, &key_picks(t, &key_binary))
             .into_iter()
             .map(Param::Binary)

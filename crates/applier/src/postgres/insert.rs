@@ -71,7 +71,7 @@ impl PostgresTarget {
     ) -> Result<(), ApplyError> {
         self.table(&rel).await?;
         let rel_id = rel.rel_id;
-        let name = Arc::clone(&self.tables[&rel_id].name);
+        let name = Arc::clone(&self.catalog.tables[&rel_id].name);
         if new.len() != rel.columns.len() || new.iter().any(Column::is_unchanged_toast) {
             return Err(ApplyError::Schema {
                 table: name.to_string(),
@@ -84,7 +84,7 @@ impl PostgresTarget {
             self.end_table_run(rel_id).await?;
             return self.insert_row(rel_id, self.commit_lsn(), &new).await;
         };
-        let key = insert_key(&self.tables[&rel_id], &new);
+        let key = insert_key(&self.catalog.tables[&rel_id], &new);
         let fits = self.run_index(rel_id).is_some_and(|i| match &self.runs[i] {
             Run { rel: r, kind: RunKind::Insert { format, keys, .. }, .. } => {
                 Arc::ptr_eq(r, &rel)
@@ -258,7 +258,7 @@ impl PostgresTarget {
                 t.batch_insert_sql(binary)
             })
             .await?;
-        let t = &self.tables[&rel_id];
+        let t = &self.catalog.tables[&rel_id];
         let picks: Vec<(usize, u32)> = t
             .cols
             .iter()
@@ -282,7 +282,7 @@ impl PostgresTarget {
         format: Option<ValueFormat>,
     ) -> Result<(), ApplyError> {
         let rel_id = rel.rel_id;
-        let no_arrays = !self.tables[&rel_id].cols.iter().any(|c| c.is_array);
+        let no_arrays = !self.catalog.tables[&rel_id].cols.iter().any(|c| c.is_array);
         if rows.len() >= self.cfg.copy_min_rows {
             let binary = format != Some(ValueFormat::Text);
             let mut c = self.open_copy(rel_id, commit_lsn, binary).await?;

@@ -15,10 +15,11 @@
 //! reported, in `schema`.
 
 mod delete;
+mod durability;
 mod identity;
 mod insert;
 mod pipeline;
-pub(crate) mod progress;
+pub mod progress;
 mod runs;
 mod schema;
 mod session;
@@ -26,23 +27,22 @@ mod table;
 mod update;
 mod value;
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use pgoutput_decoder::{DecodingMessage, Lsn, Relation};
-use tokio_postgres::types::PgLsn;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::Client;
 
 use crate::error::{ApplyError, Op};
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
+use durability::Durability;
 use pipeline::{Pipeline, Purpose};
-use progress::{PROGRESS_DDL, PROGRESS_UPSERT};
+use progress::ProgressRow;
 use runs::Run;
+use schema::Catalog;
 pub use schema::TypeResolver;
 use session::simple_future;
-use table::TableInfo;
 
 /// The error a connector may fail with.
 type ConnectError = Box<dyn std::error::Error + Send + Sync>;
@@ -124,13 +124,8 @@ pub struct PostgresTarget {
     /// The session's backend process id, by which the target's lock tables name it.
     pid: i32,
     cfg: PostgresTargetConfig,
-    tables: HashMap<u32, TableInfo>,
-    types: TypeMap,
-    resolver: Option<Arc<dyn TypeResolver>>,
+    catalog: Catalog,
     connector: Option<Connector>,
-    /// Whether schema drift is repaired here (not in a forked session: its ALTER TABLE would
-    /// hold a lock the main session may need before the fork can commit).
-    alters_schema: bool,
     pipe: Pipeline,
     /// Pending runs, at most one per table (see [`Run`] for the invariant).
     runs: Vec<Run>,
@@ -142,12 +137,8 @@ pub struct PostgresTarget {
     in_txn: bool,
     source: Option<TxnInfo>,
     last_commit: Option<CommitInfo>,
-    progress_stmt: Statement,
-    wal_stmt: Statement,
-    flush_lsn_stmt: Statement,
-    /// (target WAL position after the COMMIT, source end LSN it holds), oldest first.
-    unconfirmed: VecDeque<(u64, Lsn)>,
-    durable: Option<Lsn>,
+    progress: ProgressRow,
+    durability: Durability,
     poisoned: bool,
     stats: PostgresTargetStats,
 }
@@ -158,7 +149,7 @@ impl fmt::Debug for PostgresTarget {
             .field("mirror_name", &self.cfg.mirror_name)
             .field("in_txn", &self.in_txn)
             .field("reorder", &self.reorder)
-            .field("durable", &self.durable)
+            .field("durable", &self.durability.durable())
             .field("pipeline", &self.pipe)
             .finish_non_exhaustive()
     }
@@ -204,22 +195,8 @@ impl PostgresTarget {
                 Err(e) => return Err(ApplyError::target("setting session_replication_role", e)),
             }
         }
-        client
-            .batch_execute(PROGRESS_DDL)
-            .await
-            .map_err(|e| ApplyError::target("creating pgmirror.progress", e))?;
-        let progress_stmt = client
-            .prepare(PROGRESS_UPSERT)
-            .await
-            .map_err(|e| ApplyError::target("preparing progress update", e))?;
-        let wal_stmt = client
-            .prepare("SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()")
-            .await
-            .map_err(|e| ApplyError::target("preparing WAL position query", e))?;
-        let flush_lsn_stmt = client
-            .prepare("SELECT pg_current_wal_flush_lsn()")
-            .await
-            .map_err(|e| ApplyError::target("preparing WAL position query", e))?;
+        let progress = ProgressRow::prepare(&client).await?;
+        let durability = Durability::prepare(&client, cfg.synchronous_commit).await?;
         let pid = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await
@@ -230,11 +207,8 @@ impl PostgresTarget {
             client: Arc::new(client),
             pid,
             cfg,
-            tables: HashMap::new(),
-            types: TypeMap::new(),
-            resolver: None,
+            catalog: Catalog::new(),
             connector: None,
-            alters_schema: true,
             pipe,
             runs: Vec::new(),
             buffered: 0,
@@ -242,11 +216,8 @@ impl PostgresTarget {
             in_txn: false,
             source: None,
             last_commit: None,
-            progress_stmt,
-            wal_stmt,
-            flush_lsn_stmt,
-            unconfirmed: VecDeque::new(),
-            durable: None,
+            progress,
+            durability,
             poisoned: false,
             stats: PostgresTargetStats::default(),
         })
@@ -255,7 +226,7 @@ impl PostgresTarget {
     /// Names non-builtin types for `ADD COLUMN` when the source's Type messages do not.
     #[must_use]
     pub fn with_type_resolver(mut self, resolver: Arc<dyn TypeResolver>) -> Self {
-        self.resolver = Some(resolver);
+        self.catalog.set_resolver(resolver);
         self
     }
 
@@ -342,16 +313,10 @@ impl PostgresTarget {
 impl Target for PostgresTarget {
     async fn load_progress(&mut self) -> Result<Option<Lsn>, ApplyError> {
         self.guard()?;
-        let row = self
-            .client
-            .query_opt(
-                "SELECT end_lsn FROM pgmirror.progress WHERE mirror_name = $1",
-                &[&self.cfg.mirror_name],
-            )
+        let loaded = progress::load(&*self.client, &self.cfg.mirror_name)
             .await
             .map_err(|e| ApplyError::target("reading pgmirror.progress", e));
-        let row = self.check(row)?;
-        Ok(row.map(|r| Lsn(u64::from(r.get::<_, PgLsn>(0)))))
+        self.check(loaded)
     }
 
     async fn begin(&mut self, txn: &TxnInfo) -> Result<(), ApplyError> {
@@ -362,9 +327,7 @@ impl Target for PostgresTarget {
 
     async fn relation(&mut self, rel: &Arc<Relation>, types: &TypeMap) -> Result<(), ApplyError> {
         self.guard()?;
-        for (oid, t) in types {
-            self.types.entry(*oid).or_insert_with(|| t.clone()).clone_from(t);
-        }
+        self.catalog.learn_types(types);
         let r = self.table(rel).await;
         self.check(r)
     }
@@ -436,8 +399,7 @@ impl Target for PostgresTarget {
         let client = connector().await.map_err(ApplyError::Connect)?;
         let cfg = PostgresTargetConfig { synchronous_commit: true, ..self.cfg.clone() };
         let mut fork = PostgresTarget::new(client, cfg).await?;
-        fork.resolver.clone_from(&self.resolver);
-        fork.alters_schema = false;
+        fork.catalog = self.catalog.for_fork();
         Ok(Some(fork))
     }
 }

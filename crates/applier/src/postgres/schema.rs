@@ -25,6 +25,45 @@ pub trait TypeResolver: Send + Sync {
     fn type_name(&self, type_oid: u32, type_modifier: i32) -> Option<String>;
 }
 
+/// What the target knows of the source's relations and types.
+pub(super) struct Catalog {
+    /// Per source relation id: the target table behind it, with its prepared statements.
+    pub(super) tables: HashMap<u32, TableInfo>,
+    /// Non-builtin types the source announced, to name the types of columns it adds.
+    types: TypeMap,
+    resolver: Option<Arc<dyn TypeResolver>>,
+    /// Whether schema drift is repaired here (not in a forked session: its ALTER TABLE would
+    /// hold a lock the main session may need before the fork can commit).
+    alters_schema: bool,
+}
+
+impl Catalog {
+    pub(super) fn new() -> Self {
+        Catalog {
+            tables: HashMap::new(),
+            types: TypeMap::new(),
+            resolver: None,
+            alters_schema: true,
+        }
+    }
+
+    /// For a forked session: the same resolver, and no schema repair.
+    pub(super) fn for_fork(&self) -> Self {
+        Catalog { resolver: self.resolver.clone(), alters_schema: false, ..Catalog::new() }
+    }
+
+    pub(super) fn set_resolver(&mut self, resolver: Arc<dyn TypeResolver>) {
+        self.resolver = Some(resolver);
+    }
+
+    /// Takes in the types the source announced so far.
+    pub(super) fn learn_types(&mut self, types: &TypeMap) {
+        for (oid, t) in types {
+            self.types.entry(*oid).or_insert_with(|| t.clone()).clone_from(t);
+        }
+    }
+}
+
 const ATTRIBUTES_SQL: &str = "SELECT a.attname::text, a.atttypid, \
         format_type(a.atttypid, a.atttypmod), \
         coalesce(t.typcategory = 'G' OR t.oid IN (114, 142) \
@@ -70,7 +109,7 @@ impl PostgresTarget {
     /// Makes sure `tables[rel.rel_id]` matches `rel`, checking (and repairing) the target
     /// table when the relation is new or changed.
     pub(super) async fn table(&mut self, rel: &Arc<Relation>) -> Result<(), ApplyError> {
-        if let Some(t) = self.tables.get_mut(&rel.rel_id) {
+        if let Some(t) = self.catalog.tables.get_mut(&rel.rel_id) {
             if Arc::ptr_eq(&t.rel, rel) {
                 return Ok(());
             }
@@ -92,7 +131,7 @@ impl PostgresTarget {
         let mut info = TableInfo::new(Arc::clone(rel), cols);
         info.unique_hazard = self.unique_hazard(&info).await?;
         info.row_type = self.row_type(&info).await?;
-        self.tables.insert(rel.rel_id, info);
+        self.catalog.tables.insert(rel.rel_id, info);
         Ok(())
     }
 
@@ -243,11 +282,11 @@ impl PostgresTarget {
             if attempt > 0 {
                 return Err(schema_err("columns still missing after ADD COLUMN".into()));
             }
-            if self.cfg.report_schema_changes && self.alters_schema {
+            if self.cfg.report_schema_changes && self.catalog.alters_schema {
                 let names = missing.iter().map(|c| c.name.clone()).collect();
                 return Err(changed(SchemaChange::ColumnsAdded(names)));
             }
-            if !self.alters_schema {
+            if !self.catalog.alters_schema {
                 return Err(schema_err("columns missing, and this session adds none".into()));
             }
             // Schema drift: add the columns inside the target transaction, then look again.
@@ -256,8 +295,8 @@ impl PostgresTarget {
             for c in missing {
                 let ty = Self::type_name(
                     &self.client,
-                    &self.types,
-                    self.resolver.as_ref(),
+                    &self.catalog.types,
+                    self.catalog.resolver.as_ref(),
                     c.type_oid,
                     c.type_modifier,
                 )

@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use pgoutput_decoder::Lsn;
-use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, Statement};
 
 use crate::error::{ApplyError, Op};
@@ -90,7 +88,7 @@ impl PostgresTarget {
         key: StmtKey,
         sql: impl FnOnce(&TableInfo) -> String,
     ) -> Result<(Statement, Arc<str>), ApplyError> {
-        let t = self.tables.get(&rel_id).ok_or(ApplyError::UnknownRelation { rel_id })?;
+        let t = self.catalog.tables.get(&rel_id).ok_or(ApplyError::UnknownRelation { rel_id })?;
         let name = Arc::clone(&t.name);
         if let Some(s) = t.stmts.get(&key) {
             return Ok((s.clone(), name));
@@ -103,7 +101,7 @@ impl PostgresTarget {
             commit_lsn: self.commit_lsn(),
             source,
         })?;
-        if let Some(t) = self.tables.get_mut(&rel_id) {
+        if let Some(t) = self.catalog.tables.get_mut(&rel_id) {
             t.stmts.insert(key, stmt.clone());
         }
         Ok((stmt, name))
@@ -126,6 +124,8 @@ impl PostgresTarget {
         self.check(r)
     }
 
+    /// Commits the target transaction, with the progress row of the last source commit, and
+    /// returns the newest source end LSN that is durable.
     pub(super) async fn do_flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
         if let Some(s) = &self.source {
             return Err(ApplyError::protocol(
@@ -136,15 +136,8 @@ impl PostgresTarget {
         if self.in_txn || self.last_commit.is_some() {
             self.end_runs().await?;
             self.ensure_txn().await?;
-            if let Some(c) = self.last_commit {
-                let params = vec![
-                    Param::Text(Bytes::from(self.cfg.mirror_name.clone())),
-                    Param::Binary(Bytes::copy_from_slice(&u64::from(c.end_lsn).to_be_bytes())),
-                    Param::Binary(Bytes::copy_from_slice(&u64::from(c.commit_lsn).to_be_bytes())),
-                    Param::Binary(Bytes::copy_from_slice(&c.commit_time.0.to_be_bytes())),
-                    Param::Binary(Bytes::copy_from_slice(&i64::from(c.xid).to_be_bytes())),
-                ];
-                let fut = stmt_future(&self.client, self.progress_stmt.clone(), params);
+            if let Some(c) = &self.last_commit {
+                let fut = self.progress.write(&self.client, &self.cfg.mirror_name, c);
                 self.pipe.push(fut, Purpose::Other("writing progress"), 128).await?;
             }
             let fut = simple_future(&self.client, "COMMIT".to_owned());
@@ -153,41 +146,12 @@ impl PostgresTarget {
             self.in_txn = false;
             self.stats.commits += 1;
             if let Some(c) = self.last_commit.take() {
-                if self.cfg.synchronous_commit {
-                    self.durable = Some(self.durable.map_or(c.end_lsn, |d| d.max(c.end_lsn)));
-                } else {
-                    let row = self
-                        .client
-                        .query_one(&self.wal_stmt, &[])
-                        .await
-                        .map_err(|e| ApplyError::target("reading the WAL position", e))?;
-                    let insert: PgLsn = row.get(0);
-                    let flushed: PgLsn = row.get(1);
-                    self.unconfirmed.push_back((u64::from(insert), c.end_lsn));
-                    self.resolve(u64::from(flushed));
-                }
+                self.durability.committed(&self.client, c.end_lsn).await?;
             }
-        } else if !self.unconfirmed.is_empty() {
-            let row = self
-                .client
-                .query_one(&self.flush_lsn_stmt, &[])
-                .await
-                .map_err(|e| ApplyError::target("reading the WAL flush position", e))?;
-            let flushed: PgLsn = row.get(0);
-            self.resolve(u64::from(flushed));
+        } else if self.durability.has_unflushed() {
+            self.durability.poll(&self.client).await?;
         }
         debug_assert!(self.pipe.is_empty());
-        Ok(self.durable)
-    }
-
-    /// Marks every unconfirmed commit at or below the target's WAL flush position durable.
-    pub(super) fn resolve(&mut self, flushed: u64) {
-        while let Some(&(pos, end)) = self.unconfirmed.front() {
-            if pos > flushed {
-                break;
-            }
-            self.unconfirmed.pop_front();
-            self.durable = Some(self.durable.map_or(end, |d| d.max(end)));
-        }
+        Ok(self.durability.durable())
     }
 }

@@ -73,7 +73,7 @@ impl PostgresTarget {
         new: Tuple,
     ) -> Result<(), ApplyError> {
         self.table(&rel).await?;
-        let t = &self.tables[&rel.rel_id];
+        let t = &self.catalog.tables[&rel.rel_id];
         if new.len() != t.cols.len() {
             return Err(ApplyError::Schema {
                 table: t.name.to_string(),
@@ -114,7 +114,7 @@ impl PostgresTarget {
         set: Box<[bool]>,
     ) -> Result<(), ApplyError> {
         let rel_id = rel.rel_id;
-        let t = &self.tables[&rel_id];
+        let t = &self.catalog.tables[&rel_id];
         let key_bytes = RowKey::of(&key);
         let new_key = new_key_bytes(t, &new);
         let same_key = new_key == key_bytes;
@@ -149,7 +149,7 @@ impl PostgresTarget {
                 RunKind::Update { rows, keys } => {
                     if let Some(Some(j)) = keys.get(&key_bytes)
                         && keeps_unique_values(
-                            &self.tables[&rel_id].unique_hazard,
+                            &self.catalog.tables[&rel_id].unique_hazard,
                             &rows[*j].new,
                             &new,
                         )
@@ -196,7 +196,7 @@ impl PostgresTarget {
         new: &Tuple,
         set: &[bool],
     ) -> Result<(), ApplyError> {
-        let t = &self.tables[&rel_id];
+        let t = &self.catalog.tables[&rel_id];
         let (s, m): (Box<[bool]>, Box<[Match]>) = (set.into(), t.key_match());
         let key_stmt = StmtKey::Update { set: s.clone(), matched: m.clone() };
         let (stmt, table) =
@@ -219,7 +219,7 @@ impl PostgresTarget {
         commit_lsn: Lsn,
         rows: Vec<UpdateRow>,
     ) -> Result<(), ApplyError> {
-        let guard_cols = match &self.tables[&rel_id].unique_hazard {
+        let guard_cols = match &self.catalog.tables[&rel_id].unique_hazard {
             UniqueHazard::RowByRow => {
                 for row in &rows {
                     self.update_row(rel_id, commit_lsn, &row.key, &row.new, &row.set).await?;
@@ -253,7 +253,7 @@ impl PostgresTarget {
             }
             let guard: Vec<usize> = guard_cols.iter().copied().filter(|&c| set[c]).collect();
             let batch: Vec<&UpdateRow> = group.iter().map(|&i| &rows[i]).collect();
-            let t = &self.tables[&rel_id];
+            let t = &self.catalog.tables[&rel_id];
             let applied = if t.cols.iter().zip(&set).any(|(c, &s)| c.is_array && s) {
                 // Rows of the table's type carry binary values only.
                 if set.iter().zip(&binary).any(|(&s, &b)| s && !b) {
@@ -305,7 +305,7 @@ impl PostgresTarget {
         let (stmt, table) = self
             .statement(rel_id, Op::Update, key, move |t| t.batch_update_sql(&s, &b, &kb, &g))
             .await?;
-        let t = &self.tables[&rel_id];
+        let t = &self.catalog.tables[&rel_id];
         let key_picks = key_picks(t, &key_binary);
         let set_picks: Vec<(usize, u32)> = t
             .cols
@@ -337,7 +337,7 @@ impl PostgresTarget {
         let key = StmtKey::RowUpdate { set: set.clone(), guarded: !guard.is_empty() };
         let (stmt, table) =
             self.statement(rel_id, Op::Update, key, move |t| t.row_update_sql(&s, &g)).await?;
-        let t = &self.tables[&rel_id];
+        let t = &self.catalog.tables[&rel_id];
         let Some(row_type) = &t.row_type else {
             return Err(ApplyError::UnknownRelation { rel_id });
         };
