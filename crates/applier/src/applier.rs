@@ -37,7 +37,7 @@ pub struct ApplierConfig {
     /// transaction is applied ahead on a second session, before that second session is rolled
     /// back, the transaction left to its spill, and later ones applied at their commit too.
     /// A wait for one of the second session's own locks is seen in the target's lock table
-    /// long before (see [`Target::blocks`]); this bounds a wait that goes through a third
+    /// long before (see [`Target::blocks_parent`]); this bounds a wait that goes through a third
     /// session.
     pub speculation_patience: Duration,
 }

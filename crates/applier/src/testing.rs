@@ -34,7 +34,7 @@ pub(crate) struct Script {
     pub main_waits_for_forks_on: Option<String>,
     /// The main session's change to this table takes this long (waits for someone else).
     pub main_slow_on: Option<(String, Duration)>,
-    /// What a forked session answers to `blocks`.
+    /// What a forked session answers to `blocks_parent`.
     pub fork_blocks_main: bool,
 }
 
@@ -82,7 +82,10 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 pub(crate) struct RecordingTarget {
     /// `None` for the main session, else the fork's name.
     name: Option<String>,
+    /// This session's number (0 for the main session), by which its forks name it.
     session: u32,
+    /// A fork's parent session.
+    parent: Option<u32>,
     shared: Arc<Mutex<Shared>>,
     script: Arc<Script>,
     /// The source transaction begun and not yet committed.
@@ -98,6 +101,7 @@ impl RecordingTarget {
         let target = RecordingTarget {
             name: None,
             session: 0,
+            parent: None,
             shared: Arc::clone(&shared),
             script: Arc::new(script),
             open: None,
@@ -248,6 +252,7 @@ impl Target for RecordingTarget {
         Ok(Some(RecordingTarget {
             name: Some(name),
             session: n,
+            parent: Some(self.session),
             shared: Arc::clone(&self.shared),
             script: Arc::clone(&self.script),
             open: None,
@@ -255,23 +260,20 @@ impl Target for RecordingTarget {
         }))
     }
 
-    fn session(&self) -> Option<u32> {
-        Some(self.session)
-    }
-
-    async fn blocks(&mut self, session: u32) -> Result<bool, ApplyError> {
+    async fn blocks_parent(&mut self) -> Result<bool, ApplyError> {
         let blocks = self.script.fork_blocks_main;
-        self.record(format!("blocks session {session}? {blocks}"));
+        let parent = self.parent.map_or("none".into(), |p| p.to_string());
+        self.record(format!("blocks session {parent}? {blocks}"));
         Ok(blocks)
     }
 
-    async fn savepoint(&mut self, id: u32) -> Result<(), ApplyError> {
-        self.record(format!("savepoint {id}"));
+    async fn begin_subtransaction(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        self.record(format!("savepoint {subxid}"));
         Ok(())
     }
 
-    async fn rollback_to(&mut self, id: u32) -> Result<(), ApplyError> {
-        self.record(format!("rollback to {id}"));
+    async fn abort_subtransaction(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        self.record(format!("rollback to {subxid}"));
         Ok(())
     }
 

@@ -27,7 +27,7 @@
 //! reads after the main session is done: a deadlock through the client, which PostgreSQL's
 //! detector cannot see. So every operation of the main session is [`watched`]: once it has
 //! taken [`LOCK_CHECK_AFTER`] while a speculation is open, the second session is asked
-//! whether the main session waits for one of its locks ([`Target::blocks`]), and again every
+//! whether the main session waits for one of its locks ([`Target::blocks_parent`]), and again every
 //! [`LOCK_CHECK_EVERY`]. If it does, or if the operation has not finished after
 //! [`speculation_patience`](crate::ApplierConfig::speculation_patience) (a wait through a
 //! third session, which the lock check does not follow), the second session is dropped,
@@ -53,9 +53,6 @@ pub(super) struct Speculation<T> {
     /// Top-level xid of the streamed transaction.
     pub(super) xid: u32,
     target: T,
-    /// The main session, as [`Target::session`] names it (to ask `target` whether it is in
-    /// its way).
-    main_session: Option<u32>,
     /// Relations as this transaction described them (they must not replace the cache other
     /// transactions use).
     overlay: HashMap<u32, Arc<Relation>>,
@@ -155,7 +152,6 @@ impl<T: Target> Applier<T> {
         Ok(Some(Speculation {
             xid,
             target,
-            main_session: self.target.session(),
             overlay: HashMap::new(),
             changes: 0,
             savepoints: Vec::new(),
@@ -189,7 +185,7 @@ impl<T: Target> Applier<T> {
                             return Err(ApplyError::Unsupported("this many subtransactions"));
                         }
                         spec.savepoints.push(x);
-                        spec.target.savepoint(x).await?;
+                        spec.target.begin_subtransaction(x).await?;
                     }
                     let change = to_change(m.clone(), relations, Some(&spec.overlay))?;
                     spec.changes += 1;
@@ -211,7 +207,7 @@ impl<T: Target> Applier<T> {
         let Some(i) = spec.savepoints.iter().position(|&x| x == subxid) else { return };
         // Later savepoints are gone with the changes after this one.
         spec.savepoints.truncate(i + 1);
-        if let Err(e) = spec.target.rollback_to(subxid).await {
+        if let Err(e) = spec.target.abort_subtransaction(subxid).await {
             abandon_log(xid, &e);
             self.ahead.spec = None;
         }
@@ -307,15 +303,13 @@ pub(super) async fn watched<T: Target, F: Future>(ahead: &mut Ahead<T>, op: F) -
 }
 
 /// Resolves, with the time since the start, once the speculation's session reports that it
-/// holds a lock the main session waits for, or with its error; never when the target cannot
-/// tell.
+/// holds something the main session waits for, or with its error.
 async fn in_the_way<T: Target>(spec: &mut Speculation<T>) -> Result<Duration, ApplyError> {
-    let Some(main) = spec.main_session else { return std::future::pending().await };
     let started = tokio::time::Instant::now();
     let mut pause = LOCK_CHECK_AFTER;
     loop {
         tokio::time::sleep(pause).await;
-        if spec.target.blocks(main).await? {
+        if spec.target.blocks_parent().await? {
             return Ok(started.elapsed());
         }
         pause = LOCK_CHECK_EVERY;

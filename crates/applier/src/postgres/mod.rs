@@ -123,6 +123,8 @@ pub struct PostgresTarget {
     client: Arc<Client>,
     /// The session's backend process id, by which the target's lock tables name it.
     pid: i32,
+    /// For a fork, its parent's backend process id.
+    parent: Option<i32>,
     cfg: PostgresTargetConfig,
     catalog: Catalog,
     connector: Option<Connector>,
@@ -206,6 +208,7 @@ impl PostgresTarget {
         Ok(PostgresTarget {
             client: Arc::new(client),
             pid,
+            parent: None,
             cfg,
             catalog: Catalog::new(),
             connector: None,
@@ -359,34 +362,22 @@ impl Target for PostgresTarget {
         self.guard()
     }
 
-    fn session(&self) -> Option<u32> {
-        u32::try_from(self.pid).ok()
-    }
-
-    /// Asks the target's lock manager (`pg_blocking_pids`), after every reply this session
-    /// awaits: the connection reads no reply while an earlier one is unclaimed.
-    async fn blocks(&mut self, session: u32) -> Result<bool, ApplyError> {
+    /// Asks the target's lock manager whether the parent's session waits for this one.
+    async fn blocks_parent(&mut self) -> Result<bool, ApplyError> {
         self.guard()?;
-        let r = async {
-            self.quiesce().await?;
-            let pid = i32::try_from(session).unwrap_or(i32::MAX);
-            let row = self
-                .client
-                .query_one("SELECT pg_backend_pid() = ANY (pg_blocking_pids($1))", &[&pid])
-                .await
-                .map_err(|e| ApplyError::target("asking the target which session blocks", e))?;
-            Ok(row.get(0))
-        }
-        .await;
+        let Some(parent) = self.parent else { return Ok(false) };
+        let r = self.blocks_session(parent).await;
         self.check(r)
     }
 
-    async fn savepoint(&mut self, id: u32) -> Result<(), ApplyError> {
-        self.subtransaction_statement(format!("SAVEPOINT s{id}"), "SAVEPOINT").await
+    /// A savepoint named after the subtransaction.
+    async fn begin_subtransaction(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        self.subtransaction_statement(format!("SAVEPOINT s{subxid}"), "SAVEPOINT").await
     }
 
-    async fn rollback_to(&mut self, id: u32) -> Result<(), ApplyError> {
-        self.subtransaction_statement(format!("ROLLBACK TO SAVEPOINT s{id}"), "ROLLBACK TO").await
+    async fn abort_subtransaction(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        let sql = format!("ROLLBACK TO SAVEPOINT s{subxid}");
+        self.subtransaction_statement(sql, "ROLLBACK TO").await
     }
 
     /// A second session with the same settings, except that its COMMIT waits for the WAL
@@ -400,6 +391,7 @@ impl Target for PostgresTarget {
         let cfg = PostgresTargetConfig { synchronous_commit: true, ..self.cfg.clone() };
         let mut fork = PostgresTarget::new(client, cfg).await?;
         fork.catalog = self.catalog.for_fork();
+        fork.parent = Some(self.pid);
         Ok(Some(fork))
     }
 }

@@ -124,6 +124,19 @@ impl PostgresTarget {
         self.check(r)
     }
 
+    /// Whether the session with backend process id `pid` waits for a lock this one holds
+    /// (`pg_blocking_pids`), asked after every reply this session awaits: the connection reads
+    /// no reply while an earlier one is unclaimed.
+    pub(super) async fn blocks_session(&mut self, pid: i32) -> Result<bool, ApplyError> {
+        self.quiesce().await?;
+        let row = self
+            .client
+            .query_one("SELECT pg_backend_pid() = ANY (pg_blocking_pids($1))", &[&pid])
+            .await
+            .map_err(|e| ApplyError::target("asking the target which session blocks", e))?;
+        Ok(row.get(0))
+    }
+
     /// Commits the target transaction, with the progress row of the last source commit, and
     /// returns the newest source end LSN that is durable.
     pub(super) async fn do_flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
