@@ -36,6 +36,9 @@ pub(crate) struct Script {
     pub main_slow_on: Option<(String, Duration)>,
     /// What a forked session answers to `blocks_parent`.
     pub fork_blocks_main: bool,
+    /// A forked session refuses to begin more subtransactions than this (as the PostgreSQL
+    /// target refuses more than its savepoint limit).
+    pub max_subtransactions: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +95,8 @@ pub(crate) struct RecordingTarget {
     open: Option<u32>,
     /// End LSNs committed on this session.
     commits: Vec<Lsn>,
+    /// Subtransactions begun in the open transaction, oldest first.
+    subtransactions: Vec<u32>,
 }
 
 impl RecordingTarget {
@@ -106,6 +111,7 @@ impl RecordingTarget {
             script: Arc::new(script),
             open: None,
             commits: Vec::new(),
+            subtransactions: Vec::new(),
         };
         (target, Log(shared))
     }
@@ -220,6 +226,7 @@ impl Target for RecordingTarget {
     async fn commit(&mut self, commit: &CommitInfo) -> Result<(), ApplyError> {
         self.record(format!("commit {} end {}", commit.xid, commit.end_lsn));
         self.open = None;
+        self.subtransactions.clear();
         self.commits.push(commit.end_lsn);
         Ok(())
     }
@@ -257,6 +264,7 @@ impl Target for RecordingTarget {
             script: Arc::clone(&self.script),
             open: None,
             commits: Vec::new(),
+            subtransactions: Vec::new(),
         }))
     }
 
@@ -268,11 +276,18 @@ impl Target for RecordingTarget {
     }
 
     async fn begin_subtransaction(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        if self.script.max_subtransactions.is_some_and(|max| self.subtransactions.len() >= max) {
+            return Err(ApplyError::Unsupported("this many subtransactions"));
+        }
+        self.subtransactions.push(subxid);
         self.record(format!("savepoint {subxid}"));
         Ok(())
     }
 
     async fn abort_subtransaction(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        if let Some(i) = self.subtransactions.iter().position(|&x| x == subxid) {
+            self.subtransactions.truncate(i + 1);
+        }
         self.record(format!("rollback to {subxid}"));
         Ok(())
     }

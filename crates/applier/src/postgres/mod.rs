@@ -137,6 +137,8 @@ pub struct PostgresTarget {
     /// `replica`.
     reorder: bool,
     in_txn: bool,
+    /// The savepoints of the target transaction, by subtransaction xid, oldest first.
+    savepoints: Vec<u32>,
     source: Option<TxnInfo>,
     last_commit: Option<CommitInfo>,
     progress: ProgressRow,
@@ -217,6 +219,7 @@ impl PostgresTarget {
             buffered: 0,
             reorder,
             in_txn: false,
+            savepoints: Vec::new(),
             source: None,
             last_commit: None,
             progress,
@@ -370,14 +373,13 @@ impl Target for PostgresTarget {
         self.check(r)
     }
 
-    /// A savepoint named after the subtransaction.
+    /// A savepoint named after the subtransaction (at most 32 in one transaction).
     async fn begin_subtransaction(&mut self, subxid: u32) -> Result<(), ApplyError> {
-        self.subtransaction_statement(format!("SAVEPOINT s{subxid}"), "SAVEPOINT").await
+        self.savepoint(subxid).await
     }
 
     async fn abort_subtransaction(&mut self, subxid: u32) -> Result<(), ApplyError> {
-        let sql = format!("ROLLBACK TO SAVEPOINT s{subxid}");
-        self.subtransaction_statement(sql, "ROLLBACK TO").await
+        self.rollback_to_savepoint(subxid).await
     }
 
     /// A second session with the same settings, except that its COMMIT waits for the WAL

@@ -35,6 +35,11 @@ fn params_bytes(params: &[Param]) -> usize {
         + 32
 }
 
+/// Savepoints at most in one target transaction. Beyond 64 subtransactions a backend's cache
+/// of them overflows, and every snapshot on the target gets slower; a source transaction with
+/// that many (an exception block per row, say) is applied at its commit instead.
+pub(super) const MAX_SAVEPOINTS: usize = 32;
+
 impl PostgresTarget {
     /// Sends a statement (ending an open `COPY` first: nothing else may go out during one).
     pub(super) async fn push(
@@ -107,13 +112,32 @@ impl PostgresTarget {
         Ok((stmt, name))
     }
 
-    /// A savepoint statement, after every buffered run (their rows belong before it).
-    pub(super) async fn subtransaction_statement(
+    /// `SAVEPOINT` for subtransaction `subxid`, after every buffered run (their rows belong
+    /// before it).
+    pub(super) async fn savepoint(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        self.guard()?;
+        if self.savepoints.len() >= MAX_SAVEPOINTS {
+            return Err(ApplyError::Unsupported("this many subtransactions"));
+        }
+        self.savepoints.push(subxid);
+        self.subtransaction_statement(format!("SAVEPOINT s{subxid}"), "SAVEPOINT").await
+    }
+
+    /// `ROLLBACK TO` the savepoint of subtransaction `subxid`, which stays; later ones are gone.
+    pub(super) async fn rollback_to_savepoint(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        self.guard()?;
+        if let Some(i) = self.savepoints.iter().position(|&x| x == subxid) {
+            self.savepoints.truncate(i + 1);
+        }
+        let sql = format!("ROLLBACK TO SAVEPOINT s{subxid}");
+        self.subtransaction_statement(sql, "ROLLBACK TO").await
+    }
+
+    async fn subtransaction_statement(
         &mut self,
         sql: String,
         what: &'static str,
     ) -> Result<(), ApplyError> {
-        self.guard()?;
         let r = async {
             self.ensure_txn().await?;
             self.end_runs().await?;
@@ -157,6 +181,7 @@ impl PostgresTarget {
             self.pipe.push(fut, Purpose::Other("COMMIT"), 16).await?;
             self.pipe.drain().await?;
             self.in_txn = false;
+            self.savepoints.clear();
             self.stats.commits += 1;
             if let Some(c) = self.last_commit.take() {
                 self.durability.committed(&self.client, c.end_lsn).await?;
