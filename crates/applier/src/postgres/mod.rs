@@ -173,12 +173,10 @@ impl PostgresTarget {
             .await
             .map_err(|e| ApplyError::target("setting synchronous_commit", e))?;
         // Rows are always found by key, as the native subscriber finds them (through the
-        // identity index). The planner would seq-scan small tables, and a table that many
-        // updates of one group have bloated with versions only this transaction can see is
-        // then scanned whole for every row: measured at ~250 us per update of a 200-row table.
-        // A disabled seq scan still costs 1e10, which crosses `jit_above_cost`: a FULL-identity
-        // table without an index (only a seq scan can find its rows) then JIT-compiled every
-        // statement, about 160 ms each. Apply statements touch a few rows; JIT never pays.
+        // identity index): the planner would seq-scan small tables, whole for every row once
+        // one group's updates have bloated them. A disabled seq scan still costs 1e10, above
+        // `jit_above_cost`, so a table only a seq scan can search would be JIT-compiled for
+        // every statement; apply statements touch a few rows, and JIT never pays.
         client
             .batch_execute("SET enable_seqscan = off; SET jit = off")
             .await
