@@ -152,7 +152,7 @@ impl PostgresTarget {
             .statement(rel_id, Op::Insert, StmtKey::Copy { binary }, |t| t.copy_sql(binary))
             .await?;
         self.quiesce().await?;
-        let sink = self.client.copy_in::<_, Bytes>(&stmt).await.map_err(|source| {
+        let sink = self.session.client.copy_in::<_, Bytes>(&stmt).await.map_err(|source| {
             ApplyError::Change { table: table.to_string(), op: Op::Insert, commit_lsn, source }
         })?;
         self.stats.statements += 1;
@@ -228,7 +228,7 @@ impl PostgresTarget {
         let mut sink = c.sink;
         let fut: StmtFuture = Box::pin(async move { sink.as_mut().finish().await });
         let purpose = Purpose::Change { table, op: Op::Insert, commit_lsn, expected };
-        self.pipe.push(fut, purpose, 64).await
+        self.session.pipe.push(fut, purpose, 64).await
     }
 
     pub(super) async fn insert_row(

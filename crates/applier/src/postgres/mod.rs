@@ -42,7 +42,7 @@ use progress::ProgressRow;
 use runs::Run;
 use schema::Catalog;
 pub use schema::TypeResolver;
-use session::simple_future;
+use session::{Session, simple_future};
 
 /// The error a connector may fail with.
 type ConnectError = Box<dyn std::error::Error + Send + Sync>;
@@ -120,15 +120,11 @@ pub struct PostgresTargetStats {
 
 /// A PostgreSQL target. See the module documentation for transactions, durability and speed.
 pub struct PostgresTarget {
-    client: Arc<Client>,
-    /// The session's backend process id, by which the target's lock tables name it.
-    pid: i32,
-    /// For a fork, its parent's backend process id.
-    parent: Option<i32>,
     cfg: PostgresTargetConfig,
+    session: Session,
     catalog: Catalog,
+    /// Opens the connections of forks.
     connector: Option<Connector>,
-    pipe: Pipeline,
     /// Pending runs, at most one per table (see [`Run`] for the invariant).
     runs: Vec<Run>,
     /// Bytes buffered in `runs`.
@@ -136,14 +132,13 @@ pub struct PostgresTarget {
     /// Runs of different tables may go out in any order: the session's replication role is
     /// `replica`.
     reorder: bool,
-    in_txn: bool,
-    /// The savepoints of the target transaction, by subtransaction xid, oldest first.
-    savepoints: Vec<u32>,
+    /// The source transaction begun and not yet committed.
     source: Option<TxnInfo>,
+    /// The last source transaction committed since the last flush: its progress row goes in
+    /// the next COMMIT.
     last_commit: Option<CommitInfo>,
     progress: ProgressRow,
     durability: Durability,
-    poisoned: bool,
     stats: PostgresTargetStats,
 }
 
@@ -151,10 +146,10 @@ impl fmt::Debug for PostgresTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresTarget")
             .field("mirror_name", &self.cfg.mirror_name)
-            .field("in_txn", &self.in_txn)
+            .field("in_txn", &self.session.in_txn)
             .field("reorder", &self.reorder)
             .field("durable", &self.durability.durable())
-            .field("pipeline", &self.pipe)
+            .field("pipeline", &self.session.pipe)
             .finish_non_exhaustive()
     }
 }
@@ -206,23 +201,17 @@ impl PostgresTarget {
             .get(0);
         let pipe = Pipeline::new(cfg.max_inflight_bytes, cfg.max_inflight_statements);
         Ok(PostgresTarget {
-            client: Arc::new(client),
-            pid,
-            parent: None,
             cfg,
+            session: Session::new(client, pid, pipe),
             catalog: Catalog::new(),
             connector: None,
-            pipe,
             runs: Vec::new(),
             buffered: 0,
             reorder,
-            in_txn: false,
-            savepoints: Vec::new(),
             source: None,
             last_commit: None,
             progress,
             durability,
-            poisoned: false,
             stats: PostgresTargetStats::default(),
         })
     }
@@ -253,12 +242,12 @@ impl PostgresTarget {
 
     /// The target connection (for queries of the caller's own between flushes).
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.session.client
     }
 
     /// Counters so far.
     pub fn stats(&self) -> PostgresTargetStats {
-        PostgresTargetStats { missing_rows: self.pipe.missing_rows, ..self.stats.clone() }
+        PostgresTargetStats { missing_rows: self.session.pipe.missing_rows, ..self.stats.clone() }
     }
 
     fn commit_lsn(&self) -> Lsn {
@@ -268,13 +257,13 @@ impl PostgresTarget {
     /// Runs `f`, poisoning the target if it fails (its session state is then unknown).
     fn check<R>(&mut self, r: Result<R, ApplyError>) -> Result<R, ApplyError> {
         if r.is_err() {
-            self.poisoned = true;
+            self.session.poisoned = true;
         }
         r
     }
 
     fn guard(&self) -> Result<(), ApplyError> {
-        if self.poisoned { Err(ApplyError::Poisoned) } else { Ok(()) }
+        if self.session.poisoned { Err(ApplyError::Poisoned) } else { Ok(()) }
     }
 
     /// Whether changes to different tables are batched independently (each table's run goes
@@ -305,7 +294,7 @@ impl PostgresTarget {
                     commit_lsn: self.commit_lsn(),
                     expected: 0,
                 };
-                let fut = simple_future(&self.client, sql);
+                let fut = simple_future(&self.session.client, sql);
                 self.push(fut, purpose, 64).await
             }
             // The replica has nowhere to put transactional messages.
@@ -317,7 +306,7 @@ impl PostgresTarget {
 impl Target for PostgresTarget {
     async fn load_progress(&mut self) -> Result<Option<Lsn>, ApplyError> {
         self.guard()?;
-        let loaded = progress::load(&*self.client, &self.cfg.mirror_name)
+        let loaded = progress::load(&*self.session.client, &self.cfg.mirror_name)
             .await
             .map_err(|e| ApplyError::target("reading pgmirror.progress", e));
         self.check(loaded)
@@ -366,7 +355,7 @@ impl Target for PostgresTarget {
     /// Asks the target's lock manager whether the parent's session waits for this one.
     async fn blocks_parent(&mut self) -> Result<bool, ApplyError> {
         self.guard()?;
-        let Some(parent) = self.parent else { return Ok(false) };
+        let Some(parent) = self.session.parent else { return Ok(false) };
         let r = self.blocks_session(parent).await;
         self.check(r)
     }
@@ -391,7 +380,7 @@ impl Target for PostgresTarget {
         let cfg = PostgresTargetConfig { synchronous_commit: true, ..self.cfg.clone() };
         let mut fork = PostgresTarget::new(client, cfg).await?;
         fork.catalog = self.catalog.for_fork();
-        fork.parent = Some(self.pid);
+        fork.session.parent = Some(self.session.pid);
         Ok(Some(fork))
     }
 }

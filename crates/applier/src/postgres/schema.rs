@@ -142,6 +142,7 @@ impl PostgresTarget {
         key.sort_unstable();
         self.quiesce().await?;
         let rows = self
+            .session
             .client
             .query(UNIQUE_INDEXES_SQL, &[&t.name.as_ref()])
             .await
@@ -177,7 +178,7 @@ impl PostgresTarget {
         }
         self.quiesce().await?;
         let rows =
-            self.client.query(ROW_TYPE_SQL, &[&t.name.as_ref()]).await.map_err(|e| {
+            self.session.client.query(ROW_TYPE_SQL, &[&t.name.as_ref()]).await.map_err(|e| {
                 ApplyError::target(format!("reading the row type of {}", t.name), e)
             })?;
         let mut oid = 0;
@@ -200,6 +201,7 @@ impl PostgresTarget {
         let schema_err = |detail: String| ApplyError::Schema { table: name.clone(), detail };
         self.quiesce().await?;
         let oid: Option<u32> = self
+            .session
             .client
             .query_one("SELECT to_regclass($1)::oid", &[&name])
             .await
@@ -218,6 +220,7 @@ impl PostgresTarget {
         };
         for attempt in 0..2 {
             let rows = self
+                .session
                 .client
                 .query(ATTRIBUTES_SQL, &[&oid])
                 .await
@@ -294,7 +297,7 @@ impl PostgresTarget {
             self.quiesce().await?;
             for c in missing {
                 let ty = Self::type_name(
-                    &self.client,
+                    &self.session.client,
                     &self.catalog.types,
                     self.catalog.resolver.as_ref(),
                     c.type_oid,
@@ -309,7 +312,8 @@ impl PostgresTarget {
                 })?;
                 let sql = format!("ALTER TABLE {name} ADD COLUMN {} {ty}", quote_ident(&c.name));
                 tracing::info!(table = %name, column = %c.name, %ty, "adding a column the source gained");
-                self.client
+                self.session
+                    .client
                     .batch_execute(&sql)
                     .await
                     .map_err(|e| ApplyError::target(format!("adding column to {name}"), e))?;

@@ -10,7 +10,7 @@ use tokio_postgres::{Client, Statement};
 use crate::error::{ApplyError, Op};
 
 use super::PostgresTarget;
-use super::pipeline::{Purpose, StmtFuture};
+use super::pipeline::{Pipeline, Purpose, StmtFuture};
 use super::table::{StmtKey, TableInfo};
 use super::value::Param;
 
@@ -35,6 +35,37 @@ fn params_bytes(params: &[Param]) -> usize {
         + 32
 }
 
+/// The connection to the target and what is open on it.
+pub(super) struct Session {
+    pub(super) client: Arc<Client>,
+    /// The backend's process id, by which the target's lock tables name it.
+    pub(super) pid: i32,
+    /// For a fork, its parent's backend process id.
+    pub(super) parent: Option<i32>,
+    /// Statements sent and not yet answered.
+    pub(super) pipe: Pipeline,
+    /// A target transaction is open.
+    pub(super) in_txn: bool,
+    /// The savepoints of the target transaction, by subtransaction xid, oldest first.
+    pub(super) savepoints: Vec<u32>,
+    /// An error left the session in an unknown state: every later call fails.
+    pub(super) poisoned: bool,
+}
+
+impl Session {
+    pub(super) fn new(client: Client, pid: i32, pipe: Pipeline) -> Self {
+        Session {
+            client: Arc::new(client),
+            pid,
+            parent: None,
+            pipe,
+            in_txn: false,
+            savepoints: Vec::new(),
+            poisoned: false,
+        }
+    }
+}
+
 /// Savepoints at most in one target transaction. Beyond 64 subtransactions a backend's cache
 /// of them overflows, and every snapshot on the target gets slower; a source transaction with
 /// that many (an exception block per row, say) is applied at its commit instead.
@@ -50,7 +81,7 @@ impl PostgresTarget {
     ) -> Result<(), ApplyError> {
         self.close_copy().await?;
         self.stats.statements += 1;
-        self.pipe.push(fut, purpose, bytes).await
+        self.session.pipe.push(fut, purpose, bytes).await
     }
 
     /// Sends a prepared statement for a change (`expected` rows) into the pipeline.
@@ -65,7 +96,7 @@ impl PostgresTarget {
     ) -> Result<(), ApplyError> {
         let bytes = params_bytes(&params);
         let purpose = Purpose::Change { table, op, commit_lsn, expected };
-        let fut = stmt_future(&self.client, stmt, params);
+        let fut = stmt_future(&self.session.client, stmt, params);
         self.push(fut, purpose, bytes).await
     }
 
@@ -73,14 +104,14 @@ impl PostgresTarget {
     /// its answer.
     pub(super) async fn quiesce(&mut self) -> Result<(), ApplyError> {
         self.close_copy().await?;
-        self.pipe.drain().await
+        self.session.pipe.drain().await
     }
 
     pub(super) async fn ensure_txn(&mut self) -> Result<(), ApplyError> {
-        if !self.in_txn {
-            let fut = simple_future(&self.client, "BEGIN".to_owned());
-            self.pipe.push(fut, Purpose::Other("BEGIN"), 16).await?;
-            self.in_txn = true;
+        if !self.session.in_txn {
+            let fut = simple_future(&self.session.client, "BEGIN".to_owned());
+            self.session.pipe.push(fut, Purpose::Other("BEGIN"), 16).await?;
+            self.session.in_txn = true;
         }
         Ok(())
     }
@@ -100,12 +131,13 @@ impl PostgresTarget {
         }
         let sql = sql(t);
         self.quiesce().await?;
-        let stmt = self.client.prepare(&sql).await.map_err(|source| ApplyError::Change {
-            table: name.to_string(),
-            op,
-            commit_lsn: self.commit_lsn(),
-            source,
-        })?;
+        let stmt =
+            self.session.client.prepare(&sql).await.map_err(|source| ApplyError::Change {
+                table: name.to_string(),
+                op,
+                commit_lsn: self.commit_lsn(),
+                source,
+            })?;
         if let Some(t) = self.catalog.tables.get_mut(&rel_id) {
             t.stmts.insert(key, stmt.clone());
         }
@@ -116,18 +148,18 @@ impl PostgresTarget {
     /// before it).
     pub(super) async fn savepoint(&mut self, subxid: u32) -> Result<(), ApplyError> {
         self.guard()?;
-        if self.savepoints.len() >= MAX_SAVEPOINTS {
+        if self.session.savepoints.len() >= MAX_SAVEPOINTS {
             return Err(ApplyError::Unsupported("this many subtransactions"));
         }
-        self.savepoints.push(subxid);
+        self.session.savepoints.push(subxid);
         self.subtransaction_statement(format!("SAVEPOINT s{subxid}"), "SAVEPOINT").await
     }
 
     /// `ROLLBACK TO` the savepoint of subtransaction `subxid`, which stays; later ones are gone.
     pub(super) async fn rollback_to_savepoint(&mut self, subxid: u32) -> Result<(), ApplyError> {
         self.guard()?;
-        if let Some(i) = self.savepoints.iter().position(|&x| x == subxid) {
-            self.savepoints.truncate(i + 1);
+        if let Some(i) = self.session.savepoints.iter().position(|&x| x == subxid) {
+            self.session.savepoints.truncate(i + 1);
         }
         let sql = format!("ROLLBACK TO SAVEPOINT s{subxid}");
         self.subtransaction_statement(sql, "ROLLBACK TO").await
@@ -141,8 +173,8 @@ impl PostgresTarget {
         let r = async {
             self.ensure_txn().await?;
             self.end_runs().await?;
-            let fut = simple_future(&self.client, sql);
-            self.pipe.push(fut, Purpose::Other(what), 32).await
+            let fut = simple_future(&self.session.client, sql);
+            self.session.pipe.push(fut, Purpose::Other(what), 32).await
         }
         .await;
         self.check(r)
@@ -154,6 +186,7 @@ impl PostgresTarget {
     pub(super) async fn blocks_session(&mut self, pid: i32) -> Result<bool, ApplyError> {
         self.quiesce().await?;
         let row = self
+            .session
             .client
             .query_one("SELECT pg_backend_pid() = ANY (pg_blocking_pids($1))", &[&pid])
             .await
@@ -170,26 +203,26 @@ impl PostgresTarget {
                 format!("inside source transaction {}", s.xid),
             ));
         }
-        if self.in_txn || self.last_commit.is_some() {
+        if self.session.in_txn || self.last_commit.is_some() {
             self.end_runs().await?;
             self.ensure_txn().await?;
             if let Some(c) = &self.last_commit {
-                let fut = self.progress.write(&self.client, &self.cfg.mirror_name, c);
-                self.pipe.push(fut, Purpose::Other("writing progress"), 128).await?;
+                let fut = self.progress.write(&self.session.client, &self.cfg.mirror_name, c);
+                self.session.pipe.push(fut, Purpose::Other("writing progress"), 128).await?;
             }
-            let fut = simple_future(&self.client, "COMMIT".to_owned());
-            self.pipe.push(fut, Purpose::Other("COMMIT"), 16).await?;
-            self.pipe.drain().await?;
-            self.in_txn = false;
-            self.savepoints.clear();
+            let fut = simple_future(&self.session.client, "COMMIT".to_owned());
+            self.session.pipe.push(fut, Purpose::Other("COMMIT"), 16).await?;
+            self.session.pipe.drain().await?;
+            self.session.in_txn = false;
+            self.session.savepoints.clear();
             self.stats.commits += 1;
             if let Some(c) = self.last_commit.take() {
-                self.durability.committed(&self.client, c.end_lsn).await?;
+                self.durability.committed(&self.session.client, c.end_lsn).await?;
             }
         } else if self.durability.has_unflushed() {
-            self.durability.poll(&self.client).await?;
+            self.durability.poll(&self.session.client).await?;
         }
-        debug_assert!(self.pipe.is_empty());
+        debug_assert!(self.session.pipe.is_empty());
         Ok(self.durability.durable())
     }
 }

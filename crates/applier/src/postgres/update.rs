@@ -376,6 +376,7 @@ impl PostgresTarget {
             source,
         };
         let returned: Vec<tokio_postgres::Row> = self
+            .session
             .client
             .query_raw(&stmt, params)
             .await
