@@ -136,3 +136,43 @@ impl PostgresTarget {
         self.push_change(stmt, params, table, op, self.commit_lsn(), 1).await
     }
 }
+
+/// A row of text values (`None`: an unchanged TOAST value), for tests.
+#[cfg(test)]
+pub(super) fn text_row(values: &[Option<&str>]) -> Tuple {
+    Tuple::new(
+        values
+            .iter()
+            .map(|v| match v {
+                Some(v) => ColumnValue::Text(bytes::Bytes::copy_from_slice(v.as_bytes())),
+                None => ColumnValue::UnchangedToast,
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_are_compared_as_a_unit_with_their_lengths() {
+        let a = RowKey::of(&text_row(&[Some("1"), Some("ab")]));
+        let b = RowKey::of(&text_row(&[Some("1a"), Some("b")]));
+        assert_ne!(a, b, "the same bytes split differently are another key");
+        assert_eq!(a, RowKey::of(&text_row(&[Some("1"), Some("ab")])));
+    }
+
+    #[test]
+    fn key_columns_are_picked_in_one_walk() {
+        let row = text_row(&[Some("a"), Some("b"), Some("c")]);
+        let picked: Vec<_> =
+            key_columns(&[0, 2], &row).map(|c| c.and_then(Column::as_str)).collect();
+        assert_eq!(picked, [Some("a"), Some("c")]);
+        let short = text_row(&[Some("a")]);
+        assert_eq!(
+            key_columns(&[0, 2], &short).map(|c| c.is_some()).collect::<Vec<_>>(),
+            [true, false]
+        );
+    }
+}

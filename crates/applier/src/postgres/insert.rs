@@ -312,3 +312,19 @@ impl PostgresTarget {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::identity::text_row;
+    use super::*;
+
+    #[test]
+    fn an_update_folded_into_an_insert_keeps_the_values_it_did_not_send() {
+        let inserted = text_row(&[Some("1"), Some("a"), Some("b")]);
+        let update = text_row(&[Some("1"), None, Some("c")]);
+        assert_eq!(
+            fold_into_insert(&inserted, &update),
+            text_row(&[Some("1"), Some("a"), Some("c")])
+        );
+    }
+}

@@ -390,3 +390,35 @@ impl PostgresTarget {
         Ok(Some(positions))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::identity::text_row;
+    use super::*;
+
+    #[test]
+    fn an_update_folded_into_an_update_sets_what_either_set() {
+        let mut row = UpdateRow {
+            key: text_row(&[Some("1")]),
+            new: text_row(&[Some("1"), Some("a"), Some("x")]),
+            set: [true, true, false].into(),
+        };
+        fold_into_update(&mut row, &text_row(&[Some("1"), None, Some("y")]), &[true, false, true]);
+        assert_eq!(row.new, text_row(&[Some("1"), Some("a"), Some("y")]));
+        assert_eq!(*row.set, [true, true, true]);
+    }
+
+    #[test]
+    fn only_an_update_that_keeps_other_unique_values_folds() {
+        let buffered = text_row(&[Some("1"), Some("a"), Some("u1")]);
+        let hazard = UniqueHazard::Columns([2].into());
+        let keeps = text_row(&[Some("1"), Some("b"), Some("u1")]);
+        let moves = text_row(&[Some("1"), Some("b"), Some("u2")]);
+        let unsent = text_row(&[Some("1"), Some("b"), None]);
+        assert!(keeps_unique_values(&hazard, &buffered, &keeps));
+        assert!(!keeps_unique_values(&hazard, &buffered, &moves));
+        assert!(keeps_unique_values(&hazard, &buffered, &unsent), "an unchanged TOAST value");
+        assert!(keeps_unique_values(&UniqueHazard::None, &buffered, &moves));
+        assert!(!keeps_unique_values(&UniqueHazard::RowByRow, &buffered, &keeps));
+    }
+}
