@@ -3,7 +3,7 @@
 //!
 //! The applier's state machine (grouping, dedupe, streamed and prepared transactions,
 //! confirmation, speculation) is driven here without a server; what the calls do to a real
-//! database is tested against PostgreSQL in `tests/postgres.rs`.
+//! database is tested against PostgreSQL in `tests/postgres/`.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
