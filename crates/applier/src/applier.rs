@@ -41,9 +41,8 @@ pub struct ApplierConfig {
     /// How long an operation of the main target session may wait while a streamed
     /// transaction is applied ahead on a second session, before that second session is rolled
     /// back, the transaction left to its spill, and later ones applied at their commit too.
-    /// A wait for one of the second session's own locks is seen in the target's lock table
-    /// long before (see [`Target::blocks_parent`]); this bounds a wait that goes through a third
-    /// session.
+    /// A wait for the second session itself is seen long before (see
+    /// [`Target::blocks_parent`]); this bounds a wait that goes through a third session.
     pub speculation_patience: Duration,
 }
 

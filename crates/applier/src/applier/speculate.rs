@@ -24,10 +24,10 @@
 //! That argument holds for the primary's constraints. A target that has more (a unique index
 //! or a trigger the primary lacks) can still make the main session wait for a row the second
 //! session holds, and the second session only commits at a Stream Commit that the applier
-//! reads after the main session is done: a deadlock through the client, which PostgreSQL's
-//! detector cannot see. So every operation of the main session is [`watched`]: once it has
-//! taken [`LOCK_CHECK_AFTER`] while a speculation is open, the second session is asked
-//! whether the main session waits for one of its locks ([`Target::blocks_parent`]), and again every
+//! reads after the main session is done: a deadlock through the client, which the target's
+//! own deadlock detector cannot see. So every operation of the main session is [`watched`]:
+//! once it has taken [`LOCK_CHECK_AFTER`] while a speculation is open, the second session is
+//! asked whether the main session waits for it ([`Target::blocks_parent`]), and again every
 //! [`LOCK_CHECK_EVERY`]. If it does, or if the operation has not finished after
 //! [`speculation_patience`](crate::ApplierConfig::speculation_patience) (a wait through a
 //! third session, which the lock check does not follow), the second session is dropped,
