@@ -314,24 +314,14 @@ async fn drop_on_target(
     tables: &str,
     report: &mut DropReport,
 ) -> anyhow::Result<()> {
-    let progress_table: bool = target
-        .query_one("SELECT to_regclass('pgmirror.progress') IS NOT NULL", &[])
-        .await
-        .context("looking for pgmirror.progress")?
-        .get(0);
-    let has_progress = progress_table
-        && target
-            .query_opt("SELECT 1 FROM pgmirror.progress WHERE mirror_name = $1", &[&name])
-            .await
-            .context("reading pgmirror.progress")?
-            .is_some();
     let tx = target.transaction().await.context("starting a target transaction")?;
     if has_record {
         tx.execute("DELETE FROM pgmirror.mirrors WHERE mirror_name = $1", &[&name])
             .await
             .context("deleting the mirror's row")?;
     }
-    applier::delete_progress(&tx, name).await.context("deleting the mirror's progress")?;
+    let has_progress =
+        applier::progress::delete(&tx, name).await.context("deleting the mirror's progress")?;
     crate::mirror::resync::forget(&tx, name).await.context("deleting the mirror's resyncs")?;
     tx.commit().await.context("committing on the target")?;
     let outcome = if has_record { Outcome::Removed } else { Outcome::Absent };

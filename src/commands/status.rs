@@ -481,31 +481,14 @@ async fn slot_status(source: &Client, slot: &str) -> anyhow::Result<SlotRow> {
 }
 
 async fn target_progress(target: &Client, mirror: &str) -> anyhow::Result<Option<TargetProgress>> {
-    let exists: bool = target
-        .query_one("SELECT to_regclass('pgmirror.progress') IS NOT NULL", &[])
-        .await
-        .context("looking for pgmirror.progress on the target")?
-        .get(0);
-    if !exists {
-        return Ok(None);
-    }
-    let row = target
-        .query_opt(
-            "SELECT end_lsn::text, commit_lsn::text, \
-                    to_char(commit_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                    extract(epoch FROM clock_timestamp() - commit_time)::float8 \
-             FROM pgmirror.progress WHERE mirror_name = $1",
-            &[&mirror],
-        )
-        .await
-        .context("reading pgmirror.progress")?;
-    Ok(row.map(|r| TargetProgress {
-        end_lsn: r.get(0),
-        commit_lsn: r.get(1),
-        commit_time: r.get(2),
-        commit_age_seconds: r.get(4),
-        updated_at: r.get(3),
+    let stored =
+        applier::progress::read(target, mirror).await.context("reading pgmirror.progress")?;
+    Ok(stored.map(|p| TargetProgress {
+        end_lsn: p.end_lsn.to_string(),
+        commit_lsn: p.commit_lsn.map(|l| l.to_string()),
+        commit_time: p.commit_time,
+        commit_age_seconds: p.commit_age_seconds,
+        updated_at: p.updated_at,
     }))
 }
 

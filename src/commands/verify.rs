@@ -417,15 +417,10 @@ async fn applied_up_to(
     mirror: &MirrorRef,
     lsn: &str,
 ) -> anyhow::Result<bool> {
-    let progressed: Option<bool> = target
-        .query_opt(
-            "SELECT end_lsn >= $1::text::pg_lsn FROM pgmirror.progress WHERE mirror_name = $2",
-            &[&lsn, &mirror.name],
-        )
-        .await
-        .context("reading pgmirror.progress")?
-        .map(|r| r.get(0));
-    if progressed == Some(true) {
+    let wanted: pgoutput_decoder::Lsn = lsn.parse().context("reading the source's WAL position")?;
+    let progress =
+        applier::progress::load(target, &mirror.name).await.context("reading pgmirror.progress")?;
+    if progress.is_some_and(|p| p >= wanted) {
         return Ok(true);
     }
     // pgmirror confirms to the slot only what the target has committed; pgoutput sends

@@ -201,7 +201,7 @@ pub async fn finish_copy(
     consistent_point: Lsn,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    applier::store_progress(&tx, name, consistent_point).await?;
+    applier::progress::store(&tx, name, consistent_point).await?;
     tx.execute(
         "UPDATE pgmirror.mirrors SET state = 'streaming', updated_at = now() \
          WHERE mirror_name = $1",
@@ -218,6 +218,6 @@ pub async fn finish_copy(
 pub async fn delete(client: &mut Client, name: &str) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.execute("DELETE FROM pgmirror.mirrors WHERE mirror_name = $1", &[&name]).await?;
-    applier::delete_progress(&tx, name).await?;
+    applier::progress::delete(&tx, name).await?;
     tx.commit().await
 }

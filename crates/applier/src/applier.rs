@@ -1,5 +1,7 @@
 //! The driver: turns the pgoutput message stream into [`Target`] calls.
 
+mod positions;
+mod relations;
 mod speculate;
 #[cfg(test)]
 mod tests;
@@ -9,11 +11,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgoutput_decoder::{LogicalMessage, Lsn, Relation};
+use pgoutput_decoder::{LogicalMessage, Lsn, Relation, StreamCommit};
 
 use crate::error::ApplyError;
 use crate::spill::Spill;
-use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
+use crate::target::{Change, CommitInfo, Target, TxnInfo};
+use positions::Positions;
+use relations::Relations;
 use speculate::{Ahead, watched};
 
 /// When the applier asks the target to make its work durable, and how it buffers.
@@ -24,7 +28,8 @@ pub struct ApplierConfig {
     /// Flush after roughly this many bytes of change data since the last flush.
     pub max_batch_bytes: usize,
     /// Flush when the oldest unflushed source commit is this old, even if the stream is busy.
-    /// (When the stream is idle the caller calls [`Applier::idle`], which flushes at once.)
+    /// (When the caller finds the stream idle it calls [`Applier::idle`], which flushes at
+    /// once.)
     pub max_batch_delay: Duration,
     /// How often to re-check durability of commits the target made asynchronously.
     pub durability_poll: Duration,
@@ -36,9 +41,8 @@ pub struct ApplierConfig {
     /// How long an operation of the main target session may wait while a streamed
     /// transaction is applied ahead on a second session, before that second session is rolled
     /// back, the transaction left to its spill, and later ones applied at their commit too.
-    /// A wait for one of the second session's own locks is seen in the target's lock table
-    /// long before (see [`Target::blocks`]); this bounds a wait that goes through a third
-    /// session.
+    /// A wait for the second session itself is seen long before (see
+    /// [`Target::blocks_parent`]); this bounds a wait that goes through a third session.
     pub speculation_patience: Duration,
 }
 
@@ -101,23 +105,15 @@ struct Prepared {
 pub struct Applier<T: Target> {
     target: T,
     cfg: ApplierConfig,
-    relations: HashMap<u32, Arc<Relation>>,
-    types: TypeMap,
-    /// Progress stored in the target at start: transactions ending at or before it are skipped.
-    start_progress: Option<Lsn>,
-    /// End LSN of the last transaction handed to the target.
-    last_applied: Option<Lsn>,
+    relations: Relations,
+    /// The target's stored progress, and what was applied, made durable and confirmed since.
+    positions: Positions,
     txn: Txn,
     /// Top-level xid of the open Stream Start..Stop block.
     stream: Option<u32>,
     streams: HashMap<u32, Spill>,
     /// The streamed transaction being applied on a second session as it arrives.
     ahead: Ahead<T>,
-    /// Relation messages in arrival order: when each entry of `relations` arrived.
-    relation_seq: u64,
-    relation_at: HashMap<u32, u64>,
-    /// The latest Relation each in-flight streamed transaction sent, with when it arrived.
-    stream_relations: HashMap<u32, HashMap<u32, (u64, Arc<Relation>)>>,
     prepared: HashMap<String, Prepared>,
     /// Tables copied again under a snapshot (see [`Applier::set_table_floors`]): their
     /// changes in transactions committed before the floor are in the copy already.
@@ -128,8 +124,6 @@ pub struct Applier<T: Target> {
     pending_bytes: usize,
     pending_commits: u64,
     pending_since: Option<Instant>,
-    durable: Option<Lsn>,
-    reported: Option<Lsn>,
     last_poll: Instant,
     stats: ApplyStats,
 }
@@ -145,17 +139,12 @@ impl<T: Target> Applier<T> {
         Ok(Applier {
             target,
             cfg,
-            relations: HashMap::new(),
-            types: TypeMap::new(),
-            start_progress,
-            last_applied: start_progress,
+            relations: Relations::default(),
+            positions: Positions::new(start_progress),
             txn: Txn::None,
             stream: None,
             streams: HashMap::new(),
             ahead,
-            relation_seq: 0,
-            relation_at: HashMap::new(),
-            stream_relations: HashMap::new(),
             prepared: HashMap::new(),
             floors: HashMap::new(),
             applying: None,
@@ -163,8 +152,6 @@ impl<T: Target> Applier<T> {
             pending_bytes: 0,
             pending_commits: 0,
             pending_since: None,
-            durable: None,
-            reported: None,
             last_poll: Instant::now(),
             stats: ApplyStats::default(),
         })
@@ -173,7 +160,7 @@ impl<T: Target> Applier<T> {
     /// The progress the target had when the applier started (transactions ending at or before
     /// it are skipped).
     pub fn start_progress(&self) -> Option<Lsn> {
-        self.start_progress
+        self.positions.stored()
     }
 
     /// Tables whose rows were copied again under a snapshot taken at a floor LSN (a table
@@ -197,12 +184,12 @@ impl<T: Target> Applier<T> {
 
     /// End LSN of the last source transaction handed to the target (maybe not yet durable).
     pub fn last_applied(&self) -> Option<Lsn> {
-        self.last_applied
+        self.positions.last_applied()
     }
 
     /// The last LSN returned as durable (confirmable).
     pub fn confirmed(&self) -> Option<Lsn> {
-        self.reported
+        self.positions.confirmed()
     }
 
     /// Counters so far.
@@ -226,18 +213,17 @@ impl<T: Target> Applier<T> {
     }
 
     /// Whether nothing is pending: no open or buffered transaction and everything applied is
-    /// confirmed durable. Only then may a caller confirm a keepalive's `wal_end` directly.
+    /// confirmed durable (so nothing is due either: [`next_deadline`](Self::next_deadline) is
+    /// `None`). Only then may a caller confirm a keepalive's `wal_end` directly, or call itself
+    /// caught up.
     pub fn is_quiescent(&self) -> bool {
         matches!(self.txn, Txn::None)
             && self.stream.is_none()
             && self.streams.is_empty()
-            && self.ahead.spec.is_none()
+            && !self.ahead.is_open()
             && self.prepared.is_empty()
             && self.pending_commits == 0
-            && self.last_applied.is_none_or(|a| {
-                // The progress the target held at start was confirmed when the stream started.
-                self.reported.max(self.start_progress).is_some_and(|r| r >= a)
-            })
+            && self.positions.all_confirmed()
     }
 
     /// Whether the stream is between transactions: no Begin..Commit open and no Stream
@@ -254,18 +240,10 @@ impl<T: Target> Applier<T> {
         if let Some(since) = self.pending_since {
             return Some(since + self.cfg.max_batch_delay);
         }
-        if self.needs_durability_poll() {
+        if self.positions.awaits_durability() {
             return Some(self.last_poll + self.cfg.durability_poll);
         }
         None
-    }
-
-    fn needs_durability_poll(&self) -> bool {
-        match (self.last_applied, self.durable) {
-            (Some(a), Some(d)) => a > d && self.start_progress.is_none_or(|p| a > p),
-            (Some(a), None) => self.start_progress.is_none_or(|p| a > p),
-            _ => false,
-        }
     }
 
     /// Handles one message in stream order. Returns `Some(lsn)` when a flush made a new source
@@ -288,9 +266,7 @@ impl<T: Target> Applier<T> {
                     streamed: false,
                     gid: None,
                 };
-                // A transaction's commit LSN is below its own end LSN and at or above the end
-                // LSN of every transaction committed before it.
-                let skip = self.start_progress.is_some_and(|p| b.final_lsn < p);
+                let skip = self.positions.holds(b.final_lsn);
                 if !skip {
                     watched(&mut self.ahead, self.target.begin(&info)).await?;
                 }
@@ -318,10 +294,7 @@ impl<T: Target> Applier<T> {
             }
             LogicalMessage::Origin(_) => Ok(None),
             LogicalMessage::Relation(r) => {
-                let rel = Arc::new(r);
-                self.relations.insert(rel.rel_id, Arc::clone(&rel));
-                self.relation_seq += 1;
-                self.relation_at.insert(rel.rel_id, self.relation_seq);
+                let rel = self.relations.described(r);
                 match &mut self.txn {
                     Txn::Preparing { spill, .. } => {
                         spill.push(&LogicalMessage::Relation((*rel).clone()), None)?;
@@ -329,7 +302,7 @@ impl<T: Target> Applier<T> {
                     // The target's schema is ahead of a transaction it already has.
                     Txn::Live { skip: true, .. } => {}
                     _ => {
-                        let op = self.target.relation(&rel, &self.types);
+                        let op = self.target.relation(&rel, self.relations.types());
                         watched(&mut self.ahead, op).await?;
                     }
                 }
@@ -339,7 +312,7 @@ impl<T: Target> Applier<T> {
                 if let Txn::Preparing { spill, .. } = &mut self.txn {
                     spill.push(&LogicalMessage::Type(t.clone()), None)?;
                 }
-                self.types.insert(t.type_oid, t);
+                self.relations.announced(t);
                 Ok(None)
             }
             LogicalMessage::Message(m) if !m.transactional => {
@@ -354,7 +327,7 @@ impl<T: Target> Applier<T> {
                 match &mut self.txn {
                     Txn::Live { skip: true, .. } => {}
                     Txn::Live { skip: false, .. } => {
-                        let change = to_change(m, &self.relations, None)?;
+                        let change = self.relations.change(m, None)?;
                         self.apply_change(change).await?;
                     }
                     Txn::Preparing { spill, .. } => {
@@ -376,28 +349,28 @@ impl<T: Target> Applier<T> {
                 let limit = self.cfg.spill_memory_limit;
                 let dir = self.cfg.spill_dir.clone();
                 self.streams.entry(s.xid).or_insert_with(|| Spill::new(true, limit, dir));
-                self.speculate_on_stream_start(s.xid, s.first_segment).await
+                self.stream_start(s.xid, s.first_segment).await
             }
             LogicalMessage::StreamStop => {
                 Err(ApplyError::protocol("Stream Stop", "outside a stream block"))
             }
             LogicalMessage::StreamAbort(a) => {
                 if a.xid == a.subxid {
-                    self.speculate_drop(a.xid);
-                    self.stream_relations.remove(&a.xid);
+                    self.ahead.give_up(a.xid);
+                    self.relations.forget(a.xid);
                     if self.streams.remove(&a.xid).is_some() {
                         self.stats.aborted_txns += 1;
                     }
                 } else if let Some(spill) = self.streams.get_mut(&a.xid) {
                     spill.abort_subxact(a.subxid)?;
-                    self.speculate_subxact_abort(a.xid, a.subxid).await;
+                    self.ahead.abort_subtransaction(a.xid, a.subxid).await;
                 }
                 Ok(None)
             }
             LogicalMessage::StreamCommit(c) => {
                 self.expect_no_txn("Stream Commit")?;
-                self.adopt_stream_relations(c.xid);
-                if let Some(confirm) = self.speculate_commit(&c).await? {
+                self.relations.adopt(c.xid);
+                if let Some(confirm) = self.commit_ahead(&c).await? {
                     return Ok(confirm);
                 }
                 let spill = self.streams.remove(&c.xid);
@@ -441,8 +414,8 @@ impl<T: Target> Applier<T> {
             }
             LogicalMessage::StreamPrepare(p) => {
                 self.expect_no_txn("Stream Prepare")?;
-                self.speculate_drop(p.xid);
-                self.adopt_stream_relations(p.xid);
+                self.ahead.give_up(p.xid);
+                self.relations.adopt(p.xid);
                 let spill = self.streams.remove(&p.xid).unwrap_or_else(|| {
                     Spill::new(true, self.cfg.spill_memory_limit, self.cfg.spill_dir.clone())
                 });
@@ -452,7 +425,7 @@ impl<T: Target> Applier<T> {
             LogicalMessage::CommitPrepared(c) => {
                 self.expect_no_txn("Commit Prepared")?;
                 let prepared = self.prepared.remove(&c.gid);
-                let already = self.start_progress.is_some_and(|p| c.end_lsn <= p);
+                let already = self.positions.holds(c.commit_lsn);
                 if prepared.is_none() && !already {
                     return Err(ApplyError::UnknownPrepared { gid: c.gid, end_lsn: c.end_lsn });
                 }
@@ -508,9 +481,7 @@ impl<T: Target> Applier<T> {
             | LogicalMessage::Truncate(_)
             | LogicalMessage::Message(_)) => {
                 if let LogicalMessage::Relation(r) = &m {
-                    self.relation_seq += 1;
-                    let seen = (self.relation_seq, Arc::new(r.clone()));
-                    self.stream_relations.entry(top).or_default().insert(r.rel_id, seen);
+                    self.relations.described_in_stream(top, r);
                 }
                 let xid = m.stream_xid();
                 let spill = self.streams.get_mut(&top).ok_or_else(|| {
@@ -521,28 +492,11 @@ impl<T: Target> Applier<T> {
                 if !was_spilled && spill.is_spilled() {
                     self.stats.spilled_txns += 1;
                 }
-                self.speculate_message(top, &m).await;
+                self.ahead.apply(top, &m, &mut self.relations).await;
                 Ok(None)
             }
             LogicalMessage::Origin(_) => Ok(None),
             other => Err(ApplyError::protocol(msg_name(&other), "inside a stream block")),
-        }
-    }
-
-    /// At the end of streamed transaction `xid`: the relations it sent become the cache's,
-    /// unless a newer Relation message arrived since.
-    ///
-    /// pgoutput sends a relation inside each streamed transaction that touches it, and once
-    /// one commits it counts the relation as sent (`cleanup_rel_sync_cache`): the next
-    /// transaction's changes come without a Relation message. A Relation that arrived later
-    /// (after a schema change) describes the table as it is now, and stays.
-    fn adopt_stream_relations(&mut self, xid: u32) {
-        let Some(sent) = self.stream_relations.remove(&xid) else { return };
-        for (rel_id, (seq, rel)) in sent {
-            if self.relation_at.get(&rel_id).is_none_or(|&at| at < seq) {
-                self.relations.insert(rel_id, rel);
-                self.relation_at.insert(rel_id, seq);
-            }
         }
     }
 
@@ -553,7 +507,7 @@ impl<T: Target> Applier<T> {
         info: TxnInfo,
         commit: CommitInfo,
     ) -> Result<Option<Lsn>, ApplyError> {
-        if self.start_progress.is_some_and(|p| commit.end_lsn <= p) {
+        if self.positions.holds(commit.commit_lsn) {
             self.stats.skipped_txns += 1;
             return Ok(None);
         }
@@ -568,19 +522,17 @@ impl<T: Target> Applier<T> {
                 match m {
                     LogicalMessage::Relation(r) => {
                         let rel = Arc::new(r);
-                        let op = self.target.relation(&rel, &self.types);
+                        let op = self.target.relation(&rel, self.relations.types());
                         watched(&mut self.ahead, op).await?;
                         overlay.insert(rel.rel_id, rel);
                     }
-                    LogicalMessage::Type(t) => {
-                        self.types.insert(t.type_oid, t);
-                    }
+                    LogicalMessage::Type(t) => self.relations.announced(t),
                     m @ (LogicalMessage::Insert(_)
                     | LogicalMessage::Update(_)
                     | LogicalMessage::Delete(_)
                     | LogicalMessage::Truncate(_)
                     | LogicalMessage::Message(_)) => {
-                        let change = to_change(m, &self.relations, Some(&overlay))?;
+                        let change = self.relations.change(m, Some(&overlay))?;
                         self.apply_change(change).await?;
                     }
                     _ => {}
@@ -630,11 +582,59 @@ impl<T: Target> Applier<T> {
         }
     }
 
+    /// A source transaction ending at `end_lsn` was committed on the target, to be flushed.
     fn committed(&mut self, end_lsn: Lsn) {
-        self.stats.applied_txns += 1;
+        self.applied(end_lsn);
         self.pending_commits += 1;
         self.pending_since.get_or_insert_with(Instant::now);
-        self.last_applied = Some(self.last_applied.map_or(end_lsn, |l| l.max(end_lsn)));
+    }
+
+    fn applied(&mut self, end_lsn: Lsn) {
+        self.stats.applied_txns += 1;
+        self.positions.applied(end_lsn);
+    }
+
+    /// At Stream Start of `xid`: before a chunk of a transaction applied ahead, or the first
+    /// chunk of one that starts being applied ahead, the main session commits what it holds
+    /// (see `speculate.rs`). Returns an LSN to confirm, if that made one durable.
+    async fn stream_start(
+        &mut self,
+        xid: u32,
+        first_segment: bool,
+    ) -> Result<Option<Lsn>, ApplyError> {
+        let Some(start) = self.ahead.at_stream_start(xid, first_segment) else { return Ok(None) };
+        let confirm = if self.pending_commits > 0 { self.flush().await? } else { None };
+        if start {
+            self.ahead.open(&mut self.target, xid).await;
+        }
+        Ok(confirm)
+    }
+
+    /// Stream Commit of a transaction applied ahead: commits the main session's earlier work,
+    /// then the transaction on its fork. `None` when `c` is not being applied ahead (the
+    /// caller replays its spill); `Some(lsn to confirm)` when it is done.
+    async fn commit_ahead(&mut self, c: &StreamCommit) -> Result<Option<Option<Lsn>>, ApplyError> {
+        if !self.ahead.is_applying(c.xid) {
+            return Ok(None);
+        }
+        if self.positions.holds(c.commit_lsn) {
+            // The target had it already (sent again after a restart): roll the copy back.
+            self.ahead.give_up(c.xid);
+            self.streams.remove(&c.xid);
+            self.stats.skipped_txns += 1;
+            return Ok(Some(None));
+        }
+        if self.pending_commits > 0 {
+            // Watched: this may give the speculation up, and then the spill is replayed.
+            self.flush().await?;
+        }
+        let Some(done) = self.ahead.commit(c).await? else { return Ok(None) };
+        self.streams.remove(&c.xid);
+        self.applied(c.end_lsn);
+        self.stats.speculated_txns += 1;
+        self.stats.changes += done.changes;
+        self.positions.durable(done.durable);
+        Ok(Some(self.report()))
     }
 
     async fn maybe_flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
@@ -644,9 +644,10 @@ impl<T: Target> Applier<T> {
         if due { self.flush().await } else { Ok(None) }
     }
 
-    /// Call when the stream has nothing ready (or at [`next_deadline`](Self::next_deadline)):
-    /// commits grouped work at once so it becomes visible, and re-checks durability of earlier
-    /// asynchronous commits. Returns a newly durable LSN to confirm, if any.
+    /// Call when the stream is idle (when that is, is the caller's to judge: it sees the stream)
+    /// and at [`next_deadline`](Self::next_deadline): commits grouped work at once so it
+    /// becomes visible, and re-checks durability of earlier asynchronous commits. Returns a
+    /// newly durable LSN to confirm, if any.
     ///
     /// # Errors
     /// Target errors.
@@ -657,7 +658,9 @@ impl<T: Target> Applier<T> {
         if self.pending_commits > 0 {
             return self.flush().await;
         }
-        if self.needs_durability_poll() && self.last_poll.elapsed() >= self.cfg.durability_poll {
+        if self.positions.awaits_durability()
+            && self.last_poll.elapsed() >= self.cfg.durability_poll
+        {
             return self.flush().await;
         }
         Ok(None)
@@ -682,7 +685,7 @@ impl<T: Target> Applier<T> {
         self.pending_commits = 0;
         self.pending_since = None;
         if let Some(d) = durable {
-            self.durable = Some(self.durable.map_or(d, |x| x.max(d)));
+            self.positions.durable(d);
         }
         Ok(self.report())
     }
@@ -690,18 +693,12 @@ impl<T: Target> Applier<T> {
     /// The durable LSN, held back to the oldest prepared transaction we only hold in our own
     /// buffers: confirming past its PREPARE would stop the primary from sending it again.
     fn report(&mut self) -> Option<Lsn> {
-        let mut lsn = self.durable?;
-        for p in self.prepared.values() {
-            lsn = lsn.min(p.prepare_lsn);
-        }
-        if let Txn::Preparing { prepare_lsn, .. } = &self.txn {
-            lsn = lsn.min(*prepare_lsn);
-        }
-        if self.reported.is_some_and(|r| r >= lsn) {
-            return None;
-        }
-        self.reported = Some(lsn);
-        Some(lsn)
+        let preparing = match &self.txn {
+            Txn::Preparing { prepare_lsn, .. } => Some(*prepare_lsn),
+            _ => None,
+        };
+        let hold = self.prepared.values().map(|p| p.prepare_lsn).chain(preparing).min();
+        self.positions.confirm(hold)
     }
 
     fn expect_no_txn(&self, message: &'static str) -> Result<(), ApplyError> {
@@ -715,47 +712,6 @@ impl<T: Target> Applier<T> {
             }
         }
     }
-}
-
-fn lookup(
-    rel_id: u32,
-    relations: &HashMap<u32, Arc<Relation>>,
-    overlay: Option<&HashMap<u32, Arc<Relation>>>,
-) -> Result<Arc<Relation>, ApplyError> {
-    overlay
-        .and_then(|o| o.get(&rel_id))
-        .or_else(|| relations.get(&rel_id))
-        .cloned()
-        .ok_or(ApplyError::UnknownRelation { rel_id })
-}
-
-fn to_change(
-    msg: LogicalMessage,
-    relations: &HashMap<u32, Arc<Relation>>,
-    overlay: Option<&HashMap<u32, Arc<Relation>>>,
-) -> Result<Change, ApplyError> {
-    Ok(match msg {
-        LogicalMessage::Insert(i) => {
-            Change::Insert { rel: lookup(i.rel_id, relations, overlay)?, new: i.new }
-        }
-        LogicalMessage::Update(u) => {
-            Change::Update { rel: lookup(u.rel_id, relations, overlay)?, old: u.old, new: u.new }
-        }
-        LogicalMessage::Delete(d) => {
-            Change::Delete { rel: lookup(d.rel_id, relations, overlay)?, old: d.old }
-        }
-        LogicalMessage::Truncate(t) => Change::Truncate {
-            rels: t
-                .rel_ids
-                .iter()
-                .map(|&id| lookup(id, relations, overlay))
-                .collect::<Result<_, _>>()?,
-            cascade: t.cascade,
-            restart_identity: t.restart_identity,
-        },
-        LogicalMessage::Message(m) => Change::Message(m),
-        other => return Err(ApplyError::protocol(msg_name(&other), "where a change was expected")),
-    })
 }
 
 fn msg_name(m: &LogicalMessage) -> &'static str {

@@ -14,11 +14,12 @@
 //!
 //! # Driving an applier
 //! The caller owns the replication stream and its feedback. For each message it calls
-//! [`Applier::handle`]; whenever the stream has nothing ready (or [`Applier::next_deadline`] has
-//! passed) it calls [`Applier::idle`]. Both return `Some(lsn)` when a new source LSN became
-//! durable on the target: that is the LSN to confirm to the primary (write/flush/apply). Start
-//! replication at the slot's own position (`0/0`): the applier skips what the target already
-//! has, using the progress it loads from the target.
+//! [`Applier::handle`]; whenever it finds the stream idle (it decides when: the applier does not
+//! see the stream), and once [`Applier::next_deadline`] has passed, it calls [`Applier::idle`].
+//! Both return `Some(lsn)` when a new source LSN became durable on the target: that is the LSN
+//! to confirm to the primary (write/flush/apply). [`Applier::is_quiescent`] says when nothing
+//! is left to apply or confirm. Start replication at the slot's own position (`0/0`): the
+//! applier skips what the target already has, using the progress it loads from the target.
 
 #![deny(missing_docs)]
 
@@ -26,7 +27,6 @@ mod applier;
 mod error;
 mod json;
 mod postgres;
-mod progress;
 mod spill;
 mod target;
 #[cfg(test)]
@@ -35,6 +35,6 @@ mod testing;
 pub use applier::{Applier, ApplierConfig, ApplyStats};
 pub use error::{ApplyError, Op, SchemaChange};
 pub use json::JsonTarget;
+pub use postgres::progress;
 pub use postgres::{PostgresTarget, PostgresTargetConfig, PostgresTargetStats, TypeResolver};
-pub use progress::{delete_progress, store_progress};
 pub use target::{Change, CommitInfo, Target, TxnInfo, TypeMap};

@@ -117,16 +117,42 @@ impl Change {
 
 /// Where the applier replays source transactions.
 ///
-/// The applier calls, per source transaction, [`begin`](Target::begin), then any number of
+/// # Calls
+/// Per source transaction the applier calls [`begin`](Target::begin), then any number of
 /// [`relation`](Target::relation) and [`change`](Target::change) calls, then
-/// [`commit`](Target::commit). A target may keep its own transaction open across many source
-/// transactions (grouping); [`flush`](Target::flush), called only between source transactions,
-/// makes everything so far durable. Relation calls can also arrive between transactions.
-/// After any error the target's state is unspecified: drop it and build a new one.
+/// [`commit`](Target::commit). Relation calls can also arrive between transactions. A target
+/// may group many source transactions into one transaction of its own; [`flush`](Target::flush)
+/// is called only between source transactions.
+///
+/// # Accepted and durable
+/// A call that returns `Ok` has *accepted* its work: buffered, sent or applied, but not
+/// necessarily durable, and not necessarily visible. Only [`flush`](Target::flush) says what
+/// is *durable*: the LSN it returns, and every source transaction ending at or before it, must
+/// survive a crash of the target. The applier confirms exactly that LSN to the primary, which
+/// may then recycle the WAL before it: an LSN returned too early loses data.
+///
+/// Accepted work a crash loses must take the stored progress ([`load_progress`]) with it: the
+/// applier then skips what the target still holds and replays the rest, exactly once. A target
+/// that keeps its progress apart from its data (or none) gets what follows it again after a
+/// crash, at least once.
+///
+/// After any error the target's state is unspecified: drop it and build a new one (the applier
+/// starts again from [`load_progress`]).
+///
+/// # Forks
+/// A target may offer [`fork`](Target::fork)s: a second writer to the same destination, in a
+/// transaction of its own, which the applier uses to apply a large streamed transaction while it
+/// still arrives. A fork knows the target it was forked from (its parent), and answers the calls
+/// made only of forks: [`blocks_parent`](Target::blocks_parent),
+/// [`begin_subtransaction`](Target::begin_subtransaction) and
+/// [`abort_subtransaction`](Target::abort_subtransaction).
 ///
 /// The futures are `Send` so an applier can run inside `tokio::spawn`.
+///
+/// [`load_progress`]: Target::load_progress
 pub trait Target {
-    /// End LSN of the last source transaction the target holds (its stored progress), if any.
+    /// End LSN of the last source transaction the target holds durably (its stored progress),
+    /// if any: the applier skips every transaction ending at or before it.
     fn load_progress(&mut self) -> impl Future<Output = Result<Option<Lsn>, ApplyError>> + Send;
 
     /// A source transaction starts.
@@ -141,25 +167,25 @@ pub trait Target {
         types: &TypeMap,
     ) -> impl Future<Output = Result<(), ApplyError>> + Send;
 
-    /// One change of the current source transaction.
+    /// One change of the current source transaction, accepted.
     fn change(&mut self, change: Change) -> impl Future<Output = Result<(), ApplyError>> + Send;
 
-    /// The current source transaction ends. It need not be durable yet.
+    /// The current source transaction ends. Accepted, not yet durable.
     fn commit(
         &mut self,
         commit: &CommitInfo,
     ) -> impl Future<Output = Result<(), ApplyError>> + Send;
 
     /// Makes every committed source transaction durable (or starts doing so) and returns the
-    /// newest source end LSN that IS durable now, which the caller may confirm to the primary.
-    /// Returning an older LSN than the last commit is allowed (e.g. asynchronous commit not yet
-    /// flushed); a later call returns the rest. Called only between source transactions.
+    /// newest source end LSN that IS durable now, which the applier confirms to the primary.
+    /// Returning an older LSN than the last commit is allowed (e.g. an asynchronous commit not
+    /// yet flushed); a later call returns the rest. Called only between source transactions.
     fn flush(&mut self) -> impl Future<Output = Result<Option<Lsn>, ApplyError>> + Send;
 
-    /// Another target writing to the same destination in a transaction of its own, whose
-    /// [`flush`](Target::flush) is durable when it returns. The applier uses it to apply a large
-    /// streamed transaction while the rest of it still arrives, and commits it after
-    /// everything this target committed before. `None` (the default): not supported.
+    /// A fork: another target writing to the same destination in a transaction of its own,
+    /// whose [`flush`](Target::flush) is durable when it returns. The applier commits a fork's
+    /// transaction after everything this target committed before it. `None` (the default):
+    /// this target has no forks.
     fn fork(&mut self) -> impl Future<Output = Result<Option<Self>, ApplyError>> + Send
     where
         Self: Sized,
@@ -167,34 +193,38 @@ pub trait Target {
         async { Ok(None) }
     }
 
-    /// Identifies this target's session to the [`blocks`](Target::blocks) of the targets
-    /// [`fork`](Target::fork) makes. Default: `None`, no way to tell.
-    fn session(&self) -> Option<u32> {
-        None
-    }
-
-    /// Whether this session holds a lock that the sibling `session` (from
-    /// [`session`](Target::session)) is waiting for. The applier asks this of a
-    /// [`fork`](Target::fork) about the main session when a main-session operation takes long.
-    /// Default: `Ok(false)`, not known.
-    fn blocks(&mut self, session: u32) -> impl Future<Output = Result<bool, ApplyError>> + Send {
-        let _ = session;
+    /// Asked of a fork while an operation of its parent takes long: whether the parent waits
+    /// for something this fork holds (a row lock, say). Neither could go on, since the fork
+    /// commits only after its parent's operation; on `true` the applier drops the fork, which
+    /// undoes its work. Default: `Ok(false)`, cannot tell (the applier's patience still bounds
+    /// the wait).
+    fn blocks_parent(&mut self) -> impl Future<Output = Result<bool, ApplyError>> + Send {
         async { Ok(false) }
     }
 
-    /// A subtransaction of the current source transaction made its first change: remember
-    /// this point under `id` (its xid) so [`rollback_to`](Target::rollback_to) can return to
-    /// it. Only called on a target from [`fork`](Target::fork). Default: not supported.
-    fn savepoint(&mut self, id: u32) -> impl Future<Output = Result<(), ApplyError>> + Send {
-        let _ = id;
-        async { Err(ApplyError::Unsupported("savepoints")) }
+    /// Asked of a fork: subtransaction `subxid` of the current source transaction makes its
+    /// first change, which the changes after it follow until the next such call. A fork that can
+    /// undo part of its transaction remembers this point for
+    /// [`abort_subtransaction`](Target::abort_subtransaction). Default: not supported (the
+    /// applier drops the fork and applies the transaction at its commit instead).
+    fn begin_subtransaction(
+        &mut self,
+        subxid: u32,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send {
+        let _ = subxid;
+        async { Err(ApplyError::Unsupported("subtransactions")) }
     }
 
-    /// Undoes every change since [`savepoint`](Target::savepoint) `id`, which stays set
-    /// (later ones are gone). Default: not supported.
-    fn rollback_to(&mut self, id: u32) -> impl Future<Output = Result<(), ApplyError>> + Send {
-        let _ = id;
-        async { Err(ApplyError::Unsupported("savepoints")) }
+    /// The source aborted subtransaction `subxid`, begun with
+    /// [`begin_subtransaction`](Target::begin_subtransaction): undoes its changes and every
+    /// change after them (those of subtransactions begun later, which are gone too). Default:
+    /// not supported.
+    fn abort_subtransaction(
+        &mut self,
+        subxid: u32,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send {
+        let _ = subxid;
+        async { Err(ApplyError::Unsupported("subtransactions")) }
     }
 
     /// A non-transactional logical decoding message. Ignored unless the target cares.

@@ -3,7 +3,7 @@
 //!
 //! The applier's state machine (grouping, dedupe, streamed and prepared transactions,
 //! confirmation, speculation) is driven here without a server; what the calls do to a real
-//! database is tested against PostgreSQL in `tests/postgres.rs`.
+//! database is tested against PostgreSQL in `tests/postgres/`.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -34,8 +34,11 @@ pub(crate) struct Script {
     pub main_waits_for_forks_on: Option<String>,
     /// The main session's change to this table takes this long (waits for someone else).
     pub main_slow_on: Option<(String, Duration)>,
-    /// What a forked session answers to `blocks`.
+    /// What a forked session answers to `blocks_parent`.
     pub fork_blocks_main: bool,
+    /// A forked session refuses to begin more subtransactions than this (as the PostgreSQL
+    /// target refuses more than its savepoint limit).
+    pub max_subtransactions: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -82,13 +85,18 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 pub(crate) struct RecordingTarget {
     /// `None` for the main session, else the fork's name.
     name: Option<String>,
+    /// This session's number (0 for the main session), by which its forks name it.
     session: u32,
+    /// A fork's parent session.
+    parent: Option<u32>,
     shared: Arc<Mutex<Shared>>,
     script: Arc<Script>,
     /// The source transaction begun and not yet committed.
     open: Option<u32>,
     /// End LSNs committed on this session.
     commits: Vec<Lsn>,
+    /// Subtransactions begun in the open transaction, oldest first.
+    subtransactions: Vec<u32>,
 }
 
 impl RecordingTarget {
@@ -98,10 +106,12 @@ impl RecordingTarget {
         let target = RecordingTarget {
             name: None,
             session: 0,
+            parent: None,
             shared: Arc::clone(&shared),
             script: Arc::new(script),
             open: None,
             commits: Vec::new(),
+            subtransactions: Vec::new(),
         };
         (target, Log(shared))
     }
@@ -216,6 +226,7 @@ impl Target for RecordingTarget {
     async fn commit(&mut self, commit: &CommitInfo) -> Result<(), ApplyError> {
         self.record(format!("commit {} end {}", commit.xid, commit.end_lsn));
         self.open = None;
+        self.subtransactions.clear();
         self.commits.push(commit.end_lsn);
         Ok(())
     }
@@ -248,30 +259,36 @@ impl Target for RecordingTarget {
         Ok(Some(RecordingTarget {
             name: Some(name),
             session: n,
+            parent: Some(self.session),
             shared: Arc::clone(&self.shared),
             script: Arc::clone(&self.script),
             open: None,
             commits: Vec::new(),
+            subtransactions: Vec::new(),
         }))
     }
 
-    fn session(&self) -> Option<u32> {
-        Some(self.session)
-    }
-
-    async fn blocks(&mut self, session: u32) -> Result<bool, ApplyError> {
+    async fn blocks_parent(&mut self) -> Result<bool, ApplyError> {
         let blocks = self.script.fork_blocks_main;
-        self.record(format!("blocks session {session}? {blocks}"));
+        let parent = self.parent.map_or("none".into(), |p| p.to_string());
+        self.record(format!("blocks session {parent}? {blocks}"));
         Ok(blocks)
     }
 
-    async fn savepoint(&mut self, id: u32) -> Result<(), ApplyError> {
-        self.record(format!("savepoint {id}"));
+    async fn begin_subtransaction(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        if self.script.max_subtransactions.is_some_and(|max| self.subtransactions.len() >= max) {
+            return Err(ApplyError::Unsupported("this many subtransactions"));
+        }
+        self.subtransactions.push(subxid);
+        self.record(format!("savepoint {subxid}"));
         Ok(())
     }
 
-    async fn rollback_to(&mut self, id: u32) -> Result<(), ApplyError> {
-        self.record(format!("rollback to {id}"));
+    async fn abort_subtransaction(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        if let Some(i) = self.subtransactions.iter().position(|&x| x == subxid) {
+            self.subtransactions.truncate(i + 1);
+        }
+        self.record(format!("rollback to {subxid}"));
         Ok(())
     }
 

@@ -57,28 +57,21 @@ impl ColumnDef {
     }
 }
 
-/// `pg_class.relreplident`: which old-row columns the source logs for UPDATE/DELETE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicaIdentity {
-    /// `d`: the primary key (nothing if there is none).
-    Default,
-    /// `n`: nothing; UPDATE/DELETE cannot be replicated.
-    Nothing,
-    /// `f`: the full old row.
-    Full,
-    /// `i`: the columns of a chosen unique index.
-    Index,
-}
+/// `pg_class.relreplident`: which old-row columns the source logs for UPDATE/DELETE. The same
+/// setting a Relation message carries, so one type serves both.
+pub use pgoutput_decoder::ReplicaIdentity;
 
-impl ReplicaIdentity {
-    fn from_char(c: &str) -> Self {
-        match c {
-            "n" => Self::Nothing,
-            "f" => Self::Full,
-            "i" => Self::Index,
-            _ => Self::Default,
-        }
-    }
+/// `relreplident` of `table` as a [`ReplicaIdentity`]; a value this version does not know is
+/// an error, not a guess (a wrong guess would find rows by the wrong columns).
+fn replica_identity(table: &QualifiedName, relreplident: &str) -> Result<ReplicaIdentity, Error> {
+    let known = match relreplident.as_bytes() {
+        [b] => ReplicaIdentity::from_byte(*b),
+        _ => None,
+    };
+    known.ok_or_else(|| Error::UnknownReplicaIdentity {
+        table: table.clone(),
+        value: relreplident.to_owned(),
+    })
 }
 
 /// The OID of an ordinary or partitioned table `name` on `side` ("source" or "target"), if
@@ -448,13 +441,13 @@ async fn load_table(client: &Client, queries: &TableQueries, oid: u32) -> Result
         .db_context(|| format!("reading table with oid {oid} on the source"))?;
     let schema: String = row.get(0);
     let name: String = row.get(1);
-    let replica_identity = ReplicaIdentity::from_char(&row.get::<_, String>(2));
+    let qualified = QualifiedName::new(schema.clone(), name.clone());
+    let replica_identity = replica_identity(&qualified, &row.get::<_, String>(2))?;
     // Summed over the leaf partitions for a partitioned table.
     let reltuples: f64 = row.get::<_, Option<f64>>(3).unwrap_or(-1.0);
     let bytes: Option<i64> = row.get(4);
     let is_partitioned: bool = row.get(5);
     let pages = u64::try_from(row.get::<_, i64>(6)).unwrap_or(0);
-    let qualified = QualifiedName::new(schema.clone(), name.clone());
 
     let columns = client.query(&queries.columns, &[&oid, &FIRST_NORMAL_OBJECT_ID]).await;
     let columns = columns.map(|rows| columns_of(&rows)).map_err(|source| Error::Db {
@@ -649,6 +642,25 @@ pub(crate) async fn read_sequence(client: &Client, seq: &mut SequenceDef) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replica_identity_is_read_or_refused() {
+        let t = QualifiedName::new("s".to_owned(), "t".to_owned());
+        assert_eq!(replica_identity(&t, "d").unwrap(), ReplicaIdentity::Default);
+        assert_eq!(replica_identity(&t, "n").unwrap(), ReplicaIdentity::Nothing);
+        assert_eq!(replica_identity(&t, "f").unwrap(), ReplicaIdentity::Full);
+        assert_eq!(replica_identity(&t, "i").unwrap(), ReplicaIdentity::Index);
+        for unknown in ["x", "", "dd"] {
+            let e = replica_identity(&t, unknown).unwrap_err();
+            assert!(matches!(e, Error::UnknownReplicaIdentity { .. }), "{unknown:?}: {e}");
+        }
+        assert_eq!(
+            replica_identity(&t, "x").unwrap_err().to_string(),
+            "table \"s\".\"t\" has replica identity \"x\" on the source, which pgmirror does \
+             not know; set a known one (ALTER TABLE \"s\".\"t\" REPLICA IDENTITY DEFAULT, FULL \
+             or USING INDEX ...) or use a pgmirror that supports this PostgreSQL version"
+        );
+    }
 
     fn table(oid: u32) -> TableDef {
         TableDef {

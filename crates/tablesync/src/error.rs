@@ -30,6 +30,16 @@ pub enum Error {
         /// The name looked up.
         table: QualifiedName,
     },
+    /// The source reports a replica identity setting this version does not know.
+    #[error(
+        "table {table} has replica identity {value:?} on the source, which pgmirror does not know; set a known one (ALTER TABLE {table} REPLICA IDENTITY DEFAULT, FULL or USING INDEX ...) or use a pgmirror that supports this PostgreSQL version"
+    )]
+    UnknownReplicaIdentity {
+        /// The table.
+        table: QualifiedName,
+        /// `pg_class.relreplident` as the source sent it.
+        value: String,
+    },
     /// A `schema.*` entry names a schema the source does not have.
     #[error(
         "schema \"{schema}\" not found on the source (from `{pattern}`); check the spelling (unquoted names are folded to lower case, quote others: '\"My Schema\".*')"

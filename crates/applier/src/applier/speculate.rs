@@ -9,10 +9,10 @@
 //! `streaming = parallel`).
 //!
 //! The spill file is still written: it stays the truth. Whatever speculation cannot follow (a
-//! prepared transaction, more than [`MAX_SAVEPOINTS`] subtransactions, an error) just drops
-//! the second session, which rolls its work back, and the transaction is replayed from the
-//! spill at its commit as before. Subtransactions get savepoints, so a rolled-back one is
-//! undone in place.
+//! prepared transaction, a subtransaction the fork cannot undo, an error) just drops the
+//! second session, which rolls its work back, and the transaction is replayed from the spill at
+//! its commit as before. A fork that supports subtransactions
+//! ([`Target::begin_subtransaction`]) undoes a rolled-back one in place.
 //!
 //! Why the two sessions never wait on each other: on the primary, a transaction that commits
 //! before the streamed one cannot touch a row the streamed one has changed (it would wait for
@@ -24,10 +24,10 @@
 //! That argument holds for the primary's constraints. A target that has more (a unique index
 //! or a trigger the primary lacks) can still make the main session wait for a row the second
 //! session holds, and the second session only commits at a Stream Commit that the applier
-//! reads after the main session is done: a deadlock through the client, which PostgreSQL's
-//! detector cannot see. So every operation of the main session is [`watched`]: once it has
-//! taken [`LOCK_CHECK_AFTER`] while a speculation is open, the second session is asked
-//! whether the main session waits for one of its locks ([`Target::blocks`]), and again every
+//! reads after the main session is done: a deadlock through the client, which the target's
+//! own deadlock detector cannot see. So every operation of the main session is [`watched`]:
+//! once it has taken [`LOCK_CHECK_AFTER`] while a speculation is open, the second session is
+//! asked whether the main session waits for it ([`Target::blocks_parent`]), and again every
 //! [`LOCK_CHECK_EVERY`]. If it does, or if the operation has not finished after
 //! [`speculation_patience`](crate::ApplierConfig::speculation_patience) (a wait through a
 //! third session, which the lock check does not follow), the second session is dropped,
@@ -41,35 +41,27 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgoutput_decoder::{LogicalMessage, Lsn, Relation, StreamCommit};
+use pgoutput_decoder::{LogicalMessage, Lsn, PgTimestamp, Relation, StreamCommit};
 
-use super::{Applier, to_change};
+use super::relations::Relations;
 use crate::error::ApplyError;
 use crate::target::{CommitInfo, Target, TxnInfo};
 
 /// A streamed transaction being applied on its own target session.
 #[derive(Debug)]
-pub(super) struct Speculation<T> {
+struct Speculation<T> {
     /// Top-level xid of the streamed transaction.
-    pub(super) xid: u32,
+    xid: u32,
     target: T,
-    /// The main session, as [`Target::session`] names it (to ask `target` whether it is in
-    /// its way).
-    main_session: Option<u32>,
     /// Relations as this transaction described them (they must not replace the cache other
     /// transactions use).
     overlay: HashMap<u32, Arc<Relation>>,
     /// Changes applied so far.
     changes: u64,
-    /// Subtransactions with changes, in the order of their first change: each has a savepoint
-    /// named after its xid.
-    savepoints: Vec<u32>,
+    /// Subtransactions with changes, in the order of their first change (each begun on the
+    /// fork with [`Target::begin_subtransaction`]).
+    subtransactions: Vec<u32>,
 }
-
-/// Savepoints at most in one speculated transaction. Beyond 64 subtransactions a PostgreSQL
-/// backend's cache of them overflows, and every snapshot on the target gets slower; a
-/// transaction with that many (an exception block per row, say) is left to the spill.
-const MAX_SAVEPOINTS: usize = 32;
 
 /// How long a main-session operation runs before the second session is first asked whether
 /// it holds the main session up. Most operations take well under a millisecond.
@@ -92,13 +84,21 @@ enum Forking {
 /// The speculation, if one is open, and whether to try the next.
 #[derive(Debug)]
 pub(super) struct Ahead<T> {
-    pub(super) spec: Option<Speculation<T>>,
+    spec: Option<Speculation<T>>,
     forking: Forking,
     /// How long a main-session operation may wait before the speculation is given up.
     patience: Duration,
 }
 
-impl<T> Ahead<T> {
+/// A speculated transaction committed on its session.
+pub(super) struct Committed {
+    /// Durable on the target up to here: the fork's commit, and the main session's before it.
+    pub(super) durable: Lsn,
+    /// Changes it applied.
+    pub(super) changes: u64,
+}
+
+impl<T: Target> Ahead<T> {
     pub(super) fn new(patience: Duration) -> Self {
         Ahead { spec: None, forking: Forking::Maybe, patience }
     }
@@ -109,89 +109,77 @@ impl<T> Ahead<T> {
             self.forking = Forking::Unsupported;
         }
     }
-}
 
-impl<T: Target> Applier<T> {
-    /// At Stream Start: begins speculation on the first chunk of a streamed transaction when
-    /// none is running, and in every case commits what the main session holds before a chunk
-    /// of the speculated transaction is applied. Returns an LSN to confirm, if that made one
-    /// durable.
-    pub(super) async fn speculate_on_stream_start(
-        &mut self,
-        xid: u32,
-        first_segment: bool,
-    ) -> Result<Option<Lsn>, ApplyError> {
-        let start =
-            first_segment && self.ahead.spec.is_none() && self.ahead.forking == Forking::Maybe;
-        if !start && self.ahead.spec.as_ref().is_none_or(|s| s.xid != xid) {
-            return Ok(None);
-        }
-        let confirm = if self.pending_commits > 0 { self.flush().await? } else { None };
-        if start {
-            match self.open_speculation(xid).await {
-                Ok(Some(spec)) => {
-                    tracing::debug!(xid, "applying a streamed transaction as it arrives");
-                    self.ahead.spec = Some(spec);
-                }
-                Ok(None) => self.ahead.forking = Forking::Unsupported,
-                Err(e) => abandon_log(xid, &e),
-            }
-        }
-        Ok(confirm)
+    /// Whether a speculation is open.
+    pub(super) fn is_open(&self) -> bool {
+        self.spec.is_some()
     }
 
-    /// A second session with transaction `xid` begun on it; `None` when the target has none.
-    async fn open_speculation(&mut self, xid: u32) -> Result<Option<Speculation<T>>, ApplyError> {
-        let Some(mut target) = self.target.fork().await? else { return Ok(None) };
-        let info = TxnInfo {
-            xid,
-            // Not known before the commit; only error messages would show it.
-            commit_lsn: Lsn::ZERO,
-            commit_time: pgoutput_decoder::PgTimestamp(0),
-            streamed: true,
-            gid: None,
+    /// Whether streamed transaction `xid` is being applied ahead.
+    pub(super) fn is_applying(&self, xid: u32) -> bool {
+        self.spec.as_ref().is_some_and(|s| s.xid == xid)
+    }
+
+    /// At a Stream Start of `xid`: `Some(start)` when a chunk of it is to be applied ahead,
+    /// `start` when its speculation is to be opened (its first chunk, none open, forking not
+    /// ruled out). The main session must commit what it holds first (see the module docs).
+    pub(super) fn at_stream_start(&self, xid: u32, first_segment: bool) -> Option<bool> {
+        let start = first_segment && self.spec.is_none() && self.forking == Forking::Maybe;
+        (start || self.is_applying(xid)).then_some(start)
+    }
+
+    /// Opens the speculation of `xid` on a fork of `main`, with the transaction begun on it.
+    pub(super) async fn open(&mut self, main: &mut T, xid: u32) {
+        let opened = async {
+            let Some(mut target) = main.fork().await? else { return Ok(None) };
+            let info = TxnInfo {
+                xid,
+                // Not known before the commit; only error messages would show it.
+                commit_lsn: Lsn::ZERO,
+                commit_time: PgTimestamp(0),
+                streamed: true,
+                gid: None,
+            };
+            target.begin(&info).await?;
+            Ok(Some(target))
         };
-        target.begin(&info).await?;
-        Ok(Some(Speculation {
-            xid,
-            target,
-            main_session: self.target.session(),
-            overlay: HashMap::new(),
-            changes: 0,
-            savepoints: Vec::new(),
-        }))
+        match opened.await {
+            Ok(Some(target)) => {
+                tracing::debug!(xid, "applying a streamed transaction as it arrives");
+                let (overlay, subtransactions) = (HashMap::new(), Vec::new());
+                self.spec = Some(Speculation { xid, target, overlay, changes: 0, subtransactions });
+            }
+            Ok(None) => self.forking = Forking::Unsupported,
+            Err(e) => abandon_log(xid, &e),
+        }
     }
 
     /// One message of a stream block of transaction `top` (already in its spill): applied on
-    /// the second session when that transaction is being speculated.
-    pub(super) async fn speculate_message(&mut self, top: u32, msg: &LogicalMessage) {
-        let Some(spec) = self.ahead.spec.as_mut().filter(|s| s.xid == top) else { return };
+    /// the fork when that transaction is being speculated.
+    pub(super) async fn apply(&mut self, top: u32, msg: &LogicalMessage, cache: &mut Relations) {
+        let Some(spec) = self.spec.as_mut().filter(|s| s.xid == top) else { return };
         let result = match msg {
             LogicalMessage::Relation(r) => {
                 let rel = Arc::new(r.clone());
                 spec.overlay.insert(rel.rel_id, Arc::clone(&rel));
-                spec.target.relation(&rel, &self.types).await
+                spec.target.relation(&rel, cache.types()).await
             }
             LogicalMessage::Type(t) => {
-                self.types.insert(t.type_oid, t.clone());
+                cache.announced(t.clone());
                 Ok(())
             }
             m => {
-                // A subtransaction's first change: a savepoint, so that its abort (which may
-                // still come) undoes it and what came after it, which can only be its own
-                // subtransactions' changes. The spill and the native subscriber cut there too.
+                // A subtransaction's first change: its abort (which may still come) undoes it
+                // and what came after it, which can only be its own subtransactions' changes.
+                // The spill and the native subscriber cut there too.
                 let new_subxact =
-                    m.stream_xid().filter(|&x| x != top && !spec.savepoints.contains(&x));
-                let relations = &self.relations;
+                    m.stream_xid().filter(|&x| x != top && !spec.subtransactions.contains(&x));
                 async {
                     if let Some(x) = new_subxact {
-                        if spec.savepoints.len() >= MAX_SAVEPOINTS {
-                            return Err(ApplyError::Unsupported("this many subtransactions"));
-                        }
-                        spec.savepoints.push(x);
-                        spec.target.savepoint(x).await?;
+                        spec.subtransactions.push(x);
+                        spec.target.begin_subtransaction(x).await?;
                     }
-                    let change = to_change(m.clone(), relations, Some(&spec.overlay))?;
+                    let change = cache.change(m.clone(), Some(&spec.overlay))?;
                     spec.changes += 1;
                     spec.target.change(change).await
                 }
@@ -200,64 +188,43 @@ impl<T: Target> Applier<T> {
         };
         if let Err(e) = result {
             abandon_log(top, &e);
-            self.ahead.spec = None;
+            self.spec = None;
         }
     }
 
-    /// Stream Abort of subtransaction `subxid` of `xid`: returns to its savepoint, if it
-    /// made changes. (A subtransaction without changes has none, and nothing to undo.)
-    pub(super) async fn speculate_subxact_abort(&mut self, xid: u32, subxid: u32) {
-        let Some(spec) = self.ahead.spec.as_mut().filter(|s| s.xid == xid) else { return };
-        let Some(i) = spec.savepoints.iter().position(|&x| x == subxid) else { return };
-        // Later savepoints are gone with the changes after this one.
-        spec.savepoints.truncate(i + 1);
-        if let Err(e) = spec.target.rollback_to(subxid).await {
+    /// Stream Abort of subtransaction `subxid` of `xid`: undone on the fork, if it made
+    /// changes. (A subtransaction without changes has nothing to undo.)
+    pub(super) async fn abort_subtransaction(&mut self, xid: u32, subxid: u32) {
+        let Some(spec) = self.spec.as_mut().filter(|s| s.xid == xid) else { return };
+        let Some(i) = spec.subtransactions.iter().position(|&x| x == subxid) else { return };
+        // Later subtransactions are gone with the changes after this one's first.
+        spec.subtransactions.truncate(i + 1);
+        if let Err(e) = spec.target.abort_subtransaction(subxid).await {
             abandon_log(xid, &e);
-            self.ahead.spec = None;
+            self.spec = None;
         }
     }
 
-    /// Stream Abort of a whole transaction, or Stream Prepare: its speculation (if any) is
-    /// dropped, which rolls the second session back.
-    pub(super) fn speculate_drop(&mut self, xid: u32) {
-        if self.ahead.spec.as_ref().is_some_and(|s| s.xid == xid) {
-            self.ahead.spec = None;
+    /// Stream Abort of a whole transaction, Stream Prepare, or a Stream Commit the target
+    /// already has: its speculation (if any) is dropped, which rolls the fork back.
+    pub(super) fn give_up(&mut self, xid: u32) {
+        if self.is_applying(xid) {
+            self.spec = None;
         }
     }
 
-    /// Stream Commit of a speculated transaction: commits the main session's earlier work,
-    /// then the speculated transaction with its progress. `None` when `c` is not being
-    /// speculated (the caller replays its spill); `Some(lsn to confirm)` when it is done.
-    pub(super) async fn speculate_commit(
+    /// Stream Commit of `c`: commits its speculation, if one is (still) open, and waits until
+    /// that is durable.
+    pub(super) async fn commit(
         &mut self,
         c: &StreamCommit,
-    ) -> Result<Option<Option<Lsn>>, ApplyError> {
-        if self.ahead.spec.as_ref().is_none_or(|s| s.xid != c.xid) {
-            return Ok(None);
-        }
-        if self.start_progress.is_some_and(|p| c.end_lsn <= p) {
-            // The target had it already (sent again after a restart): roll the copy back.
-            self.ahead.spec = None;
-            self.streams.remove(&c.xid);
-            self.stats.skipped_txns += 1;
-            return Ok(Some(None));
-        }
-        if self.pending_commits > 0 {
-            // Watched: this may give the speculation up, and then the spill is replayed.
-            self.flush().await?;
-        }
-        let Some(mut spec) = self.ahead.spec.take() else { return Ok(None) };
-        self.streams.remove(&c.xid);
+    ) -> Result<Option<Committed>, ApplyError> {
+        let Some(mut spec) = self.spec.take_if(|s| s.xid == c.xid) else { return Ok(None) };
         spec.target.commit(&CommitInfo::from(c)).await?;
-        // A forked session's flush returns only once its COMMIT is durable, and that makes
-        // the main session's earlier commits durable too: they are before it in the WAL.
+        // A fork's flush returns only once its COMMIT is durable, and that makes the main
+        // session's earlier commits durable too: they are before it in the WAL.
         let durable = spec.target.flush().await?.unwrap_or(c.end_lsn);
-        self.stats.applied_txns += 1;
-        self.stats.speculated_txns += 1;
-        self.stats.changes += spec.changes;
-        self.last_applied = Some(self.last_applied.map_or(c.end_lsn, |l| l.max(c.end_lsn)));
-        self.durable = Some(self.durable.map_or(durable, |d| d.max(durable)));
-        Ok(Some(self.report()))
+        Ok(Some(Committed { durable, changes: spec.changes }))
     }
 }
 
@@ -307,15 +274,13 @@ pub(super) async fn watched<T: Target, F: Future>(ahead: &mut Ahead<T>, op: F) -
 }
 
 /// Resolves, with the time since the start, once the speculation's session reports that it
-/// holds a lock the main session waits for, or with its error; never when the target cannot
-/// tell.
+/// holds something the main session waits for, or with its error.
 async fn in_the_way<T: Target>(spec: &mut Speculation<T>) -> Result<Duration, ApplyError> {
-    let Some(main) = spec.main_session else { return std::future::pending().await };
     let started = tokio::time::Instant::now();
     let mut pause = LOCK_CHECK_AFTER;
     loop {
         tokio::time::sleep(pause).await;
-        if spec.target.blocks(main).await? {
+        if spec.target.blocks_parent().await? {
             return Ok(started.elapsed());
         }
         pause = LOCK_CHECK_EVERY;

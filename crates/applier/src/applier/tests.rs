@@ -47,6 +47,8 @@ async fn feed(
     let mut confirmed = Vec::new();
     for m in msgs {
         confirmed.extend(a.handle(m).await.unwrap());
+        // One definition of "nothing to do": a quiescent applier has nothing due either.
+        assert!(!a.is_quiescent() || a.next_deadline().is_none());
     }
     confirmed
 }

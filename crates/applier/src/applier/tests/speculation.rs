@@ -162,7 +162,8 @@ async fn a_subtransaction_abort_returns_the_fork_to_its_savepoint() {
 
 #[tokio::test]
 async fn beyond_32_subtransactions_the_transaction_is_left_to_its_spill() {
-    let (mut a, log) = described(forking(), cfg()).await;
+    let script = Script { max_subtransactions: Some(32), ..forking() };
+    let (mut a, log) = described(script, cfg()).await;
     let mut msgs = stream_block(9, true, in_subtransactions(33));
     msgs.push(stream_commit(9, 0x100));
     assert_eq!(feed(&mut a, msgs).await, []);

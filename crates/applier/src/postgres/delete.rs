@@ -1,0 +1,128 @@
+//! Deletes: by key, batched into one set-based statement over arrays; for `REPLICA IDENTITY
+//! FULL`, one row at a time.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use pgoutput_decoder::{Lsn, OldTuple, Relation, Tuple};
+
+use crate::error::{ApplyError, Op};
+
+use super::PostgresTarget;
+use super::identity::{RowKey, column_binary, key_picks};
+use super::runs::{Run, RunKind, tuple_bytes};
+use super::table::StmtKey;
+use super::value::{self, Param};
+
+impl PostgresTarget {
+    pub(super) async fn delete(
+        &mut self,
+        rel: Arc<Relation>,
+        old: OldTuple,
+    ) -> Result<(), ApplyError> {
+        self.table(&rel).await?;
+        let t = &self.catalog.tables[&rel.rel_id];
+        if t.full_identity() {
+            let OldTuple::Full(old) = old else {
+                return Err(ApplyError::MissingIdentity {
+                    table: t.name.to_string(),
+                    op: Op::Delete,
+                    detail: "replica identity full without the old row".into(),
+                });
+            };
+            self.leave_others(rel.rel_id).await?;
+            self.end_table_run(rel.rel_id).await?;
+            return self.full_identity_row(rel.rel_id, Op::Delete, None, &old).await;
+        }
+        let key = Self::key_values(t, Op::Delete, Some(old.tuple()), None)?;
+        self.delete_by_key(rel, key).await
+    }
+
+    async fn delete_by_key(&mut self, rel: Arc<Relation>, key: Tuple) -> Result<(), ApplyError> {
+        let rel_id = rel.rel_id;
+        let t = &self.catalog.tables[&rel_id];
+        let batchable = !t.key.iter().any(|&k| t.cols[k].is_array);
+        let key_binary = column_binary(&key);
+        let key_bytes = RowKey::of(&key);
+        let key_tuple = key;
+        self.leave_others(rel_id).await?;
+        if !batchable {
+            self.end_table_run(rel_id).await?;
+            return self.delete_row(rel_id, self.commit_lsn(), &key_tuple).await;
+        }
+        let fits = self.run_index(rel_id).is_some_and(|i| match &self.runs[i] {
+            Run { rel: r, kind: RunKind::Delete { key_binary: kb, rows, keys }, .. } => {
+                Arc::ptr_eq(r, &rel)
+                    && **kb == *key_binary
+                    && rows.len() < self.cfg.batch_max_rows
+                    && !keys.contains(&key_bytes)
+            }
+            _ => false,
+        });
+        let i = match self.run_index(rel_id) {
+            Some(i) if fits => i,
+            _ => {
+                let kind = RunKind::Delete {
+                    key_binary: key_binary.into(),
+                    rows: Vec::new(),
+                    keys: HashSet::new(),
+                };
+                self.start_run(&rel, kind).await?
+            }
+        };
+        let bytes = tuple_bytes(&key_tuple);
+        let RunKind::Delete { rows, keys, .. } = &mut self.runs[i].kind else { unreachable!() };
+        keys.insert(key_bytes);
+        rows.push(key_tuple);
+        self.buffered_more(i, bytes).await
+    }
+
+    async fn delete_row(
+        &mut self,
+        rel_id: u32,
+        commit_lsn: Lsn,
+        key: &Tuple,
+    ) -> Result<(), ApplyError> {
+        let t = &self.catalog.tables[&rel_id];
+        let m = t.key_match();
+        let (stmt, table) = self
+            .statement(rel_id, Op::Delete, StmtKey::Delete { matched: m.clone() }, move |t| {
+                t.delete_sql(&m)
+            })
+            .await?;
+        let params: Vec<Param> = key.values().filter_map(Param::from_value).collect();
+        self.push_change(stmt, params, table, Op::Delete, commit_lsn, 1).await
+    }
+
+    pub(super) async fn flush_delete_run(
+        &mut self,
+        rel_id: u32,
+        commit_lsn: Lsn,
+        rows: Vec<Tuple>,
+        key_binary: Box<[bool]>,
+    ) -> Result<(), ApplyError> {
+        if rows.len() < self.cfg.batch_min_rows {
+            for key in &rows {
+                self.delete_row(rel_id, commit_lsn, key).await?;
+            }
+            return Ok(());
+        }
+        let kb = key_binary.clone();
+        let (stmt, table) = self
+            .statement(
+                rel_id,
+                Op::Delete,
+                StmtKey::BatchDelete { binary: key_binary.clone() },
+                move |t| t.batch_delete_sql(&kb),
+            )
+            .await?;
+        let t = &self.catalog.tables[&rel_id];
+        let params: Vec<Param> = value::column_arrays(&rows, &key_picks(t, &key_binary))
+            .into_iter()
+            .map(Param::Binary)
+            .collect();
+        let expected = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        self.stats.batched_rows += expected;
+        self.push_change(stmt, params, table, Op::Delete, commit_lsn, expected).await
+    }
+}

@@ -1,0 +1,228 @@
+//! The target session: statements into the pipeline, prepared statements per table and shape,
+//! the target transaction (opened lazily, committed by [`Target::flush`] with the progress
+//! row), and its subtransactions.
+
+use std::sync::Arc;
+
+use pgoutput_decoder::Lsn;
+use tokio_postgres::{Client, Statement};
+
+use crate::error::{ApplyError, Op};
+
+use super::PostgresTarget;
+use super::pipeline::{Pipeline, Purpose, StmtFuture};
+use super::table::{StmtKey, TableInfo};
+use super::value::Param;
+
+pub(super) fn stmt_future(client: &Arc<Client>, stmt: Statement, params: Vec<Param>) -> StmtFuture {
+    let client = Arc::clone(client);
+    Box::pin(async move { client.execute_raw(&stmt, params).await })
+}
+
+pub(super) fn simple_future(client: &Arc<Client>, sql: String) -> StmtFuture {
+    let client = Arc::clone(client);
+    Box::pin(async move { client.batch_execute(&sql).await.map(|()| 0) })
+}
+
+fn params_bytes(params: &[Param]) -> usize {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Null => 4,
+            Param::Text(b) | Param::Binary(b) => b.len() + 4,
+        })
+        .sum::<usize>()
+        + 32
+}
+
+/// The connection to the target and what is open on it.
+pub(super) struct Session {
+    pub(super) client: Arc<Client>,
+    /// The backend's process id, by which the target's lock tables name it.
+    pub(super) pid: i32,
+    /// For a fork, its parent's backend process id.
+    pub(super) parent: Option<i32>,
+    /// Statements sent and not yet answered.
+    pub(super) pipe: Pipeline,
+    /// A target transaction is open.
+    pub(super) in_txn: bool,
+    /// The savepoints of the target transaction, by subtransaction xid, oldest first.
+    pub(super) savepoints: Vec<u32>,
+    /// An error left the session in an unknown state: every later call fails.
+    pub(super) poisoned: bool,
+}
+
+impl Session {
+    pub(super) fn new(client: Client, pid: i32, pipe: Pipeline) -> Self {
+        Session {
+            client: Arc::new(client),
+            pid,
+            parent: None,
+            pipe,
+            in_txn: false,
+            savepoints: Vec::new(),
+            poisoned: false,
+        }
+    }
+}
+
+/// Savepoints at most in one target transaction. Beyond 64 subtransactions a backend's cache
+/// of them overflows, and every snapshot on the target gets slower; a source transaction with
+/// that many (an exception block per row, say) is applied at its commit instead.
+pub(super) const MAX_SAVEPOINTS: usize = 32;
+
+impl PostgresTarget {
+    /// Sends a statement (ending an open `COPY` first: nothing else may go out during one).
+    pub(super) async fn push(
+        &mut self,
+        fut: StmtFuture,
+        purpose: Purpose,
+        bytes: usize,
+    ) -> Result<(), ApplyError> {
+        self.close_copy().await?;
+        self.stats.statements += 1;
+        self.session.pipe.push(fut, purpose, bytes).await
+    }
+
+    /// Sends a prepared statement for a change (`expected` rows) into the pipeline.
+    pub(super) async fn push_change(
+        &mut self,
+        stmt: Statement,
+        params: Vec<Param>,
+        table: Arc<str>,
+        op: Op,
+        commit_lsn: Lsn,
+        expected: u64,
+    ) -> Result<(), ApplyError> {
+        let bytes = params_bytes(&params);
+        let purpose = Purpose::Change { table, op, commit_lsn, expected };
+        let fut = stmt_future(&self.session.client, stmt, params);
+        self.push(fut, purpose, bytes).await
+    }
+
+    /// Ends the open `COPY`, if any, and waits for every reply: before a query that needs
+    /// its answer.
+    pub(super) async fn quiesce(&mut self) -> Result<(), ApplyError> {
+        self.close_copy().await?;
+        self.session.pipe.drain().await
+    }
+
+    pub(super) async fn ensure_txn(&mut self) -> Result<(), ApplyError> {
+        if !self.session.in_txn {
+            let fut = simple_future(&self.session.client, "BEGIN".to_owned());
+            self.session.pipe.push(fut, Purpose::Other("BEGIN"), 16).await?;
+            self.session.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// The prepared statement `key` for table `rel_id`, preparing it on first use.
+    pub(super) async fn statement(
+        &mut self,
+        rel_id: u32,
+        op: Op,
+        key: StmtKey,
+        sql: impl FnOnce(&TableInfo) -> String,
+    ) -> Result<(Statement, Arc<str>), ApplyError> {
+        let t = self.catalog.tables.get(&rel_id).ok_or(ApplyError::UnknownRelation { rel_id })?;
+        let name = Arc::clone(&t.name);
+        if let Some(s) = t.stmts.get(&key) {
+            return Ok((s.clone(), name));
+        }
+        let sql = sql(t);
+        self.quiesce().await?;
+        let stmt =
+            self.session.client.prepare(&sql).await.map_err(|source| ApplyError::Change {
+                table: name.to_string(),
+                op,
+                commit_lsn: self.commit_lsn(),
+                source,
+            })?;
+        if let Some(t) = self.catalog.tables.get_mut(&rel_id) {
+            t.stmts.insert(key, stmt.clone());
+        }
+        Ok((stmt, name))
+    }
+
+    /// `SAVEPOINT` for subtransaction `subxid`, after every buffered run (their rows belong
+    /// before it).
+    pub(super) async fn savepoint(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        self.guard()?;
+        if self.session.savepoints.len() >= MAX_SAVEPOINTS {
+            return Err(ApplyError::Unsupported("this many subtransactions"));
+        }
+        self.session.savepoints.push(subxid);
+        self.subtransaction_statement(format!("SAVEPOINT s{subxid}"), "SAVEPOINT").await
+    }
+
+    /// `ROLLBACK TO` the savepoint of subtransaction `subxid`, which stays; later ones are gone.
+    pub(super) async fn rollback_to_savepoint(&mut self, subxid: u32) -> Result<(), ApplyError> {
+        self.guard()?;
+        if let Some(i) = self.session.savepoints.iter().position(|&x| x == subxid) {
+            self.session.savepoints.truncate(i + 1);
+        }
+        let sql = format!("ROLLBACK TO SAVEPOINT s{subxid}");
+        self.subtransaction_statement(sql, "ROLLBACK TO").await
+    }
+
+    async fn subtransaction_statement(
+        &mut self,
+        sql: String,
+        what: &'static str,
+    ) -> Result<(), ApplyError> {
+        let r = async {
+            self.ensure_txn().await?;
+            self.end_runs().await?;
+            let fut = simple_future(&self.session.client, sql);
+            self.session.pipe.push(fut, Purpose::Other(what), 32).await
+        }
+        .await;
+        self.check(r)
+    }
+
+    /// Whether the session with backend process id `pid` waits for a lock this one holds
+    /// (`pg_blocking_pids`), asked after every reply this session awaits: the connection reads
+    /// no reply while an earlier one is unclaimed.
+    pub(super) async fn blocks_session(&mut self, pid: i32) -> Result<bool, ApplyError> {
+        self.quiesce().await?;
+        let row = self
+            .session
+            .client
+            .query_one("SELECT pg_backend_pid() = ANY (pg_blocking_pids($1))", &[&pid])
+            .await
+            .map_err(|e| ApplyError::target("asking the target which session blocks", e))?;
+        Ok(row.get(0))
+    }
+
+    /// Commits the target transaction, with the progress row of the last source commit, and
+    /// returns the newest source end LSN that is durable.
+    pub(super) async fn do_flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
+        if let Some(s) = &self.source {
+            return Err(ApplyError::protocol(
+                "flush",
+                format!("inside source transaction {}", s.xid),
+            ));
+        }
+        if self.session.in_txn || self.last_commit.is_some() {
+            self.end_runs().await?;
+            self.ensure_txn().await?;
+            if let Some(c) = &self.last_commit {
+                let fut = self.progress.write(&self.session.client, &self.cfg.mirror_name, c);
+                self.session.pipe.push(fut, Purpose::Other("writing progress"), 128).await?;
+            }
+            let fut = simple_future(&self.session.client, "COMMIT".to_owned());
+            self.session.pipe.push(fut, Purpose::Other("COMMIT"), 16).await?;
+            self.session.pipe.drain().await?;
+            self.session.in_txn = false;
+            self.session.savepoints.clear();
+            self.stats.commits += 1;
+            if let Some(c) = self.last_commit.take() {
+                self.durability.committed(&self.session.client, c.end_lsn).await?;
+            }
+        } else if self.durability.has_unflushed() {
+            self.durability.poll(&self.session.client).await?;
+        }
+        debug_assert!(self.session.pipe.is_empty());
+        Ok(self.durability.durable())
+    }
+}

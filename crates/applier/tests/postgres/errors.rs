@@ -1,0 +1,107 @@
+//! Schema drift and target errors: repaired, or stopped before anything of the group commits.
+
+use applier::{ApplierConfig, ApplyError, Op};
+use pgoutput_decoder::LogicalMessage;
+
+use super::common::{exec_each, setup};
+
+/// A column added on the source is added on the target; a column only the target has stops
+/// the apply before anything of that transaction commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_drift() {
+    let env = setup("drift", "CREATE TABLE t (id int PRIMARY KEY, a text)", false).await;
+    exec_each(
+        &env.src,
+        "INSERT INTO t VALUES (1, 'a');
+             ALTER TABLE t ADD COLUMN b numeric(10,2), ADD COLUMN c varchar(5)[];
+             INSERT INTO t VALUES (2, 'b', 3.25, '{x,y}'); UPDATE t SET b = 1 WHERE id = 1;",
+    )
+    .await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    assert_eq!(applier.target().stats().columns_added, 2);
+    env.assert_same(&["t"]).await;
+    let ty: String = env
+        .dst
+        .query_one("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'b'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ty, "numeric(10,2)");
+
+    // The target gains a column the source does not have: a clear error, nothing applied.
+    env.dst.batch_execute("ALTER TABLE t ADD COLUMN extra int").await.unwrap();
+    exec_each(&env.src, "INSERT INTO t VALUES (3, 'c')").await;
+    let before = env.progress("test").await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let err = env.apply(&msgs, ApplierConfig::default()).await.unwrap_err();
+    assert!(matches!(&err, ApplyError::Schema { detail, .. } if detail.contains("extra")), "{err}");
+    assert_eq!(env.progress("test").await, before);
+    let n: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+}
+
+/// A target-side constraint violation names table, operation and source commit, and rolls
+/// back the whole group: no rows, no progress. (Row 3 exists before the slot, so its update
+/// is not folded into an insert of the group.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_error_is_atomic_and_named() {
+    let env = setup(
+        "err",
+        "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (3, 3)",
+        false,
+    )
+    .await;
+    env.dst.batch_execute("ALTER TABLE t ADD CONSTRAINT small CHECK (v < 100)").await.unwrap();
+    exec_each(&env.src, "INSERT INTO t VALUES (1, 1); INSERT INTO t VALUES (2, 2); UPDATE t SET v = 500 WHERE id = 3").await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let last_commit = msgs
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            LogicalMessage::Begin(b) => Some(b.final_lsn),
+            _ => None,
+        })
+        .unwrap();
+    let err = env.apply(&msgs, ApplierConfig::default()).await.unwrap_err();
+    match &err {
+        ApplyError::Change { table, op, commit_lsn, .. } => {
+            assert_eq!(table, "\"public\".\"t\"");
+            assert_eq!(*op, Op::Update);
+            assert_eq!(*commit_lsn, last_commit);
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("23514"));
+    assert_eq!(env.progress("test").await, None);
+    let n: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+}
+
+/// An update folded into the group's insert of the same row fails as that insert: the error
+/// names the insert and the first source commit of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folded_update_error_names_the_insert() {
+    let env = setup("errfold", "CREATE TABLE t (id int PRIMARY KEY, v int)", false).await;
+    env.dst.batch_execute("ALTER TABLE t ADD CONSTRAINT small CHECK (v < 100)").await.unwrap();
+    exec_each(&env.src, "INSERT INTO t VALUES (1, 1); INSERT INTO t VALUES (2, 2); UPDATE t SET v = 500 WHERE id = 2").await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let first_commit = msgs
+        .iter()
+        .find_map(|m| match m {
+            LogicalMessage::Begin(b) => Some(b.final_lsn),
+            _ => None,
+        })
+        .unwrap();
+    let err = env.apply(&msgs, ApplierConfig::default()).await.unwrap_err();
+    match &err {
+        ApplyError::Change { table, op, commit_lsn, .. } => {
+            assert_eq!(table, "\"public\".\"t\"");
+            assert_eq!(*op, Op::Insert);
+            assert_eq!(*commit_lsn, first_commit);
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("23514"));
+    assert_eq!(env.progress("test").await, None);
+}

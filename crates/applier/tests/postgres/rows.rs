@@ -1,0 +1,227 @@
+//! Rows found and changed: COPY and set-based runs, text format, TOAST, `REPLICA IDENTITY
+//! FULL`, TRUNCATE.
+
+use applier::ApplierConfig;
+use pgoutput_decoder::{Column, LogicalMessage};
+use rand::SeedableRng;
+
+use super::common::{count, exec_each, last_end, setup};
+
+/// Store schema and data through COPY runs, OLTP transactions from several interleaved
+/// sessions, bulk updates (set-based), key changes, deletes, NULLs; then dedupe on re-apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_workload_and_dedupe() {
+    let env = setup("store", store::SCHEMA_SQL, false).await;
+    store::populate(&env.src, &store::Scale::tiny()).await.unwrap();
+    // Interleaved OLTP transactions from three sessions.
+    let mut tasks = Vec::new();
+    for seed in 0..3u64 {
+        let mut client = env.source_session().await;
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            for _ in 0..15 {
+                store::oltp_transaction(&mut client, &mut rng).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    exec_each(
+        &env.src,
+        "UPDATE products SET price = price + 1, thumbnail = NULL WHERE id % 2 = 0;
+             UPDATE customers SET phone = NULL, preferences = '{\"x\": [1, null]}' WHERE id <= 5;
+             UPDATE order_items SET line_no = line_no + 10 WHERE line_no = 1;
+             UPDATE order_items SET line_no = 1 WHERE line_no = 12;
+             DELETE FROM order_items WHERE line_no = 3;
+             UPDATE orders SET note = 'x' || id, shipped_at = now() WHERE status = 'paid';",
+    )
+    .await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    assert!(count(&msgs, |m| matches!(m, LogicalMessage::Commit(_))) > 45);
+    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    env.assert_same(&store::TABLES).await;
+    let stats = applier.target().stats();
+    assert!(stats.copied_rows > 50, "populate went through COPY: {stats:?}");
+    assert!(stats.batched_rows > 10, "bulk updates went set-based: {stats:?}");
+    assert_eq!(stats.missing_rows, 0);
+    assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
+    let applied = applier.stats().applied_txns;
+
+    // Re-applying the same stream (a restart that resends) changes nothing.
+    let again = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    assert_eq!(again.stats().applied_txns, 0);
+    assert_eq!(again.stats().skipped_txns, applied);
+    env.assert_same(&store::TABLES).await;
+    // Nothing new: quiescent, so a clean stop does not wait for a durability that is not coming.
+    assert!(again.is_quiescent());
+    let idle = applier::Applier::new(env.target("test").await, ApplierConfig::default()).await;
+    assert!(idle.unwrap().is_quiescent());
+
+    // Half applied before a "crash": the rest is applied exactly once.
+    let half = msgs.len() / 2;
+    env.dst
+        .batch_execute(
+            "TRUNCATE customers, products, orders, order_items; DELETE FROM pgmirror.progress",
+        )
+        .await
+        .unwrap();
+    let first = env.apply(&msgs[..half], ApplierConfig::default()).await.unwrap();
+    drop(first);
+    env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    env.assert_same(&store::TABLES).await;
+}
+
+/// The same workload in text format (text COPY, `text[]::type[]` arrays), small batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_text_format() {
+    let env = setup("storetext", store::SCHEMA_SQL, false).await;
+    store::populate(&env.src, &store::Scale::tiny()).await.unwrap();
+    exec_each(
+        &env.src,
+        "UPDATE products SET price = price * 2, tags = ARRAY['a,b', 'c\"d', NULL]::text[];
+             DELETE FROM order_items WHERE order_id % 3 = 0;",
+    )
+    .await;
+    let msgs = env.fetch(1, false, &[], None).await;
+    assert!(msgs.iter().all(|m| match m {
+        LogicalMessage::Insert(i) => i.new.iter().all(|v| !matches!(v, Column::Binary(_))),
+        _ => true,
+    }));
+    let cfg = ApplierConfig { max_batch_rows: 7, ..ApplierConfig::default() };
+    let applier = env.apply(&msgs, cfg).await.unwrap();
+    env.assert_same(&store::TABLES).await;
+    // Every transaction is over the row bound, so each one was flushed on its own.
+    assert_eq!(applier.stats().flushes, applier.stats().applied_txns);
+    assert!(applier.stats().applied_txns >= 3);
+}
+
+/// Updates that leave a TOASTed value alone send it as "unchanged"; the target keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toasted_value_untouched() {
+    let env =
+        setup("toast", "CREATE TABLE doc (id int PRIMARY KEY, n int, body text)", false).await;
+    exec_each(
+        &env.src,
+        "ALTER TABLE doc ALTER COLUMN body SET STORAGE EXTERNAL;
+             INSERT INTO doc SELECT g, 0, repeat(md5(g::text), 400) FROM generate_series(1, 5) g;
+             UPDATE doc SET n = n + 1;
+             UPDATE doc SET n = n + 1, body = body || 'x' WHERE id = 1;",
+    )
+    .await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let unchanged = count(
+        &msgs,
+        |m| matches!(m, LogicalMessage::Update(u) if u.new.iter().any(Column::is_unchanged_toast)),
+    );
+    assert!(unchanged >= 5, "the source sent unchanged TOAST values");
+    env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    env.assert_same(&["doc"]).await;
+}
+
+/// REPLICA IDENTITY FULL without a primary key: duplicates are changed one at a time,
+/// NULLs and json (no equality operator) match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_identity_full_duplicates() {
+    let schema =
+        "CREATE TABLE bag (a int, b text, j json, p point); ALTER TABLE bag REPLICA IDENTITY FULL;";
+    let env = setup("full", schema, false).await;
+    exec_each(
+        &env.src,
+        "INSERT INTO bag VALUES (1, 'x', '{\"k\": 1}', '(1,2)'), (1, 'x', '{\"k\": 1}', '(1,2)'),
+                                    (1, 'x', '{\"k\": 1}', '(1,2)'), (2, NULL, NULL, NULL);
+             UPDATE bag SET b = 'y' WHERE ctid = (SELECT ctid FROM bag WHERE a = 1 LIMIT 1);
+             DELETE FROM bag WHERE ctid = (SELECT ctid FROM bag WHERE a = 1 AND b = 'x' LIMIT 1);
+             UPDATE bag SET a = 3 WHERE b IS NULL;",
+    )
+    .await;
+    for binary in [true, false] {
+        let msgs = env.fetch(1, binary, &[], None).await;
+        if binary {
+            env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+            env.assert_same(&["bag"]).await;
+            // Now in text format: more of the same on top.
+            exec_each(&env.src, "INSERT INTO bag VALUES (2, NULL, NULL, NULL); DELETE FROM bag WHERE a = 3; UPDATE bag SET j = '[1]' WHERE a = 1").await;
+        } else {
+            env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+        }
+    }
+    env.assert_same(&["bag"]).await;
+    let rows: i64 =
+        env.dst.query_one("SELECT count(*) FROM bag WHERE a = 1", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 2);
+}
+
+/// REPLICA IDENTITY FULL on a table with a (non-unique) index: rows are found through the
+/// index, as PostgreSQL 16's own subscriber does, not by a scan of the table per change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_identity_rows_are_found_through_an_index() {
+    let schema = "CREATE TABLE ibag (a int, b text, c int); CREATE INDEX ibag_a ON ibag (a); \
+                  ALTER TABLE ibag REPLICA IDENTITY FULL;";
+    let env = setup("fullidx", schema, false).await;
+    exec_each(
+        &env.src,
+        "INSERT INTO ibag SELECT i % 500, 'v' || i, NULLIF(i % 3, 0) FROM generate_series(1, 2000) i;
+             UPDATE ibag SET b = b || '!' WHERE a = 7;
+             UPDATE ibag SET c = 9 WHERE c IS NULL AND a < 50;
+             DELETE FROM ibag WHERE a = 8;
+             DELETE FROM ibag WHERE c IS NULL AND a > 490",
+    )
+    .await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    env.assert_same(&["ibag"]).await;
+    // The applier's session reports its statistics when it ends.
+    drop(applier);
+    let mut scans: i64 = 0;
+    for _ in 0..100 {
+        env.dst.batch_execute("SELECT pg_stat_clear_snapshot()").await.unwrap();
+        scans = env
+            .dst
+            .query_one(
+                "SELECT coalesce(idx_scan, 0) FROM pg_stat_user_indexes WHERE indexrelname = 'ibag_a'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if scans > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // About 4 + 33 + 4 + 12 single-row changes, each one index scan.
+    assert!(scans >= 40, "index scans: {scans}");
+}
+
+/// TRUNCATE ... CASCADE RESTART IDENTITY reaches every table, and the target's sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_cascade_restart_identity() {
+    let schema =
+        "CREATE TABLE parent (id int GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, v text);
+                  CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id));";
+    let env = setup("trunc", schema, false).await;
+    exec_each(
+        &env.src,
+        "INSERT INTO parent (v) VALUES ('a'), ('b'); INSERT INTO child VALUES (1, 1), (2, 2);
+             TRUNCATE parent, child RESTART IDENTITY CASCADE;
+             INSERT INTO parent (v) VALUES ('c');",
+    )
+    .await;
+    let msgs = env.fetch(1, true, &[], None).await;
+    let truncate = msgs.iter().find_map(|m| match m {
+        LogicalMessage::Truncate(t) => Some(t.clone()),
+        _ => None,
+    });
+    let truncate = truncate.expect("a truncate message");
+    assert!(truncate.restart_identity && truncate.cascade && truncate.rel_ids.len() == 2);
+    env.dst
+        .batch_execute("SELECT setval(pg_get_serial_sequence('parent', 'id'), 50)")
+        .await
+        .unwrap();
+    env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+    env.assert_same(&["parent", "child"]).await;
+    let called: bool =
+        env.dst.query_one("SELECT is_called FROM parent_id_seq", &[]).await.unwrap().get(0);
+    assert!(!called, "RESTART IDENTITY reset the target's sequence");
+}
