@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt, future::try_join_all};
+use pgconn::quote_literal;
 use tokio_postgres::Client;
 
 use crate::catalog::TableDef;
 use crate::error::{BoxError, Error};
-use crate::ident::{QualifiedName, quote_literal};
+use crate::ident::QualifiedName;
 
 /// Session settings that make text output unambiguous and identical on both sides.
 pub(crate) const SESSION_SETTINGS: &str = "SET DateStyle = 'ISO, MDY'; \

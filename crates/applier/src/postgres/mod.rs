@@ -49,6 +49,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, TryStreamExt};
+use pgconn::quote_ident;
 use pgoutput_decoder::{Column, ColumnValue, DecodingMessage, Lsn, OldTuple, Relation, Tuple};
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, CopyInSink, Statement};
@@ -56,7 +57,7 @@ use tokio_postgres::{Client, CopyInSink, Statement};
 use crate::error::{ApplyError, Op, SchemaChange};
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
 use pipeline::{Pipeline, Purpose, StmtFuture};
-use table::{ColInfo, Match, RowType, StmtKey, TableInfo, UniqueHazard, quote_ident};
+use table::{ColInfo, Match, RowType, StmtKey, TableInfo, UniqueHazard};
 use value::{COPY_BINARY_HEADER, COPY_BINARY_TRAILER, Param, ValueFormat};
 
 /// Names a type the target cannot name itself: a non-builtin source type OID (with its type
