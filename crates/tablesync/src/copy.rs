@@ -37,7 +37,7 @@ const PROGRESS_EVERY: u64 = 1024 * 1024;
 /// Opens a new, ready-to-use connection (the caller spawns the connection task).
 ///
 /// Implemented for closures `Fn() -> impl Future<Output = Result<Client, E>>`, so a caller
-/// can pass `|| replication::connect_sql(&config)` or a TLS-aware connector of its own.
+/// can pass `|| pgconn::connect_sql(&config)` or a TLS-aware connector of its own.
 pub trait Connector: Sync {
     /// Connects once.
     fn connect(&self) -> impl Future<Output = Result<Client, BoxError>> + Send;
