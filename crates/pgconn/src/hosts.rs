@@ -10,9 +10,10 @@ use crate::error::Error;
 /// Asks a connected server what `target_session_attrs` looks at (works on replication
 /// connections too).
 pub const SERVER_STATE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery()::text, \
-                                           pg_catalog.current_setting('transaction_read_only')";
+                                    pg_catalog.current_setting('transaction_read_only')";
 
-/// A connection the host loop can vet and give up.
+/// A connection the host loop can vet and give up: an SQL connection (`tokio_postgres::Client`)
+/// or a replication connection.
 pub trait Session: Sized {
     /// The answer to [`SERVER_STATE_SQL`]: (`pg_is_in_recovery`, `transaction_read_only`).
     fn server_state_row(&mut self) -> impl Future<Output = Result<(String, String), Error>> + Send;

@@ -258,6 +258,7 @@ impl ReplicationClient {
         Ok(self.query(sql).await?)
     }
 
+    /// [`Self::simple_query`] with the connection's error, as the host loop takes it.
     async fn query(&mut self, sql: &str) -> Result<Vec<SimpleRow>, ConnError> {
         self.begin(sql).await?;
         let mut rows = Vec::new();
