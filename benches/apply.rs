@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pgcluster::{Cluster, ClusterBuilder, quote_ident};
+use pgcluster::{Cluster, ClusterBuilder};
+use pgconn::{ConnConfig, quote_ident};
 use pgmirror::cli::TableSelection;
 use pgmirror::commands::record::{Recording, record};
 use pgmirror::shutdown::Shutdown;
 use rand::SeedableRng;
 use recording::{ReplayOptions, StopAt};
-use replication::ConnConfig;
 
 const TRANSACTIONS: u32 = 2_000;
 const SCALE: u32 = 2_000;

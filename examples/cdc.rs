@@ -17,10 +17,9 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{Context, bail};
+use pgconn::ConnConfig;
 use pgoutput_decoder::{Column, LogicalMessage, OldTuple, Relation, Tuple};
-use replication::{
-    ConnConfig, CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication,
-};
+use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication};
 
 /// What to read and when to stop.
 #[derive(Debug, Clone)]

@@ -21,10 +21,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use applier::{Applier, ApplierConfig, ApplyError, Change, CommitInfo, Target, TxnInfo, TypeMap};
+use pgconn::ConnConfig;
 use pgoutput_decoder::{Lsn, Relation};
-use replication::{
-    ConnConfig, CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication,
-};
+use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication};
 
 /// Counts changes per (`schema.table`, operation).
 #[derive(Debug, Default)]

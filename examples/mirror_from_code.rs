@@ -14,10 +14,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use pgconn::ConnConfig;
 use pgmirror::cli::TableSelection;
 use pgmirror::mirror::{self, MirrorOptions};
 use pgmirror::shutdown::Shutdown;
-use replication::ConnConfig;
 use tokio_postgres::Client;
 
 /// Mirrors the Store tables from `source` to `target` under the mirror name `name` until every
@@ -47,8 +47,8 @@ pub async fn run(
     let started = Instant::now();
     let mut task = tokio::spawn(async move { mirror::run(&opts, &mut mirror_stop).await });
 
-    let src = replication::connect_sql(&source).await.context("connecting to the source")?;
-    let dst = replication::connect_sql(&target).await.context("connecting to the target")?;
+    let src = pgconn::connect_sql(&source).await.context("connecting to the source")?;
+    let dst = pgconn::connect_sql(&target).await.context("connecting to the target")?;
     loop {
         if task.is_finished() {
             task.await.context("mirror task")??;

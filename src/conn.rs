@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use anyhow::Context;
 use clap::Args;
-use replication::{ConnConfig, PasswordPrompt};
+use pgconn::{ConnConfig, PasswordPrompt, SqlState};
 
 /// When to ask for a password on the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +199,7 @@ impl PasswordPrompt for TerminalPrompt {
 /// password, the fix for a connection failure, and, when the source came from libpq's
 /// defaults alone, what was tried and how to give one.
 pub fn explain(err: anyhow::Error) -> anyhow::Error {
-    let Some(conn_err) = err.chain().find_map(|e| e.downcast_ref::<replication::Error>()) else {
+    let Some(conn_err) = err.chain().find_map(replication::connection_error) else {
         return err;
     };
     let mut notes = Vec::new();
@@ -217,8 +217,8 @@ pub fn explain(err: anyhow::Error) -> anyhow::Error {
     }
     let failed_to_connect = conn_err.is_connection_lost()
         || conn_err.is_auth_failure()
-        || matches!(conn_err.code(), Some("3D000"))
-        || matches!(conn_err, replication::Error::ConnectTimeout { .. });
+        || conn_err.code() == Some(&SqlState::INVALID_CATALOG_NAME)
+        || matches!(conn_err, pgconn::Error::ConnectTimeout { .. });
     if failed_to_connect && let Some(tried) = DEFAULT_SOURCE.get() {
         notes.push(format!(
             "no source was given, so libpq's defaults were tried ({tried}): give one with \

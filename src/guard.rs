@@ -9,11 +9,11 @@
 //! A server is told apart by its system identifier (`pg_control_system()`) and the moment its
 //! postmaster started: a cluster restored from a copy of the source's data directory shares the
 //! system identifier, but runs under another postmaster. The database is told apart by its OID
-//! ([`replication::identify`]). Another database of the source's own server is a legitimate
+//! ([`pgconn::identify`]). Another database of the source's own server is a legitimate
 //! target.
 
 use anyhow::Context;
-pub use replication::{DatabaseIdentity, identify};
+pub use pgconn::{DatabaseIdentity, identify};
 use tokio_postgres::Client;
 
 /// The one line that refuses a target which is the source's own database.

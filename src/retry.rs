@@ -4,6 +4,9 @@ use std::error::Error as StdError;
 use std::io;
 use std::time::Duration;
 
+use pgconn::SqlState;
+use pgconn::sqlstate::is_connection_exception;
+
 /// Whether `err` (anywhere in its chain) is a fault that goes away by itself: a lost or refused
 /// connection, a server shutting down or starting up, too many connections, a lock or
 /// serialization conflict. Everything else (a missing slot, a schema mismatch, a bad password)
@@ -11,7 +14,7 @@ use std::time::Duration;
 pub fn is_transient(err: &(dyn StdError + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if let Some(r) = e.downcast_ref::<replication::Error>() {
+        if let Some(r) = replication::connection_error(e) {
             if r.is_connection_lost() {
                 return true;
             }
@@ -24,11 +27,11 @@ pub fn is_transient(err: &(dyn StdError + 'static)) -> bool {
                 return true;
             }
             if let Some(db) = pg.as_db_error() {
-                return transient_sqlstate(db.code().code());
+                return transient_sqlstate(db.code());
             }
         }
         if let Some(db) = e.downcast_ref::<tokio_postgres::error::DbError>() {
-            return transient_sqlstate(db.code().code());
+            return transient_sqlstate(db.code());
         }
         if let Some(io) = e.downcast_ref::<io::Error>() {
             return matches!(
@@ -50,19 +53,21 @@ pub fn is_transient(err: &(dyn StdError + 'static)) -> bool {
     false
 }
 
-fn transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08") // connection exception
+fn transient_sqlstate(code: &SqlState) -> bool {
+    is_connection_exception(code)
         || matches!(
-            code,
-            "57P01" // admin_shutdown
-                | "57P02" // crash_shutdown
-                | "57P03" // cannot_connect_now
-                | "53300" // too_many_connections
-                | "40001" // serialization_failure
-                | "40P01" // deadlock_detected
-                | "55P03" // lock_not_available
-                | "57014" // query_canceled (statement_timeout on a locked table)
-                | "25006" // read_only_sql_transaction (target in recovery, briefly)
+            *code,
+            SqlState::ADMIN_SHUTDOWN
+                | SqlState::CRASH_SHUTDOWN
+                | SqlState::CANNOT_CONNECT_NOW
+                | SqlState::TOO_MANY_CONNECTIONS
+                | SqlState::T_R_SERIALIZATION_FAILURE
+                | SqlState::T_R_DEADLOCK_DETECTED
+                | SqlState::LOCK_NOT_AVAILABLE
+                // statement_timeout on a locked table
+                | SqlState::QUERY_CANCELED
+                // the target in recovery, briefly
+                | SqlState::READ_ONLY_SQL_TRANSACTION
         )
 }
 
@@ -122,9 +127,11 @@ mod tests {
 
     #[test]
     fn sqlstates_are_classified() {
-        assert!(transient_sqlstate("57P01"));
-        assert!(transient_sqlstate("08006"));
-        assert!(!transient_sqlstate("42704")); // undefined_object: a missing slot stays missing
-        assert!(!transient_sqlstate("28P01")); // a wrong password stays wrong
+        assert!(transient_sqlstate(&SqlState::ADMIN_SHUTDOWN));
+        assert!(transient_sqlstate(&SqlState::CONNECTION_FAILURE));
+        assert!(transient_sqlstate(&SqlState::T_R_SERIALIZATION_FAILURE));
+        // A missing slot stays missing, a wrong password stays wrong.
+        assert!(!transient_sqlstate(&SqlState::UNDEFINED_OBJECT));
+        assert!(!transient_sqlstate(&SqlState::INVALID_PASSWORD));
     }
 }

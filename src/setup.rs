@@ -1,8 +1,9 @@
 //! Preparation on the primary shared by the commands: publications and slots.
 
 use anyhow::Context;
+use pgconn::quote_ident;
 use replication::ReplicationClient;
-use tablesync::{TableDef, TablePattern, quote_ident};
+use tablesync::{TableDef, TablePattern};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 

@@ -9,9 +9,10 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::Args;
-use replication::{ConnConfig, ReplicationClient};
+use pgconn::{ConnConfig, SqlState, quote_ident};
+use replication::ReplicationClient;
 use serde::Serialize;
-use tablesync::{TableDef, quote_ident};
+use tablesync::TableDef;
 use tokio_postgres::Client;
 
 mod guard;
@@ -187,10 +188,10 @@ pub async fn run_check(opts: &CheckOptions) -> Report {
     report
 }
 
-/// The error text without the fix that [`replication::DbError`]'s `Display` appends (the fix
-/// goes on its own line).
-fn error_text(e: &replication::Error) -> String {
-    match e.db_error() {
+/// The error text without the fix that [`pgconn::DbError`]'s `Display` appends (the fix
+/// goes on its own line), for an SQL or a replication connection's error.
+fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    match replication::connection_error(e).and_then(pgconn::Error::db_error) {
         Some(db) => db.message.clone(),
         None => e.to_string(),
     }
@@ -205,7 +206,7 @@ fn pg_error_text(e: &tokio_postgres::Error) -> String {
 
 /// Source checks over one SQL connection; returns the selected tables when they resolved.
 async fn check_source(opts: &CheckOptions, report: &mut Report) -> Option<Vec<TableDef>> {
-    let client = match replication::connect_sql(&opts.source).await {
+    let client = match pgconn::connect_sql(&opts.source).await {
         Ok(client) => client,
         Err(e) => {
             let fix = e.fix().unwrap_or_else(|| {
@@ -547,7 +548,7 @@ async fn check_replication_connection(source: &ConnConfig, report: &mut Report) 
         Err(e) => {
             let fix = e
                 .db_error()
-                .and_then(replication::DbError::fix)
+                .and_then(pgconn::DbError::fix)
                 .unwrap_or_else(|| "see the error above".to_owned());
             report.fail(CHECK, format!("IDENTIFY_SYSTEM failed: {}", error_text(&e)), fix);
         }
@@ -561,7 +562,7 @@ async fn check_target(
     tables: Option<&[TableDef]>,
     report: &mut Report,
 ) {
-    let mut client = match replication::connect_sql(target).await {
+    let mut client = match pgconn::connect_sql(target).await {
         Ok(c) => c,
         Err(e) => {
             let fix = e.fix().unwrap_or_else(|| {
@@ -604,12 +605,13 @@ async fn check_target_writable(client: &mut Client, report: &mut Report) {
     match attempt.await {
         Ok(()) => report.pass(CHECK, "can create the pgmirror schema and write (rolled back)"),
         Err(e) => {
-            let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
-            let fix = match code.as_str() {
-                "25006" => "the target is read-only (a standby, or default_transaction_read_only \
+            let fix = match e.code() {
+                Some(&SqlState::READ_ONLY_SQL_TRANSACTION) => {
+                    "the target is read-only (a standby, or default_transaction_read_only \
                             = on); point --target at a writable server"
-                    .to_owned(),
-                "42501" => {
+                        .to_owned()
+                }
+                Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
                     let (user, database) = who(client).await;
                     format!(
                         "GRANT CREATE, TEMPORARY ON DATABASE {database} TO {user}; (for the \

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use pgcluster::{Cluster, ClusterBuilder, StopMode};
+use pgconn::ConnConfig;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use replication::ConnConfig;
 use tokio_postgres::Client;
 
 use crate::cli::TableSelection;

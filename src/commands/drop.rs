@@ -17,7 +17,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use replication::{ConnConfig, ReplicationClient};
+use pgconn::ConnConfig;
+use replication::ReplicationClient;
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -187,10 +188,9 @@ async fn find_slot(source: &Client, slot: &str) -> anyhow::Result<Option<SlotRow
 /// # Errors
 /// See [`run`].
 pub async fn run_drop(opts: &DropOptions) -> anyhow::Result<DropReport> {
-    let source =
-        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
+    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
     let mut target = match &opts.target {
-        Some(cfg) => Some(replication::connect_sql(cfg).await.context("connecting to the target")?),
+        Some(cfg) => Some(pgconn::connect_sql(cfg).await.context("connecting to the target")?),
         None => None,
     };
     if let Some(target) = &target {

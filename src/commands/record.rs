@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use pgconn::ConnConfig;
 use pgoutput_decoder::Lsn;
 use recording::{RecordOptions, RecordSummary, StopAt};
-use replication::ConnConfig;
 
 use crate::cli::TableSelection;
 use crate::conn;
@@ -80,7 +80,7 @@ pub struct Recording {
 /// # Errors
 /// Unknown tables or publication; connection, slot and file errors.
 pub async fn record(rec: &Recording, shutdown: &mut Shutdown) -> anyhow::Result<RecordSummary> {
-    let source = replication::connect_sql(&rec.source).await.context("connecting to the source")?;
+    let source = pgconn::connect_sql(&rec.source).await.context("connecting to the source")?;
     let default_publication = format!("pgmirror_{}", rec.slot);
     let publication =
         crate::setup::publication_for(&source, &rec.tables, &default_publication).await?;

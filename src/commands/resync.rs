@@ -44,8 +44,8 @@ pub struct ResyncArgs {
 pub async fn run(args: ResyncArgs) -> anyhow::Result<ExitCode> {
     let source_cfg = args.source.config()?;
     let target_cfg = conn::parse("--target", &args.target)?;
-    let source = replication::connect_sql(&source_cfg).await.context("connecting to the source")?;
-    let target = replication::connect_sql(&target_cfg).await.context("connecting to the target")?;
+    let source = pgconn::connect_sql(&source_cfg).await.context("connecting to the source")?;
+    let target = pgconn::connect_sql(&target_cfg).await.context("connecting to the target")?;
     crate::guard::refuse_same_database(&source, &target).await?;
     let mirror = resolve_mirror(Some(&target), args.name.as_deref(), None).await?;
     let Some(record) = mirror.record else {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use replication::ConnConfig;
+use pgconn::ConnConfig;
 use serde::Serialize;
 use tablesync::TableDef;
 use tokio_postgres::Client;
@@ -328,11 +328,10 @@ fn print_status(status: &Status, json: bool) -> anyhow::Result<()> {
 /// # Errors
 /// Connection and query errors.
 pub async fn collect_status(opts: &StatusOptions) -> anyhow::Result<Status> {
-    let source =
-        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
+    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
     let target = match &opts.target {
         Some(cfg) => {
-            let t = replication::connect_sql(cfg).await.context("connecting to the target")?;
+            let t = pgconn::connect_sql(cfg).await.context("connecting to the target")?;
             // A status report never waits long: the initial copy holds each table locked
             // until it commits, and such a table gets no count (see `table_counts`). Set once
             // for this session, which only reads.
@@ -357,7 +356,7 @@ pub async fn collect_status(opts: &StatusOptions) -> anyhow::Result<Status> {
             "\"?\" = hidden from role {role:?}: pg_stat_replication shows the consumer's address, \
              state and lag only to superusers and members of pg_read_all_stats; to see them: \
              GRANT pg_read_all_stats TO {};",
-            tablesync::quote_ident(&role)
+            pgconn::quote_ident(&role)
         ));
     }
 

@@ -87,7 +87,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     }
     let source = args.source.config()?;
     let (out, sync) = output(args.file.as_deref())?;
-    let sql = replication::connect_sql(&source).await.context("connecting to the source")?;
+    let sql = pgconn::connect_sql(&source).await.context("connecting to the source")?;
     let publication =
         setup::publication_for(&sql, &args.tables, &args.slot).await.context("publication")?;
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use futures_util::future::try_join_all;
-use replication::ConnConfig;
+use pgconn::ConnConfig;
 use serde::Serialize;
 use tablesync::{DiffKind, KeyRange, TableDef, TableHash};
 use tokio_postgres::Client;
@@ -236,10 +236,8 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 /// # Errors
 /// Connection and query errors; no tables to verify.
 pub async fn run_verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
-    let source =
-        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
-    let target =
-        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
+    let target = pgconn::connect_sql(&opts.target).await.context("connecting to the target")?;
     // A database compared with itself is always "equal": that proves nothing.
     crate::guard::refuse_same_database(&source, &target).await?;
 

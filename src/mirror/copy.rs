@@ -17,7 +17,7 @@ pub(super) async fn initial_copy(
     truncate: bool,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
-    let target = replication::connect_sql(&opts.target).await?;
+    let target = pgconn::connect_sql(&opts.target).await?;
     // `session_replication_role = replica` (foreign keys not checked while tables load in
     // parallel) needs a superuser; a lesser role copies one table at a time in dependency order.
     let superuser = target
@@ -46,11 +46,11 @@ pub(super) async fn initial_copy(
     let target_cfg = opts.target.clone();
     let source = move || {
         let cfg = source_cfg.clone();
-        async move { replication::connect_sql(&cfg).await }
+        async move { pgconn::connect_sql(&cfg).await }
     };
     let target = move || {
         let cfg = target_cfg.clone();
-        async move { replication::connect_sql(&cfg).await }
+        async move { pgconn::connect_sql(&cfg).await }
     };
     let copy_opts = CopyOptions {
         parallelism: if superuser { opts.copy_parallelism.max(1) } else { 1 },

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use applier::{Applier, ApplierConfig, PostgresTarget, PostgresTargetConfig};
+use pgconn::ConnConfig;
 use pgoutput_decoder::Lsn;
-use replication::{ConnConfig, ReplicationClient, StartReplication, Streaming};
+use replication::{ReplicationClient, StartReplication, Streaming};
 use tablesync::TableDef;
 use tokio_postgres::Client;
 
@@ -165,10 +166,8 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
 /// Connects to both servers, refuses a target that is the source's own database, and returns
 /// the target connection that holds the mirror's lock.
 async fn first_contact(opts: &MirrorOptions) -> anyhow::Result<Client> {
-    let target =
-        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
-    let source =
-        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
+    let target = pgconn::connect_sql(&opts.target).await.context("connecting to the target")?;
+    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
     crate::guard::refuse_same_database(&source, &target).await?;
     drop(source);
     lock_mirror(target, &opts.name).await
@@ -215,8 +214,7 @@ async fn stream(
     shutdown: &mut Shutdown,
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
-    let target =
-        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    let target = pgconn::connect_sql(&opts.target).await.context("connecting to the target")?;
     let mut target_cfg = PostgresTargetConfig::new(opts.name.clone());
     target_cfg.replica_role = true;
     // New tables and columns are repaired here, with the source's catalog (see `resync`).
@@ -225,7 +223,7 @@ async fn stream(
     let target_conn = opts.target.clone();
     let target = PostgresTarget::new(target, target_cfg).await?.with_connector(move || {
         let cfg = target_conn.clone();
-        async move { replication::connect_sql(&cfg).await }
+        async move { pgconn::connect_sql(&cfg).await }
     });
     let mut applier = Applier::new(target, opts.applier.clone()).await?;
     let progress = applier.start_progress().unwrap_or(Lsn::ZERO);
@@ -414,8 +412,8 @@ struct SequenceSync {
 
 impl SequenceSync {
     async fn connect(opts: &MirrorOptions) -> anyhow::Result<Self> {
-        let source = replication::connect_sql(&opts.source).await?;
-        let target = replication::connect_sql(&opts.target).await?;
+        let source = pgconn::connect_sql(&opts.source).await?;
+        let target = pgconn::connect_sql(&opts.target).await?;
         let mut tables = crate::setup::resolve_tables(&source, &opts.tables).await?;
         // A pattern such as `app.*` matches tables created since set-up, which the mirror's
         // publication does not publish and the target does not have.

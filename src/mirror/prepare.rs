@@ -24,8 +24,7 @@ pub(super) async fn prepare(
     opts: &MirrorOptions,
     shutdown: &Shutdown,
 ) -> anyhow::Result<MirrorRecord> {
-    let mut target =
-        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    let mut target = pgconn::connect_sql(&opts.target).await.context("connecting to the target")?;
     let schema_existed = registry::schema_exists(&target).await.context("reading the target")?;
     let existing = registry::load(&target, &opts.name).await.context("reading pgmirror.mirrors")?;
     if let Some(rec) = &existing
@@ -33,8 +32,7 @@ pub(super) async fn prepare(
     {
         return Ok(rec.clone());
     }
-    let source =
-        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
+    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
     let mut undo = Undo { schema_created: !schema_existed, ..Undo::default() };
     let mut stop = shutdown.clone();
     // Creating the slot waits for the primary's running transactions to end, which may take
@@ -286,7 +284,7 @@ async fn validate_foreign_keys(
 
 /// Drops a slot that a set-up created, on a fresh replication connection (the set-up's own
 /// may be what failed).
-async fn drop_slot(source: &replication::ConnConfig, slot: &str) {
+async fn drop_slot(source: &pgconn::ConnConfig, slot: &str) {
     let dropped = async {
         let mut repl = ReplicationClient::connect(source).await?;
         repl.drop_slot(slot, true).await

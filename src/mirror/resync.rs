@@ -18,9 +18,10 @@ use std::collections::HashMap;
 
 use anyhow::{Context, bail};
 use applier::SchemaChange;
+use pgconn::quote_ident;
 use pgoutput_decoder::Lsn;
 use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction};
-use tablesync::{CopyEvent, CopyOptions, QualifiedName, TableDef, TargetOptions, quote_ident};
+use tablesync::{CopyEvent, CopyOptions, QualifiedName, TableDef, TargetOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
@@ -156,8 +157,7 @@ pub(super) struct Running {
 /// has passed, starts a copy for every `requested` or interrupted table (returning once each
 /// copy holds its table's lock), and returns the floors to apply with.
 pub(super) async fn start(opts: &MirrorOptions, progress: Lsn) -> anyhow::Result<Running> {
-    let target =
-        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    let target = pgconn::connect_sql(&opts.target).await.context("connecting to the target")?;
     let mut running = Running::default();
     let resyncs = load(&target, &opts.name).await?;
     if resyncs.is_empty() {
@@ -171,8 +171,7 @@ pub(super) async fn start(opts: &MirrorOptions, progress: Lsn) -> anyhow::Result
         )
         .await
         .context("forgetting finished resyncs")?;
-    let source =
-        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
+    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
     let published = crate::setup::resolve_tables(&source, &opts.tables).await?;
     for resync in resyncs {
         let key = (resync.table.schema.clone(), resync.table.name.clone());
@@ -248,11 +247,11 @@ async fn begin_copy(
         let target_cfg = opts.target.clone();
         let source = move || {
             let cfg = source_cfg.clone();
-            async move { replication::connect_sql(&cfg).await }
+            async move { pgconn::connect_sql(&cfg).await }
         };
         let target = move || {
             let cfg = target_cfg.clone();
-            async move { replication::connect_sql(&cfg).await }
+            async move { pgconn::connect_sql(&cfg).await }
         };
         let copy_opts = CopyOptions {
             parallelism: 1,
@@ -275,7 +274,7 @@ async fn begin_copy(
         repl.close().await;
         let report = report?;
         let name = tables[0].qualified_name();
-        let done = replication::connect_sql(&opts.target).await?;
+        let done = pgconn::connect_sql(&opts.target).await?;
         set_state(&done, &opts.name, &name, "copied", None)
             .await
             .context("recording the finished resync")?;
@@ -308,10 +307,8 @@ pub(super) async fn repair(
     change: &SchemaChange,
 ) -> anyhow::Result<()> {
     let name = QualifiedName::new(schema, table);
-    let source =
-        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
-    let target =
-        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
+    let target = pgconn::connect_sql(&opts.target).await.context("connecting to the target")?;
     let def = tablesync::resolve_tables(&source, std::slice::from_ref(&name))
         .await
         .with_context(|| format!("reading {name} on the source"))?
@@ -395,7 +392,7 @@ async fn add_columns(
             if let Some(value) = &missing {
                 sql.push_str(&format!(
                     " DEFAULT {}::{}",
-                    tablesync::quote_literal(value),
+                    pgconn::quote_literal(value),
                     col.type_name
                 ));
             }
@@ -453,8 +450,7 @@ pub(super) async fn next_copy(
 /// Resolves once `pgmirror resync` asked (through `pgmirror.resyncs`) for a table of this
 /// mirror to be copied again, checking every second.
 pub(super) async fn requested(opts: &MirrorOptions) -> anyhow::Result<()> {
-    let target =
-        replication::connect_sql(&opts.target).await.context("connecting to the target")?;
+    let target = pgconn::connect_sql(&opts.target).await.context("connecting to the target")?;
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         if load(&target, &opts.name).await?.iter().any(|r| r.state == "requested") {

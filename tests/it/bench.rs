@@ -3,11 +3,11 @@
 use std::process::Command;
 use std::time::Duration;
 
+use pgconn::ConnConfig;
 use pgmirror::cli::TableSelection;
 use pgmirror::commands::record::{Recording, record};
 use pgmirror::shutdown::Shutdown;
 use recording::{ReplayOptions, StopAt};
-use replication::ConnConfig;
 
 use crate::common::database;
 

@@ -5,9 +5,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgcluster::Cluster;
+use pgconn::ConnConfig;
 use pgmirror::cli::TableSelection;
 use pgmirror::mirror::MirrorOptions;
-use replication::ConnConfig;
 use tokio_postgres::Client;
 
 /// A fresh database on `cluster`, with a client connected to it.

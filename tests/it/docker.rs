@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use pgconn::ConnConfig;
 use pgmirror::cli::{Cli, Command};
-use replication::ConnConfig;
 use serde_norway::Value;
 use tablesync::{QualifiedName, TablePattern};
 

@@ -46,7 +46,7 @@ async fn cdc_prints_each_committed_change() {
             "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, note text); \
              CREATE TABLE other (id int PRIMARY KEY); \
              CREATE PUBLICATION {} FOR TABLE items",
-            pgcluster::quote_ident(&publication)
+            pgconn::quote_ident(&publication)
         ))
         .await
         .unwrap();
@@ -120,7 +120,7 @@ async fn custom_target_counts_exactly_the_committed_rows() {
             "CREATE TABLE a (id int PRIMARY KEY, v text); \
              CREATE TABLE b (id int PRIMARY KEY, v text); \
              CREATE PUBLICATION {} FOR TABLE a, b",
-            pgcluster::quote_ident(&publication)
+            pgconn::quote_ident(&publication)
         ))
         .await
         .unwrap();

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgcluster::{Cluster, ClusterBuilder, StopMode};
+use pgconn::ConnConfig;
 use pgmirror::cli::TableSelection;
 use pgmirror::mirror::{self, MirrorOptions};
 use pgmirror::shutdown::Shutdown;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use replication::ConnConfig;
 use tokio_postgres::Client;
 
 use crate::common::{
@@ -469,7 +469,7 @@ async fn publication_dropped_stops_with_a_clear_error() {
     let publication = format!("pgmirror_{}", opts.name);
     let running = run_mirror(&opts);
     wait_converged(&src, &dst, Duration::from_secs(60)).await;
-    src.batch_execute(&format!("DROP PUBLICATION {}", pgcluster::quote_ident(&publication)))
+    src.batch_execute(&format!("DROP PUBLICATION {}", pgconn::quote_ident(&publication)))
         .await
         .unwrap();
     src.execute("INSERT INTO customers (email, name) VALUES ('nopub@example.com', 'N')", &[])

@@ -6,8 +6,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pgcluster::ClusterBuilder;
+use pgconn::ConnConfig;
 use pgmirror::commands::check::{CheckOptions, run_check};
-use replication::ConnConfig;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_postgres::Client;
 

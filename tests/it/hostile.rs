@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use applier::{Applier, ApplierConfig, PostgresTarget, PostgresTargetConfig};
 use bytes::{BufMut, Bytes, BytesMut};
+use pgconn::ConnConfig;
 use pgmirror::cli::TableSelection;
 use pgmirror::metrics::Metrics;
 use pgmirror::mirror::{self, MirrorOptions};
@@ -14,7 +15,7 @@ use pgoutput_decoder::{
     Begin, ColumnValue, Commit, Insert, LogicalMessage, Lsn, PgTimestamp, Relation, RelationColumn,
     ReplicaIdentity, Tuple,
 };
-use replication::{ConnConfig, ReplicationClient, StartReplication};
+use replication::{ReplicationClient, StartReplication};
 use tokio_postgres::Client;
 
 use crate::common::{database, wait_for};

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use pgconn::ConnConfig;
 use pgmirror::cli::TableSelection;
-use replication::ConnConfig;
 
 use crate::common::{database, store_mirror, wait_for};
 

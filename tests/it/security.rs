@@ -7,10 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pgcluster::{AuthMethod, ClusterBuilder, TlsConfig};
+use pgconn::ConnConfig;
 use pgmirror::cli::TableSelection;
 use pgmirror::mirror::MirrorOptions;
 use pgmirror::shutdown::Shutdown;
-use replication::ConnConfig;
 
 use crate::common::{database, fingerprints, store_pair, wait_converged, wait_for};
 
@@ -171,7 +171,7 @@ async fn least_privilege_roles_mirror_end_to_end() {
     let owner = pgcluster::unique_name("owner");
     let dst_db = pgcluster::unique_name("lp_dst");
     let publication = pgcluster::unique_name("lp_pub");
-    let q = pgcluster::quote_ident;
+    let q = pgconn::quote_ident;
     // Source: REPLICATION and SELECT only; the publication is made by a superuser.
     admin.batch_execute(&format!("CREATE ROLE {} LOGIN REPLICATION", q(&rep))).await.unwrap();
     src.batch_execute(&format!(

@@ -4,8 +4,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use pgconn::ConnConfig;
 use pgmirror::commands::status::{StatusOptions, collect_status};
-use replication::ConnConfig;
 
 use crate::common::{database, kill, spawn_mirror, store_pair, wait_converged, wait_for};
 

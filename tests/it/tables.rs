@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use pgconn::ConnConfig;
 use pgmirror::cli::TableSelection;
 use pgmirror::mirror::{self, MirrorOptions};
 use pgmirror::shutdown::Shutdown;
-use replication::ConnConfig;
 use tokio_postgres::Client;
 
 use crate::common::{database, wait_for};

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
+use pgconn::ConnConfig;
 use pgmirror::cli::TableSelection;
 use pgmirror::commands::check::{CheckOptions, Report, run_check};
 use pgmirror::commands::verify::{VerifyOptions, run_verify};
 use pgmirror::mirror::{self, MirrorOptions};
 use pgmirror::shutdown::Shutdown;
-use replication::ConnConfig;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 

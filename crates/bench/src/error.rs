@@ -27,7 +27,7 @@ pub enum Error {
     Store(#[from] store::Error),
     /// A connection string.
     #[error(transparent)]
-    Connection(#[from] replication::Error),
+    Connection(#[from] pgconn::Error),
     /// What was being done when `source` happened.
     #[error("{what}")]
     Context {

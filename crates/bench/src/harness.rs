@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pgcluster::{Cluster, ClusterBuilder, quote_ident, quote_literal};
+use pgcluster::{Cluster, ClusterBuilder};
+use pgconn::{quote_ident, quote_literal};
 use pgoutput_decoder::Lsn;
 use tokio_postgres::Client;
 
@@ -349,7 +350,7 @@ impl Bench {
     ) -> Result<(recording::RecordSummary, u32), Error> {
         let src = self.primary.connect(db).await?;
         let opts = recording::RecordOptions {
-            source: replication::ConnConfig::parse(&self.primary.url(db))?,
+            source: pgconn::ConnConfig::parse(&self.primary.url(db))?,
             publication: PUBLICATION.into(),
             tables: tablesync::publication_tables(&src, PUBLICATION).await?,
             slot: slot.to_owned(),

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use pgcluster::{quote_ident, quote_literal};
+use pgconn::{quote_ident, quote_literal};
 use pgoutput_decoder::Lsn;
 use tokio_postgres::Client;
 

@@ -10,13 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 use std::time::{Duration, Instant};
 
+use pgconn::{quote_ident, quote_literal};
 use tempfile::TempDir;
 use tokio_postgres::NoTls;
 
+use crate::Error;
 use crate::error::IoContext;
 use crate::process::{self, RunAs};
 use crate::tls::{self, InstalledTls, TlsConfig};
-use crate::{Error, quote_ident};
 
 /// How clients authenticate; written to `pg_hba.conf` for normal and replication
 /// connections, over the Unix socket and TCP (127.0.0.1 and ::1).
@@ -833,7 +834,7 @@ fn set_password(
         .arg("postgres")
         .current_dir(data_dir);
     run_as.apply(&mut cmd);
-    let sql = format!("ALTER ROLE postgres PASSWORD {};\n", crate::quote_literal(password));
+    let sql = format!("ALTER ROLE postgres PASSWORD {};\n", quote_literal(password));
     process::run(cmd, Some(sql.as_bytes())).map_err(|e| match e {
         Error::CommandFailed { program, status, output } => {
             Error::CommandFailed { program, status, output: output.replace(password, "<redacted>") }

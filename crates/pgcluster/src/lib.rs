@@ -76,17 +76,6 @@ pub fn unique_name(prefix: &str) -> String {
     name
 }
 
-/// Quotes an SQL identifier: `"` + the name with `"` doubled + `"`.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes an SQL string literal (`standard_conforming_strings` is on, the default since
-/// PostgreSQL 9.1): `'` + the value with `'` doubled + `'`.
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,11 +92,5 @@ mod tests {
         for n in [a, b, long] {
             assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
         }
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
-        assert_eq!(quote_literal("it's"), "'it''s'");
     }
 }

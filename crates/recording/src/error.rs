@@ -88,8 +88,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn connection(what: &'static str) -> impl FnOnce(replication::Error) -> Error {
-        move |source| Error::Connection { what, source }
+    /// For an SQL connection's [`pgconn::Error`] and the replication connection's alike.
+    pub(crate) fn connection<E: Into<replication::Error>>(
+        what: &'static str,
+    ) -> impl FnOnce(E) -> Error {
+        move |source| Error::Connection { what, source: source.into() }
     }
 
     pub(crate) fn query(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {

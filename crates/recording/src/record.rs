@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
+use pgconn::ConnConfig;
 use pgoutput_decoder::Lsn;
 use replication::{
-    ConnConfig, CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication, Streaming,
+    CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication, Streaming,
 };
 use serde::Serialize;
 use tablesync::TableDef;
@@ -85,11 +86,11 @@ pub async fn record(
     opts: &RecordOptions,
     stop: impl Future<Output = ()>,
 ) -> Result<RecordSummary, Error> {
-    let source = replication::connect_sql(&opts.source)
+    let source = pgconn::connect_sql(&opts.source)
         .await
         .map_err(Error::connection("connecting to the source"))?;
     let identity =
-        replication::identify(&source).await.map_err(Error::query("identifying the source"))?;
+        pgconn::identify(&source).await.map_err(Error::query("identifying the source"))?;
     drop(source);
     let mut repl = ReplicationClient::connect(&opts.source)
         .await

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use applier::{Applier, ApplierConfig, PostgresTarget, PostgresTargetConfig};
-use replication::ConnConfig;
+use pgconn::ConnConfig;
 use serde::Serialize;
 
 use crate::error::Error;
@@ -50,12 +50,12 @@ pub struct ReplaySummary {
 pub async fn replay(path: &Path, opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
     let mut reader = RecordingReader::open(path)
         .map_err(|source| Error::Open { path: path.to_owned(), source })?;
-    let client = replication::connect_sql(&opts.target)
+    let client = pgconn::connect_sql(&opts.target)
         .await
         .map_err(Error::connection("connecting to the target"))?;
     if let Some(source) = &reader.header().source {
         let target =
-            replication::identify(&client).await.map_err(Error::query("identifying the target"))?;
+            pgconn::identify(&client).await.map_err(Error::query("identifying the target"))?;
         let same_system = source.system_id.is_some() && source.system_id == target.system_id;
         if same_system && source.database == target.database {
             return Err(Error::SameDatabase {
@@ -66,11 +66,8 @@ pub async fn replay(path: &Path, opts: &ReplayOptions) -> Result<ReplaySummary, 
     }
     if opts.create_tables {
         for t in &reader.header().tables {
-            let quoted = format!(
-                "{}.{}",
-                replication::quote_ident(&t.schema),
-                replication::quote_ident(&t.name)
-            );
+            let quoted =
+                format!("{}.{}", pgconn::quote_ident(&t.schema), pgconn::quote_ident(&t.name));
             let exists: bool = client
                 .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quoted])
                 .await

@@ -11,9 +11,10 @@ use pgoutput_decoder::Lsn;
 use postgres_protocol::message::backend::{DataRowBody, Message};
 use postgres_protocol::message::frontend;
 
-use crate::config::ConnConfig;
-use crate::error::{Error, quote_ident, quote_literal};
-use crate::hosts::{self, SERVER_STATE_SQL, Session};
+use pgconn::hosts::{self, SERVER_STATE_SQL, Session};
+use pgconn::{ConnConfig, Error as ConnError, quote_ident, quote_literal};
+
+use crate::error::Error;
 use crate::stream::{LogicalReplicationStream, StartReplication};
 use crate::wire::{Backend, Conn, Mode, parse_server_version};
 
@@ -122,10 +123,10 @@ impl ReplicationClient {
     /// password nothing gave.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the server is unreachable, [`Error::Db`] for
-    /// a refused login (see [`Error::is_auth_failure`]), [`Error::PasswordMissing`],
-    /// [`Error::SessionAttrs`], TLS and protocol errors; [`Error::AllHostsFailed`] with
-    /// each host's when several were given.
+    /// [`Error::Conn`] with [`ConnError::Connect`] when the server is unreachable,
+    /// [`ConnError::Db`] for a refused login (see [`Error::is_auth_failure`]),
+    /// [`ConnError::PasswordMissing`], [`ConnError::SessionAttrs`], TLS and protocol errors;
+    /// [`ConnError::AllHostsFailed`] with each host's when several were given.
     pub async fn connect(config: &ConnConfig) -> Result<Self, Error> {
         let mut client = hosts::connect(config, |one| Box::pin(Self::connect_one(one))).await?;
         // Reconnecting with `config()` tries every host again.
@@ -133,16 +134,16 @@ impl ReplicationClient {
         Ok(client)
     }
 
-    async fn connect_one(config: ConnConfig) -> Result<Self, Error> {
+    async fn connect_one(config: ConnConfig) -> Result<Self, ConnError> {
         let conn = Conn::connect(&config, Mode::Replication).await?;
         let mut client = ReplicationClient { conn, config, server_version: 0, busy: false };
         client.server_version =
             match client.conn.parameter("server_version").and_then(parse_server_version) {
                 Some(v) => v,
                 None => {
-                    let rows = client.simple_query("SHOW server_version_num").await?;
+                    let rows = client.query("SHOW server_version_num").await?;
                     rows.first().and_then(|r| r.get(0)).and_then(|v| v.parse().ok()).ok_or_else(
-                        || Error::Protocol("could not determine the server version".into()),
+                        || ConnError::Protocol("could not determine the server version".into()),
                     )?
                 }
             };
@@ -189,11 +190,12 @@ impl ReplicationClient {
     /// IDENTIFY_SYSTEM.
     pub async fn identify_system(&mut self) -> Result<SystemInfo, Error> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
-        let row = rows.first().ok_or_else(|| Error::Protocol("IDENTIFY_SYSTEM: no row".into()))?;
+        let row =
+            rows.first().ok_or_else(|| ConnError::Protocol("IDENTIFY_SYSTEM: no row".into()))?;
         let field = |i: usize, name: &str| {
-            row.get(i).ok_or_else(|| Error::Protocol(format!("IDENTIFY_SYSTEM: no {name}")))
+            row.get(i).ok_or_else(|| ConnError::Protocol(format!("IDENTIFY_SYSTEM: no {name}")))
         };
-        let bad = |name: &str| Error::Protocol(format!("IDENTIFY_SYSTEM: invalid {name}"));
+        let bad = |name: &str| ConnError::Protocol(format!("IDENTIFY_SYSTEM: invalid {name}"));
         Ok(SystemInfo {
             system_id: field(0, "systemid")?.parse().map_err(|_| bad("systemid"))?,
             timeline: field(1, "timeline")?.parse().map_err(|_| bad("timeline"))?,
@@ -213,9 +215,9 @@ impl ReplicationClient {
         let rows = self.simple_query(&sql).await?;
         let row = rows
             .first()
-            .ok_or_else(|| Error::Protocol("CREATE_REPLICATION_SLOT: no row".into()))?;
+            .ok_or_else(|| ConnError::Protocol("CREATE_REPLICATION_SLOT: no row".into()))?;
         let consistent_point = row.get(1).and_then(|v| v.parse().ok()).ok_or_else(|| {
-            Error::Protocol("CREATE_REPLICATION_SLOT: invalid consistent_point".into())
+            ConnError::Protocol("CREATE_REPLICATION_SLOT: invalid consistent_point".into())
         })?;
         Ok(SlotInfo {
             slot_name: row.get(0).unwrap_or(name).to_owned(),
@@ -253,6 +255,11 @@ impl ReplicationClient {
     /// Runs SQL (or a replication command) with the simple query protocol
     /// and returns all rows of all statements, values in text form.
     pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<SimpleRow>, Error> {
+        Ok(self.query(sql).await?)
+    }
+
+    /// [`Self::simple_query`] with the connection's error, as the host loop takes it.
+    async fn query(&mut self, sql: &str) -> Result<Vec<SimpleRow>, ConnError> {
         self.begin(sql).await?;
         let mut rows = Vec::new();
         let mut columns: Arc<[String]> = Arc::from(Vec::new());
@@ -275,7 +282,7 @@ impl ReplicationClient {
                     error = Some(self.conn.db_error(&body));
                 }
                 Backend::Msg(Message::CopyOutResponse(_)) => {
-                    error = Some(Error::Unsupported(
+                    error = Some(ConnError::Unsupported(
                         "COPY ... TO STDOUT in simple_query; use copy_out".into(),
                     ));
                 }
@@ -292,11 +299,13 @@ impl ReplicationClient {
                     };
                 }
                 Backend::CopyBothResponse => {
-                    return Err(Error::Protocol(
+                    return Err(ConnError::Protocol(
                         "simple_query entered CopyBoth mode; use start_replication".into(),
                     ));
                 }
-                _ => return Err(Error::Protocol("unexpected message in query response".into())),
+                _ => {
+                    return Err(ConnError::Protocol("unexpected message in query response".into()));
+                }
             }
         }
     }
@@ -319,19 +328,19 @@ impl ReplicationClient {
                 State::Start => match client.start_copy_out(sql).await {
                     Ok(()) => client.next_copy_chunk().await.map(|r| {
                         let next = if r.is_ok() { State::Data } else { State::Done };
-                        (r, (client, next))
+                        (r.map_err(Error::from), (client, next))
                     }),
-                    Err(e) => Some((Err(e), (client, State::Done))),
+                    Err(e) => Some((Err(e.into()), (client, State::Done))),
                 },
                 State::Data => client.next_copy_chunk().await.map(|r| {
                     let next = if r.is_ok() { State::Data } else { State::Done };
-                    (r, (client, next))
+                    (r.map_err(Error::from), (client, next))
                 }),
             }
         })
     }
 
-    async fn start_copy_out(&mut self, sql: &str) -> Result<(), Error> {
+    async fn start_copy_out(&mut self, sql: &str) -> Result<(), ConnError> {
         self.begin(sql).await?;
         loop {
             match self.conn.read_message().await? {
@@ -345,17 +354,17 @@ impl ReplicationClient {
                 Backend::Msg(Message::CommandComplete(_) | Message::EmptyQueryResponse) => {}
                 Backend::Msg(Message::ReadyForQuery(_)) => {
                     self.busy = false;
-                    return Err(Error::Protocol(
+                    return Err(ConnError::Protocol(
                         "copy_out: the statement is not a COPY TO STDOUT".into(),
                     ));
                 }
-                _ => return Err(Error::Protocol("copy_out: unexpected message".into())),
+                _ => return Err(ConnError::Protocol("copy_out: unexpected message".into())),
             }
         }
     }
 
     /// The next CopyData chunk, or `None` after CopyDone..ReadyForQuery.
-    async fn next_copy_chunk(&mut self) -> Option<Result<Bytes, Error>> {
+    async fn next_copy_chunk(&mut self) -> Option<Result<Bytes, ConnError>> {
         loop {
             let msg = match self.conn.read_message().await {
                 Ok(m) => m,
@@ -375,13 +384,13 @@ impl ReplicationClient {
                         Err(io) => Err(io),
                     });
                 }
-                _ => return Some(Err(Error::Protocol("copy_out: unexpected message".into()))),
+                _ => return Some(Err(ConnError::Protocol("copy_out: unexpected message".into()))),
             }
         }
     }
 
     /// Sends a query, first finishing any command abandoned mid-way.
-    async fn begin(&mut self, sql: &str) -> Result<(), Error> {
+    async fn begin(&mut self, sql: &str) -> Result<(), ConnError> {
         if self.busy {
             self.drain().await?;
         }
@@ -391,7 +400,7 @@ impl ReplicationClient {
     }
 
     /// Reads and discards messages until ReadyForQuery.
-    async fn drain(&mut self) -> Result<(), Error> {
+    async fn drain(&mut self) -> Result<(), ConnError> {
         loop {
             match self.conn.read_message().await? {
                 Backend::Msg(Message::ReadyForQuery(_)) => {
@@ -399,7 +408,9 @@ impl ReplicationClient {
                     return Ok(());
                 }
                 Backend::CopyBothResponse => {
-                    return Err(Error::Protocol("unexpected CopyBoth mode while draining".into()));
+                    return Err(ConnError::Protocol(
+                        "unexpected CopyBoth mode while draining".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -433,9 +444,9 @@ impl ReplicationClient {
 }
 
 impl Session for ReplicationClient {
-    async fn server_state_row(&mut self) -> Result<(String, String), Error> {
-        let rows = self.simple_query(SERVER_STATE_SQL).await?;
-        let row = rows.first().ok_or_else(|| Error::Protocol("no server state row".into()))?;
+    async fn server_state_row(&mut self) -> Result<(String, String), ConnError> {
+        let rows = self.query(SERVER_STATE_SQL).await?;
+        let row = rows.first().ok_or_else(|| ConnError::Protocol("no server state row".into()))?;
         Ok((row.get(0).unwrap_or_default().to_owned(), row.get(1).unwrap_or_default().to_owned()))
     }
 
@@ -444,7 +455,7 @@ impl Session for ReplicationClient {
     }
 }
 
-fn row_values(body: &DataRowBody) -> Result<Vec<Option<String>>, Error> {
+fn row_values(body: &DataRowBody) -> Result<Vec<Option<String>>, ConnError> {
     let buf = body.buffer();
     let mut values = Vec::new();
     let mut ranges = body.ranges();
@@ -453,9 +464,9 @@ fn row_values(body: &DataRowBody) -> Result<Vec<Option<String>>, Error> {
             None => None,
             Some(r) => Some(
                 std::str::from_utf8(
-                    buf.get(r).ok_or_else(|| Error::Protocol("bad DataRow".into()))?,
+                    buf.get(r).ok_or_else(|| ConnError::Protocol("bad DataRow".into()))?,
                 )
-                .map_err(|_| Error::Protocol("DataRow value is not UTF-8".into()))?
+                .map_err(|_| ConnError::Protocol("DataRow value is not UTF-8".into()))?
                 .to_owned(),
             ),
         });
@@ -468,7 +479,7 @@ pub(crate) fn create_slot_command(
     name: &str,
     options: CreateSlotOptions,
     server_version: u32,
-) -> Result<String, Error> {
+) -> Result<String, ConnError> {
     let mut sql = format!("CREATE_REPLICATION_SLOT {}", quote_ident(name));
     if options.temporary {
         sql.push_str(" TEMPORARY");
@@ -487,7 +498,9 @@ pub(crate) fn create_slot_command(
         sql.push(')');
     } else {
         if options.two_phase {
-            return Err(Error::Unsupported("two-phase slots need PostgreSQL 15 or newer".into()));
+            return Err(ConnError::Unsupported(
+                "two-phase slots need PostgreSQL 15 or newer".into(),
+            ));
         }
         sql.push_str(match options.snapshot {
             SnapshotAction::Export => " EXPORT_SNAPSHOT",
@@ -540,7 +553,7 @@ mod tests {
             "CREATE_REPLICATION_SLOT \"s\" LOGICAL \"pgoutput\" NOEXPORT_SNAPSHOT"
         );
         let opts = CreateSlotOptions { two_phase: true, ..opts };
-        assert!(matches!(create_slot_command("s", opts, 140_010), Err(Error::Unsupported(_))));
+        assert!(matches!(create_slot_command("s", opts, 140_010), Err(ConnError::Unsupported(_))));
     }
 
     #[test]

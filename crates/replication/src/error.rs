@@ -1,559 +1,138 @@
-//! Typed errors with the server's fields and, for the usual setup mistakes,
-//! the fix.
+//! The errors of the replication connection: those of connecting and talking to the server
+//! ([`pgconn::Error`]), and replication data that cannot be decoded.
 
-use std::fmt;
 use std::io;
-use std::time::Duration;
 
+use pgconn::{DbError, SqlState};
 use pgoutput_decoder::DecodeError;
-
-use crate::config::TargetSessionAttrs;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The connection string is invalid.
-    #[error("invalid connection settings: {0}")]
-    Config(String),
-    /// The TCP or Unix-socket connection could not be opened.
-    #[error(
-        "could not connect to {target} (is the server running there and accepting \
-         connections?)"
-    )]
-    Connect {
-        /// `host:port` or socket path.
-        target: String,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
-    },
-    /// Connecting (TCP, TLS and authentication) took longer than `connect_timeout`.
-    #[error("timed out after {timeout:?} connecting to {target}")]
-    ConnectTimeout {
-        /// `host:port` or socket path.
-        target: String,
-        /// The configured limit.
-        timeout: Duration,
-    },
-    /// The server does not do TLS but the `sslmode` requires it.
-    #[error("server {target} does not support TLS, but sslmode={sslmode} requires it")]
-    TlsUnavailable {
-        /// `host:port`.
-        target: String,
-        /// The configured mode.
-        sslmode: String,
-    },
-    /// TLS configuration or handshake failure.
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// Authentication could not be carried out on the client side (unsupported
-    /// method, channel binding required but absent).
-    #[error("authentication: {0}")]
-    Auth(String),
-    /// The server asks for a password and neither the connection string,
-    /// `PGPASSWORD`, the password file nor a prompt gave one.
-    #[error(
-        "the server at {target} asks for a password for user \"{user}\" and none was given \
-         (not in the connection string, PGPASSWORD or the password file {passfile})"
-    )]
-    PasswordMissing {
-        /// `host:port` or socket path.
-        target: String,
-        /// The role logging in.
-        user: String,
-        /// The password file that was consulted (or would be: `~/.pgpass`).
-        passfile: String,
-    },
-    /// The server is not what `target_session_attrs` asks for.
-    #[error("server {target} does not suit target_session_attrs={wanted}: {reason}")]
-    SessionAttrs {
-        /// `host:port` or socket path.
-        target: String,
-        /// The setting.
-        wanted: TargetSessionAttrs,
-        /// libpq's words, e.g. `session is read-only`.
-        reason: &'static str,
-    },
-    /// Several hosts were given and none gave a suitable connection: each host with
-    /// why, in the order tried.
-    #[error("no host gave a suitable connection: {}", list_failures(.0))]
-    AllHostsFailed(Vec<(String, Error)>),
-    /// An ErrorResponse from the server.
-    #[error("{0}")]
-    Db(Box<DbError>),
-    /// The server sent something this client does not expect.
-    #[error("protocol error: {0}")]
-    Protocol(String),
+    /// Connecting, authenticating or talking to the server failed, or the server answered
+    /// with an error.
+    #[error(transparent)]
+    Conn(#[from] pgconn::Error),
     /// A replication payload could not be decoded.
     #[error("could not decode replication data")]
     Decode(#[from] DecodeError),
-    /// The requested feature needs a newer server or another option.
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-    /// Reading from or writing to the server failed.
-    #[error("I/O error")]
-    Io(#[from] io::Error),
-    /// The connection was closed (by the server, or this stream was shut down).
-    #[error("connection closed: {0}")]
-    Closed(String),
-    /// An error from tokio-postgres that is not a server error (see [`crate::connect_sql`]).
-    #[error("SQL connection")]
-    Sql(#[source] tokio_postgres::Error),
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Conn(pgconn::Error::Io(e))
+    }
 }
 
 impl Error {
-    /// The failure that decides what this error is: the last host's for
-    /// [`Error::AllHostsFailed`], else the error itself.
-    fn decisive(&self) -> &Error {
+    /// The connection's error, unless replication data could not be decoded.
+    pub fn connection(&self) -> Option<&pgconn::Error> {
         match self {
-            Error::AllHostsFailed(all) => all.last().map_or(self, |(_, e)| e.decisive()),
-            other => other,
+            Error::Conn(e) => Some(e),
+            Error::Decode(_) => None,
         }
     }
 
     /// The server's error, if this is one.
     pub fn db_error(&self) -> Option<&DbError> {
-        match self.decisive() {
-            Error::Db(db) => Some(db),
-            _ => None,
-        }
+        self.connection().and_then(pgconn::Error::db_error)
     }
 
     /// The SQLSTATE code of a server error.
-    pub fn code(&self) -> Option<&str> {
-        self.db_error().map(|d| d.code.as_str())
+    pub fn code(&self) -> Option<&SqlState> {
+        self.db_error().map(|d| &d.code)
     }
 
-    /// Wrong password, no `pg_hba.conf` entry, or a client-side
-    /// authentication problem.
+    /// See [`pgconn::Error::is_auth_failure`].
     pub fn is_auth_failure(&self) -> bool {
-        matches!(self.decisive(), Error::Auth(_) | Error::PasswordMissing { .. })
-            || matches!(self.code(), Some("28P01" | "28000"))
+        self.connection().is_some_and(pgconn::Error::is_auth_failure)
     }
 
-    /// The server wants a password that nothing gave.
+    /// See [`pgconn::Error::is_password_missing`].
     pub fn is_password_missing(&self) -> bool {
-        matches!(self.decisive(), Error::PasswordMissing { .. })
+        self.connection().is_some_and(pgconn::Error::is_password_missing)
+    }
+
+    /// See [`pgconn::Error::is_connection_lost`].
+    pub fn is_connection_lost(&self) -> bool {
+        self.connection().is_some_and(pgconn::Error::is_connection_lost)
+    }
+
+    /// See [`pgconn::Error::fix`].
+    pub fn fix(&self) -> Option<String> {
+        self.connection().and_then(pgconn::Error::fix)
     }
 
     /// The replication slot does not exist.
     pub fn is_slot_missing(&self) -> bool {
-        self.db_error().is_some_and(|d| d.code == "42704" && d.message.contains("replication slot"))
+        self.is_undefined("replication slot")
     }
 
     /// The replication slot is in use by another connection.
     pub fn is_slot_active(&self) -> bool {
-        self.code() == Some("55006")
+        self.code() == Some(&SqlState::OBJECT_IN_USE)
     }
 
     /// A publication named in START_REPLICATION does not exist.
     pub fn is_publication_missing(&self) -> bool {
-        self.db_error().is_some_and(|d| d.code == "42704" && d.message.contains("publication"))
+        self.is_undefined("publication")
     }
 
-    /// The connection is gone (closed, reset, or I/O failed); reconnecting may help.
-    /// A server that does not suit `target_session_attrs` counts too: after a
-    /// failover it may.
-    pub fn is_connection_lost(&self) -> bool {
-        match self {
-            Error::Closed(_) | Error::Io(_) | Error::Connect { .. } => true,
-            Error::SessionAttrs { .. } => true,
-            Error::AllHostsFailed(all) => all.iter().all(|(_, e)| e.is_connection_lost()),
-            Error::Sql(e) => e.is_closed(),
-            // 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now.
-            Error::Db(d) => d.code.starts_with("57P") || d.code.starts_with("08"),
-            _ => false,
-        }
-    }
-
-    /// For the usual setup mistakes, one line that says how to fix it: from the
-    /// SQLSTATE of a server error, or from the kind of a client-side failure.
-    pub fn fix(&self) -> Option<String> {
-        match self.decisive() {
-            Error::Db(db) => db.fix(),
-            Error::Connect { .. } => Some(
-                "start the server, or connect where it listens (host and port; the server's \
-                 listen_addresses, port and unix_socket_directories say where)"
-                    .to_owned(),
-            ),
-            Error::PasswordMissing { passfile, .. } => Some(password_fix(passfile)),
-            Error::TlsUnavailable { .. } => Some(
-                "turn on ssl on the server (ssl = on with a certificate), or connect with \
-                 sslmode=prefer"
-                    .to_owned(),
-            ),
-            Error::SessionAttrs { wanted, .. } => Some(format!(
-                "list a server that suits target_session_attrs={wanted} among the hosts, or \
-                 change target_session_attrs"
-            )),
-            _ => None,
-        }
+    /// An undefined object of this kind. A missing slot and a missing publication share
+    /// their SQLSTATE; only the message names which it is.
+    fn is_undefined(&self, kind: &str) -> bool {
+        self.db_error()
+            .is_some_and(|d| d.code == SqlState::UNDEFINED_OBJECT && d.message.contains(kind))
     }
 }
 
-/// How to give a password: the variable or the password file.
-fn password_fix(passfile: &str) -> String {
-    format!(
-        "set PGPASSWORD, or add a line HOST:PORT:DATABASE:USER:PASSWORD to the password file \
-         ({passfile}, mode 0600; PGPASSFILE names another)"
-    )
-}
-
-/// `target: error: cause; target: error` for [`Error::AllHostsFailed`].
-fn list_failures(all: &[(String, Error)]) -> String {
-    let one = |(target, e): &(String, Error)| {
-        let mut text = format!("{target}: {e}");
-        let mut cause = std::error::Error::source(e);
-        while let Some(c) = cause {
-            text.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
-        text
-    };
-    all.iter().map(one).collect::<Vec<_>>().join("; ")
-}
-
-impl From<tokio_postgres::Error> for Error {
-    fn from(e: tokio_postgres::Error) -> Self {
-        match e.as_db_error() {
-            Some(db) => Error::Db(Box::new(DbError::from_tokio_postgres(db))),
-            None => Error::Sql(e),
-        }
-    }
-}
-
-/// The fields of a server ErrorResponse (or NoticeResponse).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct DbError {
-    /// `ERROR`, `FATAL`, `PANIC` (localized form may differ).
-    pub severity: String,
-    /// SQLSTATE, e.g. `42704`.
-    pub code: String,
-    /// The primary message.
-    pub message: String,
-    /// Optional detail.
-    pub detail: Option<String>,
-    /// Optional hint from the server.
-    pub hint: Option<String>,
-    /// Optional context (`CONTEXT:` line).
-    pub context: Option<String>,
-    /// The role this connection logs in as, to make fix hints concrete.
-    pub user: Option<String>,
-    /// The database this connection asked for, to make fix hints concrete.
-    pub database: Option<String>,
-}
-
-impl DbError {
-    pub(crate) fn from_fields<'a>(fields: impl Iterator<Item = (u8, &'a str)>) -> DbError {
-        let mut e = DbError::default();
-        let mut localized = String::new();
-        for (kind, value) in fields {
-            match kind {
-                // 'V' is the non-localized severity (PG 9.6+), prefer it.
-                b'V' => e.severity = value.to_owned(),
-                b'S' => localized = value.to_owned(),
-                b'C' => e.code = value.to_owned(),
-                b'M' => e.message = value.to_owned(),
-                b'D' => e.detail = Some(value.to_owned()),
-                b'H' => e.hint = Some(value.to_owned()),
-                b'W' => e.context = Some(value.to_owned()),
-                _ => {}
-            }
-        }
-        if e.severity.is_empty() {
-            e.severity = localized;
-        }
-        e
-    }
-
-    pub(crate) fn from_tokio_postgres(db: &tokio_postgres::error::DbError) -> DbError {
-        DbError {
-            severity: db
-                .parsed_severity()
-                .map_or_else(|| db.severity().to_owned(), |s| s.to_string()),
-            code: db.code().code().to_owned(),
-            message: db.message().to_owned(),
-            detail: db.detail().map(str::to_owned),
-            hint: db.hint().map(str::to_owned),
-            context: db.where_().map(str::to_owned),
-            user: None,
-            database: None,
-        }
-    }
-
-    /// For the common setup mistakes, one line that says how to fix it.
-    pub fn fix(&self) -> Option<String> {
-        let user = self.user.as_deref().unwrap_or("<user>");
-        let msg = self.message.as_str();
-        match self.code.as_str() {
-            "28P01" => {
-                Some("check the password (connection string, PGPASSWORD or ~/.pgpass)".to_owned())
-            }
-            "28000" if msg.starts_with("no pg_hba.conf entry") => Some(pg_hba_fix(msg)),
-            "28000" if msg.contains("pg_hba.conf rejects") => Some(
-                "a \"reject\" line in pg_hba.conf matches this connection: remove it or put a \
-                 line that accepts it above it, then SELECT pg_reload_conf();"
-                    .to_owned(),
-            ),
-            "28000" if msg.starts_with("role ") && msg.ends_with("does not exist") => {
-                Some(format!(
-                    "check the user name, or create the role: CREATE ROLE {} LOGIN PASSWORD '...';",
-                    quote_ident(user)
-                ))
-            }
-            "3D000" => {
-                let db = self.database.as_deref().unwrap_or("<database>");
-                Some(format!(
-                    "check the database name (psql -l lists the databases), or create it: \
-                     CREATE DATABASE {};",
-                    quote_ident(db)
-                ))
-            }
-            "42501" if msg.starts_with("permission denied for database") => {
-                let db = self.database.as_deref().unwrap_or("<database>");
-                Some(format!(
-                    "GRANT CONNECT ON DATABASE {} TO {};",
-                    quote_ident(db),
-                    quote_ident(user)
-                ))
-            }
-            "57P03" => Some(
-                "wait until the server accepts connections (it is starting up, shutting down or \
-                 in recovery)"
-                    .to_owned(),
-            ),
-            "53300" => Some(
-                "all connection slots are taken: raise max_connections (needs a restart) or end \
-                 idle sessions (see pg_stat_activity)"
-                    .to_owned(),
-            ),
-            "42501" if msg.contains("replication") || msg.contains("WAL sender") => Some(format!(
-                "grant the role replication rights: ALTER ROLE {} WITH REPLICATION;",
-                quote_ident(user)
-            )),
-            "55000" if msg.contains("wal_level") => {
-                Some("run ALTER SYSTEM SET wal_level = logical; then restart the server".to_owned())
-            }
-            "42704" if msg.contains("replication slot") => Some(
-                "create the slot first (CREATE_REPLICATION_SLOT or \
-                 pg_create_logical_replication_slot) or check its name"
-                    .to_owned(),
-            ),
-            "42704" if msg.contains("publication") => Some(
-                "create it on the source (CREATE PUBLICATION ... FOR TABLE ... / FOR ALL TABLES) \
-                 or check the name"
-                    .to_owned(),
-            ),
-            "55006" => Some(
-                "another consumer is streaming from this slot; stop it or end it with \
-                 SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE \
-                 slot_name = '...'"
-                    .to_owned(),
-            ),
-            "53400" if msg.contains("replication slots") => Some(
-                "raise max_replication_slots (needs a restart) or drop unused slots with \
-                 SELECT pg_drop_replication_slot(slot_name)"
-                    .to_owned(),
-            ),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for DbError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.severity, self.code, self.message)?;
-        if let Some(d) = &self.detail {
-            write!(f, "; detail: {d}")?;
-        }
-        if let Some(h) = &self.hint {
-            write!(f, "; hint: {h}")?;
-        }
-        if let Some(fix) = self.fix() {
-            write!(f, "; fix: {fix}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Builds the `pg_hba.conf` line to add from the server's message
-/// `no pg_hba.conf entry for host "H", user "U", database "D", ...`.
-fn pg_hba_fix(msg: &str) -> String {
-    let field = |name: &str| -> Option<&str> {
-        let start = msg.find(&format!("{name} \""))? + name.len() + 2;
-        let len = msg[start..].find('"')?;
-        Some(&msg[start..start + len])
-    };
-    let host = field("host").unwrap_or("<client address>");
-    let user = field("user").unwrap_or("<user>");
-    // Logical replication connections match on the database name, not the
-    // `replication` keyword (which is for physical replication).
-    let database = field("database").unwrap_or("replication");
-    let line = if host == "[local]" {
-        format!("local {database} {user} scram-sha-256")
-    } else {
-        let mask = if host.contains(':') { "128" } else { "32" };
-        format!("host {database} {user} {host}/{mask} scram-sha-256")
-    };
-    format!(
-        "add the line \"{line}\" to pg_hba.conf and reload the server (SELECT pg_reload_conf())"
-    )
-}
-
-/// Quotes an SQL identifier (double quotes, inner quotes doubled).
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Quotes an SQL string literal (single quotes, inner quotes doubled). Only
-/// for servers with `standard_conforming_strings = on` (the default since
-/// 9.1; checked at connect time).
-pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// `err` as a connection error, from an SQL connection ([`pgconn::Error`]) or a replication
+/// connection ([`Error`]) alike; `None` for other errors (its causes are not looked at: walk
+/// them with `source()` or `anyhow::Error::chain`).
+pub fn connection_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a pgconn::Error> {
+    err.downcast_ref::<pgconn::Error>()
+        .or_else(|| err.downcast_ref::<Error>().and_then(Error::connection))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn db(code: &str, message: &str) -> Error {
-        Error::Db(Box::new(DbError {
-            severity: "ERROR".into(),
-            code: code.into(),
-            message: message.into(),
-            user: Some("rep".into()),
-            ..DbError::default()
-        }))
+    fn db(code: SqlState, message: &str) -> Error {
+        let mut e = DbError::default();
+        e.severity = "ERROR".into();
+        e.code = code;
+        e.message = message.into();
+        Error::Conn(pgconn::Error::Db(Box::new(e)))
     }
 
     #[test]
-    fn fixes_and_predicates() {
-        let e = db("28P01", "password authentication failed for user \"rep\"");
-        assert!(e.is_auth_failure());
-        assert!(e.to_string().contains("check the password"));
-
-        let e = db(
-            "28000",
-            "no pg_hba.conf entry for host \"10.1.2.3\", user \"rep\", database \"app\", no \
-             encryption",
-        );
-        assert!(e.is_auth_failure());
-        assert!(e.to_string().contains("\"host app rep 10.1.2.3/32 scram-sha-256\""), "{e}");
-        let e = db(
-            "28000",
-            "no pg_hba.conf entry for host \"[local]\", user \"rep\", database \"app\"",
-        );
-        assert!(e.to_string().contains("\"local app rep scram-sha-256\""), "{e}");
-
-        let e = db("42501", "must be superuser or replication role to start walsender");
-        assert!(e.to_string().contains("ALTER ROLE \"rep\" WITH REPLICATION"), "{e}");
-
-        let e = db("55000", "logical decoding requires wal_level >= logical");
-        assert!(e.to_string().contains("ALTER SYSTEM SET wal_level = logical"));
-
-        let e = db("42704", "replication slot \"s\" does not exist");
+    fn slot_and_publication_predicates() {
+        let e = db(SqlState::UNDEFINED_OBJECT, "replication slot \"s\" does not exist");
         assert!(e.is_slot_missing() && !e.is_publication_missing());
-        let e = db("42704", "publication \"p\" does not exist");
+        assert!(e.fix().unwrap().contains("create the slot first"), "{e}");
+        let e = db(SqlState::UNDEFINED_OBJECT, "publication \"p\" does not exist");
         assert!(e.is_publication_missing() && !e.is_slot_missing());
-        assert!(e.to_string().contains("CREATE PUBLICATION"));
-
-        let e = db("55006", "replication slot \"s\" is active for PID 42");
-        assert!(e.is_slot_active());
-        assert!(e.to_string().contains("pg_terminate_backend"));
-
-        let e = db("53400", "all replication slots are in use");
-        assert!(e.to_string().contains("max_replication_slots"));
-        assert_eq!(e.code(), Some("53400"));
-
-        // The fix comes from the SQLSTATE: a missing database is not a pg_hba.conf problem.
-        let e = Error::Db(Box::new(DbError {
-            severity: "FATAL".into(),
-            code: "3D000".into(),
-            message: "database \"nosuchdb\" does not exist".into(),
-            database: Some("nosuchdb".into()),
-            ..DbError::default()
-        }));
-        let fix = e.fix().unwrap();
-        assert!(fix.contains("psql -l") && fix.contains("CREATE DATABASE \"nosuchdb\""), "{fix}");
-        assert!(!e.to_string().contains("pg_hba"), "{e}");
-        let e = db("28000", "role \"rep\" does not exist");
-        assert!(e.fix().unwrap().contains("CREATE ROLE \"rep\""), "{e}");
-        assert!(!e.to_string().contains("pg_hba"), "{e}");
-        let e = db("28000", "pg_hba.conf rejects connection for host \"[local]\", user \"rep\"");
-        assert!(e.fix().unwrap().contains("\"reject\" line"), "{e}");
-        let e = db("57P03", "the database system is starting up");
-        assert!(e.fix().unwrap().contains("wait"), "{e}");
-
-        let e = db("XX000", "other");
-        assert_eq!(e.db_error().unwrap().fix(), None);
-        assert_eq!(e.to_string(), "ERROR XX000: other");
+        let e = db(SqlState::OBJECT_IN_USE, "replication slot \"s\" is active for PID 42");
+        assert!(e.is_slot_active() && !e.is_slot_missing());
+        assert_eq!(e.code(), Some(&SqlState::OBJECT_IN_USE));
+        assert_eq!(e.to_string(), format!("{}", e.connection().unwrap()), "transparent");
     }
 
     #[test]
-    fn client_side_fixes_and_several_hosts() {
-        let refused = || Error::Connect {
-            target: "/var/run/postgresql/.s.PGSQL.5432".into(),
-            source: io::Error::from(io::ErrorKind::NotFound),
-        };
-        let fix = refused().fix().unwrap();
-        assert!(fix.contains("start the server"), "{fix}");
-        assert!(!fix.contains("pg_hba"), "{fix}");
-        let missing = Error::PasswordMissing {
-            target: "h:5432".into(),
-            user: "rep".into(),
-            passfile: "/home/rep/.pgpass".into(),
-        };
-        assert!(missing.is_password_missing() && missing.is_auth_failure());
-        let text = missing.to_string();
-        assert!(text.contains("PGPASSWORD") && text.contains("/home/rep/.pgpass"), "{text}");
-        assert!(missing.fix().unwrap().contains("PGPASSFILE"));
-
-        let all = Error::AllHostsFailed(vec![
-            ("a:1".into(), refused()),
-            (
-                "b:2".into(),
-                Error::SessionAttrs {
-                    target: "b:2".into(),
-                    wanted: TargetSessionAttrs::ReadWrite,
-                    reason: "session is read-only",
-                },
-            ),
-        ]);
-        let text = all.to_string();
-        assert!(text.contains("a:1: could not connect"), "{text}");
-        assert!(text.contains("entity not found"), "the cause is listed: {text}");
-        assert!(text.contains("b:2: server b:2 does not suit target_session_attrs=read-write"));
-        assert!(all.is_connection_lost());
-        assert!(all.fix().unwrap().contains("target_session_attrs=read-write"));
-        let all = Error::AllHostsFailed(vec![("a:1".into(), refused()), ("b:2".into(), missing)]);
-        assert!(all.is_password_missing() && !all.is_connection_lost());
-    }
-
-    #[test]
-    fn parses_fields() {
-        let fields = [
-            (b'S', "FEHLER"),
-            (b'V', "ERROR"),
-            (b'C', "42P01"),
-            (b'M', "m"),
-            (b'D', "d"),
-            (b'H', "h"),
-            (b'W', "w"),
-        ];
-        let e = DbError::from_fields(fields.into_iter());
-        assert_eq!(e.severity, "ERROR");
-        assert_eq!(e.code, "42P01");
-        assert_eq!(e.detail.as_deref(), Some("d"));
-        assert_eq!(e.hint.as_deref(), Some("h"));
-        assert_eq!(e.context.as_deref(), Some("w"));
-        assert_eq!(e.to_string(), "ERROR 42P01: m; detail: d; hint: h");
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("a\"B"), "\"a\"\"B\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
+    fn connection_error_is_found_in_either_kind() {
+        let sql = pgconn::Error::Closed("gone".into());
+        assert!(connection_error(&sql).is_some_and(pgconn::Error::is_connection_lost));
+        let repl = Error::Conn(pgconn::Error::Closed("gone".into()));
+        assert!(connection_error(&repl).is_some_and(pgconn::Error::is_connection_lost));
+        let empty = pgoutput_decoder::Decoder::new(1).decode(bytes::Bytes::new()).unwrap_err();
+        let decode = Error::Decode(empty);
+        assert!(connection_error(&decode).is_none());
+        let io = std::io::Error::other("not a connection error");
+        assert!(connection_error(&io).is_none());
+        assert!(!decode.is_connection_lost());
     }
 }

@@ -22,7 +22,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::error::{Error, quote_ident, quote_literal};
+use pgconn::{Error as ConnError, quote_ident, quote_literal};
+
+use crate::error::Error;
 use crate::wire::{Backend, Conn};
 
 /// Default interval between status updates (PostgreSQL's
@@ -255,9 +257,9 @@ impl LogicalReplicationStream {
     pub async fn shutdown(mut self) -> Result<(), Error> {
         let _ = self.stop.send(true);
         match self.task.take() {
-            Some(task) => {
-                task.await.map_err(|e| Error::Closed(format!("replication task failed: {e}")))?
-            }
+            Some(task) => task
+                .await
+                .map_err(|e| ConnError::Closed(format!("replication task failed: {e}")))?,
             None => Ok(()),
         }
     }
@@ -265,7 +267,10 @@ impl LogicalReplicationStream {
 
 /// Picks the protocol version: the requested one (checked), or the highest
 /// both sides speak.
-pub(crate) fn negotiate_proto(requested: Option<u32>, server_version: u32) -> Result<u32, Error> {
+pub(crate) fn negotiate_proto(
+    requested: Option<u32>,
+    server_version: u32,
+) -> Result<u32, ConnError> {
     let server_max = match server_version {
         v if v >= 160_000 => 4,
         v if v >= 150_000 => 3,
@@ -275,7 +280,7 @@ pub(crate) fn negotiate_proto(requested: Option<u32>, server_version: u32) -> Re
     match requested {
         None => Ok(server_max),
         Some(v) if (1..=server_max).contains(&v) => Ok(v),
-        Some(v) => Err(Error::Unsupported(format!(
+        Some(v) => Err(ConnError::Unsupported(format!(
             "pgoutput protocol version {v}: this server speaks 1 to {server_max}"
         ))),
     }
@@ -286,12 +291,12 @@ pub(crate) fn start_command(
     opts: &StartReplication,
     proto: u32,
     server_version: u32,
-) -> Result<String, Error> {
+) -> Result<String, ConnError> {
     if opts.publication_names.is_empty() {
-        return Err(Error::Config("START_REPLICATION needs at least one publication".into()));
+        return Err(ConnError::Config("START_REPLICATION needs at least one publication".into()));
     }
-    let need = |ok: bool, what: &str| -> Result<(), Error> {
-        if ok { Ok(()) } else { Err(Error::Unsupported(what.to_owned())) }
+    let need = |ok: bool, what: &str| -> Result<(), ConnError> {
+        if ok { Ok(()) } else { Err(ConnError::Unsupported(what.to_owned())) }
     };
     let publications =
         opts.publication_names.iter().map(|p| quote_ident(p)).collect::<Vec<_>>().join(",");
@@ -354,8 +359,10 @@ pub(crate) async fn start(
     conn.flush().await?;
     match conn.read_message().await? {
         Backend::CopyBothResponse => {}
-        Backend::Msg(Message::ErrorResponse(body)) => return Err(conn.db_error(&body)),
-        _ => return Err(Error::Protocol("unexpected answer to START_REPLICATION".into())),
+        Backend::Msg(Message::ErrorResponse(body)) => return Err(conn.db_error(&body).into()),
+        _ => {
+            return Err(ConnError::Protocol("unexpected answer to START_REPLICATION".into()).into());
+        }
     }
 
     // Stay well inside wal_sender_timeout even when the consumer stalls.
@@ -520,11 +527,14 @@ impl SocketTask {
                     }
                 }
             }
-            Backend::Msg(Message::ErrorResponse(body)) => Err(self.conn.db_error(&body)),
+            Backend::Msg(Message::ErrorResponse(body)) => Err(self.conn.db_error(&body).into()),
             Backend::Msg(Message::CopyDone) => {
-                Err(Error::Closed("the server ended the replication stream".into()))
+                Err(ConnError::Closed("the server ended the replication stream".into()).into())
             }
-            _ => Err(Error::Protocol("unexpected message in the replication stream".into())),
+            _ => {
+                Err(ConnError::Protocol("unexpected message in the replication stream".into())
+                    .into())
+            }
         }
     }
 
@@ -659,7 +669,7 @@ impl SocketTask {
             }
         };
         let result: Result<(), Error> = match tokio::time::timeout(SHUTDOWN_GRACE, drain).await {
-            Ok(r) => r,
+            Ok(r) => r.map_err(Error::from),
             Err(_) => {
                 tracing::debug!("server did not finish the replication COPY in time");
                 Ok(())
@@ -715,16 +725,16 @@ mod tests {
         o.two_phase = true;
         let cmd = start_command(&o, 3, 150_000).unwrap();
         assert!(cmd.ends_with("binary 'true', messages 'true', streaming 'on', two_phase 'true')"));
-        assert!(matches!(start_command(&o, 2, 150_000), Err(Error::Unsupported(_))));
-        assert!(matches!(start_command(&o, 3, 140_000), Err(Error::Unsupported(_))));
+        assert!(matches!(start_command(&o, 2, 150_000), Err(ConnError::Unsupported(_))));
+        assert!(matches!(start_command(&o, 3, 140_000), Err(ConnError::Unsupported(_))));
         o.two_phase = false;
         o.streaming = Streaming::Parallel;
-        assert!(matches!(start_command(&o, 3, 150_000), Err(Error::Unsupported(_))));
+        assert!(matches!(start_command(&o, 3, 150_000), Err(ConnError::Unsupported(_))));
         assert!(start_command(&o, 4, 160_000).unwrap().contains("streaming 'parallel'"));
         o.origin = Some("none".into());
         assert!(start_command(&o, 4, 160_000).unwrap().contains("origin 'none'"));
-        assert!(matches!(start_command(&o, 3, 150_000), Err(Error::Unsupported(_))));
+        assert!(matches!(start_command(&o, 3, 150_000), Err(ConnError::Unsupported(_))));
         let empty = StartReplication::new("s", Vec::<String>::new());
-        assert!(matches!(start_command(&empty, 1, 150_000), Err(Error::Config(_))));
+        assert!(matches!(start_command(&empty, 1, 150_000), Err(ConnError::Config(_))));
     }
 }

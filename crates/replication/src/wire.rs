@@ -18,10 +18,9 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::config::{ChannelBinding, ConnConfig, Host};
-use crate::error::{DbError, Error};
+use pgconn::{ChannelBinding, ConnConfig, DbError, Error, Host, tls};
+
 use crate::pacing::{BULK_LOWAT, BULK_READ_WAIT, Pacer};
-use crate::tls;
 
 /// Frames larger than this are refused (PostgreSQL's own limit on a single
 /// message is 1 GB; this guards against a corrupt length allocating wildly).

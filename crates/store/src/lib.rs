@@ -15,6 +15,7 @@
 
 use std::future::Future;
 
+use pgconn::quote_ident;
 use rand::Rng;
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::{ToSql, Type};
@@ -369,11 +370,6 @@ pub async fn table_fingerprint(
     );
     let row = client.query_one(&sql, &[]).await?;
     Ok((row.get(0), row.get(1)))
-}
-
-/// Quotes an SQL identifier (`"` doubled).
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]

@@ -2,11 +2,12 @@
 
 use std::collections::HashSet;
 
+use pgconn::quote_ident;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use crate::error::{DbContext, Error};
-use crate::ident::{QualifiedName, quote_ident};
+use crate::ident::QualifiedName;
 
 /// OIDs below this are built into PostgreSQL (`FirstNormalObjectId`).
 const FIRST_NORMAL_OBJECT_ID: u32 = 16384;

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt, future::try_join_all};
+use pgconn::quote_literal;
 use tokio_postgres::Client;
 
 use crate::catalog::TableDef;
 use crate::error::{BoxError, Error};
-use crate::ident::{QualifiedName, quote_literal};
+use crate::ident::QualifiedName;
 
 /// Session settings that make text output unambiguous and identical on both sides.
 pub(crate) const SESSION_SETTINGS: &str = "SET DateStyle = 'ISO, MDY'; \
@@ -36,7 +37,7 @@ const PROGRESS_EVERY: u64 = 1024 * 1024;
 /// Opens a new, ready-to-use connection (the caller spawns the connection task).
 ///
 /// Implemented for closures `Fn() -> impl Future<Output = Result<Client, E>>`, so a caller
-/// can pass `|| replication::connect_sql(&config)` or a TLS-aware connector of its own.
+/// can pass `|| pgconn::connect_sql(&config)` or a TLS-aware connector of its own.
 pub trait Connector: Sync {
     /// Connects once.
     fn connect(&self) -> impl Future<Output = Result<Client, BoxError>> + Send;

@@ -1,38 +1,10 @@
-//! Identifier quoting and parsing of table names as a user writes them.
+//! Table names as a user writes them, and as the catalog stores them.
 
 use std::fmt;
 
+use pgconn::quote_ident;
+
 use crate::error::Error;
-
-/// Quotes an SQL identifier: always double-quoted, embedded quotes doubled.
-///
-/// Always quoting keeps upper case, spaces, keywords and unicode intact.
-pub fn quote_ident(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 2);
-    out.push('"');
-    for c in name.chars() {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
-/// Quotes an SQL string literal (standard_conforming_strings on): `'` doubled.
-pub fn quote_literal(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('\'');
-    for c in value.chars() {
-        if c == '\'' {
-            out.push('\'');
-        }
-        out.push(c);
-    }
-    out.push('\'');
-    out
-}
 
 /// A schema-qualified table name, both parts exactly as stored in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -206,13 +178,6 @@ fn split_parts(text: &str) -> Result<Vec<(String, bool)>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting_doubles_quotes() {
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote_ident("Select"), "\"Select\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-    }
 
     #[test]
     fn parse_folds_unquoted_and_keeps_quoted() {

@@ -36,7 +36,7 @@ pub use copy::{
     copy_tables,
 };
 pub use error::{BoxError, Error};
-pub use ident::{QualifiedName, TablePattern, quote_ident, quote_literal};
+pub use ident::{QualifiedName, TablePattern};
 pub use publication::{PublicationStatus, drop_publication, ensure_publication};
 pub use schema::{
     CreatedSchema, NotCreated, ObjectKind, Planned, SchemaPlan, SchemaProblem, TargetOptions,

@@ -1,10 +1,10 @@
 //! Creating and checking the source publication.
 
+use pgconn::quote_ident;
 use tokio_postgres::Client;
 
 use crate::catalog::{TableDef, published_names};
 use crate::error::{DbContext, Error};
-use crate::ident::quote_ident;
 
 /// What [`ensure_publication`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,12 +4,13 @@
 //! would hand out values already used on the source unless they are synced at initial copy
 //! and periodically.
 
+use pgconn::quote_ident;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use crate::catalog::{SequenceDef, read_sequence};
 use crate::error::{DbContext, Error};
-use crate::ident::{QualifiedName, quote_ident};
+use crate::ident::QualifiedName;
 
 /// What a sync did: each sequence is tried on its own, so one that fails (a missing
 /// privilege, say) neither hides nor stops the others.

@@ -12,13 +12,13 @@
 use std::collections::HashMap;
 
 use futures_util::future::try_join_all;
+use pgconn::quote_ident;
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
 use crate::catalog::TableDef;
 use crate::copy::SESSION_SETTINGS;
 use crate::error::{DbContext, Error};
-use crate::ident::quote_ident;
 
 /// A key value: the text of each key column (or the row text for keyless tables).
 pub type Key = Vec<String>;

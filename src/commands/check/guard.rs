@@ -1,7 +1,7 @@
 //! The check that the target is not the source's own database.
 
 use super::{Report, pg_error_text};
-use replication::ConnConfig;
+use pgconn::ConnConfig;
 
 /// Whether the target is another database than the source's. Fails the check when it is the
 /// same one, in which case the other target checks (which would suggest emptying its tables)
@@ -13,7 +13,7 @@ pub(super) async fn target_is_not_source(
 ) -> bool {
     const CHECK: &str = "target is not the source";
     let (Ok(source), Ok(target)) =
-        (replication::connect_sql(source).await, replication::connect_sql(target).await)
+        (pgconn::connect_sql(source).await, pgconn::connect_sql(target).await)
     else {
         return true;
     };

@@ -4,7 +4,8 @@
 //! table on the source ("Column used in the publication WHERE expression is not part of the
 //! replica identity").
 
-use tablesync::{TableDef, quote_ident};
+use pgconn::quote_ident;
+use tablesync::TableDef;
 use tokio_postgres::Client;
 
 use super::Report;

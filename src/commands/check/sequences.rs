@@ -2,8 +2,8 @@
 //! (`SELECT`) and sets it on the target (`setval`, which needs `UPDATE`). Without them the
 //! sequences stay behind, and a replica that takes over hands out ids already used.
 
-use replication::ConnConfig;
-use tablesync::{SequenceDef, TableDef, quote_ident};
+use pgconn::{ConnConfig, quote_ident};
+use tablesync::{SequenceDef, TableDef};
 use tokio_postgres::Client;
 
 use super::{Report, pg_error_text};
@@ -19,9 +19,9 @@ pub(super) async fn check(
     tables: &[TableDef],
     report: &mut Report,
 ) {
-    let Ok(source) = replication::connect_sql(source).await else { return };
+    let Ok(source) = pgconn::connect_sql(source).await else { return };
     let target = match target {
-        Some(cfg) => replication::connect_sql(cfg).await.ok(),
+        Some(cfg) => pgconn::connect_sql(cfg).await.ok(),
         None => None,
     };
     if let Err(e) = run(&source, target.as_ref(), tables, report).await {

@@ -2,7 +2,7 @@
 //! and what stands in its way: the target's types compared with the source's, objects that
 //! cannot be created, a foreign-key cycle a checking copy cannot load.
 
-use replication::ConnConfig;
+use pgconn::ConnConfig;
 use tablesync::{NotCreated, ObjectKind, SchemaPlan, TableDef};
 use tokio_postgres::Client;
 
@@ -16,7 +16,7 @@ pub(super) async fn plan(
     tables: &[TableDef],
     report: &mut Report,
 ) -> Option<SchemaPlan> {
-    let Ok(source) = replication::connect_sql(source).await else { return None };
+    let Ok(source) = pgconn::connect_sql(source).await else { return None };
     match tablesync::plan_target_schema(&source, target, tables).await {
         Ok(plan) => Some(plan),
         Err(e) => {

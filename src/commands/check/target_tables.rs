@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use tablesync::{TableDef, TargetOptions, TargetTable, quote_ident};
+use pgconn::quote_ident;
+use tablesync::{TableDef, TargetOptions, TargetTable};
 use tokio_postgres::Client;
 
 use super::{Report, who};

@@ -16,7 +16,9 @@ use crate::error::{ApplyError, SchemaChange};
 use crate::target::TypeMap;
 
 use super::PostgresTarget;
-use super::table::{self, ColInfo, RowType, TableInfo, UniqueHazard, quote_ident};
+use pgconn::quote_ident;
+
+use super::table::{self, ColInfo, RowType, TableInfo, UniqueHazard};
 
 /// Names a type the target cannot name itself: a non-builtin source type OID (with its type
 /// modifier) to an SQL type name, already quoted as needed. Used for `ADD COLUMN` on drift.

@@ -5,22 +5,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use pgconn::quote_ident;
 use pgoutput_decoder::{Relation, ReplicaIdentity};
 use tokio_postgres::Statement;
-
-/// Quotes an SQL identifier (`"` doubled).
-pub(crate) fn quote_ident(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
 
 /// `"schema"."table"` for a source relation (an empty namespace means `pg_catalog`).
 pub(crate) fn qualified_name(rel: &Relation) -> String {

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pgcluster::{AuthMethod, ClusterBuilder};
-use replication::{ConnConfig, Error, PasswordPrompt, ReplicationClient, connect_sql};
+use pgconn::{ConnConfig, Error, PasswordPrompt, SqlState, connect_sql};
+use replication::ReplicationClient;
 
-use crate::{cfg, cfg_from, start_cluster};
+use crate::{cfg, cfg_from, repl_err, start_cluster};
 
 const PASSWORD: &str = "s3cret pa:ss@word";
 
@@ -43,11 +44,9 @@ async fn check_method(method: AuthMethod) {
 
     // Wrong password: a server error that says what to fix, never the password.
     let bad = good.clone().with_password(Some("wrong".into()));
-    for err in
-        [ReplicationClient::connect(&bad).await.unwrap_err(), connect_sql(&bad).await.unwrap_err()]
-    {
+    for err in [repl_err(&bad).await, connect_sql(&bad).await.unwrap_err()] {
         assert!(err.is_auth_failure(), "{method:?}: {err}");
-        assert_eq!(err.code(), Some("28P01"), "{method:?}: {err}");
+        assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD), "{method:?}: {err}");
         let text = err.to_string();
         assert!(text.contains("check the password"), "{text}");
         assert!(!text.contains("wrong") && !text.contains(PASSWORD), "{text}");
@@ -56,10 +55,7 @@ async fn check_method(method: AuthMethod) {
     // No password at all (and no password file): a client-side error that says how to
     // give one, the same on both connection kinds.
     let none = good.clone().with_password(None).with_passfile(None);
-    for err in [
-        ReplicationClient::connect(&none).await.unwrap_err(),
-        connect_sql(&none).await.unwrap_err(),
-    ] {
+    for err in [repl_err(&none).await, connect_sql(&none).await.unwrap_err()] {
         assert!(matches!(err, Error::PasswordMissing { .. }), "{method:?}: {err}");
         assert!(err.is_auth_failure() && err.is_password_missing());
         let text = err.to_string();

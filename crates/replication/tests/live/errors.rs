@@ -1,10 +1,11 @@
 //! The common setup mistakes give typed errors with a fix.
 
 use pgcluster::ClusterBuilder;
+use pgconn::{Error, SqlState};
 use pgoutput_decoder::LogicalMessage;
-use replication::{CreateSlotOptions, Error, ReplicationClient, SnapshotAction, StartReplication};
+use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication};
 
-use crate::{cfg, cfg_from, fresh_db, start_cluster, within};
+use crate::{cfg, cfg_from, fresh_db, repl_err, start_cluster, within};
 
 fn no_snapshot() -> CreateSlotOptions {
     CreateSlotOptions { snapshot: SnapshotAction::Nothing, ..Default::default() }
@@ -16,7 +17,7 @@ async fn wal_level_replica() {
         start_cluster(ClusterBuilder::new().fast_unsafe().setting("wal_level", "replica")).await;
     let mut client = ReplicationClient::connect(&cfg(&cluster, "postgres")).await.unwrap();
     let err = client.create_slot("s", no_snapshot()).await.unwrap_err();
-    assert_eq!(err.code(), Some("55000"), "{err}");
+    assert_eq!(err.code(), Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE), "{err}");
     assert!(err.to_string().contains("ALTER SYSTEM SET wal_level = logical"), "{err}");
 }
 
@@ -28,7 +29,7 @@ async fn too_many_slots() {
     let mut client = ReplicationClient::connect(&cfg(&cluster, "postgres")).await.unwrap();
     client.create_slot("first", no_snapshot()).await.unwrap();
     let err = client.create_slot("second", no_snapshot()).await.unwrap_err();
-    assert_eq!(err.code(), Some("53400"), "{err}");
+    assert_eq!(err.code(), Some(&SqlState::CONFIGURATION_LIMIT_EXCEEDED), "{err}");
     assert!(err.to_string().contains("max_replication_slots"), "{err}");
 }
 
@@ -39,8 +40,8 @@ async fn role_without_replication() {
     let role = pgcluster::unique_name("plain_role");
     sql.batch_execute(&format!("CREATE ROLE {role} LOGIN")).await.unwrap();
     let c = cfg(cluster, &db).with_user(role.clone());
-    let err = ReplicationClient::connect(&c).await.unwrap_err();
-    assert_eq!(err.code(), Some("42501"), "{err}");
+    let err = repl_err(&c).await;
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{err}");
     assert!(err.to_string().contains(&format!("ALTER ROLE \"{role}\" WITH REPLICATION")), "{err}");
     // After the fix it works.
     sql.batch_execute(&format!("ALTER ROLE {role} WITH REPLICATION")).await.unwrap();
@@ -98,10 +99,7 @@ async fn slot_missing_active_and_publication_missing() {
 async fn connection_refused_names_the_target() {
     // Port 1 on loopback: nothing listens there.
     let c = cfg_from("postgres://u@127.0.0.1:1/db", "sslmode=disable");
-    for err in [
-        ReplicationClient::connect(&c).await.unwrap_err(),
-        replication::connect_sql(&c).await.unwrap_err(),
-    ] {
+    for err in [repl_err(&c).await, pgconn::connect_sql(&c).await.unwrap_err()] {
         assert!(matches!(err, Error::Connect { .. }), "{err}");
         let text = err.to_string();
         assert!(text.contains("127.0.0.1:1") && text.contains("server running"), "{text}");

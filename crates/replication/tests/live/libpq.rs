@@ -5,12 +5,13 @@
 use std::path::Path;
 
 use pgcluster::{ClusterBuilder, TlsConfig};
+use pgconn::{ConnConfig, Error, SqlState, connect_sql};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
-use replication::{ConnConfig, Error, ReplicationClient, connect_sql};
+use replication::ReplicationClient;
 
-use crate::{cfg, cfg_from, fresh_db, no_env, start_cluster};
+use crate::{cfg, cfg_from, fresh_db, no_env, repl_err, start_cluster};
 
 /// `sql` on a replication connection and on an SQL connection: both first values.
 async fn ask_both(c: &ConnConfig, sql: &str) -> (String, String) {
@@ -125,9 +126,7 @@ async fn several_hosts_and_target_session_attrs() {
 
     // No host suits: every host's reason, in order.
     let c = hosts(&[down, ro, rw], "standby");
-    for err in
-        [ReplicationClient::connect(&c).await.unwrap_err(), connect_sql(&c).await.unwrap_err()]
-    {
+    for err in [repl_err(&c).await, connect_sql(&c).await.unwrap_err()] {
         let Error::AllHostsFailed(failures) = &err else { panic!("{err}") };
         assert_eq!(failures.len(), 3, "{err}");
         let text = err.to_string();
@@ -145,7 +144,7 @@ async fn several_hosts_and_target_session_attrs() {
     let c = hosts(&[ro], "read-write");
     let err = connect_sql(&c).await.unwrap_err();
     assert!(matches!(err, Error::SessionAttrs { reason: "session is read-only", .. }), "{err}");
-    let err = ReplicationClient::connect(&hosts(&[down], "any")).await.unwrap_err();
+    let err = repl_err(&hosts(&[down], "any")).await;
     assert!(matches!(err, Error::Connect { .. }), "{err}");
 }
 
@@ -223,18 +222,14 @@ async fn client_certificate_authentication() {
 
     // Without a certificate the server refuses, on both connection kinds.
     let c = ConnConfig::parse_with_env(&base, &no_env).unwrap();
-    for err in
-        [ReplicationClient::connect(&c).await.unwrap_err(), connect_sql(&c).await.unwrap_err()]
-    {
-        assert_eq!(err.code(), Some("28000"), "{err}");
+    for err in [repl_err(&c).await, connect_sql(&c).await.unwrap_err()] {
+        assert_eq!(err.code(), Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION), "{err}");
         assert!(err.to_string().contains("certificate"), "{err}");
     }
     // A key others can read is refused before connecting, as libpq does.
     set_mode(&client_key, 0o644);
     let c = ConnConfig::parse_with_env(&with_cert, &no_env).unwrap();
-    for err in
-        [ReplicationClient::connect(&c).await.unwrap_err(), connect_sql(&c).await.unwrap_err()]
-    {
+    for err in [repl_err(&c).await, connect_sql(&c).await.unwrap_err()] {
         assert!(matches!(err, Error::Tls(_)), "{err}");
         assert!(err.to_string().contains("group or world access"), "{err}");
     }
@@ -244,10 +239,8 @@ async fn client_certificate_authentication() {
 async fn missing_database_gets_its_own_fix() {
     let cluster = pgcluster::shared();
     let c = cfg(cluster, "no_such_db_libpq");
-    for err in
-        [ReplicationClient::connect(&c).await.unwrap_err(), connect_sql(&c).await.unwrap_err()]
-    {
-        assert_eq!(err.code(), Some("3D000"), "{err}");
+    for err in [repl_err(&c).await, connect_sql(&c).await.unwrap_err()] {
+        assert_eq!(err.code(), Some(&SqlState::INVALID_CATALOG_NAME), "{err}");
         let text = err.to_string();
         assert!(text.contains("CREATE DATABASE \"no_such_db_libpq\""), "{text}");
         assert!(text.contains("psql -l"), "{text}");

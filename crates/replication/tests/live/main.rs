@@ -16,7 +16,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use pgcluster::Cluster;
-use replication::{ConnConfig, LogicalReplicationStream, ReplicationEvent};
+use pgconn::ConnConfig;
+use replication::{LogicalReplicationStream, ReplicationClient, ReplicationEvent};
 
 /// Environment lookup with nothing set: tests never depend on the caller's `PG*` variables.
 pub fn no_env(_: &str) -> Option<String> {
@@ -33,6 +34,15 @@ pub fn cfg_from(url: &str, extra: &str) -> ConnConfig {
 /// Plaintext config for the superuser on `db`.
 pub fn cfg(cluster: &Cluster, db: &str) -> ConnConfig {
     cfg_from(&cluster.url(db), "sslmode=disable")
+}
+
+/// The connection error a replication connection with `c` fails with.
+pub async fn repl_err(c: &ConnConfig) -> pgconn::Error {
+    match ReplicationClient::connect(c).await {
+        Ok(_) => panic!("a replication connection to {c} was made"),
+        Err(replication::Error::Conn(e)) => e,
+        Err(e) => panic!("not a connection error: {e}"),
+    }
 }
 
 /// A fresh database on the shared cluster.

@@ -268,7 +268,7 @@ async fn large_transaction_is_streamed_with_protocol_2() {
     sql.batch_execute(&format!(
         "ALTER DATABASE {} SET logical_decoding_work_mem = '64kB'; \
          CREATE TABLE big (id int PRIMARY KEY, pad text); CREATE PUBLICATION big_pub FOR TABLE big",
-        pgcluster::quote_ident(&db)
+        pgconn::quote_ident(&db)
     ))
     .await
     .unwrap();

@@ -1,9 +1,10 @@
 //! TLS modes against a cluster with a generated CA, and SCRAM channel binding.
 
 use pgcluster::{AuthMethod, ClusterBuilder, TlsConfig};
-use replication::{ChannelBinding, Error, ReplicationClient, SslMode, connect_sql};
+use pgconn::{ChannelBinding, Error, SslMode, connect_sql};
+use replication::ReplicationClient;
 
-use crate::{cfg, cfg_from, start_cluster};
+use crate::{cfg, cfg_from, repl_err, start_cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_modes_and_channel_binding() {
@@ -21,7 +22,7 @@ async fn tls_modes_and_channel_binding() {
     // verify-full against the generated CA, by IP and by name.
     for host in ["127.0.0.1", "localhost"] {
         let c = cfg_from(&url, &format!("sslmode=verify-full&sslrootcert={ca}"))
-            .with_host(replication::Host::Tcp(host.into()));
+            .with_host(pgconn::Host::Tcp(host.into()));
         let mut client = ReplicationClient::connect(&c).await.expect("verify-full");
         assert!(client.is_tls());
         // SCRAM-SHA-256-PLUS: the server verified our tls-server-end-point hash.
@@ -60,12 +61,12 @@ async fn tls_modes_and_channel_binding() {
     connect_sql(&c).await.expect("sql channel binding required");
     // ... and is refused without it.
     let plain = cfg(&cluster, "postgres").with_channel_binding(ChannelBinding::Require);
-    let err = ReplicationClient::connect(&plain).await.unwrap_err();
+    let err = repl_err(&plain).await;
     assert!(matches!(err, Error::Auth(_)), "{err}");
 
     // An untrusted server certificate is rejected.
     let c = cfg_from(&url, "sslmode=verify-full&sslrootcert=system");
-    let err = ReplicationClient::connect(&c).await.unwrap_err();
+    let err = repl_err(&c).await;
     assert!(matches!(err, Error::Tls(_)), "{err}");
     let err = connect_sql(&c).await.unwrap_err();
     assert!(matches!(err, Error::Tls(_) | Error::Sql(_)), "{err}");
@@ -83,7 +84,7 @@ async fn tls_modes_and_channel_binding() {
 async fn tls_required_but_not_offered() {
     let cluster = pgcluster::shared();
     let c = cfg_from(&cluster.url("postgres"), "sslmode=require");
-    let err = ReplicationClient::connect(&c).await.unwrap_err();
+    let err = repl_err(&c).await;
     assert!(matches!(err, Error::TlsUnavailable { .. }), "{err}");
     assert!(err.to_string().contains("sslmode=require"), "{err}");
     let err = connect_sql(&c).await.unwrap_err();

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 
+use pgconn::quote_ident;
 use tokio_postgres::Client;
 
 use crate::catalog::TableDef;
 use crate::error::{DbContext, Error};
-use crate::ident::{QualifiedName, quote_ident};
+use crate::ident::QualifiedName;
 
 /// An edge of the foreign-key graph: `from` references `to` through constraint `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]

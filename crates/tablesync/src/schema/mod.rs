@@ -36,11 +36,12 @@
 //! target, a different type, or a target NOT NULL where the source allows NULL is an error
 //! naming the table and column.
 
+use pgconn::quote_ident;
 use tokio_postgres::Client;
 
 use crate::catalog::{ColumnDef, TableDef, load_columns, table_oid};
 use crate::error::{DbContext, Error};
-use crate::ident::{QualifiedName, quote_ident};
+use crate::ident::QualifiedName;
 
 mod foreign_keys;
 mod plan;

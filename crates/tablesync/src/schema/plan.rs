@@ -3,13 +3,16 @@
 
 use std::collections::{HashMap, HashSet};
 
+use pgconn::quote_ident;
+
 use super::foreign_keys::{Edge, find_cycle};
 use super::sides::{SourceSide, TargetSide};
 use super::tables::{DependsOn, RelSpec, attach_sql, constraint_sql};
 use super::types::{self, TypeDef};
 use super::{NotCreated, ObjectKind, Planned, SchemaProblem};
+
 use crate::catalog::TableDef;
-use crate::ident::{QualifiedName, quote_ident};
+use crate::ident::QualifiedName;
 use crate::sequences::sequence_sql;
 
 /// Statements by phase, in the order they run (as pg_dump orders a restore).

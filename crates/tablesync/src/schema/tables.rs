@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 
+use pgconn::{quote_ident, quote_literal};
 use tokio_postgres::Client;
 
 use super::read::qualify;
+
 use crate::catalog::IdentityKind;
 use crate::error::{DbContext, Error};
-use crate::ident::quote_ident;
 
 /// One column of a relation to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +127,7 @@ impl RelSpec {
                 .options
                 .iter()
                 .map(|o| match o.split_once('=') {
-                    Some((k, v)) => format!("{k} = {}", crate::ident::quote_literal(v)),
+                    Some((k, v)) => format!("{k} = {}", quote_literal(v)),
                     None => o.clone(),
                 })
                 .collect();

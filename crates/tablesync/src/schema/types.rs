@@ -4,12 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 
+use pgconn::{quote_ident, quote_literal};
 use tokio_postgres::Client;
 
 use super::SchemaProblem;
 use super::read::qualify;
+
 use crate::error::{DbContext, Error};
-use crate::ident::{quote_ident, quote_literal};
 
 /// What a user-defined type is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]

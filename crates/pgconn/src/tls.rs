@@ -1,6 +1,7 @@
 //! TLS with rustls (ring provider) for both connection kinds: the
-//! replication connection in [`crate::wire`] and tokio-postgres in
-//! [`crate::connect_sql`].
+//! replication connection (which runs the handshake itself with [`client_config`],
+//! [`server_name`] and [`tls_server_end_point`]) and tokio-postgres in
+//! [`crate::connect_sql`] ([`MakeRustlsConnect`]).
 //!
 //! `sslmode` semantics follow libpq: `require` encrypts without verifying
 //! (unless a root certificate is configured, then it acts as `verify-ca`),
@@ -45,7 +46,10 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// Builds the rustls client config for `cfg`, or `None` when TLS is not
 /// attempted at all (`sslmode=disable` or a Unix socket).
-pub(crate) fn client_config(cfg: &ConnConfig) -> Result<Option<Arc<ClientConfig>>, Error> {
+///
+/// # Errors
+/// [`Error::Tls`] when the certificates cannot be read or `sslmode` needs roots none gives.
+pub fn client_config(cfg: &ConnConfig) -> Result<Option<Arc<ClientConfig>>, Error> {
     if cfg.sslmode() == SslMode::Disable || cfg.is_unix_socket() {
         return Ok(None);
     }
@@ -160,7 +164,10 @@ fn load_roots(setting: &str) -> Result<RootCertStore, Error> {
 
 /// The name presented for SNI and checked by `verify-full`. For modes that
 /// do not check names, an unparsable host falls back to a placeholder.
-pub(crate) fn server_name(host: &str, cfg: &ConnConfig) -> Result<ServerName<'static>, Error> {
+///
+/// # Errors
+/// [`Error::Tls`] for `verify-full` with a host that is no valid server name.
+pub fn server_name(host: &str, cfg: &ConnConfig) -> Result<ServerName<'static>, Error> {
     match ServerName::try_from(host.to_owned()) {
         Ok(n) => Ok(n),
         Err(_) if cfg.sslmode() != SslMode::VerifyFull => {
@@ -263,7 +270,7 @@ impl ServerCertVerifier for ChainOnly {
 /// uses MD5, SHA-1 or SHA-256, else the signature's own hash. `None` when the
 /// algorithm has no single hash (e.g. Ed25519): channel binding is then not
 /// offered, as in libpq.
-pub(crate) fn tls_server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
+pub fn tls_server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
     let oid = signature_algorithm_oid(cert_der)?;
     // OID bodies (DER contents) of the signature algorithms we map.
     const SHA256_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];

@@ -440,7 +440,7 @@ impl ConnConfig {
     }
 
     /// The error for a server that wants a password nothing gave.
-    pub(crate) fn password_missing(&self) -> Error {
+    pub fn password_missing(&self) -> Error {
         Error::PasswordMissing {
             target: self.target(),
             user: self.user.clone(),

@@ -134,6 +134,8 @@ fn map_connect_error(cfg: &ConnConfig, e: tokio_postgres::Error) -> Error {
             source: std::io::Error::new(io.kind(), io.to_string()),
         };
     }
+    // tokio-postgres keeps the kind of its own errors private, and these carry no SQLSTATE:
+    // its timeout, missing password and TLS failures are told apart by their text.
     let text = e.to_string();
     let cause = source.map(ToString::to_string).unwrap_or_default();
     if text.starts_with("timeout")

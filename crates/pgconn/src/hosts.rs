@@ -9,16 +9,17 @@ use crate::error::Error;
 
 /// Asks a connected server what `target_session_attrs` looks at (works on replication
 /// connections too).
-pub(crate) const SERVER_STATE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery()::text, \
-                                           pg_catalog.current_setting('transaction_read_only')";
+pub const SERVER_STATE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery()::text, \
+                                    pg_catalog.current_setting('transaction_read_only')";
 
-/// A connection the host loop can vet and give up.
-pub(crate) trait Session: Sized {
+/// A connection the host loop can vet and give up: an SQL connection (`tokio_postgres::Client`)
+/// or a replication connection.
+pub trait Session: Sized {
     /// The answer to [`SERVER_STATE_SQL`]: (`pg_is_in_recovery`, `transaction_read_only`).
-    async fn server_state_row(&mut self) -> Result<(String, String), Error>;
+    fn server_state_row(&mut self) -> impl Future<Output = Result<(String, String), Error>> + Send;
 
     /// Ends a connection that does not suit.
-    async fn discard(self);
+    fn discard(self) -> impl Future<Output = ()> + Send;
 }
 
 /// Connects to the first of `cfg`'s hosts that accepts and suits its `target_session_attrs`
@@ -27,7 +28,7 @@ pub(crate) trait Session: Sized {
 ///
 /// # Errors
 /// The one host's error, or [`Error::AllHostsFailed`] with each host's.
-pub(crate) async fn connect<T, F, Fut>(cfg: &ConnConfig, connect_one: F) -> Result<T, Error>
+pub async fn connect<T, F, Fut>(cfg: &ConnConfig, connect_one: F) -> Result<T, Error>
 where
     T: Session,
     F: Fn(ConnConfig) -> Fut,
