@@ -218,7 +218,8 @@ async fn hidden_replication_details_are_explained() {
     let slot = shown.slot_status.as_ref().expect("slot");
     assert!(slot.details_visible, "{slot:?}");
     assert_eq!(slot.client_addr.as_deref(), Some("127.0.0.1"), "{text}");
-    assert_eq!(slot.state.as_deref(), Some("streaming"), "{text}");
+    // A loaded machine can show the walsender still catching up: either way, now visible.
+    assert!(matches!(slot.state.as_deref(), Some("streaming" | "catchup")), "{text}");
     assert!(!text.contains("pg_read_all_stats"), "{text}");
     assert!(shown.lag_seconds.is_some());
 }
