@@ -63,9 +63,24 @@ impl ServerProcess {
         Ok(pid)
     }
 
+    /// One readiness check of a spawned server: `Ok(true)` once `ready(pid)` says so,
+    /// `Ok(false)` while it is starting (or when none was spawned).
+    ///
+    /// # Errors
+    /// [`Error::ServerExited`] with the log's tail when the server has exited.
+    pub fn poll_ready(&self, ready: impl FnOnce(u32) -> bool) -> Result<bool, Error> {
+        let mut guard = self.lock_child();
+        let Some(child) = guard.as_mut() else { return Ok(false) };
+        if let Some(status) = child.try_wait().ctx(|| format!("wait for {}", self.label))? {
+            guard.take();
+            return Err(Error::ServerExited { status, log_tail: self.log_tail(30) });
+        }
+        Ok(ready(child.id()))
+    }
+
     /// Polls `ready(pid)` every few milliseconds until it says yes. If the server exits
     /// first or `timeout` passes, the server is killed and the log's tail returned in the
-    /// error. Returns at once when no server was spawned.
+    /// error.
     ///
     /// # Errors
     /// [`Error::ServerExited`] or [`Error::StartTimeout`].
@@ -75,29 +90,15 @@ impl ServerProcess {
         mut ready: impl FnMut(u32) -> bool,
     ) -> Result<(), Error> {
         let began = Instant::now();
-        let mut guard = self.lock_child();
-        let Some(child) = guard.as_mut() else { return Ok(()) };
-        let pid = child.id();
-        let result = loop {
-            match child.try_wait().ctx(|| format!("wait for {}", self.label))? {
-                Some(status) => {
-                    break Err(Error::ServerExited { status, log_tail: self.log_tail(30) });
-                }
-                None if ready(pid) => return Ok(()),
-                None if began.elapsed() > timeout => {
-                    break Err(Error::StartTimeout {
-                        waited: timeout,
-                        log_tail: self.log_tail(30),
-                    });
-                }
-                None => std::thread::sleep(Duration::from_millis(5)),
+        while !self.poll_ready(&mut ready)? {
+            if began.elapsed() > timeout {
+                let log_tail = self.log_tail(30);
+                self.kill9()?;
+                return Err(Error::StartTimeout { waited: timeout, log_tail });
             }
-        };
-        if let Some(mut c) = guard.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            std::thread::sleep(Duration::from_millis(5));
         }
-        result
+        Ok(())
     }
 
     /// [`spawn`](Self::spawn) then [`wait_ready`](Self::wait_ready).
