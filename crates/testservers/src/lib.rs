@@ -29,8 +29,10 @@ mod error;
 mod exit;
 pub mod mariadb;
 pub mod nats;
+mod server;
 
 pub use error::Error;
 pub use mariadb::{MariaDb, MariaDbBuilder};
 pub use nats::{NatsCluster, NatsServer};
+pub use server::Server;
 pub use serverproc::{LogGuard, unique_name};

@@ -28,8 +28,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{Connection, Executor};
 use tempfile::TempDir;
 
-use crate::Error;
 use crate::conf::validate_setting;
+use crate::{Error, Server};
 use install::{Options, Paths, Programs};
 
 /// Configures and starts a [`MariaDb`].
@@ -125,6 +125,7 @@ impl MariaDbBuilder {
         run_as.chown(dir.path())?;
         let paths = Paths::new(dir.path());
         install::materialize(&programs, run_as, &paths.data_dir)?;
+        serverproc::private_dir(&paths.tmp, run_as)?;
         // The password is set by the first start, from a file only the server can read,
         // before the server accepts connections: never in argv, never a window without it.
         let init_file = match &self.password {
@@ -307,25 +308,6 @@ impl MariaDb {
         Ok(())
     }
 
-    /// `mariadbd`'s pid, when running.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// Whether `mariadbd` is running.
-    pub fn is_running(&self) -> bool {
-        self.process.is_running()
-    }
-
-    /// Starts the server on the same port and data directory and waits until it accepts
-    /// connections (after crash recovery, following [`kill9`](Self::kill9)).
-    ///
-    /// # Errors
-    /// Already running, or the server exited or did not come up in time.
-    pub fn start(&self) -> Result<(), Error> {
-        self.start_with(None)
-    }
-
     fn start_with(&self, init_file: Option<&Path>) -> Result<(), Error> {
         let mut cmd = Command::new(&self.mariadbd);
         // `--defaults-file` must come first.
@@ -339,61 +321,24 @@ impl MariaDb {
         Ok(self.process.start(cmd, self.start_timeout, |_| greets(socket))?)
     }
 
-    /// Shuts the server down cleanly (SIGTERM) and waits for it. Does nothing if it is not
-    /// running.
-    ///
-    /// # Errors
-    /// Waiting for the process failed.
-    pub fn stop(&self) -> Result<(), Error> {
-        Ok(self.process.stop(libc::SIGTERM, Duration::from_secs(120))?)
-    }
-
-    /// Simulates a crash: SIGKILL, no shutdown. The next [`start`](Self::start) runs InnoDB's
-    /// crash recovery.
-    ///
-    /// # Errors
-    /// Waiting for the process failed.
-    pub fn kill9(&self) -> Result<(), Error> {
-        Ok(self.process.kill9()?)
-    }
-
-    /// [`stop`](Self::stop) then [`start`](Self::start).
-    ///
-    /// # Errors
-    /// As those two.
-    pub fn restart(&self) -> Result<(), Error> {
-        self.stop()?;
-        self.start()
-    }
-
-    /// The server log (all starts).
-    ///
-    /// # Errors
-    /// Reading it failed.
-    pub fn log_contents(&self) -> Result<String, Error> {
-        Ok(self.process.log_contents()?)
-    }
-
-    /// The last `lines` lines of the server log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.process.log_tail(lines)
-    }
-
-    /// The server log file.
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// A guard that prints the tail of the server log to stderr if the current thread is
-    /// panicking when it is dropped. Hold it for the length of a test.
-    pub fn log_guard(&self) -> serverproc::LogGuard<'_> {
-        self.process.log_guard()
-    }
-
     /// Kills the server and deletes its files. Idempotent.
     pub(crate) fn destroy(&self) {
         let _ = self.kill9();
         drop(self.dir.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
+
+impl Server for MariaDb {
+    fn process(&self) -> &ServerProcess {
+        &self.process
+    }
+
+    fn start(&self) -> Result<(), Error> {
+        self.start_with(None)
+    }
+
+    fn stop(&self) -> Result<(), Error> {
+        Ok(self.process.stop(libc::SIGTERM, Duration::from_secs(120))?)
     }
 }
 

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use serverproc::{IoContext, ServerProcess};
 use tempfile::TempDir;
 
-use crate::Error;
 use crate::conf::quoted_path;
+use crate::{Error, Server};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -177,30 +177,10 @@ impl NatsServer {
         Ok(async_nats::connect(self.url()).await?)
     }
 
-    /// The server's pid, when running.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// Whether the server is running.
-    pub fn is_running(&self) -> bool {
-        self.process.is_running()
-    }
-
     /// Whether `/healthz` answers 200: the server is up and JetStream is available (in a
     /// cluster, in contact with a metadata leader and caught up with it).
     pub fn is_healthy(&self) -> bool {
         http_status(self.ports.monitor, "/healthz") == Some(200)
-    }
-
-    /// Starts the server on the same ports and store and waits until it is healthy. In a
-    /// cluster, that needs another server running; see [`NatsCluster::start_stopped`].
-    ///
-    /// # Errors
-    /// Already running, or the server exited or did not become healthy in time.
-    pub fn start(&self) -> Result<(), Error> {
-        self.spawn()?;
-        wait_all(&[self])
     }
 
     fn spawn(&self) -> Result<(), Error> {
@@ -222,61 +202,27 @@ impl NatsServer {
         wrote_ports && self.is_healthy()
     }
 
-    /// Shuts the server down cleanly (SIGTERM) and waits for it. Does nothing if it is not
-    /// running.
-    ///
-    /// # Errors
-    /// Waiting for the process failed.
-    pub fn stop(&self) -> Result<(), Error> {
-        Ok(self.process.stop(libc::SIGTERM, Duration::from_secs(60))?)
-    }
-
-    /// Simulates a crash: SIGKILL, no shutdown. JetStream recovers its store on the next
-    /// [`start`](Self::start).
-    ///
-    /// # Errors
-    /// Waiting for the process failed.
-    pub fn kill9(&self) -> Result<(), Error> {
-        Ok(self.process.kill9()?)
-    }
-
-    /// [`stop`](Self::stop) then [`start`](Self::start).
-    ///
-    /// # Errors
-    /// As those two.
-    pub fn restart(&self) -> Result<(), Error> {
-        self.stop()?;
-        self.start()
-    }
-
-    /// The server log (all starts).
-    ///
-    /// # Errors
-    /// Reading it failed.
-    pub fn log_contents(&self) -> Result<String, Error> {
-        Ok(self.process.log_contents()?)
-    }
-
-    /// The last `lines` lines of the server log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.process.log_tail(lines)
-    }
-
-    /// The server log file.
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// A guard that prints the tail of the server log to stderr if the current thread is
-    /// panicking when it is dropped. Hold it for the length of a test.
-    pub fn log_guard(&self) -> serverproc::LogGuard<'_> {
-        self.process.log_guard()
-    }
-
     /// Kills the server and deletes its files. Idempotent.
     pub(crate) fn destroy(&self) {
         let _ = self.kill9();
         drop(self.dir.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
+
+/// In a cluster, [`start`](Server::start) needs another server running to become healthy;
+/// see [`NatsCluster::start_stopped`].
+impl Server for NatsServer {
+    fn process(&self) -> &ServerProcess {
+        &self.process
+    }
+
+    fn start(&self) -> Result<(), Error> {
+        self.spawn()?;
+        wait_all(&[self])
+    }
+
+    fn stop(&self) -> Result<(), Error> {
+        Ok(self.process.stop(libc::SIGTERM, Duration::from_secs(60))?)
     }
 }
 
@@ -374,7 +320,7 @@ fn start_group(size: usize) -> Result<Vec<NatsServer>, Error> {
                 .filter(|&(j, _)| j != i)
                 .filter_map(|(_, p)| p.route)
                 .collect();
-            let cluster = clustered.then(|| (cluster.as_str(), routes));
+            let cluster = clustered.then_some((cluster.as_str(), routes));
             servers.push(NatsServer::configure(&program, name, dir.path(), ports[i], cluster)?);
         }
         let started = servers.iter().try_for_each(NatsServer::spawn);

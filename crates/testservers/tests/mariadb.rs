@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{Connection, Executor, Row};
-use testservers::{MariaDb, MariaDbBuilder};
+use testservers::{MariaDb, MariaDbBuilder, Server};
 
 async fn count(server: &MariaDb, db: &str) -> i64 {
     let mut conn = server.connect(db).await.unwrap();
@@ -201,4 +201,20 @@ fn bad_settings_are_refused() {
     // A setting the server rejects: the error holds the server's own words.
     let err = MariaDbBuilder::new().setting("innodb_no_such_thing", "1").start().unwrap_err();
     assert!(err.to_string().contains("innodb_no_such_thing"), "{err}");
+}
+
+/// mariadbd deletes the `#sql*` files of its tmpdir when it starts: each server has a
+/// tmpdir of its own, or starting one would delete another's temporary tables.
+#[tokio::test]
+async fn starting_a_server_leaves_another_servers_temporary_tables_alone() {
+    let first = MariaDb::new().unwrap();
+    let _log = first.log_guard();
+    let mut conn = first.connect("mysql").await.unwrap();
+    conn.execute("CREATE TEMPORARY TABLE scratch (x int) ENGINE=Aria").await.unwrap();
+    conn.execute("INSERT INTO scratch VALUES (1)").await.unwrap();
+    let second = MariaDb::new().unwrap();
+    assert!(second.is_running());
+    let n: i64 = conn.fetch_one("SELECT count(*) FROM scratch").await.unwrap().get(0);
+    assert_eq!(n, 1);
+    conn.execute("DROP TEMPORARY TABLE scratch").await.unwrap();
 }

@@ -64,7 +64,13 @@ pub(crate) fn materialize(
     TEMPLATE.copy_to(&programs.mariadbd, run_as, data_dir, |template_data| {
         let dir = template_data.parent().unwrap_or(Path::new("/"));
         let options = dir.join("install.cnf");
-        let text = format!("[mariadbd]\ninnodb-log-file-size = {REDO_LOG_SIZE}\nskip-log-bin\n");
+        // A temporary directory of its own: see `option_file`.
+        let tmp = dir.join("tmp");
+        serverproc::private_dir(&tmp, run_as)?;
+        let text = format!(
+            "[mariadbd]\ninnodb-log-file-size = {REDO_LOG_SIZE}\nskip-log-bin\ntmpdir = {}\n",
+            quoted_path(&tmp)?
+        );
         serverproc::private_file(&options, text.as_bytes(), run_as)?;
         let users = dir.join("users.sql");
         serverproc::private_file(&users, TEMPLATE_SQL.as_bytes(), run_as)?;
@@ -95,6 +101,7 @@ pub(crate) struct Paths {
     pub(crate) data_dir: PathBuf,
     pub(crate) socket: PathBuf,
     pub(crate) options: PathBuf,
+    pub(crate) tmp: PathBuf,
 }
 
 impl Paths {
@@ -104,6 +111,7 @@ impl Paths {
             data_dir: base.join("data"),
             socket: base.join("mariadbd.sock"),
             options: base.join("my.cnf"),
+            tmp: base.join("tmp"),
         }
     }
 }
@@ -125,6 +133,9 @@ pub(crate) fn option_file(paths: &Paths, port: u16, options: &Options) -> Result
         format!("datadir = {}", quoted_path(&paths.data_dir)?),
         format!("socket = {}", quoted_path(&paths.socket)?),
         format!("pid-file = {}", quoted_path(&paths.base.join("mariadbd.pid"))?),
+        // mariadbd deletes every `#sql*` file of its tmpdir when it starts: servers sharing
+        // /tmp would delete each other's temporary tables.
+        format!("tmpdir = {}", quoted_path(&paths.tmp)?),
         format!("port = {port}"),
         "bind-address = 127.0.0.1".to_owned(),
         "skip-name-resolve".to_owned(),
