@@ -4,7 +4,8 @@
 //! directory), on a free port of 127.0.0.1 for clients and another for monitoring
 //! (`/healthz`, `/jsz`, ...). A [`NatsCluster`] is three of them joined by routes on
 //! loopback ports, under one cluster name, each with its own store: streams with three
-//! replicas survive the loss of one server.
+//! replicas survive the loss of one server. JetStream may use up to 256 MB of memory and 4 GB
+//! of disk per server.
 //!
 //! A server is ready when it has written its ports file (so the ports are its own) and
 //! its `/healthz` answers 200: for JetStream in a cluster, once it is in contact with a

@@ -81,8 +81,13 @@ async fn rows_survive_restart_and_kill9() {
 
 #[tokio::test]
 async fn settings_are_those_for_tests() {
-    let server =
-        MariaDbBuilder::new().binlog().setting("innodb_buffer_pool_size", "128M").start().unwrap();
+    let server = MariaDbBuilder::new()
+        .binlog()
+        .setting("innodb_buffer_pool_size", "128M")
+        // Another redo log size than the template's: resized at start.
+        .setting("innodb_log_file_size", "32M")
+        .start()
+        .unwrap();
     let _log = server.log_guard();
     let mut conn = server.connect("mysql").await.unwrap();
     let sql_mode = variable(&mut conn, "sql_mode").await;
@@ -95,6 +100,7 @@ async fn settings_are_those_for_tests() {
     assert_eq!(variable(&mut conn, "log_bin").await, "ON");
     assert_eq!(variable(&mut conn, "binlog_format").await, "ROW");
     assert_eq!(variable(&mut conn, "innodb_buffer_pool_size").await, (128 << 20).to_string());
+    assert_eq!(variable(&mut conn, "innodb_log_file_size").await, (32 << 20).to_string());
     // Durable unless asked otherwise: benchmarks must be fair.
     assert_eq!(variable(&mut conn, "innodb_flush_log_at_trx_commit").await, "1");
     // Strict: a value too long is an error, not a silent truncation.
