@@ -9,8 +9,8 @@
 //! on, a 64 MB InnoDB buffer pool and 16 MB redo log, no binary log unless
 //! [`MariaDbBuilder::binlog`], durable commits unless [`MariaDbBuilder::fast_unsafe`].
 //!
-//! Accounts: `root` may log in from 127.0.0.1 and ::1 over TCP and from the socket, with no
-//! password unless [`MariaDbBuilder::password`] sets one (for all three).
+//! Accounts: `root` may log in over TCP (the server listens on 127.0.0.1 only) and over the
+//! socket, with no password unless [`MariaDbBuilder::password`] sets one (for both).
 
 mod install;
 
