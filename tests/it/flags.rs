@@ -16,6 +16,14 @@ const FOREIGN: &[&str] = &[
     "--bindir",
     "--start",
     "--no-loop",
+    // mariadb-install-db, mariadbd (the test servers of crates/testservers)
+    "--defaults-file",
+    "--init-file",
+    "--datadir",
+    "--extra-file",
+    "--auth-root-authentication-method",
+    "--skip-test-db",
+    "--skip-name-resolve",
     // cargo, the test harness, criterion
     "--release",
     "--workspace",

@@ -1,22 +1,20 @@
 //! The cluster itself: configuration, lifecycle and connection helpers.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, Once, OnceLock};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use pgconn::{quote_ident, quote_literal};
+use serverproc::{IoContext, RunAs, ServerProcess};
 use tempfile::TempDir;
 use tokio_postgres::NoTls;
 
 use crate::Error;
-use crate::error::IoContext;
-use crate::process::{self, RunAs};
+
 use crate::tls::{self, InstalledTls, TlsConfig};
 
 /// How clients authenticate; written to `pg_hba.conf` for normal and replication
@@ -206,14 +204,14 @@ impl ClusterBuilder {
             Some(dir) => dir.clone(),
             None => crate::find_bindir()?,
         };
-        let run_as = RunAs::detect()?;
+        let run_as = RunAs::detect("postgres")?;
 
-        let dir = base_tempdir("pgcluster-")?;
+        let dir = serverproc::tempdir("pgcluster-")?;
         run_as.chown(dir.path())?;
         let base = dir.path().to_path_buf();
         let data_dir = base.join("data");
         let socket_dir = base.join("socket");
-        process::private_dir(&socket_dir, run_as)?;
+        serverproc::private_dir(&socket_dir, run_as)?;
         crate::template::materialize(&bindir, &data_dir, run_as)?;
 
         if let Some(password) = &self.password {
@@ -229,7 +227,7 @@ impl ClusterBuilder {
         // A port found free can be taken by another process before the server binds it:
         // retry with a fresh port a few times.
         for _ in 0..5 {
-            let port = free_port()?;
+            let port = serverproc::free_port()?;
             write_config(&data_dir, &socket_dir, port, tls.as_ref(), &self)?;
             let cluster = Cluster {
                 bindir: bindir.clone(),
@@ -241,7 +239,12 @@ impl ClusterBuilder {
                 data_dir: data_dir.clone(),
                 socket_dir: socket_dir.clone(),
                 start_timeout: self.start_timeout,
-                child: Mutex::new(None),
+                process: ServerProcess::new(
+                    format!("pgcluster (port {port})"),
+                    data_dir.join("server.log"),
+                    // Immediate shutdown: stops the backends, removes shared memory.
+                    libc::SIGQUIT,
+                ),
                 dir: Mutex::new(None),
             };
             match cluster.start() {
@@ -251,7 +254,7 @@ impl ClusterBuilder {
                     return Ok(cluster);
                 }
                 Err(Error::ServerExited { log_tail, status })
-                    if log_tail.contains("could not bind") || log_tail.contains("in use") =>
+                    if serverproc::log_tail_says_port_clash(&log_tail) =>
                 {
                     last_err = Some(Error::ServerExited { log_tail, status });
                 }
@@ -274,7 +277,7 @@ pub struct Cluster {
     data_dir: PathBuf,
     socket_dir: PathBuf,
     start_timeout: Duration,
-    child: Mutex<Option<Child>>,
+    process: ServerProcess,
     /// Owns the directory; taken (and so deleted) by `destroy`.
     dir: Mutex<Option<TempDir>>,
 }
@@ -420,14 +423,12 @@ impl Cluster {
 
     /// The postmaster's pid, when running.
     pub fn pid(&self) -> Option<u32> {
-        let mut child = self.lock_child();
-        Self::reap(&mut child);
-        child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Whether the postmaster is running.
     pub fn is_running(&self) -> bool {
-        self.pid().is_some()
+        self.process.is_running()
     }
 
     /// Starts the server on the same port and data directory and waits until it accepts
@@ -436,37 +437,13 @@ impl Cluster {
     /// # Errors
     /// [`Error::AlreadyRunning`], or the server exited or did not come up in time.
     pub fn start(&self) -> Result<(), Error> {
-        let mut child = self.lock_child();
-        Self::reap(&mut child);
-        if child.is_some() {
-            return Err(Error::AlreadyRunning);
-        }
-        let log_path = self.log_path();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .ctx(|| format!("open {}", log_path.display()))?;
-        let log_err = log.try_clone().ctx(|| "dup log file")?;
         let mut cmd = Command::new(self.bindir.join("postgres"));
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .current_dir(&self.base)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
+        cmd.arg("-D").arg(&self.data_dir).current_dir(&self.base);
         self.run_as.apply(&mut cmd);
-        let spawned = process::spawn_postmaster(cmd).ctx(|| "spawn postgres")?;
-        let pid = spawned.id();
-        *child = Some(spawned);
-        let result = self.wait_ready(child.as_mut().expect("just set"), pid);
-        if result.is_err()
-            && let Some(mut c) = child.take()
-        {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        result
+        let pidfile = self.data_dir.join("postmaster.pid");
+        Ok(self.process.start(cmd, self.start_timeout, |pid| {
+            fs::read_to_string(&pidfile).is_ok_and(|contents| pidfile_says_ready(&contents, pid))
+        })?)
     }
 
     /// Stops the server. Does nothing if it is not running.
@@ -474,28 +451,11 @@ impl Cluster {
     /// # Errors
     /// Waiting for the process failed.
     pub fn stop(&self, mode: StopMode) -> Result<(), Error> {
-        let mut guard = self.lock_child();
-        let Some(mut child) = guard.take() else { return Ok(()) };
-        if child.try_wait().ctx(|| "wait for postgres")?.is_some() {
-            return Ok(());
-        }
-        process::send_signal(child.id(), mode.signal());
         let patience = match mode {
             StopMode::Immediate => Duration::from_secs(10),
             StopMode::Fast | StopMode::Smart => Duration::from_secs(120),
         };
-        let deadline = Instant::now() + patience;
-        loop {
-            if child.try_wait().ctx(|| "wait for postgres")?.is_some() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                tracing::warn!(pid = child.id(), ?mode, "postgres did not stop; killing it");
-                drop(guard);
-                return self.kill_tree(child);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        Ok(self.process.stop(mode.signal(), patience)?)
     }
 
     /// Simulates a crash: SIGKILL to the postmaster and all its backends at once (no
@@ -504,11 +464,7 @@ impl Cluster {
     /// # Errors
     /// Waiting for the process failed.
     pub fn kill9(&self) -> Result<(), Error> {
-        let child = self.lock_child().take();
-        match child {
-            Some(child) => self.kill_tree(child),
-            None => Ok(()),
-        }
+        Ok(self.process.kill9()?)
     }
 
     /// `stop(Fast)` then `start()`.
@@ -525,26 +481,23 @@ impl Cluster {
     /// # Errors
     /// Reading the file failed.
     pub fn log_contents(&self) -> Result<String, Error> {
-        let path = self.log_path();
-        let bytes = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        Ok(self.process.log_contents()?)
     }
 
     /// The last `lines` lines of the server log (empty if there is none yet).
     pub fn log_tail(&self, lines: usize) -> String {
-        let contents = self.log_contents().unwrap_or_default();
-        tail(&contents, lines)
+        self.process.log_tail(lines)
     }
 
     /// The server log file (`server.log` in the data directory).
     pub fn log_path(&self) -> PathBuf {
-        self.data_dir.join("server.log")
+        self.process.log_path().to_path_buf()
     }
 
     /// A guard that prints the tail of the server log to stderr if the current thread is
     /// panicking when it is dropped. Hold it for the length of a test.
     pub fn log_guard(&self) -> LogGuard<'_> {
-        LogGuard { cluster: self }
+        LogGuard { _inner: self.process.log_guard() }
     }
 
     /// Stops the server at once and deletes its directories. Idempotent.
@@ -591,7 +544,7 @@ impl Cluster {
             password: self.password.clone(),
         };
         // The postmaster we spawned has exited; nothing is left to stop.
-        self.lock_child().take();
+        self.process.forget();
         Ok(kept)
     }
 
@@ -603,59 +556,6 @@ impl Cluster {
 
     fn kill_or_quit(&self) -> Result<(), Error> {
         self.stop(StopMode::Immediate)
-    }
-
-    fn lock_child(&self) -> MutexGuard<'_, Option<Child>> {
-        self.child.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Forgets a postmaster that has exited on its own.
-    fn reap(child: &mut Option<Child>) {
-        if let Some(c) = child.as_mut()
-            && !matches!(c.try_wait(), Ok(None))
-        {
-            *child = None;
-        }
-    }
-
-    /// SIGKILLs the postmaster and its children, and waits until all are gone, so that a
-    /// following start does not find its shared memory still attached.
-    fn kill_tree(&self, mut child: Child) -> Result<(), Error> {
-        let pid = child.id();
-        let backends = process::children_of(pid);
-        process::send_signal(pid, libc::SIGKILL);
-        for &b in &backends {
-            process::send_signal(b, libc::SIGKILL);
-        }
-        child.wait().ctx(|| "wait for postgres")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while backends.iter().any(|&b| process::process_exists(b)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
-    }
-
-    /// Polls `postmaster.pid` until the postmaster with `pid` reports `ready`.
-    fn wait_ready(&self, child: &mut Child, pid: u32) -> Result<(), Error> {
-        let began = Instant::now();
-        let pidfile = self.data_dir.join("postmaster.pid");
-        loop {
-            if let Some(status) = child.try_wait().ctx(|| "wait for postgres")? {
-                return Err(Error::ServerExited { status, log_tail: self.log_tail(30) });
-            }
-            if let Ok(contents) = fs::read_to_string(&pidfile)
-                && pidfile_says_ready(&contents, pid)
-            {
-                return Ok(());
-            }
-            if began.elapsed() > self.start_timeout {
-                return Err(Error::StartTimeout {
-                    waited: self.start_timeout,
-                    log_tail: self.log_tail(30),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
     }
 }
 
@@ -684,19 +584,7 @@ pub struct KeptCluster {
 /// [`Cluster::log_guard`].
 #[derive(Debug)]
 pub struct LogGuard<'a> {
-    cluster: &'a Cluster,
-}
-
-impl Drop for LogGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- pgcluster server log (port {}), last 50 lines ----\n{}\n---- end of log ----",
-                self.cluster.port,
-                self.cluster.log_tail(50)
-            );
-        }
-    }
+    _inner: serverproc::LogGuard<'a>,
 }
 
 /// Line 8 of postmaster.pid is the status (`ready` once connections are accepted); line 1
@@ -705,31 +593,6 @@ fn pidfile_says_ready(contents: &str, pid: u32) -> bool {
     let lines: Vec<&str> = contents.lines().collect();
     lines.first().and_then(|l| l.trim().parse::<u32>().ok()) == Some(pid)
         && lines.get(7).is_some_and(|l| l.trim() == "ready")
-}
-
-fn tail(contents: &str, lines: usize) -> String {
-    let all: Vec<&str> = contents.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// A new temporary directory under `$TMPDIR`.
-pub(crate) fn base_tempdir(prefix: &str) -> Result<TempDir, Error> {
-    tempfile::Builder::new().prefix(prefix).tempdir().ctx(|| "create a temporary directory")
-}
-
-/// A port that was free a moment ago and was not handed out before in this process.
-fn free_port() -> Result<u16, Error> {
-    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-    let handed = handed.get_or_insert_with(HashSet::new);
-    for _ in 0..100 {
-        let listener = TcpListener::bind("127.0.0.1:0").ctx(|| "bind a free port")?;
-        let port = listener.local_addr().ctx(|| "local address")?.port();
-        if handed.insert(port) {
-            return Ok(port);
-        }
-    }
-    Err(Error::io("no free port found", std::io::Error::other("exhausted")))
 }
 
 /// Rejects names/values that could break out of a `name = 'value'` line.
@@ -811,7 +674,7 @@ fn write_hba(data_dir: &Path, auth: AuthMethod) -> Result<(), Error> {
         text.push_str(&format!("host {db} all ::1/128 {m}\n"));
     }
     let path = data_dir.join("pg_hba.conf");
-    fs::write(&path, text).ctx(|| format!("write {}", path.display()))
+    Ok(fs::write(&path, text).ctx(|| format!("write {}", path.display()))?)
 }
 
 /// Sets the superuser password in single-user mode before the first start, so no window
@@ -835,11 +698,11 @@ fn set_password(
         .current_dir(data_dir);
     run_as.apply(&mut cmd);
     let sql = format!("ALTER ROLE postgres PASSWORD {};\n", quote_literal(password));
-    process::run(cmd, Some(sql.as_bytes())).map_err(|e| match e {
-        Error::CommandFailed { program, status, output } => {
+    serverproc::run(cmd, Some(sql.as_bytes())).map_err(|e| match e {
+        serverproc::Error::CommandFailed { program, status, output } => {
             Error::CommandFailed { program, status, output: output.replace(password, "<redacted>") }
         }
-        other => other,
+        other => other.into(),
     })
 }
 
@@ -863,7 +726,7 @@ pub(crate) static SHARED: OnceLock<Cluster> = OnceLock::new();
 
 /// Registers (once) the `atexit` handler that removes the shared cluster and the template.
 pub(crate) fn register_exit_cleanup() {
-    EXIT_CLEANUP.call_once(|| process::at_exit(exit_cleanup));
+    EXIT_CLEANUP.call_once(|| serverproc::at_exit(exit_cleanup));
 }
 
 extern "C" fn exit_cleanup() {
@@ -903,13 +766,6 @@ mod tests {
     fn urls_are_encoded() {
         assert_eq!(percent_encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
         assert_eq!(percent_encode("plain_1"), "plain_1");
-    }
-
-    #[test]
-    fn tail_takes_last_lines() {
-        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
-        assert_eq!(tail("a", 5), "a");
-        assert_eq!(tail("", 5), "");
     }
 
     #[test]

@@ -98,21 +98,18 @@ pub enum Error {
     Postgres(#[from] tokio_postgres::Error),
 }
 
-impl Error {
-    /// Wraps an I/O error with what we were doing.
-    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { context: context.into(), source }
-    }
-}
-
-/// Extension to attach context to `io::Result`s.
-pub(crate) trait IoContext<T> {
-    /// Maps the error to [`Error::Io`] with a lazily built context.
-    fn ctx<C: Into<String>>(self, f: impl FnOnce() -> C) -> Result<T, Error>;
-}
-
-impl<T> IoContext<T> for io::Result<T> {
-    fn ctx<C: Into<String>>(self, f: impl FnOnce() -> C) -> Result<T, Error> {
-        self.map_err(|e| Error::io(f(), e))
+impl From<serverproc::Error> for Error {
+    fn from(e: serverproc::Error) -> Self {
+        use serverproc::Error as E;
+        match e {
+            E::NoSuchUser { .. } => Error::NoPostgresUser,
+            E::Io { context, source } => Error::Io { context, source },
+            E::CommandFailed { program, status, output } => {
+                Error::CommandFailed { program, status, output }
+            }
+            E::StartTimeout { waited, log_tail } => Error::StartTimeout { waited, log_tail },
+            E::ServerExited { status, log_tail } => Error::ServerExited { status, log_tail },
+            E::AlreadyRunning => Error::AlreadyRunning,
+        }
     }
 }

@@ -24,15 +24,13 @@
 mod bindir;
 mod cluster;
 mod error;
-mod process;
 mod template;
 mod tls;
-
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use bindir::{BINDIR_ENV, find_bindir};
 pub use cluster::{AuthMethod, Cluster, ClusterBuilder, KeptCluster, LogGuard, StopMode};
 pub use error::Error;
+pub use serverproc::unique_name;
 pub use tls::TlsConfig;
 
 /// The cluster shared by all tests of this test process, started on first use (trust auth,
@@ -55,42 +53,4 @@ pub fn shared() -> &'static Cluster {
         cluster::register_exit_cleanup();
         cluster
     })
-}
-
-/// A process-unique, valid, lower-case identifier: the sanitized `prefix` followed by the
-/// process id and a counter, at most 63 bytes. Usable unquoted as a database, slot or
-/// publication name.
-pub fn unique_name(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let suffix = format!("_{}_{n}", std::process::id());
-    let mut name: String = prefix
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
-        .collect();
-    if !name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
-        name.insert(0, 'x');
-    }
-    name.truncate(63 - suffix.len());
-    name.push_str(&suffix);
-    name
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unique_names_are_unique_and_valid() {
-        let a = unique_name("My-Test");
-        let b = unique_name("My-Test");
-        assert_ne!(a, b);
-        assert!(a.starts_with("my_test_"), "{a}");
-        let long = unique_name(&"x".repeat(100));
-        assert!(long.len() <= 63);
-        assert!(unique_name("9lives").starts_with("x9lives_"));
-        for n in [a, b, long] {
-            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
-        }
-    }
 }

@@ -1,7 +1,6 @@
 //! TLS material for a cluster: caller-supplied files or a generated CA + server certificate.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -9,9 +8,9 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+use serverproc::{IoContext, RunAs};
+
 use crate::Error;
-use crate::error::IoContext;
-use crate::process::RunAs;
 
 /// Where the server's certificate and key come from.
 #[derive(Debug, Clone)]
@@ -61,15 +60,15 @@ pub(crate) fn install(
                 if !p.is_file() {
                     return Err(Error::TlsFileMissing(p.clone()));
                 }
-                fs::read(p).ctx(|| format!("read {}", p.display()))
+                Ok(fs::read(p).ctx(|| format!("read {}", p.display()))?)
             };
             (read(cert)?, read(key)?, ca.as_ref().map(read).transpose()?)
         }
     };
     let cert = data_dir.join("server.crt");
     let key = data_dir.join("server.key");
-    write_private(&cert, &cert_pem, run_as)?;
-    write_private(&key, &key_pem, run_as)?;
+    serverproc::private_file(&cert, &cert_pem, run_as)?;
+    serverproc::private_file(&key, &key_pem, run_as)?;
     let ca = match ca_pem {
         Some(pem) => {
             let path = public_dir.join("ca.crt");
@@ -79,13 +78,6 @@ pub(crate) fn install(
         None => None,
     };
     Ok(InstalledTls { cert, key, ca })
-}
-
-fn write_private(path: &Path, contents: &[u8], run_as: RunAs) -> Result<(), Error> {
-    fs::write(path, contents).ctx(|| format!("write {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .ctx(|| format!("chmod {}", path.display()))?;
-    run_as.chown(path)
 }
 
 /// Generates (server cert PEM, server key PEM, CA cert PEM).
