@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pgcluster::{Cluster, ClusterBuilder, quote_ident};
-use pgmirror::cli::TableSelection;
 use pgmirror::commands::record::{Recording, record};
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use rand::SeedableRng;
 use recording::{ReplayOptions, StopAt};

@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use pgmirror::cli::TableSelection;
 use pgmirror::mirror::{self, MirrorOptions};
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use replication::ConnConfig;
 use tokio_postgres::Client;

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use tablesync::{CopyEvent, CopyOptions, TableDef};
 use tokio_postgres::Client;
 
-use super::MirrorOptions;
+use super::options::MirrorOptions;
 use crate::shutdown::Shutdown;
 
 pub(super) async fn initial_copy(
@@ -60,8 +60,8 @@ pub(super) async fn initial_copy(
         replica_role: superuser,
         ..CopyOptions::default()
     };
-    let progress = Arc::new(crate::progress::CopyProgress::new(tables, opts.progress_bars));
-    let report_progress = progress.clone();
+    let bars = Arc::new(crate::bars::CopyBars::new(tables, opts.progress_bars));
+    let event_bars = bars.clone();
     let metrics = opts.metrics.clone();
     let total = u64::try_from(tables.len()).unwrap_or(u64::MAX);
     let done = std::sync::atomic::AtomicU64::new(0);
@@ -83,7 +83,7 @@ pub(super) async fn initial_copy(
             }
             _ => {}
         }
-        report_progress.event(event)
+        event_bars.event(event)
     };
     tracing::info!(tables = tables.len(), "copying tables under the slot's snapshot");
     let mut stop = shutdown.clone();
@@ -91,7 +91,7 @@ pub(super) async fn initial_copy(
         r = tablesync::copy_tables(&source, &target, snapshot, tables, &copy_opts, &on_event) => r?,
         () = stop.wait() => bail!("stopped during the initial copy"),
     };
-    progress.finish();
+    bars.finish();
     tracing::info!(
         rows = report.rows,
         bytes = report.bytes,

@@ -3,8 +3,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use pgmirror::cli::TableSelection;
 use pgmirror::commands::record::{Recording, record};
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use recording::{ReplayOptions, StopAt};
 use replication::ConnConfig;

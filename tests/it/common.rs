@@ -5,8 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgcluster::Cluster;
-use pgmirror::cli::TableSelection;
 use pgmirror::mirror::MirrorOptions;
+use pgmirror::selection::TableSelection;
 use replication::ConnConfig;
 use tokio_postgres::Client;
 

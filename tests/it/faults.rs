@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgcluster::{Cluster, ClusterBuilder, StopMode};
-use pgmirror::cli::TableSelection;
 use pgmirror::mirror::{self, MirrorOptions};
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pgmirror::cli::TableSelection;
+use pgmirror::selection::TableSelection;
 use replication::ConnConfig;
 
 use crate::common::{database, store_mirror, wait_for};

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pgcluster::{AuthMethod, ClusterBuilder, TlsConfig};
-use pgmirror::cli::TableSelection;
 use pgmirror::mirror::MirrorOptions;
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use replication::ConnConfig;
 

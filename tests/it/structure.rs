@@ -61,7 +61,8 @@ fn code_only(source: &str) -> String {
             // A raw string: r"..." or r#"..."#.
             let hashes = rest[1..].iter().take_while(|c| **c == '#').count();
             i += 2 + hashes;
-            let close: Vec<char> = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
+            let close: Vec<char> =
+                std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
             while i < chars.len() && !chars[i..].starts_with(&close) {
                 i += 1;
             }
@@ -121,7 +122,9 @@ fn expand_use(tree: &str) -> Vec<String> {
     items
         .into_iter()
         .filter(|item| !item.trim().is_empty())
-        .flat_map(|item| expand_use(item).into_iter().map(|p| format!("{prefix}{p}")).collect::<Vec<_>>())
+        .flat_map(|item| {
+            expand_use(item).into_iter().map(|p| format!("{prefix}{p}")).collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -133,7 +136,8 @@ fn absolute(
     aliases: &BTreeMap<String, Vec<String>>,
     path: &[&str],
 ) -> Option<Vec<String>> {
-    let here: Vec<String> = module.split("::").filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let here: Vec<String> =
+        module.split("::").filter(|s| !s.is_empty()).map(str::to_owned).collect();
     let head = *path.first()?;
     let (mut base, rest) = match head {
         "crate" => (Vec::new(), &path[1..]),
@@ -149,7 +153,10 @@ fn absolute(
         }
         _ if aliases.contains_key(head) => (aliases[head].clone(), &path[1..]),
         // Relative to this module: only a child module counts.
-        _ if modules.contains(&here.iter().map(String::as_str).chain([head]).collect::<Vec<_>>().join("::")) => {
+        _ if modules.contains(
+            &here.iter().map(String::as_str).chain([head]).collect::<Vec<_>>().join("::"),
+        ) =>
+        {
             (here, path)
         }
         _ => return None,
@@ -176,7 +183,7 @@ fn module_graph(src: &Path) -> (BTreeMap<String, BTreeSet<String>>, BTreeMap<Str
         let text = code_only(&std::fs::read_to_string(file).unwrap());
         let mut uses = BTreeSet::new();
         let mut aliases = BTreeMap::new();
-        let mut add = |path: Option<Vec<String>>, uses: &mut BTreeSet<String>| {
+        let add = |path: Option<Vec<String>>, uses: &mut BTreeSet<String>| {
             if let Some(target) = path.and_then(|p| owner(&modules, &p))
                 && target != *module
             {
@@ -289,7 +296,10 @@ fn is_cli(module: &str) -> bool {
 #[test]
 fn modules_import_each_other_one_way() {
     let (graph, _) = module_graph(&src());
-    assert!(graph.len() > 20 && graph.values().map(BTreeSet::len).sum::<usize>() > 40, "{graph:#?}");
+    assert!(
+        graph.len() > 20 && graph.values().map(BTreeSet::len).sum::<usize>() > 40,
+        "{graph:#?}"
+    );
     let mut report = String::new();
     for group in cycles(&graph) {
         report.push_str(&format!("cycle: {}\n", group.join(", ")));

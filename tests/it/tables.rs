@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use pgmirror::cli::TableSelection;
 use pgmirror::mirror::{self, MirrorOptions};
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use replication::ConnConfig;
 use tokio_postgres::Client;
@@ -42,7 +42,7 @@ fn tables(include: &[&str], exclude: &[&str]) -> TableSelection {
 
 /// The selected tables as `schema.name`, in the order resolved.
 async fn resolved(client: &Client, sel: &TableSelection) -> Result<Vec<String>, String> {
-    pgmirror::setup::resolve_tables(client, sel)
+    pgmirror::selection::resolve_tables(client, sel)
         .await
         .map(|ts| ts.iter().map(|t| format!("{}.{}", t.schema, t.name)).collect())
         .map_err(|e| format!("{e:#}"))

@@ -7,7 +7,7 @@
 use tablesync::{TableDef, quote_ident};
 use tokio_postgres::Client;
 
-use super::Report;
+use crate::preflight::Report;
 
 const CHECK: &str = "row filters";
 

@@ -6,8 +6,8 @@ use replication::ConnConfig;
 use tablesync::{SequenceDef, TableDef, quote_ident};
 use tokio_postgres::Client;
 
-use super::{Report, pg_error_text};
-use crate::text::count;
+use crate::display::count;
+use crate::preflight::{Report, pg_error_text};
 
 const CHECK: &str = "sequence privileges";
 
