@@ -88,7 +88,7 @@ pub async fn resolve_tables(
              or select them with --tables"
         ),
         (Some(name), _) => {
-            let tables = tablesync::publication_tables(client, name).await?;
+            let tables = tablesync::publication_tables(client, name).await.map_err(with_flags)?;
             anyhow::ensure!(
                 !tables.is_empty(),
                 "publication {name:?} publishes no tables; add some with ALTER PUBLICATION"
@@ -99,9 +99,26 @@ pub async fn resolve_tables(
             let include = patterns(names).context("--tables")?;
             let exclude = patterns(selection.exclude_tables.as_deref().unwrap_or_default())
                 .context("--exclude-tables")?;
-            Ok(tablesync::resolve_selection(client, &include, &exclude).await?)
+            tablesync::resolve_selection(client, &include, &exclude).await.map_err(with_flags)
         }
         (None, None) => anyhow::bail!("give --publication NAME or --tables A,B"),
+    }
+}
+
+/// A selection error worded with the flags that fix it.
+fn with_flags(e: tablesync::Error) -> anyhow::Error {
+    match e {
+        tablesync::Error::NoTables => anyhow::anyhow!(
+            "no tables selected; pass --tables or a publication that publishes at least one table"
+        ),
+        tablesync::Error::ExcludeUnmatched { pattern } => anyhow::anyhow!(
+            "--exclude-tables entry `{pattern}` matches none of the tables --tables selects; check \
+             the spelling (unquoted names are folded to lower case) or drop the entry"
+        ),
+        tablesync::Error::AllExcluded => anyhow::anyhow!(
+            "--exclude-tables leaves none of the tables --tables selects; exclude fewer tables"
+        ),
+        e => e.into(),
     }
 }
 

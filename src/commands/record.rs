@@ -97,7 +97,12 @@ pub async fn record(rec: &Recording, shutdown: &mut Shutdown) -> anyhow::Result<
         stop: rec.stop,
         binary: rec.binary,
     };
-    Ok(recording::record(&opts, shutdown.wait()).await?)
+    recording::record(&opts, shutdown.wait()).await.map_err(|e| match e {
+        recording::Error::NoSlot(slot) => {
+            anyhow::anyhow!("slot {slot:?} does not exist on the source; pass --create-slot")
+        }
+        e => e.into(),
+    })
 }
 
 /// Records until the stop condition or Ctrl-C, then prints a summary line.

@@ -39,7 +39,7 @@ pub(super) async fn initial_copy(
             .await
             .context("emptying the target tables before the initial copy")?;
     } else {
-        tablesync::ensure_targets_empty(&target, tables).await?;
+        tablesync::ensure_targets_empty(&target, tables).await.map_err(with_truncate_flag)?;
     }
     drop(target);
     let source_cfg = opts.source.clone();
@@ -88,7 +88,9 @@ pub(super) async fn initial_copy(
     tracing::info!(tables = tables.len(), "copying tables under the slot's snapshot");
     let mut stop = shutdown.clone();
     let report = tokio::select! {
-        r = tablesync::copy_tables(&source, &target, snapshot, tables, &copy_opts, &on_event) => r?,
+        r = tablesync::copy_tables(&source, &target, snapshot, tables, &copy_opts, &on_event) => {
+            r.map_err(with_truncate_flag)?
+        }
         () = stop.wait() => bail!("stopped during the initial copy"),
     };
     bars.finish();
@@ -99,6 +101,16 @@ pub(super) async fn initial_copy(
         "copied tables"
     );
     Ok(())
+}
+
+/// A target table that holds rows, with the flag that empties it.
+fn with_truncate_flag(e: tablesync::Error) -> anyhow::Error {
+    match e {
+        tablesync::Error::TargetNotEmpty { .. } => anyhow::anyhow!(
+            "{e}, or run `pgmirror mirror` with --truncate-target to have them deleted"
+        ),
+        e => e.into(),
+    }
 }
 
 /// Copies the current value of every sequence the tables use. Each sequence is tried on its

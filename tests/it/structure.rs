@@ -394,3 +394,19 @@ fn library_errors_name_no_command_line_flag() {
     }
     assert!(named.is_empty(), "library errors that name a flag:\n{}", named.join("\n"));
 }
+
+/// The benchmark harness says what is wrong with its options; `pgmirror bench` names the flag.
+#[tokio::test]
+async fn the_bench_harness_names_no_flag() {
+    let opts = bench::BenchOptions {
+        workloads: Vec::new(),
+        scale: "1".parse().unwrap(),
+        runs: 0,
+        pgmirror_exe: PathBuf::from("pgmirror"),
+        latency_samples: 0,
+        verbose: false,
+        run_timeout: std::time::Duration::from_secs(1),
+    };
+    let err = bench::run(opts).await.expect_err("no runs").to_string();
+    assert!(err.contains("at least one run") && !err.contains("--"), "{err}");
+}
