@@ -6,19 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::flags::rust_files;
+
 /// The modules that make up the command line; everything else is the engine.
 const CLI_MODULES: &[&str] = &["cli", "commands", "conn"];
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The module a file under `src/` defines (`commands::check` for `commands/check.rs` or
 /// `commands/check/mod.rs`); `None` for the binary's `main.rs`.
