@@ -103,18 +103,36 @@ async fn first_contact(opts: &MirrorOptions) -> anyhow::Result<Client> {
     lock_mirror(target, &opts.name).await
 }
 
-/// How long a start waits for the mirror's lock before deciding another pgmirror holds it: the
-/// session of a previous process that was killed ends on the server only once the server
-/// notices the closed socket, which takes a moment on a loaded machine.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How long a start waits for what a previous session of the mirror holds on a server (the
+/// mirror's lock, the slot) before deciding that someone else holds it: the session of a killed
+/// process, or the walsender of this process's previous stream (ended by a fault or a repair),
+/// ends only once the server notices the closed socket, which takes a moment on a loaded
+/// machine.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Asks `released` every 100 ms until it says yes or [`RELEASE_WAIT`] has passed; returns its
+/// last answer.
+async fn wait_for_release<F, Fut>(mut released: F) -> anyhow::Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        if released().await? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// A target connection that holds this mirror's advisory lock, so a second pgmirror for the
 /// same mirror refuses to run.
 async fn lock_mirror(client: Client, name: &str) -> anyhow::Result<Client> {
-    // The session of this process's previous attempt may still be ending on the server: give
-    // it a moment before deciding that another pgmirror holds the lock.
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    let locked = loop {
+    let locked = wait_for_release(|| async {
         let locked: bool = client
             .query_one(
                 "SELECT pg_try_advisory_lock(hashtextextended('pgmirror:' || $1, 0))",
@@ -123,11 +141,9 @@ async fn lock_mirror(client: Client, name: &str) -> anyhow::Result<Client> {
             .await
             .context("taking the mirror's lock on the target")?
             .get(0);
-        if locked || std::time::Instant::now() >= deadline {
-            break locked;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        Ok(locked)
+    })
+    .await?;
     if !locked {
         bail!(
             "another pgmirror is already running mirror {name:?} on this target; stop it first \
@@ -183,6 +199,23 @@ async fn stream(
             record.slot
         );
     }
+    // START_REPLICATION refuses a slot a walsender still holds; one held for longer than the
+    // wait gets that refusal, which names the process.
+    let source =
+        replication::connect_sql(&opts.source).await.context("connecting to the source")?;
+    wait_for_release(|| async {
+        let active = source
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&record.slot],
+            )
+            .await
+            .context("looking up the slot")?
+            .is_some();
+        Ok(!active)
+    })
+    .await?;
+    drop(source);
     let mut start = StartReplication::new(record.slot.clone(), [record.publication.clone()]);
     start.start_lsn = progress;
     start.binary = opts.binary;
