@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use pgconn::ConnConfig;
-use pgmirror::cli::TableSelection;
 use pgmirror::mirror::{self, MirrorOptions};
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use tokio_postgres::Client;
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::commands;
 
@@ -57,24 +57,6 @@ pub enum Command {
     Record(commands::record::RecordArgs),
     /// Apply a recording into a target with the mirror's applier.
     Replay(commands::replay::ReplayArgs),
-}
-
-/// Which tables a command works on: a publication, or a list of tables.
-#[derive(Debug, Clone, Args)]
-#[command(group(ArgGroup::new("table_source").args(["publication", "tables"]).required(true)))]
-pub struct TableSelection {
-    /// An existing publication on the source.
-    #[arg(long, value_name = "NAME")]
-    pub publication: Option<String>,
-    /// Tables as `name`, `schema.name` or `schema.*` (every table of the schema when the
-    /// command starts), comma-separated; quote names with capitals, dots or commas
-    /// (`"My.Schema".*`). A publication is created for them.
-    #[arg(long, value_name = "A,B,...")]
-    pub tables: Option<Vec<String>>,
-    /// Tables to leave out of `--tables`, in the same syntax (`app.audit`, `staging.*`).
-    /// Not with `--publication`, which alone decides what is streamed.
-    #[arg(long, value_name = "A,B,...")]
-    pub exclude_tables: Option<Vec<String>>,
 }
 
 /// Runs the parsed command. `Ok` carries the exit status (some commands report failures, such

@@ -2,16 +2,17 @@
 //! workspace crates (`pgoutput-decoder`, `replication`, `applier`, `tablesync`).
 #![deny(missing_docs)]
 
+pub mod bars;
 pub mod cli;
 pub mod commands;
 pub mod conn;
-pub mod guard;
+pub mod display;
 pub mod logging;
 pub mod metrics;
 pub mod mirror;
-pub mod progress;
+pub mod preflight;
 pub mod pump;
 pub mod retry;
-pub mod setup;
+pub mod same_database;
+pub mod selection;
 pub mod shutdown;
-pub mod text;

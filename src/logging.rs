@@ -52,7 +52,7 @@ impl Write for Line {
 impl Drop for Line {
     fn drop(&mut self) {
         if !self.0.is_empty() {
-            crate::progress::suspend(|| {
+            crate::bars::suspend(|| {
                 let _ = io::stderr().lock().write_all(&self.0);
             });
         }

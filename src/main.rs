@@ -12,9 +12,8 @@ fn main() -> ExitCode {
     pgmirror::logging::init(cli.verbose);
     // One thread runs every task: the replication socket, the apply loop and the target's
     // connection hand work to each other per message, and across threads each hand-off is a
-    // wake-up through the kernel. On one thread pgmirror used about 25% less CPU (pgbench
-    // TPC-B backlog: 1.1-1.3 s instead of 1.55-1.8 s), CPU the walsender and the target's
-    // backend need on a small machine. Blocking work (cluster start-up) uses the blocking pool.
+    // wake-up through the kernel, CPU the walsender and the target's backend need on a small
+    // machine. Blocking work (cluster start-up) uses the blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

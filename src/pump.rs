@@ -8,8 +8,8 @@ use pgoutput_decoder::{LogicalMessage, Lsn};
 use replication::LogicalReplicationStream;
 use tokio::time::Instant;
 
+use crate::bars::CatchUpBar;
 use crate::metrics::Metrics;
-use crate::progress::CatchUp;
 use crate::shutdown::Shutdown;
 
 /// How long the stream may be silent before we treat it as idle and flush. Short, so a lone
@@ -25,13 +25,6 @@ const IDLE_SLEEP: Duration = Duration::from_millis(500);
 
 /// Queued events taken in a row before the timers are looked at again.
 const BURST: u32 = 64;
-
-/// Why the loop ended without an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PumpEnd {
-    /// A stop was requested; everything received was applied and confirmed.
-    Stopped,
-}
 
 /// Why the loop failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +42,8 @@ pub enum PumpError {
 
 /// Feeds `stream` into `applier` until a stop is requested or something fails. Confirms every
 /// LSN the applier reports durable. On a stop it finishes the transaction in progress, flushes,
-/// confirms, and ends the stream with a final status update. `backlog_end` is the primary's
+/// confirms, and ends the stream with a final status update: `Ok` then means everything
+/// received was applied and confirmed. `backlog_end` is the primary's
 /// WAL flush position when the stream started (IDENTIFY_SYSTEM's `xlogpos`): "caught up" is
 /// logged once everything up to it is applied and the stream is quiet.
 ///
@@ -61,7 +55,7 @@ pub async fn pump<T: Target>(
     shutdown: &mut Shutdown,
     metrics: &Metrics,
     backlog_end: Lsn,
-) -> Result<PumpEnd, PumpError> {
+) -> Result<(), PumpError> {
     pump_until(applier, stream, shutdown, metrics, backlog_end, None).await
 }
 
@@ -82,7 +76,7 @@ pub async fn pump_until<T: Target>(
     metrics: &Metrics,
     backlog_end: Lsn,
     end: Option<Lsn>,
-) -> Result<PumpEnd, PumpError> {
+) -> Result<(), PumpError> {
     if let Some(start) = applier.start_progress() {
         // What the target already holds is durable: lets the stream acknowledge keepalives.
         stream.confirm(start);
@@ -95,7 +89,7 @@ pub async fn pump_until<T: Target>(
     let mut quiet = true;
     // The events pending now came after such a silence.
     let mut fresh = false;
-    let mut catch_up = CatchUp::new(backlog_end);
+    let mut catch_up = CatchUpBar::new(backlog_end);
     let mut burst = 0;
     // Nothing before `end` is left to apply.
     let mut reached = false;
@@ -115,11 +109,11 @@ pub async fn pump_until<T: Target>(
             }
             report_positions(metrics, &stream);
             stream.shutdown().await?;
-            return Ok(PumpEnd::Stopped);
+            return Ok(());
         }
-        // While events are queued, take them without arming a timer (reading the clock and
-        // arming a timer per message was 4% of pgmirror's CPU); every `BURST` events the
-        // loop goes through the select below, so deadlines are still met.
+        // While events are queued, take them without reading the clock or arming a timer for
+        // each one; every `BURST` events the loop goes through the select below, so deadlines
+        // are still met.
         // The primary has read past `end` and all we received is applied: unless an event is
         // still queued, nothing before `end` can follow.
         let past_end =
@@ -176,7 +170,7 @@ async fn flush_idle<T: Target>(
     applier: &mut Applier<T>,
     stream: &LogicalReplicationStream,
     metrics: &Metrics,
-    catch_up: &mut CatchUp,
+    catch_up: &mut CatchUpBar,
     pending: &mut bool,
 ) -> Result<(), PumpError> {
     if let Some(lsn) = applier.idle().await? {
@@ -200,7 +194,7 @@ async fn on_event<T: Target>(
     applier: &mut Applier<T>,
     stream: &LogicalReplicationStream,
     metrics: &Metrics,
-    catch_up: &mut CatchUp,
+    catch_up: &mut CatchUpBar,
     event: Result<replication::ReplicationEvent, replication::Error>,
     end: Option<Lsn>,
 ) -> Result<bool, PumpError> {

@@ -40,6 +40,7 @@ pub struct BenchArgs {
 /// # Errors
 /// Clusters that cannot start, a backlog that cannot be generated.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
     let exe = std::env::current_exe().context("locating the pgmirror executable")?;
     let opts = BenchOptions {
         workloads: args.workload,

@@ -15,9 +15,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio_postgres::Client;
 
-use crate::cli::TableSelection;
 use crate::commands::{check, status, verify};
 use crate::mirror::{self, MirrorOptions};
+use crate::selection::TableSelection;
 use crate::shutdown::Shutdown;
 
 /// Arguments of `pgmirror demo`.
@@ -40,7 +40,7 @@ const DB: &str = "store";
 /// stderr while the lab prints on stdout).
 macro_rules! say {
     ($($arg:tt)*) => {
-        crate::progress::suspend(|| println!($($arg)*))
+        crate::bars::suspend(|| println!($($arg)*))
     };
 }
 

@@ -22,8 +22,9 @@ use replication::ReplicationClient;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::commands::status::{display_name, resolve_mirror};
 use crate::conn;
+use crate::display::display_name;
+use crate::mirror::lookup::resolve_mirror;
 use crate::mirror::registry::{self, MirrorState};
 
 /// Arguments of `pgmirror drop`.
@@ -194,7 +195,7 @@ pub async fn run_drop(opts: &DropOptions) -> anyhow::Result<DropReport> {
         None => None,
     };
     if let Some(target) = &target {
-        crate::guard::refuse_same_database(&source, target).await?;
+        crate::same_database::refuse_same_database(&source, target).await?;
     }
     let mirror =
         resolve_mirror(target.as_ref(), opts.name.as_deref(), opts.slot.as_deref()).await?;

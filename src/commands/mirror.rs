@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use crate::cli::TableSelection;
+use crate::commands::table_args::TableArgs;
 use crate::conn;
 use crate::mirror::{self, MirrorOptions};
 use crate::shutdown::Shutdown;
@@ -22,7 +22,7 @@ pub struct MirrorArgs {
     pub target: String,
     /// The tables to mirror.
     #[command(flatten)]
-    pub tables: TableSelection,
+    pub tables: TableArgs,
     /// The mirror's name: its progress row on the target, and the default slot and
     /// publication names (`pgmirror_<name>`).
     #[arg(long, default_value = "default", value_name = "NAME")]
@@ -49,7 +49,7 @@ pub struct MirrorArgs {
     /// Serve Prometheus metrics on /metrics and a health check on /healthz at this address:
     /// `HOST:PORT` (127.0.0.1:9187, localhost:9187) or `:PORT` for every IPv4 interface.
     #[arg(long, value_name = "ADDR")]
-    pub metrics_addr: Option<crate::metrics::ListenAddr>,
+    pub metrics_addr: Option<crate::metrics::http::ListenAddr>,
 }
 
 /// Runs `pgmirror mirror` until Ctrl-C, SIGTERM or a fault that retrying cannot fix.
@@ -59,7 +59,7 @@ pub struct MirrorArgs {
 pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.named_config()?;
     let target = conn::parse("--target", &args.target)?;
-    let mut opts = MirrorOptions::new(args.name, source, target, args.tables);
+    let mut opts = MirrorOptions::new(args.name, source, target, args.tables.into());
     opts.slot = args.slot;
     opts.initial_copy = !args.no_initial_copy;
     opts.truncate_target = args.truncate_target;
@@ -69,7 +69,7 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     opts.progress_bars = std::io::stderr().is_terminal();
     let _server = match &args.metrics_addr {
         Some(addr) => Some(
-            crate::metrics::serve(addr, opts.metrics.clone())
+            crate::metrics::http::serve(addr, opts.metrics.clone())
                 .await
                 .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?,
         ),

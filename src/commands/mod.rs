@@ -1,4 +1,4 @@
-//! One module per command.
+//! One module per command, and the table flags several of them share (`table_args`).
 
 pub mod bench;
 pub mod check;
@@ -9,5 +9,6 @@ pub mod record;
 pub mod replay;
 pub mod resync;
 pub mod status;
+pub mod table_args;
 pub mod tail;
 pub mod verify;

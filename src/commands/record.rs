@@ -10,8 +10,9 @@ use pgconn::ConnConfig;
 use pgoutput_decoder::Lsn;
 use recording::{RecordOptions, RecordSummary, StopAt};
 
-use crate::cli::TableSelection;
+use crate::commands::table_args::TableArgs;
 use crate::conn;
+use crate::selection::TableSelection;
 use crate::shutdown::Shutdown;
 
 /// Arguments of `pgmirror record`.
@@ -22,7 +23,7 @@ pub struct RecordArgs {
     pub source: conn::SourceArgs,
     /// The tables to record.
     #[command(flatten)]
-    pub tables: TableSelection,
+    pub tables: TableArgs,
     /// The logical replication slot to stream from (recording advances it).
     #[arg(long, value_name = "NAME")]
     pub slot: String,
@@ -83,8 +84,8 @@ pub async fn record(rec: &Recording, shutdown: &mut Shutdown) -> anyhow::Result<
     let source = pgconn::connect_sql(&rec.source).await.context("connecting to the source")?;
     let default_publication = format!("pgmirror_{}", rec.slot);
     let publication =
-        crate::setup::publication_for(&source, &rec.tables, &default_publication).await?;
-    let tables = crate::setup::resolve_tables(&source, &rec.tables).await?;
+        crate::selection::publication_for(&source, &rec.tables, &default_publication).await?;
+    let tables = crate::selection::resolve_tables(&source, &rec.tables).await?;
     drop(source);
     let opts = RecordOptions {
         source: rec.source.clone(),
@@ -96,7 +97,12 @@ pub async fn record(rec: &Recording, shutdown: &mut Shutdown) -> anyhow::Result<
         stop: rec.stop,
         binary: rec.binary,
     };
-    Ok(recording::record(&opts, shutdown.wait()).await?)
+    recording::record(&opts, shutdown.wait()).await.map_err(|e| match e {
+        recording::Error::NoSlot(slot) => {
+            anyhow::anyhow!("slot {slot:?} does not exist on the source; pass --create-slot")
+        }
+        e => e.into(),
+    })
 }
 
 /// Records until the stop condition or Ctrl-C, then prints a summary line.
@@ -106,7 +112,7 @@ pub async fn record(rec: &Recording, shutdown: &mut Shutdown) -> anyhow::Result<
 pub async fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let rec = Recording {
         source: args.source.config()?,
-        tables: args.tables,
+        tables: args.tables.into(),
         slot: args.slot,
         create_slot: args.create_slot,
         out: args.out,

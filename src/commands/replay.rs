@@ -42,7 +42,14 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         create_tables: !args.no_create_tables,
         applier: ApplierConfig::default(),
     };
-    let s = recording::replay(&args.file, &opts).await?;
+    let s = recording::replay(&args.file, &opts).await.map_err(|e| match e {
+        recording::Error::SameDatabase { database, system_id } => anyhow::anyhow!(
+            "--target is the database this recording was made from ({database:?} of the server \
+             with system identifier {system_id}): replaying would apply its changes there a \
+             second time; point --target at another database (nothing was changed)"
+        ),
+        e => e.into(),
+    })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {

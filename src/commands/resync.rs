@@ -13,8 +13,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tablesync::QualifiedName;
 
-use crate::commands::status::resolve_mirror;
 use crate::conn;
+use crate::mirror::lookup::resolve_mirror;
 use crate::mirror::resync;
 
 /// Arguments of `pgmirror resync`.
@@ -46,7 +46,7 @@ pub async fn run(args: ResyncArgs) -> anyhow::Result<ExitCode> {
     let target_cfg = conn::parse("--target", &args.target)?;
     let source = pgconn::connect_sql(&source_cfg).await.context("connecting to the source")?;
     let target = pgconn::connect_sql(&target_cfg).await.context("connecting to the target")?;
-    crate::guard::refuse_same_database(&source, &target).await?;
+    crate::same_database::refuse_same_database(&source, &target).await?;
     let mirror = resolve_mirror(Some(&target), args.name.as_deref(), None).await?;
     let Some(record) = mirror.record else {
         bail!(

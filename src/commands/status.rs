@@ -3,9 +3,9 @@
 //! It reads what the primary shows in `pg_replication_slots` and `pg_stat_replication` (as a
 //! physical replica's `pg_stat_wal_receiver` would show on the standby), and the target's
 //! `pgmirror.mirrors` and `pgmirror.progress`. Read-only on both servers. It exits non-zero
-//! when the mirror is unhealthy (see [`health::problems`]), so it serves as a health check.
+//! when the mirror is unhealthy (see [`problems`]), so it serves as a health check.
 
-mod health;
+mod max_lag;
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
@@ -21,10 +21,12 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use crate::conn;
-use crate::mirror::registry::{self, MirrorRecord, MirrorState};
+use crate::display::{display_name, human_bytes};
+use crate::mirror::lookup::resolve_mirror;
+use crate::mirror::registry::MirrorState;
 use crate::shutdown::Shutdown;
 
-pub use health::{BadMaxLag, MaxLag, problems};
+pub use max_lag::{BadMaxLag, MaxLag};
 
 /// Arguments of `pgmirror status`.
 #[derive(Debug, Args)]
@@ -52,105 +54,6 @@ pub struct StatusArgs {
     /// PostgreSQL's `replay_lag`, or WAL bytes (`64MB`, `1GB`).
     #[arg(long, value_name = "LAG")]
     pub max_lag: Option<MaxLag>,
-}
-
-/// Which mirror an operator command is about, as far as it can be found out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MirrorRef {
-    /// The mirror's name (its progress row's key).
-    pub name: String,
-    /// Its slot on the primary.
-    pub slot: String,
-    /// Its row in `pgmirror.mirrors`, when a target was given and has one.
-    pub record: Option<MirrorRecord>,
-}
-
-/// Finds the mirror from `--name` / `--slot` and the target's `pgmirror.mirrors`:
-/// - `--name N`: its row, else slot `pgmirror_N`;
-/// - `--slot S`: the row with that slot, else a name derived from the slot;
-/// - neither: the only mirror recorded on the target, else mirror `default`.
-///
-/// # Errors
-/// Query errors on the target.
-pub async fn resolve_mirror(
-    target: Option<&Client>,
-    name: Option<&str>,
-    slot: Option<&str>,
-) -> anyhow::Result<MirrorRef> {
-    let has_registry = match target {
-        Some(t) => t
-            .query_one("SELECT to_regclass('pgmirror.mirrors') IS NOT NULL", &[])
-            .await
-            .context("looking for pgmirror.mirrors on the target")?
-            .get(0),
-        None => false,
-    };
-    let registry_client = target.filter(|_| has_registry);
-    let name = match (name, slot, registry_client) {
-        (Some(n), _, _) => n.to_owned(),
-        (None, Some(s), Some(t)) => {
-            let row = t
-                .query_opt(
-                    "SELECT mirror_name FROM pgmirror.mirrors WHERE slot_name = $1 \
-                     ORDER BY mirror_name LIMIT 1",
-                    &[&s],
-                )
-                .await
-                .context("reading pgmirror.mirrors")?;
-            match row {
-                Some(r) => r.get(0),
-                None => name_from_slot(s),
-            }
-        }
-        (None, Some(s), None) => name_from_slot(s),
-        (None, None, Some(t)) => {
-            let rows = t
-                .query("SELECT mirror_name FROM pgmirror.mirrors ORDER BY mirror_name LIMIT 2", &[])
-                .await
-                .context("reading pgmirror.mirrors")?;
-            if rows.len() == 1 { rows[0].get(0) } else { "default".to_owned() }
-        }
-        (None, None, None) => "default".to_owned(),
-    };
-    let record = match registry_client {
-        Some(t) => registry::load(t, &name).await.context("reading pgmirror.mirrors")?,
-        None => None,
-    };
-    let slot = slot
-        .map(str::to_owned)
-        .or_else(|| record.as_ref().map(|r| r.slot.clone()))
-        .unwrap_or_else(|| format!("pgmirror_{name}"));
-    Ok(MirrorRef { name, slot, record })
-}
-
-/// `schema.table` as people write it (unquoted, for reading rather than for SQL).
-pub fn display_name(table: &TableDef) -> String {
-    format!("{}.{}", table.schema, table.name)
-}
-
-fn name_from_slot(slot: &str) -> String {
-    slot.strip_prefix("pgmirror_").unwrap_or(slot).to_owned()
-}
-
-/// `1.5 MB`-style sizes (powers of 1024, as PostgreSQL's `pg_size_pretty`).
-pub fn human_bytes(bytes: i64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let negative = bytes < 0;
-    let mut value = bytes.unsigned_abs();
-    let mut unit = 0;
-    let mut rem = 0;
-    while value >= 1024 && unit + 1 < UNITS.len() {
-        rem = value % 1024;
-        value /= 1024;
-        unit += 1;
-    }
-    let sign = if negative { "-" } else { "" };
-    if unit == 0 || value >= 100 {
-        format!("{sign}{value} {}", UNITS[unit])
-    } else {
-        // One decimal from the remainder, without a float cast.
-        format!("{sign}{value}.{} {}", rem * 10 / 1024, UNITS[unit])
-    }
 }
 
 /// The slot as the primary shows it.
@@ -420,6 +323,50 @@ pub async fn collect_status(opts: &StatusOptions) -> anyhow::Result<Status> {
     Ok(status)
 }
 
+/// What makes the mirror unhealthy, one line each; empty when it is healthy.
+pub fn problems(status: &Status, max_lag: Option<MaxLag>) -> Vec<String> {
+    let slot = &status.slot;
+    let Some(s) = &status.slot_status else {
+        return vec![format!(
+            "slot {slot:?} does not exist on the source: create the mirror with `pgmirror mirror`"
+        )];
+    };
+    let mut out = Vec::new();
+    if s.wal_status.as_deref() == Some("lost") {
+        out.push(format!(
+            "slot {slot:?} is invalidated (wal_status lost): the primary removed WAL it still \
+             needed; recover with `pgmirror drop` then `pgmirror mirror` (a fresh initial copy)"
+        ));
+    }
+    if !s.active {
+        out.push(format!("slot {slot:?} is inactive: no pgmirror is connected to it"));
+    }
+    match max_lag {
+        Some(MaxLag::Bytes(max)) => match status.lag_bytes {
+            Some(lag) if lag > max => {
+                out.push(format!("lag {} is over --max-lag {}", human_bytes(lag), human_bytes(max)))
+            }
+            Some(_) => {}
+            None => out.push("lag in bytes unknown (the slot has no confirmed position)".into()),
+        },
+        Some(MaxLag::Seconds(max)) => match status.lag_seconds {
+            Some(lag) if lag > max => {
+                out.push(format!("lag {lag:.1} s is over --max-lag {}", MaxLag::Seconds(max)));
+            }
+            Some(_) => {}
+            // An inactive slot is reported above; otherwise the role cannot see the lag.
+            None if !s.active => {}
+            None => out.push(
+                "lag in seconds unknown: pg_stat_replication hides it from this role (see the \
+                 note on pg_read_all_stats), or give --max-lag in bytes"
+                    .into(),
+            ),
+        },
+        None => {}
+    }
+    out
+}
+
 /// What [`slot_status`] reads.
 struct SlotRow {
     slot: Option<SlotStatus>,
@@ -641,19 +588,54 @@ impl Status {
 mod tests {
     use super::*;
 
-    #[test]
-    fn human_bytes_like_pg_size_pretty() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 kB");
-        assert_eq!(human_bytes(16 * 1024 * 1024), "16.0 MB");
-        assert_eq!(human_bytes(300 * 1024 * 1024), "300 MB");
-        assert_eq!(human_bytes(-2048), "-2.0 kB");
+    fn status(slot: Option<SlotStatus>) -> Status {
+        Status {
+            mirror: "m".into(),
+            state: None,
+            slot: "pgmirror_m".into(),
+            publication: None,
+            source_lsn: "0/0".into(),
+            slot_status: slot,
+            lag_bytes: Some(2048),
+            lag_seconds: Some(3.0),
+            target: None,
+            tables: vec![],
+            healthy: true,
+            problems: vec![],
+            notes: vec![],
+        }
+    }
+
+    fn slot(active: bool, wal_status: &str) -> SlotStatus {
+        SlotStatus {
+            active,
+            active_pid: active.then_some(42),
+            application_name: None,
+            client_addr: None,
+            state: None,
+            details_visible: true,
+            confirmed_flush_lsn: Some("0/10".into()),
+            restart_lsn: Some("0/8".into()),
+            retained_wal_bytes: Some(8),
+            wal_status: Some(wal_status.into()),
+            safe_wal_size: None,
+            database: None,
+        }
     }
 
     #[test]
-    fn slot_names_map_back_to_mirror_names() {
-        assert_eq!(name_from_slot("pgmirror_shop"), "shop");
-        assert_eq!(name_from_slot("other"), "other");
+    fn missing_lost_inactive_and_lagging_slots_are_unhealthy() {
+        assert!(problems(&status(Some(slot(true, "reserved"))), None).is_empty());
+        let missing = problems(&status(None), None);
+        assert!(missing[0].contains("does not exist"), "{missing:?}");
+        let lost = problems(&status(Some(slot(false, "lost"))), None);
+        assert!(lost[0].contains("invalidated") && lost[1].contains("inactive"), "{lost:?}");
+        let healthy = status(Some(slot(true, "reserved")));
+        assert!(problems(&healthy, Some(MaxLag::Bytes(4096))).is_empty());
+        assert!(problems(&healthy, Some(MaxLag::Seconds(5.0))).is_empty());
+        let over = problems(&healthy, Some(MaxLag::Bytes(1024)));
+        assert_eq!(over, ["lag 2.0 kB is over --max-lag 1.0 kB"]);
+        let over = problems(&healthy, Some(MaxLag::Seconds(2.0)));
+        assert_eq!(over, ["lag 3.0 s is over --max-lag 2 s"]);
     }
 }

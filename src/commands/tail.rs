@@ -25,11 +25,12 @@ use replication::{
     CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication, Streaming,
 };
 
-use crate::cli::TableSelection;
+use crate::commands::table_args::TableArgs;
+use crate::conn;
 use crate::metrics::Metrics;
-use crate::pump::{PumpEnd, pump_until};
+use crate::pump::pump_until;
+use crate::selection::{self, TableSelection};
 use crate::shutdown::Shutdown;
-use crate::{conn, setup};
 
 /// Least time between two fsyncs of the output file.
 pub const FSYNC_INTERVAL: Duration = Duration::from_millis(100);
@@ -42,7 +43,7 @@ pub struct TailArgs {
     pub source: conn::SourceArgs,
     /// The tables to follow.
     #[command(flatten)]
-    pub tables: TableSelection,
+    pub tables: TableArgs,
     /// The logical replication slot to read.
     #[arg(long, default_value = "pgmirror_tail", value_name = "NAME")]
     pub slot: String,
@@ -88,13 +89,14 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.config()?;
     let (out, sync) = output(args.file.as_deref())?;
     let sql = pgconn::connect_sql(&source).await.context("connecting to the source")?;
+    let tables = TableSelection::from(args.tables);
     let publication =
-        setup::publication_for(&sql, &args.tables, &args.slot).await.context("publication")?;
+        selection::publication_for(&sql, &tables, &args.slot).await.context("publication")?;
 
     let mut client =
         ReplicationClient::connect(&source).await.context("replication connection to source")?;
     if args.temporary || args.create_slot {
-        let exists = setup::slot_exists(&mut client, &args.slot).await?;
+        let exists = client.slot_exists(&args.slot).await.context("looking up the slot")?;
         if args.temporary || !exists {
             let opts = CreateSlotOptions {
                 temporary: args.temporary,
@@ -140,7 +142,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     )
     .await;
     match ended {
-        Ok(PumpEnd::Stopped) => {
+        Ok(()) => {
             if let Some(end) = args.endpos.filter(|_| !shutdown.is_triggered()) {
                 tracing::info!(endpos = %end, "reached --endpos");
             }

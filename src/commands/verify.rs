@@ -25,11 +25,11 @@ use serde::Serialize;
 use tablesync::{DiffKind, KeyRange, TableDef, TableHash};
 use tokio_postgres::Client;
 
-use crate::cli::TableSelection;
-use crate::commands::status::{MirrorRef, resolve_mirror};
 use crate::conn;
+use crate::display::{agree, count, display_name};
+use crate::mirror::lookup::{MirrorRef, resolve_mirror};
 use crate::mirror::registry::{self, MirrorState};
-use crate::text::{agree, count};
+use crate::selection::TableSelection;
 
 /// How many times differing ranges are compared again after waiting for the mirror.
 const RECHECKS: usize = 2;
@@ -239,12 +239,12 @@ pub async fn run_verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
     let target = pgconn::connect_sql(&opts.target).await.context("connecting to the target")?;
     // A database compared with itself is always "equal": that proves nothing.
-    crate::guard::refuse_same_database(&source, &target).await?;
+    crate::same_database::refuse_same_database(&source, &target).await?;
 
     let mirror = find_mirror(&target, opts).await?;
     let tables =
         match (&opts.tables, mirror.as_ref().and_then(|m| m.record.as_ref())) {
-            (Some(selection), _) => crate::setup::resolve_tables(&source, selection).await?,
+            (Some(selection), _) => crate::selection::resolve_tables(&source, selection).await?,
             (None, Some(record)) => tablesync::publication_tables(&source, &record.publication)
                 .await
                 .with_context(|| format!("reading publication {:?}", record.publication))?,
@@ -257,7 +257,7 @@ pub async fn run_verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
         bail!("no tables to verify");
     }
 
-    let mut sync = CatchUp::new(mirror, opts.wait_timeout);
+    let mut sync = MirrorSync::new(mirror, opts.wait_timeout);
     sync.catch_up(&source, &target).await?;
     begin_snapshot(&source).await?;
     let mut states = Vec::with_capacity(tables.len());
@@ -325,7 +325,7 @@ async fn find_mirror(target: &Client, opts: &VerifyOptions) -> anyhow::Result<Op
 }
 
 /// Waiting for the mirror to apply everything up to the source's current WAL position.
-struct CatchUp {
+struct MirrorSync {
     mirror: Option<MirrorRef>,
     timeout: Duration,
     synced: bool,
@@ -335,9 +335,16 @@ struct CatchUp {
     note: String,
 }
 
-impl CatchUp {
+impl MirrorSync {
     fn new(mirror: Option<MirrorRef>, timeout: Duration) -> Self {
-        CatchUp { mirror, timeout, synced: false, gave_up: false, lsn: None, note: String::new() }
+        MirrorSync {
+            mirror,
+            timeout,
+            synced: false,
+            gave_up: false,
+            lsn: None,
+            note: String::new(),
+        }
     }
 
     /// Waits until the mirror has applied the source's current WAL; on failure records why
@@ -523,7 +530,7 @@ impl TableState {
         let differing: Vec<&KeyRange> =
             self.chunks.iter().filter(|(_, s, t)| s != t).map(|(r, _, _)| r).collect();
         let mut verdict = TableVerdict {
-            table: crate::commands::status::display_name(&self.def),
+            table: display_name(&self.def),
             matches: self.matches(),
             source_rows,
             target_rows: self.on_target.then(|| self.chunks.iter().map(|(_, _, t)| t.rows).sum()),

@@ -24,6 +24,13 @@ pub fn registry(metrics: Arc<Metrics>) -> Registry {
     registry
 }
 
+impl Metrics {
+    /// The metrics in Prometheus' text exposition format (version 0.0.4).
+    pub fn render(self: &Arc<Self>) -> String {
+        render(&registry(self.clone()))
+    }
+}
+
 /// `registry` in the text exposition format (version 0.0.4); label values are escaped by
 /// the encoder.
 pub fn render(registry: &Registry) -> String {

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 
 use pgoutput_decoder::{LogicalMessage, Lsn, PgTimestamp};
 
-pub use http::{ListenAddr, MetricsServer, serve};
 use pending::Pending;
 
 /// The `op` label of each row counter, indexed by the constants below.
@@ -161,11 +160,6 @@ impl Metrics {
         } else {
             Err("not streaming: setting up, or reconnecting after a fault".to_owned())
         }
-    }
-
-    /// The metrics in Prometheus' text exposition format (version 0.0.4).
-    pub fn render(self: &Arc<Self>) -> String {
-        exposition::render(&exposition::registry(self.clone()))
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use tablesync::{CopyEvent, CopyOptions, TableDef};
 use tokio_postgres::Client;
 
-use super::MirrorOptions;
+use super::options::MirrorOptions;
 use crate::shutdown::Shutdown;
 
 pub(super) async fn initial_copy(
@@ -39,7 +39,7 @@ pub(super) async fn initial_copy(
             .await
             .context("emptying the target tables before the initial copy")?;
     } else {
-        tablesync::ensure_targets_empty(&target, tables).await?;
+        tablesync::ensure_targets_empty(&target, tables).await.map_err(with_truncate_flag)?;
     }
     drop(target);
     let source_cfg = opts.source.clone();
@@ -60,8 +60,8 @@ pub(super) async fn initial_copy(
         replica_role: superuser,
         ..CopyOptions::default()
     };
-    let progress = Arc::new(crate::progress::CopyProgress::new(tables, opts.progress_bars));
-    let report_progress = progress.clone();
+    let bars = Arc::new(crate::bars::CopyBars::new(tables, opts.progress_bars));
+    let event_bars = bars.clone();
     let metrics = opts.metrics.clone();
     let total = u64::try_from(tables.len()).unwrap_or(u64::MAX);
     let done = std::sync::atomic::AtomicU64::new(0);
@@ -83,15 +83,17 @@ pub(super) async fn initial_copy(
             }
             _ => {}
         }
-        report_progress.event(event)
+        event_bars.event(event)
     };
     tracing::info!(tables = tables.len(), "copying tables under the slot's snapshot");
     let mut stop = shutdown.clone();
     let report = tokio::select! {
-        r = tablesync::copy_tables(&source, &target, snapshot, tables, &copy_opts, &on_event) => r?,
+        r = tablesync::copy_tables(&source, &target, snapshot, tables, &copy_opts, &on_event) => {
+            r.map_err(with_truncate_flag)?
+        }
         () = stop.wait() => bail!("stopped during the initial copy"),
     };
-    progress.finish();
+    bars.finish();
     tracing::info!(
         rows = report.rows,
         bytes = report.bytes,
@@ -99,6 +101,16 @@ pub(super) async fn initial_copy(
         "copied tables"
     );
     Ok(())
+}
+
+/// A target table that holds rows, with the flag that empties it.
+fn with_truncate_flag(e: tablesync::Error) -> anyhow::Error {
+    match e {
+        tablesync::Error::TargetNotEmpty { .. } => anyhow::anyhow!(
+            "{e}, or run `pgmirror mirror` with --truncate-target to have them deleted"
+        ),
+        e => e.into(),
+    }
 }
 
 /// Copies the current value of every sequence the tables use. Each sequence is tried on its

@@ -10,99 +10,27 @@
 //! - `streaming`: stream from `pgmirror.progress`.
 
 mod copy;
+pub mod lookup;
+mod options;
 mod prepare;
 pub mod registry;
 pub mod resync;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use applier::{Applier, ApplierConfig, PostgresTarget, PostgresTargetConfig};
-use pgconn::ConnConfig;
+use applier::{Applier, PostgresTarget, PostgresTargetConfig};
 use pgoutput_decoder::Lsn;
 use replication::{ReplicationClient, StartReplication, Streaming};
 use tablesync::TableDef;
 use tokio_postgres::Client;
 
-use crate::cli::TableSelection;
-use crate::metrics::Metrics;
-use crate::pump::{PumpEnd, pump};
+use crate::pump::pump;
 use crate::retry::{Backoff, is_transient};
 use crate::shutdown::Shutdown;
+pub use options::MirrorOptions;
 use registry::MirrorRecord;
-
-/// Everything a mirror needs to run.
-#[derive(Debug, Clone)]
-pub struct MirrorOptions {
-    /// The mirror's name: the key of its progress row; the default slot and publication
-    /// names derive from it.
-    pub name: String,
-    /// The primary.
-    pub source: ConnConfig,
-    /// The replica.
-    pub target: ConnConfig,
-    /// The tables, as a publication or a list.
-    pub tables: TableSelection,
-    /// Slot name (default `pgmirror_<name>`).
-    pub slot: Option<String>,
-    /// Copy existing rows before streaming.
-    pub initial_copy: bool,
-    /// Empty non-empty target tables before the initial copy instead of failing.
-    pub truncate_target: bool,
-    /// Retry when a server cannot be reached at the very first contact (for services that
-    /// start before their database); otherwise that fails at once.
-    pub retry_first_connect: bool,
-    /// Parallel COPY connections for the initial copy.
-    pub copy_parallelism: usize,
-    /// Binary column values (faster; the default).
-    pub binary: bool,
-    /// Show progress bars (a terminal) rather than log lines.
-    pub progress_bars: bool,
-    /// How often sequences are copied while streaming.
-    pub sequence_interval: Duration,
-    /// Settings of the apply loop.
-    pub applier: ApplierConfig,
-    /// Where the mirror reports what it does (served by `--metrics-addr`).
-    pub metrics: Arc<Metrics>,
-}
-
-impl MirrorOptions {
-    /// Options with the defaults for everything but the essentials.
-    pub fn new(
-        name: impl Into<String>,
-        source: ConnConfig,
-        target: ConnConfig,
-        tables: TableSelection,
-    ) -> Self {
-        MirrorOptions {
-            name: name.into(),
-            source,
-            target,
-            tables,
-            slot: None,
-            initial_copy: true,
-            truncate_target: false,
-            retry_first_connect: false,
-            copy_parallelism: 2,
-            binary: true,
-            progress_bars: false,
-            sequence_interval: Duration::from_secs(30),
-            applier: ApplierConfig::default(),
-            metrics: Metrics::new(),
-        }
-    }
-
-    /// The slot's name.
-    pub fn slot_name(&self) -> String {
-        self.slot.clone().unwrap_or_else(|| format!("pgmirror_{}", self.name))
-    }
-
-    pub(crate) fn publication_name(&self) -> String {
-        self.tables.publication.clone().unwrap_or_else(|| format!("pgmirror_{}", self.name))
-    }
-}
 
 /// Runs a mirror until `shutdown` is triggered or a fault that retrying cannot fix.
 ///
@@ -121,8 +49,8 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
     let connected = AtomicBool::new(false);
     loop {
         let attempt = async {
-            // One lock for set-up and streaming: taking it twice raced the release of the
-            // first, since a dropped client's session ends on the server a moment later.
+            // One lock for set-up and streaming: taking it a second time would race the release
+            // of the first, since a dropped client's session ends on the server a moment later.
             let _lock = first_contact(opts).await?;
             connected.store(true, Ordering::Relaxed);
             let record = prepare::prepare(opts, shutdown).await?;
@@ -168,23 +96,41 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
 async fn first_contact(opts: &MirrorOptions) -> anyhow::Result<Client> {
     let target = pgconn::connect_sql(&opts.target).await.context("connecting to the target")?;
     let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
-    crate::guard::refuse_same_database(&source, &target).await?;
+    crate::same_database::refuse_same_database(&source, &target).await?;
     drop(source);
     lock_mirror(target, &opts.name).await
 }
 
-/// How long a start waits for the mirror's lock before deciding another pgmirror holds it: the
-/// session of a previous process that was killed ends on the server only once the server
-/// notices the closed socket, which takes a moment on a loaded machine.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How long a start waits for what a previous session of the mirror holds on a server (the
+/// mirror's lock, the slot) before deciding that someone else holds it: the session of a killed
+/// process, or the walsender of this process's previous stream (ended by a fault or a repair),
+/// ends only once the server notices the closed socket, which takes a moment on a loaded
+/// machine.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Asks `released` every 100 ms until it says yes or [`RELEASE_WAIT`] has passed; returns its
+/// last answer.
+async fn wait_for_release<F, Fut>(mut released: F) -> anyhow::Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        if released().await? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// A target connection that holds this mirror's advisory lock, so a second pgmirror for the
 /// same mirror refuses to run.
 async fn lock_mirror(client: Client, name: &str) -> anyhow::Result<Client> {
-    // The session of this process's previous attempt may still be ending on the server: give
-    // it a moment before deciding that another pgmirror holds the lock.
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    let locked = loop {
+    let locked = wait_for_release(|| async {
         let locked: bool = client
             .query_one(
                 "SELECT pg_try_advisory_lock(hashtextextended('pgmirror:' || $1, 0))",
@@ -193,11 +139,9 @@ async fn lock_mirror(client: Client, name: &str) -> anyhow::Result<Client> {
             .await
             .context("taking the mirror's lock on the target")?
             .get(0);
-        if locked || std::time::Instant::now() >= deadline {
-            break locked;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        Ok(locked)
+    })
+    .await?;
     if !locked {
         bail!(
             "another pgmirror is already running mirror {name:?} on this target; stop it first \
@@ -244,7 +188,7 @@ async fn stream(
             system.system_id
         );
     }
-    if !crate::setup::slot_exists(&mut repl, &record.slot).await? {
+    if !repl.slot_exists(&record.slot).await.context("looking up the slot")? {
         bail!(
             "replication slot {:?} no longer exists on the source (dropped or invalidated), so \
              changes since {progress} are lost to this mirror; recover with a fresh initial copy: \
@@ -252,6 +196,22 @@ async fn stream(
             record.slot
         );
     }
+    // START_REPLICATION refuses a slot a walsender still holds; one held for longer than the
+    // wait gets that refusal, which names the process.
+    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
+    wait_for_release(|| async {
+        let active = source
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&record.slot],
+            )
+            .await
+            .context("looking up the slot")?
+            .is_some();
+        Ok(!active)
+    })
+    .await?;
+    drop(source);
     let mut start = StartReplication::new(record.slot.clone(), [record.publication.clone()]);
     start.start_lsn = progress;
     start.binary = opts.binary;
@@ -298,7 +258,7 @@ async fn stream(
         backoff.reset();
     }
     match result {
-        Ok(PumpEnd::Stopped) => {
+        Ok(()) => {
             // Last sequence values, so a replica that takes over does not reuse ids.
             if let Ok(sync) = SequenceSync::connect(opts).await {
                 sync.run(opts).await;
@@ -414,7 +374,7 @@ impl SequenceSync {
     async fn connect(opts: &MirrorOptions) -> anyhow::Result<Self> {
         let source = pgconn::connect_sql(&opts.source).await?;
         let target = pgconn::connect_sql(&opts.target).await?;
-        let mut tables = crate::setup::resolve_tables(&source, &opts.tables).await?;
+        let mut tables = crate::selection::resolve_tables(&source, &opts.tables).await?;
         // A pattern such as `app.*` matches tables created since set-up, which the mirror's
         // publication does not publish and the target does not have.
         let published = tablesync::publication_tables(&source, &opts.publication_name()).await?;

@@ -7,8 +7,8 @@ use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction};
 use tablesync::{CreatedSchema, TableDef, TargetOptions};
 use tokio_postgres::Client;
 
-use super::MirrorOptions;
 use super::copy::{initial_copy, sync_sequences_once};
+use super::options::MirrorOptions;
 use super::registry::{self, MirrorRecord, MirrorState};
 use crate::shutdown::Shutdown;
 
@@ -119,11 +119,11 @@ async fn set_up(
 ) -> anyhow::Result<MirrorRecord> {
     let slot = opts.slot_name();
     let publication = opts.publication_name();
-    let tables = crate::setup::resolve_tables(source, &opts.tables).await?;
+    let tables = crate::selection::resolve_tables(source, &opts.tables).await?;
     check_replica_identity(&tables)?;
     if existing.is_none() {
         // A first start: what creating the slot needs, checked before anything is created.
-        crate::setup::preflight(source, &slot).await?;
+        crate::preflight::ensure_source_ready(source, &slot).await?;
     }
     create_target_schema(target, source, &tables, undo).await?;
     registry::ensure_table(target).await.context("creating pgmirror.mirrors on the target")?;
@@ -136,12 +136,12 @@ async fn set_up(
     let mut redo_copy = false;
     if let Some(rec) = &existing {
         redo_copy = true;
-        if rec.created_slot && crate::setup::slot_exists(&mut repl, &rec.slot).await? {
+        if rec.created_slot && repl.slot_exists(&rec.slot).await.context("looking up the slot")? {
             tracing::info!(slot = %rec.slot, "previous initial copy was interrupted; starting it over");
             repl.drop_slot(&rec.slot, true).await.context("dropping the unfinished copy's slot")?;
         }
     }
-    if crate::setup::slot_exists(&mut repl, &slot).await? && opts.initial_copy {
+    if repl.slot_exists(&slot).await.context("looking up the slot")? && opts.initial_copy {
         bail!(
             "slot {slot:?} already exists on the source but this target has no record of it; \
              drop it (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy, or \
@@ -151,7 +151,8 @@ async fn set_up(
     let created_publication = match existing.as_ref() {
         Some(rec) => rec.created_publication,
         None if opts.tables.publication.is_none() => {
-            let status = crate::setup::create_publication(source, &publication, &tables).await?;
+            let status =
+                crate::selection::create_publication(source, &publication, &tables).await?;
             let created = status == tablesync::PublicationStatus::Created;
             if created {
                 undo.publication = Some(publication.clone());
@@ -172,7 +173,7 @@ async fn set_up(
     };
 
     if !opts.initial_copy {
-        let exists = crate::setup::slot_exists(&mut repl, &slot).await?;
+        let exists = repl.slot_exists(&slot).await.context("looking up the slot")?;
         record.created_slot = !exists;
         registry::save(target, &record).await?;
         undo.record = existing.is_none().then(|| opts.name.clone());

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
-use super::MirrorOptions;
+use super::options::MirrorOptions;
 
 const DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgmirror; \
     CREATE TABLE IF NOT EXISTS pgmirror.resyncs (\
@@ -172,7 +172,7 @@ pub(super) async fn start(opts: &MirrorOptions, progress: Lsn) -> anyhow::Result
         .await
         .context("forgetting finished resyncs")?;
     let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
-    let published = crate::setup::resolve_tables(&source, &opts.tables).await?;
+    let published = crate::selection::resolve_tables(&source, &opts.tables).await?;
     for resync in resyncs {
         let key = (resync.table.schema.clone(), resync.table.name.clone());
         match (resync.state.as_str(), resync.floor) {

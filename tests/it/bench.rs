@@ -4,8 +4,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use pgconn::ConnConfig;
-use pgmirror::cli::TableSelection;
 use pgmirror::commands::record::{Recording, record};
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use recording::{ReplayOptions, StopAt};
 

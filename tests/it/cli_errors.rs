@@ -45,6 +45,7 @@ fn assert_clear_error(args: &[&str], want: &str) {
 fn malformed_command_lines_fail_with_one_clear_line() {
     let url = format!("postgres://rep:{PASSWORD}@127.0.0.1:5999/app");
     assert_clear_error(&["frobnicate"], "unrecognized subcommand 'frobnicate'");
+    assert_clear_error(&["bench", "--runs", "0"], "--runs must be at least 1");
     assert_clear_error(&["mirror", "--target", &url, "--tables", "a"], "--source");
     assert_clear_error(&["mirror", "--source", &url, "--target", &url], "--publication");
     assert_clear_error(

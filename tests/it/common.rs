@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use pgcluster::Cluster;
 use pgconn::ConnConfig;
-use pgmirror::cli::TableSelection;
 use pgmirror::mirror::MirrorOptions;
+use pgmirror::selection::TableSelection;
 use tokio_postgres::Client;
 
 /// A fresh database on `cluster`, with a client connected to it.

@@ -41,7 +41,7 @@ async fn non_empty_target_is_refused_unless_truncate_target() {
     let mut opts = store_mirror(cluster, &src_db, cluster, &dst_db);
     let err = mirror::run(&opts, &mut Shutdown::manual()).await.unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("customers"), "{msg}");
+    assert!(msg.contains("customers") && msg.contains("with --truncate-target"), "{msg}");
     assert_eq!(slot_count(&src, &opts.slot_name()).await, 0, "no orphan slot: {msg}");
 
     // With --truncate-target the copy replaces the old rows.

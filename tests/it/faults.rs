@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use pgcluster::{Cluster, ClusterBuilder, StopMode};
 use pgconn::ConnConfig;
-use pgmirror::cli::TableSelection;
 use pgmirror::mirror::{self, MirrorOptions};
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -583,4 +583,56 @@ async fn memory_stays_bounded_under_a_300k_row_transaction() {
     kill(&mut child);
     eprintln!("peak RSS of pgmirror through a {rows}-row transaction: {} MiB", peak_kib / 1024);
     assert!(peak_kib < 200 * 1024, "peak RSS {peak_kib} KiB");
+}
+
+/// The walsender of a stream that just ended (a fault, a repair of the target) leaves the slot
+/// only once the server notices: a start meanwhile waits for it instead of stopping with "slot
+/// is active" (which ended a mirror right after it repaired a table added to its publication).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_waits_for_the_previous_walsender_to_release_the_slot() {
+    let cluster = pgcluster::shared();
+    let (src_db, src, dst_db, dst) = store_pair(cluster, cluster, &store::Scale::tiny()).await;
+    let opts = store_mirror(cluster, &src_db, cluster, &dst_db);
+    let running = run_mirror(&opts);
+    // Streaming: set-up is over, and the slot stays when the mirror stops.
+    let slot = opts.slot_name();
+    wait_for(Duration::from_secs(60), "the mirror streaming", || async {
+        let sql = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active";
+        src.query_one(sql, &[&slot]).await.unwrap().get::<_, i64>(0) == 1
+    })
+    .await;
+    running.stop().await;
+    wait_for(Duration::from_secs(30), "the slot released", || async {
+        let sql = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active";
+        src.query_one(sql, &[&slot]).await.unwrap().get::<_, i64>(0) == 0
+    })
+    .await;
+
+    // Another walsender holds the slot for a moment, as the previous stream's does.
+    let holder = replication::ReplicationClient::connect(&opts.source).await.unwrap();
+    let publication = format!("pgmirror_{}", opts.name);
+    let start = replication::StartReplication::new(slot, [publication]);
+    let held = holder.start_replication(start).await.unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        drop(held);
+    });
+
+    let running = run_mirror(&opts);
+    src.execute("INSERT INTO customers (email, name) VALUES ('after@example.com', 'After')", &[])
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(60), "the row after the restart", || async {
+        running.task.is_finished()
+            || count(&dst, "SELECT count(*) FROM customers WHERE email = 'after@example.com'").await
+                == 1
+    })
+    .await;
+    assert!(
+        !running.task.is_finished(),
+        "the mirror stopped: {}",
+        running.fatal(Duration::ZERO).await
+    );
+    release.await.unwrap();
+    running.stop().await;
 }

@@ -205,7 +205,7 @@ async fn sequence_privileges_are_checked_and_every_failure_is_warned() {
     .await
     .unwrap();
     let source = cluster.url_for(&role, None, &src_db);
-    let selection = pgmirror::cli::TableSelection {
+    let selection = pgmirror::selection::TableSelection {
         publication: Some(publication.clone()),
         tables: None,
         exclude_tables: None,
@@ -271,7 +271,7 @@ async fn check_fails_a_row_filter_outside_the_replica_identity() {
             run_check(&CheckOptions {
                 source,
                 target: None,
-                tables: Some(pgmirror::cli::TableSelection {
+                tables: Some(pgmirror::selection::TableSelection {
                     publication: Some(publication),
                     tables: None,
                     exclude_tables: None,

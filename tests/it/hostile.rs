@@ -6,10 +6,10 @@ use std::time::Duration;
 use applier::{Applier, ApplierConfig, PostgresTarget, PostgresTargetConfig};
 use bytes::{BufMut, Bytes, BytesMut};
 use pgconn::ConnConfig;
-use pgmirror::cli::TableSelection;
 use pgmirror::metrics::Metrics;
 use pgmirror::mirror::{self, MirrorOptions};
 use pgmirror::pump::pump;
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use pgoutput_decoder::{
     Begin, ColumnValue, Commit, Insert, LogicalMessage, Lsn, PgTimestamp, Relation, RelationColumn,

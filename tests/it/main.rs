@@ -23,6 +23,7 @@ mod safety;
 mod schema;
 mod security;
 mod status;
+mod structure;
 mod support;
 mod tables;
 mod tail;

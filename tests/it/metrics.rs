@@ -244,7 +244,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 async fn endpoint_only() {
     let Some(port) = std::env::var("ENDPOINT_ONLY_PORT").ok() else { return };
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let _server = pgmirror::metrics::serve(&addr, pgmirror::metrics::Metrics::new()).await.unwrap();
+    let _server =
+        pgmirror::metrics::http::serve(&addr, pgmirror::metrics::Metrics::new()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(60)).await;
 }
 

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use pgcluster::ClusterBuilder;
 use pgconn::ConnConfig;
-use pgmirror::cli::TableSelection;
 use pgmirror::commands::check::{CheckOptions, run_check};
 use pgmirror::commands::drop::{DropOptions, Outcome, run_drop};
 use pgmirror::commands::status::{StatusOptions, collect_status};
 use pgmirror::commands::verify::{VerifyOptions, VerifyReport, run_verify};
 use pgmirror::mirror::{self, MirrorOptions};
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;

@@ -159,9 +159,29 @@ async fn replay_refuses_the_database_a_recording_was_made_from() {
     ])
     .await;
     assert_eq!(recorded.0, 0, "{}{}", recorded.1, recorded.2);
+    // A slot that does not exist: the command line names the flag that creates it.
+    let missing = pgmirror(&[
+        "record",
+        "--source",
+        &url,
+        "--tables",
+        "precious",
+        "--slot",
+        &format!("{slot}_missing"),
+        "--out",
+        dir.path().join("missing.pgmr").to_str().unwrap(),
+    ])
+    .await;
+    assert_ne!(missing.0, 0, "{}{}", missing.1, missing.2);
+    assert!(
+        missing.2.contains("does not exist on the source; pass --create-slot"),
+        "{}",
+        missing.2
+    );
     let out = pgmirror(&["replay", file.to_str().unwrap(), "--target", &url]).await;
     assert_ne!(out.0, 0, "{}{}", out.1, out.2);
-    assert!(out.2.contains("the database this recording was made from"), "{}", out.2);
+    assert!(out.2.contains("--target is the database this recording was made from"), "{}", out.2);
+    assert!(out.2.contains("point --target at another database"), "{}", out.2);
     assert_eq!(
         scalar(&src, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgmirror'").await,
         0

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use pgconn::ConnConfig;
-use pgmirror::cli::TableSelection;
+use pgmirror::selection::TableSelection;
 
 use crate::common::{database, store_mirror, wait_for};
 

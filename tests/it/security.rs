@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use pgcluster::{AuthMethod, ClusterBuilder, TlsConfig};
 use pgconn::ConnConfig;
-use pgmirror::cli::TableSelection;
 use pgmirror::mirror::MirrorOptions;
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 
 use crate::common::{database, fingerprints, store_pair, wait_converged, wait_for};

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use pgconn::ConnConfig;
-use pgmirror::cli::TableSelection;
 use pgmirror::mirror::{self, MirrorOptions};
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use tokio_postgres::Client;
 
@@ -29,6 +29,7 @@ CREATE TABLE parts.events_2024 PARTITION OF parts.events
 CREATE UNLOGGED TABLE parts.scratch (id int PRIMARY KEY);
 CREATE SCHEMA empty;
 CREATE TABLE public.other (id int PRIMARY KEY);
+CREATE PUBLICATION nothing_published;
 "#;
 
 fn tables(include: &[&str], exclude: &[&str]) -> TableSelection {
@@ -42,7 +43,7 @@ fn tables(include: &[&str], exclude: &[&str]) -> TableSelection {
 
 /// The selected tables as `schema.name`, in the order resolved.
 async fn resolved(client: &Client, sel: &TableSelection) -> Result<Vec<String>, String> {
-    pgmirror::setup::resolve_tables(client, sel)
+    pgmirror::selection::resolve_tables(client, sel)
         .await
         .map(|ts| ts.iter().map(|t| format!("{}.{}", t.schema, t.name)).collect())
         .map_err(|e| format!("{e:#}"))
@@ -75,9 +76,21 @@ async fn schema_patterns_and_exclusions_resolve_as_psql_lists_them() {
         (tables(&["sales.eu.*"], &[]), "invalid table name `sales.eu.*`"),
         (tables(&[r#""sales.eu".*"#], &[]), r#"schema "sales.eu" not found"#),
         (tables(&["empty.*"], &[]), r#"schema "empty" has no table to replicate"#),
-        (tables(&["app.*"], &["app.nope"]), r#"entry `"app"."nope"` matches none"#),
+        // The library says what is wrong; the command line adds its flags.
+        (
+            tables(&["app.*"], &["app.nope"]),
+            r#"--exclude-tables entry `"app"."nope"` matches none of the tables --tables selects"#,
+        ),
         (tables(&["app.*"], &["public.other"]), r#"entry `"public"."other"` matches none"#),
-        (tables(&["app.*"], &["app.*"]), "leaves none of the tables"),
+        (tables(&["app.*"], &["app.*"]), "--exclude-tables leaves none of the tables --tables"),
+        (
+            TableSelection {
+                publication: Some("nothing_published".into()),
+                tables: None,
+                exclude_tables: None,
+            },
+            "no tables selected; pass --tables or a publication that publishes at least one table",
+        ),
         (tables(&["app.t*"], &[]), "the only wildcard is a whole table part"),
         (
             TableSelection {

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use pgconn::ConnConfig;
-use pgmirror::cli::TableSelection;
-use pgmirror::commands::check::{CheckOptions, Report, run_check};
+use pgmirror::commands::check::{CheckOptions, run_check};
 use pgmirror::commands::verify::{VerifyOptions, run_verify};
 use pgmirror::mirror::{self, MirrorOptions};
+use pgmirror::preflight::Report;
+use pgmirror::selection::TableSelection;
 use pgmirror::shutdown::Shutdown;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;

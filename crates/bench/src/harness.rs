@@ -82,7 +82,7 @@ pub(crate) fn say(opts: &BenchOptions, text: &str) {
 /// that fails is reported in its [`RunResult`] instead.
 pub async fn run(opts: BenchOptions) -> Result<BenchReport, Error> {
     if opts.runs == 0 {
-        return Err(Error::Failed("--runs must be at least 1".into()));
+        return Err(Error::Failed("at least one run of each contender is needed".into()));
     }
     let (primary, replica) = tokio::task::spawn_blocking(|| -> Result<_, Error> {
         let primary = cluster_builder().start().map_err(Error::context("starting the primary"))?;

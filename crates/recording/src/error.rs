@@ -31,7 +31,7 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
     /// The slot to record from does not exist.
-    #[error("slot {0:?} does not exist on the source; pass --create-slot")]
+    #[error("slot {0:?} does not exist on the source; create it first")]
     NoSlot(String),
     /// The primary closed the stream before a stop condition was met.
     #[error("the primary ended the replication stream")]
@@ -59,11 +59,11 @@ pub enum Error {
     /// Reading or writing a record failed.
     #[error(transparent)]
     Format(#[from] RecordingError),
-    /// `--target` is the database the recording was made from.
+    /// The target is the database the recording was made from.
     #[error(
-        "--target is the database this recording was made from ({database:?} of the server with \
-         system identifier {system_id}): replaying would apply its changes there a second time; \
-         point --target at another database (nothing was changed)"
+        "the target is the database this recording was made from ({database:?} of the server \
+         with system identifier {system_id}): replaying would apply its changes there a second \
+         time; replay into another database (nothing was changed)"
     )]
     SameDatabase {
         /// The database's name.

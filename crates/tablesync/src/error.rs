@@ -20,7 +20,7 @@ pub enum Error {
         reason: String,
     },
     /// No table was selected.
-    #[error("no tables selected; pass --tables or a publication that publishes at least one table")]
+    #[error("no tables selected: the list is empty, or the publication publishes none")]
     NoTables,
     /// A named table does not exist on the source (or is not a table).
     #[error(
@@ -60,16 +60,16 @@ pub enum Error {
         /// The entry as parsed, quoted.
         pattern: String,
     },
-    /// An `--exclude-tables` entry matches none of the selected tables.
+    /// An exclusion entry matches none of the selected tables.
     #[error(
-        "--exclude-tables entry `{pattern}` matches none of the tables --tables selects; check the spelling (unquoted names are folded to lower case) or drop the entry"
+        "exclusion `{pattern}` matches none of the selected tables; check the spelling (unquoted names are folded to lower case) or drop the entry"
     )]
     ExcludeUnmatched {
         /// The entry as parsed, quoted.
         pattern: String,
     },
-    /// `--exclude-tables` removed every selected table.
-    #[error("--exclude-tables leaves none of the tables --tables selects; exclude fewer tables")]
+    /// The exclusions removed every selected table.
+    #[error("the exclusions leave none of the selected tables; exclude fewer tables")]
     AllExcluded,
     /// The publication does not exist on the source.
     #[error(
@@ -150,7 +150,7 @@ pub enum Error {
     },
     /// The target table already holds rows before the initial copy.
     #[error(
-        "target table {table} already holds rows, but the initial copy needs it empty; empty it on the target, or run `pgmirror mirror` with --truncate-target to have them deleted"
+        "target table {table} already holds rows, but the initial copy needs it empty; empty it on the target"
     )]
     TargetNotEmpty {
         /// Target table.

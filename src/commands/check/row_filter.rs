@@ -8,7 +8,7 @@ use pgconn::quote_ident;
 use tablesync::TableDef;
 use tokio_postgres::Client;
 
-use super::Report;
+use crate::preflight::Report;
 
 const CHECK: &str = "row filters";
 

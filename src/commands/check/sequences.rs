@@ -6,8 +6,8 @@ use pgconn::{ConnConfig, quote_ident};
 use tablesync::{SequenceDef, TableDef};
 use tokio_postgres::Client;
 
-use super::{Report, pg_error_text};
-use crate::text::count;
+use crate::display::count;
+use crate::preflight::{Report, pg_error_text};
 
 const CHECK: &str = "sequence privileges";
 

@@ -6,8 +6,8 @@ use pgconn::ConnConfig;
 use tablesync::{NotCreated, ObjectKind, SchemaPlan, TableDef};
 use tokio_postgres::Client;
 
-use super::Report;
-use crate::text::count;
+use crate::display::count;
+use crate::preflight::Report;
 
 /// Reads the plan, or reports why it could not be read (under `target schema`).
 pub(super) async fn plan(

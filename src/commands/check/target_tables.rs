@@ -8,7 +8,7 @@ use pgconn::quote_ident;
 use tablesync::{TableDef, TargetOptions, TargetTable};
 use tokio_postgres::Client;
 
-use super::{Report, who};
+use crate::preflight::Report;
 
 /// Each source table exists compatibly on the target or can be created there.
 pub(super) async fn check(
@@ -237,4 +237,12 @@ fn row_lookup_check(full_identity: usize, unindexed: &[String], report: &mut Rep
         ),
         format!("on the target: {}", fix.join(" ")),
     );
+}
+
+/// The session's role and database, quoted, for the GRANTs of a fix.
+pub(super) async fn who(client: &Client) -> (String, String) {
+    match client.query_one("SELECT current_user::text, current_database()::text", &[]).await {
+        Ok(row) => (quote_ident(row.get(0)), quote_ident(row.get(1))),
+        Err(_) => ("CURRENT_USER".to_owned(), "<target database>".to_owned()),
+    }
 }

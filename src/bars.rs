@@ -1,4 +1,6 @@
-//! Progress of the initial copy: bars on a terminal, log lines otherwise.
+//! Progress bars on stderr, with log lines printed above them: one per table of the initial
+//! copy, and one for the backlog applied after (re)connecting. Without a terminal, log lines
+//! say the same.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,7 +11,7 @@ use tablesync::{CopyEvent, TableDef};
 
 /// Shows per-table copy progress (rows, bytes, rate).
 #[derive(Debug)]
-pub struct CopyProgress {
+pub struct CopyBars {
     bars: Option<(MultiProgress, HashMap<String, ProgressBar>)>,
     logged: Mutex<HashMap<String, u64>>,
 }
@@ -45,7 +47,7 @@ fn catch_up_style() -> ProgressStyle {
     style("catching up {wide_bar} {binary_bytes:>10}/{binary_total_bytes:10} eta {eta:4}")
 }
 
-impl CopyProgress {
+impl CopyBars {
     /// Bars for `tables` when `bars` is set (the output is a terminal), else log lines.
     pub fn new(tables: &[TableDef], bars: bool) -> Self {
         let bars = bars.then(|| {
@@ -57,14 +59,14 @@ impl CopyProgress {
                     let total = t.estimated_rows.unwrap_or(0).max(1);
                     let bar = multi.add(ProgressBar::new(total));
                     bar.set_style(style.clone());
-                    bar.set_prefix(crate::commands::status::display_name(t));
+                    bar.set_prefix(crate::display::display_name(t));
                     bar.enable_steady_tick(Duration::from_millis(200));
                     (t.qualified_name().to_string(), bar)
                 })
                 .collect();
             (multi, map)
         });
-        CopyProgress { bars, logged: Mutex::new(HashMap::new()) }
+        CopyBars { bars, logged: Mutex::new(HashMap::new()) }
     }
 
     /// Takes one event from `tablesync::copy_tables`.
@@ -130,23 +132,24 @@ fn mb(bytes: u64) -> f64 {
 /// `xlogpos`), not where the stream goes quiet: a walsender decoding a large transaction
 /// sends nothing for seconds, and that silence is not the end of the backlog.
 #[derive(Debug)]
-pub struct CatchUp {
+pub struct CatchUpBar {
     start: Option<u64>,
     /// The primary's WAL flush position when streaming started.
-    target: u64,
+    backlog_end: u64,
     bar: Option<ProgressBar>,
     done: bool,
 }
 
-impl CatchUp {
-    /// Starts tracking a backlog that ends at `target`; shows a bar when stderr is a terminal.
-    pub fn new(target: pgoutput_decoder::Lsn) -> Self {
+impl CatchUpBar {
+    /// Starts tracking a backlog that ends at `backlog_end`; shows a bar when stderr is a
+    /// terminal.
+    pub fn new(backlog_end: pgoutput_decoder::Lsn) -> Self {
         let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
             let bar = all_bars().add(ProgressBar::new(0));
             bar.set_style(catch_up_style());
             bar
         });
-        CatchUp { start: None, target: target.0, bar, done: false }
+        CatchUpBar { start: None, backlog_end: backlog_end.0, bar, done: false }
     }
 
     /// Records positions: `received` WAL from the primary, `confirmed` applied and durable.
@@ -156,7 +159,7 @@ impl CatchUp {
         }
         let start = *self.start.get_or_insert(confirmed.0.min(received.0));
         if let Some(bar) = &self.bar {
-            bar.set_length(received.0.max(self.target).saturating_sub(start));
+            bar.set_length(received.0.max(self.backlog_end).saturating_sub(start));
             bar.set_position(confirmed.0.saturating_sub(start));
         }
     }
@@ -168,7 +171,7 @@ impl CatchUp {
         if self.done {
             return true;
         }
-        if at.0 < self.target {
+        if at.0 < self.backlog_end {
             return false;
         }
         self.done = true;
@@ -199,8 +202,8 @@ mod tests {
         term.contents().lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
     }
 
-    /// A bar wider than the terminal wraps, and indicatif never erases the wrapped part:
-    /// every redraw left a stale line behind.
+    /// A bar wider than the terminal wraps, and indicatif never erases the wrapped part, so
+    /// every redraw would leave a stale line behind.
     #[test]
     fn bars_fit_80_columns() {
         let long = "some_schema.a_table_with_a_rather_long_name";
@@ -215,12 +218,12 @@ mod tests {
     /// walsender decoding a large transaction sends nothing for seconds).
     #[test]
     fn caught_up_only_at_the_backlog_end() {
-        let mut c = CatchUp::new(Lsn(0x5000));
+        let mut c = CatchUpBar::new(Lsn(0x5000));
         c.update(Lsn(0x1000), Lsn(0x1000));
         assert!(!c.caught_up(Lsn(0x1000)));
         assert!(!c.caught_up(Lsn(0x4fff)));
         assert!(c.caught_up(Lsn(0x5000)));
         assert!(c.caught_up(Lsn(0x1000)), "stays caught up");
-        assert!(CatchUp::new(Lsn::ZERO).caught_up(Lsn::ZERO));
+        assert!(CatchUpBar::new(Lsn::ZERO).caught_up(Lsn::ZERO));
     }
 }

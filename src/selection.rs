@@ -1,13 +1,24 @@
-//! Preparation on the primary shared by the commands: publications and slots.
+//! Which tables a command works on, resolved on the source, and the publication that streams
+//! them.
 
 use anyhow::Context;
 use pgconn::quote_ident;
-use replication::ReplicationClient;
 use tablesync::{TableDef, TablePattern};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use crate::cli::TableSelection;
+/// Which tables a command works on: a publication, or a list of tables.
+#[derive(Debug, Clone)]
+pub struct TableSelection {
+    /// An existing publication on the source.
+    pub publication: Option<String>,
+    /// Tables as `name`, `schema.name` or `schema.*` (every table of the schema when resolved),
+    /// each entry a comma-separated list.
+    pub tables: Option<Vec<String>>,
+    /// Tables to leave out of `tables`, in the same syntax; not with `publication`, which alone
+    /// decides what is streamed.
+    pub exclude_tables: Option<Vec<String>>,
+}
 
 /// The publication to stream: the one named, or one created (if missing) for `--tables`,
 /// named `default_name`.
@@ -62,37 +73,6 @@ fn sqlstate(e: &tablesync::Error) -> Option<&SqlState> {
         .and_then(tokio_postgres::Error::code)
 }
 
-/// What creating the mirror's slot needs on the primary, checked before pgmirror creates
-/// anything, with the fixes `pgmirror check` gives: `wal_level = logical`, a role with
-/// REPLICATION, a free replication slot (unless `slot` exists) and a free WAL sender.
-///
-/// # Errors
-/// The first unmet prerequisite, as one line with its fix; catalog query errors.
-pub async fn preflight(client: &Client, slot: &str) -> anyhow::Result<()> {
-    let mut report = crate::commands::check::Report::default();
-    crate::commands::check::settings_checks(client, &mut report)
-        .await
-        .context("reading the source's settings")?;
-    crate::commands::check::role_check(client, &mut report)
-        .await
-        .context("reading the source role")?;
-    let slot_exists = client
-        .query_opt("SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", &[&slot])
-        .await
-        .context("looking up the slot")?
-        .is_some();
-    let unmet = report.failures().find(|c| !(slot_exists && c.check == "replication slots"));
-    if let Some(c) = unmet {
-        anyhow::bail!(
-            "the source is not ready for logical replication: {}: {}; fix: {}",
-            c.check,
-            c.detail,
-            c.fix.as_deref().unwrap_or("see `pgmirror check`")
-        );
-    }
-    Ok(())
-}
-
 /// The source tables a selection names, in dependency order.
 ///
 /// # Errors
@@ -109,7 +89,7 @@ pub async fn resolve_tables(
              or select them with --tables"
         ),
         (Some(name), _) => {
-            let tables = tablesync::publication_tables(client, name).await?;
+            let tables = tablesync::publication_tables(client, name).await.map_err(with_flags)?;
             anyhow::ensure!(
                 !tables.is_empty(),
                 "publication {name:?} publishes no tables; add some with ALTER PUBLICATION"
@@ -120,9 +100,26 @@ pub async fn resolve_tables(
             let include = patterns(names).context("--tables")?;
             let exclude = patterns(selection.exclude_tables.as_deref().unwrap_or_default())
                 .context("--exclude-tables")?;
-            Ok(tablesync::resolve_selection(client, &include, &exclude).await?)
+            tablesync::resolve_selection(client, &include, &exclude).await.map_err(with_flags)
         }
         (None, None) => anyhow::bail!("give --publication NAME or --tables A,B"),
+    }
+}
+
+/// A selection error worded with the flags that fix it.
+fn with_flags(e: tablesync::Error) -> anyhow::Error {
+    match e {
+        tablesync::Error::NoTables => anyhow::anyhow!(
+            "no tables selected; pass --tables or a publication that publishes at least one table"
+        ),
+        tablesync::Error::ExcludeUnmatched { pattern } => anyhow::anyhow!(
+            "--exclude-tables entry `{pattern}` matches none of the tables --tables selects; check \
+             the spelling (unquoted names are folded to lower case) or drop the entry"
+        ),
+        tablesync::Error::AllExcluded => anyhow::anyhow!(
+            "--exclude-tables leaves none of the tables --tables selects; exclude fewer tables"
+        ),
+        e => e.into(),
     }
 }
 
@@ -133,12 +130,4 @@ fn patterns(entries: &[String]) -> Result<Vec<TablePattern>, tablesync::Error> {
         out.extend(TablePattern::parse_list(entry)?);
     }
     Ok(out)
-}
-
-/// Whether the logical slot `name` exists on the primary.
-///
-/// # Errors
-/// The catalog query failed.
-pub async fn slot_exists(client: &mut ReplicationClient, name: &str) -> anyhow::Result<bool> {
-    client.slot_exists(name).await.context("looking up the slot")
 }

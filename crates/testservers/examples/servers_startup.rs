@@ -2,7 +2,7 @@
 //! the template, copy, start) and further ones (copy + start), restarts and crash restarts;
 //! a NATS server, its restarts, and a three-server JetStream cluster.
 //!
-//! `cargo run --release -p testservers --example startup [N]`
+//! `cargo run --release -p testservers --example servers_startup [N]`
 use std::time::{Duration, Instant};
 
 use testservers::{MariaDbBuilder, NatsCluster, NatsServer, Server};

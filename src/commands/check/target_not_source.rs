@@ -1,16 +1,12 @@
 //! The check that the target is not the source's own database.
 
-use super::{Report, pg_error_text};
+use crate::preflight::{Report, pg_error_text};
 use pgconn::ConnConfig;
 
 /// Whether the target is another database than the source's. Fails the check when it is the
 /// same one, in which case the other target checks (which would suggest emptying its tables)
 /// must not run. Connection failures are left to the connection checks.
-pub(super) async fn target_is_not_source(
-    source: &ConnConfig,
-    target: &ConnConfig,
-    report: &mut Report,
-) -> bool {
+pub(super) async fn check(source: &ConnConfig, target: &ConnConfig, report: &mut Report) -> bool {
     const CHECK: &str = "target is not the source";
     let (Ok(source), Ok(target)) =
         (pgconn::connect_sql(source).await, pgconn::connect_sql(target).await)
@@ -19,8 +15,8 @@ pub(super) async fn target_is_not_source(
     };
     let identities = async {
         Ok::<_, tokio_postgres::Error>((
-            crate::guard::identify(&source).await?,
-            crate::guard::identify(&target).await?,
+            crate::same_database::identify(&source).await?,
+            crate::same_database::identify(&target).await?,
         ))
     };
     match identities.await {
