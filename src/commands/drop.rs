@@ -317,7 +317,7 @@ async fn drop_on_target(
 ) -> anyhow::Result<()> {
     let tx = target.transaction().await.context("starting a target transaction")?;
     if has_record {
-        tx.execute("DELETE FROM pgmirror.mirrors WHERE mirror_name = $1", &[&name])
+        crate::mirror::registry::delete_row(&tx, name)
             .await
             .context("deleting the mirror's row")?;
     }

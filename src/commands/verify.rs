@@ -302,21 +302,11 @@ async fn find_mirror(target: &Client, opts: &VerifyOptions) -> anyhow::Result<Op
     let Some(publication) = opts.tables.as_ref().and_then(|s| s.publication.as_deref()) else {
         return Ok(None);
     };
-    let has_registry: bool =
-        target.query_one("SELECT to_regclass('pgmirror.mirrors') IS NOT NULL", &[]).await?.get(0);
-    if !has_registry {
+    if !registry::exists(target).await? {
         return Ok(None);
     }
-    let row = target
-        .query_opt(
-            "SELECT mirror_name FROM pgmirror.mirrors WHERE publication_name = $1 \
-             ORDER BY mirror_name LIMIT 1",
-            &[&publication],
-        )
-        .await?;
-    match row {
-        Some(r) => {
-            let name: String = r.get(0);
+    match registry::name_by(target, registry::Lookup::Publication, publication).await? {
+        Some(name) => {
             let m = resolve_mirror(Some(target), Some(&name), None).await?;
             Ok(Some(m))
         }

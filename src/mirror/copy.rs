@@ -4,11 +4,23 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use tablesync::{CopyEvent, CopyOptions, TableDef};
+use pgconn::ConnConfig;
+use tablesync::{Connector, CopyEvent, CopyOptions, TableDef};
 use tokio_postgres::Client;
 
 use super::options::MirrorOptions;
 use crate::shutdown::Shutdown;
+
+/// Opens the copy's sessions: each call connects to the source or the target anew.
+pub(super) fn connectors(opts: &MirrorOptions) -> (impl Connector, impl Connector) {
+    let connector = |cfg: ConnConfig| {
+        move || {
+            let cfg = cfg.clone();
+            async move { pgconn::connect_sql(&cfg).await }
+        }
+    };
+    (connector(opts.source.clone()), connector(opts.target.clone()))
+}
 
 pub(super) async fn initial_copy(
     opts: &MirrorOptions,
@@ -42,16 +54,7 @@ pub(super) async fn initial_copy(
         tablesync::ensure_targets_empty(&target, tables).await.map_err(with_truncate_flag)?;
     }
     drop(target);
-    let source_cfg = opts.source.clone();
-    let target_cfg = opts.target.clone();
-    let source = move || {
-        let cfg = source_cfg.clone();
-        async move { pgconn::connect_sql(&cfg).await }
-    };
-    let target = move || {
-        let cfg = target_cfg.clone();
-        async move { pgconn::connect_sql(&cfg).await }
-    };
+    let (source, target) = connectors(opts);
     let copy_opts = CopyOptions {
         parallelism: if superuser { opts.copy_parallelism.max(1) } else { 1 },
         truncate_target: false,

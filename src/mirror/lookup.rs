@@ -30,38 +30,23 @@ pub async fn resolve_mirror(
     slot: Option<&str>,
 ) -> anyhow::Result<MirrorRef> {
     let has_registry = match target {
-        Some(t) => t
-            .query_one("SELECT to_regclass('pgmirror.mirrors') IS NOT NULL", &[])
-            .await
-            .context("looking for pgmirror.mirrors on the target")?
-            .get(0),
+        Some(t) => {
+            registry::exists(t).await.context("looking for pgmirror.mirrors on the target")?
+        }
         None => false,
     };
     let registry_client = target.filter(|_| has_registry);
     let name = match (name, slot, registry_client) {
         (Some(n), _, _) => n.to_owned(),
-        (None, Some(s), Some(t)) => {
-            let row = t
-                .query_opt(
-                    "SELECT mirror_name FROM pgmirror.mirrors WHERE slot_name = $1 \
-                     ORDER BY mirror_name LIMIT 1",
-                    &[&s],
-                )
-                .await
-                .context("reading pgmirror.mirrors")?;
-            match row {
-                Some(r) => r.get(0),
-                None => name_from_slot(s),
-            }
-        }
+        (None, Some(s), Some(t)) => registry::name_by(t, registry::Lookup::Slot, s)
+            .await
+            .context("reading pgmirror.mirrors")?
+            .unwrap_or_else(|| name_from_slot(s)),
         (None, Some(s), None) => name_from_slot(s),
-        (None, None, Some(t)) => {
-            let rows = t
-                .query("SELECT mirror_name FROM pgmirror.mirrors ORDER BY mirror_name LIMIT 2", &[])
-                .await
-                .context("reading pgmirror.mirrors")?;
-            if rows.len() == 1 { rows[0].get(0) } else { "default".to_owned() }
-        }
+        (None, None, Some(t)) => registry::only_name(t)
+            .await
+            .context("reading pgmirror.mirrors")?
+            .unwrap_or_else(|| "default".to_owned()),
         (None, None, None) => "default".to_owned(),
     };
     let record = match registry_client {

@@ -135,9 +135,7 @@ pub async fn load(
     client: &Client,
     name: &str,
 ) -> Result<Option<MirrorRecord>, tokio_postgres::Error> {
-    let exists: bool =
-        client.query_one("SELECT to_regclass('pgmirror.mirrors') IS NOT NULL", &[]).await?.get(0);
-    if !exists {
+    if !exists(client).await? {
         return Ok(None);
     }
     let row = client
@@ -160,6 +158,54 @@ pub async fn load(
         },
         source_system_id: r.get(5),
     }))
+}
+
+/// Whether the target has `pgmirror.mirrors` (no mirror has been set up there otherwise).
+///
+/// # Errors
+/// Query errors.
+pub async fn exists(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client.query_one("SELECT to_regclass('pgmirror.mirrors') IS NOT NULL", &[]).await?.get(0))
+}
+
+/// The first mirror, by name, whose slot or publication is `value`. The table must exist.
+///
+/// # Errors
+/// Query errors.
+pub async fn name_by(
+    client: &Client,
+    by: Lookup,
+    value: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let column = match by {
+        Lookup::Slot => "slot_name",
+        Lookup::Publication => "publication_name",
+    };
+    let sql = format!(
+        "SELECT mirror_name FROM pgmirror.mirrors WHERE {column} = $1 \
+         ORDER BY mirror_name LIMIT 1"
+    );
+    Ok(client.query_opt(&sql, &[&value]).await?.map(|r| r.get(0)))
+}
+
+/// What [`name_by`] looks a mirror up by.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup {
+    /// The mirror's replication slot.
+    Slot,
+    /// The mirror's publication.
+    Publication,
+}
+
+/// The only mirror's name when the table holds exactly one. The table must exist.
+///
+/// # Errors
+/// Query errors.
+pub async fn only_name(client: &Client) -> Result<Option<String>, tokio_postgres::Error> {
+    let rows = client
+        .query("SELECT mirror_name FROM pgmirror.mirrors ORDER BY mirror_name LIMIT 2", &[])
+        .await?;
+    Ok((rows.len() == 1).then(|| rows[0].get(0)))
 }
 
 /// Inserts or replaces a mirror's row.
@@ -217,7 +263,18 @@ pub async fn finish_copy(
 /// Query errors.
 pub async fn delete(client: &mut Client, name: &str) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    tx.execute("DELETE FROM pgmirror.mirrors WHERE mirror_name = $1", &[&name]).await?;
+    delete_row(&tx, name).await?;
     applier::progress::delete(&tx, name).await?;
     tx.commit().await
+}
+
+/// Removes a mirror's row alone, in the caller's transaction; true when there was one.
+///
+/// # Errors
+/// Query errors.
+pub async fn delete_row(
+    tx: &tokio_postgres::Transaction<'_>,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(tx.execute("DELETE FROM pgmirror.mirrors WHERE mirror_name = $1", &[&name]).await? > 0)
 }

@@ -243,16 +243,7 @@ async fn begin_copy(
     let locked_tx = std::sync::Mutex::new(Some(locked_tx));
     let opts = opts.clone();
     copies.spawn(async move {
-        let source_cfg = opts.source.clone();
-        let target_cfg = opts.target.clone();
-        let source = move || {
-            let cfg = source_cfg.clone();
-            async move { pgconn::connect_sql(&cfg).await }
-        };
-        let target = move || {
-            let cfg = target_cfg.clone();
-            async move { pgconn::connect_sql(&cfg).await }
-        };
+        let (source, target) = super::copy::connectors(&opts);
         let copy_opts = CopyOptions {
             parallelism: 1,
             truncate_target: true,

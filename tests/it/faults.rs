@@ -594,11 +594,15 @@ async fn a_start_waits_for_the_previous_walsender_to_release_the_slot() {
     let (src_db, src, dst_db, dst) = store_pair(cluster, cluster, &store::Scale::tiny()).await;
     let opts = store_mirror(cluster, &src_db, cluster, &dst_db);
     let running = run_mirror(&opts);
-    // Streaming: set-up is over, and the slot stays when the mirror stops.
+    // Streaming: set-up is over, and the slot stays when the mirror stops. The slot is active
+    // during set-up too (the walsender that created it holds it while the copy uses its
+    // snapshot), so the mirror's own record says when streaming began.
     let slot = opts.slot_name();
     wait_for(Duration::from_secs(60), "the mirror streaming", || async {
         let sql = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active";
+        let recorded = "SELECT count(*) FROM pgmirror.mirrors WHERE state = 'streaming'";
         src.query_one(sql, &[&slot]).await.unwrap().get::<_, i64>(0) == 1
+            && dst.query_one(recorded, &[]).await.is_ok_and(|r| r.get::<_, i64>(0) == 1)
     })
     .await;
     running.stop().await;

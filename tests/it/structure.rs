@@ -284,6 +284,17 @@ fn is_cli(module: &str) -> bool {
     CLI_MODULES.iter().any(|c| module == *c || module.starts_with(&format!("{c}::")))
 }
 
+/// One cycle and which of its modules uses which.
+fn describe(graph: &BTreeMap<String, BTreeSet<String>>, group: &[String]) -> String {
+    let mut out = format!("cycle: {}\n", group.join(", "));
+    for m in group {
+        let inside: Vec<&str> =
+            graph[m].iter().filter(|t| group.contains(t)).map(String::as_str).collect();
+        out.push_str(&format!("  {m} uses {}\n", inside.join(", ")));
+    }
+    out
+}
+
 #[test]
 fn modules_import_each_other_one_way() {
     let (graph, _) = module_graph(&src());
@@ -293,13 +304,71 @@ fn modules_import_each_other_one_way() {
     );
     let mut report = String::new();
     for group in cycles(&graph) {
-        report.push_str(&format!("cycle: {}\n", group.join(", ")));
-        for m in &group {
-            let inside: Vec<&str> =
-                graph[m].iter().filter(|t| group.contains(t)).map(String::as_str).collect();
-            report.push_str(&format!("  {m} uses {}\n", inside.join(", ")));
+        report.push_str(&describe(&graph, &group));
+    }
+    assert!(report.is_empty(), "{report}");
+}
+
+/// Import cycles the library crates still have, by crate: a module split into files that
+/// each add methods to one type defined in the parent (`impl PostgresTarget` in
+/// `postgres/insert.rs` uses the parent, which calls it), and crate roots whose re-exports the
+/// modules use (`crate::Error`). A cycle outside these fails the test below, so they can only
+/// shrink.
+const KNOWN_CRATE_CYCLES: &[(&str, &[&str])] = &[
+    ("tablesync", &["error", "ident"]),
+    ("tablesync", &["schema", "schema::plan", "schema::sides", "schema::types"]),
+    ("serverproc", &["", "ports", "program", "server", "template", "user"]),
+    ("applier", &["json::binary", "json::composite", "json::textsearch"]),
+    ("applier", &["json", "json::value"]),
+    (
+        "applier",
+        &[
+            "postgres",
+            "postgres::progress",
+            "postgres::session",
+            "postgres::runs",
+            "postgres::identity",
+            "postgres::insert",
+            "postgres::update",
+            "postgres::schema",
+            "postgres::delete",
+            "postgres::durability",
+            "postgres::table",
+            "postgres::value",
+            "postgres::pipeline",
+        ],
+    ),
+    ("pgcluster", &["", "bindir", "cluster", "template", "tls", "error"]),
+    ("pgconn", &["config", "config::conninfo", "error", "config::modes", "config::service"]),
+    ("pgoutput-decoder", &["message", "tuple"]),
+    ("testservers", &["", "mariadb", "conf", "exit", "nats", "mariadb::install", "server"]),
+    ("bench", &["", "harness", "report"]),
+];
+
+#[test]
+fn no_crate_gains_an_import_cycle() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates");
+    let mut report = String::new();
+    let mut read = 0;
+    for entry in std::fs::read_dir(&crates).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let src = dir.join("src");
+        if !src.is_dir() {
+            continue;
+        }
+        read += 1;
+        let (graph, _) = module_graph(&src);
+        for group in cycles(&graph) {
+            let known = KNOWN_CRATE_CYCLES
+                .iter()
+                .any(|(c, ms)| *c == name && group.iter().all(|m| ms.contains(&m.as_str())));
+            if !known {
+                report.push_str(&format!("{name}: {}", describe(&graph, &group)));
+            }
         }
     }
+    assert!(read >= 8, "read {read} crates under {}", crates.display());
     assert!(report.is_empty(), "{report}");
 }
 

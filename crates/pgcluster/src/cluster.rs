@@ -253,10 +253,8 @@ impl ClusterBuilder {
                     tracing::debug!(port, elapsed = ?began.elapsed(), "pgcluster started");
                     return Ok(cluster);
                 }
-                Err(Error::ServerExited { log_tail, status })
-                    if serverproc::log_tail_says_port_clash(&log_tail) =>
-                {
-                    last_err = Some(Error::ServerExited { log_tail, status });
+                Err(Error::Process(e)) if e.is_port_clash() => {
+                    last_err = Some(Error::Process(e));
                 }
                 Err(e) => return Err(e),
             }
@@ -435,7 +433,7 @@ impl Cluster {
     /// connections.
     ///
     /// # Errors
-    /// [`Error::AlreadyRunning`], or the server exited or did not come up in time.
+    /// [`serverproc::Error::AlreadyRunning`] (in [`Error::Process`]), or the server exited or did not come up in time.
     pub fn start(&self) -> Result<(), Error> {
         let mut cmd = Command::new(self.bindir.join("postgres"));
         cmd.arg("-D").arg(&self.data_dir).current_dir(&self.base);
@@ -524,13 +522,13 @@ impl Cluster {
         self.run_as.apply(&mut cmd);
         let status = cmd.status().ctx(|| "run pg_ctl start")?;
         if !status.success() {
-            return Err(Error::Io {
+            return Err(Error::Process(serverproc::Error::Io {
                 context: format!(
                     "pg_ctl start exited with {status}; see {}",
                     self.log_path().display()
                 ),
                 source: std::io::Error::other("pg_ctl start failed"),
-            });
+            }));
         }
         // Keep the directory: dropping `self` must neither stop the server nor delete it.
         if let Some(dir) = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -700,7 +698,8 @@ fn set_password(
     let sql = format!("ALTER ROLE postgres PASSWORD {};\n", quote_literal(password));
     serverproc::run(cmd, Some(sql.as_bytes())).map_err(|e| match e {
         serverproc::Error::CommandFailed { program, status, output } => {
-            Error::CommandFailed { program, status, output: output.replace(password, "<redacted>") }
+            let output = output.replace(password, "<redacted>");
+            Error::Process(serverproc::Error::CommandFailed { program, status, output })
         }
         other => other.into(),
     })

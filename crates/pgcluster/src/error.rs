@@ -1,9 +1,6 @@
 //! Errors returned by this crate.
 
-use std::io;
 use std::path::PathBuf;
-use std::process::ExitStatus;
-use std::time::Duration;
 
 use crate::AuthMethod;
 
@@ -29,48 +26,10 @@ pub enum Error {
     )]
     NoPostgresUser,
 
-    /// A file-system or process operation failed.
-    #[error("{context}")]
-    Io {
-        /// What we were doing.
-        context: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-
-    /// A helper program (initdb, psql, ...) exited unsuccessfully.
-    #[error("`{program}` failed with {status}: {output}")]
-    CommandFailed {
-        /// The program that failed.
-        program: String,
-        /// Its exit status.
-        status: ExitStatus,
-        /// Its combined stdout and stderr (never contains a password: passwords go via stdin).
-        output: String,
-    },
-
-    /// The server did not become ready in time.
-    #[error("server did not accept connections within {waited:?}; log tail:\n{log_tail}")]
-    StartTimeout {
-        /// How long we waited.
-        waited: Duration,
-        /// The last lines of the server log.
-        log_tail: String,
-    },
-
-    /// The server exited while we waited for it to start.
-    #[error("server exited during startup ({status}); log tail:\n{log_tail}")]
-    ServerExited {
-        /// The postmaster's exit status.
-        status: ExitStatus,
-        /// The last lines of the server log.
-        log_tail: String,
-    },
-
-    /// `start()` was called while the server is running.
-    #[error("the server is already running")]
-    AlreadyRunning,
+    /// Running a program or the server failed (a file-system or process operation, a helper
+    /// program such as `initdb`, a start that timed out or a server that exited).
+    #[error(transparent)]
+    Process(serverproc::Error),
 
     /// The authentication method needs a superuser password but none was given.
     #[error("auth method {0:?} needs a superuser password: call ClusterBuilder::password")]
@@ -100,16 +59,9 @@ pub enum Error {
 
 impl From<serverproc::Error> for Error {
     fn from(e: serverproc::Error) -> Self {
-        use serverproc::Error as E;
         match e {
-            E::NoSuchUser { .. } => Error::NoPostgresUser,
-            E::Io { context, source } => Error::Io { context, source },
-            E::CommandFailed { program, status, output } => {
-                Error::CommandFailed { program, status, output }
-            }
-            E::StartTimeout { waited, log_tail } => Error::StartTimeout { waited, log_tail },
-            E::ServerExited { status, log_tail } => Error::ServerExited { status, log_tail },
-            E::AlreadyRunning => Error::AlreadyRunning,
+            serverproc::Error::NoSuchUser { .. } => Error::NoPostgresUser,
+            other => Error::Process(other),
         }
     }
 }

@@ -58,7 +58,10 @@ async fn stop_start_crash_restart_keep_port_and_data() {
     cluster.start().unwrap();
     assert_eq!(cluster.port(), port);
     assert_eq!(count(&cluster).await, 10);
-    assert!(matches!(cluster.start(), Err(pgcluster::Error::AlreadyRunning)));
+    assert!(matches!(
+        cluster.start(),
+        Err(pgcluster::Error::Process(serverproc::Error::AlreadyRunning))
+    ));
 
     // Immediate stop = crash: recovery replays the WAL.
     insert(&cluster, 5).await;
@@ -133,7 +136,7 @@ fn invalid_settings_are_rejected() {
 async fn a_bad_setting_reports_the_log() {
     let err = ClusterBuilder::new().setting("wal_level", "bogus").start().unwrap_err();
     match err {
-        pgcluster::Error::ServerExited { log_tail, .. } => {
+        pgcluster::Error::Process(serverproc::Error::ServerExited { log_tail, .. }) => {
             assert!(log_tail.contains("wal_level"), "{log_tail}")
         }
         other => panic!("unexpected {other}"),

@@ -16,7 +16,7 @@ use pgconn::{ConnConfig, Error as ConnError, quote_ident, quote_literal};
 
 use crate::error::Error;
 use crate::stream::{LogicalReplicationStream, StartReplication};
-use crate::wire::{Backend, Conn, Mode, parse_server_version};
+use crate::wire::{Backend, Conn, parse_server_version};
 
 /// The answer to IDENTIFY_SYSTEM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +135,7 @@ impl ReplicationClient {
     }
 
     async fn connect_one(config: ConnConfig) -> Result<Self, ConnError> {
-        let conn = Conn::connect(&config, Mode::Replication).await?;
+        let conn = Conn::connect(&config).await?;
         let mut client = ReplicationClient { conn, config, server_version: 0, busy: false };
         client.server_version =
             match client.conn.parameter("server_version").and_then(parse_server_version) {

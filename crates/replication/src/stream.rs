@@ -443,7 +443,7 @@ impl SocketTask {
     async fn run(mut self) -> Result<(), Error> {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let result = self.pump(&mut ticker).await;
+        let result = self.read_loop(&mut ticker).await;
         match result {
             Ok(()) => self.stop_streaming().await,
             Err(e) => {
@@ -463,7 +463,7 @@ impl SocketTask {
     }
 
     /// Reads and dispatches until shutdown (`Ok`) or a fatal error.
-    async fn pump(&mut self, ticker: &mut tokio::time::Interval) -> Result<(), Error> {
+    async fn read_loop(&mut self, ticker: &mut tokio::time::Interval) -> Result<(), Error> {
         loop {
             let deferred = self.deferred_status;
             let mut stop = self.stop.clone();

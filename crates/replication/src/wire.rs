@@ -40,13 +40,6 @@ pub(crate) enum Backend {
     CopyBothResponse,
 }
 
-/// Which startup flavour to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// `replication=database`: the logical walsender.
-    Replication,
-}
-
 /// An authenticated connection between commands.
 pub(crate) struct Conn {
     io: Box<dyn Io>,
@@ -76,8 +69,8 @@ impl fmt::Debug for Conn {
 
 impl Conn {
     /// Opens, secures and authenticates a connection, honouring `connect_timeout`.
-    pub(crate) async fn connect(cfg: &ConnConfig, mode: Mode) -> Result<Conn, Error> {
-        let fut = Box::pin(Self::connect_inner(cfg, mode));
+    pub(crate) async fn connect(cfg: &ConnConfig) -> Result<Conn, Error> {
+        let fut = Box::pin(Self::connect_inner(cfg));
         match cfg.connect_timeout() {
             Some(timeout) => tokio::time::timeout(timeout, fut)
                 .await
@@ -86,7 +79,7 @@ impl Conn {
         }
     }
 
-    async fn connect_inner(cfg: &ConnConfig, mode: Mode) -> Result<Conn, Error> {
+    async fn connect_inner(cfg: &ConnConfig) -> Result<Conn, Error> {
         let target = cfg.target();
         let connect_err = |source| Error::Connect { target: target.clone(), source };
         let mut pacer = None;
@@ -144,13 +137,13 @@ impl Conn {
             target,
             pacer,
         };
-        conn.startup(cfg, mode).await?;
+        conn.startup(cfg).await?;
         conn.authenticate(cfg, cert_hash).await?;
         conn.finish_startup().await?;
         Ok(conn)
     }
 
-    async fn startup(&mut self, cfg: &ConnConfig, mode: Mode) -> Result<(), Error> {
+    async fn startup(&mut self, cfg: &ConnConfig) -> Result<(), Error> {
         let mut params: Vec<(&str, &str)> = vec![
             ("user", cfg.user()),
             ("database", cfg.dbname()),
@@ -162,9 +155,8 @@ impl Conn {
             ("extra_float_digits", "3"),
             ("TimeZone", "UTC"),
         ];
-        match mode {
-            Mode::Replication => params.push(("replication", "database")),
-        }
+        // The logical walsender of the named database.
+        params.push(("replication", "database"));
         if let Some(options) = cfg.options() {
             params.push(("options", options));
         }
