@@ -53,8 +53,17 @@ pub async fn compare_table(
 ) -> Result<TableDiff, ApplyError> {
     source.batch_execute(super::copy::SESSION).await.map_err(ApplyError::SourceCatalog)?;
     let mut diff = TableDiff::default();
-    let pg_cols: Vec<String> =
-        table.columns.iter().map(|c| format!("{}::text", pgconn::quote_ident(&c.name))).collect();
+    let pg_cols: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| {
+            let q = pgconn::quote_ident(&c.name);
+            // The output function's text, as COPY and the stream carry it (a cast to text
+            // differs: it drops char(n)'s padding and adds inet's /128). `IS NULL` is true of
+            // a composite whose fields are all NULL; its text is not NULL.
+            format!("CASE WHEN {q}::text IS NOT NULL THEN format('%s', {q}) END")
+        })
+        .collect();
     let key_cols: Vec<String> =
         table.key.iter().map(|&i| pgconn::quote_ident(&table.columns[i].name)).collect();
     let key_params: Vec<String> = table
@@ -231,6 +240,10 @@ async fn target_rows(
         .iter()
         .map(|c| match c.ty.kind {
             Kind::Bytes { .. } => format!("HEX({})", quote(&c.name)),
+            // CAST(FLOAT AS CHAR) prints six digits; a DOUBLE holds the FLOAT exactly.
+            Kind::Float { single: true } => {
+                format!("CAST(CAST({} AS DOUBLE) AS CHAR)", quote(&c.name))
+            }
             _ => format!("CAST({} AS CHAR)", quote(&c.name)),
         })
         .collect();
