@@ -146,7 +146,7 @@ pub enum ApplyError {
     },
     /// A value the MySQL target cannot hold exactly; nothing of its transaction was committed.
     #[error(
-        "cannot mirror {table} row ({key}) into MySQL: column {column:?} value {value:?} is \
+        "cannot mirror {table} row ({key}) into MySQL: column {column:?} value {value:?}: \
          {reason}; change the value on the source or leave the table out of the mirror"
     )]
     Unrepresentable {
