@@ -10,7 +10,7 @@
 //! (see the mapping in [`types`]) stops the apply with [`ApplyError::Unrepresentable`], and the
 //! open MySQL transaction, with every source transaction of the group, is rolled back.
 //!
-//! Changes go out in runs ([`run`]): consecutive inserts into a table as one multi-row `INSERT`,
+//! Changes go out in runs (`run`): consecutive inserts into a table as one multi-row `INSERT`,
 //! updates and deletes by key as one set-based statement, each key at most once per run.
 
 pub mod copy;
