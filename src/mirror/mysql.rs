@@ -8,6 +8,8 @@
 //!   copies again;
 //! - `streaming`: stream from its `lsn`.
 
+pub mod ops;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -551,3 +551,75 @@ async fn mysql_sigkill_under_load_loses_and_repeats_nothing() {
     drop(mirror);
     let _ = dst.close().await;
 }
+
+/// Runs the built binary; returns its exit code and standard output.
+fn pgmirror(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run pgmirror");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("pgmirror {args:?}:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_verify_status_and_drop_accept_the_mysql_url() {
+    let cluster = pgcluster::shared();
+    let (src_db, src) = database(cluster, "ops").await;
+    src.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text, n numeric(8,3)); \
+         INSERT INTO t SELECT g, 'v' || g, g / 7.0 FROM generate_series(1, 1200) g",
+    )
+    .await
+    .unwrap();
+    let (url, mut dst) = mysql_db(testservers::mariadb::shared(), "ops").await;
+    let opts = options(cluster, &src_db, &url, &["t"]);
+    let (shutdown, task) = start(&opts);
+    let tables = mapped(&src, &["t"]).await;
+    wait_equal(&src, &mut dst, &tables, Duration::from_secs(60)).await;
+    let source = cluster.url(&src_db);
+    let name = opts.name.as_str();
+    let base = ["--source", source.as_str(), "--target", url.as_str()];
+
+    let (code, out) = pgmirror(&[&["verify"][..], &base, &["--chunk-rows", "500"]].concat());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("✔ \"public\".\"t\": 1200 rows match"), "{out}");
+    let (code, out) = pgmirror(&[&["status"][..], &base, &["--name", name]].concat());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": streaming") && out.contains("active"), "{out}");
+
+    // A row changed behind the mirror's back, one deleted, one added: each key listed.
+    sqlx::raw_sql("UPDATE t SET n = n + 1 WHERE id = 700; DELETE FROM t WHERE id = 3; INSERT INTO t VALUES (5000, 'x', 1)")
+        .execute(&mut dst)
+        .await
+        .unwrap();
+    let (code, out) = pgmirror(&[&["verify"][..], &base, &["--name", name]].concat());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("(id=700): column \"n\" is 100 on the source but 101 on the target"),
+        "{out}"
+    );
+    assert!(out.contains("(id=3): missing on the target"), "{out}");
+    assert!(out.contains("1 rows only on the target"), "{out}");
+
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+    let (code, out) = pgmirror(&[&["drop"][..], &base, &["--name", name]].concat());
+    assert_eq!(code, 0, "{out}");
+    let slots: i64 = src
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&opts.slot_name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0, "the slot is dropped");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pgmirror_progress")
+        .fetch_one(&mut dst)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "the progress row is deleted");
+}
