@@ -146,7 +146,10 @@ pub async fn run(opts: &MySqlMirrorOptions, shutdown: &mut Shutdown) -> anyhow::
 }
 
 /// Reads the source's tables and maps them to MySQL ones (names checked).
-async fn describe_tables(
+///
+/// # Errors
+/// Tables that cannot be resolved, names MySQL cannot take, catalog errors.
+pub async fn describe_tables(
     source: &tokio_postgres::Client,
     selection: &TableSelection,
 ) -> anyhow::Result<(Vec<TableDef>, Vec<MySqlTable>)> {

@@ -623,3 +623,13 @@ async fn mysql_verify_status_and_drop_accept_the_mysql_url() {
         .unwrap();
     assert_eq!(rows, 0, "the progress row is deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_demo_runs_the_lab_into_mariadb() {
+    let (code, out) =
+        pgmirror(&["demo", "--target", "mysql", "--orders", "100", "--transactions", "20"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("MariaDB equals the primary"), "{out}");
+    assert!(out.contains("replication resumed by itself"), "{out}");
+    assert_eq!(out.matches(" 0 differences").count(), 4, "{out}");
+}
