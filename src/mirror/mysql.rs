@@ -8,6 +8,7 @@
 //!   copies again;
 //! - `streaming`: stream from its `lsn`.
 
+pub mod check;
 pub mod ops;
 
 use std::sync::Arc;

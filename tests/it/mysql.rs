@@ -633,3 +633,35 @@ async fn mysql_demo_runs_the_lab_into_mariadb() {
     assert!(out.contains("replication resumed by itself"), "{out}");
     assert_eq!(out.matches(" 0 differences").count(), 4, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_check_tests_the_target_and_names_each_fix() {
+    let cluster = pgcluster::shared();
+    let (src_db, src) = database(cluster, "mcheck").await;
+    src.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v text)").await.unwrap();
+    let (url, mut dst) = mysql_db(testservers::mariadb::shared(), "mcheck").await;
+    let source = cluster.url(&src_db);
+    let args = ["check", "--source", source.as_str(), "--target", url.as_str(), "--tables", "t"];
+    let (code, out) = pgmirror(&args);
+    assert_eq!(code, 0, "{out}");
+    for check in [
+        "target connection",
+        "target privileges",
+        "storage engine",
+        "sql_mode",
+        "max_allowed_packet",
+        "lower_case_table_names",
+        "time zone",
+        "commit durability",
+    ] {
+        assert!(out.contains(check), "{check} in {out}");
+    }
+    assert!(out.contains("1 tables fit; 1 will be created"), "{out}");
+    sqlx::raw_sql("CREATE TABLE t (id INT PRIMARY KEY, v LONGTEXT)")
+        .execute(&mut dst)
+        .await
+        .unwrap();
+    let (code, out) = pgmirror(&args);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("fix: ALTER TABLE `t` MODIFY `id` BIGINT"), "{out}");
+}

@@ -270,28 +270,41 @@ pub async fn ensure_tables(
     tables: &[MySqlTable],
     collation: &str,
 ) -> Result<Vec<String>, ApplyError> {
-    let mut problems = Vec::new();
-    let mut missing = Vec::new();
-    for t in tables {
-        let existing = existing_columns(conn, &t.target).await?;
-        if existing.is_empty() {
-            missing.push(t);
-        } else {
-            let key = primary_key(conn, &t.target).await?;
-            problems.extend(mismatches(t, &existing, &key));
-        }
-    }
+    let (missing, problems) = check_tables(conn, tables).await?;
     if !problems.is_empty() {
         return Err(ApplyError::TargetSchema(problems));
     }
     let mut created = Vec::new();
-    for t in missing {
+    for t in tables.iter().filter(|t| missing.contains(&t.target)) {
         sqlx::Executor::execute(&mut *conn, t.create_sql(collation).as_str())
             .await
             .map_err(|e| target_err(format!("creating table {}", t.quoted()), e))?;
         created.push(t.target.clone());
     }
     Ok(created)
+}
+
+/// The tables the target lacks (by MySQL name), and one line per way an existing one cannot
+/// hold the source's rows exactly (with its fix); nothing is changed.
+///
+/// # Errors
+/// [`ApplyError::MySql`] when the catalog cannot be read.
+pub async fn check_tables(
+    conn: &mut MySqlConnection,
+    tables: &[MySqlTable],
+) -> Result<(Vec<String>, Vec<String>), ApplyError> {
+    let mut problems = Vec::new();
+    let mut missing = Vec::new();
+    for t in tables {
+        let existing = existing_columns(conn, &t.target).await?;
+        if existing.is_empty() {
+            missing.push(t.target.clone());
+        } else {
+            let key = primary_key(conn, &t.target).await?;
+            problems.extend(mismatches(t, &existing, &key));
+        }
+    }
+    Ok((missing, problems))
 }
 
 async fn existing_columns(
