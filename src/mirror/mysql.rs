@@ -296,6 +296,14 @@ async fn set_up(
         lsn: None,
     };
     progress::save(conn, &row).await?;
+    if !opts.initial_copy && repl.slot_exists(&slot).await.context("looking up the slot")? {
+        // Streams from where the slot stands (no stored progress: everything it sends).
+        repl.close().await;
+        row.state = MirrorState::Streaming;
+        progress::save(conn, &row).await.context("storing the initial progress")?;
+        tracing::info!(slot = %slot, "streaming from the existing slot, without an initial copy");
+        return Ok(row);
+    }
     let snapshot = if opts.initial_copy { SnapshotAction::Export } else { SnapshotAction::Nothing };
     let created = repl
         .create_slot(&slot, CreateSlotOptions { snapshot, ..Default::default() })
@@ -311,12 +319,12 @@ async fn set_up(
             r = copy_all(opts, defs, tables, &name) => r?,
             () = stop.wait() => bail!("stopped during the initial copy"),
         }
+        tracing::info!("initial copy done");
     }
     repl.close().await;
     row.state = MirrorState::Streaming;
     row.lsn = Some(created.consistent_point);
     progress::save(conn, &row).await.context("storing the initial progress")?;
-    tracing::info!("initial copy done");
     Ok(row)
 }
 
@@ -344,7 +352,7 @@ async fn copy_all(
                 &mut conn,
                 server.collation(),
                 &table,
-                &snapshot,
+                Some(&snapshot),
                 filter.as_deref(),
                 &cfg,
             )

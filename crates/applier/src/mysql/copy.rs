@@ -19,8 +19,9 @@ pub(super) const SESSION: &str = "SET DateStyle = 'ISO, MDY'; SET IntervalStyle 
      SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
      SET client_encoding = 'UTF8'";
 
-/// Copies `table`'s rows (those `row_filter` keeps, if any) as of `snapshot` from `source`
-/// into the empty MySQL table through `conn`; returns how many.
+/// Copies `table`'s rows (those `row_filter` keeps, if any) as of `snapshot` (an exported
+/// snapshot; `None`: a fresh one) from `source` into the empty MySQL table through `conn`;
+/// returns how many.
 ///
 /// # Errors
 /// [`ApplyError::Unrepresentable`] for a value MySQL cannot hold; [`ApplyError::SourceCatalog`]
@@ -30,14 +31,18 @@ pub async fn copy_table(
     conn: &mut MySqlConnection,
     collation: &str,
     table: &Arc<MySqlTable>,
-    snapshot: &str,
+    snapshot: Option<&str>,
     row_filter: Option<&str>,
     cfg: &MySqlTargetConfig,
 ) -> Result<u64, ApplyError> {
-    let snapshot_sql = format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; {SESSION}",
-        pgconn::quote_literal(snapshot)
-    );
+    let snapshot_sql = match snapshot {
+        Some(s) => format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; \
+             {SESSION}",
+            pgconn::quote_literal(s)
+        ),
+        None => format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {SESSION}"),
+    };
     source.batch_execute(&snapshot_sql).await.map_err(ApplyError::SourceCatalog)?;
     let cols: Vec<String> = table.columns.iter().map(|c| pgconn::quote_ident(&c.name)).collect();
     let filter = row_filter.map(|f| format!(" WHERE {f}")).unwrap_or_default();
