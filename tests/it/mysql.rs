@@ -173,6 +173,24 @@ async fn mysql_lab_copy_stream_and_primary_restart() {
     .await
     .unwrap();
     wait_equal(&src, &mut dst, &tables, Duration::from_secs(60)).await;
+
+    // An unchanged TOASTed value is kept; a key changes; a TRUNCATE empties the table.
+    src.batch_execute(
+        "UPDATE products SET description = repeat('long ', 40000) WHERE id = 1; \
+         UPDATE products SET price = price + 1 WHERE id = 1; \
+         UPDATE order_items SET line_no = line_no + 100 WHERE order_id = 1",
+    )
+    .await
+    .unwrap();
+    wait_equal(&src, &mut dst, &tables, Duration::from_secs(60)).await;
+    let kept: i64 = sqlx::query_scalar("SELECT LENGTH(description) FROM products WHERE id = 1")
+        .fetch_one(&mut dst)
+        .await
+        .unwrap();
+    assert_eq!(kept, 200_000, "the unchanged TOAST value is kept");
+    src.batch_execute("TRUNCATE order_items").await.unwrap();
+    wait_equal(&src, &mut dst, &tables, Duration::from_secs(60)).await;
+    assert_eq!(count(&mut dst, "order_items").await, 0);
     shutdown.trigger();
     task.await.unwrap().expect("the mirror stops cleanly");
 }
