@@ -683,3 +683,26 @@ async fn mysql_check_tests_the_target_and_names_each_fix() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("fix: ALTER TABLE `t` MODIFY `id` BIGINT"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_million_row_transaction_is_applied_whole() {
+    let cluster = pgcluster::shared();
+    let (src_db, src) = database(cluster, "million").await;
+    src.batch_execute("CREATE TABLE big (id int PRIMARY KEY, v text, n numeric(10,2))")
+        .await
+        .unwrap();
+    let (url, mut dst) = mysql_db(testservers::mariadb::shared(), "million").await;
+    let opts = options(cluster, &src_db, &url, &["big"]);
+    let (shutdown, task) = start(&opts);
+    let tables = mapped(&src, &["big"]).await;
+    wait_equal(&src, &mut dst, &tables, Duration::from_secs(60)).await;
+    src.batch_execute(
+        "INSERT INTO big SELECT g, 'row ' || g, g / 100.0 FROM generate_series(1, 1000000) g",
+    )
+    .await
+    .unwrap();
+    wait_count(&mut dst, "SELECT COUNT(*) FROM big", 1_000_000, Duration::from_secs(600)).await;
+    wait_equal(&src, &mut dst, &tables, Duration::from_secs(60)).await;
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+}

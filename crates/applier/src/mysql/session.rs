@@ -101,7 +101,9 @@ pub fn parse_url(url: &str) -> Result<MySqlConnectOptions, ApplyError> {
             "it names no database; add one: mysql://user@host:3306/DATABASE".into(),
         ));
     }
-    Ok(opts.charset("utf8mb4"))
+    // sqlx logs each slow statement at WARN with its whole text: a multi-row INSERT's
+    // placeholders by the thousand.
+    Ok(opts.charset("utf8mb4").disable_statement_logging())
 }
 
 /// `host:port/database` of a target, for messages (no user, no password).
