@@ -1,5 +1,6 @@
 //! What `--target` names: the URL scheme decides the kind of target.
 
+use anyhow::Context;
 use applier::mysql::session::{MySqlUrl, is_mysql_url};
 use pgconn::ConnConfig;
 
@@ -14,16 +15,15 @@ pub enum TargetUrl {
 }
 
 impl TargetUrl {
-    /// Parses `--target`'s value.
+    /// Parses a target: `mysql://` and `mariadb://` URLs name MySQL/MariaDB, anything else is
+    /// a PostgreSQL connection string.
     ///
     /// # Errors
     /// A connection string that cannot be used, with the problem (never the password).
     pub fn parse(value: &str) -> anyhow::Result<Self> {
         if is_mysql_url(value) {
-            return Ok(TargetUrl::MySql(
-                MySqlUrl::parse(value).map_err(|e| anyhow::anyhow!("--target: {e}"))?,
-            ));
+            return Ok(TargetUrl::MySql(MySqlUrl::parse(value)?));
         }
-        crate::conn::parse("--target", value).map(TargetUrl::Postgres)
+        Ok(TargetUrl::Postgres(ConnConfig::parse(value).context("invalid connection string")?))
     }
 }

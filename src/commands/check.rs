@@ -71,7 +71,7 @@ pub struct CheckOptions {
 /// A malformed connection string (everything else is a failed check).
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.config()?;
-    let target = args.target.as_deref().map(TargetUrl::parse).transpose()?;
+    let target = args.target.as_deref().map(conn::parse_target).transpose()?;
     let tables = (args.publication.is_some() || args.tables.is_some()).then_some(TableSelection {
         publication: args.publication,
         tables: args.tables,

@@ -72,7 +72,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         r = async {
             match args.target {
                 DemoTarget::Postgres => lab(&args, Shutdown::manual()).await,
-                DemoTarget::Mysql => Box::pin(mysql::lab(&args, Shutdown::manual())).await,
+                DemoTarget::Mysql => {
+                    Box::pin(mysql::lab(args.orders, args.transactions, Shutdown::manual())).await
+                }
             }
         } => Some(r),
         () = shutdown.wait() => None,

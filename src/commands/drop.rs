@@ -147,7 +147,7 @@ impl DropReport {
 /// An active slot without `--wait`, a slot that is not pgmirror's without `--force`,
 /// connection and query errors.
 pub async fn run(args: DropArgs) -> anyhow::Result<ExitCode> {
-    let target = match args.target.as_deref().map(TargetUrl::parse).transpose()? {
+    let target = match args.target.as_deref().map(conn::parse_target).transpose()? {
         Some(TargetUrl::MySql(target)) => {
             let Some(name) = args.name.as_deref() else {
                 anyhow::bail!("a MySQL mirror is dropped by its --name");

@@ -59,7 +59,7 @@ pub struct MirrorArgs {
 /// Set-up and fatal replication errors.
 pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.named_config()?;
-    let target = match TargetUrl::parse(&args.target)? {
+    let target = match conn::parse_target(&args.target)? {
         TargetUrl::Postgres(target) => target,
         TargetUrl::MySql(target) => return run_mysql(args, source, target).await,
     };

@@ -171,7 +171,7 @@ pub struct StatusOptions {
 /// # Errors
 /// Connection and query errors (with `--watch` they are shown and retried instead).
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let target = match args.target.as_deref().map(TargetUrl::parse).transpose()? {
+    let target = match args.target.as_deref().map(conn::parse_target).transpose()? {
         Some(TargetUrl::MySql(target)) => {
             let source = args.source.config()?;
             return crate::mirror::mysql::ops::status(

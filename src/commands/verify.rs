@@ -212,7 +212,7 @@ impl VerifyReport {
 /// # Errors
 /// Connection and query errors; no tables to verify.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let target = match TargetUrl::parse(&args.target)? {
+    let target = match conn::parse_target(&args.target)? {
         TargetUrl::Postgres(target) => target,
         TargetUrl::MySql(target) => {
             let tables =

@@ -315,9 +315,15 @@ async fn set_up(
             bail!("the source did not export a snapshot for slot {slot:?}");
         };
         let mut stop = shutdown.clone();
-        tokio::select! {
-            r = copy_all(opts, defs, tables, &name) => r?,
-            () = stop.wait() => bail!("stopped during the initial copy"),
+        let copied = tokio::select! {
+            r = copy_all(opts, defs, tables, &name) => r,
+            () = stop.wait() => Err(anyhow::anyhow!("stopped during the initial copy")),
+        };
+        if let Err(e) = copied {
+            // The next start copies again under a new slot: this one would only keep WAL.
+            repl.close().await;
+            drop_slot(source, &slot).await;
+            return Err(e);
         }
         tracing::info!("initial copy done");
     }
@@ -326,6 +332,25 @@ async fn set_up(
     row.lsn = Some(created.consistent_point);
     progress::save(conn, &row).await.context("storing the initial progress")?;
     Ok(row)
+}
+
+/// Drops `slot`, waiting for the walsender that created it to let it go; logs a failure.
+async fn drop_slot(source: &tokio_postgres::Client, slot: &str) {
+    let dropped = wait_for_release(|| async {
+        let dropped = source
+            .execute(
+                "SELECT pg_catalog.pg_drop_replication_slot(slot_name) \
+                 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND NOT active",
+                &[&slot],
+            )
+            .await
+            .context("dropping the slot")?;
+        Ok(dropped == 1)
+    })
+    .await;
+    if !matches!(dropped, Ok(true)) {
+        tracing::error!(slot = %slot, "could not drop the slot of the failed copy; drop it by hand with SELECT pg_drop_replication_slot('{slot}')");
+    }
 }
 
 /// Copies the tables, `copy_parallelism` at a time, each on its own connections.

@@ -44,6 +44,24 @@ fn start(opts: &MySqlMirrorOptions) -> (Shutdown, JoinHandle<anyhow::Result<()>>
     (shutdown, tokio::spawn(async move { run(&opts, &mut stop).await }))
 }
 
+/// Drops a stopped mirror's slot: the shared cluster has a limited number.
+async fn drop_slot(src: &Client, slot: &str) {
+    for _ in 0..100 {
+        let dropped = src
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await;
+        if dropped.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not drop slot {slot}");
+}
+
 /// The mirrored tables as the mirror maps them.
 async fn mapped(src: &Client, tables: &[&str]) -> Vec<MySqlTable> {
     let mut sources = Vec::new();
@@ -297,6 +315,7 @@ async fn mysql_every_type_with_edge_values_is_copied_and_streamed_exactly() {
     assert_eq!(types, want);
     shutdown.trigger();
     task.await.unwrap().expect("the mirror stops cleanly");
+    drop_slot(&src, &opts.slot_name()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,6 +365,7 @@ async fn mysql_unrepresentable_values_stop_the_mirror_before_their_transaction_c
         let ids: Vec<i32> =
             sqlx::query_scalar("SELECT id FROM v ORDER BY id").fetch_all(&mut dst).await.unwrap();
         assert!(ids == [1] || ids == [1, 2], "nothing of the bad transaction: {ids:?}");
+        drop_slot(&src, &opts.slot_name()).await;
     }
 }
 
@@ -362,6 +382,15 @@ async fn mysql_unrepresentable_value_in_the_initial_copy_stops_the_mirror() {
     let err = run(&opts, &mut stop).await.expect_err("the copy fails");
     let msg = format!("{err:#}");
     assert!(msg.contains("id=7") && msg.contains("\"d\"") && msg.contains("0500-03-04"), "{msg}");
+    let slots: i64 = src
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&opts.slot_name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0, "the failed start dropped the slot it created");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,6 +438,7 @@ async fn mysql_hostile_identifiers_and_name_problems() {
     wait_equal(&src, &mut dst, &tables, Duration::from_secs(60)).await;
     shutdown.trigger();
     task.await.unwrap().unwrap();
+    drop_slot(&src, &opts.slot_name()).await;
 
     // Names MySQL cannot take are refused at start-up, each with its fix.
     let (src_db, src) = database(cluster, "collide").await;
@@ -511,6 +541,7 @@ async fn mysql_survives_a_mariadb_restart_mid_stream() {
     assert!(!task.is_finished(), "the mirror kept running");
     shutdown.trigger();
     task.await.unwrap().unwrap();
+    drop_slot(&src, &opts.slot_name()).await;
 }
 
 fn dst_db_name(url: &str) -> String {
@@ -568,6 +599,7 @@ async fn mysql_sigkill_under_load_loses_and_repeats_nothing() {
     assert_eq!(total, 200_000, "transfers applied exactly once");
     drop(mirror);
     let _ = dst.close().await;
+    drop_slot(&src, &format!("pgmirror_{name}")).await;
 }
 
 /// Runs the built binary; returns its exit code and standard output.
@@ -705,4 +737,29 @@ async fn mysql_a_million_row_transaction_is_applied_whole() {
     wait_equal(&src, &mut dst, &tables, Duration::from_secs(60)).await;
     shutdown.trigger();
     task.await.unwrap().unwrap();
+    drop_slot(&src, &opts.slot_name()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_column_added_on_the_source_is_added_and_streamed() {
+    let cluster = pgcluster::shared();
+    let (src_db, src) = database(cluster, "addcol").await;
+    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')")
+        .await
+        .unwrap();
+    let (url, mut dst) = mysql_db(testservers::mariadb::shared(), "addcol").await;
+    let opts = options(cluster, &src_db, &url, &["t"]);
+    let (shutdown, task) = start(&opts);
+    wait_equal(&src, &mut dst, &mapped(&src, &["t"]).await, Duration::from_secs(60)).await;
+    src.batch_execute(
+        "ALTER TABLE t ADD COLUMN w numeric(6,2); INSERT INTO t VALUES (2, 'b', 12.5); \
+         UPDATE t SET w = 1 WHERE id = 1",
+    )
+    .await
+    .unwrap();
+    wait_equal(&src, &mut dst, &mapped(&src, &["t"]).await, Duration::from_secs(60)).await;
+    assert!(!task.is_finished(), "the mirror keeps streaming");
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+    drop_slot(&src, &opts.slot_name()).await;
 }

@@ -13,10 +13,15 @@ use rand::rngs::StdRng;
 use sqlx::{Connection, MySqlConnection};
 use tokio_postgres::Client;
 
-use super::{DB, DemoArgs, ms, print_counts, step};
 use crate::mirror::mysql::{MySqlMirrorOptions, run};
 use crate::selection::TableSelection;
 use crate::shutdown::Shutdown;
+
+const DB: &str = "store";
+
+fn step(n: u32, text: &str) {
+    say!("\n== {n}. {text}");
+}
 
 /// Waits until every Store table in MariaDB equals the primary's (or the mirror fails).
 async fn wait_equal(
@@ -47,7 +52,11 @@ async fn wait_equal(
 }
 
 /// Runs the lab into MariaDB; the servers are removed at the end.
-pub(super) async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<bool> {
+pub(super) async fn lab(
+    orders: u32,
+    transactions: u32,
+    shutdown: Shutdown,
+) -> anyhow::Result<bool> {
     step(1, "A throwaway PostgreSQL primary and a throwaway MariaDB server");
     let (primary, mariadb) = tokio::task::spawn_blocking(|| -> anyhow::Result<_> {
         let primary = ClusterBuilder::new().start().context("starting the primary")?;
@@ -63,9 +72,14 @@ pub(super) async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<b
     mariadb.create_database(DB).await?;
     let src = primary.connect(DB).await?;
     store::create_schema(&src).await?;
-    let scale = store::Scale { orders: args.orders, ..store::Scale::demo() };
+    let scale = store::Scale { orders, ..store::Scale::demo() };
     store::populate(&src, &scale).await?;
-    print_counts("primary", &src).await?;
+    let mut counts = Vec::new();
+    for t in store::TABLES {
+        let n: i64 = src.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await?.get(0);
+        counts.push(format!("{t} {n}"));
+    }
+    say!("   primary: {}", counts.join(", "));
 
     step(3, "pgmirror mirror --target mysql://...: tables, initial copy, streaming");
     let selection = TableSelection {
@@ -108,14 +122,17 @@ pub(super) async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<b
         delays.push(t.elapsed());
     }
     delays.sort();
-    say!("   5 single-row inserts visible in MariaDB, median {:.1} ms", ms(delays[2]));
+    say!(
+        "   5 single-row inserts visible in MariaDB, median {:.1} ms",
+        delays[2].as_secs_f64() * 1e3
+    );
     let mut rng = StdRng::seed_from_u64(7);
     let mut client = primary.connect(DB).await?;
-    for _ in 0..args.transactions {
+    for _ in 0..transactions {
         store::oltp_transaction(&mut client, &mut rng).await?;
     }
     wait_equal(&src, &mut dst, &tables, Duration::from_secs(60), &task).await?;
-    say!("   {} Store OLTP transactions applied; MariaDB equal", args.transactions);
+    say!("   {transactions} Store OLTP transactions applied; MariaDB equal");
 
     step(5, "The primary crashes; MariaDB still serves reads; the primary comes back");
     drop((src, client));
@@ -126,11 +143,11 @@ pub(super) async fn lab(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<b
     primary.start()?;
     let src = primary.connect(DB).await?;
     let mut client = primary.connect(DB).await?;
-    for _ in 0..args.transactions {
+    for _ in 0..transactions {
         store::oltp_transaction(&mut client, &mut rng).await?;
     }
     wait_equal(&src, &mut dst, &tables, Duration::from_secs(120), &task).await?;
-    say!("   replication resumed by itself; {} more transactions applied", args.transactions);
+    say!("   replication resumed by itself; {transactions} more transactions applied");
 
     step(6, "pgmirror verify: every row compared");
     for t in &tables {
