@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use crate::target_url::TargetUrl;
 use anyhow::Context;
 use clap::Args;
 use pgconn::{ConnConfig, PasswordPrompt, SqlState};
@@ -140,6 +141,19 @@ pub fn parse(option: &str, value: &str) -> anyhow::Result<ConnConfig> {
     let cfg =
         ConnConfig::parse(value).with_context(|| format!("{option}: invalid connection string"))?;
     with_prompt(cfg, option.trim_start_matches('-'))
+}
+
+/// `--target`'s value: a MySQL/MariaDB URL, or a PostgreSQL connection string parsed as
+/// [`parse`] does (with its password prompt). [`TargetUrl::parse`] decides which.
+///
+/// # Errors
+/// A malformed connection string, named by the option.
+pub fn parse_target(value: &str) -> anyhow::Result<TargetUrl> {
+    match TargetUrl::parse(value) {
+        Ok(TargetUrl::MySql(url)) => Ok(TargetUrl::MySql(url)),
+        Err(e) if applier::mysql::session::is_mysql_url(value) => Err(e.context("--target")),
+        _ => parse("--target", value).map(TargetUrl::Postgres),
+    }
 }
 
 /// Adds the password prompt `what` (`source`, `target`) asks with, as [`Prompt`] says.

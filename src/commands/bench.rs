@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also run pgmirror into a throwaway MariaDB server on each streaming backlog.
+    #[arg(long)]
+    pub mariadb: bool,
 }
 
 /// Runs the benchmark and prints its table (or JSON). Exits with failure when a run failed
@@ -50,6 +53,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         latency_samples: args.latency_samples,
         verbose: !args.quiet,
         run_timeout: std::time::Duration::from_secs(args.timeout),
+        mariadb: args.mariadb,
     };
     let report = bench::run(opts).await?;
     if args.json {

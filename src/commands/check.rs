@@ -23,6 +23,7 @@ use crate::conn;
 use crate::display::{count, display_name, human_bytes};
 use crate::preflight::{Report, error_text, pg_error_text, role_check, settings_checks};
 use crate::selection::TableSelection;
+use crate::target_url::TargetUrl;
 
 /// Arguments of `pgmirror check`.
 #[derive(Debug, Args)]
@@ -70,13 +71,30 @@ pub struct CheckOptions {
 /// A malformed connection string (everything else is a failed check).
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.config()?;
-    let target = args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?;
+    let target = args.target.as_deref().map(conn::parse_target).transpose()?;
     let tables = (args.publication.is_some() || args.tables.is_some()).then_some(TableSelection {
         publication: args.publication,
         tables: args.tables,
         exclude_tables: args.exclude_tables,
     });
-    let report = run_check(&CheckOptions { source, target, tables, name: args.name }).await;
+    let report = match target {
+        Some(TargetUrl::MySql(mysql)) => {
+            let opts = CheckOptions { source, target: None, tables, name: args.name };
+            let mut report = run_check(&opts).await;
+            crate::mirror::mysql::check::check(
+                &opts.source,
+                &mysql,
+                opts.tables.as_ref(),
+                &mut report,
+            )
+            .await;
+            report
+        }
+        Some(TargetUrl::Postgres(target)) => {
+            run_check(&CheckOptions { source, target: Some(target), tables, name: args.name }).await
+        }
+        None => run_check(&CheckOptions { source, target: None, tables, name: args.name }).await,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -32,6 +32,18 @@ pub struct DemoArgs {
     /// Leave both clusters running at the end, and print how to connect to them.
     #[arg(long)]
     pub keep: bool,
+    /// The replica: a PostgreSQL cluster, or a MariaDB server (`mysql`).
+    #[arg(long, value_enum, default_value_t = DemoTarget::Postgres, value_name = "KIND")]
+    pub target: DemoTarget,
+}
+
+/// What `pgmirror demo` mirrors into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoTarget {
+    /// A PostgreSQL cluster.
+    Postgres,
+    /// A MariaDB server (from the installed `mariadb-server`).
+    Mysql,
 }
 
 const DB: &str = "store";
@@ -44,6 +56,8 @@ macro_rules! say {
     };
 }
 
+mod mysql;
+
 /// Runs the demo; the clusters are removed at the end, also after Ctrl-C or an error.
 ///
 /// # Errors
@@ -55,7 +69,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     // Dropping the lab's future drops its clusters, which stops and removes them.
     let finished = tokio::select! {
-        r = lab(&args, Shutdown::manual()) => Some(r),
+        r = async {
+            match args.target {
+                DemoTarget::Postgres => lab(&args, Shutdown::manual()).await,
+                DemoTarget::Mysql => {
+                    Box::pin(mysql::lab(args.orders, args.transactions, Shutdown::manual())).await
+                }
+            }
+        } => Some(r),
         () = shutdown.wait() => None,
     };
     let Some(kept) = finished.transpose()? else {

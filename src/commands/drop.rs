@@ -26,6 +26,7 @@ use crate::conn;
 use crate::display::display_name;
 use crate::mirror::lookup::resolve_mirror;
 use crate::mirror::registry::{self, MirrorState};
+use crate::target_url::TargetUrl;
 
 /// Arguments of `pgmirror drop`.
 #[derive(Debug, Args)]
@@ -146,9 +147,19 @@ impl DropReport {
 /// An active slot without `--wait`, a slot that is not pgmirror's without `--force`,
 /// connection and query errors.
 pub async fn run(args: DropArgs) -> anyhow::Result<ExitCode> {
+    let target = match args.target.as_deref().map(conn::parse_target).transpose()? {
+        Some(TargetUrl::MySql(target)) => {
+            let Some(name) = args.name.as_deref() else {
+                anyhow::bail!("a MySQL mirror is dropped by its --name");
+            };
+            return crate::mirror::mysql::ops::drop(&args.source.config()?, &target, name).await;
+        }
+        Some(TargetUrl::Postgres(target)) => Some(target),
+        None => None,
+    };
     let opts = DropOptions {
         source: args.source.config()?,
-        target: args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?,
+        target,
         name: args.name,
         slot: args.slot,
         wait: args.wait,

@@ -10,6 +10,7 @@ use crate::commands::table_args::TableArgs;
 use crate::conn;
 use crate::mirror::{self, MirrorOptions};
 use crate::shutdown::Shutdown;
+use crate::target_url::TargetUrl;
 
 /// Arguments of `pgmirror mirror`.
 #[derive(Debug, Args)]
@@ -58,7 +59,10 @@ pub struct MirrorArgs {
 /// Set-up and fatal replication errors.
 pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.named_config()?;
-    let target = conn::parse("--target", &args.target)?;
+    let target = match conn::parse_target(&args.target)? {
+        TargetUrl::Postgres(target) => target,
+        TargetUrl::MySql(target) => return run_mysql(args, source, target).await,
+    };
     let mut opts = MirrorOptions::new(args.name, source, target, args.tables.into());
     opts.slot = args.slot;
     opts.initial_copy = !args.no_initial_copy;
@@ -77,5 +81,30 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     };
     let mut shutdown = Shutdown::on_signals();
     mirror::run(&opts, &mut shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pgmirror mirror` into MySQL/MariaDB.
+async fn run_mysql(
+    args: MirrorArgs,
+    source: pgconn::ConnConfig,
+    target: applier::mysql::session::MySqlUrl,
+) -> anyhow::Result<ExitCode> {
+    let mut opts =
+        mirror::mysql::MySqlMirrorOptions::new(args.name, source, target, args.tables.into());
+    opts.slot = args.slot;
+    opts.initial_copy = !args.no_initial_copy;
+    opts.truncate_target = args.truncate_target;
+    opts.copy_parallelism = args.copy_jobs;
+    let _server = match &args.metrics_addr {
+        Some(addr) => Some(
+            crate::metrics::http::serve(addr, opts.metrics.clone())
+                .await
+                .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
+    let mut shutdown = Shutdown::on_signals();
+    mirror::mysql::run(&opts, &mut shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

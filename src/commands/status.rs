@@ -25,6 +25,7 @@ use crate::display::{display_name, human_bytes};
 use crate::mirror::lookup::resolve_mirror;
 use crate::mirror::registry::MirrorState;
 use crate::shutdown::Shutdown;
+use crate::target_url::TargetUrl;
 
 pub use max_lag::{BadMaxLag, MaxLag};
 
@@ -170,9 +171,23 @@ pub struct StatusOptions {
 /// # Errors
 /// Connection and query errors (with `--watch` they are shown and retried instead).
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let target = match args.target.as_deref().map(conn::parse_target).transpose()? {
+        Some(TargetUrl::MySql(target)) => {
+            let source = args.source.config()?;
+            return crate::mirror::mysql::ops::status(
+                &source,
+                &target,
+                args.name.as_deref(),
+                args.json,
+            )
+            .await;
+        }
+        Some(TargetUrl::Postgres(target)) => Some(target),
+        None => None,
+    };
     let opts = StatusOptions {
         source: args.source.config()?,
-        target: args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?,
+        target,
         name: args.name,
         slot: args.slot,
         max_lag: args.max_lag,

@@ -30,6 +30,7 @@ use crate::display::{agree, count, display_name};
 use crate::mirror::lookup::{MirrorRef, resolve_mirror};
 use crate::mirror::registry::{self, MirrorState};
 use crate::selection::TableSelection;
+use crate::target_url::TargetUrl;
 
 /// How many times differing ranges are compared again after waiting for the mirror.
 const RECHECKS: usize = 2;
@@ -211,8 +212,28 @@ impl VerifyReport {
 /// # Errors
 /// Connection and query errors; no tables to verify.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let mut opts =
-        VerifyOptions::new(args.source.config()?, conn::parse("--target", &args.target)?);
+    let target = match conn::parse_target(&args.target)? {
+        TargetUrl::Postgres(target) => target,
+        TargetUrl::MySql(target) => {
+            let tables =
+                (args.publication.is_some() || args.tables.is_some()).then_some(TableSelection {
+                    publication: args.publication,
+                    tables: args.tables,
+                    exclude_tables: args.exclude_tables,
+                });
+            let chunk = usize::try_from(args.chunk_rows).unwrap_or(usize::MAX);
+            return crate::mirror::mysql::ops::verify(
+                &args.source.config()?,
+                &target,
+                args.name.as_deref(),
+                tables,
+                chunk,
+                args.max_diffs,
+            )
+            .await;
+        }
+    };
+    let mut opts = VerifyOptions::new(args.source.config()?, target);
     opts.tables = (args.publication.is_some() || args.tables.is_some()).then_some(TableSelection {
         publication: args.publication,
         tables: args.tables,

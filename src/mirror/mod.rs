@@ -11,6 +11,7 @@
 
 mod copy;
 pub mod lookup;
+pub mod mysql;
 mod options;
 mod prepare;
 pub mod registry;

@@ -72,7 +72,6 @@ fn malformed_command_lines_fail_with_one_clear_line() {
         format!("postgres://rep:{PASSWORD}@127.0.0.1:notaport/app"),
         format!("postgres://rep:{PASSWORD}@[::1/app"),
         format!("host=127.0.0.1 password={PASSWORD} sslmode=bogus"),
-        format!("mysql://rep:{PASSWORD}@127.0.0.1/app"),
         format!("host=127.0.0.1 password='{PASSWORD}"),
     ] {
         assert_clear_error(
@@ -84,6 +83,31 @@ fn malformed_command_lines_fail_with_one_clear_line() {
             "--target: invalid connection string",
         );
     }
+    // A MySQL URL names a MySQL target, never a source.
+    assert_clear_error(
+        &[
+            "mirror",
+            "--source",
+            &format!("mysql://rep:{PASSWORD}@127.0.0.1/app"),
+            "--target",
+            &url,
+            "--tables",
+            "a",
+        ],
+        "--source: invalid connection string",
+    );
+    assert_clear_error(
+        &[
+            "mirror",
+            "--source",
+            &url,
+            "--target",
+            &format!("mysql://rep:{PASSWORD}@127.0.0.1:notaport/app"),
+            "--tables",
+            "a",
+        ],
+        "--target: bad MySQL target URL",
+    );
     // Nothing listens on port 1: one line that says where it tried to connect.
     let closed = format!("postgres://rep:{PASSWORD}@127.0.0.1:1/app?connect_timeout=5");
     assert_clear_error(&["tail", "--source", &closed, "--tables", "a"], "127.0.0.1:1");

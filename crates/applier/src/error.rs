@@ -135,6 +135,41 @@ pub enum ApplyError {
     /// Writing the JSON output failed.
     #[error("writing JSON output")]
     Output(#[source] io::Error),
+    /// A statement on a MySQL/MariaDB target failed.
+    #[error("MySQL target: {context}")]
+    MySql {
+        /// What we were doing.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A value the MySQL target cannot hold exactly; nothing of its transaction was committed.
+    #[error(
+        "cannot mirror {table} row ({key}) into MySQL: column {column:?} value {value:?}: \
+         {reason}; change the value on the source or leave the table out of the mirror"
+    )]
+    Unrepresentable {
+        /// The source table, quoted.
+        table: String,
+        /// The row's key, `column=value` pairs.
+        key: String,
+        /// The column.
+        column: String,
+        /// The value, as the source prints it (cut at 80 characters).
+        value: String,
+        /// Why MySQL cannot hold it.
+        reason: String,
+    },
+    /// The MySQL target's tables cannot mirror the source's: one line per problem.
+    #[error("the MySQL target does not fit the source:\n  {}", .0.join("\n  "))]
+    TargetSchema(Vec<String>),
+    /// Reading the source's catalog (for a MySQL target's tables) failed.
+    #[error("reading the source's catalog")]
+    SourceCatalog(#[source] tokio_postgres::Error),
+    /// A MySQL target URL that cannot be used.
+    #[error("bad MySQL target URL: {0}")]
+    BadTargetUrl(String),
     /// An earlier error left the target in an unknown state; build a new one.
     #[error("the target failed earlier and must be recreated")]
     Poisoned,
@@ -174,6 +209,24 @@ impl ApplyError {
 
     pub(crate) fn protocol(message: &'static str, state: impl Into<String>) -> Self {
         ApplyError::Protocol { message, state: state.into() }
+    }
+
+    /// Whether this is a MySQL target's fault that a new connection may not meet again: the
+    /// connection was lost, the server is shutting down or restarting, a lock wait timed out
+    /// or a deadlock was broken.
+    pub fn is_mysql_transient(&self) -> bool {
+        let ApplyError::MySql { source, .. } = self else { return false };
+        match source {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                // ER_SERVER_SHUTDOWN, ER_CON_COUNT_ERROR, ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK,
+                // ER_CONNECTION_KILLED, ER_NORMAL_SHUTDOWN
+                let code =
+                    db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|e| e.number());
+                matches!(code, Some(1040 | 1053 | 1077 | 1205 | 1213 | 1927 | 4031))
+            }
+            _ => false,
+        }
     }
 
     /// The target's database error, when this error came from one (for its SQLSTATE and text).

@@ -301,6 +301,25 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The JSON array of an array value in PostgreSQL's text form, its elements typed as values
+/// of the builtin type `elem` are (other element types become strings); `None` when the text
+/// is not an array. Other targets store arrays this way.
+pub(crate) fn array_text_to_json(elem: u32, delim: u8, text: &str) -> Option<String> {
+    let types = Types::default();
+    let cx = Cx::new(&types);
+    array::from_text(text, delim, &mut |out, e| match e {
+        Some(e) => value::text_value(out, &cx, elem, e),
+        None => out.push_str("null"),
+    })
+}
+
+/// The text PostgreSQL's output function prints for a binary value of a builtin type, with
+/// the default settings (hex bytea, the C locale's money); `None` for other types.
+pub(crate) fn binary_to_text(type_oid: u32, b: &[u8]) -> Option<String> {
+    let types = Types::default();
+    binary::to_text(&Cx::new(&types), type_oid, b)
+}
+
 impl<W: Write + Send> Target for JsonTarget<W> {
     async fn load_progress(&mut self) -> Result<Option<Lsn>, ApplyError> {
         Ok(self.progress)

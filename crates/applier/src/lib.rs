@@ -11,6 +11,8 @@
 //!   pipelined, runs of inserts become one `COPY`, runs of updates and deletes become one
 //!   set-based statement.
 //! - [`JsonTarget`]: one JSON object per line, for change data capture.
+//! - [`MySqlTarget`]: a MySQL/MariaDB replica through sqlx, progress in `pgmirror_progress`,
+//!   multi-row inserts and set-based updates and deletes.
 //!
 //! # Driving an applier
 //! The caller owns the replication stream and its feedback. For each message it calls
@@ -26,6 +28,7 @@
 mod applier;
 mod error;
 mod json;
+pub mod mysql;
 mod postgres;
 mod spill;
 mod target;
@@ -35,6 +38,7 @@ mod testing;
 pub use applier::{Applier, ApplierConfig, ApplyStats};
 pub use error::{ApplyError, Op, SchemaChange};
 pub use json::JsonTarget;
+pub use mysql::{MySqlTarget, MySqlTargetConfig, MySqlTargetStats};
 pub use postgres::progress;
 pub use postgres::{PostgresTarget, PostgresTargetConfig, PostgresTargetStats, TypeResolver};
 pub use target::{Change, CommitInfo, Target, TxnInfo, TypeMap};

@@ -13,8 +13,8 @@ use crate::BenchOptions;
 use crate::error::Error;
 use crate::procstat::{self, WalsenderSampler};
 use crate::report::{
-    BenchReport, Contender, DecodeShare, LatencyReport, RunResult, Stat, WorkloadReport, describe,
-    mb, summarize,
+    BenchReport, Contender, DecodeShare, LatencyReport, ProcessFigures, RunResult, Stat,
+    WorkloadReport, describe, mb, summarize,
 };
 use crate::workload::{self, SENTINEL_DDL, SENTINEL_TABLE, Workload};
 
@@ -39,6 +39,8 @@ pub(crate) struct Bench {
     pub(crate) scratch: ScratchDir,
     pub(crate) ticks_per_second: f64,
     pub(crate) latency: Vec<LatencyReport>,
+    /// The MariaDB server of the `pgmirror-mariadb` contender (`--mariadb`).
+    pub(crate) mariadb: Option<testservers::mariadb::MariaDb>,
 }
 
 /// One streaming backlog on the primary.
@@ -91,6 +93,15 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, Error> {
     })
     .await
     .map_err(|e| Error::Failed(format!("starting the clusters: {e}")))??;
+    let mariadb = if opts.mariadb {
+        Some(
+            tokio::task::spawn_blocking(crate::mariadb::start)
+                .await
+                .map_err(|e| Error::Failed(format!("starting MariaDB: {e}")))??,
+        )
+    } else {
+        None
+    };
     let scratch = std::env::temp_dir().join(pgcluster::unique_name("pgmirror_bench"));
     std::fs::create_dir_all(&scratch).map_err(Error::context("creating a scratch directory"))?;
     let mut bench = Bench {
@@ -100,6 +111,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, Error> {
         scratch: ScratchDir(scratch),
         ticks_per_second: procstat::clock_ticks_per_second(),
         latency: Vec::new(),
+        mariadb,
     };
     let server_version: String = bench
         .primary
@@ -127,10 +139,11 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, Error> {
         Ok::<_, Error>(())
     }
     .await;
-    let Bench { primary, replica, latency, opts, .. } = bench;
+    let Bench { primary, replica, latency, opts, mariadb, .. } = bench;
     let _ = tokio::task::spawn_blocking(move || {
         drop(primary);
         drop(replica);
+        drop(mariadb);
     })
     .await;
     result?;
@@ -149,6 +162,15 @@ async fn current_lsn(client: &Client) -> Result<Lsn, Error> {
 }
 
 impl Bench {
+    /// The contenders of a streaming backlog: the MariaDB one only with a MariaDB server.
+    fn contenders(&self) -> Vec<Contender> {
+        let mariadb = self.mariadb.is_some();
+        Contender::EACH
+            .into_iter()
+            .filter(|c| mariadb || *c != Contender::PgmirrorMariaDb)
+            .collect()
+    }
+
     fn slot(&self, w: Workload, c: &str, run: u32) -> String {
         format!("bench_{}_{c}_{run}", w.name().replace('-', "_"))
     }
@@ -248,11 +270,14 @@ impl Bench {
         let tables = publish(&src, w).await?;
         let template = format!("tpl_{}", w.name().replace('-', "_"));
         self.make_template(w, &db, &template, &tables, true).await?;
+        if self.mariadb.is_some() {
+            self.mariadb_base(&db).await.map_err(Error::context("MariaDB base rows"))?;
+        }
 
         // Every slot exists before the first change of the backlog.
         let mut slots = vec![self.slot(w, "rec", 0)];
         for run in 1..=opts.runs {
-            for c in Contender::EACH {
+            for c in self.contenders() {
                 slots.push(self.slot(w, c.short(), run));
             }
         }
@@ -294,7 +319,7 @@ impl Bench {
             Backlog { db: db.clone(), template, tables, fingerprints, end_lsn, proto_version };
         let mut runs: Vec<(Contender, RunResult)> = Vec::new();
         for run in 1..=opts.runs {
-            for c in Contender::EACH {
+            for c in self.contenders() {
                 self.settle().await?;
                 let slot = self.slot(w, c.short(), run);
                 let measure_latency = opts.latency_samples > 0
@@ -308,6 +333,9 @@ impl Bench {
                     Contender::Recvlogical => self.run_recvlogical(&backlog, &slot).await,
                     Contender::Pgmirror => {
                         self.run_pgmirror(&backlog, &slot, run, measure_latency).await
+                    }
+                    Contender::PgmirrorMariaDb => {
+                        self.run_pgmirror_mariadb(&backlog, &slot, run).await
                     }
                 };
                 let mut result = result.unwrap_or_else(|e| RunResult::failed(run, &e));
@@ -483,13 +511,25 @@ impl Bench {
         initial_copy: bool,
         log: &Path,
     ) -> Result<tokio::process::Child, Error> {
+        self.spawn_pgmirror_to(src_db, &self.replica.url(target_db), slot, initial_copy, log)
+    }
+
+    /// `pgmirror mirror` from `slot` into the target at `target_url`.
+    pub(crate) fn spawn_pgmirror_to(
+        &self,
+        src_db: &str,
+        target_url: &str,
+        slot: &str,
+        initial_copy: bool,
+        log: &Path,
+    ) -> Result<tokio::process::Child, Error> {
         let log_file = std::fs::File::create(log)?;
         let mut cmd = tokio::process::Command::new(&self.opts.pgmirror_exe);
         cmd.arg("mirror")
             .arg("--source")
             .arg(self.primary.url(src_db))
             .arg("--target")
-            .arg(self.replica.url(target_db))
+            .arg(target_url)
             .args(["--publication", PUBLICATION, "--name", "bench", "--slot", slot]);
         if !initial_copy {
             cmd.arg("--no-initial-copy");
@@ -533,9 +573,7 @@ impl Bench {
                 .map_err(|e| Error::context(format!("pgmirror's log: {}", log_tail(&log)))(e));
         let seconds = t.elapsed().as_secs_f64();
         // Read while the process still runs: its /proc entry goes with it.
-        let cpu =
-            procstat::cpu_ticks(pid).map(|t| procstat::ticks_as_seconds(t, self.ticks_per_second));
-        let rss = procstat::peak_rss_bytes(pid);
+        let process = self.process_figures(pid);
         let walsender_cpu_s = sampler.finish(self.ticks_per_second);
         waited?;
         if measure_latency {
@@ -545,15 +583,16 @@ impl Bench {
         let verified = self.verify(backlog, &target).await?;
         drop(target);
         self.replica.drop_database(&name).await?;
-        Ok(RunResult {
-            run,
-            seconds: Some(seconds),
-            walsender_cpu_s,
-            pgmirror_cpu_s: cpu,
-            peak_rss_mb: rss.map(mb),
-            verified,
-            error: None,
-        })
+        Ok(RunResult::measured(run, seconds, walsender_cpu_s, process, verified))
+    }
+
+    /// The CPU time and peak RSS of process `pid`, while it still runs.
+    pub(crate) fn process_figures(&self, pid: u32) -> ProcessFigures {
+        ProcessFigures {
+            cpu_s: procstat::cpu_ticks(pid)
+                .map(|t| procstat::ticks_as_seconds(t, self.ticks_per_second)),
+            peak_rss_mb: procstat::peak_rss_bytes(pid).map(mb),
+        }
     }
 
     /// Single-row inserts on the idle primary, each timed until visible on the target.

@@ -25,6 +25,7 @@
 mod error;
 mod harness;
 mod initial;
+mod mariadb;
 pub mod procstat;
 mod report;
 pub mod workload;
@@ -57,4 +58,6 @@ pub struct BenchOptions {
     pub verbose: bool,
     /// How long one contender may take before its run counts as failed.
     pub run_timeout: Duration,
+    /// Also run pgmirror into a throwaway MariaDB server (the `pgmirror-mariadb` contender).
+    pub mariadb: bool,
 }

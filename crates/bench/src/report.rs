@@ -22,7 +22,33 @@ pub struct RunResult {
     pub error: Option<String>,
 }
 
+/// A pgmirror process's figures, read from `/proc` while it runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcessFigures {
+    pub(crate) cpu_s: Option<f64>,
+    pub(crate) peak_rss_mb: Option<f64>,
+}
+
 impl RunResult {
+    /// Run `run` of a pgmirror process that caught up in `seconds`.
+    pub(crate) fn measured(
+        run: u32,
+        seconds: f64,
+        walsender_cpu_s: Option<f64>,
+        process: ProcessFigures,
+        verified: bool,
+    ) -> Self {
+        RunResult {
+            run,
+            seconds: Some(seconds),
+            walsender_cpu_s,
+            pgmirror_cpu_s: process.cpu_s,
+            peak_rss_mb: process.peak_rss_mb,
+            verified,
+            error: None,
+        }
+    }
+
     /// Run `run` that failed with `error`.
     pub(crate) fn failed(run: u32, error: &crate::Error) -> Self {
         RunResult {
@@ -158,17 +184,24 @@ pub(crate) enum Contender {
     Native,
     Recvlogical,
     Pgmirror,
+    /// pgmirror into MariaDB (`--mariadb`).
+    PgmirrorMariaDb,
 }
 
 impl Contender {
-    pub(crate) const EACH: [Contender; 3] =
-        [Contender::Native, Contender::Recvlogical, Contender::Pgmirror];
+    pub(crate) const EACH: [Contender; 4] = [
+        Contender::Native,
+        Contender::Recvlogical,
+        Contender::Pgmirror,
+        Contender::PgmirrorMariaDb,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Contender::Native => "native",
             Contender::Recvlogical => "pg_recvlogical",
             Contender::Pgmirror => "pgmirror",
+            Contender::PgmirrorMariaDb => "pgmirror-mariadb",
         }
     }
 
@@ -177,6 +210,7 @@ impl Contender {
             Contender::Native => "n",
             Contender::Recvlogical => "r",
             Contender::Pgmirror => "m",
+            Contender::PgmirrorMariaDb => "y",
         }
     }
 }

@@ -59,7 +59,7 @@ fn is_json_number(s: &str) -> bool {
 }
 
 /// A value in PostgreSQL's text form.
-fn text_value(line: &mut String, cx: &Cx<'_>, type_oid: u32, s: &str) {
+pub(super) fn text_value(line: &mut String, cx: &Cx<'_>, type_oid: u32, s: &str) {
     match cx.types.shape(type_oid) {
         Shape::Scalar(
             oid::INT2 | oid::INT4 | oid::INT8 | oid::OID | oid::FLOAT4 | oid::FLOAT8 | oid::NUMERIC,

@@ -1,0 +1,214 @@
+//! The initial copy of a table into MySQL: the source's rows read with `COPY ... TO STDOUT`
+//! under the slot's exported snapshot, converted as streamed values are, and written with
+//! multi-row `INSERT`s.
+
+use std::sync::Arc;
+
+use futures_util::{StreamExt, pin_mut};
+use sqlx::MySqlConnection;
+use tokio_postgres::Client;
+
+use super::run::{Run, RunKind};
+use super::schema::MySqlTable;
+use super::value::{Bind, convert};
+use super::{MySqlTargetConfig, quote};
+use crate::error::ApplyError;
+
+/// Settings that shape the text COPY prints, the same the replication connection uses.
+pub(super) const SESSION: &str = "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; \
+     SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+     SET client_encoding = 'UTF8'";
+
+/// Copies `table`'s rows (those `row_filter` keeps, if any) as of `snapshot` (an exported
+/// snapshot; `None`: a fresh one) from `source` into the empty MySQL table through `conn`;
+/// returns how many.
+///
+/// # Errors
+/// [`ApplyError::Unrepresentable`] for a value MySQL cannot hold; [`ApplyError::SourceCatalog`]
+/// when the source fails; [`ApplyError::MySql`] when the target does.
+pub async fn copy_table(
+    source: &Client,
+    conn: &mut MySqlConnection,
+    collation: &str,
+    table: &Arc<MySqlTable>,
+    snapshot: Option<&str>,
+    row_filter: Option<&str>,
+    cfg: &MySqlTargetConfig,
+) -> Result<u64, ApplyError> {
+    let snapshot_sql = match snapshot {
+        Some(s) => format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; \
+             {SESSION}",
+            pgconn::quote_literal(s)
+        ),
+        None => format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {SESSION}"),
+    };
+    source.batch_execute(&snapshot_sql).await.map_err(ApplyError::SourceCatalog)?;
+    let cols: Vec<String> = table.columns.iter().map(|c| pgconn::quote_ident(&c.name)).collect();
+    let filter = row_filter.map(|f| format!(" WHERE {f}")).unwrap_or_default();
+    let sql = format!(
+        "COPY (SELECT {} FROM {}.{}{filter}) TO STDOUT",
+        cols.join(", "),
+        pgconn::quote_ident(&table.schema),
+        pgconn::quote_ident(&table.name)
+    );
+    let stream = source.copy_out(&sql).await.map_err(ApplyError::SourceCatalog)?;
+    pin_mut!(stream);
+    let all: Vec<usize> = (0..table.columns.len()).collect();
+    let mut run = Run::new(table.clone(), RunKind::Insert(all.clone()));
+    let mut rows = 0u64;
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ApplyError::SourceCatalog)?;
+        pending.extend_from_slice(&chunk);
+        let Some(end) = pending.iter().rposition(|&b| b == b'\n') else { continue };
+        for line in pending[..end].split(|&b| b == b'\n') {
+            run.push(String::new(), row(table, line)?);
+            rows += 1;
+            if run.is_full(cfg.batch_max_rows, cfg.batch_max_bytes) {
+                let full = std::mem::replace(
+                    &mut run,
+                    Run::new(table.clone(), RunKind::Insert(all.clone())),
+                );
+                full.execute(conn, collation).await?;
+            }
+        }
+        pending.drain(..=end);
+    }
+    run.execute(conn, collation).await?;
+    source.batch_execute("COMMIT").await.map_err(ApplyError::SourceCatalog)?;
+    Ok(rows)
+}
+
+/// One COPY text line converted.
+fn row(table: &MySqlTable, line: &[u8]) -> Result<Vec<Bind>, ApplyError> {
+    let fields: Vec<Option<String>> = line.split(|&b| b == b'\t').map(field).collect();
+    let mut out = Vec::with_capacity(fields.len());
+    for (c, f) in table.columns.iter().zip(&fields) {
+        match f {
+            None => out.push(Bind::Null),
+            Some(s) => out.push(convert(c.ty.kind, s).map_err(|reason| {
+                let key: Vec<String> = table
+                    .key
+                    .iter()
+                    .map(|&k| {
+                        let v = fields.get(k).and_then(Option::as_deref).unwrap_or("NULL");
+                        format!("{}={v}", table.columns[k].name)
+                    })
+                    .collect();
+                ApplyError::Unrepresentable {
+                    table: table.source_display(),
+                    key: key.join(", "),
+                    column: c.name.clone(),
+                    value: s.chars().take(80).collect(),
+                    reason,
+                }
+            })?),
+        }
+    }
+    Ok(out)
+}
+
+/// A COPY text field: `\N` is NULL; backslash escapes decoded.
+fn field(f: &[u8]) -> Option<String> {
+    if f == b"\\N" {
+        return None;
+    }
+    if !f.contains(&b'\\') {
+        return Some(String::from_utf8_lossy(f).into_owned());
+    }
+    let mut out = Vec::with_capacity(f.len());
+    let mut i = 0;
+    while i < f.len() {
+        if f[i] != b'\\' || i + 1 == f.len() {
+            out.push(f[i]);
+            i += 1;
+            continue;
+        }
+        let c = f[i + 1];
+        i += 2;
+        match c {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                let mut n = 1;
+                while n < 3 && i < f.len() && (b'0'..=b'7').contains(&f[i]) {
+                    v = v * 8 + u32::from(f[i] - b'0');
+                    i += 1;
+                    n += 1;
+                }
+                out.push(u8::try_from(v & 0xff).unwrap_or(0));
+            }
+            b'x' if i < f.len() && f[i].is_ascii_hexdigit() => {
+                let mut v = 0u32;
+                let mut n = 0;
+                while n < 2 && i < f.len() && f[i].is_ascii_hexdigit() {
+                    v = v * 16 + char::from(f[i]).to_digit(16).unwrap_or(0);
+                    i += 1;
+                    n += 1;
+                }
+                out.push(u8::try_from(v).unwrap_or(0));
+            }
+            other => out.push(other),
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Empties the tables (before a copy starts over).
+///
+/// # Errors
+/// [`ApplyError::MySql`] when a statement fails.
+pub async fn empty_tables(
+    conn: &mut MySqlConnection,
+    tables: &[MySqlTable],
+) -> Result<(), ApplyError> {
+    for t in tables {
+        sqlx::Executor::execute(
+            &mut *conn,
+            format!("TRUNCATE TABLE {}", quote(&t.target)).as_str(),
+        )
+        .await
+        .map_err(|e| super::target_err(format!("emptying {}", t.quoted()), e))?;
+    }
+    Ok(())
+}
+
+/// The tables among `tables` that hold rows.
+///
+/// # Errors
+/// [`ApplyError::MySql`] when a query fails.
+pub async fn non_empty_tables(
+    conn: &mut MySqlConnection,
+    tables: &[MySqlTable],
+) -> Result<Vec<String>, ApplyError> {
+    let mut out = Vec::new();
+    for t in tables {
+        let any: Option<i64> = sqlx::query_scalar(&format!("SELECT 1 FROM {} LIMIT 1", t.quoted()))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| super::target_err(format!("reading {}", t.quoted()), e))?;
+        if any.is_some() {
+            out.push(t.target.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_fields() {
+        assert_eq!(field(b"\\N"), None);
+        assert_eq!(field(b"a\\tb\\\\c\\n"), Some("a\tb\\c\n".into()));
+        assert_eq!(field(b"\\101\\x42"), Some("AB".into()));
+        assert_eq!(field(b"\\\\N"), Some("\\N".into()));
+    }
+}

@@ -1,0 +1,509 @@
+//! `pgmirror mirror` into MySQL/MariaDB: map and check the tables, copy them under the slot's
+//! snapshot (several at a time), then stream for ever, retrying through outages and resuming
+//! from the progress row in `pgmirror_progress`.
+//!
+//! The mirror's row says where it stands:
+//! - no row: nothing was set up (or a failed set-up was undone);
+//! - `copying`: the copy did not finish; the next start drops the slot, empties the tables and
+//!   copies again;
+//! - `streaming`: stream from its `lsn`.
+
+pub mod check;
+pub mod ops;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use applier::mysql::progress::{self, MirrorRow, MirrorState};
+use applier::mysql::schema::{self, MySqlTable, SourceTable};
+use applier::mysql::session::{self, MySqlUrl};
+use applier::mysql::{copy, quote};
+use applier::{Applier, ApplierConfig, ApplyError, MySqlTarget, MySqlTargetConfig};
+use pgconn::ConnConfig;
+use pgoutput_decoder::Lsn;
+use replication::{
+    CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication, Streaming,
+};
+use tablesync::TableDef;
+
+use super::wait_for_release;
+use crate::metrics::Metrics;
+use crate::pump::pump;
+use crate::retry::{Backoff, is_transient};
+use crate::selection::TableSelection;
+use crate::shutdown::Shutdown;
+
+/// Everything a MySQL mirror needs to run.
+#[derive(Debug, Clone)]
+pub struct MySqlMirrorOptions {
+    /// The mirror's name: its progress row; the default slot and publication names derive
+    /// from it.
+    pub name: String,
+    /// The primary.
+    pub source: ConnConfig,
+    /// The MySQL/MariaDB database.
+    pub target: MySqlUrl,
+    /// The tables, as a publication or a list.
+    pub tables: TableSelection,
+    /// Slot name (default `pgmirror_<name>`).
+    pub slot: Option<String>,
+    /// Copy existing rows before streaming.
+    pub initial_copy: bool,
+    /// Empty non-empty target tables before the initial copy instead of failing.
+    pub truncate_target: bool,
+    /// Tables copied at the same time.
+    pub copy_parallelism: usize,
+    /// Settings of the apply loop.
+    pub applier: ApplierConfig,
+    /// Where the mirror reports what it does.
+    pub metrics: Arc<Metrics>,
+}
+
+impl MySqlMirrorOptions {
+    /// Options with the defaults for everything but the essentials.
+    pub fn new(
+        name: impl Into<String>,
+        source: ConnConfig,
+        target: MySqlUrl,
+        tables: TableSelection,
+    ) -> Self {
+        MySqlMirrorOptions {
+            name: name.into(),
+            source,
+            target,
+            tables,
+            slot: None,
+            initial_copy: true,
+            truncate_target: false,
+            copy_parallelism: 2,
+            applier: ApplierConfig::default(),
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// The slot's name.
+    pub fn slot_name(&self) -> String {
+        self.slot.clone().unwrap_or_else(|| format!("pgmirror_{}", self.name))
+    }
+
+    fn publication_name(&self) -> String {
+        self.tables.publication.clone().unwrap_or_else(|| format!("pgmirror_{}", self.name))
+    }
+}
+
+/// Ends a streaming session so the next one starts at once from the stored progress.
+#[derive(Debug, thiserror::Error)]
+#[error("restarting the stream: {0}")]
+struct Restart(&'static str);
+
+/// Whether `e` is a fault a new session may not meet again (either server down or restarting).
+fn transient(e: &anyhow::Error) -> bool {
+    is_transient(e.as_ref())
+        || e.chain().any(|c| {
+            let apply = c.downcast_ref::<ApplyError>().or_else(|| {
+                match c.downcast_ref::<crate::pump::PumpError>() {
+                    Some(crate::pump::PumpError::Apply(a)) => Some(a),
+                    _ => None,
+                }
+            });
+            apply.is_some_and(ApplyError::is_mysql_transient)
+        })
+}
+
+/// Runs a MySQL mirror until `shutdown` is triggered or a fault that retrying cannot fix.
+///
+/// # Errors
+/// Faults that repeat: bad configuration, names or types MySQL cannot hold, a value it cannot
+/// hold exactly, a lost slot; an unreachable server at the first contact.
+pub async fn run(opts: &MySqlMirrorOptions, shutdown: &mut Shutdown) -> anyhow::Result<()> {
+    let mut backoff = Backoff::default();
+    let mut connected = false;
+    loop {
+        let result = Box::pin(session(opts, shutdown, &mut connected, &mut backoff)).await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if shutdown.is_triggered() => {
+                tracing::info!(error = %format!("{e:#}"), "stopped");
+                return Ok(());
+            }
+            Err(e) if e.downcast_ref::<Restart>().is_some() => tracing::info!("{e}"),
+            Err(e) if connected && transient(&e) => {
+                opts.metrics.error();
+                opts.metrics.reconnected();
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, "connection lost; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.wait() => return Ok(()),
+                }
+            }
+            Err(e) => {
+                opts.metrics.error();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Reads the source's tables and maps them to MySQL ones (names checked).
+///
+/// # Errors
+/// Tables that cannot be resolved, names MySQL cannot take, catalog errors.
+pub async fn describe_tables(
+    source: &tokio_postgres::Client,
+    selection: &TableSelection,
+) -> anyhow::Result<(Vec<TableDef>, Vec<MySqlTable>)> {
+    let defs = crate::selection::resolve_tables(source, selection).await?;
+    let sources: Vec<SourceTable> = defs
+        .iter()
+        .map(|t| SourceTable {
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            oid: t.oid,
+            key: if t.primary_key.is_empty() {
+                t.identity_columns.clone()
+            } else {
+                t.primary_key.clone()
+            },
+        })
+        .collect();
+    let tables = schema::describe(source, &sources).await?;
+    Ok((defs, tables))
+}
+
+/// One session: connect, set up what is missing, stream until stopped or disconnected.
+async fn session(
+    opts: &MySqlMirrorOptions,
+    shutdown: &mut Shutdown,
+    connected: &mut bool,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    let (mut lock, _) =
+        session::connect(opts.target.options()).await.context("connecting to the target")?;
+    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
+    *connected = true;
+    // The server waits up to 10 s for a killed run's session to end.
+    let locked = take_lock(&mut lock, &opts.name).await?;
+    if locked != Some(1) {
+        bail!(
+            "another pgmirror is already running mirror {:?} on this target; stop it first (or \
+             give this one another --name)",
+            opts.name
+        );
+    }
+    let (defs, tables) = describe_tables(&source, &opts.tables).await?;
+    let (mut conn, server) = session::connect(opts.target.options()).await?;
+    progress::ensure_table(&mut conn).await?;
+    let row = match progress::load(&mut conn, &opts.name).await? {
+        Some(r) if r.state == MirrorState::Streaming => r,
+        existing => {
+            let mut stop = shutdown.clone();
+            tokio::select! {
+                r = set_up(opts, shutdown, &source, &mut conn, &server, &defs, &tables, existing) => r?,
+                () = stop.wait() => bail!("stopped during set-up"),
+            }
+        }
+    };
+    drop(source);
+    let created = schema::ensure_tables(&mut conn, &tables, server.collation()).await?;
+    if !created.is_empty() {
+        bail!(
+            "MySQL tables {created:?} were missing on the target although mirror {:?} had copied \
+             them (dropped by hand?); `pgmirror drop` the mirror and set it up again",
+            opts.name
+        );
+    }
+    stream(opts, &row, conn, server, tables, shutdown, backoff).await
+}
+
+/// Takes the mirror's lock (`GET_LOCK`, held by this connection); `Some(1)` when taken.
+async fn take_lock(lock: &mut sqlx::MySqlConnection, name: &str) -> anyhow::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT GET_LOCK(CONCAT('pgmirror:', ?), 10)")
+        .bind(name)
+        .fetch_one(lock)
+        .await
+        .context("taking the mirror's lock on the target")
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn set_up(
+    opts: &MySqlMirrorOptions,
+    shutdown: &Shutdown,
+    source: &tokio_postgres::Client,
+    conn: &mut sqlx::MySqlConnection,
+    server: &session::ServerInfo,
+    defs: &[TableDef],
+    tables: &[MySqlTable],
+    existing: Option<MirrorRow>,
+) -> anyhow::Result<MirrorRow> {
+    let slot = opts.slot_name();
+    let publication = opts.publication_name();
+    if existing.is_none() {
+        crate::preflight::ensure_source_ready(source, &slot).await?;
+    }
+    let created = schema::ensure_tables(conn, tables, server.collation()).await?;
+    if !created.is_empty() {
+        tracing::info!(tables = ?created, "created the mirrored tables on the target");
+    }
+    let mut repl = ReplicationClient::connect(&opts.source)
+        .await
+        .context("replication connection to the source")?;
+    let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
+    let redo = existing.is_some();
+    if let Some(rec) = &existing
+        && repl.slot_exists(&rec.slot).await.context("looking up the slot")?
+    {
+        tracing::info!(slot = %rec.slot, "previous initial copy was interrupted; starting it over");
+        repl.drop_slot(&rec.slot, true).await.context("dropping the unfinished copy's slot")?;
+    }
+    if repl.slot_exists(&slot).await.context("looking up the slot")? && opts.initial_copy {
+        bail!(
+            "slot {slot:?} already exists on the source but this target has no record of it; \
+             drop it (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy"
+        );
+    }
+    if opts.initial_copy {
+        if redo || opts.truncate_target {
+            copy::empty_tables(conn, tables).await?;
+        } else {
+            let full = copy::non_empty_tables(conn, tables).await?;
+            if !full.is_empty() {
+                let names: Vec<String> = full.iter().map(|t| quote(t)).collect();
+                bail!(
+                    "MySQL tables {} already hold rows; empty them, or run `pgmirror mirror` \
+                     with --truncate-target to have them emptied",
+                    names.join(", ")
+                );
+            }
+        }
+    }
+    let created_publication = match &existing {
+        Some(rec) => rec.created_publication,
+        None if opts.tables.publication.is_none() => {
+            crate::selection::create_publication(source, &publication, defs).await?
+                == tablesync::PublicationStatus::Created
+        }
+        None => false,
+    };
+    let mut row = MirrorRow {
+        name: opts.name.clone(),
+        state: MirrorState::Copying,
+        slot: slot.clone(),
+        publication,
+        created_publication,
+        source_system_id: Some(system.system_id.to_string()),
+        lsn: None,
+    };
+    progress::save(conn, &row).await?;
+    if !opts.initial_copy && repl.slot_exists(&slot).await.context("looking up the slot")? {
+        // Streams from where the slot stands (no stored progress: everything it sends).
+        repl.close().await;
+        row.state = MirrorState::Streaming;
+        progress::save(conn, &row).await.context("storing the initial progress")?;
+        tracing::info!(slot = %slot, "streaming from the existing slot, without an initial copy");
+        return Ok(row);
+    }
+    let snapshot = if opts.initial_copy { SnapshotAction::Export } else { SnapshotAction::Nothing };
+    let created = repl
+        .create_slot(&slot, CreateSlotOptions { snapshot, ..Default::default() })
+        .await
+        .context("creating the slot")?;
+    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created slot");
+    if opts.initial_copy {
+        let Some(name) = created.snapshot_name.clone() else {
+            bail!("the source did not export a snapshot for slot {slot:?}");
+        };
+        let mut stop = shutdown.clone();
+        let copied = tokio::select! {
+            r = copy_all(opts, defs, tables, &name) => r,
+            () = stop.wait() => Err(anyhow::anyhow!("stopped during the initial copy")),
+        };
+        if let Err(e) = copied {
+            // The next start copies again under a new slot: this one would only keep WAL.
+            repl.close().await;
+            drop_slot(source, &slot).await;
+            return Err(e);
+        }
+        tracing::info!("initial copy done");
+    }
+    repl.close().await;
+    row.state = MirrorState::Streaming;
+    row.lsn = Some(created.consistent_point);
+    progress::save(conn, &row).await.context("storing the initial progress")?;
+    Ok(row)
+}
+
+/// Drops `slot`, waiting for the walsender that created it to let it go; logs a failure.
+async fn drop_slot(source: &tokio_postgres::Client, slot: &str) {
+    let dropped = wait_for_release(|| async {
+        let dropped = source
+            .execute(
+                "SELECT pg_catalog.pg_drop_replication_slot(slot_name) \
+                 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND NOT active",
+                &[&slot],
+            )
+            .await
+            .context("dropping the slot")?;
+        Ok(dropped == 1)
+    })
+    .await;
+    if !matches!(dropped, Ok(true)) {
+        tracing::error!(slot = %slot, "could not drop the slot of the failed copy; drop it by hand with SELECT pg_drop_replication_slot('{slot}')");
+    }
+}
+
+/// Copies the tables, `copy_parallelism` at a time, each on its own connections.
+async fn copy_all(
+    opts: &MySqlMirrorOptions,
+    defs: &[TableDef],
+    tables: &[MySqlTable],
+    snapshot: &str,
+) -> anyhow::Result<()> {
+    tracing::info!(tables = tables.len(), "copying tables under the slot's snapshot");
+    let started = std::time::Instant::now();
+    let permits = Arc::new(tokio::sync::Semaphore::new(opts.copy_parallelism.max(1)));
+    let mut jobs = tokio::task::JoinSet::new();
+    for (t, d) in tables.iter().zip(defs) {
+        let (opts, table, filter) = (opts.clone(), Arc::new(t.clone()), d.row_filter.clone());
+        let (snapshot, permits) = (snapshot.to_owned(), permits.clone());
+        jobs.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            let source = pgconn::connect_sql(&opts.source).await?;
+            let (mut conn, server) = session::connect(opts.target.options()).await?;
+            let cfg = MySqlTargetConfig::new(opts.name.clone());
+            let rows = copy::copy_table(
+                &source,
+                &mut conn,
+                server.collation(),
+                &table,
+                Some(&snapshot),
+                filter.as_deref(),
+                &cfg,
+            )
+            .await?;
+            opts.metrics.copied(rows, 0);
+            tracing::info!(table = %table.source_display(), rows, "copied");
+            anyhow::Ok(rows)
+        });
+    }
+    let mut rows = 0;
+    while let Some(r) = jobs.join_next().await {
+        rows += r.context("a copy task failed")??;
+    }
+    tracing::info!(rows, seconds = started.elapsed().as_secs_f64(), "copied tables");
+    Ok(())
+}
+
+/// Streams from the stored progress into the target until stopped or disconnected.
+async fn stream(
+    opts: &MySqlMirrorOptions,
+    row: &MirrorRow,
+    conn: sqlx::MySqlConnection,
+    server: session::ServerInfo,
+    tables: Vec<MySqlTable>,
+    shutdown: &mut Shutdown,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    let target = MySqlTarget::new(conn, server, tables, MySqlTargetConfig::new(opts.name.clone()));
+    let mut applier = Applier::new(target, opts.applier.clone()).await?;
+    let progress = applier.start_progress().unwrap_or(Lsn::ZERO);
+    let mut repl = ReplicationClient::connect(&opts.source)
+        .await
+        .context("replication connection to the source")?;
+    let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
+    if let Some(expected) = &row.source_system_id
+        && *expected != system.system_id.to_string()
+    {
+        bail!(
+            "the source is a different PostgreSQL cluster (system id {}) than the one this \
+             mirror was set up from ({expected}); point --source at the original primary, or \
+             `pgmirror drop` this mirror and set it up again",
+            system.system_id
+        );
+    }
+    if !repl.slot_exists(&row.slot).await.context("looking up the slot")? {
+        bail!(
+            "replication slot {:?} no longer exists on the source (dropped or invalidated), so \
+             changes since {progress} are lost to this mirror; recover with a fresh initial copy: \
+             `pgmirror drop` then `pgmirror mirror` again",
+            row.slot
+        );
+    }
+    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
+    wait_for_release(|| async {
+        let active = source
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&row.slot],
+            )
+            .await
+            .context("looking up the slot")?
+            .is_some();
+        Ok(!active)
+    })
+    .await?;
+    let mut start = StartReplication::new(row.slot.clone(), [row.publication.clone()]);
+    start.start_lsn = progress;
+    // Text values: what the type mapping converts, exactly as the source prints them.
+    start.binary = false;
+    start.streaming = if repl.server_version() >= 140_000 { Streaming::On } else { Streaming::Off };
+    start.status_interval = Duration::from_secs(1);
+    let stream = repl.start_replication(start).await.context("starting replication")?;
+    tracing::info!(slot = %row.slot, from = %progress, "streaming into MySQL");
+    let connected_at = std::time::Instant::now();
+    let result = pump(&mut applier, stream, shutdown, &opts.metrics, system.xlogpos).await;
+    if connected_at.elapsed() > Duration::from_secs(10) {
+        backoff.reset();
+    }
+    match result {
+        Ok(()) => {
+            let stats = applier.stats();
+            tracing::info!(
+                applied_txns = stats.applied_txns,
+                changes = stats.changes,
+                "stopped cleanly"
+            );
+            Ok(())
+        }
+        Err(crate::pump::PumpError::Apply(ApplyError::SchemaChanged { schema, table, change })) => {
+            drop(applier);
+            repair(opts, &source, &schema, &table, &change).await?;
+            Err(Restart("the target was repaired after a schema change on the source").into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Adds to the MySQL table the columns the source's table gained.
+async fn repair(
+    opts: &MySqlMirrorOptions,
+    source: &tokio_postgres::Client,
+    schema_name: &str,
+    table: &str,
+    change: &applier::SchemaChange,
+) -> anyhow::Result<()> {
+    let applier::SchemaChange::ColumnsAdded(added) = change else {
+        bail!(
+            "table {}.{} changed on the source ({change}); a MySQL mirror does not follow that \
+             change: `pgmirror drop` the mirror and set it up again",
+            pgconn::quote_ident(schema_name),
+            pgconn::quote_ident(table)
+        );
+    };
+    let (_, tables) = describe_tables(source, &opts.tables).await?;
+    let Some(t) = tables.iter().find(|t| t.schema == schema_name && t.name == table) else {
+        bail!("table {schema_name}.{table} is no longer mirrored");
+    };
+    let (mut conn, _) = session::connect(opts.target.options()).await?;
+    for name in added {
+        let Some(i) = t.column(name) else { continue };
+        let c = &t.columns[i];
+        let sql = format!("ALTER TABLE {} ADD COLUMN {} {}", t.quoted(), quote(&c.name), c.ty.sql);
+        sqlx::Executor::execute(&mut conn, sql.as_str())
+            .await
+            .with_context(|| format!("adding column {} to {}", quote(&c.name), t.quoted()))?;
+        tracing::info!(table = %t.quoted(), column = %c.name, "added a column the source gained");
+    }
+    Ok(())
+}
