@@ -11,6 +11,8 @@
 //!   pipelined, runs of inserts become one `COPY`, runs of updates and deletes become one
 //!   set-based statement.
 //! - [`JsonTarget`]: one JSON object per line, for change data capture.
+//! - [`shard::ShardedTarget`]: N targets laid out as PostgreSQL's hash partitioning, each
+//!   keeping its own progress.
 //!
 //! # Driving an applier
 //! The caller owns the replication stream and its feedback. For each message it calls
@@ -27,6 +29,7 @@ mod applier;
 mod error;
 mod json;
 mod postgres;
+pub mod shard;
 mod spill;
 mod target;
 #[cfg(test)]
