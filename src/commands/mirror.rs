@@ -17,9 +17,9 @@ pub struct MirrorArgs {
     /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
     #[command(flatten)]
     pub source: conn::SourceArgs,
-    /// The replica to write into.
-    #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
-    pub target: String,
+    /// The replica, or the shards.
+    #[command(flatten)]
+    pub targets: crate::commands::shard_keys::TargetArgs,
     /// The tables to mirror.
     #[command(flatten)]
     pub tables: TableArgs,
@@ -58,7 +58,7 @@ pub struct MirrorArgs {
 /// Set-up and fatal replication errors.
 pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.named_config()?;
-    let target = conn::parse("--target", &args.target)?;
+    let target = args.targets.first()?;
     let mut opts = MirrorOptions::new(args.name, source, target, args.tables.into());
     opts.slot = args.slot;
     opts.initial_copy = !args.no_initial_copy;
@@ -76,6 +76,12 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mut shutdown = Shutdown::on_signals();
+    if args.targets.sharded() {
+        let (shards, layout) = (args.targets.all()?, args.targets.layout()?);
+        let opts = mirror::shards::ShardedOptions { mirror: opts, shards, layout };
+        Box::pin(mirror::shards::run(&opts, &mut shutdown)).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     mirror::run(&opts, &mut shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

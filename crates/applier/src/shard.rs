@@ -6,6 +6,7 @@
 //! a reference table, whole on every shard. [`ShardedTarget`] routes each change to its shard
 //! behind the [`Target`](crate::Target) trait; each shard keeps its own progress (`target`).
 
+mod copy;
 pub mod hash;
 mod key;
 mod layout;
@@ -13,6 +14,7 @@ mod target;
 #[cfg(test)]
 mod tests;
 
+pub use copy::{CopyError, RoutedTable, copy_routed};
 pub use key::KeyType;
 pub use layout::{KeyColumn, ShardLayout, TableRoute};
 pub use target::{MoveId, ShardTarget, ShardedTarget};
