@@ -285,3 +285,67 @@ async fn a_shard_cluster_stopped_mid_stream_catches_up_when_it_returns() {
     own.start().expect("restart shard 1");
     wait_verified(&vopts, Duration::from_secs(120)).await;
 }
+
+/// A sharded mirror started on the given shard databases, running in this process.
+fn start_sharded(
+    cluster: &Cluster,
+    src_db: &str,
+    shards_dbs: &[(String, String)],
+) -> (String, Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let mut mirror = store_mirror(cluster, src_db, cluster, &shards_dbs[0].1);
+    mirror.sequence_interval = Duration::from_millis(300);
+    let name = mirror.name.clone();
+    let opts = ShardedOptions {
+        mirror,
+        shards: shards_dbs.iter().map(|(url, _)| ConnConfig::parse(url).unwrap()).collect(),
+        layout: layout(),
+    };
+    let shutdown = Shutdown::manual();
+    let mut stop = shutdown.clone();
+    let task = tokio::spawn(async move { shards::run(&opts, &mut stop).await });
+    (name, shutdown, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_become_three_while_writes_go_on() {
+    let cluster = pgcluster::shared();
+    let (src_db, _src, two) = store_and_shards(cluster, &[cluster], 2).await;
+    let source = cluster.url(&src_db);
+    let (old_name, old_stop, old_task) = start_sharded(cluster, &src_db, &two);
+    wait_verified(&verify_opts(&source, &two, &old_name), Duration::from_secs(60)).await;
+
+    // Writes go on throughout.
+    let writing = Shutdown::manual();
+    let stop_writing = writing.clone();
+    let mut writer = cluster.connect(&src_db).await.unwrap();
+    let writes = tokio::spawn(async move {
+        let mut rng = StdRng::seed_from_u64(23);
+        let mut n = 0u32;
+        while !stop_writing.is_triggered() {
+            store::oltp_transaction(&mut writer, &mut rng).await.unwrap();
+            n += 1;
+        }
+        n
+    });
+
+    // A second mirror from the same source into three new targets: its own slot and copy.
+    let mut three = Vec::new();
+    for i in 0..3 {
+        let (db, _) = database(cluster, &format!("reshard{i}")).await;
+        three.push((cluster.url(&db), db));
+    }
+    let (new_name, new_stop, new_task) = start_sharded(cluster, &src_db, &three);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!old_task.is_finished() && !new_task.is_finished(), "both mirrors run side by side");
+
+    // Cut-over: writes stop, the new layout verifies exact, as does the old one.
+    writing.trigger();
+    let written = writes.await.unwrap();
+    assert!(written > 10, "{written} transactions written while resharding");
+    wait_verified(&verify_opts(&source, &three, &new_name), Duration::from_secs(90)).await;
+    wait_verified(&verify_opts(&source, &two, &old_name), Duration::from_secs(60)).await;
+    for (stop, task) in [(old_stop, old_task), (new_stop, new_task)] {
+        stop.trigger();
+        task.await.unwrap().unwrap();
+    }
+}
