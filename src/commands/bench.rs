@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also run pgmirror into this many shards, for each count given (comma-separated, e.g.
+    /// `1,2,4`): databases on the replica cluster, each table sharded by its primary key.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    pub shards: Vec<usize>,
 }
 
 /// Runs the benchmark and prints its table (or JSON). Exits with failure when a run failed
@@ -50,6 +54,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         latency_samples: args.latency_samples,
         verbose: !args.quiet,
         run_timeout: std::time::Duration::from_secs(args.timeout),
+        shards: args.shards,
     };
     let report = bench::run(opts).await?;
     if args.json {

@@ -152,10 +152,13 @@ async fn prepare(
         tracing::info!(slot = %rec.slot, "previous initial copy was interrupted; starting it over");
         repl.drop_slot(&rec.slot, true).await.context("dropping the unfinished copy's slot")?;
     }
-    if repl.slot_exists(&slot).await.context("looking up the slot")? {
+    // Without an initial copy an existing slot is streamed from where it stands.
+    let slot_exists = repl.slot_exists(&slot).await.context("looking up the slot")?;
+    if slot_exists && m.initial_copy {
         bail!(
             "slot {slot:?} already exists on the source but the shards have no record of it; \
-             drop it (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy"
+             drop it (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy, or \
+             pass --no-initial-copy to stream from where it stands"
         );
     }
     let created_publication = match &existing {
@@ -168,16 +171,23 @@ async fn prepare(
     };
     let mut record =
         MirrorRecord::copying(&m.name, &slot, publication, created_publication, system.system_id);
+    record.created_slot = !slot_exists;
     for t in &targets {
         registry::save(t, &record).await.context("recording the mirror on a shard")?;
     }
-    let snapshot = if m.initial_copy { SnapshotAction::Export } else { SnapshotAction::Nothing };
-    let created = repl
-        .create_slot(&slot, CreateSlotOptions { snapshot, ..Default::default() })
-        .await
-        .context("creating the slot")?;
-    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created slot");
-    if let Some(snapshot) = &created.snapshot_name {
+    let (point, snapshot) = if slot_exists {
+        (Lsn::ZERO, None)
+    } else {
+        let snapshot =
+            if m.initial_copy { SnapshotAction::Export } else { SnapshotAction::Nothing };
+        let created = repl
+            .create_slot(&slot, CreateSlotOptions { snapshot, ..Default::default() })
+            .await
+            .context("creating the slot")?;
+        tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created slot");
+        (created.consistent_point, created.snapshot_name)
+    };
+    if let Some(snapshot) = &snapshot {
         let mut stop = shutdown.clone();
         tokio::select! {
             r = copy(opts, &tables, snapshot, redo || m.truncate_target) => r?,
@@ -194,9 +204,7 @@ async fn prepare(
             tracing::warn!(shard = i, "{failure}");
         }
         super::copy::sync_sequences_once(m, source, t, &tables).await;
-        registry::finish_copy(t, &m.name, created.consistent_point)
-            .await
-            .context("storing the initial progress")?;
+        registry::finish_copy(t, &m.name, point).await.context("storing the initial progress")?;
     }
     record.state = MirrorState::Streaming;
     tracing::info!(shards = targets.len(), "initial copy done");

@@ -397,6 +397,7 @@ async fn the_bench_harness_names_no_flag() {
         latency_samples: 0,
         verbose: false,
         run_timeout: std::time::Duration::from_secs(1),
+        shards: Vec::new(),
     };
     let err = bench::run(opts).await.expect_err("no runs").to_string();
     assert!(err.contains("at least one run") && !err.contains("--"), "{err}");

@@ -23,6 +23,27 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// Run `run` of a pgmirror process: `seconds` until caught up, the walsender's and the
+    /// process's CPU seconds and peak RSS in bytes, and whether the target was verified.
+    pub(crate) fn of_pgmirror(
+        run: u32,
+        seconds: f64,
+        walsender_cpu_s: Option<f64>,
+        cpu: Option<f64>,
+        rss: Option<u64>,
+        verified: bool,
+    ) -> Self {
+        RunResult {
+            run,
+            seconds: Some(seconds),
+            walsender_cpu_s,
+            pgmirror_cpu_s: cpu,
+            peak_rss_mb: rss.map(mb),
+            verified,
+            error: None,
+        }
+    }
+
     /// Run `run` that failed with `error`.
     pub(crate) fn failed(run: u32, error: &crate::Error) -> Self {
         RunResult {
@@ -206,15 +227,28 @@ pub(crate) fn summarize(
     rows: u64,
     txns: u64,
 ) -> Vec<ContenderReport> {
+    summarize_named(runs, Vec::new(), rows, txns)
+}
+
+/// [`summarize`], with more contenders known by name only (pgmirror into shards).
+pub(crate) fn summarize_named(
+    runs: &[(Contender, RunResult)],
+    named: Vec<(String, Vec<RunResult>)>,
+    rows: u64,
+    txns: u64,
+) -> Vec<ContenderReport> {
     let mut out = Vec::new();
     let contenders: Vec<Contender> =
         Contender::EACH.into_iter().filter(|c| runs.iter().any(|(x, _)| x == c)).collect();
-    for c in contenders {
+    let each = contenders.into_iter().map(|c| {
         let mine: Vec<RunResult> =
             runs.iter().filter(|(x, _)| *x == c).map(|(_, r)| r.clone()).collect();
+        (c.name().to_owned(), mine)
+    });
+    for (name, mine) in each.chain(named) {
         let seconds = Stat::of(mine.iter().filter_map(|r| r.seconds));
         out.push(ContenderReport {
-            contender: c.name().to_owned(),
+            contender: name,
             seconds,
             rows_per_s: seconds.and_then(|s| per_second(rows, s.median)),
             txns_per_s: seconds.and_then(|s| per_second(txns, s.median)),
