@@ -349,3 +349,32 @@ async fn two_shards_become_three_while_writes_go_on() {
         task.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_key_of_an_unsupported_type_stops_the_start_with_one_line() {
+    let cluster = pgcluster::shared();
+    let (src_db, src, shards_dbs) = store_and_shards(cluster, &[cluster], 2).await;
+    let source = cluster.url(&src_db);
+    let mut args = vec!["mirror", "--source", &source, "--tables", "customers,orders"];
+    for (url, _) in &shards_dbs {
+        args.extend(["--target", url.as_str()]);
+    }
+    args.extend(["--shard-key", "customers=is_active"]);
+    let out = pgmirror_cmd(&[&args[..]]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("shard key column \"is_active\" of \"public\".\"customers\" has type boolean, which cannot be sharded"),
+        "{err}"
+    );
+    // Refused before anything was created on the source.
+    let slots: i64 = src
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0);
+}
