@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Also run pgmirror into a throwaway MariaDB server on each streaming backlog.
     #[arg(long)]
     pub mariadb: bool,
+    /// Also run pgmirror into this many shards, for each count given (comma-separated, e.g.
+    /// `1,2,4`): databases on the replica cluster, each table sharded by its primary key.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    pub shards: Vec<usize>,
 }
 
 /// Runs the benchmark and prints its table (or JSON). Exits with failure when a run failed
@@ -54,6 +58,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         verbose: !args.quiet,
         run_timeout: std::time::Duration::from_secs(args.timeout),
         mariadb: args.mariadb,
+        shards: args.shards,
     };
     let report = bench::run(opts).await?;
     if args.json {

@@ -31,9 +31,10 @@ pub struct CheckArgs {
     /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
     #[command(flatten)]
     pub source: conn::SourceArgs,
-    /// The replica to write into (its checks are skipped without it).
+    /// The replica to write into (its checks are skipped without it). Repeated: every shard
+    /// of a sharded mirror is checked.
     #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
-    pub target: Option<String>,
+    pub target: Vec<String>,
     /// Check the tables of this existing publication.
     #[arg(long, value_name = "NAME", conflicts_with = "tables")]
     pub publication: Option<String>,
@@ -71,36 +72,50 @@ pub struct CheckOptions {
 /// A malformed connection string (everything else is a failed check).
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.config()?;
-    let target = args.target.as_deref().map(conn::parse_target).transpose()?;
     let tables = (args.publication.is_some() || args.tables.is_some()).then_some(TableSelection {
         publication: args.publication,
         tables: args.tables,
         exclude_tables: args.exclude_tables,
     });
-    let report = match target {
-        Some(TargetUrl::MySql(mysql)) => {
-            let opts = CheckOptions { source, target: None, tables, name: args.name };
-            let mut report = run_check(&opts).await;
-            crate::mirror::mysql::check::check(
-                &opts.source,
-                &mysql,
-                opts.tables.as_ref(),
-                &mut report,
-            )
-            .await;
-            report
+    let targets: Vec<Option<&String>> =
+        if args.target.is_empty() { vec![None] } else { args.target.iter().map(Some).collect() };
+    let mut passed = true;
+    for (i, target) in targets.iter().enumerate() {
+        let target = target.map(|t| conn::parse_target(t)).transpose()?;
+        let opts = CheckOptions {
+            source: source.clone(),
+            target: None,
+            tables: tables.clone(),
+            name: args.name.clone(),
+        };
+        let report = match target {
+            Some(TargetUrl::MySql(mysql)) => {
+                let mut report = run_check(&opts).await;
+                crate::mirror::mysql::check::check(
+                    &opts.source,
+                    &mysql,
+                    opts.tables.as_ref(),
+                    &mut report,
+                )
+                .await;
+                report
+            }
+            Some(TargetUrl::Postgres(target)) => {
+                run_check(&CheckOptions { target: Some(target), ..opts }).await
+            }
+            None => run_check(&opts).await,
+        };
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            if targets.len() > 1 {
+                println!("shard {i}:");
+            }
+            print!("{}", report.render());
         }
-        Some(TargetUrl::Postgres(target)) => {
-            run_check(&CheckOptions { source, target: Some(target), tables, name: args.name }).await
-        }
-        None => run_check(&CheckOptions { source, target: None, tables, name: args.name }).await,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render());
+        passed &= report.passed();
     }
-    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Runs every check. Never fails: an unreachable server is a failed check.

@@ -35,9 +35,10 @@ pub struct DropArgs {
     /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
     #[command(flatten)]
     pub source: conn::SourceArgs,
-    /// The replica, where pgmirror recorded what it created.
+    /// The replica, where pgmirror recorded what it created. Repeated: every shard of a
+    /// sharded mirror.
     #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
-    pub target: Option<String>,
+    pub target: Vec<String>,
     /// The slot to drop.
     #[arg(long, value_name = "NAME")]
     pub slot: Option<String>,
@@ -147,26 +148,35 @@ impl DropReport {
 /// An active slot without `--wait`, a slot that is not pgmirror's without `--force`,
 /// connection and query errors.
 pub async fn run(args: DropArgs) -> anyhow::Result<ExitCode> {
-    let target = match args.target.as_deref().map(conn::parse_target).transpose()? {
-        Some(TargetUrl::MySql(target)) => {
-            let Some(name) = args.name.as_deref() else {
-                anyhow::bail!("a MySQL mirror is dropped by its --name");
-            };
-            return crate::mirror::mysql::ops::drop(&args.source.config()?, &target, name).await;
+    let targets: Vec<Option<&String>> =
+        if args.target.is_empty() { vec![None] } else { args.target.iter().map(Some).collect() };
+    // The slot and publication go with the first shard; the others find them gone.
+    for (i, target) in targets.iter().enumerate() {
+        let target = match target.map(|t| conn::parse_target(t)).transpose()? {
+            Some(TargetUrl::MySql(target)) => {
+                let Some(name) = args.name.as_deref() else {
+                    anyhow::bail!("a MySQL mirror is dropped by its --name");
+                };
+                return crate::mirror::mysql::ops::drop(&args.source.config()?, &target, name)
+                    .await;
+            }
+            Some(TargetUrl::Postgres(target)) => Some(target),
+            None => None,
+        };
+        let opts = DropOptions {
+            source: args.source.config()?,
+            target,
+            name: args.name.clone(),
+            slot: args.slot.clone(),
+            wait: args.wait,
+            force: args.force,
+        };
+        let report = run_drop(&opts).await.with_context(|| format!("shard {i}"))?;
+        if targets.len() > 1 {
+            println!("shard {i}:");
         }
-        Some(TargetUrl::Postgres(target)) => Some(target),
-        None => None,
-    };
-    let opts = DropOptions {
-        source: args.source.config()?,
-        target,
-        name: args.name,
-        slot: args.slot,
-        wait: args.wait,
-        force: args.force,
-    };
-    let report = run_drop(&opts).await?;
-    print!("{}", report.render());
+        print!("{}", report.render());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -335,6 +345,7 @@ async fn drop_on_target(
     let has_progress =
         applier::progress::delete(&tx, name).await.context("deleting the mirror's progress")?;
     crate::mirror::resync::forget(&tx, name).await.context("deleting the mirror's resyncs")?;
+    registry::forget_shard_moves(&tx, name).await.context("deleting the mirror's shard moves")?;
     tx.commit().await.context("committing on the target")?;
     let outcome = if has_record { Outcome::Removed } else { Outcome::Absent };
     report.push("mirror row", name, outcome, if has_record { "" } else { "none recorded" });

@@ -18,9 +18,9 @@ pub struct MirrorArgs {
     /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
     #[command(flatten)]
     pub source: conn::SourceArgs,
-    /// The replica to write into.
-    #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
-    pub target: String,
+    /// The replica, or the shards.
+    #[command(flatten)]
+    pub targets: crate::commands::shard_keys::TargetArgs,
     /// The tables to mirror.
     #[command(flatten)]
     pub tables: TableArgs,
@@ -59,9 +59,13 @@ pub struct MirrorArgs {
 /// Set-up and fatal replication errors.
 pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.named_config()?;
-    let target = match conn::parse_target(&args.target)? {
-        TargetUrl::Postgres(target) => target,
-        TargetUrl::MySql(target) => return run_mysql(args, source, target).await,
+    let target = if args.targets.sharded() {
+        args.targets.first()?
+    } else {
+        match conn::parse_target(&args.targets.target[0])? {
+            TargetUrl::Postgres(target) => target,
+            TargetUrl::MySql(target) => return run_mysql(args, source, target).await,
+        }
     };
     let mut opts = MirrorOptions::new(args.name, source, target, args.tables.into());
     opts.slot = args.slot;
@@ -80,6 +84,12 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mut shutdown = Shutdown::on_signals();
+    if args.targets.sharded() {
+        let (shards, layout) = (args.targets.all()?, args.targets.layout()?);
+        let opts = mirror::shards::ShardedOptions { mirror: opts, shards, layout };
+        Box::pin(mirror::shards::run(&opts, &mut shutdown)).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     mirror::run(&opts, &mut shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ pub mod mirror;
 pub mod record;
 pub mod replay;
 pub mod resync;
+pub mod shard_keys;
 pub mod status;
 pub mod table_args;
 pub mod tail;

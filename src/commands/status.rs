@@ -35,9 +35,10 @@ pub struct StatusArgs {
     /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
     #[command(flatten)]
     pub source: conn::SourceArgs,
-    /// The replica: adds its stored progress, lag in seconds and row counts.
+    /// The replica: adds its stored progress, lag in seconds and row counts. Repeated: the
+    /// shards of a sharded mirror, each shown in turn.
     #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
-    pub target: Option<String>,
+    pub target: Vec<String>,
     /// The slot to show (default: the mirror's, else `pgmirror_default`).
     #[arg(long, value_name = "NAME", conflicts_with = "name")]
     pub slot: Option<String>,
@@ -171,7 +172,30 @@ pub struct StatusOptions {
 /// # Errors
 /// Connection and query errors (with `--watch` they are shown and retried instead).
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let target = match args.target.as_deref().map(conn::parse_target).transpose()? {
+    if args.target.len() > 1 {
+        anyhow::ensure!(
+            args.watch.is_none(),
+            "--watch takes one --target; watch each shard on its own"
+        );
+        let mut healthy = true;
+        for (i, target) in args.target.iter().enumerate() {
+            let opts = StatusOptions {
+                source: args.source.config()?,
+                target: Some(conn::parse("--target", target)?),
+                name: args.name.clone(),
+                slot: args.slot.clone(),
+                max_lag: args.max_lag,
+            };
+            let status = collect_status(&opts).await.with_context(|| format!("shard {i}"))?;
+            if !args.json {
+                println!("shard {i}:");
+            }
+            print_status(&status, args.json)?;
+            healthy &= status.healthy;
+        }
+        return Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let target = match args.target.first().map(|t| conn::parse_target(t)).transpose()? {
         Some(TargetUrl::MySql(target)) => {
             let source = args.source.config()?;
             return crate::mirror::mysql::ops::status(

@@ -41,9 +41,9 @@ pub struct VerifyArgs {
     /// The primary: --source and psql's -h -p -U -d (`PG*` variables fill in the rest).
     #[command(flatten)]
     pub source: conn::SourceArgs,
-    /// The replica.
-    #[arg(long, env = "PGMIRROR_TARGET", hide_env_values = true, value_name = "URL")]
-    pub target: String,
+    /// The replica, or the shards and shard keys of a sharded mirror.
+    #[command(flatten)]
+    pub targets: crate::commands::shard_keys::TargetArgs,
     /// Verify the tables of this publication.
     #[arg(long, value_name = "NAME", conflicts_with = "tables")]
     pub publication: Option<String>,
@@ -212,7 +212,10 @@ impl VerifyReport {
 /// # Errors
 /// Connection and query errors; no tables to verify.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let target = match conn::parse_target(&args.target)? {
+    if args.targets.sharded() {
+        return run_sharded(args).await;
+    }
+    let target = match conn::parse_target(&args.targets.target[0])? {
         TargetUrl::Postgres(target) => target,
         TargetUrl::MySql(target) => {
             let tables =
@@ -249,6 +252,38 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", report.render());
     }
+    Ok(if report.all_match() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `verify` of a sharded mirror (several `--target`s or a `--shard-key`).
+async fn run_sharded(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    use crate::mirror::shards::verify::{ShardVerifyOptions, verify};
+    let shards = args.targets.all()?;
+    let name = args.name.unwrap_or_else(|| "default".to_owned());
+    let tables = if args.publication.is_some() || args.tables.is_some() {
+        TableSelection {
+            publication: args.publication,
+            tables: args.tables,
+            exclude_tables: args.exclude_tables,
+        }
+    } else {
+        let first = pgconn::connect_sql(&shards[0]).await.context("connecting to shard 0")?;
+        let Some(rec) = registry::load(&first, &name).await.context("reading pgmirror.mirrors")?
+        else {
+            bail!("no mirror {name:?} on the first --target; give --name, or --tables")
+        };
+        TableSelection { publication: Some(rec.publication), tables: None, exclude_tables: None }
+    };
+    let opts = ShardVerifyOptions {
+        source: args.source.config()?,
+        shards,
+        layout: args.targets.layout()?,
+        tables,
+        name,
+        wait_timeout: Duration::from_secs(args.wait_timeout),
+    };
+    let report = verify(&opts).await?;
+    print!("{}", report.render());
     Ok(if report.all_match() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -16,6 +16,7 @@ mod options;
 mod prepare;
 pub mod registry;
 pub mod resync;
+pub mod shards;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use applier::{Applier, PostgresTarget, PostgresTargetConfig};
 use pgoutput_decoder::Lsn;
-use replication::{ReplicationClient, StartReplication, Streaming};
+use replication::{LogicalReplicationStream, ReplicationClient, StartReplication, Streaming};
 use tablesync::TableDef;
 use tokio_postgres::Client;
 
@@ -175,58 +176,12 @@ async fn stream(
     let mut resyncs = resync::start(opts, progress).await?;
     applier.set_table_floors(std::mem::take(&mut resyncs.floors));
 
-    let mut repl = ReplicationClient::connect(&opts.source)
-        .await
-        .context("replication connection to the source")?;
-    let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
-    if let Some(expected) = &record.source_system_id
-        && *expected != system.system_id.to_string()
-    {
-        bail!(
-            "the source is a different PostgreSQL cluster (system id {}) than the one this \
-                 mirror was set up from ({expected}); point --source at the original primary, or \
-                 `pgmirror drop` this mirror and set it up again",
-            system.system_id
-        );
-    }
-    if !repl.slot_exists(&record.slot).await.context("looking up the slot")? {
-        bail!(
-            "replication slot {:?} no longer exists on the source (dropped or invalidated), so \
-             changes since {progress} are lost to this mirror; recover with a fresh initial copy: \
-             `pgmirror drop` then `pgmirror mirror` again",
-            record.slot
-        );
-    }
-    // START_REPLICATION refuses a slot a walsender still holds; one held for longer than the
-    // wait gets that refusal, which names the process.
-    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
-    wait_for_release(|| async {
-        let active = source
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&record.slot],
-            )
-            .await
-            .context("looking up the slot")?
-            .is_some();
-        Ok(!active)
-    })
-    .await?;
-    drop(source);
-    let mut start = StartReplication::new(record.slot.clone(), [record.publication.clone()]);
-    start.start_lsn = progress;
-    start.binary = opts.binary;
-    start.streaming = if repl.server_version() >= 140_000 { Streaming::On } else { Streaming::Off };
-    // Report progress every second (not libpq's 10 s): the slot, `status` and `verify` then
-    // see applied positions promptly, and an idle slot releases WAL sooner.
-    start.status_interval = Duration::from_secs(1);
-    let stream = repl.start_replication(start).await.context("starting replication")?;
-    tracing::info!(slot = %record.slot, from = %progress, proto = stream.proto_version(), "streaming");
+    let (stream, backlog_end) = start_stream(opts, record, progress).await?;
 
     let mut sequences = spawn_sequence_sync(opts, shutdown.clone());
     let connected_at = std::time::Instant::now();
     let result = {
-        let pumping = pump(&mut applier, stream, shutdown, &opts.metrics, system.xlogpos);
+        let pumping = pump(&mut applier, stream, shutdown, &opts.metrics, backlog_end);
         tokio::pin!(pumping);
         let requested = resync::requested(opts);
         tokio::pin!(requested);
@@ -282,6 +237,65 @@ async fn stream(
             None => Err(e),
         },
     }
+}
+
+/// Opens the replication stream of `record`'s slot from `progress`: after checking that the
+/// source is the cluster the mirror was set up from and that the slot still exists, and waiting
+/// for the walsender of a previous stream to release the slot. Returns the stream and the
+/// primary's WAL flush position when it started.
+async fn start_stream(
+    opts: &MirrorOptions,
+    record: &MirrorRecord,
+    progress: Lsn,
+) -> anyhow::Result<(LogicalReplicationStream, Lsn)> {
+    let mut repl = ReplicationClient::connect(&opts.source)
+        .await
+        .context("replication connection to the source")?;
+    let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
+    if let Some(expected) = &record.source_system_id
+        && *expected != system.system_id.to_string()
+    {
+        bail!(
+            "the source is a different PostgreSQL cluster (system id {}) than the one this \
+                 mirror was set up from ({expected}); point --source at the original primary, or \
+                 `pgmirror drop` this mirror and set it up again",
+            system.system_id
+        );
+    }
+    if !repl.slot_exists(&record.slot).await.context("looking up the slot")? {
+        bail!(
+            "replication slot {:?} no longer exists on the source (dropped or invalidated), so \
+             changes since {progress} are lost to this mirror; recover with a fresh initial copy: \
+             `pgmirror drop` then `pgmirror mirror` again",
+            record.slot
+        );
+    }
+    // START_REPLICATION refuses a slot a walsender still holds; one held for longer than the
+    // wait gets that refusal, which names the process.
+    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
+    wait_for_release(|| async {
+        let active = source
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&record.slot],
+            )
+            .await
+            .context("looking up the slot")?
+            .is_some();
+        Ok(!active)
+    })
+    .await?;
+    drop(source);
+    let mut start = StartReplication::new(record.slot.clone(), [record.publication.clone()]);
+    start.start_lsn = progress;
+    start.binary = opts.binary;
+    start.streaming = if repl.server_version() >= 140_000 { Streaming::On } else { Streaming::Off };
+    // Report progress every second (not libpq's 10 s): the slot, `status` and `verify` then
+    // see applied positions promptly, and an idle slot releases WAL sooner.
+    start.status_interval = Duration::from_secs(1);
+    let stream = repl.start_replication(start).await.context("starting replication")?;
+    tracing::info!(slot = %record.slot, from = %progress, proto = stream.proto_version(), "streaming");
+    Ok((stream, system.xlogpos))
 }
 
 /// Ends a streaming session so the next one starts at once from the stored progress (not an

@@ -162,15 +162,13 @@ async fn set_up(
         None => false,
     };
 
-    let mut record = MirrorRecord {
-        name: opts.name.clone(),
-        slot: slot.clone(),
+    let mut record = MirrorRecord::copying(
+        &opts.name,
+        &slot,
         publication,
-        created_slot: true,
         created_publication,
-        state: MirrorState::Copying,
-        source_system_id: Some(system.system_id.to_string()),
-    };
+        system.system_id,
+    );
 
     if !opts.initial_copy {
         let exists = repl.slot_exists(&slot).await.context("looking up the slot")?;
@@ -267,6 +265,15 @@ async fn create_target_schema(
     Ok(())
 }
 
+/// [`create_target_schema`] for a set-up that does not undo what it created (a shard's).
+pub(super) async fn create_schema(
+    target: &mut Client,
+    source: &Client,
+    tables: &[TableDef],
+) -> anyhow::Result<()> {
+    create_target_schema(target, source, tables, &mut Undo::default()).await
+}
+
 /// Validates the foreign keys created NOT VALID for the copy; one that the copied rows
 /// violate (rows a row filter separated from their parents) stays NOT VALID, with a warning.
 async fn validate_foreign_keys(
@@ -295,7 +302,7 @@ async fn drop_slot(source: &pgconn::ConnConfig, slot: &str) {
     }
 }
 
-fn check_replica_identity(tables: &[TableDef]) -> anyhow::Result<()> {
+pub(super) fn check_replica_identity(tables: &[TableDef]) -> anyhow::Result<()> {
     for t in tables {
         if !t.has_replica_identity() {
             bail!(

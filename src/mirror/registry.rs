@@ -54,6 +54,27 @@ pub struct MirrorRecord {
     pub source_system_id: Option<String>,
 }
 
+impl MirrorRecord {
+    /// The record of a set-up that creates `slot` and is about to copy.
+    pub fn copying(
+        name: &str,
+        slot: &str,
+        publication: String,
+        created_publication: bool,
+        source_system_id: u64,
+    ) -> Self {
+        MirrorRecord {
+            name: name.to_owned(),
+            slot: slot.to_owned(),
+            publication,
+            created_slot: true,
+            created_publication,
+            state: MirrorState::Copying,
+            source_system_id: Some(source_system_id.to_string()),
+        }
+    }
+}
+
 /// Creates `pgmirror.mirrors` if missing.
 ///
 /// # Errors
@@ -85,7 +106,7 @@ pub async fn drop_schema_if_unused(client: &mut Client) -> Result<bool, tokio_po
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
                                WHERE c.relnamespace = to_regnamespace('pgmirror') \
                                  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') \
-                                 AND c.relname NOT IN ('mirrors', 'progress', 'resyncs'))",
+                                 AND c.relname NOT IN ('mirrors', 'progress', 'resyncs', 'shard_moves'))",
             &[],
         )
         .await?
@@ -257,6 +278,25 @@ pub async fn finish_copy(
     tx.commit().await
 }
 
+/// Removes the rows a shard keeps of a mirror's moves to other shards (see
+/// `applier::shard`), if it has any.
+///
+/// # Errors
+/// Query errors.
+pub async fn forget_shard_moves(
+    client: &impl tokio_postgres::GenericClient,
+    name: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let moves: bool = client
+        .query_one("SELECT to_regclass('pgmirror.shard_moves') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if moves {
+        client.execute("DELETE FROM pgmirror.shard_moves WHERE mirror_name = $1", &[&name]).await?;
+    }
+    Ok(())
+}
+
 /// Removes a mirror's row and its progress.
 ///
 /// # Errors
@@ -265,6 +305,12 @@ pub async fn delete(client: &mut Client, name: &str) -> Result<(), tokio_postgre
     let tx = client.transaction().await?;
     delete_row(&tx, name).await?;
     applier::progress::delete(&tx, name).await?;
+    // Rows a shard keeps of moves to other shards (see `applier::shard`).
+    let moves: bool =
+        tx.query_one("SELECT to_regclass('pgmirror.shard_moves') IS NOT NULL", &[]).await?.get(0);
+    if moves {
+        tx.execute("DELETE FROM pgmirror.shard_moves WHERE mirror_name = $1", &[&name]).await?;
+    }
     tx.commit().await
 }
 

@@ -172,7 +172,7 @@ fn compose_command_parses_with_the_real_cli() {
 
     let password = env(mirror, "PGPASSWORD").expect("pgmirror gets PGPASSWORD");
     let source = args.source.source.as_ref().expect("--source");
-    for (url, svc) in [(source, "primary"), (&args.target, "replica")] {
+    for (url, svc) in [(source, "primary"), (&args.targets.target[0], "replica")] {
         let cfg = conn(url);
         assert_eq!(cfg.host().as_string(), svc, "{svc} is reached by its service name");
         assert_eq!(cfg.port(), 5432);

@@ -23,6 +23,7 @@ mod ops;
 mod safety;
 mod schema;
 mod security;
+mod shards;
 mod status;
 mod structure;
 mod support;

@@ -173,6 +173,9 @@ pub enum ApplyError {
     /// An earlier error left the target in an unknown state; build a new one.
     #[error("the target failed earlier and must be recreated")]
     Poisoned,
+    /// A change could not be routed to its shard.
+    #[error(transparent)]
+    Shard(#[from] crate::shard::ShardError),
 }
 
 /// How a source table changed (see [`ApplyError::SchemaChanged`]).

@@ -13,6 +13,8 @@
 //! - [`JsonTarget`]: one JSON object per line, for change data capture.
 //! - [`MySqlTarget`]: a MySQL/MariaDB replica through sqlx, progress in `pgmirror_progress`,
 //!   multi-row inserts and set-based updates and deletes.
+//! - [`shard::ShardedTarget`]: N targets laid out as PostgreSQL's hash partitioning, each
+//!   keeping its own progress.
 //!
 //! # Driving an applier
 //! The caller owns the replication stream and its feedback. For each message it calls
@@ -30,6 +32,7 @@ mod error;
 mod json;
 pub mod mysql;
 mod postgres;
+pub mod shard;
 mod spill;
 mod target;
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::procstat::{self, WalsenderSampler};
 use crate::report::{
     BenchReport, Contender, DecodeShare, LatencyReport, ProcessFigures, RunResult, Stat,
-    WorkloadReport, describe, mb, summarize,
+    WorkloadReport, describe, mb, summarize_named,
 };
 use crate::workload::{self, SENTINEL_DDL, SENTINEL_TABLE, Workload};
 
@@ -280,6 +280,9 @@ impl Bench {
             for c in self.contenders() {
                 slots.push(self.slot(w, c.short(), run));
             }
+            for n in &opts.shards {
+                slots.push(self.slot(w, &format!("s{n}"), run));
+            }
         }
         for s in &slots {
             src.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[s]).await?;
@@ -318,6 +321,7 @@ impl Bench {
         let backlog =
             Backlog { db: db.clone(), template, tables, fingerprints, end_lsn, proto_version };
         let mut runs: Vec<(Contender, RunResult)> = Vec::new();
+        let mut sharded: Vec<(String, Vec<RunResult>)> = Vec::new();
         for run in 1..=opts.runs {
             for c in self.contenders() {
                 self.settle().await?;
@@ -346,11 +350,29 @@ impl Bench {
                 }
                 runs.push((c, result));
             }
+            for &n in &opts.shards {
+                self.settle().await?;
+                let slot = self.slot(w, &format!("s{n}"), run);
+                let mut result = self
+                    .run_sharded(&backlog, &slot, run, n)
+                    .await
+                    .unwrap_or_else(|e| RunResult::failed(run, &e));
+                result.run = run;
+                let name = crate::shards::contender_name(n);
+                say(&opts, &format!("{w} run {run} {name}: {}", describe(&result)));
+                if let Err(e) = self.drop_slot(&db, &slot).await {
+                    tracing::warn!(error = %e.one_line(), "could not drop a slot");
+                }
+                match sharded.iter_mut().find(|(x, _)| *x == name) {
+                    Some((_, results)) => results.push(result),
+                    None => sharded.push((name, vec![result])),
+                }
+            }
         }
         self.replica.drop_database(&backlog.template).await?;
         self.primary.drop_database(&db).await?;
 
-        let contenders = summarize(&runs, summary.changes, summary.transactions);
+        let contenders = summarize_named(&runs, sharded, summary.changes, summary.transactions);
         let pgmirror_cpu =
             contenders.iter().find(|c| c.contender == "pgmirror").and_then(|c| c.pgmirror_cpu_s);
         Ok(WorkloadReport {
@@ -692,10 +714,10 @@ async fn copy_table(src: &Client, dst: &Client, table: &str) -> Result<(), Error
 /// millisecond, which made sub-millisecond latencies read as 1-3 ms.
 const LATENCY_POLL: Duration = Duration::from_micros(100);
 /// How often a catch-up is polled.
-const CATCH_UP_POLL: Duration = Duration::from_millis(1);
+pub(crate) const CATCH_UP_POLL: Duration = Duration::from_millis(1);
 
 /// Polls `target` every `gap` until the sentinel row `id` is visible.
-async fn wait_sentinel(
+pub(crate) async fn wait_sentinel(
     target: &Client,
     id: i32,
     timeout: Duration,

@@ -12,6 +12,8 @@
 //! - `pgmirror`: the `pgmirror` binary as a child process (`mirror --no-initial-copy`), timed
 //!   from spawn until the sentinel is visible; its CPU time and peak RSS come from `/proc`.
 //!
+//! - `pgmirror N shards` (with [`BenchOptions::shards`]): the same, into N databases as shards.
+//!
 //! The walsender's CPU time is sampled for each contender; every target is verified against
 //! the primary table by table. A recording of each backlog (which also warms the WAL into the
 //! page cache) gives the time spent decoding, to compare with pgmirror's CPU time.
@@ -28,6 +30,7 @@ mod initial;
 mod mariadb;
 pub mod procstat;
 mod report;
+mod shards;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -60,4 +63,7 @@ pub struct BenchOptions {
     pub run_timeout: Duration,
     /// Also run pgmirror into a throwaway MariaDB server (the `pgmirror-mariadb` contender).
     pub mariadb: bool,
+    /// Also run pgmirror into this many shards (databases on the replica cluster, each table
+    /// sharded by its primary key), once per count given; empty: no sharded runs.
+    pub shards: Vec<usize>,
 }

@@ -240,15 +240,28 @@ pub(crate) fn summarize(
     rows: u64,
     txns: u64,
 ) -> Vec<ContenderReport> {
+    summarize_named(runs, Vec::new(), rows, txns)
+}
+
+/// [`summarize`], with more contenders known by name only (pgmirror into shards).
+pub(crate) fn summarize_named(
+    runs: &[(Contender, RunResult)],
+    named: Vec<(String, Vec<RunResult>)>,
+    rows: u64,
+    txns: u64,
+) -> Vec<ContenderReport> {
     let mut out = Vec::new();
     let contenders: Vec<Contender> =
         Contender::EACH.into_iter().filter(|c| runs.iter().any(|(x, _)| x == c)).collect();
-    for c in contenders {
+    let each = contenders.into_iter().map(|c| {
         let mine: Vec<RunResult> =
             runs.iter().filter(|(x, _)| *x == c).map(|(_, r)| r.clone()).collect();
+        (c.name().to_owned(), mine)
+    });
+    for (name, mine) in each.chain(named) {
         let seconds = Stat::of(mine.iter().filter_map(|r| r.seconds));
         out.push(ContenderReport {
-            contender: c.name().to_owned(),
+            contender: name,
             seconds,
             rows_per_s: seconds.and_then(|s| per_second(rows, s.median)),
             txns_per_s: seconds.and_then(|s| per_second(txns, s.median)),

@@ -24,6 +24,7 @@ mod runs;
 mod schema;
 mod session;
 mod table;
+mod take;
 mod update;
 mod value;
 

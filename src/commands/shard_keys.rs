@@ -1,0 +1,87 @@
+//! `--target` repeated for shards and `--shard-key TABLE=COLUMN[,COLUMN...]`, the flags of
+//! the commands that work on a sharded mirror.
+
+use anyhow::{Context, bail};
+use applier::shard::ShardLayout;
+use clap::Args;
+use pgconn::ConnConfig;
+use tablesync::QualifiedName;
+
+use crate::conn;
+
+/// The targets of a mirror: one replica, or its shards.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The replica to write into. Repeated: the shards, in order (shard `i` holds hash
+    /// partition `REMAINDER i` of each sharded table, every row of the others).
+    #[arg(
+        long,
+        env = "PGMIRROR_TARGET",
+        hide_env_values = true,
+        value_name = "URL",
+        required = true
+    )]
+    pub target: Vec<String>,
+    /// Split a table across the shards by these columns, as `PARTITION BY HASH (columns)`
+    /// would: `TABLE=COLUMN[,COLUMN...]` (`schema.table` or a table of `public`). Repeat for
+    /// each sharded table; tables without one are copied whole to every shard.
+    #[arg(long, value_name = "TABLE=COLUMNS")]
+    pub shard_key: Vec<String>,
+}
+
+impl TargetArgs {
+    /// Whether these are the shards of a sharded mirror.
+    pub fn sharded(&self) -> bool {
+        self.target.len() > 1 || !self.shard_key.is_empty()
+    }
+
+    /// The first (or only) target.
+    ///
+    /// # Errors
+    /// A malformed connection string.
+    pub fn first(&self) -> anyhow::Result<ConnConfig> {
+        conn::parse("--target", &self.target[0])
+    }
+
+    /// Every target, in order.
+    ///
+    /// # Errors
+    /// A malformed connection string.
+    pub fn all(&self) -> anyhow::Result<Vec<ConnConfig>> {
+        self.target.iter().map(|t| conn::parse("--target", t)).collect()
+    }
+
+    /// The sharded tables.
+    ///
+    /// # Errors
+    /// See [`parse`].
+    pub fn layout(&self) -> anyhow::Result<ShardLayout> {
+        parse(&self.shard_key)
+    }
+}
+
+/// The layout the `--shard-key` values describe (`schema.table`, or a table of `public`).
+///
+/// # Errors
+/// A value without `=`, without columns, or with a malformed table name.
+pub fn parse(values: &[String]) -> anyhow::Result<ShardLayout> {
+    let mut layout = ShardLayout::new();
+    for value in values {
+        let Some((table, columns)) = value.split_once('=') else {
+            bail!("--shard-key {value:?}: write TABLE=COLUMN[,COLUMN...], e.g. orders=customer_id");
+        };
+        let table =
+            QualifiedName::parse(table).with_context(|| format!("--shard-key {value:?}"))?;
+        let columns: Vec<String> = columns
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if columns.is_empty() {
+            bail!("--shard-key {value:?}: name at least one column after `=`");
+        }
+        layout.shard(&table.schema, &table.name, columns);
+    }
+    Ok(layout)
+}
