@@ -135,6 +135,9 @@ pub enum ApplyError {
     /// Writing the JSON output failed.
     #[error("writing JSON output")]
     Output(#[source] io::Error),
+    /// Publishing to NATS JetStream, or setting up its stream and bucket, failed.
+    #[error(transparent)]
+    Nats(#[from] crate::nats::NatsError),
     /// An earlier error left the target in an unknown state; build a new one.
     #[error("the target failed earlier and must be recreated")]
     Poisoned,

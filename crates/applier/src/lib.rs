@@ -11,6 +11,7 @@
 //!   pipelined, runs of inserts become one `COPY`, runs of updates and deletes become one
 //!   set-based statement.
 //! - [`JsonTarget`]: one JSON object per line, for change data capture.
+//! - [`NatsTarget`]: one message per change into a NATS JetStream stream, exactly once.
 //!
 //! # Driving an applier
 //! The caller owns the replication stream and its feedback. For each message it calls
@@ -26,6 +27,7 @@
 mod applier;
 mod error;
 mod json;
+pub mod nats;
 mod postgres;
 mod spill;
 mod target;
@@ -35,6 +37,7 @@ mod testing;
 pub use applier::{Applier, ApplierConfig, ApplyStats};
 pub use error::{ApplyError, Op, SchemaChange};
 pub use json::JsonTarget;
+pub use nats::{NatsError, NatsTarget, NatsTargetConfig, PayloadFormat};
 pub use postgres::progress;
 pub use postgres::{PostgresTarget, PostgresTargetConfig, PostgresTargetStats, TypeResolver};
 pub use target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
