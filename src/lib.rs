@@ -16,3 +16,4 @@ pub mod retry;
 pub mod same_database;
 pub mod selection;
 pub mod shutdown;
+pub mod target_url;

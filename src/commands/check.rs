@@ -23,6 +23,7 @@ use crate::conn;
 use crate::display::{count, display_name, human_bytes};
 use crate::preflight::{Report, error_text, pg_error_text, role_check, settings_checks};
 use crate::selection::TableSelection;
+use crate::target_url::TargetUrl;
 
 /// Arguments of `pgmirror check`.
 #[derive(Debug, Args)]
@@ -49,6 +50,12 @@ pub struct CheckArgs {
     /// Print a JSON array of `{check, ok, warning, detail, fix}` instead of text.
     #[arg(long)]
     pub json: bool,
+    /// NATS target: the stream `pgmirror mirror --nats-stream` will publish into.
+    #[arg(long, default_value = "PGMIRROR", value_name = "NAME")]
+    pub nats_stream: String,
+    /// NATS target: the subject prefix `pgmirror mirror --subject-prefix` will use.
+    #[arg(long, default_value = "pgmirror", value_name = "PREFIX")]
+    pub subject_prefix: String,
 }
 
 /// What to check.
@@ -70,13 +77,28 @@ pub struct CheckOptions {
 /// A malformed connection string (everything else is a failed check).
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.config()?;
-    let target = args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?;
+    let (target, nats) = match args.target.as_deref().map(|t| TargetUrl::parse("--target", t)) {
+        Some(Ok(TargetUrl::Postgres(cfg))) => (Some(cfg), None),
+        Some(Ok(TargetUrl::Nats(url))) => (None, Some(url)),
+        Some(Err(e)) => return Err(e),
+        None => (None, None),
+    };
     let tables = (args.publication.is_some() || args.tables.is_some()).then_some(TableSelection {
         publication: args.publication,
         tables: args.tables,
         exclude_tables: args.exclude_tables,
     });
-    let report = run_check(&CheckOptions { source, target, tables, name: args.name }).await;
+    let mut report = run_check(&CheckOptions { source, target, tables, name: args.name }).await;
+    if let Some(url) = nats {
+        for line in
+            crate::mirror::nats::ops::check(&url, &args.nats_stream, &args.subject_prefix).await
+        {
+            match line {
+                Ok(detail) => report.pass("nats target", detail),
+                Err(problem) => report.fail("nats target", problem, "see the line above"),
+            }
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -26,6 +26,7 @@ use crate::conn;
 use crate::display::display_name;
 use crate::mirror::lookup::resolve_mirror;
 use crate::mirror::registry::{self, MirrorState};
+use crate::target_url::TargetUrl;
 
 /// Arguments of `pgmirror drop`.
 #[derive(Debug, Args)]
@@ -146,9 +147,23 @@ impl DropReport {
 /// An active slot without `--wait`, a slot that is not pgmirror's without `--force`,
 /// connection and query errors.
 pub async fn run(args: DropArgs) -> anyhow::Result<ExitCode> {
+    let target = match args.target.as_deref().map(|t| TargetUrl::parse("--target", t)) {
+        Some(Ok(TargetUrl::Nats(url))) => {
+            let name = args.name.as_deref().context("a NATS mirror is dropped by its --name")?;
+            let source = args.source.config()?;
+            let report =
+                crate::mirror::nats::ops::drop_mirror(&source, &url, name, args.force, args.wait)
+                    .await?;
+            print!("{}", report.render());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Ok(TargetUrl::Postgres(cfg))) => Some(cfg),
+        Some(Err(e)) => return Err(e),
+        None => None,
+    };
     let opts = DropOptions {
         source: args.source.config()?,
-        target: args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?,
+        target,
         name: args.name,
         slot: args.slot,
         wait: args.wait,

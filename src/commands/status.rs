@@ -25,6 +25,7 @@ use crate::display::{display_name, human_bytes};
 use crate::mirror::lookup::resolve_mirror;
 use crate::mirror::registry::MirrorState;
 use crate::shutdown::Shutdown;
+use crate::target_url::TargetUrl;
 
 pub use max_lag::{BadMaxLag, MaxLag};
 
@@ -170,9 +171,21 @@ pub struct StatusOptions {
 /// # Errors
 /// Connection and query errors (with `--watch` they are shown and retried instead).
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let target = match args.target.as_deref().map(|t| TargetUrl::parse("--target", t)) {
+        Some(Ok(TargetUrl::Nats(url))) => {
+            let name = args.name.as_deref().unwrap_or("default");
+            let status =
+                crate::mirror::nats::ops::status(&args.source.config()?, &url, name).await?;
+            print!("{}", status.render());
+            return Ok(if status.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Some(Ok(TargetUrl::Postgres(cfg))) => Some(cfg),
+        Some(Err(e)) => return Err(e),
+        None => None,
+    };
     let opts = StatusOptions {
         source: args.source.config()?,
-        target: args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?,
+        target,
         name: args.name,
         slot: args.slot,
         max_lag: args.max_lag,

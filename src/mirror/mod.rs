@@ -11,6 +11,7 @@
 
 mod copy;
 pub mod lookup;
+pub mod nats;
 mod options;
 mod prepare;
 pub mod registry;
@@ -127,6 +128,24 @@ where
     }
 }
 
+/// Waits (see [`wait_for_release`]) until no walsender streams from `slot`.
+async fn wait_for_slot_release(source: &pgconn::ConnConfig, slot: &str) -> anyhow::Result<()> {
+    let source = pgconn::connect_sql(source).await.context("connecting to the source")?;
+    wait_for_release(|| async {
+        let active = source
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&slot],
+            )
+            .await
+            .context("looking up the slot")?
+            .is_some();
+        Ok(!active)
+    })
+    .await?;
+    Ok(())
+}
+
 /// A target connection that holds this mirror's advisory lock, so a second pgmirror for the
 /// same mirror refuses to run.
 async fn lock_mirror(client: Client, name: &str) -> anyhow::Result<Client> {
@@ -198,20 +217,7 @@ async fn stream(
     }
     // START_REPLICATION refuses a slot a walsender still holds; one held for longer than the
     // wait gets that refusal, which names the process.
-    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
-    wait_for_release(|| async {
-        let active = source
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&record.slot],
-            )
-            .await
-            .context("looking up the slot")?
-            .is_some();
-        Ok(!active)
-    })
-    .await?;
-    drop(source);
+    wait_for_slot_release(&opts.source, &record.slot).await?;
     let mut start = StartReplication::new(record.slot.clone(), [record.publication.clone()]);
     start.start_lsn = progress;
     start.binary = opts.binary;

@@ -295,7 +295,7 @@ async fn drop_slot(source: &pgconn::ConnConfig, slot: &str) {
     }
 }
 
-fn check_replica_identity(tables: &[TableDef]) -> anyhow::Result<()> {
+pub(super) fn check_replica_identity(tables: &[TableDef]) -> anyhow::Result<()> {
     for t in tables {
         if !t.has_replica_identity() {
             bail!(

@@ -18,6 +18,7 @@ mod lab;
 mod libpq;
 mod metrics;
 mod mirror;
+mod nats;
 mod ops;
 mod safety;
 mod schema;

@@ -101,7 +101,7 @@ impl NatsTargetConfig {
             transaction_markers: false,
             max_in_flight: 4096,
             bucket: "pgmirror".into(),
-            ack_timeout: Duration::from_secs(30),
+            ack_timeout: Duration::from_secs(10),
         }
     }
 
@@ -186,6 +186,10 @@ pub struct NatsTarget {
     stored: Option<Lsn>,
     /// Stream sequence of the last message acknowledged.
     last_sequence: u64,
+    /// The last change of this mirror the stream stored, as (commit LSN, index), when it was
+    /// stored too long ago for the duplicate window to drop it again: what is not published
+    /// again after a restart.
+    resume: Option<(Lsn, u64)>,
 }
 
 impl NatsTarget {
@@ -217,6 +221,7 @@ impl NatsTarget {
             committed: None,
             stored: None,
             last_sequence: 0,
+            resume: None,
         })
     }
 
@@ -352,7 +357,21 @@ impl NatsTarget {
         id
     }
 
+    /// Whether the next message of the current transaction is stored already (see
+    /// [`resume`](Self::resume)); if so, counts it as published.
+    fn stored_already(&mut self) -> bool {
+        let (Some((lsn, index)), Some(txn)) = (self.resume, &self.txn) else { return false };
+        let stored = txn.commit_lsn < lsn || (txn.commit_lsn == lsn && self.index <= index);
+        if stored {
+            self.index += 1;
+        }
+        stored
+    }
+
     async fn publish_change(&mut self, subject: String, change: &Change) -> Result<(), ApplyError> {
+        if self.stored_already() {
+            return Ok(());
+        }
         let src = source_of(&self.cfg, self.txn.as_ref());
         let payload = render(&mut self.json, change, self.cfg.format, &src).await?;
         let id = self.next_id();
@@ -361,11 +380,52 @@ impl NatsTarget {
     }
 
     async fn marker(&mut self, body: String) -> Result<(), ApplyError> {
+        if self.stored_already() {
+            return Ok(());
+        }
         let subject =
             subject::database_subject(&self.cfg.prefix, &self.cfg.database, "_transaction");
         let id = self.next_id();
         let headers = self.headers();
         self.publish(subject, id, Bytes::from(body), headers).await
+    }
+}
+
+impl NatsTarget {
+    /// The stream's last message, when it is a change of this mirror stored longer ago than
+    /// half the duplicate window: JetStream would no longer drop it as a duplicate, so a
+    /// restart must not publish it (or anything before it) again. Inside the window the
+    /// duplicate check is exact and the bucket's progress is enough. `None` also when the last
+    /// message is another publisher's.
+    async fn stream_tail(&self) -> Result<Option<(Lsn, u64)>, NatsError> {
+        let mut stream = self
+            .js
+            .get_stream(&self.cfg.stream)
+            .await
+            .map_err(|e| NatsError::request("looking up the stream", e))?;
+        let info = stream.info().await.map_err(|e| NatsError::request("reading the stream", e))?;
+        let (last, window) = (info.state.last_sequence, info.config.duplicate_window);
+        if last == 0 {
+            return Ok(None);
+        }
+        let Ok(msg) = stream.get_raw_message(last).await else { return Ok(None) };
+        let header = |k: &str| msg.headers.get(k).map(|v| v.as_str().to_owned());
+        let Some(id) = header("Nats-Msg-Id") else { return Ok(None) };
+        let mine = format!("{}:", self.cfg.name);
+        let Some(rest) = id.strip_prefix(&mine) else { return Ok(None) };
+        // `<commit LSN>:<index>`; copied rows and non-transactional messages say nothing here.
+        let Some((lsn, index)) = rest.split_once(':') else { return Ok(None) };
+        let (Ok(lsn), Ok(index)) = (lsn.parse::<Lsn>(), index.parse::<u64>()) else {
+            return Ok(None);
+        };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        // 2 minutes when the stream does not say.
+        let window = if window.is_zero() { Duration::from_secs(120) } else { window };
+        let half = i64::try_from(window.as_secs() / 2).unwrap_or(i64::MAX);
+        let old = now.saturating_sub(msg.time.unix_timestamp()) >= half;
+        Ok(old.then_some((lsn, index)))
     }
 }
 
@@ -413,6 +473,7 @@ async fn render(
 impl Target for NatsTarget {
     async fn load_progress(&mut self) -> Result<Option<Lsn>, ApplyError> {
         self.stored = read_progress(&self.kv, &self.key).await?;
+        self.resume = self.stream_tail().await?;
         Ok(self.stored)
     }
 

@@ -225,6 +225,45 @@ async fn a_restart_skips_what_the_bucket_holds_and_duplicates_are_dropped() {
     assert_eq!(ids, want, "each change once, in commit order");
 }
 
+/// After the duplicate window, JetStream no longer drops what a restart publishes again: the
+/// stream's last message tells what it holds beyond the bucket's progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_the_duplicate_window_republishes_nothing_stored() {
+    let name = unique("window");
+    let cfg = config(&name, PayloadFormat::Json);
+    let js = js().await;
+    js.create_stream(stream::Config {
+        name: cfg.stream.clone(),
+        subjects: vec![format!("{}.>", cfg.prefix)],
+        duplicate_window: std::time::Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut t = target(&cfg).await;
+    publish_all_kinds(&mut t, 1).await;
+    assert_eq!(t.flush().await.unwrap(), Some(Lsn(0x108)));
+    // Stored, then a crash before the bucket heard of it.
+    publish_all_kinds(&mut t, 2).await;
+    let mut s = js.get_stream(&cfg.stream).await.unwrap();
+    while s.info().await.unwrap().state.messages < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(t);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut again = target(&cfg).await;
+    assert_eq!(again.load_progress().await.unwrap(), Some(Lsn(0x108)));
+    publish_all_kinds(&mut again, 2).await;
+    publish_all_kinds(&mut again, 3).await;
+    assert_eq!(again.flush().await.unwrap(), Some(Lsn(0x308)));
+    let ids: Vec<String> =
+        messages(&cfg.stream).await.iter().map(|m| header(&m.1, "Nats-Msg-Id")).collect();
+    let name = name.as_str();
+    let want: Vec<String> =
+        (1..=3).flat_map(|n| (0..5).map(move |i| format!("{name}:0/{n}00:{i}"))).collect();
+    assert_eq!(ids, want, "each change once, in commit order");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_without_the_prefix_is_refused() {
     let name = unique("other");
