@@ -25,6 +25,7 @@
 mod error;
 mod harness;
 mod initial;
+pub mod nats;
 pub mod procstat;
 mod report;
 pub mod workload;
