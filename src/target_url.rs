@@ -211,9 +211,47 @@ impl NatsUrl {
             .map(|s| format!("{scheme}://{s}").parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("NATS URL {self}"))?;
-        opts.connect(addrs).await.with_context(|| format!("connecting to NATS at {self}"))
+        opts.connect(addrs).await.map_err(|e| {
+            NatsConnectError { url: self.to_string(), kind: e.kind(), detail: e.to_string() }.into()
+        })
     }
 }
+
+/// A NATS server that could not be reached or refused the connection, with what to check.
+#[derive(Debug)]
+pub struct NatsConnectError {
+    url: String,
+    kind: async_nats::ConnectErrorKind,
+    detail: String,
+}
+
+impl NatsConnectError {
+    /// Whether trying again later may succeed (nothing answering yet, a timeout).
+    pub fn is_transient(&self) -> bool {
+        use async_nats::ConnectErrorKind as K;
+        matches!(self.kind, K::Io | K::TimedOut | K::Dns | K::MaxReconnects)
+    }
+}
+
+impl fmt::Display for NatsConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use async_nats::ConnectErrorKind as K;
+        let fix = match self.kind {
+            K::AuthorizationViolation | K::Authentication => {
+                "the server refused the credentials: check the user and password, token, nkey= or \
+                 creds= in --target"
+            }
+            K::Tls => "check tls://, ca=, cert= and key= in --target against the server's TLS",
+            K::ServerParse => "give host:port for each server in --target",
+            _ => "check the host and port in --target, and that nats-server runs",
+        };
+        // The client's text repeats its kind ("authorization violation: nats: ...").
+        let detail = self.detail.split(": nats: ").next().unwrap_or(&self.detail);
+        write!(f, "connecting to NATS at {}: {detail}; {fix}", self.url)
+    }
+}
+
+impl std::error::Error for NatsConnectError {}
 
 #[cfg(test)]
 mod tests {

@@ -132,6 +132,7 @@ async fn run_nats(
     opts.slot = args.slot;
     opts.initial_copy = !args.no_initial_copy;
     opts.binary = !args.text;
+    opts.retry_first_connect = args.retry_first_connect;
     opts.stream = args.nats.nats_stream;
     opts.prefix = args.nats.subject_prefix;
     opts.format = args.nats.format;

@@ -70,6 +70,9 @@ pub struct NatsMirrorOptions {
     pub transaction_markers: bool,
     /// Binary column values from the primary.
     pub binary: bool,
+    /// Retry when a server cannot be reached at the very first contact; otherwise that fails
+    /// at once.
+    pub retry_first_connect: bool,
     /// Settings of the apply loop.
     pub applier: ApplierConfig,
     /// Where the mirror reports what it does.
@@ -97,6 +100,7 @@ impl NatsMirrorOptions {
             replicas: 1,
             transaction_markers: false,
             binary: true,
+            retry_first_connect: false,
             applier: ApplierConfig::default(),
             metrics: Metrics::new(),
         }
@@ -202,7 +206,7 @@ pub async fn run(opts: &NatsMirrorOptions, shutdown: &mut Shutdown) -> anyhow::R
                 tracing::info!(error = %format!("{e:#}"), "stopped");
                 return Ok(());
             }
-            Err(e) if connected && retryable(&e) => {
+            Err(e) if (connected || opts.retry_first_connect) && retryable(&e) => {
                 opts.metrics.error();
                 opts.metrics.reconnected();
                 let delay = backoff.next_delay();
@@ -238,8 +242,8 @@ fn retryable(e: &anyhow::Error) -> bool {
         {
             return n.is_transient();
         }
-        if c.downcast_ref::<async_nats::ConnectError>().is_some() {
-            return true;
+        if let Some(e) = c.downcast_ref::<crate::target_url::NatsConnectError>() {
+            return e.is_transient();
         }
     }
     is_transient(e.as_ref())

@@ -480,7 +480,7 @@ async fn a_full_stream_stops_the_mirror_and_holds_the_slot() {
 fn pgmirror(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env_remove("RUST_LOG")
         .output()
         .expect("run pgmirror");
     let text =
@@ -585,4 +585,80 @@ async fn check_status_and_drop_understand_a_nats_target() {
 /// `pgmirror status` exits 0 (set up, streaming).
 fn status_ok(source: &str, url: &str, name: &str) -> bool {
     pgmirror(&["status", "--source", source, "--target", url, "--name", name]).0
+}
+
+/// A `nats-server` with JetStream that wants a user and password; killed when dropped.
+struct AuthServer(std::process::Child, tempfile::TempDir, u16);
+
+impl AuthServer {
+    fn start(user: &str, pass: &str) -> AuthServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-js",
+                "--user",
+                user,
+                "--pass",
+                pass,
+            ])
+            .arg("-sd")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server");
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        AuthServer(child, dir, port)
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// User and password in the URL: a wrong password is one line that does not show it, the
+/// right one publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_in_the_url_never_printed() {
+    let server = AuthServer::start("pgm", "s3cr3t-pw");
+    let setup = Setup::new("nats_auth").await;
+    let tables = store::TABLES.join(",");
+    let wrong = format!("nats://pgm:wr0ng-pw@127.0.0.1:{}", server.2);
+    let (ok, text) = pgmirror(&[
+        "mirror",
+        "--source",
+        &setup.cluster.url(&setup.db),
+        "--target",
+        &wrong,
+        "--name",
+        &setup.name,
+        "--tables",
+        &tables,
+    ]);
+    assert!(!ok, "{text}");
+    assert!(!text.contains("wr0ng-pw"), "the password is printed: {text}");
+    assert!(text.contains("nats://pgm:***@127.0.0.1"), "{text}");
+    let failures = text.lines().filter(|l| l.contains("authorization")).count();
+    assert_eq!(failures, 1, "one line says what failed: {text}");
+
+    let mut child = setup.spawn(&format!("nats://pgm:s3cr3t-pw@127.0.0.1:{}", server.2), &[]);
+    let client =
+        async_nats::ConnectOptions::with_user_and_password("pgm".into(), "s3cr3t-pw".into())
+            .connect(format!("127.0.0.1:{}", server.2))
+            .await
+            .unwrap();
+    setup.wait_copied(&jetstream::new(client)).await;
+    kill(&mut child);
 }
