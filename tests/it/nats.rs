@@ -587,8 +587,9 @@ fn status_ok(source: &str, url: &str, name: &str) -> bool {
     pgmirror(&["status", "--source", source, "--target", url, "--name", name]).0
 }
 
-/// A `nats-server` with JetStream that wants a user and password; killed when dropped.
-struct AuthServer(std::process::Child, tempfile::TempDir, u16);
+/// A `nats-server` with JetStream that wants a user and password (its process, its store
+/// directory, its port); killed when dropped.
+struct AuthServer(std::process::Child, #[allow(dead_code)] tempfile::TempDir, u16);
 
 impl AuthServer {
     fn start(user: &str, pass: &str) -> AuthServer {
