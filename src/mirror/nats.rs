@@ -13,7 +13,6 @@
 pub mod ops;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use applier::nats::{NatsTargetConfig, PayloadFormat, subject};
@@ -22,9 +21,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use pgconn::ConnConfig;
 use pgoutput_decoder::{Column, Lsn, Relation, RelationColumn, Tuple};
-use replication::{
-    CreateSlotOptions, ReplicationClient, SnapshotAction, StartReplication, Streaming,
-};
+use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction};
 use serde::{Deserialize, Serialize};
 use tablesync::TableDef;
 use tokio_postgres::SimpleQueryMessage;
@@ -207,13 +204,8 @@ pub async fn run(opts: &NatsMirrorOptions, shutdown: &mut Shutdown) -> anyhow::R
                 return Ok(());
             }
             Err(e) if (connected || opts.retry_first_connect) && retryable(&e) => {
-                opts.metrics.error();
-                opts.metrics.reconnected();
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, "connection lost; reconnecting");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown.wait() => return Ok(()),
+                if !super::back_off(&opts.metrics, &mut backoff, shutdown, connected, &e).await {
+                    return Ok(());
                 }
             }
             Err(e) => {
@@ -321,17 +313,7 @@ async fn prepare(
         tracing::info!(slot = %slot, "slot ready; streaming without an initial copy");
         return Ok((record, target));
     }
-    let created = repl
-        .create_slot(
-            &slot,
-            CreateSlotOptions { snapshot: SnapshotAction::Export, ..Default::default() },
-        )
-        .await
-        .context("creating the slot")?;
-    let Some(snapshot) = created.snapshot_name.clone() else {
-        bail!("the source did not export a snapshot for slot {slot:?}");
-    };
-    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created slot");
+    let (created, snapshot) = super::prepare::create_exporting_slot(&mut repl, &slot).await?;
     let mut stop = shutdown.clone();
     let rows = tokio::select! {
         r = copy_tables(&opts.source, &tables, &snapshot, created.consistent_point, &mut target) => r?,
@@ -431,35 +413,15 @@ async fn stream(
 ) -> anyhow::Result<()> {
     let mut applier = Applier::new(target, opts.applier.clone()).await?;
     let progress = applier.start_progress().unwrap_or(Lsn::ZERO);
-    let mut repl = ReplicationClient::connect(&opts.source)
-        .await
-        .context("replication connection to the source")?;
-    let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
-    if system.system_id.to_string() != record.source_system_id {
-        bail!(
-            "the source is a different PostgreSQL cluster (system id {}) than the one this mirror \
-             was set up from ({}); point --source at the original primary, or `pgmirror drop` \
-             this mirror and set it up again",
-            system.system_id,
-            record.source_system_id
-        );
-    }
-    if !repl.slot_exists(&record.slot).await.context("looking up the slot")? {
-        bail!(
-            "replication slot {:?} no longer exists on the source (dropped or invalidated), so \
-             changes since {progress} are lost to this mirror; recover with a fresh initial copy: \
-             `pgmirror drop` then `pgmirror mirror` again",
-            record.slot
-        );
-    }
-    super::wait_for_slot_release(&opts.source, &record.slot).await?;
-    let mut start = StartReplication::new(record.slot.clone(), [record.publication.clone()]);
-    start.start_lsn = progress;
-    start.binary = opts.binary;
-    start.messages = true;
-    start.streaming = if repl.server_version() >= 140_000 { Streaming::On } else { Streaming::Off };
-    start.status_interval = Duration::from_secs(1);
-    let stream = repl.start_replication(start).await.context("starting replication")?;
+    let source = super::SessionSource {
+        config: &opts.source,
+        system_id: Some(&record.source_system_id),
+        slot: &record.slot,
+        publication: &record.publication,
+        binary: opts.binary,
+        messages: true,
+    };
+    let (stream, system) = source.start(progress).await?;
     tracing::info!(slot = %record.slot, from = %progress, stream = %record.stream, "streaming into NATS");
     pump(&mut applier, stream, shutdown, &opts.metrics, system.xlogpos).await?;
     let stats = applier.stats();
