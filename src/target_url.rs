@@ -32,7 +32,9 @@ impl TargetUrl {
         if lower.starts_with("nats://") || lower.starts_with("tls://") {
             return NatsUrl::parse(value).with_context(|| option.to_owned()).map(TargetUrl::Nats);
         }
-        crate::conn::parse(option, value).map(TargetUrl::Postgres)
+        ConnConfig::parse(value)
+            .with_context(|| format!("{option}: invalid connection string"))
+            .map(TargetUrl::Postgres)
     }
 }
 

@@ -78,7 +78,10 @@ pub struct CheckOptions {
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.config()?;
     let (target, nats) = match args.target.as_deref().map(|t| TargetUrl::parse("--target", t)) {
-        Some(Ok(TargetUrl::Postgres(cfg))) => (Some(cfg), None),
+        // With the password prompt a PostgreSQL target has always had.
+        Some(Ok(TargetUrl::Postgres(_))) => {
+            (args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?, None)
+        }
         Some(Ok(TargetUrl::Nats(url))) => (None, Some(url)),
         Some(Err(e)) => return Err(e),
         None => (None, None),

@@ -151,13 +151,26 @@ pub async fn run(args: DropArgs) -> anyhow::Result<ExitCode> {
         Some(Ok(TargetUrl::Nats(url))) => {
             let name = args.name.as_deref().context("a NATS mirror is dropped by its --name")?;
             let source = args.source.config()?;
-            let report =
+            let dropped =
                 crate::mirror::nats::ops::drop_mirror(&source, &url, name, args.force, args.wait)
                     .await?;
+            let mut report = DropReport::default();
+            for d in dropped {
+                use crate::mirror::nats::ops::Outcome as N;
+                let outcome = match d.outcome {
+                    N::Removed => Outcome::Removed,
+                    N::Kept => Outcome::Kept,
+                    N::Absent => Outcome::Absent,
+                };
+                report.push(d.object, &d.name, outcome, d.reason);
+            }
             print!("{}", report.render());
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Ok(TargetUrl::Postgres(cfg))) => Some(cfg),
+        // With the password prompt a PostgreSQL target has always had.
+        Some(Ok(TargetUrl::Postgres(_))) => {
+            args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?
+        }
         Some(Err(e)) => return Err(e),
         None => None,
     };

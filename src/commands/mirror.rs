@@ -100,7 +100,8 @@ fn parse_format(s: &str) -> Result<PayloadFormat, String> {
 pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.named_config()?;
     let target = match TargetUrl::parse("--target", &args.target)? {
-        TargetUrl::Postgres(cfg) => cfg,
+        // With the password prompt a PostgreSQL target has always had.
+        TargetUrl::Postgres(_) => conn::parse("--target", &args.target)?,
         TargetUrl::Nats(url) => return Box::pin(run_nats(args, source, url)).await,
     };
     let mut opts = MirrorOptions::new(args.name, source, target, args.tables.into());

@@ -179,7 +179,10 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             print!("{}", status.render());
             return Ok(if status.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
-        Some(Ok(TargetUrl::Postgres(cfg))) => Some(cfg),
+        // With the password prompt a PostgreSQL target has always had.
+        Some(Ok(TargetUrl::Postgres(_))) => {
+            args.target.as_deref().map(|t| conn::parse("--target", t)).transpose()?
+        }
         Some(Err(e)) => return Err(e),
         None => None,
     };

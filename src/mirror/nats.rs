@@ -117,6 +117,9 @@ impl NatsMirrorOptions {
 pub struct NatsRecord {
     /// The slot.
     pub slot: String,
+    /// pgmirror created the slot (not given an existing one with `--no-initial-copy`).
+    #[serde(default = "yes")]
+    pub created_slot: bool,
     /// The publication.
     pub publication: String,
     /// pgmirror created the publication (from `--tables`).
@@ -131,6 +134,10 @@ pub struct NatsRecord {
     pub copied: bool,
     /// The source's system identifier.
     pub source_system_id: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The key of a mirror's record.
@@ -264,6 +271,7 @@ async fn prepare(
         .context("replication connection to the source")?;
     let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
     if let Some(rec) = &existing
+        && rec.created_slot
         && repl.slot_exists(&rec.slot).await.context("looking up the slot")?
     {
         tracing::info!(slot = %rec.slot, "previous initial copy was interrupted; starting it over");
@@ -291,6 +299,7 @@ async fn prepare(
     };
     let mut record = NatsRecord {
         slot: slot.clone(),
+        created_slot: !slot_exists,
         publication,
         created_publication,
         stream: opts.stream.clone(),

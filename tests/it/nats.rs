@@ -550,7 +550,11 @@ async fn check_status_and_drop_understand_a_nats_target() {
         .get(0);
     assert_eq!(slots, 0);
 
-    // A stream the user made is kept.
+    // A stream and a slot the user made are kept.
+    let slot = format!("pgmirror_{}", setup.name);
+    src.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .await
+        .unwrap();
     js.create_stream(jetstream::stream::Config {
         name: setup.stream.clone(),
         subjects: vec![format!("{}.>", setup.prefix)],
@@ -577,7 +581,9 @@ async fn check_status_and_drop_understand_a_nats_target() {
     ]);
     assert!(ok, "{text}");
     assert!(text.contains("kept    stream"), "{text}");
+    assert!(text.contains("kept    slot"), "{text}");
     assert!(js.get_stream(&setup.stream).await.is_ok());
+    src.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
 }
 
 /// `pgmirror status` exits 0 (set up, streaming).

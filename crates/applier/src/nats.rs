@@ -118,7 +118,8 @@ pub enum NatsError {
     /// An existing stream does not take the target's subjects.
     #[error(
         "NATS stream {stream:?} takes subjects {subjects:?}, which do not include \"{prefix}.>\"; \
-         add \"{prefix}.>\" to its subjects, or give another --nats-stream or --subject-prefix"
+         add \"{prefix}.>\" to its subjects, or publish into another stream or under another \
+         subject prefix"
     )]
     StreamSubjects {
         /// The stream.
@@ -330,9 +331,12 @@ impl NatsTarget {
                 self.cfg.stream
             ),
             PublishErrorKind::MaxPayloadExceeded => {
-                "publishing a change larger than the server's max_payload; raise max_payload in \
-                 the NATS server's configuration"
-                    .to_owned()
+                // The same change is as large next time: not worth retrying.
+                return NatsError::Config(format!(
+                    "a change is larger than the NATS server's max_payload ({e}); raise \
+                     max_payload in the server's configuration (up to 64MB)"
+                ))
+                .into();
             }
             _ => format!("publishing to stream {:?}", self.cfg.stream),
         };
@@ -667,7 +671,7 @@ async fn ensure_stream(js: &jetstream::Context, cfg: &NatsTargetConfig) -> Resul
         {
             if !(1..=5).contains(&cfg.replicas) {
                 return Err(NatsError::Config(format!(
-                    "--nats-replicas {} is out of range: JetStream keeps 1 to 5 replicas",
+                    "{} replicas asked for the stream: JetStream keeps 1 to 5",
                     cfg.replicas
                 )));
             }

@@ -10,7 +10,6 @@ use pgoutput_decoder::Lsn;
 use replication::ReplicationClient;
 
 use super::{BUCKET, NatsRecord, load_record, record_key};
-use crate::commands::drop::{DropAction, DropReport, Outcome};
 use crate::target_url::NatsUrl;
 
 /// A NATS mirror as `pgmirror status` shows it.
@@ -123,12 +122,36 @@ pub async fn status(source: &ConnConfig, url: &NatsUrl, name: &str) -> anyhow::R
     Ok(NatsStatus { name: name.to_owned(), record, acknowledged, stream, slot, wal_end })
 }
 
-fn action(object: &'static str, name: &str, outcome: Outcome, reason: &str) -> DropAction {
-    DropAction { object, name: name.to_owned(), outcome, reason: reason.to_owned() }
+/// What `drop` did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Dropped or deleted.
+    Removed,
+    /// Left alone.
+    Kept,
+    /// Not there.
+    Absent,
+}
+
+/// One object `drop` dealt with: its kind, name, what happened and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// `slot`, `publication`, `stream`, `bucket keys`.
+    pub object: &'static str,
+    /// Its name.
+    pub name: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why (for a kept object, how to remove it anyway).
+    pub reason: String,
+}
+
+fn action(object: &'static str, name: &str, outcome: Outcome, reason: &str) -> Dropped {
+    Dropped { object, name: name.to_owned(), outcome, reason: reason.to_owned() }
 }
 
 /// `removed`: `Some(true)` dropped, `Some(false)` was not there, `None` kept (not pgmirror's).
-fn outcome(object: &'static str, name: &str, removed: Option<bool>) -> DropAction {
+fn outcome(object: &'static str, name: &str, removed: Option<bool>) -> Dropped {
     match removed {
         Some(true) => action(object, name, Outcome::Removed, ""),
         Some(false) => action(object, name, Outcome::Absent, ""),
@@ -147,7 +170,7 @@ pub async fn drop_mirror(
     name: &str,
     force: bool,
     wait: bool,
-) -> anyhow::Result<DropReport> {
+) -> anyhow::Result<Vec<Dropped>> {
     let js = jetstream::new(url.connect("pgmirror drop").await?);
     let Some(record) = load_record(&js, name).await? else {
         anyhow::bail!(
@@ -156,19 +179,27 @@ pub async fn drop_mirror(
             record_key(name)
         );
     };
-    let mut report = DropReport::default();
+    let mut report = Vec::new();
     let mut repl =
         ReplicationClient::connect(source).await.context("replication connection to the source")?;
-    if repl.slot_exists(&record.slot).await.context("looking up the slot")? {
+    if !record.created_slot && !force {
+        report.push(action(
+            "slot",
+            &record.slot,
+            Outcome::Kept,
+            "pgmirror did not create it (the mirror was started on an existing slot); pass \
+             --force to drop it",
+        ));
+    } else if repl.slot_exists(&record.slot).await.context("looking up the slot")? {
         repl.drop_slot(&record.slot, wait).await.with_context(|| {
             format!(
                 "dropping slot {:?} (is the mirror still running? stop it, or pass --wait)",
                 record.slot
             )
         })?;
-        report.actions.push(action("slot", &record.slot, Outcome::Removed, ""));
+        report.push(action("slot", &record.slot, Outcome::Removed, ""));
     } else {
-        report.actions.push(action("slot", &record.slot, Outcome::Absent, "not on the source"));
+        report.push(action("slot", &record.slot, Outcome::Absent, "not on the source"));
     }
     repl.close().await;
     let sql = pgconn::connect_sql(source).await.context("connecting to the source")?;
@@ -177,17 +208,17 @@ pub async fn drop_mirror(
     } else {
         None
     };
-    report.actions.push(outcome("publication", &record.publication, removed));
+    report.push(outcome("publication", &record.publication, removed));
     let removed = if record.created_stream || force {
         Some(js.delete_stream(&record.stream).await.is_ok())
     } else {
         None
     };
-    report.actions.push(outcome("stream", &record.stream, removed));
+    report.push(outcome("stream", &record.stream, removed));
     forget_progress(&js, BUCKET, name).await?;
     let kv = js.get_key_value(BUCKET).await.context("opening the NATS bucket")?;
     kv.purge(record_key(name)).await.context("removing the mirror's record")?;
-    report.actions.push(action("bucket keys", &subject::kv_key(name), Outcome::Removed, ""));
+    report.push(action("bucket keys", &subject::kv_key(name), Outcome::Removed, ""));
     Ok(report)
 }
 
