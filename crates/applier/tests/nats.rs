@@ -281,7 +281,7 @@ async fn a_stream_without_the_prefix_is_refused() {
     assert!(matches!(err, NatsError::StreamSubjects { .. }), "{err}");
     let text = err.to_string();
     assert!(
-        text.contains(&format!("\"{}.>\"", cfg.prefix)) && text.contains("--nats-stream"),
+        text.contains(&format!("\"{}.>\"", cfg.prefix)) && text.contains("another stream"),
         "{text}"
     );
 }
