@@ -591,26 +591,18 @@ fn status_ok(source: &str, url: &str, name: &str) -> bool {
     pgmirror(&["status", "--source", source, "--target", url, "--name", name]).0
 }
 
-/// A `nats-server` with JetStream that wants a user and password (its process, its store
-/// directory, its port); killed when dropped.
+/// A `nats-server` with JetStream that wants credentials (its process, its store directory,
+/// its port); killed when dropped.
 struct AuthServer(std::process::Child, #[allow(dead_code)] tempfile::TempDir, u16);
 
 impl AuthServer {
-    fn start(user: &str, pass: &str) -> AuthServer {
+    /// `auth`: `nats-server` flags such as `--user U --pass P` or `--auth TOKEN`.
+    fn start(auth: &[&str]) -> AuthServer {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = std::process::Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-js",
-                "--user",
-                user,
-                "--pass",
-                pass,
-            ])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js"])
+            .args(auth)
             .arg("-sd")
             .arg(dir.path())
             .stdout(std::process::Stdio::null())
@@ -637,7 +629,7 @@ impl Drop for AuthServer {
 /// right one publishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_and_password_in_the_url_never_printed() {
-    let server = AuthServer::start("pgm", "s3cr3t-pw");
+    let server = AuthServer::start(&["--user", "pgm", "--pass", "s3cr3t-pw"]);
     let setup = Setup::new("nats_auth").await;
     let tables = store::TABLES.join(",");
     let wrong = format!("nats://pgm:wr0ng-pw@127.0.0.1:{}", server.2);
@@ -664,6 +656,26 @@ async fn user_and_password_in_the_url_never_printed() {
             .connect(format!("127.0.0.1:{}", server.2))
             .await
             .unwrap();
+    setup.wait_copied(&jetstream::new(client)).await;
+    kill(&mut child);
+}
+
+/// A token as the URL's user: the mirror publishes, and the token is never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_the_url() {
+    let server = AuthServer::start(&["--auth", "t0ken-xyz"]);
+    let setup = Setup::new("nats_token").await;
+    let url = format!("nats://t0ken-xyz@127.0.0.1:{}", server.2);
+    let (ok, text) =
+        pgmirror(&["check", "--source", &setup.cluster.url(&setup.db), "--target", &url]);
+    assert!(text.contains("NATS reachable at nats://***@127.0.0.1"), "{text}");
+    assert!(!text.contains("t0ken-xyz"), "{text}");
+    assert!(ok, "{text}");
+    let mut child = setup.spawn(&url, &[]);
+    let client = async_nats::ConnectOptions::with_token("t0ken-xyz".into())
+        .connect(format!("127.0.0.1:{}", server.2))
+        .await
+        .unwrap();
     setup.wait_copied(&jetstream::new(client)).await;
     kill(&mut child);
 }
