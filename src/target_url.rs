@@ -228,10 +228,12 @@ pub struct NatsConnectError {
 }
 
 impl NatsConnectError {
-    /// Whether trying again later may succeed (nothing answering yet, a timeout).
+    /// Whether trying again later may succeed (nothing answering yet, a timeout; not a
+    /// certificate the client does not trust).
     pub fn is_transient(&self) -> bool {
         use async_nats::ConnectErrorKind as K;
         matches!(self.kind, K::Io | K::TimedOut | K::Dns | K::MaxReconnects)
+            && !self.detail.contains("certificate")
     }
 }
 
@@ -244,6 +246,10 @@ impl fmt::Display for NatsConnectError {
                  creds= in --target"
             }
             K::Tls => "check tls://, ca=, cert= and key= in --target against the server's TLS",
+            // The client reports a certificate it does not trust as an I/O error.
+            _ if self.detail.contains("certificate") => {
+                "the server's certificate is not trusted: give its CA as ca=FILE in --target"
+            }
             K::ServerParse => "give host:port for each server in --target",
             _ => "check the host and port in --target, and that nats-server runs",
         };

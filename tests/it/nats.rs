@@ -679,3 +679,53 @@ async fn a_token_in_the_url() {
     setup.wait_copied(&jetstream::new(client)).await;
     kill(&mut child);
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`: (ca, cert, key).
+fn tls_files(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    (
+        write("ca.pem", ca_cert.pem()),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+/// TLS: `tls://` with the server's CA given as `ca=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_servers_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(certs.path());
+    let server = AuthServer::start(&["--tls", "--tlscert", &cert, "--tlskey", &key]);
+    let setup = Setup::new("nats_tls").await;
+    let url = format!("tls://127.0.0.1:{}?ca={ca}", server.2);
+    let mut child = setup.spawn(&url, &[]);
+    let client = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(ca.clone().into())
+        .connect(format!("tls://127.0.0.1:{}", server.2))
+        .await
+        .unwrap();
+    setup.wait_copied(&jetstream::new(client)).await;
+    kill(&mut child);
+    // Without the CA the server's certificate is not trusted: one line saying what to check.
+    let plain = format!("tls://127.0.0.1:{}", server.2);
+    let (ok, text) =
+        pgmirror(&["check", "--source", &setup.cluster.url(&setup.db), "--target", &plain]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("ca="), "{text}");
+}
