@@ -149,10 +149,14 @@ pub fn parse(option: &str, value: &str) -> anyhow::Result<ConnConfig> {
 /// # Errors
 /// A malformed connection string, named by the option.
 pub fn parse_target(value: &str) -> anyhow::Result<TargetUrl> {
+    let other_kind =
+        applier::mysql::session::is_mysql_url(value) || crate::target_url::is_nats_url(value);
     match TargetUrl::parse(value) {
-        Ok(TargetUrl::MySql(url)) => Ok(TargetUrl::MySql(url)),
-        Err(e) if applier::mysql::session::is_mysql_url(value) => Err(e.context("--target")),
-        _ => parse("--target", value).map(TargetUrl::Postgres),
+        Ok(TargetUrl::Postgres(_)) | Err(_) if !other_kind => {
+            parse("--target", value).map(TargetUrl::Postgres)
+        }
+        Ok(target) => Ok(target),
+        Err(e) => Err(e.context("--target")),
     }
 }
 

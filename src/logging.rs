@@ -9,8 +9,9 @@ use tracing_subscriber::fmt::MakeWriter;
 pub fn init(verbose: u8) {
     // tokio-postgres logs every server NOTICE at info ("relation already exists, skipping").
     let default = match verbose {
-        0 => "info,tokio_postgres=warn",
-        1 => "debug,tokio_postgres=info",
+        // async-nats logs each connection event and failure itself; pgmirror reports them.
+        0 => "info,tokio_postgres=warn,async_nats=off",
+        1 => "debug,tokio_postgres=info,async_nats=info",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

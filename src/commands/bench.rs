@@ -39,6 +39,11 @@ pub struct BenchArgs {
     /// `1,2,4`): databases on the replica cluster, each table sharded by its primary key.
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     pub shards: Vec<usize>,
+    /// Instead of the workloads: publish a backlog of single-row changes (1M at scale 1) into
+    /// a throwaway NATS JetStream server, next to what a minimal client gets from the same
+    /// server, and the live latency.
+    #[arg(long)]
+    pub nats: bool,
 }
 
 /// Runs the benchmark and prints its table (or JSON). Exits with failure when a run failed
@@ -49,6 +54,22 @@ pub struct BenchArgs {
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
     let exe = std::env::current_exe().context("locating the pgmirror executable")?;
+    if args.nats {
+        let opts = bench::nats::NatsBenchOptions {
+            changes: args.scale.of(1_000_000, 1_000),
+            pgmirror_exe: exe,
+            latency_samples: args.latency_samples,
+            run_timeout: std::time::Duration::from_secs(args.timeout),
+            verbose: !args.quiet,
+        };
+        let report = bench::nats::run_nats(opts).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", bench::nats::render_nats(&report));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let opts = BenchOptions {
         workloads: args.workload,
         scale: args.scale,

@@ -51,6 +51,12 @@ pub struct CheckArgs {
     /// Print a JSON array of `{check, ok, warning, detail, fix}` instead of text.
     #[arg(long)]
     pub json: bool,
+    /// NATS target: the stream `pgmirror mirror --nats-stream` will publish into.
+    #[arg(long, default_value = "PGMIRROR", value_name = "NAME")]
+    pub nats_stream: String,
+    /// NATS target: the subject prefix `pgmirror mirror --subject-prefix` will use.
+    #[arg(long, default_value = "pgmirror", value_name = "PREFIX")]
+    pub subject_prefix: String,
 }
 
 /// What to check.
@@ -102,6 +108,19 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             }
             Some(TargetUrl::Postgres(target)) => {
                 run_check(&CheckOptions { target: Some(target), ..opts }).await
+            }
+            Some(TargetUrl::Nats(url)) => {
+                let mut report = run_check(&opts).await;
+                let lines =
+                    crate::mirror::nats::ops::check(&url, &args.nats_stream, &args.subject_prefix)
+                        .await;
+                for line in lines {
+                    match line {
+                        Ok(detail) => report.pass("nats target", detail),
+                        Err(problem) => report.fail("nats target", problem, "see the line above"),
+                    }
+                }
+                report
             }
             None => run_check(&opts).await,
         };

@@ -160,6 +160,27 @@ pub async fn run(args: DropArgs) -> anyhow::Result<ExitCode> {
                 return crate::mirror::mysql::ops::drop(&args.source.config()?, &target, name)
                     .await;
             }
+            Some(TargetUrl::Nats(url)) => {
+                let name =
+                    args.name.as_deref().context("a NATS mirror is dropped by its --name")?;
+                let source = args.source.config()?;
+                let dropped = crate::mirror::nats::ops::drop_mirror(
+                    &source, &url, name, args.force, args.wait,
+                )
+                .await?;
+                let mut report = DropReport::default();
+                for d in dropped {
+                    use crate::mirror::nats::ops::Outcome as N;
+                    let outcome = match d.outcome {
+                        N::Removed => Outcome::Removed,
+                        N::Kept => Outcome::Kept,
+                        N::Absent => Outcome::Absent,
+                    };
+                    report.push(d.object, &d.name, outcome, d.reason);
+                }
+                print!("{}", report.render());
+                return Ok(ExitCode::SUCCESS);
+            }
             Some(TargetUrl::Postgres(target)) => Some(target),
             None => None,
         };

@@ -12,8 +12,11 @@ use crate::conn;
 /// The targets of a mirror: one replica, or its shards.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// The replica to write into. Repeated: the shards, in order (shard `i` holds hash
-    /// partition `REMAINDER i` of each sharded table, every row of the others).
+    /// The replica to write into: a PostgreSQL connection string, `mysql://` or `mariadb://`
+    /// for MySQL/MariaDB, or `nats://[user:password@]host:4222[,host2:4222...]` (`tls://` for
+    /// TLS) to publish the changes into a NATS JetStream stream. Repeated: PostgreSQL shards,
+    /// in order (shard `i` holds hash partition `REMAINDER i` of each sharded table, every row
+    /// of the others).
     #[arg(
         long,
         env = "PGMIRROR_TARGET",
@@ -40,7 +43,7 @@ impl TargetArgs {
     /// # Errors
     /// A malformed connection string.
     pub fn first(&self) -> anyhow::Result<ConnConfig> {
-        conn::parse("--target", &self.target[0])
+        Ok(self.all()?.swap_remove(0))
     }
 
     /// Every target, in order.
@@ -48,7 +51,19 @@ impl TargetArgs {
     /// # Errors
     /// A malformed connection string.
     pub fn all(&self) -> anyhow::Result<Vec<ConnConfig>> {
-        self.target.iter().map(|t| conn::parse("--target", t)).collect()
+        self.target
+            .iter()
+            .map(|t| {
+                if applier::mysql::session::is_mysql_url(t) || crate::target_url::is_nats_url(t) {
+                    bail!(
+                        "--target {}: shards are PostgreSQL databases; mirror into MySQL/MariaDB \
+                         or NATS with a single --target",
+                        t.split('@').next_back().unwrap_or_default()
+                    );
+                }
+                conn::parse("--target", t)
+            })
+            .collect()
     }
 
     /// The sharded tables.

@@ -206,6 +206,13 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             )
             .await;
         }
+        Some(TargetUrl::Nats(url)) => {
+            let name = args.name.as_deref().unwrap_or("default");
+            let status =
+                crate::mirror::nats::ops::status(&args.source.config()?, &url, name).await?;
+            print!("{}", status.render());
+            return Ok(if status.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
         Some(TargetUrl::Postgres(target)) => Some(target),
         None => None,
     };

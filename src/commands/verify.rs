@@ -217,6 +217,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let target = match conn::parse_target(&args.targets.target[0])? {
         TargetUrl::Postgres(target) => target,
+        TargetUrl::Nats(url) => bail!(
+            "verify compares tables, and {url} holds a stream of changes: read it with a \
+             consumer (examples/nats_consumer.rs rebuilds a table from it)"
+        ),
         TargetUrl::MySql(target) => {
             let tables =
                 (args.publication.is_some() || args.tables.is_some()).then_some(TableSelection {

@@ -12,6 +12,7 @@
 mod copy;
 pub mod lookup;
 pub mod mysql;
+pub mod nats;
 mod options;
 mod prepare;
 pub mod registry;
@@ -72,17 +73,8 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
             Err(e)
                 if is_transient(e.as_ref()) && (connected_before || opts.retry_first_connect) =>
             {
-                opts.metrics.error();
-                let delay = backoff.next_delay();
-                if connected_before {
-                    opts.metrics.reconnected();
-                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, "connection lost; reconnecting");
-                } else {
-                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, "cannot reach the servers yet; retrying (--retry-first-connect)");
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown.wait() => return Ok(()),
+                if !back_off(&opts.metrics, &mut backoff, shutdown, connected_before, &e).await {
+                    return Ok(());
                 }
             }
             Err(e) => {
@@ -90,6 +82,29 @@ pub async fn run(opts: &MirrorOptions, shutdown: &mut Shutdown) -> anyhow::Resul
                 return Err(e);
             }
         }
+    }
+}
+
+/// Counts and logs a fault worth retrying, then waits out the backoff; `false` when a stop
+/// came first.
+async fn back_off(
+    metrics: &crate::metrics::Metrics,
+    backoff: &mut Backoff,
+    shutdown: &mut Shutdown,
+    connected_before: bool,
+    e: &anyhow::Error,
+) -> bool {
+    metrics.error();
+    let delay = backoff.next_delay();
+    if connected_before {
+        metrics.reconnected();
+        tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, "connection lost; reconnecting");
+    } else {
+        tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, "cannot reach the servers yet; retrying (--retry-first-connect)");
+    }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = shutdown.wait() => false,
     }
 }
 
@@ -127,6 +142,82 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Where a streaming session reads the source.
+struct SessionSource<'a> {
+    config: &'a pgconn::ConnConfig,
+    /// The system identifier of the cluster the mirror was set up from.
+    system_id: Option<&'a str>,
+    slot: &'a str,
+    publication: &'a str,
+    binary: bool,
+    /// Logical decoding messages too.
+    messages: bool,
+}
+
+impl SessionSource<'_> {
+    /// Starts replication at `progress`, once the source is the cluster the mirror was set up
+    /// from, its slot still exists and no walsender of an earlier session holds it any more.
+    async fn start(
+        &self,
+        progress: Lsn,
+    ) -> anyhow::Result<(replication::LogicalReplicationStream, replication::SystemInfo)> {
+        let mut repl = ReplicationClient::connect(self.config)
+            .await
+            .context("replication connection to the source")?;
+        let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
+        if let Some(expected) = self.system_id
+            && expected != system.system_id.to_string()
+        {
+            bail!(
+                "the source is a different PostgreSQL cluster (system id {}) than the one this \
+                 mirror was set up from ({expected}); point --source at the original primary, \
+                 or `pgmirror drop` this mirror and set it up again",
+                system.system_id
+            );
+        }
+        let slot = self.slot;
+        if !repl.slot_exists(slot).await.context("looking up the slot")? {
+            bail!(
+                "replication slot {slot:?} no longer exists on the source (dropped or \
+                 invalidated), so changes since {progress} are lost to this mirror; recover with \
+                 a fresh initial copy: `pgmirror drop` then `pgmirror mirror` again"
+            );
+        }
+        // START_REPLICATION refuses a slot a walsender still holds; one held for longer than
+        // the wait gets that refusal, which names the process.
+        wait_for_slot_release(self.config, slot).await?;
+        let mut start = StartReplication::new(slot.to_owned(), [self.publication.to_owned()]);
+        start.start_lsn = progress;
+        start.binary = self.binary;
+        start.messages = self.messages;
+        start.streaming =
+            if repl.server_version() >= 140_000 { Streaming::On } else { Streaming::Off };
+        // Report progress every second (not libpq's 10 s): the slot, `status` and `verify`
+        // then see applied positions promptly, and an idle slot releases WAL sooner.
+        start.status_interval = Duration::from_secs(1);
+        let stream = repl.start_replication(start).await.context("starting replication")?;
+        Ok((stream, system))
+    }
+}
+
+/// Waits (see [`wait_for_release`]) until no walsender streams from `slot`.
+async fn wait_for_slot_release(source: &pgconn::ConnConfig, slot: &str) -> anyhow::Result<()> {
+    let source = pgconn::connect_sql(source).await.context("connecting to the source")?;
+    wait_for_release(|| async {
+        let active = source
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&slot],
+            )
+            .await
+            .context("looking up the slot")?
+            .is_some();
+        Ok(!active)
+    })
+    .await?;
+    Ok(())
 }
 
 /// A target connection that holds this mirror's advisory lock, so a second pgmirror for the
@@ -248,52 +339,15 @@ async fn start_stream(
     record: &MirrorRecord,
     progress: Lsn,
 ) -> anyhow::Result<(LogicalReplicationStream, Lsn)> {
-    let mut repl = ReplicationClient::connect(&opts.source)
-        .await
-        .context("replication connection to the source")?;
-    let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
-    if let Some(expected) = &record.source_system_id
-        && *expected != system.system_id.to_string()
-    {
-        bail!(
-            "the source is a different PostgreSQL cluster (system id {}) than the one this \
-                 mirror was set up from ({expected}); point --source at the original primary, or \
-                 `pgmirror drop` this mirror and set it up again",
-            system.system_id
-        );
-    }
-    if !repl.slot_exists(&record.slot).await.context("looking up the slot")? {
-        bail!(
-            "replication slot {:?} no longer exists on the source (dropped or invalidated), so \
-             changes since {progress} are lost to this mirror; recover with a fresh initial copy: \
-             `pgmirror drop` then `pgmirror mirror` again",
-            record.slot
-        );
-    }
-    // START_REPLICATION refuses a slot a walsender still holds; one held for longer than the
-    // wait gets that refusal, which names the process.
-    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
-    wait_for_release(|| async {
-        let active = source
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&record.slot],
-            )
-            .await
-            .context("looking up the slot")?
-            .is_some();
-        Ok(!active)
-    })
-    .await?;
-    drop(source);
-    let mut start = StartReplication::new(record.slot.clone(), [record.publication.clone()]);
-    start.start_lsn = progress;
-    start.binary = opts.binary;
-    start.streaming = if repl.server_version() >= 140_000 { Streaming::On } else { Streaming::Off };
-    // Report progress every second (not libpq's 10 s): the slot, `status` and `verify` then
-    // see applied positions promptly, and an idle slot releases WAL sooner.
-    start.status_interval = Duration::from_secs(1);
-    let stream = repl.start_replication(start).await.context("starting replication")?;
+    let source = SessionSource {
+        config: &opts.source,
+        system_id: record.source_system_id.as_deref(),
+        slot: &record.slot,
+        publication: &record.publication,
+        binary: opts.binary,
+        messages: false,
+    };
+    let (stream, system) = source.start(progress).await?;
     tracing::info!(slot = %record.slot, from = %progress, proto = stream.proto_version(), "streaming");
     Ok((stream, system.xlogpos))
 }

@@ -195,18 +195,8 @@ async fn set_up(
     // exist, which the next start handles; the opposite order could orphan a slot.
     registry::save(target, &record).await.context("recording the mirror on the target")?;
     undo.record = existing.is_none().then(|| opts.name.clone());
-    let created = repl
-        .create_slot(
-            &slot,
-            CreateSlotOptions { snapshot: SnapshotAction::Export, ..Default::default() },
-        )
-        .await
-        .context("creating the slot")?;
+    let (created, snapshot) = create_exporting_slot(&mut repl, &slot).await?;
     undo.slot = Some(slot.clone());
-    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created slot");
-    let Some(snapshot) = created.snapshot_name.clone() else {
-        bail!("the source did not export a snapshot for slot {slot:?}");
-    };
 
     undo.copy_started = true;
     initial_copy(opts, &tables, &snapshot, redo_copy || opts.truncate_target, shutdown).await?;
@@ -220,6 +210,26 @@ async fn set_up(
     record.state = MirrorState::Streaming;
     tracing::info!("initial copy done");
     Ok(record)
+}
+
+/// Creates `slot` exporting its snapshot; returns it and the snapshot's name (valid while
+/// `repl` stays open).
+pub(super) async fn create_exporting_slot(
+    repl: &mut ReplicationClient,
+    slot: &str,
+) -> anyhow::Result<(replication::SlotInfo, String)> {
+    let created = repl
+        .create_slot(
+            slot,
+            CreateSlotOptions { snapshot: SnapshotAction::Export, ..Default::default() },
+        )
+        .await
+        .context("creating the slot")?;
+    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created slot");
+    let Some(snapshot) = created.snapshot_name.clone() else {
+        bail!("the source did not export a snapshot for slot {slot:?}");
+    };
+    Ok((created, snapshot))
 }
 
 /// Creates what the mirrored tables need on the target and the target lacks (see

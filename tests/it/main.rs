@@ -19,6 +19,7 @@ mod libpq;
 mod metrics;
 mod mirror;
 mod mysql;
+mod nats;
 mod ops;
 mod safety;
 mod schema;

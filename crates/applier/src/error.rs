@@ -170,6 +170,9 @@ pub enum ApplyError {
     /// A MySQL target URL that cannot be used.
     #[error("bad MySQL target URL: {0}")]
     BadTargetUrl(String),
+    /// Publishing to NATS JetStream, or setting up its stream and bucket, failed.
+    #[error(transparent)]
+    Nats(#[from] crate::nats::NatsError),
     /// An earlier error left the target in an unknown state; build a new one.
     #[error("the target failed earlier and must be recreated")]
     Poisoned,

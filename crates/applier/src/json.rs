@@ -149,6 +149,41 @@ impl<W: Write + Send> JsonTarget<W> {
         self.out
     }
 
+    /// Renders `change` as the object `tail` prints (without the newline) and returns it,
+    /// looking up on the source what its types need first.
+    pub(crate) async fn render_change(&mut self, change: &Change) -> Result<&str, ApplyError> {
+        // Changes replayed from a streamed transaction may bring relations not seen yet.
+        let rel = match change {
+            Change::Insert { rel, .. }
+            | Change::Update { rel, .. }
+            | Change::Delete { rel, .. } => Some(rel),
+            Change::Truncate { .. } | Change::Message(_) => None,
+        };
+        if let Some(rel) = rel {
+            self.types.learn(rel.columns.iter().map(|c| c.type_oid)).await?;
+        }
+        // Composite fields of types not seen yet and the names of reg* values are looked up
+        // on the source, then the change is rendered again.
+        for _ in 0..MAX_LOOKUP_ROUNDS {
+            let wants = self.render(change);
+            if wants.is_empty() {
+                break;
+            }
+            self.types.resolve(wants).await?;
+        }
+        Ok(&self.line)
+    }
+
+    /// Learns the types of `rel`'s columns (see [`Target::relation`]).
+    pub(crate) async fn learn_relation(&mut self, rel: &Relation) -> Result<(), ApplyError> {
+        self.types.learn(rel.columns.iter().map(|c| c.type_oid)).await
+    }
+
+    /// Forgets the names of `reg*` values looked up for the transaction that ended.
+    pub(crate) fn end_transaction(&mut self) {
+        self.types.forget_names();
+    }
+
     fn emit(&mut self) -> Result<(), ApplyError> {
         self.line.push('\n');
         let r = self.out.write_all(self.line.as_bytes()).map_err(ApplyError::Output);
@@ -341,29 +376,11 @@ impl<W: Write + Send> Target for JsonTarget<W> {
     }
 
     async fn relation(&mut self, rel: &Arc<Relation>, _types: &TypeMap) -> Result<(), ApplyError> {
-        self.types.learn(rel.columns.iter().map(|c| c.type_oid)).await
+        self.learn_relation(rel).await
     }
 
     async fn change(&mut self, change: Change) -> Result<(), ApplyError> {
-        // Changes replayed from a streamed transaction may bring relations not seen yet.
-        let rel = match &change {
-            Change::Insert { rel, .. }
-            | Change::Update { rel, .. }
-            | Change::Delete { rel, .. } => Some(rel),
-            Change::Truncate { .. } | Change::Message(_) => None,
-        };
-        if let Some(rel) = rel {
-            self.types.learn(rel.columns.iter().map(|c| c.type_oid)).await?;
-        }
-        // Composite fields of types not seen yet and the names of reg* values are looked up
-        // on the source, then the change is rendered again.
-        for _ in 0..MAX_LOOKUP_ROUNDS {
-            let wants = self.render(&change);
-            if wants.is_empty() {
-                break;
-            }
-            self.types.resolve(wants).await?;
-        }
+        self.render_change(&change).await?;
         self.emit()
     }
 
@@ -377,7 +394,7 @@ impl<W: Write + Send> Target for JsonTarget<W> {
         self.emit()?;
         self.out.flush().map_err(ApplyError::Output)?;
         self.last_end = Some(commit.end_lsn);
-        self.types.forget_names();
+        self.end_transaction();
         Ok(())
     }
 

@@ -15,6 +15,7 @@
 //!   multi-row inserts and set-based updates and deletes.
 //! - [`shard::ShardedTarget`]: N targets laid out as PostgreSQL's hash partitioning, each
 //!   keeping its own progress.
+//! - [`NatsTarget`]: one message per change into a NATS JetStream stream, exactly once.
 //!
 //! # Driving an applier
 //! The caller owns the replication stream and its feedback. For each message it calls
@@ -31,6 +32,7 @@ mod applier;
 mod error;
 mod json;
 pub mod mysql;
+pub mod nats;
 mod postgres;
 pub mod shard;
 mod spill;
@@ -42,6 +44,7 @@ pub use applier::{Applier, ApplierConfig, ApplyStats};
 pub use error::{ApplyError, Op, SchemaChange};
 pub use json::JsonTarget;
 pub use mysql::{MySqlTarget, MySqlTargetConfig, MySqlTargetStats};
+pub use nats::{NatsError, NatsTarget, NatsTargetConfig, PayloadFormat};
 pub use postgres::progress;
 pub use postgres::{PostgresTarget, PostgresTargetConfig, PostgresTargetStats, TypeResolver};
 pub use target::{Change, CommitInfo, Target, TxnInfo, TypeMap};

@@ -55,7 +55,7 @@ pub(crate) struct Backlog {
 
 /// Settings both clusters share: fair (durable, like a production server), with checkpoints
 /// and autovacuum kept out of the runs.
-fn cluster_builder() -> ClusterBuilder {
+pub(crate) fn cluster_builder() -> ClusterBuilder {
     ClusterBuilder::new()
         .setting("max_wal_size", "64GB")
         .setting("min_wal_size", "1GB")

@@ -28,6 +28,7 @@ mod error;
 mod harness;
 mod initial;
 mod mariadb;
+pub mod nats;
 pub mod procstat;
 mod report;
 mod shards;
