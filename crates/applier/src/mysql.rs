@@ -10,8 +10,11 @@
 //! (see the mapping in [`types`]) stops the apply with [`ApplyError::Unrepresentable`], and the
 //! open MySQL transaction, with every source transaction of the group, is rolled back.
 //!
-//! Changes go out in runs (`run`): consecutive inserts into a table as one multi-row `INSERT`,
-//! updates and deletes by key as one set-based statement, each key at most once per run.
+//! Changes go out in runs (`run`), one pending per table across the source transactions of a
+//! group: inserts into a table as one multi-row `INSERT`, updates and deletes by key as one
+//! set-based statement, each key at most once per run. Runs of different tables go out in any
+//! order: `foreign_key_checks = 0` makes the order between tables irrelevant, and nothing is
+//! visible before the group's `COMMIT`.
 
 pub mod copy;
 pub mod progress;
@@ -51,6 +54,9 @@ fn exec<'a>(conn: &'a mut MySqlConnection, sql: &'a str) -> BoxFuture<'a, Result
 pub(crate) fn target_err(context: impl Into<String>, source: sqlx::Error) -> ApplyError {
     ApplyError::MySql { context: context.into(), source }
 }
+
+/// Bytes of values buffered over all tables' runs before every run is sent.
+const MAX_BUFFERED_BYTES: usize = 32 << 20;
 
 /// Settings of a [`MySqlTarget`].
 #[derive(Debug, Clone)]
@@ -103,7 +109,8 @@ pub struct MySqlTarget {
     server: ServerInfo,
     tables: HashMap<(String, String), Arc<MySqlTable>>,
     rels: HashMap<u32, Arc<RelMap>>,
-    run: Option<Run>,
+    /// Pending runs, at most one per table, oldest first.
+    runs: Vec<Run>,
     in_txn: bool,
     source: Option<TxnInfo>,
     last_commit: Option<CommitInfo>,
@@ -140,7 +147,7 @@ impl MySqlTarget {
             server,
             tables,
             rels: HashMap::new(),
-            run: None,
+            runs: Vec::new(),
             in_txn: false,
             source: None,
             last_commit: None,
@@ -207,31 +214,74 @@ impl MySqlTarget {
         Ok(())
     }
 
-    async fn send_run(&mut self) -> Result<(), ApplyError> {
-        if let Some(run) = self.run.take() {
-            self.begin_if_needed().await?;
-            let rows = run.execute(&mut self.conn, self.server.collation()).await?;
-            self.stats.statements += 1;
-            self.stats.rows += u64::try_from(rows).unwrap_or(u64::MAX);
+    fn run_index(&self, table: &Arc<MySqlTable>) -> Option<usize> {
+        self.runs.iter().position(|r| Arc::ptr_eq(&r.table, table))
+    }
+
+    /// Sends the pending run at index `i`.
+    async fn send_run(&mut self, i: usize) -> Result<(), ApplyError> {
+        let run = self.runs.remove(i);
+        self.begin_if_needed().await?;
+        let rows = run.execute(&mut self.conn, self.server.collation()).await?;
+        self.stats.statements += 1;
+        self.stats.rows += u64::try_from(rows).unwrap_or(u64::MAX);
+        Ok(())
+    }
+
+    /// Sends `table`'s pending run, if any.
+    async fn end_table_run(&mut self, table: &Arc<MySqlTable>) -> Result<(), ApplyError> {
+        match self.run_index(table) {
+            Some(i) => self.send_run(i).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends every pending run, oldest first.
+    async fn end_runs(&mut self) -> Result<(), ApplyError> {
+        while !self.runs.is_empty() {
+            self.send_run(0).await?;
         }
         Ok(())
     }
 
-    /// Adds a row to the current run, sending that run first when the row cannot join it.
+    /// Adds a row to `table`'s run: folded into the buffered row of its key when it is an
+    /// update that can be, else appended, after sending the run when the row cannot join it.
     async fn add(
         &mut self,
         table: &Arc<MySqlTable>,
         kind: RunKind,
-        key: String,
-        row: Vec<Bind>,
+        key: Option<String>,
+        mut row: Vec<Bind>,
     ) -> Result<(), ApplyError> {
-        if self.run.as_ref().is_some_and(|r| !r.accepts(table, &kind, &key)) {
-            self.send_run().await?;
+        if let Some(i) = self.run_index(table) {
+            if let (RunKind::Update(set), Some(k)) = (&kind, &key) {
+                match self.runs[i].fold(k, set, row) {
+                    Ok(()) => return self.check_full(i).await,
+                    Err(r) => row = r,
+                }
+            }
+            if !self.runs[i].accepts(&kind, key.as_deref()) {
+                self.send_run(i).await?;
+            }
         }
-        let run = self.run.get_or_insert_with(|| Run::new(table.clone(), kind));
-        run.push(key, row);
-        if run.is_full(self.cfg.batch_max_rows, self.cfg.batch_max_bytes) {
-            self.send_run().await?;
+        let i = match self.run_index(table) {
+            Some(i) => i,
+            None => {
+                self.runs.push(Run::new(table.clone(), kind));
+                self.runs.len() - 1
+            }
+        };
+        self.runs[i].push(key, row);
+        self.check_full(i).await
+    }
+
+    /// Sends run `i` when it is full, and every run when they buffer too much together.
+    async fn check_full(&mut self, i: usize) -> Result<(), ApplyError> {
+        if self.runs[i].is_full(self.cfg.batch_max_rows, self.cfg.batch_max_bytes) {
+            self.send_run(i).await?;
+        }
+        if self.runs.iter().map(Run::bytes).sum::<usize>() > MAX_BUFFERED_BYTES {
+            self.end_runs().await?;
         }
         Ok(())
     }
@@ -243,10 +293,10 @@ impl MySqlTarget {
         kind: RunKind,
         row: Vec<Bind>,
     ) -> Result<(), ApplyError> {
-        self.send_run().await?;
+        self.end_table_run(table).await?;
         self.begin_if_needed().await?;
         let mut run = Run::new(table.clone(), kind);
-        run.push(String::new(), row);
+        run.push(None, row);
         run.execute(&mut self.conn, self.server.collation()).await?;
         self.stats.statements += 1;
         self.stats.rows += 1;
@@ -258,7 +308,8 @@ impl MySqlTarget {
             Change::Insert { rel, new } => {
                 let m = self.rel_map(&rel)?;
                 let (cols, row) = values(&m, &new, None)?;
-                self.add(&m.table, RunKind::Insert(cols), String::new(), row).await
+                let key = key_texts(&m, &new)?;
+                self.add(&m.table, RunKind::Insert(cols), Some(key), row).await
             }
             Change::Update { rel, old, new } => {
                 let m = self.rel_map(&rel)?;
@@ -281,16 +332,16 @@ impl MySqlTarget {
                 if set.is_empty() {
                     return Ok(());
                 }
-                self.add(&m.table, RunKind::Update(set), new_key, row).await
+                self.add(&m.table, RunKind::Update(set), Some(new_key), row).await
             }
             Change::Delete { rel, old } => {
                 let m = self.rel_map(&rel)?;
                 let key = key_texts(&m, old.tuple())?;
                 let row = key_binds(&m, old.tuple())?;
-                self.add(&m.table, RunKind::Delete, key, row).await
+                self.add(&m.table, RunKind::Delete, Some(key), row).await
             }
             Change::Truncate { rels, .. } => {
-                self.send_run().await?;
+                self.end_runs().await?;
                 self.begin_if_needed().await?;
                 for rel in &rels {
                     let m = self.rel_map(rel)?;
@@ -445,7 +496,7 @@ impl Target for MySqlTarget {
             return Ok(self.durable);
         }
         let r = async {
-            self.send_run().await?;
+            self.end_runs().await?;
             self.begin_if_needed().await?;
             let store: BoxFuture<'_, Result<(), ApplyError>> =
                 Box::pin(progress::store(&mut self.conn, &self.cfg.mirror_name, last.end_lsn));

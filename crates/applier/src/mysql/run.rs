@@ -1,10 +1,13 @@
 //! Runs of changes of one kind into one table, sent as one statement: a multi-row `INSERT`, a
 //! set-based `UPDATE` joined to the new rows by key, a `DELETE ... WHERE key IN (...)`.
 //!
-//! A run holds each key at most once and is sent before any other change, so per-key order
-//! (and the source's order between tables) is kept.
+//! A run holds each key at most once. The target keeps one pending run per table; a change that
+//! cannot join its table's run (another kind, or a key the run holds) sends that run first, so
+//! each table gets exactly the source's sequence of row images. An update of a row whose insert
+//! or update (with the same columns) is pending is folded into it instead: the buffered row
+//! becomes the row the source had after both.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -39,19 +42,56 @@ pub struct Run {
     pub table: Arc<MySqlTable>,
     pub kind: RunKind,
     rows: Vec<Vec<Bind>>,
-    keys: HashSet<String>,
+    /// The key of each keyed row to its index.
+    keys: HashMap<String, usize>,
     binds: usize,
     bytes: usize,
 }
 
 impl Run {
     pub fn new(table: Arc<MySqlTable>, kind: RunKind) -> Self {
-        Run { table, kind, rows: Vec::new(), keys: HashSet::new(), binds: 0, bytes: 0 }
+        Run { table, kind, rows: Vec::new(), keys: HashMap::new(), binds: 0, bytes: 0 }
     }
 
-    /// Whether a row of `kind` into `table` with key `key` can join this run.
-    pub fn accepts(&self, table: &Arc<MySqlTable>, kind: &RunKind, key: &str) -> bool {
-        Arc::ptr_eq(&self.table, table) && &self.kind == kind && !self.keys.contains(key)
+    /// Whether a row of `kind` with key `key` (`None`: not tracked) can join this run.
+    pub fn accepts(&self, kind: &RunKind, key: Option<&str>) -> bool {
+        &self.kind == kind && key.is_none_or(|k| !self.keys.contains_key(k))
+    }
+
+    /// Folds an update of the row with key `key` (`row`: the key's values, then the new values
+    /// of `set`) into the buffered insert or update of that row; false when the run holds no
+    /// such row or the row lacks one of `set`'s columns (an insert) or has other columns (an
+    /// update).
+    pub fn fold(&mut self, key: &str, set: &[usize], row: Vec<Bind>) -> Result<(), Vec<Bind>> {
+        let Some(&i) = self.keys.get(key) else { return Err(row) };
+        let key_len = self.table.key.len();
+        let new: Vec<Bind> = match &self.kind {
+            RunKind::Insert(cols) => {
+                let Some(pos) = set
+                    .iter()
+                    .map(|c| cols.iter().position(|x| x == c))
+                    .collect::<Option<Vec<_>>>()
+                else {
+                    return Err(row);
+                };
+                let mut merged = self.rows[i].clone();
+                for (p, b) in pos.into_iter().zip(row.into_iter().skip(key_len)) {
+                    merged[p] = b;
+                }
+                merged
+            }
+            RunKind::Update(cols) if cols.as_slice() == set => row,
+            _ => return Err(row),
+        };
+        let old = std::mem::replace(&mut self.rows[i], new);
+        self.bytes -= old.iter().map(Bind::wire_len).sum::<usize>();
+        self.bytes += self.rows[i].iter().map(Bind::wire_len).sum::<usize>();
+        Ok(())
+    }
+
+    /// Approximate bytes of the buffered values.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether the run is at its size limit.
@@ -60,11 +100,12 @@ impl Run {
         self.rows.len() >= max_rows || self.bytes >= max_bytes || self.binds + width > MAX_BINDS
     }
 
-    pub fn push(&mut self, key: String, row: Vec<Bind>) {
+    /// Adds a row; `key` (`None`: not tracked, for the initial copy) must not be held yet.
+    pub fn push(&mut self, key: Option<String>, row: Vec<Bind>) {
         self.binds += row.len();
         self.bytes += row.iter().map(Bind::wire_len).sum::<usize>();
-        if !matches!(self.kind, RunKind::Insert(_)) {
-            self.keys.insert(key);
+        if let Some(key) = key {
+            self.keys.insert(key, self.rows.len());
         }
         self.rows.push(row);
     }
