@@ -25,7 +25,8 @@ async fn tables() -> Vec<MySqlTable> {
     .unwrap();
     let mut sources = Vec::new();
     for name in ["t", "u"] {
-        let oid: u32 = src.query_one("SELECT $1::regclass::oid", &[&name]).await.unwrap().get(0);
+        let oid: u32 =
+            src.query_one("SELECT $1::text::regclass::oid", &[&name]).await.unwrap().get(0);
         sources.push(SourceTable {
             schema: "public".into(),
             name: name.into(),
@@ -46,6 +47,16 @@ async fn target(prefix: &str) -> (MySqlTarget, MySqlConnection) {
     let tables = tables().await;
     schema::ensure_tables(&mut conn, &tables, info.collation()).await.unwrap();
     progress::ensure_table(&mut conn).await.unwrap();
+    let row = progress::MirrorRow {
+        name: prefix.into(),
+        state: progress::MirrorState::Streaming,
+        slot: prefix.into(),
+        publication: prefix.into(),
+        created_publication: false,
+        source_system_id: None,
+        lsn: None,
+    };
+    progress::save(&mut conn, &row).await.unwrap();
     let check = server.connect(&name).await.unwrap();
     (MySqlTarget::new(conn, info, tables, MySqlTargetConfig::new(prefix)), check)
 }
@@ -124,7 +135,8 @@ async fn apply_group(t: &mut MySqlTarget, txns: Vec<Vec<Change>>) {
 }
 
 async fn rows(conn: &mut MySqlConnection, sql: &str) -> Vec<String> {
-    sqlx::query_scalar(sql).fetch_all(conn).await.unwrap()
+    let raw: Vec<Vec<u8>> = sqlx::query_scalar(sql).fetch_all(conn).await.unwrap();
+    raw.into_iter().map(|r| String::from_utf8(r).unwrap()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
