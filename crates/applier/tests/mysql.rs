@@ -115,7 +115,7 @@ async fn apply_group(t: &mut MySqlTarget, txns: Vec<Vec<Change>>) {
         let n = n as u64 + 1;
         let commit_lsn = Lsn(0x100 * n);
         let time = PgTimestamp(800_000_000_000_000);
-        let xid = 700 + n as u32;
+        let xid = 700 + u32::try_from(n).expect("few transactions");
         t.begin(&TxnInfo { xid, commit_lsn, commit_time: time, streamed: false, gid: None })
             .await
             .unwrap();
