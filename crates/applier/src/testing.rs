@@ -271,7 +271,7 @@ impl Target for RecordingTarget {
     async fn blocks_parent(&mut self) -> Result<bool, ApplyError> {
         let blocks = self.script.fork_blocks_main;
         let parent = self.parent.map_or("none".into(), |p| p.to_string());
-        self.record(format!("blocks session {parent}? {blocks}"));
+        self.record(format!("blocks parent {parent}? {blocks}"));
         Ok(blocks)
     }
 

@@ -323,7 +323,7 @@ async fn a_main_session_waiting_for_a_lock_of_the_fork_rolls_the_fork_back() {
         "begin 1 at 0/100",
         "insert u 1",
         // 100 ms into the wait the fork is asked, says yes, and is rolled back.
-        "fork1: blocks session 0? true",
+        "fork1: blocks parent 0? true",
         "fork1: rolled back",
     ];
     expected.extend(REPLAYED_AT_COMMIT);
@@ -344,10 +344,10 @@ async fn a_main_session_waiting_longer_than_the_patience_rolls_the_fork_back() {
         "begin 1 at 0/100",
         "insert u 1",
         // Asked at 100 ms and every 250 ms after; given up at 1 s.
-        "fork1: blocks session 0? false",
-        "fork1: blocks session 0? false",
-        "fork1: blocks session 0? false",
-        "fork1: blocks session 0? false",
+        "fork1: blocks parent 0? false",
+        "fork1: blocks parent 0? false",
+        "fork1: blocks parent 0? false",
+        "fork1: blocks parent 0? false",
         "fork1: rolled back",
     ];
     expected.extend(REPLAYED_AT_COMMIT);
@@ -368,7 +368,7 @@ async fn a_main_session_that_is_merely_slow_keeps_the_fork() {
             "fork1: insert t a",
             "begin 1 at 0/100",
             "insert u 1",
-            "fork1: blocks session 0? false",
+            "fork1: blocks parent 0? false",
             "commit 1 end 0/108",
             "flush -> 0/108",
             "fork1: commit 9 end 0/208",
