@@ -323,6 +323,14 @@ fn row(line: &mut String, cx: &Cx<'_>, rel: &Relation, t: &Tuple, keys_only: boo
 
 /// Appends a JSON string literal.
 fn push_str(line: &mut String, s: &str) {
+    // Most names and values need no escaping: copied as they are, without an allocation.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        line.reserve(s.len() + 2);
+        line.push('"');
+        line.push_str(s);
+        line.push('"');
+        return;
+    }
     // serde_json's escaping, without building a Value.
     line.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
@@ -422,6 +430,19 @@ mod tests {
     use pgoutput_decoder::PgTimestamp;
 
     use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut all: Vec<String> = (0..=0x7f_u8).map(|b| char::from(b).to_string()).collect();
+        all.extend(
+            ["", "plain", "a\"b", "c\\d", "tab\there", "Ünïcode \u{2028} 😀"].map(String::from),
+        );
+        for s in all {
+            let mut line = String::from("x");
+            push_str(&mut line, &s);
+            assert_eq!(line, format!("x{}", serde_json::to_string(&s).unwrap()), "{s:?}");
+        }
+    }
 
     #[tokio::test]
     async fn fsyncs_are_batched_and_only_synced_commits_are_durable() {

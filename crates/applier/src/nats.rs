@@ -32,15 +32,16 @@
 //! A stream at its size limit (with discard policy `new`) refuses messages:
 //! [`NatsError::StreamFull`], and nothing after the last flush is confirmed.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, kv, stream};
+use async_nats::{HeaderMap, HeaderName, Subject};
 use bytes::Bytes;
 use pgoutput_decoder::{DecodingMessage, Lsn, PgTimestamp, Relation, Tuple};
 
@@ -181,6 +182,14 @@ pub struct NatsTarget {
     pending: VecDeque<PublishAckFuture>,
     txn: Option<TxnInfo>,
     index: u64,
+    /// The headers every change of the current transaction carries.
+    txn_headers: HeaderMap,
+    /// `<name>:<commit LSN>:` of the current transaction, the start of its message ids.
+    id_prefix: String,
+    /// Reused for each message id.
+    id: String,
+    /// Each relation's subject (by relation id), with the relation it was made for.
+    subjects: HashMap<u32, (Arc<Relation>, Subject)>,
     /// End LSN of the last transaction accepted.
     committed: Option<Lsn>,
     /// End LSN stored in the bucket.
@@ -209,7 +218,7 @@ impl NatsTarget {
         js.set_timeout(cfg.ack_timeout);
         let created_stream = ensure_stream(&js, &cfg).await?;
         let kv = ensure_bucket(&js, &cfg.bucket, cfg.replicas).await?;
-        Ok(NatsTarget {
+        let mut target = NatsTarget {
             js,
             kv,
             key: subject::kv_key(&cfg.name),
@@ -219,11 +228,17 @@ impl NatsTarget {
             pending: VecDeque::new(),
             txn: None,
             index: 0,
+            txn_headers: HeaderMap::new(),
+            id_prefix: String::new(),
+            id: String::new(),
+            subjects: HashMap::new(),
             committed: None,
             stored: None,
             last_sequence: 0,
             resume: None,
-        })
+        };
+        target.set_txn(None);
+        Ok(target)
     }
 
     /// Looks up non-builtin column types in `catalog` (a connection to the source database),
@@ -274,7 +289,7 @@ impl NatsTarget {
         headers.insert("Pgmirror-Commit-Lsn", point.to_string());
         headers.insert("Pgmirror-Commit-Time", commit_time.to_string());
         headers.insert("Pgmirror-Snapshot", "true");
-        self.publish(subject, id, payload, headers).await
+        self.publish(subject.into(), &id, payload, headers).await
     }
 
     /// After the initial copy: waits for every acknowledgement and stores `point`, the slot's
@@ -289,8 +304,8 @@ impl NatsTarget {
 
     async fn publish(
         &mut self,
-        subject: String,
-        id: String,
+        subject: Subject,
+        id: &str,
         payload: Bytes,
         headers: HeaderMap,
     ) -> Result<(), ApplyError> {
@@ -343,22 +358,41 @@ impl NatsTarget {
         NatsError::request(what, e).into()
     }
 
-    fn headers(&self) -> HeaderMap {
+    /// Starts (`Some`) or ends (`None`) a transaction: what its messages' headers and ids
+    /// share is made once here, not for each message.
+    fn set_txn(&mut self, txn: Option<TxnInfo>) {
         let mut h = HeaderMap::new();
-        if let Some(t) = &self.txn {
-            h.insert("Pgmirror-Commit-Lsn", t.commit_lsn.to_string());
-            h.insert("Pgmirror-Xid", t.xid.to_string());
-            h.insert("Pgmirror-Commit-Time", t.commit_time.to_string());
+        if let Some(t) = &txn {
+            h.insert(HeaderName::from_static("Pgmirror-Commit-Lsn"), t.commit_lsn.to_string());
+            h.insert(HeaderName::from_static("Pgmirror-Xid"), t.xid.to_string());
+            h.insert(HeaderName::from_static("Pgmirror-Commit-Time"), t.commit_time.to_string());
         }
-        h
+        self.txn_headers = h;
+        let lsn = txn.as_ref().map_or(Lsn::ZERO, |t| t.commit_lsn);
+        self.id_prefix.clear();
+        let _ = write!(self.id_prefix, "{}:{lsn}:", self.cfg.name);
+        self.txn = txn;
     }
 
-    /// The next message id of the current transaction.
-    fn next_id(&mut self) -> String {
-        let lsn = self.txn.as_ref().map_or(Lsn::ZERO, |t| t.commit_lsn);
-        let id = format!("{}:{lsn}:{}", self.cfg.name, self.index);
+    /// Puts the next message id of the current transaction in `self.id`.
+    fn next_id(&mut self) {
+        self.id.clear();
+        self.id.push_str(&self.id_prefix);
+        let _ = write!(self.id, "{}", self.index);
         self.index += 1;
-        id
+    }
+
+    /// The subject of changes of `rel`, made once per relation.
+    fn subject_of(&mut self, rel: &Arc<Relation>) -> Subject {
+        if let Some((known, subject)) = self.subjects.get(&rel.rel_id)
+            && (Arc::ptr_eq(known, rel)
+                || (known.namespace == rel.namespace && known.name == rel.name))
+        {
+            return subject.clone();
+        }
+        let subject = Subject::from(self.cfg.table_subject(&rel.namespace, &rel.name));
+        self.subjects.insert(rel.rel_id, (rel.clone(), subject.clone()));
+        subject
     }
 
     /// Whether the next message of the current transaction is stored already (see
@@ -372,15 +406,21 @@ impl NatsTarget {
         stored
     }
 
-    async fn publish_change(&mut self, subject: String, change: &Change) -> Result<(), ApplyError> {
+    async fn publish_change(
+        &mut self,
+        subject: Subject,
+        change: &Change,
+    ) -> Result<(), ApplyError> {
         if self.stored_already() {
             return Ok(());
         }
         let src = source_of(&self.cfg, self.txn.as_ref());
         let payload = render(&mut self.json, change, self.cfg.format, &src).await?;
-        let id = self.next_id();
-        let headers = self.headers();
-        self.publish(subject, id, payload, headers).await
+        self.next_id();
+        let id = std::mem::take(&mut self.id);
+        let r = self.publish(subject, &id, payload, self.txn_headers.clone()).await;
+        self.id = id;
+        r
     }
 
     async fn marker(&mut self, body: String) -> Result<(), ApplyError> {
@@ -389,9 +429,12 @@ impl NatsTarget {
         }
         let subject =
             subject::database_subject(&self.cfg.prefix, &self.cfg.database, "_transaction");
-        let id = self.next_id();
-        let headers = self.headers();
-        self.publish(subject, id, Bytes::from(body), headers).await
+        self.next_id();
+        let id = std::mem::take(&mut self.id);
+        let headers = self.txn_headers.clone();
+        let r = self.publish(subject.into(), &id, Bytes::from(body), headers).await;
+        self.id = id;
+        r
     }
 }
 
@@ -482,7 +525,7 @@ impl Target for NatsTarget {
     }
 
     async fn begin(&mut self, txn: &TxnInfo) -> Result<(), ApplyError> {
-        self.txn = Some(txn.clone());
+        self.set_txn(Some(txn.clone()));
         self.index = 0;
         if self.cfg.transaction_markers {
             let body = match self.cfg.format {
@@ -503,6 +546,8 @@ impl Target for NatsTarget {
     }
 
     async fn relation(&mut self, rel: &Arc<Relation>, _types: &TypeMap) -> Result<(), ApplyError> {
+        // A relation sent again may have been renamed.
+        self.subjects.remove(&rel.rel_id);
         self.json.learn_relation(rel).await
     }
 
@@ -511,7 +556,7 @@ impl Target for NatsTarget {
             Change::Insert { rel, .. }
             | Change::Update { rel, .. }
             | Change::Delete { rel, .. } => {
-                let subject = self.cfg.table_subject(&rel.namespace, &rel.name);
+                let subject = self.subject_of(rel);
                 self.publish_change(subject, &change).await
             }
             Change::Truncate { rels, cascade, restart_identity } => {
@@ -521,7 +566,7 @@ impl Target for NatsTarget {
                         cascade: *cascade,
                         restart_identity: *restart_identity,
                     };
-                    let subject = self.cfg.table_subject(&rel.namespace, &rel.name);
+                    let subject = self.subject_of(rel);
                     self.publish_change(subject, &one).await?;
                 }
                 Ok(())
@@ -529,7 +574,7 @@ impl Target for NatsTarget {
             Change::Message(_) => {
                 let subject =
                     subject::database_subject(&self.cfg.prefix, &self.cfg.database, "_message");
-                self.publish_change(subject, &change).await
+                self.publish_change(subject.into(), &change).await
             }
         }
     }
@@ -552,7 +597,7 @@ impl Target for NatsTarget {
             };
             self.marker(body).await?;
         }
-        self.txn = None;
+        self.set_txn(None);
         self.committed = Some(commit.end_lsn);
         self.json.end_transaction();
         Ok(())
@@ -587,7 +632,7 @@ impl Target for NatsTarget {
         let change = Change::Message(msg.clone());
         let payload = render(&mut self.json, &change, self.cfg.format, &src).await?;
         let id = format!("{}:{}:m", self.cfg.name, msg.lsn);
-        self.publish(subject, id, payload, HeaderMap::new()).await
+        self.publish(subject.into(), &id, payload, HeaderMap::new()).await
     }
 }
 

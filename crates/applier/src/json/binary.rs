@@ -83,6 +83,24 @@ pub(super) fn to_text(cx: &Cx<'_>, type_oid: u32, b: &[u8]) -> Option<String> {
     }
 }
 
+/// Appends an `int2`, `int4` or `int8` (`type_oid`) value as its decimal digits; `false` when
+/// `b` is not one.
+pub(super) fn integer(line: &mut String, type_oid: u32, b: &[u8]) -> bool {
+    let v = match type_oid {
+        oid::INT2 => pg::int2_from_sql(b).map(i64::from),
+        oid::INT4 => pg::int4_from_sql(b).map(i64::from),
+        oid::INT8 => pg::int8_from_sql(b),
+        _ => return false,
+    };
+    match v {
+        Ok(v) => {
+            let _ = write!(line, "{v}");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 fn utf8(b: &[u8]) -> Option<String> {
     std::str::from_utf8(b).ok().map(str::to_owned)
 }

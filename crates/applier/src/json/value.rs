@@ -93,6 +93,12 @@ pub(super) fn text_value(line: &mut String, cx: &Cx<'_>, type_oid: u32, s: &str)
 /// `{"binary_hex":"\\x..","type_oid":N}`.
 fn binary_value(line: &mut String, cx: &Cx<'_>, type_oid: u32, b: &[u8]) {
     let decoded = match cx.types.shape(type_oid) {
+        // The commonest types, written straight into the line: what the general case below
+        // prints, without the intermediate text.
+        Shape::Scalar(oid::INT2 | oid::INT4 | oid::INT8) => binary::integer(line, type_oid, b),
+        Shape::Scalar(oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME) => {
+            std::str::from_utf8(b).map(|s| push_str(line, s)).is_ok()
+        }
         Shape::Array { .. } | Shape::Vector { .. } => {
             let json = array::from_binary(b, &mut |out, elem, e| binary_value(out, cx, elem, e));
             json.map(|json| line.push_str(&json)).is_some()
@@ -144,6 +150,38 @@ mod tests {
         ];
         for (oid, v, want) in cases {
             assert_eq!(render(*oid, *v), *want, "{oid}");
+        }
+    }
+
+    #[test]
+    fn direct_binary_values_print_as_their_text_forms() {
+        let types = Types::default();
+        let cx = Cx::new(&types);
+        let cases: &[(u32, &[u8])] = &[
+            (oid::INT2, &[0x80, 0]),
+            (oid::INT2, &[0, 7]),
+            (oid::INT4, &[0x7f, 0xff, 0xff, 0xff]),
+            (oid::INT4, &[1, 2]),
+            (oid::INT8, &[0x80, 0, 0, 0, 0, 0, 0, 0]),
+            (oid::INT8, &[0, 0, 0, 0, 0, 0, 0, 42]),
+            (oid::TEXT, b"value 1"),
+            (oid::TEXT, b"a\"b\\c\n\x01\x7f \xc3\x9c"),
+            (oid::TEXT, &[0xff, 0xfe]),
+            (oid::VARCHAR, b""),
+            (oid::BPCHAR, b"x  "),
+            (oid::NAME, b"tab\tle"),
+        ];
+        for (oid, b) in cases {
+            let mut general = String::new();
+            match binary::to_text(&cx, *oid, b) {
+                Some(text) => text_value(&mut general, &cx, *oid, &text),
+                None => {
+                    general.push_str("{\"binary_hex\":");
+                    push_str(&mut general, &hex(b));
+                    let _ = write!(general, ",\"type_oid\":{oid}}}");
+                }
+            }
+            assert_eq!(render(*oid, Column::Binary(b)), general, "{oid} {b:?}");
         }
     }
 
