@@ -177,6 +177,13 @@ impl Types {
         Types { catalog: Some(catalog), ..Types::default() }
     }
 
+    /// Types that already know `learned` (a domain's base, an array's element), as if read
+    /// from a catalog.
+    #[cfg(test)]
+    pub(super) fn knowing(learned: impl IntoIterator<Item = (u32, Shape)>) -> Self {
+        Types { learned: learned.into_iter().collect(), ..Types::default() }
+    }
+
     /// How to render type `oid`. Without a catalog, or before [`learn`](Self::learn) saw it,
     /// a non-builtin type is a scalar (a string).
     pub(super) fn shape(&self, oid: u32) -> Shape {

@@ -95,7 +95,8 @@ fn binary_value(line: &mut String, cx: &Cx<'_>, type_oid: u32, b: &[u8]) {
     let decoded = match cx.types.shape(type_oid) {
         // The commonest types, written straight into the line: what the general case below
         // prints, without the intermediate text.
-        Shape::Scalar(oid::INT2 | oid::INT4 | oid::INT8) => binary::integer(line, type_oid, b),
+        // A domain's values are its base type's (`base`, not `type_oid`).
+        Shape::Scalar(base @ (oid::INT2 | oid::INT4 | oid::INT8)) => binary::integer(line, base, b),
         Shape::Scalar(oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME) => {
             std::str::from_utf8(b).map(|s| push_str(line, s)).is_ok()
         }
@@ -183,6 +184,19 @@ mod tests {
             }
             assert_eq!(render(*oid, Column::Binary(b)), general, "{oid} {b:?}");
         }
+    }
+
+    #[test]
+    fn binary_values_of_a_domain_print_as_its_base_type() {
+        // 16392: a domain over int4; 16393: one over text.
+        let types =
+            Types::knowing([(16392, Shape::Scalar(oid::INT4)), (16393, Shape::Scalar(oid::TEXT))]);
+        let cx = Cx::new(&types);
+        let mut line = String::new();
+        value(&mut line, &cx, 16392, Column::Binary(&[0, 0, 0, 2]));
+        line.push(' ');
+        value(&mut line, &cx, 16393, Column::Binary(b"t"));
+        assert_eq!(line, "2 \"t\"");
     }
 
     #[test]
