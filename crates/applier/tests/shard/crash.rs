@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use applier::shard::{MoveId, ShardTarget};
 use applier::{ApplyError, Change, CommitInfo, Target, TxnInfo, TypeMap};
-use pgoutput_decoder::{DecodingMessage, Lsn, Relation, Tuple};
+use pgoutput_decoder::{DecodingMessage, Lsn, OldTuple, Relation, Tuple};
 
 use super::routing::{STORE, TOASTED, store_layout};
 use super::*;
@@ -71,6 +71,21 @@ impl ShardTarget for Crashing {
         at: MoveId,
     ) -> Result<Option<Tuple>, ApplyError> {
         self.inner.take_row(rel, old, new, at).await
+    }
+    async fn holds_row(
+        &mut self,
+        rel: &Arc<Relation>,
+        old: Option<&Tuple>,
+        new: &Tuple,
+    ) -> Result<bool, ApplyError> {
+        self.inner.holds_row(rel, old, new).await
+    }
+    async fn delete_if_held(
+        &mut self,
+        rel: Arc<Relation>,
+        old: OldTuple,
+    ) -> Result<(), ApplyError> {
+        self.inner.delete_if_held(rel, old).await
     }
     async fn taken_row(&mut self, at: MoveId) -> Result<Option<Tuple>, ApplyError> {
         self.inner.taken_row(at).await
