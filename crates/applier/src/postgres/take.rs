@@ -9,6 +9,8 @@ use pgoutput_decoder::{ColumnValue, Lsn, OldTuple, Relation, Tuple};
 use tokio_postgres::types::ToSql;
 
 use super::PostgresTarget;
+use super::identity::RowKey;
+use super::runs::RunKind;
 use super::table::{Match, StmtKey};
 use super::value::Param;
 use crate::error::{ApplyError, Op};
@@ -46,6 +48,21 @@ impl PostgresTarget {
         }
         .await;
         self.check(r)
+    }
+
+    /// Whether the row with key `key` is there, when the table's buffered run says so: it
+    /// inserts the row or updates it in place (so the row exists), or deletes it. A run is the
+    /// table's latest changes, so nothing after it says otherwise.
+    fn pending_holds(&self, rel: &Arc<Relation>, key: &RowKey) -> Option<bool> {
+        let run = &self.runs[self.run_index(rel.rel_id)?];
+        if !Arc::ptr_eq(&run.rel, rel) {
+            return None;
+        }
+        match &run.kind {
+            RunKind::Insert { keys, .. } => keys.contains_key(key).then_some(true),
+            RunKind::Update { keys, .. } => matches!(keys.get(key), Some(Some(_))).then_some(true),
+            RunKind::Delete { keys, .. } => keys.contains(key).then_some(false),
+        }
     }
 
     async fn has_moves_table(&mut self) -> Result<bool, ApplyError> {
@@ -149,14 +166,17 @@ impl ShardTarget for PostgresTarget {
         self.guard()?;
         let r = async {
             self.table(rel).await?;
+            let t = &self.catalog.tables[&rel.rel_id];
+            let key = Self::key_values(t, Op::Update, old, Some(new))?;
+            if let Some(held) = self.pending_holds(rel, &RowKey::of(&key)) {
+                return Ok(held);
+            }
             // Only this table's pending changes decide: other tables' runs stay buffered.
             self.leave_others(rel.rel_id).await?;
             self.end_table_run(rel.rel_id).await?;
             self.ensure_txn().await?;
             self.quiesce().await?;
-            let t = &self.catalog.tables[&rel.rel_id];
-            let key = Self::key_values(t, Op::Update, old, Some(new))?;
-            let m = t.key_match();
+            let m = self.catalog.tables[&rel.rel_id].key_match();
             let (stmt, _) = self
                 .statement(rel.rel_id, Op::Update, StmtKey::Exists, move |t| t.exists_sql(&m))
                 .await?;
