@@ -148,12 +148,12 @@ const OUTSIDE_IDENTITY: Case = Case {
 
 #[tokio::test]
 async fn a_crash_between_two_shards_commits_converges_whichever_committed() {
-    crash_between_commits(&IN_IDENTITY).await;
+    Box::pin(crash_between_commits(&IN_IDENTITY)).await;
 }
 
 #[tokio::test]
 async fn a_crash_between_two_shards_commits_converges_with_the_key_outside_the_identity() {
-    crash_between_commits(&OUTSIDE_IDENTITY).await;
+    Box::pin(crash_between_commits(&OUTSIDE_IDENTITY)).await;
 }
 
 async fn crash_between_commits(case: &Case) {
