@@ -253,6 +253,45 @@ async fn sigkill_loop_under_oltp_load_verifies_after_each_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_sharded_outside_their_primary_key_survive_sigkills() {
+    let cluster = pgcluster::shared();
+    let (src_db, src, shards_dbs) = store_and_shards(cluster, &[cluster], 2).await;
+    // The default identity (the primary key `id`): an update sends the new row only, without
+    // its TOASTed note, and a delete the id only.
+    src.batch_execute(
+        "ALTER TABLE orders REPLICA IDENTITY DEFAULT; \
+         UPDATE orders SET note = (SELECT string_agg(md5(random()::text || i::text), '') \
+             FROM generate_series(1, 400) i)",
+    )
+    .await
+    .unwrap();
+    let source = cluster.url(&src_db);
+    let name = pgcluster::unique_name("shloose");
+    let vopts = verify_opts(&source, &shards_dbs, &name);
+    let mut rng = StdRng::seed_from_u64(0x1005E);
+    let mut writer = cluster.connect(&src_db).await.unwrap();
+    for round in 0..3i64 {
+        let mut child = spawn_sharded(&source, &shards_dbs, &name);
+        for _ in 0..60 {
+            store::oltp_transaction(&mut writer, &mut rng).await.unwrap();
+        }
+        writer
+            .batch_execute(&format!(
+                "UPDATE orders SET customer_id = customer_id % 15 + 1 WHERE id % 5 = {round}; \
+                 DELETE FROM order_items WHERE order_id % 23 = {round}; \
+                 DELETE FROM orders WHERE id % 23 = {round}"
+            ))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100 + 200 * u64::try_from(round).unwrap())).await;
+        kill(&mut child);
+        let mut child = spawn_sharded(&source, &shards_dbs, &name);
+        wait_verified(&vopts, Duration::from_secs(90)).await;
+        kill(&mut child);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_cluster_stopped_mid_stream_catches_up_when_it_returns() {
     let cluster = pgcluster::shared();
     // Shard 1 on a cluster of its own, stopped while changes flow.

@@ -59,19 +59,6 @@ pub enum ShardError {
         /// The collation.
         collation: String,
     },
-    /// The shard key is not within the replica identity, so an update that changes it does
-    /// not say where the row was.
-    #[error(
-        "the shard key of {table} ({key}) is not part of its replica identity, so an update \
-         that changes it cannot be routed: make it part of the primary key, or run ALTER TABLE \
-         {table} REPLICA IDENTITY FULL on the source"
-    )]
-    KeyNotInIdentity {
-        /// The table.
-        table: String,
-        /// The shard key columns.
-        key: String,
-    },
     /// A shard key table is not among the mirrored tables.
     #[error("a shard key names {table}, which is not on the source")]
     UnknownTable {

@@ -91,7 +91,8 @@ impl PostgresTarget {
             })
             .await?;
         let params: Vec<Param> = key.values().filter_map(Param::from_value).collect();
-        self.push_change(stmt, params, table, Op::Delete, commit_lsn, 1).await
+        let expected = self.expected_deletes(rel_id, 1);
+        self.push_change(stmt, params, table, Op::Delete, commit_lsn, expected).await
     }
 
     pub(super) async fn flush_delete_run(
@@ -121,8 +122,14 @@ impl PostgresTarget {
             .into_iter()
             .map(Param::Binary)
             .collect();
-        let expected = u64::try_from(rows.len()).unwrap_or(u64::MAX);
-        self.stats.batched_rows += expected;
+        let rows = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        self.stats.batched_rows += rows;
+        let expected = self.expected_deletes(rel_id, rows);
         self.push_change(stmt, params, table, Op::Delete, commit_lsn, expected).await
+    }
+
+    /// Rows of `rel_id` that `rows` deletes must find: none where they may be on another shard.
+    fn expected_deletes(&self, rel_id: u32, rows: u64) -> u64 {
+        if self.spread.contains(&rel_id) { 0 } else { rows }
     }
 }

@@ -133,6 +133,9 @@ pub struct PostgresTarget {
     /// Runs of different tables may go out in any order: the session's replication role is
     /// `replica`.
     reorder: bool,
+    /// Tables whose rows may live on another shard (see [`crate::shard`]): a delete that finds
+    /// no row is not reported missing.
+    spread: std::collections::HashSet<u32>,
     /// The source transaction begun and not yet committed.
     source: Option<TxnInfo>,
     /// The last source transaction committed since the last flush: its progress row goes in
@@ -209,6 +212,7 @@ impl PostgresTarget {
             runs: Vec::new(),
             buffered: 0,
             reorder,
+            spread: std::collections::HashSet::new(),
             source: None,
             last_commit: None,
             progress,

@@ -64,6 +64,8 @@ pub(crate) enum StmtKey {
     RowUpdate { set: Box<[bool]>, guarded: bool },
     /// Set-based delete over arrays of the key columns.
     BatchDelete { binary: Box<[bool]> },
+    /// Whether a row with the key exists.
+    Exists,
 }
 
 /// A target table matched to a source relation.
@@ -270,6 +272,15 @@ impl TableInfo {
         sql
     }
 
+    /// `SELECT EXISTS (SELECT FROM t WHERE k = $1)`.
+    pub(crate) fn exists_sql(&self, matched: &[Match]) -> String {
+        let mut sql = format!("SELECT EXISTS (SELECT FROM {} WHERE ", self.name);
+        let mut next = 1;
+        self.where_sql(&mut sql, matched, &mut next);
+        sql.push(')');
+        sql
+    }
+
     /// Array parameter type of column `i`: its own array type for binary elements, `text[]`
     /// cast to it for text elements.
     fn array_param(&self, i: usize, n: usize, binary: bool) -> String {
@@ -454,6 +465,10 @@ mod tests {
         assert_eq!(
             t.delete_sql(&[Match::Value, Match::Skip, Match::Skip]),
             "DELETE FROM \"my\"\"ns\".\"t\" WHERE \"id\" = $1::integer"
+        );
+        assert_eq!(
+            t.exists_sql(&t.key_match()),
+            "SELECT EXISTS (SELECT FROM \"my\"\"ns\".\"t\" WHERE \"id\" = $1::integer)"
         );
         assert_eq!(
             t.batch_insert_sql(true),

@@ -1,18 +1,21 @@
 //! A PostgreSQL target as a shard: handing over a row that moves to another shard, and
-//! keeping it in `pgmirror.shard_moves` until every shard has passed the move (see
-//! [`crate::shard`]).
+//! keeping it in `pgmirror.shard_moves` until every shard has passed the move; telling whether
+//! it holds a row, and deleting a row it may not hold (see [`crate::shard`]).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pgoutput_decoder::{ColumnValue, Lsn, Relation, Tuple};
+use pgoutput_decoder::{ColumnValue, Lsn, OldTuple, Relation, Tuple};
 use tokio_postgres::types::ToSql;
 
 use super::PostgresTarget;
-use super::table::Match;
+use super::identity::RowKey;
+use super::runs::RunKind;
+use super::table::{Match, StmtKey};
 use super::value::Param;
 use crate::error::{ApplyError, Op};
 use crate::shard::{MoveId, ShardTarget};
+use crate::target::{Change, Target};
 
 const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS pgmirror; \
     CREATE TABLE IF NOT EXISTS pgmirror.shard_moves (\
@@ -45,6 +48,21 @@ impl PostgresTarget {
         }
         .await;
         self.check(r)
+    }
+
+    /// Whether the row with key `key` is there, when the table's buffered run says so: it
+    /// inserts the row or updates it in place (so the row exists), or deletes it. A run is the
+    /// table's latest changes, so nothing after it says otherwise.
+    fn pending_holds(&self, rel: &Arc<Relation>, key: &RowKey) -> Option<bool> {
+        let run = &self.runs[self.run_index(rel.rel_id)?];
+        if !Arc::ptr_eq(&run.rel, rel) {
+            return None;
+        }
+        match &run.kind {
+            RunKind::Insert { keys, .. } => keys.contains_key(key).then_some(true),
+            RunKind::Update { keys, .. } => matches!(keys.get(key), Some(Some(_))).then_some(true),
+            RunKind::Delete { keys, .. } => keys.contains(key).then_some(false),
+        }
     }
 
     async fn has_moves_table(&mut self) -> Result<bool, ApplyError> {
@@ -137,6 +155,53 @@ impl ShardTarget for PostgresTarget {
         params.extend([&mirror as &(dyn ToSql + Sync), &lsn, &seq, &table]);
         let rows = self.query_rows("moving a row to another shard", &take, &params).await?;
         Ok(rows.into_iter().next().map(|r| text_tuple(r.get(0))))
+    }
+
+    async fn holds_row(
+        &mut self,
+        rel: &Arc<Relation>,
+        old: Option<&Tuple>,
+        new: &Tuple,
+    ) -> Result<bool, ApplyError> {
+        self.guard()?;
+        let r = async {
+            self.table(rel).await?;
+            let t = &self.catalog.tables[&rel.rel_id];
+            let key = Self::key_values(t, Op::Update, old, Some(new))?;
+            if let Some(held) = self.pending_holds(rel, &RowKey::of(&key)) {
+                return Ok(held);
+            }
+            // Only this table's pending changes decide: other tables' runs stay buffered.
+            self.leave_others(rel.rel_id).await?;
+            self.end_table_run(rel.rel_id).await?;
+            self.ensure_txn().await?;
+            self.quiesce().await?;
+            let m = self.catalog.tables[&rel.rel_id].key_match();
+            let (stmt, _) = self
+                .statement(rel.rel_id, Op::Update, StmtKey::Exists, move |t| t.exists_sql(&m))
+                .await?;
+            let params: Vec<Param> = key.values().filter_map(Param::from_value).collect();
+            let params: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let row = self
+                .session
+                .client
+                .query_one(&stmt, &params)
+                .await
+                .map_err(|e| ApplyError::target("looking for a row on a shard", e))?;
+            Ok(row.get::<_, bool>(0))
+        }
+        .await;
+        self.check(r)
+    }
+
+    async fn delete_if_held(
+        &mut self,
+        rel: Arc<Relation>,
+        old: OldTuple,
+    ) -> Result<(), ApplyError> {
+        self.spread.insert(rel.rel_id);
+        self.change(Change::Delete { rel, old }).await
     }
 
     async fn taken_row(&mut self, at: MoveId) -> Result<Option<Tuple>, ApplyError> {

@@ -30,7 +30,15 @@ pub enum TableRoute {
     /// Every row to every shard.
     Reference,
     /// Each row to the shard its key hashes to.
-    Sharded(Vec<KeyColumn>),
+    Sharded {
+        /// The shard key columns.
+        key: Vec<KeyColumn>,
+        /// Whether the old key or row the source sends with an update or delete carries the
+        /// shard key (it lies within the replica identity, or the identity is FULL). When it
+        /// does not, an update does not say which shard held the row, nor a delete which
+        /// shard holds it.
+        in_identity: bool,
+    },
 }
 
 impl ShardLayout {
@@ -58,8 +66,7 @@ impl ShardLayout {
     /// How rows of `rel` are routed.
     ///
     /// # Errors
-    /// A key column the relation lacks or whose type has no hash here, or a key outside the
-    /// replica identity (an update changing it would not say which shard held the row).
+    /// A key column the relation lacks or whose type has no hash here.
     pub fn route(&self, rel: &Relation) -> Result<TableRoute, ShardError> {
         let schema = if rel.namespace.is_empty() { "pg_catalog" } else { &rel.namespace };
         let Some(columns) = self.key_of(schema, &rel.name) else {
@@ -67,6 +74,7 @@ impl ShardLayout {
         };
         let table = display_table(schema, &rel.name);
         let mut key = Vec::with_capacity(columns.len());
+        let mut in_identity = true;
         for name in columns {
             let (index, col) =
                 rel.columns.iter().enumerate().find(|(_, c)| &c.name == name).ok_or_else(|| {
@@ -78,17 +86,14 @@ impl ShardLayout {
                     column: name.clone(),
                     type_name: format!("OID {}", col.type_oid),
                 })?;
-            if rel.replica_identity != ReplicaIdentity::Full && !col.is_key {
-                return Err(ShardError::KeyNotInIdentity { table, key: columns.join(", ") });
-            }
+            in_identity &= rel.replica_identity == ReplicaIdentity::Full || col.is_key;
             key.push(KeyColumn { index, ty });
         }
-        Ok(TableRoute::Sharded(key))
+        Ok(TableRoute::Sharded { key, in_identity })
     }
 
     /// Checks every shard key on the source before anything starts: the table and columns
-    /// exist, their types hash here, text keys use a deterministic collation, and the key is
-    /// within the replica identity.
+    /// exist, their types hash here, and text keys use a deterministic collation.
     ///
     /// # Errors
     /// The first problem found, or the catalog query's failure.
@@ -100,13 +105,7 @@ impl ShardLayout {
             let rows = source
                 .query(
                     "SELECT a.attname::text, a.atttypid::regtype::text, a.atttypid::int8, \
-                            coalesce(co.collisdeterministic, true), co.collname::text, \
-                            c.relreplident = 'f' OR a.attnum = ANY ( \
-                              SELECT unnest(i.indkey) FROM pg_index i \
-                              WHERE i.indrelid = c.oid \
-                                AND (CASE c.relreplident WHEN 'i' THEN i.indisreplident \
-                                                         WHEN 'd' THEN i.indisprimary \
-                                                         ELSE false END)) \
+                            coalesce(co.collisdeterministic, true), co.collname::text \
                      FROM pg_class c \
                      JOIN pg_namespace n ON n.oid = c.relnamespace \
                      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 \
@@ -137,12 +136,6 @@ impl ShardLayout {
                         table: shown,
                         column: name.clone(),
                         collation: row.get(4),
-                    });
-                }
-                if !row.get::<_, Option<bool>>(5).unwrap_or(false) {
-                    return Err(ShardError::KeyNotInIdentity {
-                        table: shown,
-                        key: columns.join(", "),
                     });
                 }
             }

@@ -13,6 +13,13 @@
 //! crash came, the replay finds the row in the other shard's `shard_moves` (by source commit
 //! and the change's position in its transaction), so the layout converges whichever shard
 //! committed first. Rows kept there are forgotten once every shard's progress has passed them.
+//!
+//! When the shard key lies outside the replica identity (Store's `orders` by `customer_id`,
+//! primary key `id`, default identity), an update carries the new row only and a delete the
+//! identity only, so neither says where the row is. An update asks the shard the new key hashes
+//! to whether it holds the row (by identity): usually it does, as the key did not change, and
+//! the update goes there. Otherwise the row moved: the other shards are asked to hand it over,
+//! as above. A delete goes to every shard, and only the one holding the row finds it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +28,7 @@ use futures_util::future::try_join_all;
 use pgoutput_decoder::{Column, ColumnValue, DecodingMessage, Lsn, OldTuple, Relation, Tuple};
 
 use super::hash::{partition_of, row_hash};
-use super::layout::{ShardLayout, TableRoute};
+use super::layout::{KeyColumn, ShardLayout, TableRoute};
 use crate::error::ApplyError;
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
 
@@ -48,6 +55,23 @@ pub trait ShardTarget: Target {
         new: &Tuple,
         at: MoveId,
     ) -> impl Future<Output = Result<Option<Tuple>, ApplyError>> + Send;
+
+    /// Whether the target holds, with every change sent so far, the row of `rel` identified
+    /// by `old` (the old key, when sent) or else by `new`.
+    fn holds_row(
+        &mut self,
+        rel: &Arc<Relation>,
+        old: Option<&Tuple>,
+        new: &Tuple,
+    ) -> impl Future<Output = Result<bool, ApplyError>> + Send;
+
+    /// In the current transaction: deletes the row `old` identifies if the target holds it.
+    /// One it lacks is not reported missing: another shard holds it.
+    fn delete_if_held(
+        &mut self,
+        rel: Arc<Relation>,
+        old: OldTuple,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
 
     /// A row [`take_row`](ShardTarget::take_row) kept under `at` in an earlier, committed
     /// transaction.
@@ -141,10 +165,9 @@ impl<T: ShardTarget + Send> ShardedTarget<T> {
     /// The shard a row's key hashes to; `column(i)` gives the value of relation column `i`.
     fn shard_of<'a>(
         &self,
-        route: &TableRoute,
+        key: &[KeyColumn],
         column: impl Fn(usize) -> Option<Column<'a>>,
     ) -> Result<usize, ApplyError> {
-        let TableRoute::Sharded(key) = route else { return Ok(0) };
         let hashes = key
             .iter()
             .map(|k| k.ty.hash(column(k.index).unwrap_or(Column::Null)))
@@ -171,27 +194,29 @@ impl<T: ShardTarget + Send> ShardedTarget<T> {
         new: Tuple,
         seq: u32,
     ) -> Result<(), ApplyError> {
-        let route = self.route(&rel)?;
-        if route == TableRoute::Reference {
-            return self.send_all(Change::Update { rel, old, new }).await;
-        }
+        let key = match self.route(&rel)? {
+            TableRoute::Reference => return self.send_all(Change::Update { rel, old, new }).await,
+            TableRoute::Sharded { key, in_identity: false } => {
+                return self.update_elsewhere(rel, old, new, seq, &key).await;
+            }
+            TableRoute::Sharded { key, in_identity: true } => key,
+        };
         let old_row = old.as_ref().map(OldTuple::tuple);
         // A key column the new row leaves out (unchanged TOAST) kept its value: the old key
         // has it when the key is in the replica identity.
-        let to = self.shard_of(&route, |i| match new.get(i) {
+        let to = self.shard_of(&key, |i| match new.get(i) {
             Some(Column::UnchangedToast) => old_row.and_then(|o| o.get(i)),
             c => c,
         })?;
         // No old key: the replica identity, and so the shard key, did not change.
         let from = match old_row {
-            Some(o) => self.shard_of(&route, |i| o.get(i))?,
+            Some(o) => self.shard_of(&key, |i| o.get(i))?,
             None => to,
         };
         if from == to {
             return self.send_to(to, Change::Update { rel, old, new }).await;
         }
-        let commit_lsn = self.txn.as_ref().map_or(Lsn::ZERO, |t| t.commit_lsn);
-        let at = MoveId { commit_lsn, seq };
+        let at = self.move_id(seq);
         let source = &mut self.shards[from];
         source.took = true;
         let taken = if source.active {
@@ -216,22 +241,93 @@ impl<T: ShardTarget + Send> ShardedTarget<T> {
         }
     }
 
+    /// Where a row moved by change `seq` of the current source transaction is kept.
+    fn move_id(&self, seq: u32) -> MoveId {
+        let commit_lsn = self.txn.as_ref().map_or(Lsn::ZERO, |t| t.commit_lsn);
+        MoveId { commit_lsn, seq }
+    }
+
+    /// An update of a table whose shard key lies outside the replica identity: the shard the
+    /// new key hashes to is asked whether it holds the row; if not (or if it applied this
+    /// transaction before a restart), the others hand the row over. See the module
+    /// documentation.
+    async fn update_elsewhere(
+        &mut self,
+        rel: Arc<Relation>,
+        old: Option<OldTuple>,
+        new: Tuple,
+        seq: u32,
+        key: &[KeyColumn],
+    ) -> Result<(), ApplyError> {
+        let old_key = old.as_ref().map(OldTuple::tuple);
+        if key.iter().any(|k| matches!(new.get(k.index), Some(Column::UnchangedToast))) {
+            // A key column too large to be sent again: it did not change, but which shard it
+            // hashes to is unknown. Whichever shard holds the row updates it.
+            for s in self.shards.iter_mut().filter(|s| s.active) {
+                if s.target.holds_row(&rel, old_key, &new).await? {
+                    return s.target.change(Change::Update { rel, old, new }).await;
+                }
+            }
+            if self.shards.iter().all(|s| s.active) {
+                tracing::warn!(table = %rel.name, "a row to update is on no shard");
+            }
+            return Ok(());
+        }
+        let to = self.shard_of(key, |i| new.get(i))?;
+        let home = &mut self.shards[to];
+        if home.active && home.target.holds_row(&rel, old_key, &new).await? {
+            return home.target.change(Change::Update { rel, old, new }).await;
+        }
+        let at = self.move_id(seq);
+        let mut taken = None;
+        for (_, s) in self.shards.iter_mut().enumerate().filter(|(i, _)| *i != to) {
+            taken = if s.active {
+                s.took = true;
+                s.target.take_row(&rel, old_key, &new, at).await?
+            } else {
+                // A shard that applied this transaction before a restart kept the row it
+                // held.
+                s.target.taken_row(at).await?
+            };
+            if taken.is_some() {
+                break;
+            }
+        }
+        match taken {
+            Some(row) => {
+                self.moves += 1;
+                let whole = fill_unchanged(&new, &row);
+                self.send_to(to, Change::Insert { rel, new: whole }).await
+            }
+            // On no other shard either: reported missing where it belongs.
+            None => self.send_to(to, Change::Update { rel, old, new }).await,
+        }
+    }
+
     async fn route_change(&mut self, change: Change) -> Result<(), ApplyError> {
         let seq = self.seq;
         self.seq += 1;
         match change {
             Change::Insert { rel, new } => match self.route(&rel)? {
                 TableRoute::Reference => self.send_all(Change::Insert { rel, new }).await,
-                route => {
-                    let i = self.shard_of(&route, |c| new.get(c))?;
+                TableRoute::Sharded { key, .. } => {
+                    let i = self.shard_of(&key, |c| new.get(c))?;
                     self.send_to(i, Change::Insert { rel, new }).await
                 }
             },
             Change::Update { rel, old, new } => self.update(rel, old, new, seq).await,
             Change::Delete { rel, old } => match self.route(&rel)? {
                 TableRoute::Reference => self.send_all(Change::Delete { rel, old }).await,
-                route => {
-                    let i = self.shard_of(&route, |c| old.tuple().get(c))?;
+                // The old key does not say where the row is: every shard that lacks it
+                // deletes nothing.
+                TableRoute::Sharded { in_identity: false, .. } => {
+                    for s in self.shards.iter_mut().filter(|s| s.active) {
+                        s.target.delete_if_held(Arc::clone(&rel), old.clone()).await?;
+                    }
+                    Ok(())
+                }
+                TableRoute::Sharded { key, in_identity: true } => {
+                    let i = self.shard_of(&key, |c| old.tuple().get(c))?;
                     self.send_to(i, Change::Delete { rel, old }).await
                 }
             },

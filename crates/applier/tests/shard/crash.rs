@@ -1,13 +1,15 @@
 //! A crash between two shards' commits: one shard committed a transaction that moves rows
-//! both ways between them, the other did not. Replaying the stream converges either way.
+//! both ways between them, the other did not. Replaying the stream converges either way, with
+//! the shard key in the replica identity or outside it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use applier::shard::{MoveId, ShardTarget};
+use applier::shard::{MoveId, ShardLayout, ShardTarget};
 use applier::{ApplyError, Change, CommitInfo, Target, TxnInfo, TypeMap};
-use pgoutput_decoder::{DecodingMessage, Lsn, Relation, Tuple};
+use pgoutput_decoder::{DecodingMessage, Lsn, OldTuple, Relation, Tuple};
 
+use super::elsewhere::{LOOSE, loose_layout};
 use super::routing::{STORE, TOASTED, store_layout};
 use super::*;
 use crate::common::{apply_all, last_end, setup};
@@ -72,6 +74,21 @@ impl ShardTarget for Crashing {
     ) -> Result<Option<Tuple>, ApplyError> {
         self.inner.take_row(rel, old, new, at).await
     }
+    async fn holds_row(
+        &mut self,
+        rel: &Arc<Relation>,
+        old: Option<&Tuple>,
+        new: &Tuple,
+    ) -> Result<bool, ApplyError> {
+        self.inner.holds_row(rel, old, new).await
+    }
+    async fn delete_if_held(
+        &mut self,
+        rel: Arc<Relation>,
+        old: OldTuple,
+    ) -> Result<(), ApplyError> {
+        self.inner.delete_if_held(rel, old).await
+    }
     async fn taken_row(&mut self, at: MoveId) -> Result<Option<Tuple>, ApplyError> {
         self.inner.taken_row(at).await
     }
@@ -97,27 +114,61 @@ async fn movers(src: &tokio_postgres::Client, shard: i32) -> Vec<i64> {
     .collect()
 }
 
+/// How a crash test's table is laid out and changed.
+struct Case {
+    schema: &'static str,
+    layout: fn() -> ShardLayout,
+    /// Fills the table with rows 1..=200, TOASTed values in each.
+    fill: &'static str,
+    /// Moves the rows of `$1` (ids) to key + 1000.
+    mv: &'static str,
+    table: &'static str,
+    key: &'static str,
+}
+
+/// `customers` by `id`, its primary key.
+const IN_IDENTITY: Case = Case {
+    schema: STORE,
+    layout: store_layout,
+    fill: "INSERT INTO customers SELECT g, 'c' || g, {TOASTED} FROM generate_series(1, 200) g",
+    mv: "UPDATE customers SET id = id + 1000 WHERE id = ANY($1)",
+    table: "customers",
+    key: "t.id",
+};
+
+/// `orders` by `customer_id`, outside its primary key `id` (the default identity).
+const OUTSIDE_IDENTITY: Case = Case {
+    schema: LOOSE,
+    layout: loose_layout,
+    fill: "INSERT INTO orders SELECT g, g, 'new', {TOASTED} FROM generate_series(1, 200) g",
+    mv: "UPDATE orders SET customer_id = customer_id + 1000 WHERE customer_id = ANY($1)",
+    table: "orders",
+    key: "t.customer_id",
+};
+
 #[tokio::test]
 async fn a_crash_between_two_shards_commits_converges_whichever_committed() {
+    Box::pin(crash_between_commits(&IN_IDENTITY)).await;
+}
+
+#[tokio::test]
+async fn a_crash_between_two_shards_commits_converges_with_the_key_outside_the_identity() {
+    Box::pin(crash_between_commits(&OUTSIDE_IDENTITY)).await;
+}
+
+async fn crash_between_commits(case: &Case) {
+    let layout = (case.layout)();
     for crashed in [0usize, 1] {
-        let env = setup("shard_crash", STORE, false).await;
-        let dbs = shard_databases(&env, 2, STORE).await;
-        env.src
-            .batch_execute(&format!(
-                "INSERT INTO customers SELECT g, 'c' || g, {TOASTED} FROM generate_series(1, 200) g"
-            ))
-            .await
-            .unwrap();
+        let env = setup("shard_crash", case.schema, false).await;
+        let dbs = shard_databases(&env, 2, case.schema).await;
+        env.src.batch_execute(&case.fill.replace("{TOASTED}", TOASTED)).await.unwrap();
         let first = env.fetch(1, false, &[], None).await;
-        apply_all(sharded(&dbs, &store_layout()).await, &first, cfg()).await.unwrap();
-        // One transaction moving rows both ways, their TOASTed notes not sent.
+        apply_all(sharded(&dbs, &layout).await, &first, cfg()).await.unwrap();
+        // One transaction moving rows both ways, their TOASTed values not sent.
         let mut ids = movers(&env.src, 0).await;
         ids.extend(movers(&env.src, 1).await);
         assert_eq!(ids.len(), 10);
-        env.src
-            .execute("UPDATE customers SET id = id + 1000 WHERE id = ANY($1)", &[&ids])
-            .await
-            .unwrap();
+        env.src.execute(case.mv, &[&ids]).await.unwrap();
         let moves = env.fetch(1, false, &[], None).await;
         let end = last_end(&moves);
         let mut shards = Vec::new();
@@ -125,7 +176,7 @@ async fn a_crash_between_two_shards_commits_converges_whichever_committed() {
             let crash_after = (i == crashed).then(|| (dbs[1 - i].clone(), end));
             shards.push(Crashing { inner: shard_target(db).await, crash_after });
         }
-        let e = apply_all(ShardedTarget::new(shards, store_layout()), &moves, cfg())
+        let e = apply_all(ShardedTarget::new(shards, layout.clone()), &moves, cfg())
             .await
             .expect_err("one shard crashed");
         assert!(matches!(e, ApplyError::Unsupported(_)), "{e}");
@@ -138,9 +189,14 @@ async fn a_crash_between_two_shards_commits_converges_whichever_committed() {
             .get(0);
         assert_eq!(kept, 5, "the committed shard keeps the rows it handed over");
         // The restart replays the transaction; each shard skips what it holds.
-        let again = apply_all(sharded(&dbs, &store_layout()).await, &moves, cfg()).await.unwrap();
+        let again = apply_all(sharded(&dbs, &layout).await, &moves, cfg()).await.unwrap();
         assert_eq!(again.target().moved_rows(), 10);
-        assert_layout(&env, &dbs, "customers", "t.id", "probe_bigint").await;
+        assert_eq!(
+            again.target().shards().map(|s| s.stats().missing_rows).sum::<u64>(),
+            0,
+            "every moved row was found"
+        );
+        assert_layout(&env, &dbs, case.table, case.key, "probe_bigint").await;
         for db in &dbs {
             assert_eq!(env_progress(db).await, Some(end), "progress of {db}");
         }

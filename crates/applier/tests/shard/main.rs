@@ -1,11 +1,12 @@
 //! ShardedTarget against real databases: routing checked with PostgreSQL's own
-//! `satisfies_hash_partition` on the source, rows moved between shards whole, and a crash
-//! between two shards' commits.
+//! `satisfies_hash_partition` on the source, rows moved between shards whole (also by a shard
+//! key outside the replica identity), and a crash between two shards' commits.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod crash;
+mod elsewhere;
 mod routing;
 
 use applier::shard::{ShardLayout, ShardedTarget};
