@@ -482,6 +482,7 @@ async fn the_bench_harness_names_no_flag() {
         run_timeout: std::time::Duration::from_secs(1),
         mariadb: false,
         shards: Vec::new(),
+        durable: false,
     };
     let err = bench::run(opts).await.expect_err("no runs").to_string();
     assert!(err.contains("at least one run") && !err.contains("--"), "{err}");
