@@ -289,7 +289,7 @@ impl Bench {
         w.prepare(&self.primary, &db, opts.scale)
             .await
             .map_err(Error::context("preparing the primary"))?;
-        let src = self.primary.connect(&db).await?;
+        let src = self.flushing_session(&db).await?;
         let tables = publish(&src, w).await?;
         let contenders = self.contenders(w);
         let mut notes = Vec::new();
@@ -644,6 +644,17 @@ impl Bench {
         Ok(result)
     }
 
+    /// A session on the primary's database `db` whose commits wait for their WAL flush,
+    /// whatever the server's `synchronous_commit`: what it commits (the sentinels, the latency
+    /// samples) can be sent at once, and the WAL position read after it covers it. With
+    /// asynchronous commit, a commit waits up to `wal_writer_delay` (200 ms) before a walsender
+    /// may send it, and `pg_current_wal_lsn()` can lag behind it.
+    async fn flushing_session(&self, db: &str) -> Result<Client, Error> {
+        let client = self.primary.connect(db).await?;
+        client.batch_execute("SET synchronous_commit = on").await?;
+        Ok(client)
+    }
+
     /// Samples the CPU time of the replica's processes in target database `name`, except the
     /// benchmark's own session `target`.
     async fn target_sampler(&self, target: &Client, name: &str) -> Result<BackendSampler, Error> {
@@ -668,7 +679,7 @@ impl Bench {
         target: &Client,
         mut alive: impl FnMut() -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let src = self.primary.connect(db).await?;
+        let src = self.flushing_session(db).await?;
         let mut samples = Vec::new();
         for i in 0..self.opts.latency_samples {
             // Ids distinct per contender: later slots replay earlier contenders' samples.
