@@ -119,20 +119,15 @@ impl Bench {
     ) -> Result<RunResult, Error> {
         let name = target_db(&backlog.db, run);
         let mut target = self.target_from(&backlog.template, &name).await?;
-        let result = self.pglogical_catch_up(backlog, &mut target, &name, slot, run).await;
-        let result = match result {
-            Ok(r) if measure_latency => {
-                self.measure_latency("pglogical", &backlog.db, &target, || Ok(())).await.map(|()| r)
+        let result = async {
+            let mut r = self.pglogical_catch_up(backlog, &mut target, &name, slot, run).await?;
+            if measure_latency {
+                self.measure_latency("pglogical", &backlog.db, &target, || Ok(())).await?;
             }
-            other => other,
-        };
-        let result = match result {
-            Ok(mut r) => {
-                r.verified = self.verify(backlog, &target).await?;
-                Ok(r)
-            }
-            Err(e) => Err(e),
-        };
+            r.verified = self.verify(backlog, &target).await?;
+            Ok(r)
+        }
+        .await;
         if let Err(e) =
             target.execute("SELECT pglogical.drop_subscription($1, true)", &[&SUBSCRIPTION]).await
         {
