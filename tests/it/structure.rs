@@ -356,7 +356,7 @@ const KNOWN_CRATE_CYCLES: &[(&str, &[&str])] = &[
     ("pgconn", &["config", "config::conninfo", "error", "config::modes", "config::service"]),
     ("pgoutput-decoder", &["message", "tuple"]),
     ("testservers", &["", "mariadb", "conf", "exit", "nats", "mariadb::install", "server"]),
-    ("bench", &["", "harness", "mariadb", "report", "shards"]),
+    ("bench", &["", "harness", "mariadb", "pglogical", "report", "shards"]),
 ];
 
 #[test]

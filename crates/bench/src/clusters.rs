@@ -1,12 +1,25 @@
 //! The two clusters: their settings (durable or not, pglogical preloaded or not), and the
-//! upkeep between runs.
+//! upkeep between runs, and copies between them.
 
 use pgcluster::{Cluster, ClusterBuilder};
 use pgconn::quote_ident;
+use serde::Serialize;
+use tokio_postgres::Client;
 
 use crate::error::Error;
-use crate::harness::Bench;
-use crate::report::ClusterSettings;
+
+/// The settings a cluster ran with, as it reported them (`SHOW`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterSettings {
+    /// `primary` or `replica`.
+    pub role: String,
+    /// `fsync`.
+    pub fsync: String,
+    /// `synchronous_commit` (the server's; sessions may set their own).
+    pub synchronous_commit: String,
+    /// `shared_preload_libraries`.
+    pub shared_preload_libraries: String,
+}
 
 /// Settings every benchmark cluster shares, with checkpoints and autovacuum kept out of the
 /// runs; durability stays the server's default (on) unless [`bench_cluster_builder`] sets it.
@@ -65,47 +78,51 @@ pub(crate) async fn cluster_settings(
     })
 }
 
-impl Bench {
-    /// Drops database `name` of the replica (see [`Bench::drop_db`]).
-    pub(crate) async fn drop_replica_db(&self, name: &str) -> Result<(), Error> {
-        self.drop_db(&self.replica, name).await
+/// Drops database `name` of `cluster`, or with pglogical preloaded (`pglogical`) empties it:
+/// pglogical 2.4.2's supervisor never answers the barrier DROP DATABASE waits for on
+/// PostgreSQL 15 (2ndQuadrant/pglogical#399), so the drop would hang. An emptied database keeps
+/// only its catalogs; the clusters go at the end of the run.
+pub(crate) async fn drop_db(cluster: &Cluster, name: &str, pglogical: bool) -> Result<(), Error> {
+    if !pglogical {
+        return Ok(cluster.drop_database(name).await?);
     }
+    let client = cluster.connect(name).await?;
+    let schemas = client
+        .query(
+            "SELECT nspname::text FROM pg_catalog.pg_namespace \
+             WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'",
+            &[],
+        )
+        .await?;
+    for row in schemas {
+        let schema: String = row.get(0);
+        client.batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(&schema))).await?;
+    }
+    Ok(())
+}
 
-    /// Drops database `name` of the primary (see [`Bench::drop_db`]).
-    pub(crate) async fn drop_primary_db(&self, name: &str) -> Result<(), Error> {
-        self.drop_db(&self.primary, name).await
+/// Writes out the dirty buffers of `clusters` (untimed), so no contender pays for writing
+/// what the one before it left in shared buffers (checkpoints are otherwise off during the
+/// bench).
+pub(crate) async fn checkpoint(clusters: [&Cluster; 2]) -> Result<(), Error> {
+    for cluster in clusters {
+        cluster.connect("postgres").await?.batch_execute("CHECKPOINT").await?;
     }
+    Ok(())
+}
 
-    /// Drops a database, or with pglogical preloaded empties it: pglogical 2.4.2's supervisor
-    /// never answers the barrier DROP DATABASE waits for on PostgreSQL 15
-    /// (2ndQuadrant/pglogical#399), so the drop would hang. An emptied database keeps only its
-    /// catalogs; the clusters go at the end of the run.
-    async fn drop_db(&self, cluster: &Cluster, name: &str) -> Result<(), Error> {
-        if !self.pglogical {
-            return Ok(cluster.drop_database(name).await?);
-        }
-        let client = cluster.connect(name).await?;
-        let schemas = client
-            .query(
-                "SELECT nspname::text FROM pg_catalog.pg_namespace \
-                 WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'",
-                &[],
-            )
-            .await?;
-        for row in schemas {
-            let schema: String = row.get(0);
-            client.batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(&schema))).await?;
-        }
-        Ok(())
+/// Streams `table` from `src` into `dst` with binary COPY.
+pub(crate) async fn copy_table(src: &Client, dst: &Client, table: &str) -> Result<(), Error> {
+    use futures_util::{SinkExt, StreamExt};
+    let q = quote_ident(table);
+    let out = src.copy_out(&format!("COPY {q} TO STDOUT (FORMAT binary)")).await?;
+    let sink =
+        dst.copy_in::<_, bytes::Bytes>(&format!("COPY {q} FROM STDIN (FORMAT binary)")).await?;
+    futures_util::pin_mut!(out);
+    futures_util::pin_mut!(sink);
+    while let Some(chunk) = out.next().await {
+        sink.send(chunk?).await?;
     }
-
-    /// Writes out both clusters' dirty buffers before a contender starts (untimed), so no
-    /// contender pays for writing what the one before it left in shared buffers (checkpoints
-    /// are otherwise off during the bench).
-    pub(crate) async fn settle(&self) -> Result<(), Error> {
-        for cluster in [&self.primary, &self.replica] {
-            cluster.connect("postgres").await?.batch_execute("CHECKPOINT").await?;
-        }
-        Ok(())
-    }
+    sink.finish().await?;
+    Ok(())
 }

@@ -10,7 +10,7 @@ use pgoutput_decoder::Lsn;
 use tokio_postgres::Client;
 
 use crate::BenchOptions;
-use crate::clusters::{bench_cluster_builder, cluster_settings};
+use crate::clusters::{bench_cluster_builder, checkpoint, cluster_settings, copy_table, drop_db};
 use crate::error::Error;
 use crate::procstat::{self, BackendSampler, WalsenderSampler};
 use crate::report::{
@@ -655,6 +655,21 @@ impl Bench {
         Ok(client)
     }
 
+    /// Drops database `name` of the replica (see [`drop_db`]).
+    pub(crate) async fn drop_replica_db(&self, name: &str) -> Result<(), Error> {
+        drop_db(&self.replica, name, self.pglogical).await
+    }
+
+    /// Drops database `name` of the primary (see [`drop_db`]).
+    pub(crate) async fn drop_primary_db(&self, name: &str) -> Result<(), Error> {
+        drop_db(&self.primary, name, self.pglogical).await
+    }
+
+    /// Writes out both clusters' dirty buffers before a contender starts (see [`checkpoint`]).
+    pub(crate) async fn settle(&self) -> Result<(), Error> {
+        checkpoint([&self.primary, &self.replica]).await
+    }
+
     /// Samples the CPU time of the replica's processes in target database `name`, except the
     /// benchmark's own session `target`.
     async fn target_sampler(&self, target: &Client, name: &str) -> Result<BackendSampler, Error> {
@@ -736,22 +751,6 @@ pub(crate) async fn publish(src: &Client, w: Workload) -> Result<Vec<String>, Er
     ))
     .await?;
     Ok(tables)
-}
-
-/// Streams `table` from `src` into `dst` with binary COPY.
-async fn copy_table(src: &Client, dst: &Client, table: &str) -> Result<(), Error> {
-    use futures_util::{SinkExt, StreamExt};
-    let q = quote_ident(table);
-    let out = src.copy_out(&format!("COPY {q} TO STDOUT (FORMAT binary)")).await?;
-    let sink =
-        dst.copy_in::<_, bytes::Bytes>(&format!("COPY {q} FROM STDIN (FORMAT binary)")).await?;
-    futures_util::pin_mut!(out);
-    futures_util::pin_mut!(sink);
-    while let Some(chunk) = out.next().await {
-        sink.send(chunk?).await?;
-    }
-    sink.finish().await?;
-    Ok(())
 }
 
 /// How often the live latency is polled. tokio's timer rounds a sleep up to the next whole

@@ -43,11 +43,12 @@ pub mod workload;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use clusters::ClusterSettings;
 pub use error::Error;
 pub use harness::run;
 pub use report::{
-    BenchReport, ClusterSettings, ContenderReport, DecodeShare, LatencyReport, RunResult, Stat,
-    WorkloadReport, render,
+    BenchReport, ContenderReport, DecodeShare, LatencyReport, RunResult, Stat, WorkloadReport,
+    render,
 };
 use workload::{Scale, Workload};
 

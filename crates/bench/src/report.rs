@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::clusters::ClusterSettings;
+
 /// One contender's run on one backlog.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
@@ -183,19 +185,6 @@ pub struct LatencyReport {
     pub samples: usize,
     /// Milliseconds.
     pub ms: Stat,
-}
-
-/// The settings a cluster ran with, as it reported them (`SHOW`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ClusterSettings {
-    /// `primary` or `replica`.
-    pub role: String,
-    /// `fsync`.
-    pub fsync: String,
-    /// `synchronous_commit` (the server's; sessions may set their own).
-    pub synchronous_commit: String,
-    /// `shared_preload_libraries`.
-    pub shared_preload_libraries: String,
 }
 
 /// The whole benchmark.
