@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Run both clusters durable: `fsync = on` and `synchronous_commit = on`, as a production
+    /// server (by default both are off). The report's header shows what each cluster ran with.
+    #[arg(long)]
+    pub durable: bool,
     /// Also run pgmirror into a throwaway MariaDB server on each streaming backlog.
     #[arg(long)]
     pub mariadb: bool,
@@ -80,6 +84,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         run_timeout: std::time::Duration::from_secs(args.timeout),
         mariadb: args.mariadb,
         shards: args.shards,
+        durable: args.durable,
     };
     let report = bench::run(opts).await?;
     if args.json {
@@ -89,4 +94,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let all_verified = report.workloads.iter().flat_map(|w| &w.contenders).all(|c| c.verified);
     Ok(if all_verified { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> BenchArgs {
+        let cli = Cli::try_parse_from(["pgmirror", "bench"].iter().chain(args)).expect("parses");
+        match cli.command {
+            Command::Bench(args) => args,
+            other => panic!("not bench: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn durable_and_store4() {
+        let args = parse(&["--durable", "--workload", "store4,tiny", "--scale", "0.05"]);
+        assert!(args.durable);
+        assert_eq!(args.workload, [Workload::Store4, Workload::Tiny]);
+        assert_eq!(args.scale.to_string(), "0.05");
+        let args = parse(&[]);
+        assert!(!args.durable, "not durable unless asked");
+        assert_eq!(args.workload, [Workload::All]);
+        assert!(Cli::try_parse_from(["pgmirror", "bench", "--durable=yes"]).is_err());
+    }
 }

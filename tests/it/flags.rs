@@ -16,6 +16,8 @@ const FOREIGN: &[&str] = &[
     "--bindir",
     "--start",
     "--no-loop",
+    "--pkglibdir",
+    "--sharedir",
     // mariadb-install-db, mariadbd (the test servers of crates/testservers)
     "--defaults-file",
     "--init-file",

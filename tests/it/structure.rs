@@ -356,7 +356,7 @@ const KNOWN_CRATE_CYCLES: &[(&str, &[&str])] = &[
     ("pgconn", &["config", "config::conninfo", "error", "config::modes", "config::service"]),
     ("pgoutput-decoder", &["message", "tuple"]),
     ("testservers", &["", "mariadb", "conf", "exit", "nats", "mariadb::install", "server"]),
-    ("bench", &["", "harness", "mariadb", "report", "shards"]),
+    ("bench", &["", "harness", "mariadb", "pglogical", "report", "shards"]),
 ];
 
 #[test]
@@ -482,6 +482,7 @@ async fn the_bench_harness_names_no_flag() {
         run_timeout: std::time::Duration::from_secs(1),
         mariadb: false,
         shards: Vec::new(),
+        durable: false,
     };
     let err = bench::run(opts).await.expect_err("no runs").to_string();
     assert!(err.contains("at least one run") && !err.contains("--"), "{err}");

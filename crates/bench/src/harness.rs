@@ -4,14 +4,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pgcluster::{Cluster, ClusterBuilder};
+use pgcluster::Cluster;
 use pgconn::{quote_ident, quote_literal};
 use pgoutput_decoder::Lsn;
 use tokio_postgres::Client;
 
 use crate::BenchOptions;
+use crate::clusters::{bench_cluster_builder, checkpoint, cluster_settings, copy_table, drop_db};
 use crate::error::Error;
-use crate::procstat::{self, WalsenderSampler};
+use crate::procstat::{self, BackendSampler, WalsenderSampler};
 use crate::report::{
     BenchReport, Contender, DecodeShare, LatencyReport, ProcessFigures, RunResult, Stat,
     WorkloadReport, describe, mb, summarize_named,
@@ -41,6 +42,8 @@ pub(crate) struct Bench {
     pub(crate) latency: Vec<LatencyReport>,
     /// The MariaDB server of the `pgmirror-mariadb` contender (`--mariadb`).
     pub(crate) mariadb: Option<testservers::mariadb::MariaDb>,
+    /// pglogical is installed and preloaded on both clusters (the `pglogical` contender).
+    pub(crate) pglogical: bool,
 }
 
 /// One streaming backlog on the primary.
@@ -51,24 +54,6 @@ pub(crate) struct Backlog {
     pub(crate) fingerprints: Vec<(i64, String)>,
     pub(crate) end_lsn: Lsn,
     pub(crate) proto_version: u32,
-}
-
-/// Settings both clusters share: fair (durable, like a production server), with checkpoints
-/// and autovacuum kept out of the runs.
-pub(crate) fn cluster_builder() -> ClusterBuilder {
-    ClusterBuilder::new()
-        .setting("max_wal_size", "64GB")
-        .setting("min_wal_size", "1GB")
-        .setting("checkpoint_timeout", "1d")
-        .setting("autovacuum", "off")
-        .setting("shared_buffers", "512MB")
-        .setting("wal_sender_timeout", "5min")
-        .setting("wal_receiver_timeout", "5min")
-        .setting("max_logical_replication_workers", "4")
-        .setting("max_sync_workers_per_subscription", "2")
-        // The launcher starts workers at most this often (default 5 s): back-to-back runs
-        // would otherwise time the launcher's wait, not the subscriber.
-        .setting("wal_retrieve_retry_interval", "50ms")
 }
 
 pub(crate) fn say(opts: &BenchOptions, text: &str) {
@@ -86,10 +71,13 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, Error> {
     if opts.runs == 0 {
         return Err(Error::Failed("at least one run of each contender is needed".into()));
     }
-    let (primary, replica) = tokio::task::spawn_blocking(|| -> Result<_, Error> {
-        let primary = cluster_builder().start().map_err(Error::context("starting the primary"))?;
-        let replica = cluster_builder().start().map_err(Error::context("starting the replica"))?;
-        Ok((primary, replica))
+    let durable = opts.durable;
+    let (primary, replica, pglogical) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+        let pglogical = crate::pglogical::installed(&pgcluster::find_bindir()?);
+        let builder = || bench_cluster_builder(durable, pglogical);
+        let primary = builder().start().map_err(Error::context("starting the primary"))?;
+        let replica = builder().start().map_err(Error::context("starting the replica"))?;
+        Ok((primary, replica, pglogical))
     })
     .await
     .map_err(|e| Error::Failed(format!("starting the clusters: {e}")))??;
@@ -112,6 +100,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, Error> {
         ticks_per_second: procstat::clock_ticks_per_second(),
         latency: Vec::new(),
         mariadb,
+        pglogical,
     };
     let server_version: String = bench
         .primary
@@ -120,6 +109,15 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, Error> {
         .query_one("SHOW server_version", &[])
         .await?
         .get(0);
+    let clusters = vec![
+        cluster_settings(&bench.primary, "primary").await?,
+        cluster_settings(&bench.replica, "replica").await?,
+    ];
+    let mut notes = Vec::new();
+    if !bench.pglogical {
+        let major = server_version.split(['.', ' ']).next().unwrap_or_default();
+        notes.push(crate::pglogical::skipped_note(major));
+    }
     let mut workloads = Vec::new();
     let list: Vec<Workload> = if bench.opts.workloads.contains(&Workload::All) {
         Workload::EACH.to_vec()
@@ -149,6 +147,9 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, Error> {
     result?;
     Ok(BenchReport {
         server_version,
+        durable: opts.durable,
+        clusters,
+        notes,
         scale: opts.scale.as_f64(),
         runs: opts.runs,
         workloads,
@@ -162,17 +163,39 @@ async fn current_lsn(client: &Client) -> Result<Lsn, Error> {
 }
 
 impl Bench {
-    /// The contenders of a streaming backlog: the MariaDB one only with a MariaDB server.
-    fn contenders(&self) -> Vec<Contender> {
+    /// The contenders of streaming workload `w`: the MariaDB one only with a MariaDB server,
+    /// pglogical only when installed and able to replicate `w`.
+    fn contenders(&self, w: Workload) -> Vec<Contender> {
         let mariadb = self.mariadb.is_some();
+        let pglogical = self.pglogical && crate::pglogical::unsupported(w).is_none();
         Contender::EACH
             .into_iter()
             .filter(|c| mariadb || *c != Contender::PgmirrorMariaDb)
+            .filter(|c| pglogical || *c != Contender::Pglogical)
             .collect()
     }
 
     fn slot(&self, w: Workload, c: &str, run: u32) -> String {
         format!("bench_{}_{c}_{run}", w.name().replace('-', "_"))
+    }
+
+    /// The slot of contender `c`'s run `run` on workload `w` (source database `db`) and its
+    /// output plugin.
+    async fn contender_slot(
+        &self,
+        src: &Client,
+        db: &str,
+        w: Workload,
+        c: Contender,
+        run: u32,
+    ) -> Result<(String, &'static str), Error> {
+        Ok(match c {
+            Contender::Pglogical => (
+                crate::pglogical::slot_name(src, &crate::pglogical::target_db(db, run)).await?,
+                crate::pglogical::PLUGIN,
+            ),
+            _ => (self.slot(w, c.short(), run), "pgoutput"),
+        })
     }
 
     /// Creates the target template database: the workload's tables and the primary's base
@@ -266,8 +289,17 @@ impl Bench {
         w.prepare(&self.primary, &db, opts.scale)
             .await
             .map_err(Error::context("preparing the primary"))?;
-        let src = self.primary.connect(&db).await?;
+        let src = self.flushing_session(&db).await?;
         let tables = publish(&src, w).await?;
+        let contenders = self.contenders(w);
+        let mut notes = Vec::new();
+        if contenders.contains(&Contender::Pglogical) {
+            crate::pglogical::provide(&src, &self.primary.url(&db), &tables)
+                .await
+                .map_err(Error::context("setting up the pglogical provider"))?;
+        } else if let Some(why) = crate::pglogical::unsupported(w).filter(|_| self.pglogical) {
+            notes.push(why.to_owned());
+        }
         let template = format!("tpl_{}", w.name().replace('-', "_"));
         self.make_template(w, &db, &template, &tables, true).await?;
         if self.mariadb.is_some() {
@@ -275,17 +307,17 @@ impl Bench {
         }
 
         // Every slot exists before the first change of the backlog.
-        let mut slots = vec![self.slot(w, "rec", 0)];
+        let mut slots = vec![(self.slot(w, "rec", 0), "pgoutput")];
         for run in 1..=opts.runs {
-            for c in self.contenders() {
-                slots.push(self.slot(w, c.short(), run));
+            for &c in &contenders {
+                slots.push(self.contender_slot(&src, &db, w, c, run).await?);
             }
             for n in &opts.shards {
-                slots.push(self.slot(w, &format!("s{n}"), run));
+                slots.push((self.slot(w, &format!("s{n}"), run), "pgoutput"));
             }
         }
-        for s in &slots {
-            src.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[s]).await?;
+        for (s, plugin) in &slots {
+            src.execute("SELECT pg_create_logical_replication_slot($1, $2)", &[s, plugin]).await?;
         }
         let start_lsn = current_lsn(&src).await?;
         say(&opts, &format!("{w}: generating the backlog"));
@@ -313,19 +345,19 @@ impl Bench {
         // contenders, and its decode time is the decoder's share.
         let rec_path = self.scratch.0.join(format!("{}.rec", w.name()));
         let (summary, proto_version) =
-            self.record_backlog(&db, &slots[0], end_lsn, &rec_path).await?;
+            self.record_backlog(&db, &slots[0].0, end_lsn, &rec_path).await?;
         let (messages, decode_s) = recording::decode_all(&rec_path)?;
         let _ = std::fs::remove_file(&rec_path);
-        self.drop_slot(&db, &slots[0]).await?;
+        self.drop_slot(&db, &slots[0].0).await?;
 
         let backlog =
             Backlog { db: db.clone(), template, tables, fingerprints, end_lsn, proto_version };
         let mut runs: Vec<(Contender, RunResult)> = Vec::new();
         let mut sharded: Vec<(String, Vec<RunResult>)> = Vec::new();
         for run in 1..=opts.runs {
-            for c in self.contenders() {
+            for &c in &contenders {
                 self.settle().await?;
-                let slot = self.slot(w, c.short(), run);
+                let (slot, _) = self.contender_slot(&src, &db, w, c, run).await?;
                 let measure_latency = opts.latency_samples > 0
                     && run == 1
                     && c != Contender::Recvlogical
@@ -340,6 +372,9 @@ impl Bench {
                     }
                     Contender::PgmirrorMariaDb => {
                         self.run_pgmirror_mariadb(&backlog, &slot, run).await
+                    }
+                    Contender::Pglogical => {
+                        self.run_pglogical(&backlog, &slot, run, measure_latency).await
                     }
                 };
                 let mut result = result.unwrap_or_else(|e| RunResult::failed(run, &e));
@@ -369,8 +404,9 @@ impl Bench {
                 }
             }
         }
-        self.replica.drop_database(&backlog.template).await?;
-        self.primary.drop_database(&db).await?;
+        drop(src);
+        self.drop_replica_db(&backlog.template).await?;
+        self.drop_primary_db(&db).await?;
 
         let contenders = summarize_named(&runs, sharded, summary.changes, summary.transactions);
         let pgmirror_cpu =
@@ -388,6 +424,7 @@ impl Bench {
                 decode_s,
                 share_of_pgmirror_cpu: pgmirror_cpu.map(|s| decode_s / s.median),
             }),
+            notes,
         })
     }
 
@@ -450,11 +487,13 @@ impl Bench {
             .await?;
         let sampler =
             WalsenderSampler::start(self.primary.connect(&backlog.db).await?, slot.into());
+        let backends = self.target_sampler(&target, &name).await?;
         let t = Instant::now();
         target.batch_execute(&format!("ALTER SUBSCRIPTION {sub} ENABLE")).await?;
         wait_sentinel(&target, 1, self.opts.run_timeout, CATCH_UP_POLL, || Ok(())).await?;
         let seconds = t.elapsed().as_secs_f64();
         let walsender_cpu_s = sampler.finish(self.ticks_per_second);
+        let target_cpu_s = backends.finish(self.ticks_per_second);
         if measure_latency {
             self.measure_latency("native", &backlog.db, &target, || Ok(())).await?;
         }
@@ -463,16 +502,8 @@ impl Bench {
         target.batch_execute(&format!("ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)")).await?;
         target.batch_execute(&format!("DROP SUBSCRIPTION {sub}")).await?;
         drop(target);
-        self.replica.drop_database(&name).await?;
-        Ok(RunResult {
-            run,
-            seconds: Some(seconds),
-            walsender_cpu_s,
-            pgmirror_cpu_s: None,
-            peak_rss_mb: None,
-            verified,
-            error: None,
-        })
+        self.drop_replica_db(&name).await?;
+        Ok(RunResult::subscriber(run, seconds, walsender_cpu_s, target_cpu_s, verified))
     }
 
     async fn run_recvlogical(&self, backlog: &Backlog, slot: &str) -> Result<RunResult, Error> {
@@ -519,6 +550,7 @@ impl Bench {
             seconds: Some(seconds),
             walsender_cpu_s,
             pgmirror_cpu_s: None,
+            target_cpu_s: None,
             peak_rss_mb: None,
             verified: confirmed >= backlog.end_lsn,
             error: None,
@@ -577,6 +609,7 @@ impl Bench {
         let log = self.scratch.0.join(format!("{name}.log"));
         let sampler =
             WalsenderSampler::start(self.primary.connect(&backlog.db).await?, slot.into());
+        let backends = self.target_sampler(&target, &name).await?;
         let t = Instant::now();
         let mut child = self.spawn_pgmirror(&backlog.db, &name, slot, false, &log)?;
         let pid = child.id().ok_or_else(|| Error::Failed("pgmirror has no pid".into()))?;
@@ -597,6 +630,7 @@ impl Bench {
         // Read while the process still runs: its /proc entry goes with it.
         let process = self.process_figures(pid);
         let walsender_cpu_s = sampler.finish(self.ticks_per_second);
+        let target_cpu_s = backends.finish(self.ticks_per_second);
         waited?;
         if measure_latency {
             self.measure_latency("pgmirror", &backlog.db, &target, || alive(&mut child)).await?;
@@ -604,8 +638,43 @@ impl Bench {
         let _ = child.kill().await;
         let verified = self.verify(backlog, &target).await?;
         drop(target);
-        self.replica.drop_database(&name).await?;
-        Ok(RunResult::measured(run, seconds, walsender_cpu_s, process, verified))
+        self.drop_replica_db(&name).await?;
+        let mut result = RunResult::measured(run, seconds, walsender_cpu_s, process, verified);
+        result.target_cpu_s = target_cpu_s;
+        Ok(result)
+    }
+
+    /// A session on the primary's database `db` whose commits wait for their WAL flush,
+    /// whatever the server's `synchronous_commit`: what it commits (the sentinels, the latency
+    /// samples) can be sent at once, and the WAL position read after it covers it. With
+    /// asynchronous commit, a commit waits up to `wal_writer_delay` (200 ms) before a walsender
+    /// may send it, and `pg_current_wal_lsn()` can lag behind it.
+    async fn flushing_session(&self, db: &str) -> Result<Client, Error> {
+        let client = self.primary.connect(db).await?;
+        client.batch_execute("SET synchronous_commit = on").await?;
+        Ok(client)
+    }
+
+    /// Drops database `name` of the replica (see [`drop_db`]).
+    pub(crate) async fn drop_replica_db(&self, name: &str) -> Result<(), Error> {
+        drop_db(&self.replica, name, self.pglogical).await
+    }
+
+    /// Drops database `name` of the primary (see [`drop_db`]).
+    pub(crate) async fn drop_primary_db(&self, name: &str) -> Result<(), Error> {
+        drop_db(&self.primary, name, self.pglogical).await
+    }
+
+    /// Writes out both clusters' dirty buffers before a contender starts (see [`checkpoint`]).
+    pub(crate) async fn settle(&self) -> Result<(), Error> {
+        checkpoint([&self.primary, &self.replica]).await
+    }
+
+    /// Samples the CPU time of the replica's processes in target database `name`, except the
+    /// benchmark's own session `target`.
+    async fn target_sampler(&self, target: &Client, name: &str) -> Result<BackendSampler, Error> {
+        let me: i32 = target.query_one("SELECT pg_catalog.pg_backend_pid()", &[]).await?.get(0);
+        Ok(BackendSampler::start(self.replica.connect("postgres").await?, name.into(), vec![me]))
     }
 
     /// The CPU time and peak RSS of process `pid`, while it still runs.
@@ -618,14 +687,14 @@ impl Bench {
     }
 
     /// Single-row inserts on the idle primary, each timed until visible on the target.
-    async fn measure_latency(
+    pub(crate) async fn measure_latency(
         &mut self,
         contender: &str,
         db: &str,
         target: &Client,
         mut alive: impl FnMut() -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let src = self.primary.connect(db).await?;
+        let src = self.flushing_session(db).await?;
         let mut samples = Vec::new();
         for i in 0..self.opts.latency_samples {
             // Ids distinct per contender: later slots replay earlier contenders' samples.
@@ -648,16 +717,6 @@ impl Bench {
         // Later contenders of this backlog replay these rows after their sentinel: harmless.
         Ok(())
     }
-
-    /// Writes out both clusters' dirty buffers before a contender starts (untimed), so no
-    /// contender pays for writing what the one before it left in shared buffers (checkpoints
-    /// are otherwise off during the bench).
-    pub(crate) async fn settle(&self) -> Result<(), Error> {
-        for cluster in [&self.primary, &self.replica] {
-            cluster.connect("postgres").await?.batch_execute("CHECKPOINT").await?;
-        }
-        Ok(())
-    }
 }
 
 /// Creates the benchmark publication on the workload's tables and the sentinel; returns the
@@ -666,7 +725,7 @@ pub(crate) async fn publish(src: &Client, w: Workload) -> Result<Vec<String>, Er
     let tables: Vec<String> = match w {
         // The initial copy's three big tables are customers, orders and order_items;
         // products (small) comes along so that the foreign keys hold.
-        Workload::Oltp | Workload::Initial | Workload::All => {
+        Workload::Oltp | Workload::Store4 | Workload::Initial | Workload::All => {
             store::TABLES.iter().map(|t| (*t).to_owned()).collect()
         }
         Workload::Tpcb => {
@@ -692,22 +751,6 @@ pub(crate) async fn publish(src: &Client, w: Workload) -> Result<Vec<String>, Er
     ))
     .await?;
     Ok(tables)
-}
-
-/// Streams `table` from `src` into `dst` with binary COPY.
-async fn copy_table(src: &Client, dst: &Client, table: &str) -> Result<(), Error> {
-    use futures_util::{SinkExt, StreamExt};
-    let q = quote_ident(table);
-    let out = src.copy_out(&format!("COPY {q} TO STDOUT (FORMAT binary)")).await?;
-    let sink =
-        dst.copy_in::<_, bytes::Bytes>(&format!("COPY {q} FROM STDIN (FORMAT binary)")).await?;
-    futures_util::pin_mut!(out);
-    futures_util::pin_mut!(sink);
-    while let Some(chunk) = out.next().await {
-        sink.send(chunk?).await?;
-    }
-    sink.finish().await?;
-    Ok(())
 }
 
 /// How often the live latency is polled. tokio's timer rounds a sleep up to the next whole

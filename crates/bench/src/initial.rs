@@ -56,8 +56,9 @@ impl Bench {
                 runs.push((c, result));
             }
         }
-        self.replica.drop_database(&template).await?;
-        self.primary.drop_database(&db).await?;
+        drop(src);
+        self.drop_replica_db(&template).await?;
+        self.drop_primary_db(&db).await?;
         Ok(WorkloadReport {
             workload: w.name().to_owned(),
             transactions: 0,
@@ -66,6 +67,7 @@ impl Bench {
             generate_s,
             contenders: summarize(&runs, rows, 0),
             decode: None,
+            notes: Vec::new(),
         })
     }
 
@@ -109,11 +111,12 @@ impl Bench {
         let verified = self.verify(backlog, &target).await?;
         target.batch_execute(&format!("DROP SUBSCRIPTION {sub}")).await?;
         drop(target);
-        self.replica.drop_database(&name).await?;
+        self.drop_replica_db(&name).await?;
         Ok(RunResult {
             run,
             seconds: Some(seconds),
             walsender_cpu_s: None,
+            target_cpu_s: None,
             pgmirror_cpu_s: None,
             peak_rss_mb: None,
             verified,
@@ -156,11 +159,12 @@ impl Bench {
         let verified = self.verify(backlog, &target).await?;
         drop(target);
         self.drop_slot(&backlog.db, &slot).await?;
-        self.replica.drop_database(&name).await?;
+        self.drop_replica_db(&name).await?;
         Ok(RunResult {
             run,
             seconds: Some(seconds),
             walsender_cpu_s: None,
+            target_cpu_s: None,
             pgmirror_cpu_s: cpu,
             peak_rss_mb: rss.map(mb),
             verified,

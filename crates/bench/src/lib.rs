@@ -13,8 +13,12 @@
 //!   from spawn until the sentinel is visible; its CPU time and peak RSS come from `/proc`.
 //!
 //! - `pgmirror N shards` (with [`BenchOptions::shards`]): the same, into N databases as shards.
+//! - `pglogical` (when the pglogical extension is installed for the server binaries): a
+//!   pglogical subscription started on a slot made before the backlog, timed from its creation
+//!   until the sentinel is visible. Without the extension the report says it was skipped.
 //!
-//! The walsender's CPU time is sampled for each contender; every target is verified against
+//! The walsender's CPU time is sampled for each contender, and so is the CPU time of the
+//! target's processes that applied the changes; every target is verified against
 //! the primary table by table. A recording of each backlog (which also warms the WAL into the
 //! page cache) gives the time spent decoding, to compare with pgmirror's CPU time.
 //!
@@ -24,11 +28,13 @@
 
 #![deny(missing_docs)]
 
+mod clusters;
 mod error;
 mod harness;
 mod initial;
 mod mariadb;
 pub mod nats;
+mod pglogical;
 pub mod procstat;
 mod report;
 mod shards;
@@ -37,6 +43,7 @@ pub mod workload;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use clusters::ClusterSettings;
 pub use error::Error;
 pub use harness::run;
 pub use report::{
@@ -64,6 +71,9 @@ pub struct BenchOptions {
     pub run_timeout: Duration,
     /// Also run pgmirror into a throwaway MariaDB server (the `pgmirror-mariadb` contender).
     pub mariadb: bool,
+    /// Run both clusters durable: `fsync` and `synchronous_commit` on, as a production server
+    /// (otherwise both off). Backlogs are generated with `synchronous_commit = off` either way.
+    pub durable: bool,
     /// Also run pgmirror into this many shards (databases on the replica cluster, each table
     /// sharded by its primary key), once per count given; empty: no sharded runs.
     pub shards: Vec<usize>,

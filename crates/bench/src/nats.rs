@@ -108,7 +108,7 @@ fn nats_err(what: &str) -> impl FnOnce(async_nats::Error) -> Error + '_ {
 /// Servers that cannot start, a backlog that cannot be made, pgmirror failing or too slow.
 pub async fn run_nats(opts: NatsBenchOptions) -> Result<NatsBenchReport, Error> {
     let (primary, nats) = tokio::task::spawn_blocking(|| -> Result<_, Error> {
-        let primary = crate::harness::cluster_builder()
+        let primary = crate::clusters::cluster_builder()
             .start()
             .map_err(Error::context("starting the primary"))?;
         let nats = testservers::NatsServer::new()

@@ -3,9 +3,9 @@
 //! Read while the process still runs: once it has exited (and been reaped) its `/proc` entry
 //! is gone, which is why the samplers keep the last value they read.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
@@ -49,61 +49,146 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Follows the walsender serving a slot (`pg_replication_slots.active_pid`) and keeps the
-/// highest CPU time read from its `/proc` entry, sampling every few milliseconds so that a
-/// walsender that exits with its client loses at most one interval.
+/// Follows the server processes a query names and keeps, per process, the highest CPU time
+/// read from its `/proc` entry, read every few milliseconds so that a process that exits with
+/// its client loses at most one interval. The processes' CPU times are summed at the end.
 #[derive(Debug)]
-pub struct WalsenderSampler {
-    ticks: Arc<AtomicU64>,
-    pid: Arc<AtomicI32>,
+struct CpuSampler {
+    ticks: Arc<Mutex<HashMap<u32, u64>>>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// How a [`CpuSampler`] looks its processes up.
+struct Lookup {
+    /// Returns the pids (`int4`) given one text parameter.
+    sql: &'static str,
+    param: String,
+    /// Pids never counted (the benchmark's own sessions).
+    exclude: Vec<i32>,
+    /// Keep asking after the first pid was found (backends come and go); otherwise the first
+    /// answer is kept (a walsender lives as long as its client).
+    refresh: bool,
+}
+
+impl CpuSampler {
+    fn start(client: Client, lookup: Lookup) -> Self {
+        let ticks = Arc::new(Mutex::new(HashMap::new()));
+        let seen = ticks.clone();
+        let task = tokio::spawn(async move {
+            let mut pids: Vec<u32> = Vec::new();
+            let mut last_lookup: Option<Instant> = None;
+            loop {
+                // Ask every 10 ms until found, then every 100 ms (or never again).
+                let due = match last_lookup {
+                    None => true,
+                    Some(_) if pids.is_empty() => true,
+                    Some(at) => lookup.refresh && at.elapsed() >= Duration::from_millis(100),
+                };
+                if due {
+                    if let Ok(rows) = client.query(lookup.sql, &[&lookup.param]).await {
+                        pids = rows
+                            .iter()
+                            .filter_map(|r| r.get::<_, Option<i32>>(0))
+                            .filter(|p| !lookup.exclude.contains(p))
+                            .filter_map(|p| u32::try_from(p).ok())
+                            .collect();
+                    }
+                    last_lookup = Some(Instant::now());
+                }
+                sample(&seen, &pids);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        CpuSampler { ticks, task }
+    }
+
+    /// Takes a last sample, stops, and returns the processes' CPU seconds (`None` if none was
+    /// ever seen).
+    fn finish(self, ticks_per_second: f64) -> Option<f64> {
+        self.task.abort();
+        let pids: Vec<u32> = lock(&self.ticks).keys().copied().collect();
+        sample(&self.ticks, &pids);
+        let ticks = lock(&self.ticks);
+        (!ticks.is_empty()).then(|| ticks_as_seconds(ticks.values().sum(), ticks_per_second))
+    }
+}
+
+fn lock(m: &Mutex<HashMap<u32, u64>>) -> std::sync::MutexGuard<'_, HashMap<u32, u64>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn sample(seen: &Mutex<HashMap<u32, u64>>, pids: &[u32]) {
+    for &pid in pids {
+        if let Some(n) = cpu_ticks(pid) {
+            let mut map = lock(seen);
+            let t = map.entry(pid).or_insert(0);
+            *t = (*t).max(n);
+        }
+    }
+}
+
+impl Drop for CpuSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Follows the walsender serving a slot (`pg_replication_slots.active_pid`) and sums its CPU
+/// time (several walsenders, if the client reconnected).
+#[derive(Debug)]
+pub struct WalsenderSampler(CpuSampler);
 
 impl WalsenderSampler {
     /// Starts sampling the walsender of `slot`, looked up through `primary` (a connection of
     /// its own, used only for that).
     pub fn start(primary: Client, slot: String) -> Self {
-        let ticks = Arc::new(AtomicU64::new(0));
-        let pid = Arc::new(AtomicI32::new(0));
-        let (t, p) = (ticks.clone(), pid.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let current = p.load(Ordering::Relaxed);
-                if current == 0 {
-                    if let Ok(Some(row)) = primary
-                        .query_opt(
-                            "SELECT active_pid FROM pg_catalog.pg_replication_slots \
-                             WHERE slot_name = $1 AND active_pid IS NOT NULL",
-                            &[&slot],
-                        )
-                        .await
-                    {
-                        p.store(row.get::<_, i32>(0), Ordering::Relaxed);
-                    }
-                } else if let Some(n) = u32::try_from(current).ok().and_then(cpu_ticks) {
-                    t.fetch_max(n, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-        WalsenderSampler { ticks, pid, task }
+        WalsenderSampler(CpuSampler::start(
+            primary,
+            Lookup {
+                sql: "SELECT active_pid FROM pg_catalog.pg_replication_slots \
+                      WHERE slot_name = $1 AND active_pid IS NOT NULL",
+                param: slot,
+                exclude: Vec::new(),
+                refresh: false,
+            },
+        ))
     }
 
     /// Takes a last sample, stops, and returns the walsender's CPU seconds (`None` if it was
     /// never seen).
     pub fn finish(self, ticks_per_second: f64) -> Option<f64> {
-        let pid = self.pid.load(Ordering::Relaxed);
-        if let Some(n) = u32::try_from(pid).ok().and_then(cpu_ticks) {
-            self.ticks.fetch_max(n, Ordering::Relaxed);
-        }
-        self.task.abort();
-        (pid != 0).then(|| ticks_as_seconds(self.ticks.load(Ordering::Relaxed), ticks_per_second))
+        self.0.finish(ticks_per_second)
     }
 }
 
-impl Drop for WalsenderSampler {
-    fn drop(&mut self) {
-        self.task.abort();
+/// Follows the server processes connected to one database (`pg_stat_activity.datname`):
+/// a subscriber's apply worker, or the sessions a client such as pgmirror holds, and sums
+/// their CPU time. Processes are looked up every 100 ms, so one that lives shorter than that
+/// may be missed.
+#[derive(Debug)]
+pub struct BackendSampler(CpuSampler);
+
+impl BackendSampler {
+    /// Starts sampling the processes of database `db`, looked up through `server` (a
+    /// connection of its own to another database of the same server), except `exclude` (the
+    /// benchmark's own sessions on `db`).
+    pub fn start(server: Client, db: String, exclude: Vec<i32>) -> Self {
+        BackendSampler(CpuSampler::start(
+            server,
+            Lookup {
+                sql: "SELECT pid FROM pg_catalog.pg_stat_activity \
+                      WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
+                param: db,
+                exclude,
+                refresh: true,
+            },
+        ))
+    }
+
+    /// Takes a last sample, stops, and returns the processes' CPU seconds (`None` if none
+    /// was ever seen).
+    pub fn finish(self, ticks_per_second: f64) -> Option<f64> {
+        self.0.finish(ticks_per_second)
     }
 }
 

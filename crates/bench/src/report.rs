@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::clusters::ClusterSettings;
+
 /// One contender's run on one backlog.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
@@ -13,6 +15,9 @@ pub struct RunResult {
     pub walsender_cpu_s: Option<f64>,
     /// CPU seconds of the pgmirror process.
     pub pgmirror_cpu_s: Option<f64>,
+    /// CPU seconds of the target's server processes that applied the changes: the
+    /// subscriber's apply worker (native, pglogical) or pgmirror's target sessions.
+    pub target_cpu_s: Option<f64>,
     /// Peak RSS of the pgmirror process in MB.
     pub peak_rss_mb: Option<f64>,
     /// Whether the target equals the primary (for `pg_recvlogical`: the slot reached the
@@ -43,10 +48,23 @@ impl RunResult {
             seconds: Some(seconds),
             walsender_cpu_s,
             pgmirror_cpu_s: process.cpu_s,
+            target_cpu_s: None,
             peak_rss_mb: process.peak_rss_mb,
             verified,
             error: None,
         }
+    }
+
+    /// Run `run` of a subscriber inside the target server (no process of its own to watch).
+    pub(crate) fn subscriber(
+        run: u32,
+        seconds: f64,
+        walsender_cpu_s: Option<f64>,
+        target_cpu_s: Option<f64>,
+        verified: bool,
+    ) -> Self {
+        let none = ProcessFigures { cpu_s: None, peak_rss_mb: None };
+        RunResult { target_cpu_s, ..Self::measured(run, seconds, walsender_cpu_s, none, verified) }
     }
 
     /// Run `run` that failed with `error`.
@@ -56,6 +74,7 @@ impl RunResult {
             seconds: None,
             walsender_cpu_s: None,
             pgmirror_cpu_s: None,
+            target_cpu_s: None,
             peak_rss_mb: None,
             verified: false,
             error: Some(error.one_line()),
@@ -92,7 +111,7 @@ impl Stat {
 /// One contender on one workload, over all runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContenderReport {
-    /// `native`, `pg_recvlogical` or `pgmirror`.
+    /// `native`, `pg_recvlogical`, `pgmirror`, `pglogical`, ...
     pub contender: String,
     /// Every run.
     pub runs: Vec<RunResult>,
@@ -114,6 +133,9 @@ pub struct ContenderReport {
     pub walsender_cpu_vs_native: Option<f64>,
     /// pgmirror CPU seconds.
     pub pgmirror_cpu_s: Option<Stat>,
+    /// CPU seconds of the target's processes that applied the changes (see
+    /// [`RunResult::target_cpu_s`]).
+    pub target_cpu_s: Option<Stat>,
     /// Highest peak RSS of pgmirror over the runs, MB.
     pub peak_rss_mb: Option<f64>,
     /// Every run succeeded and was verified.
@@ -150,6 +172,8 @@ pub struct WorkloadReport {
     pub contenders: Vec<ContenderReport>,
     /// Decoding cost.
     pub decode: Option<DecodeShare>,
+    /// Contenders that did not run on this workload, and why (one line each).
+    pub notes: Vec<String>,
 }
 
 /// Live latency: one small transaction on an idle primary until visible on the replica.
@@ -168,6 +192,12 @@ pub struct LatencyReport {
 pub struct BenchReport {
     /// The primary's `server_version`.
     pub server_version: String,
+    /// Whether the clusters ran durable (`--durable`).
+    pub durable: bool,
+    /// What each cluster ran with.
+    pub clusters: Vec<ClusterSettings>,
+    /// Contenders left out of the whole run, and why (one line each).
+    pub notes: Vec<String>,
     /// The size multiplier.
     pub scale: f64,
     /// Runs per contender.
@@ -186,14 +216,17 @@ pub(crate) enum Contender {
     Pgmirror,
     /// pgmirror into MariaDB (`--mariadb`).
     PgmirrorMariaDb,
+    /// A pglogical subscription (when the extension is installed).
+    Pglogical,
 }
 
 impl Contender {
-    pub(crate) const EACH: [Contender; 4] = [
+    pub(crate) const EACH: [Contender; 5] = [
         Contender::Native,
         Contender::Recvlogical,
         Contender::Pgmirror,
         Contender::PgmirrorMariaDb,
+        Contender::Pglogical,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -202,6 +235,7 @@ impl Contender {
             Contender::Recvlogical => "pg_recvlogical",
             Contender::Pgmirror => "pgmirror",
             Contender::PgmirrorMariaDb => "pgmirror-mariadb",
+            Contender::Pglogical => "pglogical",
         }
     }
 
@@ -211,6 +245,7 @@ impl Contender {
             Contender::Recvlogical => "r",
             Contender::Pgmirror => "m",
             Contender::PgmirrorMariaDb => "y",
+            Contender::Pglogical => "l",
         }
     }
 }
@@ -275,6 +310,7 @@ pub(crate) fn summarize_named(
             })),
             walsender_cpu_vs_native: None,
             pgmirror_cpu_s: Stat::of(mine.iter().filter_map(|r| r.pgmirror_cpu_s)),
+            target_cpu_s: Stat::of(mine.iter().filter_map(|r| r.target_cpu_s)),
             peak_rss_mb: mine.iter().filter_map(|r| r.peak_rss_mb).reduce(f64::max),
             verified: !mine.is_empty() && mine.iter().all(|r| r.verified && r.error.is_none()),
             runs: mine,
@@ -303,9 +339,33 @@ pub fn render(report: &BenchReport) -> String {
         "PostgreSQL {}, scale {}, {} run(s); seconds are median (min-max)",
         report.server_version, report.scale, report.runs
     );
+    let clusters: Vec<String> = report
+        .clusters
+        .iter()
+        .map(|c| {
+            let preload = if c.shared_preload_libraries.is_empty() {
+                String::new()
+            } else {
+                format!(", shared_preload_libraries = {}", c.shared_preload_libraries)
+            };
+            format!(
+                "{} fsync = {}, synchronous_commit = {}{preload}",
+                c.role, c.fsync, c.synchronous_commit
+            )
+        })
+        .collect();
     let _ = writeln!(
         s,
-        "{:<14} {:<15} {:>22} {:>11} {:>10} {:>7} {:>20} {:>8} {:>8} {:>5}",
+        "clusters ({}): {}; backlogs generated with synchronous_commit = off",
+        if report.durable { "--durable" } else { "not durable" },
+        clusters.join("; ")
+    );
+    for note in &report.notes {
+        let _ = writeln!(s, "{note}");
+    }
+    let _ = writeln!(
+        s,
+        "{:<14} {:<16} {:>22} {:>11} {:>10} {:>7} {:>20} {:>8} {:>10} {:>8} {:>5}",
         "workload",
         "contender",
         "seconds",
@@ -314,6 +374,7 @@ pub fn render(report: &BenchReport) -> String {
         "vs nat",
         "walsender CPU s",
         "pgm CPU",
+        "target CPU",
         "RSS MB",
         "ok"
     );
@@ -325,7 +386,7 @@ pub fn render(report: &BenchReport) -> String {
             };
             let _ = writeln!(
                 s,
-                "{:<14} {:<15} {:>22} {:>11} {:>10} {:>7} {:>20} {:>8} {:>8} {:>5}",
+                "{:<14} {:<16} {:>22} {:>11} {:>10} {:>7} {:>20} {:>8} {:>10} {:>8} {:>5}",
                 w.workload,
                 c.contender,
                 stat(c.seconds),
@@ -334,6 +395,7 @@ pub fn render(report: &BenchReport) -> String {
                 opt(c.ratio_vs_native, 2),
                 stat(c.walsender_cpu_s),
                 opt(c.pgmirror_cpu_s.map(|s| s.median), 2),
+                opt(c.target_cpu_s.map(|s| s.median), 2),
                 opt(c.peak_rss_mb, 0),
                 if c.verified { "yes" } else { "NO" },
             );
@@ -375,7 +437,15 @@ pub fn render(report: &BenchReport) -> String {
             );
         }
         let _ = writeln!(s, "{line}");
+        for note in &w.notes {
+            let _ = writeln!(s, "  {}: {note}", w.workload);
+        }
     }
+    let _ = writeln!(
+        s,
+        "pgm CPU: the pgmirror process; target CPU: the target's processes that applied the \
+         changes (the subscriber's apply worker, or pgmirror's target sessions)"
+    );
     for l in &report.latency {
         let _ = writeln!(
             s,
@@ -404,10 +474,142 @@ mod tests {
             seconds: Some(seconds),
             walsender_cpu_s: Some(1.0),
             pgmirror_cpu_s: None,
+            target_cpu_s: None,
             peak_rss_mb: None,
             verified: true,
             error: None,
         }
+    }
+
+    fn settings(role: &str, on: &str, preload: &str) -> ClusterSettings {
+        ClusterSettings {
+            role: role.into(),
+            fsync: on.into(),
+            synchronous_commit: on.into(),
+            shared_preload_libraries: preload.into(),
+        }
+    }
+
+    fn report(workloads: Vec<WorkloadReport>, durable: bool, notes: Vec<String>) -> BenchReport {
+        let (on, preload) = if durable { ("on", "pglogical") } else { ("off", "") };
+        BenchReport {
+            server_version: "15.8".into(),
+            durable,
+            clusters: vec![settings("primary", on, preload), settings("replica", on, preload)],
+            notes,
+            scale: 1.0,
+            runs: 2,
+            workloads,
+            latency: vec![],
+        }
+    }
+
+    fn workload(
+        name: &str,
+        contenders: Vec<ContenderReport>,
+        notes: Vec<String>,
+    ) -> WorkloadReport {
+        WorkloadReport {
+            workload: name.into(),
+            transactions: 100,
+            rows: 1000,
+            wal_bytes: 1 << 20,
+            generate_s: 1.0,
+            contenders,
+            decode: None,
+            notes,
+        }
+    }
+
+    /// The table row of `contender`, split into its columns.
+    fn row<'a>(text: &'a str, contender: &'a str) -> Vec<&'a str> {
+        rows(text, contender).next().unwrap_or_else(|| panic!("no {contender} row in\n{text}"))
+    }
+
+    /// Table rows (not the summary lines, whose first word ends with ':') of `contender`.
+    fn rows<'a>(text: &'a str, contender: &'a str) -> impl Iterator<Item = Vec<&'a str>> {
+        text.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(move |w| w.len() > 1 && !w[0].ends_with(':') && w[1] == contender)
+    }
+
+    fn row_missing(text: &str, contender: &str) -> bool {
+        rows(text, contender).next().is_none()
+    }
+
+    #[test]
+    fn pglogical_row_and_own_cpu() {
+        let runs = vec![
+            (Contender::Native, RunResult::subscriber(1, 4.0, Some(2.0), Some(3.0), true)),
+            (Contender::Pgmirror, RunResult { target_cpu_s: Some(0.9), ..ok(1, 2.0) }),
+            (Contender::Pglogical, RunResult::subscriber(1, 8.0, Some(2.5), Some(5.5), true)),
+        ];
+        let s = summarize(&runs, 1000, 100);
+        let names: Vec<&str> = s.iter().map(|c| c.contender.as_str()).collect();
+        assert_eq!(names, ["native", "pgmirror", "pglogical"]);
+        assert_eq!(s[2].ratio_vs_native, Some(2.0));
+        assert_eq!(s[2].target_cpu_s.unwrap().median, 5.5);
+        let text = render(&report(vec![workload("store4", s, vec![])], true, vec![]));
+        // workload, contender, seconds (3 words), rows/s, txns/s, vs nat, walsender (3 words),
+        // pgm CPU, target CPU, RSS, ok
+        assert_eq!(
+            row(&text, "pglogical"),
+            [
+                "store4",
+                "pglogical",
+                "8.00",
+                "(8.00-8.00)",
+                "125",
+                "12",
+                "2.00",
+                "2.50",
+                "(2.50-2.50)",
+                "-",
+                "5.50",
+                "-",
+                "yes"
+            ],
+            "{text}"
+        );
+        assert_eq!(row(&text, "native")[10], "3.00", "{text}");
+        assert_eq!(row(&text, "pgmirror")[10], "0.90", "{text}");
+        assert!(
+            text.contains(
+                "clusters (--durable): primary fsync = on, synchronous_commit = on, \
+                 shared_preload_libraries = pglogical; replica fsync = on, synchronous_commit = on, \
+                 shared_preload_libraries = pglogical; backlogs generated with synchronous_commit = off"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("skipped"), "{text}");
+    }
+
+    #[test]
+    fn skipped_pglogical_is_one_line() {
+        let runs = vec![(Contender::Native, ok(1, 4.0)), (Contender::Pgmirror, ok(1, 1.0))];
+        let text = render(&report(
+            vec![workload(
+                "full-identity",
+                summarize(&runs, 1000, 100),
+                vec!["pglogical not run: no key".into()],
+            )],
+            false,
+            vec![crate::pglogical::skipped_note("15")],
+        ));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "clusters (not durable): primary fsync = off, synchronous_commit = off; \
+             replica fsync = off, synchronous_commit = off; backlogs generated with \
+             synchronous_commit = off"
+        );
+        assert_eq!(lines[2], "pglogical: skipped (install postgresql-15-pglogical)");
+        assert_eq!(text.lines().filter(|l| l.contains("skipped")).count(), 1, "{text}");
+        assert!(row_missing(&text, "pglogical"), "{text}");
+        assert!(text.contains("\n  full-identity: pglogical not run: no key\n"), "{text}");
+        // The table still has every other contender.
+        assert_eq!(row(&text, "native")[2], "4.00");
+        assert_eq!(row(&text, "pgmirror")[2], "1.00");
     }
 
     #[test]
@@ -433,21 +635,7 @@ mod tests {
         assert_eq!(s[0].vs_walsender_cpu.unwrap().median, 5.0);
         assert_eq!(s[1].vs_walsender_cpu.unwrap().median, 1.5);
         assert_eq!(s[1].walsender_cpu_vs_native, Some(1.0 / 5.0));
-        let text = render(&BenchReport {
-            server_version: "15".into(),
-            scale: 1.0,
-            runs: 2,
-            workloads: vec![WorkloadReport {
-                workload: "tiny".into(),
-                transactions: 100,
-                rows: 1000,
-                wal_bytes: 1 << 20,
-                generate_s: 1.0,
-                contenders: s,
-                decode: None,
-            }],
-            latency: vec![],
-        });
+        let text = render(&report(vec![workload("tiny", s, vec![])], false, vec![]));
         assert!(text.contains("run 2 failed: x"), "{text}");
         assert!(
             text.contains("pgmirror took 1.50x (1.00-2.00) its walsender's CPU time, which alone was 0.20 of native's time"),

@@ -153,7 +153,7 @@ impl Bench {
             .success();
         drop(targets);
         for name in &names {
-            self.replica.drop_database(name).await?;
+            self.drop_replica_db(name).await?;
         }
         Ok(RunResult::measured(run, seconds, walsender_cpu_s, process, verified))
     }

@@ -9,8 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use pgcluster::Cluster;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
@@ -28,6 +28,9 @@ pub const SENTINEL_DDL: &str = "CREATE TABLE pgmirror_bench_sentinel (\
 pub enum Workload {
     /// Store OLTP mix: an order, its lines, a stock and a status update per transaction.
     Oltp,
+    /// The Store mix in four statements per transaction, always the same shape: one order,
+    /// three order lines, one product stock update and the order's status update.
+    Store4,
     /// pgbench TPC-B.
     Tpcb,
     /// Single-row insert transactions.
@@ -48,8 +51,9 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in the order `all` runs them.
-    pub const EACH: [Workload; 8] = [
+    pub const EACH: [Workload; 9] = [
         Workload::Oltp,
+        Workload::Store4,
         Workload::Tpcb,
         Workload::Tiny,
         Workload::Bulk,
@@ -63,6 +67,7 @@ impl Workload {
     pub fn name(self) -> &'static str {
         match self {
             Workload::Oltp => "oltp",
+            Workload::Store4 => "store4",
             Workload::Tpcb => "tpcb",
             Workload::Tiny => "tiny",
             Workload::Bulk => "bulk",
@@ -151,7 +156,7 @@ impl Workload {
     /// The sizes at `scale`.
     pub fn sizes(self, scale: Scale) -> Sizes {
         let (base_rows, work) = match self {
-            Workload::Oltp => (scale.of(10_000, 100), scale.of(100_000, 50)),
+            Workload::Oltp | Workload::Store4 => (scale.of(10_000, 100), scale.of(100_000, 50)),
             // base_rows: pgbench's scale factor; work: transactions.
             Workload::Tpcb => (scale.of(10, 1), scale.of(100_000, 50)),
             Workload::Tiny => (0, scale.of(100_000, 50)),
@@ -188,14 +193,20 @@ impl Workload {
                 "CREATE TABLE fullid (a integer NOT NULL, b text, c timestamptz); \
                  ALTER TABLE fullid REPLICA IDENTITY FULL"
             }
-            Workload::Oltp | Workload::Tpcb | Workload::Initial | Workload::All => "",
+            Workload::Oltp
+            | Workload::Store4
+            | Workload::Tpcb
+            | Workload::Initial
+            | Workload::All => "",
         }
     }
 
     /// DDL for a target database, or `None` to derive it from the primary's catalog.
     pub fn target_ddl(self) -> Option<String> {
         match self {
-            Workload::Oltp | Workload::Initial => Some(store::SCHEMA_SQL.to_owned()),
+            Workload::Oltp | Workload::Store4 | Workload::Initial => {
+                Some(store::SCHEMA_SQL.to_owned())
+            }
             Workload::Tpcb => None,
             _ => Some(self.ddl().to_owned()),
         }
@@ -209,7 +220,7 @@ impl Workload {
         let client = primary.connect(db).await?;
         let n = self.sizes(scale).base_rows;
         match self {
-            Workload::Oltp => {
+            Workload::Oltp | Workload::Store4 => {
                 store::create_schema(&client).await?;
                 let n = u32::try_from(n).map_err(|_| too_large())?;
                 store::populate(&client, &store::Scale::bench(n)).await?;
@@ -277,7 +288,8 @@ impl Workload {
         client.batch_execute("SET synchronous_commit = off").await?;
         // Sizes are integers formatted into SQL text: no quoting needed, no injection possible.
         match self {
-            Workload::Oltp => oltp(primary, db, sizes.work).await?,
+            Workload::Oltp => oltp(primary, db, sizes.work, None).await?,
+            Workload::Store4 => oltp(primary, db, sizes.work, Some(STORE4_LINES)).await?,
             Workload::Tpcb => {
                 let clients = 4;
                 let per_client = sizes.work.div_ceil(clients).to_string();
@@ -357,8 +369,12 @@ fn too_large() -> Error {
     Error::Failed("scale too large".into())
 }
 
-/// `n` Store OLTP transactions from 8 parallel clients.
-async fn oltp(primary: &Cluster, db: &str, n: u64) -> Result<(), Error> {
+/// Order lines of every `store4` transaction.
+const STORE4_LINES: usize = 3;
+
+/// `n` Store OLTP transactions from 8 parallel clients; with `lines`, every order has exactly
+/// that many lines (otherwise 2 to 4).
+async fn oltp(primary: &Cluster, db: &str, n: u64, lines: Option<usize>) -> Result<(), Error> {
     const CLIENTS: u64 = 8;
     let mut tasks = JoinSet::new();
     for c in 0..CLIENTS {
@@ -368,7 +384,13 @@ async fn oltp(primary: &Cluster, db: &str, n: u64) -> Result<(), Error> {
         tasks.spawn(async move {
             let mut rng = StdRng::seed_from_u64(1_000 + c);
             for _ in 0..share {
-                store::oltp_transaction(&mut client, &mut rng).await?;
+                let mut plan = store::OltpPlan::generate(&mut rng);
+                if let Some(n) = lines {
+                    fixed_lines(&mut plan, n, &mut rng);
+                }
+                let tx = client.transaction().await?;
+                plan.execute(&tx).await?;
+                tx.commit().await?;
             }
             Ok::<_, store::Error>(())
         });
@@ -378,6 +400,16 @@ async fn oltp(primary: &Cluster, db: &str, n: u64) -> Result<(), Error> {
             .map_err(Error::context("OLTP transaction"))?;
     }
     Ok(())
+}
+
+/// Makes `plan` order exactly `n` lines: drops the last ones or draws more, as
+/// [`store::OltpPlan::generate`] draws them.
+fn fixed_lines(plan: &mut store::OltpPlan, n: usize, rng: &mut impl Rng) {
+    plan.lines.truncate(n);
+    while plan.lines.len() < n {
+        let line_no = i32::try_from(plan.lines.len() + 1).unwrap_or(i32::MAX);
+        plan.lines.push((line_no, rng.gen_range(0.0..1.0), rng.gen_range(1..=5)));
+    }
 }
 
 /// Runs pgbench against `db` on the primary.
@@ -441,5 +473,32 @@ mod tests {
             assert!(s.base_rows > 0 || s.work > 0, "{w}");
         }
         assert_eq!(Workload::Bulk.sizes(Scale::ONE).work, 1_000_000);
+        assert_eq!(Workload::Store4.sizes(Scale::ONE).work, 100_000);
+    }
+
+    #[test]
+    fn store4_orders_exactly_three_lines() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut shapes = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut plan = store::OltpPlan::generate(&mut rng);
+            shapes.insert(plan.lines.len());
+            fixed_lines(&mut plan, STORE4_LINES, &mut rng);
+            let numbers: Vec<i32> = plan.lines.iter().map(|l| l.0).collect();
+            assert_eq!(numbers, [1, 2, 3]);
+            assert!(plan.lines.iter().all(|l| (0.0..1.0).contains(&l.1) && (1..=5).contains(&l.2)));
+        }
+        // The plans drawn had 2, 3 and 4 lines: both the cut and the draw were exercised.
+        assert_eq!(shapes.len(), 3, "{shapes:?}");
+    }
+
+    #[test]
+    fn workload_names_parse() {
+        use clap::ValueEnum;
+        assert_eq!(Workload::from_str("store4", false), Ok(Workload::Store4));
+        assert!(Workload::EACH.contains(&Workload::Store4), "--workload all runs store4");
+        for w in Workload::EACH {
+            assert_eq!(Workload::from_str(w.name(), false), Ok(w), "{w}");
+        }
     }
 }
