@@ -213,3 +213,33 @@ async fn mysql_each_keys_changes_across_transactions_of_a_group_end_right() {
     let got = rows(&mut check, "SELECT CONCAT_WS(',', id, c) FROM u ORDER BY id").await;
     assert_eq!(got, ["1,9"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_updates_of_different_columns_share_a_run() {
+    let (mut target, mut check) = target("msets").await;
+    let t = relation(16405, "t", &["id", "v", "n"]);
+    let rows_1_to_20 =
+        (1..=20).map(|i| ins(&t, &[Some(&i.to_string()), Some("old"), Some("0")])).collect();
+    apply_group(&mut target, vec![rows_1_to_20]).await;
+    let before = target.stats().statements;
+    // Every other row keeps its TOASTed `v`: updates alternate between two column lists.
+    let keys: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    let tens: Vec<String> = (1..=20).map(|i| (i * 10).to_string()).collect();
+    let vs: Vec<String> = (1..=20).map(|i| format!("v{i}")).collect();
+    let mut txns = Vec::new();
+    for i in 0..20 {
+        let v = if i % 2 == 0 { "~" } else { vs[i].as_str() };
+        txns.push(vec![upd(&t, None, &[Some(&keys[i]), Some(v), Some(&tens[i])])]);
+    }
+    // Row 1 again, setting only `v`: folded into its pending update of `n`.
+    txns.push(vec![upd(&t, None, &[Some("1"), Some("w"), Some("~")])]);
+    apply_group(&mut target, txns).await;
+    // One statement per column list (n; v, n; n, v), not one per change of list.
+    assert_eq!(target.stats().statements - before, 3, "{:?}", target.stats());
+    let got = rows(&mut check, "SELECT CONCAT_WS(',', id, v, n) FROM t ORDER BY id").await;
+    let mut want = vec!["1,w,10".to_owned()];
+    want.extend(
+        (2..=20).map(|i| format!("{i},{},{}", if i % 2 == 1 { "old" } else { &vs[i - 1] }, i * 10)),
+    );
+    assert_eq!(got, want);
+}

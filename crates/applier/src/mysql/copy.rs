@@ -63,7 +63,7 @@ pub async fn copy_table(
         pending.extend_from_slice(&chunk);
         let Some(end) = pending.iter().rposition(|&b| b == b'\n') else { continue };
         for line in pending[..end].split(|&b| b == b'\n') {
-            run.push(None, row(table, line)?);
+            run.push(None, None, row(table, line)?);
             rows += 1;
             if run.is_full(cfg.batch_max_rows, cfg.batch_max_bytes) {
                 let full = std::mem::replace(
