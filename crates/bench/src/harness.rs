@@ -167,7 +167,9 @@ impl Bench {
         let mariadb = self.mariadb.is_some();
         Contender::EACH
             .into_iter()
-            .filter(|c| mariadb || *c != Contender::PgmirrorMariaDb)
+            .filter(|c| {
+                *c != Contender::MariaDbLoadData && (mariadb || *c != Contender::PgmirrorMariaDb)
+            })
             .collect()
     }
 
@@ -341,6 +343,7 @@ impl Bench {
                     Contender::PgmirrorMariaDb => {
                         self.run_pgmirror_mariadb(&backlog, &slot, run).await
                     }
+                    Contender::MariaDbLoadData => continue,
                 };
                 let mut result = result.unwrap_or_else(|e| RunResult::failed(run, &e));
                 result.run = run;

@@ -186,14 +186,18 @@ pub(crate) enum Contender {
     Pgmirror,
     /// pgmirror into MariaDB (`--mariadb`).
     PgmirrorMariaDb,
+    /// MariaDB's own `LOAD DATA INFILE` of the copied rows (`--mariadb`, initial copy only):
+    /// the ceiling of a copy into MariaDB.
+    MariaDbLoadData,
 }
 
 impl Contender {
-    pub(crate) const EACH: [Contender; 4] = [
+    pub(crate) const EACH: [Contender; 5] = [
         Contender::Native,
         Contender::Recvlogical,
         Contender::Pgmirror,
         Contender::PgmirrorMariaDb,
+        Contender::MariaDbLoadData,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -202,6 +206,7 @@ impl Contender {
             Contender::Recvlogical => "pg_recvlogical",
             Contender::Pgmirror => "pgmirror",
             Contender::PgmirrorMariaDb => "pgmirror-mariadb",
+            Contender::MariaDbLoadData => "mariadb-load-data",
         }
     }
 
@@ -211,6 +216,7 @@ impl Contender {
             Contender::Recvlogical => "r",
             Contender::Pgmirror => "m",
             Contender::PgmirrorMariaDb => "y",
+            Contender::MariaDbLoadData => "l",
         }
     }
 }
