@@ -64,8 +64,8 @@ impl Bind {
                 write_hex(out, s.as_bytes());
             }
             Bind::Text(s) => {
-                out.reserve(s.len() + 2);
-                out.push('\'');
+                out.reserve(s.len() + 11);
+                out.push_str("_utf8mb4'");
                 for (i, part) in s.split('\'').enumerate() {
                     if i > 0 {
                         out.push_str("''");
@@ -281,10 +281,10 @@ mod tests {
         assert_eq!(lit(Bind::Float64(0.1)), "1e-1");
         assert_eq!(lit(Bind::Float64(-1e-308)), "-1e-308");
         assert_eq!(lit(Bind::Float32(0.1)), "1.0000000149011612e-1");
-        assert_eq!(lit(Bind::Text("it's".into())), "'it''s'");
+        assert_eq!(lit(Bind::Text("it's".into())), "_utf8mb4'it''s'");
         assert_eq!(lit(Bind::Text("a\\b".into())), "_utf8mb4 X'615C62'");
         assert_eq!(lit(Bind::Text("\0".into())), "_utf8mb4 X'00'");
-        assert_eq!(lit(Bind::Text("😀".into())), "'😀'");
+        assert_eq!(lit(Bind::Text("😀".into())), "_utf8mb4'😀'");
         assert_eq!(lit(Bind::Bytes(vec![0, 0xab])), "X'00AB'");
         for v in [f64::MIN_POSITIVE, f64::MAX, 5e-324, 1.0 / 3.0] {
             assert_eq!(lit(Bind::Float64(v)).parse::<f64>().unwrap().to_bits(), v.to_bits());
