@@ -1,5 +1,6 @@
-//! Runs of changes of one kind into one table, sent as one statement: a multi-row `INSERT`, a
-//! set-based `UPDATE` joined to the new rows by key, a `DELETE ... WHERE key IN (...)`.
+//! Runs of changes of one kind into one table, sent as one statement (updates: one per list of
+//! columns they set) with the values inlined: a multi-row `INSERT`, a set-based `UPDATE`
+//! joined to the new rows by key, a `DELETE ... WHERE key IN (...)`.
 //!
 //! A run holds each key at most once. The target keeps one pending run per table; a change that
 //! cannot join its table's run (another kind, or a key the run holds) sends that run first, so
@@ -22,7 +23,7 @@ use super::value::Bind;
 use super::{exec, quote, target_err};
 use crate::error::{ApplyError, Op};
 
-/// Placeholders in one statement at most (a u16 field of the protocol).
+/// Values in one statement at most.
 const MAX_BINDS: usize = 65_535;
 
 /// What a run does.
