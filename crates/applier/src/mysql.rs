@@ -222,8 +222,8 @@ impl MySqlTarget {
     async fn send_run(&mut self, i: usize) -> Result<(), ApplyError> {
         let run = self.runs.remove(i);
         self.begin_if_needed().await?;
-        let rows = run.execute(&mut self.conn, self.server.collation()).await?;
-        self.stats.statements += 1;
+        let (rows, statements) = run.execute(&mut self.conn, self.server.collation()).await?;
+        self.stats.statements += u64::try_from(statements).unwrap_or(u64::MAX);
         self.stats.rows += u64::try_from(rows).unwrap_or(u64::MAX);
         Ok(())
     }
@@ -251,10 +251,11 @@ impl MySqlTarget {
         table: &Arc<MySqlTable>,
         kind: RunKind,
         key: Option<String>,
+        set: Option<Vec<usize>>,
         mut row: Vec<Bind>,
     ) -> Result<(), ApplyError> {
         if let Some(i) = self.run_index(table) {
-            if let (RunKind::Update(set), Some(k)) = (&kind, &key) {
+            if let (Some(set), Some(k)) = (&set, &key) {
                 match self.runs[i].fold(k, set, row) {
                     Ok(()) => return self.check_full(i).await,
                     Err(r) => row = r,
@@ -271,7 +272,7 @@ impl MySqlTarget {
                 self.runs.len() - 1
             }
         };
-        self.runs[i].push(key, row);
+        self.runs[i].push(key, set.as_deref(), row);
         self.check_full(i).await
     }
 
@@ -286,17 +287,17 @@ impl MySqlTarget {
         Ok(())
     }
 
-    /// Sends one statement of its own (a key-changing update).
+    /// Sends one update statement of its own (a key-changing update).
     async fn send_alone(
         &mut self,
         table: &Arc<MySqlTable>,
-        kind: RunKind,
+        set: &[usize],
         row: Vec<Bind>,
     ) -> Result<(), ApplyError> {
         self.end_table_run(table).await?;
         self.begin_if_needed().await?;
-        let mut run = Run::new(table.clone(), kind);
-        run.push(None, row);
+        let mut run = Run::new(table.clone(), RunKind::Update);
+        run.push(None, Some(set), row);
         run.execute(&mut self.conn, self.server.collation()).await?;
         self.stats.statements += 1;
         self.stats.rows += 1;
@@ -309,7 +310,7 @@ impl MySqlTarget {
                 let m = self.rel_map(&rel)?;
                 let (cols, row) = values(&m, &new, None)?;
                 let key = key_texts(&m, &new)?;
-                self.add(&m.table, RunKind::Insert(cols), Some(key), row).await
+                self.add(&m.table, RunKind::Insert(cols), Some(key), None, row).await
             }
             Change::Update { rel, old, new } => {
                 let m = self.rel_map(&rel)?;
@@ -324,7 +325,7 @@ impl MySqlTarget {
                     let old_tuple = old.as_ref().map(OldTuple::tuple).unwrap_or(&new);
                     let mut row = key_binds(&m, old_tuple)?;
                     row.append(&mut binds);
-                    return self.send_alone(&m.table, RunKind::Update(set), row).await;
+                    return self.send_alone(&m.table, &set, row).await;
                 }
                 let (set, binds) = values(&m, &new, Some(&m.table.key))?;
                 let mut row = key_binds(&m, &new)?;
@@ -332,13 +333,13 @@ impl MySqlTarget {
                 if set.is_empty() {
                     return Ok(());
                 }
-                self.add(&m.table, RunKind::Update(set), Some(new_key), row).await
+                self.add(&m.table, RunKind::Update, Some(new_key), Some(set), row).await
             }
             Change::Delete { rel, old } => {
                 let m = self.rel_map(&rel)?;
                 let key = key_texts(&m, old.tuple())?;
                 let row = key_binds(&m, old.tuple())?;
-                self.add(&m.table, RunKind::Delete, Some(key), row).await
+                self.add(&m.table, RunKind::Delete, Some(key), None, row).await
             }
             Change::Truncate { rels, .. } => {
                 self.end_runs().await?;

@@ -39,11 +39,20 @@ async fn tables() -> Vec<MySqlTable> {
 
 /// A target on a fresh MariaDB database holding the mapped tables, and a second connection.
 async fn target(prefix: &str) -> (MySqlTarget, MySqlConnection) {
+    target_in_mode(prefix, None).await
+}
+
+/// [`target`], its session's `sql_mode` extended by `extra_mode`.
+async fn target_in_mode(prefix: &str, extra_mode: Option<&str>) -> (MySqlTarget, MySqlConnection) {
     let server = testservers::mariadb::shared();
     let name = pgcluster::unique_name(prefix);
     server.create_database(&name).await.unwrap();
     let opts = session::parse_url(&server.url(&name)).unwrap();
     let (mut conn, info) = session::connect(&opts).await.unwrap();
+    if let Some(mode) = extra_mode {
+        let sql = format!("SET SESSION sql_mode = CONCAT(@@sql_mode, ',{mode}')");
+        sqlx::Executor::execute(&mut conn, sql.as_str()).await.unwrap();
+    }
     let tables = tables().await;
     schema::ensure_tables(&mut conn, &tables, info.collation()).await.unwrap();
     progress::ensure_table(&mut conn).await.unwrap();
@@ -212,4 +221,83 @@ async fn mysql_each_keys_changes_across_transactions_of_a_group_end_right() {
     assert_eq!(got, ["1,d,5", "5,e,4", "10,z,null", "11,q,2"]);
     let got = rows(&mut check, "SELECT CONCAT_WS(',', id, c) FROM u ORDER BY id").await;
     assert_eq!(got, ["1,9"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_updates_of_different_columns_share_a_run() {
+    let (mut target, mut check) = target("msets").await;
+    let t = relation(16405, "t", &["id", "v", "n"]);
+    let rows_1_to_20 =
+        (1..=20).map(|i| ins(&t, &[Some(&i.to_string()), Some("old"), Some("0")])).collect();
+    apply_group(&mut target, vec![rows_1_to_20]).await;
+    let before = target.stats().statements;
+    // Every other row keeps its TOASTed `v`: updates alternate between two column lists.
+    let keys: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    let tens: Vec<String> = (1..=20).map(|i| (i * 10).to_string()).collect();
+    let vs: Vec<String> = (1..=20).map(|i| format!("v{i}")).collect();
+    let mut txns = Vec::new();
+    for i in 0..20 {
+        let v = if i % 2 == 0 { "~" } else { vs[i].as_str() };
+        txns.push(vec![upd(&t, None, &[Some(&keys[i]), Some(v), Some(&tens[i])])]);
+    }
+    // Row 1 again, setting only `v`: folded into its pending update of `n`.
+    txns.push(vec![upd(&t, None, &[Some("1"), Some("w"), Some("~")])]);
+    apply_group(&mut target, txns).await;
+    // One statement per column list (n; v, n; n, v), not one per change of list.
+    assert_eq!(target.stats().statements - before, 3, "{:?}", target.stats());
+    let got = rows(&mut check, "SELECT CONCAT_WS(',', id, v, n) FROM t ORDER BY id").await;
+    let mut want = vec!["1,w,10".to_owned()];
+    want.extend(
+        (2..=20).map(|i| format!("{i},{},{}", if i % 2 == 1 { "old" } else { &vs[i - 1] }, i * 10)),
+    );
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_hostile_values_arrive_intact_with_and_without_backslash_escapes() {
+    let hostile = [
+        "it's",
+        "''",
+        "\\",
+        "a\\'b",
+        "\\'; DROP TABLE t; --",
+        "nul\0inside",
+        "\0",
+        "tab\tnew\nline\rcr\u{1a}",
+        "😀 4-byte 𝄞",
+        "\"double\" `back`",
+        "",
+    ];
+    for (n, mode) in [None, Some("NO_BACKSLASH_ESCAPES")].into_iter().enumerate() {
+        let prefix = format!("mhostile{n}");
+        let (mut target, mut check) = target_in_mode(&prefix, mode).await;
+        let t = relation(16410 + u32::try_from(n).unwrap(), "t", &["id", "v", "n"]);
+        let keys: Vec<String> = (1..=hostile.len()).map(|i| i.to_string()).collect();
+        // Inserted (a multi-row INSERT), and each value also set by an update of another row
+        // (the UPDATE's derived table) and used as the key of nothing else.
+        let mut txn: Vec<Change> = keys
+            .iter()
+            .zip(hostile)
+            .map(|(k, v)| ins(&t, &[Some(k), Some(v), Some("0")]))
+            .collect();
+        txn.push(ins(&t, &[Some("100"), Some("x"), Some("0")]));
+        apply_group(&mut target, vec![txn]).await;
+        let updates: Vec<Vec<Change>> = keys
+            .iter()
+            .zip(hostile)
+            .map(|(k, v)| vec![upd(&t, None, &[Some(k), Some(v), Some("1")])])
+            .collect();
+        apply_group(&mut target, updates).await;
+        let got: Vec<(i32, Vec<u8>, i32)> =
+            sqlx::query_as("SELECT id, CAST(v AS BINARY), n FROM t WHERE id < 100 ORDER BY id")
+                .fetch_all(&mut check)
+                .await
+                .unwrap();
+        let want: Vec<(i32, Vec<u8>, i32)> = hostile
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i32::try_from(i + 1).unwrap(), v.as_bytes().to_vec(), 1))
+            .collect();
+        assert_eq!(got, want, "sql_mode extra {mode:?}");
+    }
 }

@@ -170,6 +170,7 @@ impl Bench {
         let pglogical = self.pglogical && crate::pglogical::unsupported(w).is_none();
         Contender::EACH
             .into_iter()
+            .filter(|c| *c != Contender::MariaDbLoadData)
             .filter(|c| mariadb || *c != Contender::PgmirrorMariaDb)
             .filter(|c| pglogical || *c != Contender::Pglogical)
             .collect()
@@ -376,6 +377,7 @@ impl Bench {
                     Contender::Pglogical => {
                         self.run_pglogical(&backlog, &slot, run, measure_latency).await
                     }
+                    Contender::MariaDbLoadData => continue,
                 };
                 let mut result = result.unwrap_or_else(|e| RunResult::failed(run, &e));
                 result.run = run;

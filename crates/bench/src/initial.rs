@@ -55,6 +55,19 @@ impl Bench {
                 say(&opts, &format!("initial run {run} {}: {}", c.name(), describe(&result)));
                 runs.push((c, result));
             }
+            if self.mariadb.is_some() {
+                self.settle().await?;
+                let (copy, load) = self
+                    .initial_mariadb(&backlog, run)
+                    .await
+                    .unwrap_or_else(|e| (RunResult::failed(run, &e), RunResult::failed(run, &e)));
+                for (c, result) in
+                    [(Contender::PgmirrorMariaDb, copy), (Contender::MariaDbLoadData, load)]
+                {
+                    say(&opts, &format!("initial run {run} {}: {}", c.name(), describe(&result)));
+                    runs.push((c, result));
+                }
+            }
         }
         drop(src);
         self.drop_replica_db(&template).await?;

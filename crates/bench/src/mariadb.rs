@@ -154,3 +154,122 @@ impl Bench {
         Ok(RunResult::measured(run, seconds, walsender_cpu_s, process, verified))
     }
 }
+
+impl Bench {
+    /// The initial copy into MariaDB: pgmirror's (`mirror` with its initial copy, timed until
+    /// its progress row says `streaming`), then the ceiling, MariaDB's own `LOAD DATA INFILE`
+    /// of the same rows (written by `SELECT ... INTO OUTFILE` from the copy, untimed) into
+    /// empty tables of the same definition, one table after another on one connection.
+    pub(crate) async fn initial_mariadb(
+        &self,
+        backlog: &Backlog,
+        run: u32,
+    ) -> Result<(RunResult, RunResult), Error> {
+        let server = self.mariadb()?;
+        let name = format!("{}_y_{run}", backlog.db);
+        let slot = format!("bench_initial_y_{run}");
+        server.create_database(&name).await.map_err(|e| Error::Failed(e.to_string()))?;
+        let mut conn = server.connect(&name).await.map_err(|e| Error::Failed(e.to_string()))?;
+        let log = self.scratch.0.join(format!("{name}.log"));
+        let t = Instant::now();
+        let mut child =
+            self.spawn_pgmirror_to(&backlog.db, &server.url(&name), &slot, true, &log)?;
+        let pid = child.id().ok_or_else(|| Error::Failed("pgmirror has no pid".into()))?;
+        let sql = "SELECT COUNT(*) FROM `pgmirror_progress` \
+                   WHERE mirror = 'bench' AND state = 'streaming'";
+        let waited = loop {
+            let n: Option<i64> = sqlx::query_scalar(sql).fetch_one(&mut conn).await.ok();
+            if n == Some(1) {
+                break Ok(());
+            }
+            if let Some(status) = child.try_wait()? {
+                break Err(Error::Failed(format!(
+                    "pgmirror exited ({status}): {}",
+                    log_tail(&log)
+                )));
+            }
+            if t.elapsed() > self.opts.run_timeout {
+                break Err(Error::Failed("MariaDB's initial copy did not finish in time".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let seconds = t.elapsed().as_secs_f64();
+        let process = self.process_figures(pid);
+        let _ = child.kill().await;
+        let _ = child.wait().await;
+        waited?;
+        self.drop_slot(&backlog.db, &slot).await?;
+        let src = self.primary.connect(&backlog.db).await?;
+        let tables = self.mysql_tables(&backlog.db).await?;
+        let mut verified = true;
+        for t in &tables {
+            let diff =
+                verify::compare_table(&src, &mut conn, t, 10_000, 1).await.map_err(apply_err)?;
+            verified &= diff.is_equal();
+        }
+        let copy = RunResult::measured(run, seconds, None, process, verified);
+        let load = self.load_data(&mut conn, &name, &tables, run).await?;
+        drop(conn);
+        server.drop_database(&name).await.map_err(|e| Error::Failed(e.to_string()))?;
+        Ok((copy, load))
+    }
+
+    /// `LOAD DATA INFILE` of `tables` (as copied into database `copied`) into a new database.
+    async fn load_data(
+        &self,
+        conn: &mut MySqlConnection,
+        copied: &str,
+        tables: &[MySqlTable],
+        run: u32,
+    ) -> Result<RunResult, Error> {
+        let server = self.mariadb()?;
+        let name = format!("{copied}_l");
+        server.create_database(&name).await.map_err(|e| Error::Failed(e.to_string()))?;
+        let dir: String = sqlx::query_scalar("SELECT @@tmpdir")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(mysql_err("reading tmpdir"))?;
+        let (from, to) = (quote(copied), quote(&name));
+        let mut files = Vec::new();
+        for t in tables {
+            let file = format!("{dir}/{name}_{}.tsv", files.len());
+            let q = t.quoted();
+            let sql = format!(
+                "CREATE TABLE {to}.{q} LIKE {from}.{q}; \
+                 SELECT * INTO OUTFILE '{file}' CHARACTER SET binary FROM {from}.{q}"
+            );
+            conn.execute(sql.as_str()).await.map_err(mysql_err("writing the rows to a file"))?;
+            files.push((file, q));
+        }
+        conn.execute("SET SESSION foreign_key_checks = 0")
+            .await
+            .map_err(mysql_err("setting up the session"))?;
+        let t = Instant::now();
+        for (file, q) in &files {
+            let sql = format!("LOAD DATA INFILE '{file}' INTO TABLE {to}.{q} CHARACTER SET binary");
+            conn.execute(sql.as_str()).await.map_err(mysql_err("LOAD DATA INFILE"))?;
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        let mut verified = true;
+        for (file, q) in &files {
+            let _ = std::fs::remove_file(file);
+            let sums: Vec<(String, Option<i64>)> =
+                sqlx::query_as(&format!("CHECKSUM TABLE {from}.{q}, {to}.{q}"))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(mysql_err("CHECKSUM TABLE"))?;
+            verified &= sums.len() == 2 && sums[0].1.is_some() && sums[0].1 == sums[1].1;
+        }
+        server.drop_database(&name).await.map_err(|e| Error::Failed(e.to_string()))?;
+        Ok(RunResult {
+            run,
+            seconds: Some(seconds),
+            walsender_cpu_s: None,
+            pgmirror_cpu_s: None,
+            target_cpu_s: None,
+            peak_rss_mb: None,
+            verified,
+            error: None,
+        })
+    }
+}

@@ -218,15 +218,19 @@ pub(crate) enum Contender {
     PgmirrorMariaDb,
     /// A pglogical subscription (when the extension is installed).
     Pglogical,
+    /// MariaDB's own `LOAD DATA INFILE` of the copied rows (`--mariadb`, initial copy only):
+    /// the ceiling of a copy into MariaDB.
+    MariaDbLoadData,
 }
 
 impl Contender {
-    pub(crate) const EACH: [Contender; 5] = [
+    pub(crate) const EACH: [Contender; 6] = [
         Contender::Native,
         Contender::Recvlogical,
         Contender::Pgmirror,
         Contender::PgmirrorMariaDb,
         Contender::Pglogical,
+        Contender::MariaDbLoadData,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -236,6 +240,7 @@ impl Contender {
             Contender::Pgmirror => "pgmirror",
             Contender::PgmirrorMariaDb => "pgmirror-mariadb",
             Contender::Pglogical => "pglogical",
+            Contender::MariaDbLoadData => "mariadb-load-data",
         }
     }
 
@@ -246,6 +251,7 @@ impl Contender {
             Contender::Pgmirror => "m",
             Contender::PgmirrorMariaDb => "y",
             Contender::Pglogical => "l",
+            Contender::MariaDbLoadData => "d",
         }
     }
 }

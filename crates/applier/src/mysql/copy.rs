@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use super::run::{Run, RunKind};
 use super::schema::MySqlTable;
 use super::value::{Bind, convert};
-use super::{MySqlTargetConfig, quote};
+use super::{MySqlTargetConfig, exec, quote, target_err};
 use crate::error::ApplyError;
 
 /// Settings that shape the text COPY prints, the same the replication connection uses.
@@ -55,6 +55,12 @@ pub async fn copy_table(
     let stream = source.copy_out(&sql).await.map_err(ApplyError::SourceCatalog)?;
     pin_mut!(stream);
     let all: Vec<usize> = (0..table.columns.len()).collect();
+    // One transaction for the table, as `LOAD DATA` has: a commit (and its log flush) per
+    // statement would cost more than the rows. An interrupted copy starts over anyway.
+    exec(conn, "SET SESSION unique_checks = 0")
+        .await
+        .map_err(|e| target_err("setting up the copy session", e))?;
+    exec(conn, "BEGIN").await.map_err(|e| target_err("BEGIN", e))?;
     let mut run = Run::new(table.clone(), RunKind::Insert(all.clone()));
     let mut rows = 0u64;
     let mut pending: Vec<u8> = Vec::new();
@@ -63,7 +69,7 @@ pub async fn copy_table(
         pending.extend_from_slice(&chunk);
         let Some(end) = pending.iter().rposition(|&b| b == b'\n') else { continue };
         for line in pending[..end].split(|&b| b == b'\n') {
-            run.push(None, row(table, line)?);
+            run.push(None, None, row(table, line)?);
             rows += 1;
             if run.is_full(cfg.batch_max_rows, cfg.batch_max_bytes) {
                 let full = std::mem::replace(
@@ -76,6 +82,7 @@ pub async fn copy_table(
         pending.drain(..=end);
     }
     run.execute(conn, collation).await?;
+    exec(conn, "COMMIT").await.map_err(|e| target_err("COMMIT", e))?;
     source.batch_execute("COMMIT").await.map_err(ApplyError::SourceCatalog)?;
     Ok(rows)
 }

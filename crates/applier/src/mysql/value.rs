@@ -2,6 +2,7 @@
 //! what a MySQL column of the mapped type holds exactly, or the reason it cannot.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use pgoutput_decoder::Column;
 
@@ -34,9 +35,60 @@ impl Bind {
             Bind::Int(_) | Bind::UInt(_) | Bind::Float64(_) => 8,
             Bind::Float32(_) => 4,
             Bind::Text(s) => s.len() + 3,
-            Bind::Bytes(b) => b.len() + 3,
+            Bind::Bytes(b) => 2 * b.len() + 3,
         }
     }
+
+    /// Appends the value as an SQL literal, which reads the same whether or not the session's
+    /// `sql_mode` has `NO_BACKSLASH_ESCAPES`: text holding a backslash or a NUL, and bytes, go
+    /// as hex literals (text with a `_utf8mb4` introducer); other text in single quotes, with
+    /// quotes doubled. Floats in the shortest form that reads back as the same bits.
+    pub fn write_literal(&self, out: &mut String) {
+        match self {
+            Bind::Null => out.push_str("NULL"),
+            Bind::Int(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Bind::UInt(v) => {
+                let _ = write!(out, "{v}");
+            }
+            // A float's value as a double (exact), so that MySQL rounds nothing twice.
+            Bind::Float32(v) => {
+                let _ = write!(out, "{:e}", f64::from(*v));
+            }
+            Bind::Float64(v) => {
+                let _ = write!(out, "{v:e}");
+            }
+            Bind::Text(s) if s.bytes().any(|b| b == b'\\' || b == 0) => {
+                out.push_str("_utf8mb4 ");
+                write_hex(out, s.as_bytes());
+            }
+            Bind::Text(s) => {
+                out.reserve(s.len() + 11);
+                out.push_str("_utf8mb4'");
+                for (i, part) in s.split('\'').enumerate() {
+                    if i > 0 {
+                        out.push_str("''");
+                    }
+                    out.push_str(part);
+                }
+                out.push('\'');
+            }
+            Bind::Bytes(b) => write_hex(out, b),
+        }
+    }
+}
+
+/// `X'...'`: a hex literal of `bytes`.
+fn write_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    out.reserve(2 * bytes.len() + 3);
+    out.push_str("X'");
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out.push('\'');
 }
 
 /// The PostgreSQL text form of `v` (a value of type `type_oid`); `None` for NULL and an
@@ -213,6 +265,29 @@ mod tests {
         ];
         for (kind, s, want) in cases {
             assert_eq!(convert(*kind, s).as_ref(), Ok(want), "{kind:?} {s}");
+        }
+    }
+
+    #[test]
+    fn literals() {
+        let lit = |b: Bind| {
+            let mut s = String::new();
+            b.write_literal(&mut s);
+            s
+        };
+        assert_eq!(lit(Bind::Null), "NULL");
+        assert_eq!(lit(Bind::Int(i64::MIN)), "-9223372036854775808");
+        assert_eq!(lit(Bind::UInt(u64::MAX)), "18446744073709551615");
+        assert_eq!(lit(Bind::Float64(0.1)), "1e-1");
+        assert_eq!(lit(Bind::Float64(-1e-308)), "-1e-308");
+        assert_eq!(lit(Bind::Float32(0.1)), "1.0000000149011612e-1");
+        assert_eq!(lit(Bind::Text("it's".into())), "_utf8mb4'it''s'");
+        assert_eq!(lit(Bind::Text("a\\b".into())), "_utf8mb4 X'615C62'");
+        assert_eq!(lit(Bind::Text("\0".into())), "_utf8mb4 X'00'");
+        assert_eq!(lit(Bind::Text("😀".into())), "_utf8mb4'😀'");
+        assert_eq!(lit(Bind::Bytes(vec![0, 0xab])), "X'00AB'");
+        for v in [f64::MIN_POSITIVE, f64::MAX, 5e-324, 1.0 / 3.0] {
+            assert_eq!(lit(Bind::Float64(v)).parse::<f64>().unwrap().to_bits(), v.to_bits());
         }
     }
 
