@@ -123,8 +123,8 @@ fn round_trip_micros(fd: RawFd) -> Option<u32> {
     Some(path_round_trip(info.tcpi_rtt, info.tcpi_min_rtt))
 }
 
-/// The path's round trip from `tcp_info`: the minimum when the kernel reports one (Linux 4.10
-/// and later; older kernels leave it zero), else the smoothed estimate.
+/// The path's round trip from `tcp_info`: the minimum when the kernel reports one (a kernel
+/// whose `tcp_info` ends before that field leaves it zero), else the smoothed estimate.
 #[cfg(target_os = "linux")]
 fn path_round_trip(smoothed: u32, minimum: u32) -> u32 {
     if minimum > 0 { minimum } else { smoothed }
@@ -205,7 +205,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_busy_near_link_still_counts_as_near() {
-        // Smoothed RTT inflated by a busy primary's delayed ACKs; the path's minimum is 40 us.
+        // Smoothed RTT inflated by a busy primary's late ACKs; the path's minimum is 40 us.
         let rtt = path_round_trip(38_000, 40);
         assert!(rtt <= SMALL_WINDOW_MAX_RTT_MICROS, "{rtt}");
         // A far link stays far, and a kernel without a minimum falls back to the estimate.
