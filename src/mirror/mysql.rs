@@ -251,18 +251,15 @@ async fn set_up(
         .context("replication connection to the source")?;
     let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
     let redo = existing.is_some();
-    if let Some(rec) = &existing
-        && repl.slot_exists(&rec.slot).await.context("looking up the slot")?
-    {
-        tracing::info!(slot = %rec.slot, "previous initial copy was interrupted; starting it over");
-        repl.drop_slot(&rec.slot, true).await.context("dropping the unfinished copy's slot")?;
-    }
-    if repl.slot_exists(&slot).await.context("looking up the slot")? && opts.initial_copy {
-        bail!(
-            "slot {slot:?} already exists on the source but this target has no record of it; \
-             drop it (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy"
-        );
-    }
+    let interrupted = existing.as_ref().map(|r| r.slot.as_str());
+    let slot_exists = super::prepare::clear_interrupted_copy(
+        &mut repl,
+        interrupted,
+        &slot,
+        opts.initial_copy,
+        "this target has",
+    )
+    .await?;
     if opts.initial_copy {
         if redo || opts.truncate_target {
             copy::empty_tables(conn, tables).await?;
@@ -296,7 +293,7 @@ async fn set_up(
         lsn: None,
     };
     progress::save(conn, &row).await?;
-    if !opts.initial_copy && repl.slot_exists(&slot).await.context("looking up the slot")? {
+    if !opts.initial_copy && slot_exists {
         // Streams from where the slot stands (no stored progress: everything it sends).
         repl.close().await;
         row.state = MirrorState::Streaming;

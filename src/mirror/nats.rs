@@ -270,21 +270,15 @@ async fn prepare(
         .await
         .context("replication connection to the source")?;
     let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
-    if let Some(rec) = &existing
-        && rec.created_slot
-        && repl.slot_exists(&rec.slot).await.context("looking up the slot")?
-    {
-        tracing::info!(slot = %rec.slot, "previous initial copy was interrupted; starting it over");
-        repl.drop_slot(&rec.slot, true).await.context("dropping the unfinished copy's slot")?;
-    }
-    let slot_exists = repl.slot_exists(&slot).await.context("looking up the slot")?;
-    if slot_exists && opts.initial_copy {
-        bail!(
-            "slot {slot:?} already exists on the source but NATS holds no record of it; drop it \
-             (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy, or pass \
-             --no-initial-copy to stream from where it stands"
-        );
-    }
+    let interrupted = existing.as_ref().filter(|r| r.created_slot).map(|r| r.slot.as_str());
+    let slot_exists = super::prepare::clear_interrupted_copy(
+        &mut repl,
+        interrupted,
+        &slot,
+        opts.initial_copy,
+        "NATS has",
+    )
+    .await?;
     if !slot_exists {
         crate::preflight::ensure_source_ready(&source, &slot).await?;
     }

@@ -133,21 +133,10 @@ async fn set_up(
     let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
 
     // A previous start died during its initial copy: undo it and copy again.
-    let mut redo_copy = false;
-    if let Some(rec) = &existing {
-        redo_copy = true;
-        if rec.created_slot && repl.slot_exists(&rec.slot).await.context("looking up the slot")? {
-            tracing::info!(slot = %rec.slot, "previous initial copy was interrupted; starting it over");
-            repl.drop_slot(&rec.slot, true).await.context("dropping the unfinished copy's slot")?;
-        }
-    }
-    if repl.slot_exists(&slot).await.context("looking up the slot")? && opts.initial_copy {
-        bail!(
-            "slot {slot:?} already exists on the source but this target has no record of it; \
-             drop it (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy, or \
-             pass --no-initial-copy to stream from where it stands"
-        );
-    }
+    let redo_copy = existing.is_some();
+    let interrupted = existing.as_ref().filter(|r| r.created_slot).map(|r| r.slot.as_str());
+    clear_interrupted_copy(&mut repl, interrupted, &slot, opts.initial_copy, "this target has")
+        .await?;
     let created_publication = match existing.as_ref() {
         Some(rec) => rec.created_publication,
         None if opts.tables.publication.is_none() => {
@@ -310,6 +299,34 @@ async fn drop_slot(source: &pgconn::ConnConfig, slot: &str) {
     if let Err(e) = dropped.await {
         tracing::error!(slot = %slot, error = %e, "could not drop the slot; drop it by hand with SELECT pg_drop_replication_slot('{slot}')");
     }
+}
+
+/// Clears what an interrupted initial copy left on the source before the copy starts over: the
+/// slot it created (`interrupted`; a slot the mirror was given is kept). Then, when a fresh copy
+/// is due, refuses a slot named `slot` that no record of the mirror covers (`holder_has`: who
+/// lacks the record, "this target has"). Returns whether `slot` exists now.
+pub(super) async fn clear_interrupted_copy(
+    repl: &mut ReplicationClient,
+    interrupted: Option<&str>,
+    slot: &str,
+    initial_copy: bool,
+    holder_has: &str,
+) -> anyhow::Result<bool> {
+    if let Some(old) = interrupted
+        && repl.slot_exists(old).await.context("looking up the slot")?
+    {
+        tracing::info!(slot = %old, "previous initial copy was interrupted; starting it over");
+        repl.drop_slot(old, true).await.context("dropping the unfinished copy's slot")?;
+    }
+    let exists = repl.slot_exists(slot).await.context("looking up the slot")?;
+    if exists && initial_copy {
+        bail!(
+            "slot {slot:?} already exists on the source but {holder_has} no record of it; drop \
+             it (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy, or pass \
+             --no-initial-copy to stream from where it stands"
+        );
+    }
+    Ok(exists)
 }
 
 pub(super) fn check_replica_identity(tables: &[TableDef]) -> anyhow::Result<()> {

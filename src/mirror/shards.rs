@@ -145,22 +145,16 @@ async fn prepare(
         .context("replication connection to the source")?;
     let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
     let redo = existing.is_some();
-    if let Some(rec) = &existing
-        && rec.created_slot
-        && repl.slot_exists(&rec.slot).await.context("looking up the slot")?
-    {
-        tracing::info!(slot = %rec.slot, "previous initial copy was interrupted; starting it over");
-        repl.drop_slot(&rec.slot, true).await.context("dropping the unfinished copy's slot")?;
-    }
+    let interrupted = existing.as_ref().filter(|r| r.created_slot).map(|r| r.slot.as_str());
     // Without an initial copy an existing slot is streamed from where it stands.
-    let slot_exists = repl.slot_exists(&slot).await.context("looking up the slot")?;
-    if slot_exists && m.initial_copy {
-        bail!(
-            "slot {slot:?} already exists on the source but the shards have no record of it; \
-             drop it (SELECT pg_drop_replication_slot('{slot}')) for a fresh initial copy, or \
-             pass --no-initial-copy to stream from where it stands"
-        );
-    }
+    let slot_exists = super::prepare::clear_interrupted_copy(
+        &mut repl,
+        interrupted,
+        &slot,
+        m.initial_copy,
+        "the shards have",
+    )
+    .await?;
     let created_publication = match &existing {
         Some(rec) => rec.created_publication,
         None if m.tables.publication.is_none() => {

@@ -6,6 +6,7 @@
 //! created at): copied once per workload into `base_<workload>`, then into each run's database
 //! with `INSERT ... SELECT`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,22 +122,8 @@ impl Bench {
         let mut child = self.spawn_pgmirror_to(&backlog.db, &url, slot, false, &log)?;
         let pid = child.id().ok_or_else(|| Error::Failed("pgmirror has no pid".into()))?;
         let sql = format!("SELECT COUNT(*) FROM {} WHERE id = 1", quote(SENTINEL_TABLE));
-        let waited = loop {
-            let n: Option<i64> = sqlx::query_scalar(&sql).fetch_one(&mut conn).await.ok();
-            if n == Some(1) {
-                break Ok(());
-            }
-            if let Some(status) = child.try_wait()? {
-                break Err(Error::Failed(format!(
-                    "pgmirror exited ({status}): {}",
-                    log_tail(&log)
-                )));
-            }
-            if t.elapsed() > self.opts.run_timeout {
-                break Err(Error::Failed("MariaDB did not catch up in time".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
+        let poll = Poll { started: t, gap: Duration::from_millis(1), late: "did not catch up" };
+        let waited = self.wait_for_row(&mut conn, &sql, &mut child, &log, poll).await;
         let seconds = t.elapsed().as_secs_f64();
         let process = self.process_figures(pid);
         let walsender_cpu_s = sampler.finish(self.ticks_per_second);
@@ -152,6 +139,46 @@ impl Bench {
         drop(conn);
         self.mariadb()?.drop_database(&name).await.map_err(|e| Error::Failed(e.to_string()))?;
         Ok(RunResult::measured(run, seconds, walsender_cpu_s, process, verified))
+    }
+}
+
+/// How [`Bench::wait_for_row`] polls.
+struct Poll {
+    /// When the timed run began (the run timeout counts from it).
+    started: Instant,
+    /// Pause between two polls.
+    gap: Duration,
+    /// What MariaDB failed to do in time, for the error.
+    late: &'static str,
+}
+
+impl Bench {
+    /// Polls `sql` (a count) on `conn` until it is 1; fails when pgmirror exits or the run
+    /// timeout passes.
+    async fn wait_for_row(
+        &self,
+        conn: &mut MySqlConnection,
+        sql: &str,
+        child: &mut tokio::process::Child,
+        log: &Path,
+        poll: Poll,
+    ) -> Result<(), Error> {
+        loop {
+            let n: Option<i64> = sqlx::query_scalar(sql).fetch_one(&mut *conn).await.ok();
+            if n == Some(1) {
+                return Ok(());
+            }
+            if let Some(status) = child.try_wait()? {
+                return Err(Error::Failed(format!(
+                    "pgmirror exited ({status}): {}",
+                    log_tail(log)
+                )));
+            }
+            if poll.started.elapsed() > self.opts.run_timeout {
+                return Err(Error::Failed(format!("MariaDB {} in time", poll.late)));
+            }
+            tokio::time::sleep(poll.gap).await;
+        }
     }
 }
 
@@ -177,22 +204,12 @@ impl Bench {
         let pid = child.id().ok_or_else(|| Error::Failed("pgmirror has no pid".into()))?;
         let sql = "SELECT COUNT(*) FROM `pgmirror_progress` \
                    WHERE mirror = 'bench' AND state = 'streaming'";
-        let waited = loop {
-            let n: Option<i64> = sqlx::query_scalar(sql).fetch_one(&mut conn).await.ok();
-            if n == Some(1) {
-                break Ok(());
-            }
-            if let Some(status) = child.try_wait()? {
-                break Err(Error::Failed(format!(
-                    "pgmirror exited ({status}): {}",
-                    log_tail(&log)
-                )));
-            }
-            if t.elapsed() > self.opts.run_timeout {
-                break Err(Error::Failed("MariaDB's initial copy did not finish in time".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let poll = Poll {
+            started: t,
+            gap: Duration::from_millis(5),
+            late: "did not finish its initial copy",
         };
+        let waited = self.wait_for_row(&mut conn, sql, &mut child, &log, poll).await;
         let seconds = t.elapsed().as_secs_f64();
         let process = self.process_figures(pid);
         let _ = child.kill().await;
