@@ -292,15 +292,16 @@ async fn set_up(
         source_system_id: Some(system.system_id.to_string()),
         lsn: None,
     };
-    progress::save(conn, &row).await?;
     if !opts.initial_copy && slot_exists {
-        // Streams from where the slot stands (no stored progress: everything it sends).
+        // Streams from where the slot stands (no stored progress: everything it sends). Stored
+        // as streaming at once: a `copying` row would make the next start drop the given slot.
         repl.close().await;
         row.state = MirrorState::Streaming;
         progress::save(conn, &row).await.context("storing the initial progress")?;
         tracing::info!(slot = %slot, "streaming from the existing slot, without an initial copy");
         return Ok(row);
     }
+    progress::save(conn, &row).await?;
     let snapshot = if opts.initial_copy { SnapshotAction::Export } else { SnapshotAction::Nothing };
     let created = repl
         .create_slot(&slot, CreateSlotOptions { snapshot, ..Default::default() })

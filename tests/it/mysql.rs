@@ -763,3 +763,54 @@ async fn mysql_a_column_added_on_the_source_is_added_and_streamed() {
     task.await.unwrap().unwrap();
     drop_slot(&src, &opts.slot_name()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_given_slot_without_initial_copy_is_streamed_and_kept_across_restarts() {
+    let cluster = pgcluster::shared();
+    let (src_db, src) = database(cluster, "givenslot").await;
+    let slot = pgcluster::unique_name("given");
+    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')")
+        .await
+        .unwrap();
+    // The publication precedes the slot, as a given slot's must: pgoutput reads it as of each
+    // change.
+    let publication = pgcluster::unique_name("givenpub");
+    src.batch_execute(&format!("CREATE PUBLICATION {publication} FOR TABLE t")).await.unwrap();
+    src.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .await
+        .unwrap();
+    // Only what follows the slot streams: row 1 is not copied.
+    src.batch_execute("INSERT INTO t VALUES (2, 'b')").await.unwrap();
+    let (url, mut dst) = mysql_db(testservers::mariadb::shared(), "givenslot").await;
+    let mut opts = options(cluster, &src_db, &url, &["t"]);
+    opts.tables =
+        TableSelection { publication: Some(publication), tables: None, exclude_tables: None };
+    opts.slot = Some(slot.clone());
+    opts.initial_copy = false;
+    for (round, id) in [(1, 3_i32), (2, 4)] {
+        let (shutdown, task) = start(&opts);
+        src.execute("INSERT INTO t VALUES ($1, 'x')", &[&id]).await.unwrap();
+        wait_count(&mut dst, "SELECT COUNT(*) FROM t", i64::from(id) - 1, Duration::from_secs(60))
+            .await;
+        shutdown.trigger();
+        task.await.unwrap().unwrap();
+        let state: Vec<u8> = sqlx::query_scalar("SELECT state FROM pgmirror_progress")
+            .fetch_one(&mut dst)
+            .await
+            .unwrap();
+        assert_eq!(state, b"streaming", "round {round}");
+        let kept: bool = src
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(kept, "round {round}: the given slot is kept");
+    }
+    let ids: Vec<i32> =
+        sqlx::query_scalar("SELECT id FROM t ORDER BY id").fetch_all(&mut dst).await.unwrap();
+    assert_eq!(ids, [2, 3, 4]);
+    drop_slot(&src, &slot).await;
+}
