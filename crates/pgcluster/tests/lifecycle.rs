@@ -101,8 +101,8 @@ async fn settings_are_applied() {
         .unwrap();
     let _log = cluster.log_guard();
     assert_eq!(show(&cluster, "wal_level").await, "logical");
-    assert_eq!(show(&cluster, "max_replication_slots").await, "50");
-    assert_eq!(show(&cluster, "max_wal_senders").await, "50");
+    assert_eq!(show(&cluster, "max_replication_slots").await, "200");
+    assert_eq!(show(&cluster, "max_wal_senders").await, "100");
     assert_eq!(show(&cluster, "max_prepared_transactions").await, "50");
     assert_eq!(show(&cluster, "work_mem").await, "7MB");
     assert_eq!(show(&cluster, "wal_sender_timeout").await, "3s");
