@@ -24,7 +24,7 @@ use super::{exec, quote, target_err};
 use crate::error::{ApplyError, Op};
 
 /// Values in one statement at most.
-const MAX_BINDS: usize = 65_535;
+pub(super) const MAX_BINDS: usize = 65_535;
 
 /// What a run does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,11 +315,11 @@ fn push_cast(sql: &mut String, b: &Bind, kind: Kind) {
         Kind::DateTime { .. } => "DATETIME(6)",
         // Untyped, so the column's collation decides comparisons.
         Kind::Text { .. } | Kind::Json | Kind::JsonArray { .. } | Kind::JsonString => {
-            return b.write_literal(sql);
+            return b.write_utf8mb4_literal(sql);
         }
     };
     sql.push_str("CAST(");
-    b.write_literal(sql);
+    b.write_utf8mb4_literal(sql);
     let _ = write!(sql, " AS {ty})");
 }
 

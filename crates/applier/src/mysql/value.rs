@@ -42,8 +42,21 @@ impl Bind {
     /// Appends the value as an SQL literal, which reads the same whether or not the session's
     /// `sql_mode` has `NO_BACKSLASH_ESCAPES`: text holding a backslash or a NUL, and bytes, go
     /// as hex literals (text with a `_utf8mb4` introducer); other text in single quotes, with
-    /// quotes doubled. Floats in the shortest form that reads back as the same bits.
+    /// quotes doubled, in the connection's character set (`utf8mb4`). Floats in the shortest
+    /// form that reads back as the same bits.
     pub fn write_literal(&self, out: &mut String) {
+        self.write(out, false);
+    }
+
+    /// [`Bind::write_literal`], with quoted text also marked `_utf8mb4`: a value of a derived
+    /// table (`SELECT ... UNION ALL SELECT ...`) needs it, or MySQL refuses to mix the
+    /// connection's collation with the column's. Elsewhere it only costs the server a character
+    /// set lookup per value.
+    pub fn write_utf8mb4_literal(&self, out: &mut String) {
+        self.write(out, true);
+    }
+
+    fn write(&self, out: &mut String, introducer: bool) {
         match self {
             Bind::Null => out.push_str("NULL"),
             Bind::Int(v) => {
@@ -65,7 +78,7 @@ impl Bind {
             }
             Bind::Text(s) => {
                 out.reserve(s.len() + 11);
-                out.push_str("_utf8mb4'");
+                out.push_str(if introducer { "_utf8mb4'" } else { "'" });
                 for (i, part) in s.split('\'').enumerate() {
                     if i > 0 {
                         out.push_str("''");
@@ -281,10 +294,13 @@ mod tests {
         assert_eq!(lit(Bind::Float64(0.1)), "1e-1");
         assert_eq!(lit(Bind::Float64(-1e-308)), "-1e-308");
         assert_eq!(lit(Bind::Float32(0.1)), "1.0000000149011612e-1");
-        assert_eq!(lit(Bind::Text("it's".into())), "_utf8mb4'it''s'");
+        assert_eq!(lit(Bind::Text("it's".into())), "'it''s'");
         assert_eq!(lit(Bind::Text("a\\b".into())), "_utf8mb4 X'615C62'");
         assert_eq!(lit(Bind::Text("\0".into())), "_utf8mb4 X'00'");
-        assert_eq!(lit(Bind::Text("😀".into())), "_utf8mb4'😀'");
+        assert_eq!(lit(Bind::Text("😀".into())), "'😀'");
+        let mut marked = String::new();
+        Bind::Text("it's".into()).write_utf8mb4_literal(&mut marked);
+        assert_eq!(marked, "_utf8mb4'it''s'");
         assert_eq!(lit(Bind::Bytes(vec![0, 0xab])), "X'00AB'");
         for v in [f64::MIN_POSITIVE, f64::MAX, 5e-324, 1.0 / 3.0] {
             assert_eq!(lit(Bind::Float64(v)).parse::<f64>().unwrap().to_bits(), v.to_bits());
