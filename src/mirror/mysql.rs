@@ -291,7 +291,13 @@ async fn set_up(
         created_publication,
         source_system_id: Some(system.system_id.to_string()),
         lsn: None,
+        // An interrupted copy's own pauses are ours to end, though the tables now say 0.
+        stats_paused: existing.as_ref().map(|r| r.stats_paused.clone()).unwrap_or_default(),
     };
+    if !opts.initial_copy {
+        copy::resume_stats_recalc(conn, &row.stats_paused).await?;
+        row.stats_paused.clear();
+    }
     if !opts.initial_copy && slot_exists {
         // Streams from where the slot stands (no stored progress: everything it sends). Stored
         // as streaming at once: a `copying` row would make the next start drop the given slot.
@@ -301,7 +307,18 @@ async fn set_up(
         tracing::info!(slot = %slot, "streaming from the existing slot, without an initial copy");
         return Ok(row);
     }
+    if opts.initial_copy {
+        for t in copy::default_stats_recalc(conn, tables).await? {
+            if !row.stats_paused.contains(&t) {
+                row.stats_paused.push(t);
+            }
+        }
+    }
+    // Stored before the tables are altered, so that a crash leaves a record of what to undo.
     progress::save(conn, &row).await?;
+    if opts.initial_copy {
+        copy::pause_stats_recalc(conn, &row.stats_paused).await?;
+    }
     let snapshot = if opts.initial_copy { SnapshotAction::Export } else { SnapshotAction::Nothing };
     let created = repl
         .create_slot(&slot, CreateSlotOptions { snapshot, ..Default::default() })
@@ -323,6 +340,8 @@ async fn set_up(
             drop_slot(source, &slot).await;
             return Err(e);
         }
+        copy::resume_stats_recalc(conn, &row.stats_paused).await?;
+        row.stats_paused.clear();
         tracing::info!("initial copy done");
     }
     repl.close().await;

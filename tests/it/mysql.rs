@@ -257,6 +257,16 @@ async fn mysql_every_type_with_edge_values_is_copied_and_streamed_exactly() {
     let (src_db, src) = database(cluster, "types").await;
     src.batch_execute(TYPES_DDL).await.unwrap();
     src.batch_execute(TYPES_ROWS).await.unwrap();
+    // 400 more of each, so that the copy sends full batches (a prepared statement, values in
+    // binary) as well as a last partial one (values inlined).
+    src.batch_execute(
+        "INSERT INTO every_type SELECT id + 100 * g, i2, i4, i8, n, n12, n70, f4, f8, b, t, vc, \
+           c, ba, d, tm, tmtz, ts, ts3, tstz, iv, u, j, jb, ai, at, a2, e, me, dom, dm, ip, net, \
+           mac, mac8, m, bt, vb, r, tr, tsv, comp, o, x \
+         FROM every_type, generate_series(1, 400) AS g",
+    )
+    .await
+    .unwrap();
     let (url, mut dst) = mysql_db(testservers::mariadb::shared(), "types").await;
     let opts = options(cluster, &src_db, &url, &["every_type"]);
     let (shutdown, task) = start(&opts);
@@ -267,14 +277,15 @@ async fn mysql_every_type_with_edge_values_is_copied_and_streamed_exactly() {
     src.batch_execute(
         "BEGIN; INSERT INTO every_type SELECT id + 10, i2, i4, i8, n, n12, n70, f4, f8, b, t, vc, \
            c, ba, d, tm, tmtz, ts, ts3, tstz, iv, u, j, jb, ai, at, a2, e, me, dom, dm, ip, net, \
-           mac, mac8, m, bt, vb, r, tr, tsv, comp, o, x FROM every_type; COMMIT; \
+           mac, mac8, m, bt, vb, r, tr, tsv, comp, o, x FROM every_type \
+           WHERE id < 10; COMMIT; \
          UPDATE every_type SET t = t || '!', jb = '{\"z\": [true]}' WHERE id IN (11, 12); \
          DELETE FROM every_type WHERE id = 13",
     )
     .await
     .unwrap();
     wait_equal(&src, &mut dst, &tables, Duration::from_secs(60)).await;
-    assert_eq!(count(&mut dst, "every_type").await, 5);
+    assert_eq!(count(&mut dst, "every_type").await, 5 + 1200);
 
     // A few values checked as MySQL itself returns them.
     let row: (String, String, String, String, String) = sqlx::query_as(
@@ -813,4 +824,72 @@ async fn mysql_a_given_slot_without_initial_copy_is_streamed_and_kept_across_res
         sqlx::query_scalar("SELECT id FROM t ORDER BY id").fetch_all(&mut dst).await.unwrap();
     assert_eq!(ids, [2, 3, 4]);
     drop_slot(&src, &slot).await;
+}
+
+/// A table's InnoDB `STATS_AUTO_RECALC` table option, as `CREATE_OPTIONS` shows it.
+async fn recalc_option(dst: &mut MySqlConnection, table: &str) -> String {
+    let options: Option<String> = sqlx::query_scalar(
+        "SELECT CAST(CREATE_OPTIONS AS CHAR) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind(table)
+    .fetch_one(dst)
+    .await
+    .unwrap();
+    options.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_the_copy_turns_statistics_recalculation_back_on_after_a_failure_and_on_drop() {
+    let cluster = pgcluster::shared();
+    let (src_db, src) = database(cluster, "recalc").await;
+    src.batch_execute(
+        "CREATE TABLE v (id int PRIMARY KEY, d date); \
+         INSERT INTO v VALUES (1, '2000-01-01'), (7, '0500-03-04'); \
+         CREATE TABLE w (id int PRIMARY KEY); INSERT INTO w VALUES (1), (2)",
+    )
+    .await
+    .unwrap();
+    let (url, mut dst) = mysql_db(testservers::mariadb::shared(), "recalc").await;
+    // The user's own setting is left alone.
+    sqlx::raw_sql("CREATE TABLE w (id int PRIMARY KEY) STATS_AUTO_RECALC = 1")
+        .execute(&mut dst)
+        .await
+        .unwrap();
+    let opts = options(cluster, &src_db, &url, &["v", "w"]);
+    let err = run(&opts, &mut Shutdown::manual()).await.expect_err("the copy fails on 0500-03-04");
+    assert!(format!("{err:#}").contains("0500-03-04"), "{err:#}");
+    assert_eq!(recalc_option(&mut dst, "v").await, "stats_auto_recalc=0", "off during the copy");
+    assert_eq!(recalc_option(&mut dst, "w").await, "stats_auto_recalc=1");
+
+    // The next start copies again and ends the pause the failed one left.
+    src.batch_execute("UPDATE v SET d = '2000-03-04' WHERE id = 7").await.unwrap();
+    let (shutdown, task) = start(&opts);
+    let tables = mapped(&src, &["v", "w"]).await;
+    wait_equal(&src, &mut dst, &tables, Duration::from_secs(60)).await;
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+    assert_eq!(recalc_option(&mut dst, "v").await, "", "back to the server's default");
+    assert_eq!(recalc_option(&mut dst, "w").await, "stats_auto_recalc=1");
+    drop_slot(&src, &opts.slot_name()).await;
+
+    // A mirror dropped after a failed copy: `drop` ends the pause.
+    src.batch_execute("INSERT INTO v VALUES (9, '0400-01-01')").await.unwrap();
+    let mut again = options(cluster, &src_db, &url, &["v"]);
+    again.truncate_target = true;
+    run(&again, &mut Shutdown::manual()).await.expect_err("the copy fails on 0400-01-01");
+    assert_eq!(recalc_option(&mut dst, "v").await, "stats_auto_recalc=0");
+    let source = cluster.url(&src_db);
+    let (code, out) = pgmirror(&[
+        "drop",
+        "--source",
+        source.as_str(),
+        "--target",
+        url.as_str(),
+        "--name",
+        again.name.as_str(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("statistics recalculation back on"), "{out}");
+    assert_eq!(recalc_option(&mut dst, "v").await, "");
 }

@@ -57,6 +57,7 @@ async fn target_in_mode(prefix: &str, extra_mode: Option<&str>) -> (MySqlTarget,
     schema::ensure_tables(&mut conn, &tables, info.collation()).await.unwrap();
     progress::ensure_table(&mut conn).await.unwrap();
     let row = progress::MirrorRow {
+        stats_paused: Vec::new(),
         name: prefix.into(),
         state: progress::MirrorState::Streaming,
         slot: prefix.into(),

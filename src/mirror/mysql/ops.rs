@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use applier::mysql::copy;
 use applier::mysql::progress::{self, MirrorRow};
 use applier::mysql::session::{self, MySqlUrl};
 use applier::mysql::verify::compare_table;
@@ -198,6 +199,14 @@ pub async fn drop(source: &ConnConfig, target: &MySqlUrl, name: &str) -> anyhow:
     }
     if row.created_publication && tablesync::drop_publication(&src, &row.publication).await? {
         println!("dropped publication {:?}", row.publication);
+    }
+    if !row.stats_paused.is_empty() {
+        // The mirror was dropped during its initial copy.
+        copy::resume_stats_recalc(&mut conn, &row.stats_paused).await?;
+        println!(
+            "turned InnoDB's automatic statistics recalculation back on for {:?}",
+            row.stats_paused
+        );
     }
     progress::delete(&mut conn, name).await?;
     println!("deleted mirror {name:?} from `pgmirror_progress`; the MySQL tables are kept");

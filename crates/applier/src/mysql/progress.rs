@@ -36,6 +36,10 @@ pub struct MirrorRow {
     pub source_system_id: Option<String>,
     /// End LSN of the last source transaction the target holds.
     pub lsn: Option<Lsn>,
+    /// Target tables whose automatic statistics recalculation the initial copy turned off
+    /// (see [`super::copy::pause_stats_recalc`]), to turn back on when it ends or the mirror
+    /// is dropped; stored as a JSON array.
+    pub stats_paused: Vec<String>,
 }
 
 fn state_name(s: MirrorState) -> &'static str {
@@ -59,13 +63,34 @@ pub async fn ensure_table(conn: &mut MySqlConnection) -> Result<(), ApplyError> 
            created_publication TINYINT(1) NOT NULL, \
            source_system_id VARCHAR(32) NULL, \
            lsn BIGINT UNSIGNED NULL, \
-           updated_at DATETIME(6) NOT NULL \
+           updated_at DATETIME(6) NOT NULL, \
+           stats_paused TEXT NULL \
          ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
     );
-    sqlx::Executor::execute(conn, sql.as_str())
+    sqlx::Executor::execute(&mut *conn, sql.as_str())
         .await
         .map_err(|e| target_err(format!("creating table `{PROGRESS_TABLE}`"), e))?;
+    if !has_stats_paused(conn).await? {
+        // A table made before the column existed.
+        let sql = format!("ALTER TABLE `{PROGRESS_TABLE}` ADD COLUMN stats_paused TEXT NULL");
+        sqlx::Executor::execute(conn, sql.as_str())
+            .await
+            .map_err(|e| target_err(format!("adding a column to `{PROGRESS_TABLE}`"), e))?;
+    }
     Ok(())
+}
+
+/// Whether the progress table has the `stats_paused` column.
+async fn has_stats_paused(conn: &mut MySqlConnection) -> Result<bool, ApplyError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'stats_paused'",
+    )
+    .bind(PROGRESS_TABLE)
+    .fetch_one(conn)
+    .await
+    .map_err(|e| target_err("looking up the progress table's columns", e))?;
+    Ok(n > 0)
 }
 
 /// Whether the progress table exists.
@@ -92,9 +117,11 @@ pub async fn load(conn: &mut MySqlConnection, name: &str) -> Result<Option<Mirro
     if !table_exists(conn).await? {
         return Ok(None);
     }
+    let paused = if has_stats_paused(conn).await? { "CAST(stats_paused AS CHAR)" } else { "NULL" };
     let sql = format!(
         "SELECT CAST(mirror AS CHAR), CAST(state AS CHAR), CAST(slot AS CHAR), \
-           CAST(publication AS CHAR), created_publication, CAST(source_system_id AS CHAR), lsn \
+           CAST(publication AS CHAR), created_publication, CAST(source_system_id AS CHAR), lsn, \
+           {paused} \
          FROM `{PROGRESS_TABLE}` WHERE mirror = ?"
     );
     let row = sqlx::query(&sql)
@@ -113,6 +140,15 @@ pub async fn load(conn: &mut MySqlConnection, name: &str) -> Result<Option<Mirro
         created_publication: r.try_get::<bool, _>(4).map_err(get)?,
         source_system_id: r.try_get(5).map_err(get)?,
         lsn: r.try_get::<Option<u64>, _>(6).map_err(get)?.map(Lsn),
+        stats_paused: match r.try_get::<Option<String>, _>(7).map_err(get)? {
+            Some(json) => serde_json::from_str(&json).map_err(|e| {
+                ApplyError::TargetSchema(vec![format!(
+                    "`{PROGRESS_TABLE}`.stats_paused of mirror {name:?} is not a JSON array of \
+                     table names ({e}); set it to NULL"
+                )])
+            })?,
+            None => Vec::new(),
+        },
     }))
 }
 
@@ -144,9 +180,11 @@ pub async fn load_all(conn: &mut MySqlConnection) -> Result<Vec<MirrorRow>, Appl
 pub async fn save(conn: &mut MySqlConnection, row: &MirrorRow) -> Result<(), ApplyError> {
     let sql = format!(
         "REPLACE INTO `{PROGRESS_TABLE}` (mirror, state, slot, publication, \
-           created_publication, source_system_id, lsn, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))"
+           created_publication, source_system_id, lsn, updated_at, stats_paused) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6), ?)"
     );
+    let paused = (!row.stats_paused.is_empty())
+        .then(|| serde_json::to_string(&row.stats_paused).unwrap_or_default());
     sqlx::query(&sql)
         .bind(&row.name)
         .bind(state_name(row.state))
@@ -155,6 +193,7 @@ pub async fn save(conn: &mut MySqlConnection, row: &MirrorRow) -> Result<(), App
         .bind(row.created_publication)
         .bind(&row.source_system_id)
         .bind(row.lsn.map(|l| l.0))
+        .bind(paused)
         .execute(conn)
         .await
         .map_err(|e| target_err("recording the mirror on the target", e))?;
