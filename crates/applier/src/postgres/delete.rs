@@ -1,17 +1,17 @@
 //! Deletes: by key, batched into one set-based statement over arrays; for `REPLICA IDENTITY
-//! FULL`, one row at a time.
+//! FULL`, batched too, each old row deleting one target row that prints as it did.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use pgoutput_decoder::{Lsn, OldTuple, Relation, Tuple};
+use pgoutput_decoder::{Column, Lsn, OldTuple, Relation, Tuple};
 
 use crate::error::{ApplyError, Op};
 
 use super::PostgresTarget;
-use super::identity::{RowKey, column_binary, key_picks};
+use super::identity::{RowKey, TEXT_OID, column_binary, full_match, key_picks};
 use super::runs::{Run, RunKind, tuple_bytes};
-use super::table::StmtKey;
+use super::table::{Match, StmtKey};
 use super::value::{self, Param};
 
 impl PostgresTarget {
@@ -30,9 +30,7 @@ impl PostgresTarget {
                     detail: "replica identity full without the old row".into(),
                 });
             };
-            self.leave_others(rel.rel_id).await?;
-            self.end_table_run(rel.rel_id).await?;
-            return self.full_identity_row(rel.rel_id, Op::Delete, None, &old).await;
+            return self.delete_full_row(rel, old).await;
         }
         let key = Self::key_values(t, Op::Delete, Some(old.tuple()), None)?;
         self.delete_by_key(rel, key).await
@@ -75,6 +73,89 @@ impl PostgresTarget {
         keys.insert(key_bytes);
         rows.push(key_tuple);
         self.buffered_more(i, bytes).await
+    }
+
+    /// A delete matching the whole old row: into the table's run of such deletes of the same
+    /// shape, or on its own when a matched column is an array or the run holds the same row.
+    async fn delete_full_row(&mut self, rel: Arc<Relation>, old: Tuple) -> Result<(), ApplyError> {
+        let rel_id = rel.rel_id;
+        self.leave_others(rel_id).await?;
+        let t = &self.catalog.tables[&rel_id];
+        let matched = full_match(&old);
+        if t.cols.iter().zip(&matched).any(|(c, m)| c.is_array && *m == Match::Value) {
+            self.end_table_run(rel_id).await?;
+            return self.full_identity_row(rel_id, Op::Delete, None, &old).await;
+        }
+        let binary: Box<[bool]> = old
+            .iter()
+            .filter(|v| matches!(v, Column::Text(_) | Column::Binary(_)))
+            .map(|v| matches!(v, Column::Binary(_)))
+            .collect();
+        let key = RowKey::of(&old);
+        let fits = self.run_index(rel_id).is_some_and(|i| match &self.runs[i] {
+            Run {
+                rel: r, kind: RunKind::FullDelete { matched: m, binary: b, rows, keys }, ..
+            } => {
+                Arc::ptr_eq(r, &rel)
+                    && *m == matched
+                    && *b == binary
+                    && rows.len() < self.cfg.batch_max_rows
+                    && !keys.contains(&key)
+            }
+            _ => false,
+        });
+        let i = match self.run_index(rel_id) {
+            Some(i) if fits => i,
+            _ => {
+                let kind =
+                    RunKind::FullDelete { matched, binary, rows: Vec::new(), keys: HashSet::new() };
+                self.start_run(&rel, kind).await?
+            }
+        };
+        let bytes = tuple_bytes(&old);
+        let RunKind::FullDelete { rows, keys, .. } = &mut self.runs[i].kind else { unreachable!() };
+        keys.insert(key);
+        rows.push(old);
+        self.buffered_more(i, bytes).await
+    }
+
+    pub(super) async fn flush_full_delete_run(
+        &mut self,
+        rel_id: u32,
+        commit_lsn: Lsn,
+        rows: Vec<Tuple>,
+        matched: Box<[Match]>,
+        binary: Box<[bool]>,
+    ) -> Result<(), ApplyError> {
+        if rows.len() < self.cfg.batch_min_rows {
+            for old in &rows {
+                self.full_identity_row(rel_id, Op::Delete, None, old).await?;
+            }
+            return Ok(());
+        }
+        let (m, b) = (matched.clone(), binary.clone());
+        let (stmt, table) = self
+            .statement(
+                rel_id,
+                Op::Delete,
+                StmtKey::FullBatchDelete { matched: matched.clone(), binary: binary.clone() },
+                move |t| t.full_batch_delete_sql(&m, &b),
+            )
+            .await?;
+        let t = &self.catalog.tables[&rel_id];
+        let picks: Vec<(usize, u32)> = matched
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| **m == Match::Value)
+            .zip(&binary)
+            .map(|((i, _), &bin)| (i, if bin { t.cols[i].type_oid } else { TEXT_OID }))
+            .collect();
+        let params: Vec<Param> =
+            value::column_arrays(&rows, &picks).into_iter().map(Param::Binary).collect();
+        let rows = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        self.stats.batched_rows += rows;
+        let expected = self.expected_deletes(rel_id, rows);
+        self.push_change(stmt, params, table, Op::Delete, commit_lsn, expected).await
     }
 
     async fn delete_row(

@@ -60,6 +60,17 @@ pub(super) fn key_picks(t: &TableInfo, key_binary: &[bool]) -> Vec<(usize, u32)>
         .collect()
 }
 
+/// How each column of a whole old row (REPLICA IDENTITY FULL) is matched.
+pub(super) fn full_match(old: &Tuple) -> Box<[Match]> {
+    old.values()
+        .map(|v| match v {
+            ColumnValue::UnchangedToast => Match::Skip,
+            ColumnValue::Null => Match::Null,
+            ColumnValue::Text(_) | ColumnValue::Binary(_) => Match::Value,
+        })
+        .collect()
+}
+
 impl PostgresTarget {
     /// The key values identifying a row for table `t` (key replica identity), from the old
     /// tuple if sent, else from the new row: a tuple of the key columns only.
@@ -98,14 +109,7 @@ impl PostgresTarget {
         set: Option<(&Tuple, &[bool])>,
         old: &Tuple,
     ) -> Result<(), ApplyError> {
-        let matched: Box<[Match]> = old
-            .values()
-            .map(|v| match v {
-                ColumnValue::UnchangedToast => Match::Skip,
-                ColumnValue::Null => Match::Null,
-                ColumnValue::Text(_) | ColumnValue::Binary(_) => Match::Value,
-            })
-            .collect();
+        let matched = full_match(old);
         let mut params: Vec<Param> = Vec::new();
         let key = match set {
             Some((new, set)) => {

@@ -10,6 +10,7 @@ use crate::error::ApplyError;
 use super::PostgresTarget;
 use super::identity::RowKey;
 use super::insert::CopyState;
+use super::table::Match;
 use super::update::UpdateRow;
 use super::value::ValueFormat;
 
@@ -58,6 +59,14 @@ pub(super) enum RunKind {
     Update { rows: Vec<UpdateRow>, keys: HashMap<RowKey, Option<usize>> },
     /// Deletes by key.
     Delete { key_binary: Box<[bool]>, rows: Vec<Tuple>, keys: HashSet<RowKey> },
+    /// Deletes of whole old rows (REPLICA IDENTITY FULL) of one shape: how each column is
+    /// matched, which value columns are binary. `keys`: the old rows, all distinct.
+    FullDelete {
+        matched: Box<[Match]>,
+        binary: Box<[bool]>,
+        rows: Vec<Tuple>,
+        keys: HashSet<RowKey>,
+    },
 }
 
 /// Approximate bytes of a buffered row: the row as received (one buffer) and its handle.
@@ -140,6 +149,9 @@ impl PostgresTarget {
             RunKind::Update { rows, .. } => self.flush_update_run(rel_id, commit_lsn, rows).await,
             RunKind::Delete { rows, key_binary, .. } => {
                 self.flush_delete_run(rel_id, commit_lsn, rows, key_binary).await
+            }
+            RunKind::FullDelete { matched, binary, rows, .. } => {
+                self.flush_full_delete_run(rel_id, commit_lsn, rows, matched, binary).await
             }
         }
     }

@@ -33,6 +33,15 @@ pub(crate) struct ColInfo {
     pub(crate) identity_always: bool,
 }
 
+/// Whether two values of the type that `=` calls equal always print the same: then matching a
+/// whole old row needs no text comparison besides `=`. Not so for numeric (`1.0 = 1.00`),
+/// floats (`0 = -0`), interval (`'1 day' = '24 hours'`) and most others.
+pub(crate) fn equality_is_identity(type_oid: u32) -> bool {
+    // bool, bytea, "char", name, int8, int2, int4, text, oid, bpchar, varchar, date, time,
+    // timestamp, timestamptz, uuid.
+    matches!(type_oid, 16..=21 | 23 | 25 | 26 | 1042 | 1043 | 1082 | 1083 | 1114 | 1184 | 2950)
+}
+
 /// How a single-row update or delete finds its row by one column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Match {
@@ -64,6 +73,9 @@ pub(crate) enum StmtKey {
     RowUpdate { set: Box<[bool]>, guarded: bool },
     /// Set-based delete over arrays of the key columns.
     BatchDelete { binary: Box<[bool]> },
+    /// Set-based delete of whole rows (REPLICA IDENTITY FULL): how each column is matched,
+    /// and per matched value column whether its array is binary.
+    FullBatchDelete { matched: Box<[Match]>, binary: Box<[bool]> },
     /// Whether a row with the key exists.
     Exists,
 }
@@ -209,14 +221,16 @@ impl TableInfo {
         if self.full_identity() {
             // One row at a time even among identical duplicates.
             let _ = write!(sql, "ctid = (SELECT ctid FROM {} WHERE ", self.name);
-            self.conditions(sql, matched, next);
+            self.conditions(sql, matched, next, true);
             sql.push_str(" LIMIT 1)");
         } else {
-            self.conditions(sql, matched, next);
+            self.conditions(sql, matched, next, false);
         }
     }
 
-    fn conditions(&self, sql: &mut String, matched: &[Match], next: &mut usize) {
+    /// `exact`: a value must also print as the old row's did, so that of rows equal under the
+    /// type's `=` but different (numeric `1.0` and `1.00`) the one the source changed is.
+    fn conditions(&self, sql: &mut String, matched: &[Match], next: &mut usize, exact: bool) {
         let mut first = true;
         for (c, m) in self.cols.iter().zip(matched) {
             if *m == Match::Skip {
@@ -234,6 +248,9 @@ impl TableInfo {
             *next += 1;
             if c.text_compare {
                 let _ = write!(sql, "{}::text = ${n}::{}::text", c.quoted, c.type_name);
+            } else if exact && !equality_is_identity(c.type_oid) {
+                let (q, ty) = (&c.quoted, &c.type_name);
+                let _ = write!(sql, "{q} = ${n}::{ty} AND {q}::text = ${n}::{ty}::text");
             } else {
                 let _ = write!(sql, "{} = ${n}::{}", c.quoted, c.type_name);
             }
@@ -381,6 +398,50 @@ impl TableInfo {
     ///
     /// `= ANY` is one index scan over the sorted array, with no join, function scan or
     /// de-duplication above it.
+    /// Deletes of whole old rows (REPLICA IDENTITY FULL) in one statement: one array per
+    /// column matched by value (`binary`: per such column, whether its array is binary),
+    /// `IS NULL` for the `Null` ones. Each old row deletes one target row: the run holds
+    /// distinct old rows, and a column also compared as text (see [`equality_is_identity`])
+    /// matches only rows that print as that old row did, so no two old rows pick the same
+    /// target row (`1.0` and `1.00` are equal numerics but two rows). `=` first, so that a
+    /// hash join or an index serves it.
+    pub(crate) fn full_batch_delete_sql(&self, matched: &[Match], binary: &[bool]) -> String {
+        let mut arrays = Vec::new();
+        let mut names = Vec::new();
+        let mut conds = Vec::new();
+        for (i, (c, m)) in self.cols.iter().zip(matched).enumerate() {
+            match m {
+                Match::Skip => {}
+                Match::Null => conds.push(format!("o.{} IS NULL", c.quoted)),
+                Match::Value => {
+                    let j = arrays.len();
+                    arrays.push(self.array_param(i, j + 1, binary[j]));
+                    names.push(format!("c{j}"));
+                    let text = format!("o.{}::text = v.c{j}::text", c.quoted);
+                    let equal = format!("o.{} = v.c{j}", c.quoted);
+                    conds.push(if c.text_compare {
+                        text
+                    } else if equality_is_identity(c.type_oid) {
+                        equal
+                    } else {
+                        format!("{equal} AND {text}")
+                    });
+                }
+            }
+        }
+        if conds.is_empty() {
+            conds.push("true".into());
+        }
+        format!(
+            "DELETE FROM {name} WHERE ctid = ANY(ARRAY(SELECT DISTINCT ON (v.n) o.ctid \
+             FROM unnest({}) WITH ORDINALITY AS v({}, n) JOIN {name} AS o ON {} ORDER BY v.n))",
+            arrays.join(", "),
+            names.join(", "),
+            conds.join(" AND "),
+            name = self.name,
+        )
+    }
+
     pub(crate) fn batch_delete_sql(&self, key_binary: &[bool]) -> String {
         if let ([k], [binary]) = (&*self.key, key_binary) {
             return format!(
@@ -517,6 +578,19 @@ mod tests {
             "DELETE FROM \"my\"\"ns\".\"t\" WHERE (\"id\", \"v\") IN (SELECT * FROM \
              unnest($1::integer[], $2::text[]::text[]))"
         );
+    }
+
+    #[test]
+    fn full_identity_deletes_in_one_statement() {
+        let t = table(ReplicaIdentity::Full);
+        assert_eq!(
+            t.full_batch_delete_sql(&[Match::Value, Match::Null, Match::Value], &[true, false]),
+            "DELETE FROM \"my\"\"ns\".\"t\" WHERE ctid = ANY(ARRAY(SELECT DISTINCT ON (v.n) o.ctid \
+             FROM unnest($1::integer[], $2::text[]::json[]) WITH ORDINALITY AS v(c0, c1, n) \
+             JOIN \"my\"\"ns\".\"t\" AS o ON o.\"id\" = v.c0 AND o.\"v\" IS NULL AND \
+             o.\"j\"::text = v.c1::text ORDER BY v.n))"
+        );
+        assert!(equality_is_identity(23) && !equality_is_identity(1700), "int4 yes, numeric no");
     }
 
     #[test]

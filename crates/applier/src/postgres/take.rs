@@ -62,6 +62,8 @@ impl PostgresTarget {
             RunKind::Insert { keys, .. } => keys.contains_key(key).then_some(true),
             RunKind::Update { keys, .. } => matches!(keys.get(key), Some(Some(_))).then_some(true),
             RunKind::Delete { keys, .. } => keys.contains(key).then_some(false),
+            // Keyed by whole old rows, not by key: ask the target.
+            RunKind::FullDelete { .. } => None,
         }
     }
 
