@@ -155,7 +155,12 @@ impl PostgresTarget {
         let rows = u64::try_from(rows.len()).unwrap_or(u64::MAX);
         self.stats.batched_rows += rows;
         let expected = self.expected_deletes(rel_id, rows);
-        self.push_change(stmt, params, table, Op::Delete, commit_lsn, expected).await
+        // The session's `enable_seqscan = off` only penalises a seq scan, which a table
+        // without an index still needs; the penalty (1e10) then dwarfs every other cost, and
+        // the planner takes a nested loop over the table per old row as just as cheap.
+        self.push_setting("SET enable_seqscan = on").await?;
+        self.push_change(stmt, params, table, Op::Delete, commit_lsn, expected).await?;
+        self.push_setting("SET enable_seqscan = off").await
     }
 
     async fn delete_row(

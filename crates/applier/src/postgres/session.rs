@@ -107,6 +107,12 @@ impl PostgresTarget {
         self.session.pipe.drain().await
     }
 
+    /// Sends a `SET` of the session (in order with the changes around it).
+    pub(super) async fn push_setting(&mut self, sql: &'static str) -> Result<(), ApplyError> {
+        let fut = simple_future(&self.session.client, sql.to_owned());
+        self.session.pipe.push(fut, Purpose::Other(sql), 32).await
+    }
+
     pub(super) async fn ensure_txn(&mut self) -> Result<(), ApplyError> {
         if !self.session.in_txn {
             let fut = simple_future(&self.session.client, "BEGIN".to_owned());
