@@ -4,12 +4,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use pgoutput_decoder::{Column, Lsn, OldTuple, Relation, Tuple};
+use pgoutput_decoder::{Lsn, OldTuple, Relation, Tuple};
 
 use crate::error::{ApplyError, Op};
 
 use super::PostgresTarget;
-use super::identity::{RowKey, TEXT_OID, column_binary, full_match, key_picks};
+use super::identity::{RowKey, TEXT_OID, column_binary, full_match, key_picks, value_binary};
 use super::runs::{Run, RunKind, tuple_bytes};
 use super::table::{Match, StmtKey};
 use super::value::{self, Param};
@@ -30,7 +30,8 @@ impl PostgresTarget {
                     detail: "replica identity full without the old row".into(),
                 });
             };
-            return self.delete_full_row(rel, old).await;
+            // Boxed: inline, its state would grow every delete's future.
+            return Box::pin(self.delete_full_row(rel, old)).await;
         }
         let key = Self::key_values(t, Op::Delete, Some(old.tuple()), None)?;
         self.delete_by_key(rel, key).await
@@ -86,11 +87,7 @@ impl PostgresTarget {
             self.end_table_run(rel_id).await?;
             return self.full_identity_row(rel_id, Op::Delete, None, &old).await;
         }
-        let binary: Box<[bool]> = old
-            .iter()
-            .filter(|v| matches!(v, Column::Text(_) | Column::Binary(_)))
-            .map(|v| matches!(v, Column::Binary(_)))
-            .collect();
+        let binary = value_binary(old.iter());
         let key = RowKey::of(&old);
         let fits = self.run_index(rel_id).is_some_and(|i| match &self.runs[i] {
             Run {

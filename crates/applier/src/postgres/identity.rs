@@ -60,6 +60,14 @@ pub(super) fn key_picks(t: &TableInfo, key_binary: &[bool]) -> Vec<(usize, u32)>
         .collect()
 }
 
+/// For each value that is not NULL or an unchanged TOAST value: whether it is binary.
+pub(super) fn value_binary<'a>(values: impl Iterator<Item = Column<'a>>) -> Box<[bool]> {
+    values
+        .filter(|v| matches!(v, Column::Text(_) | Column::Binary(_)))
+        .map(|v| matches!(v, Column::Binary(_)))
+        .collect()
+}
+
 /// How each column of a whole old row (REPLICA IDENTITY FULL) is matched.
 pub(super) fn full_match(old: &Tuple) -> Box<[Match]> {
     old.values()

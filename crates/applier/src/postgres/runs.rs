@@ -67,6 +67,27 @@ pub(super) enum RunKind {
         rows: Vec<Tuple>,
         keys: HashSet<RowKey>,
     },
+    /// Updates of whole old rows (REPLICA IDENTITY FULL) of one shape, as `FullDelete`, with
+    /// the columns they set and which of those are binary; each row is (old, new). `olds`:
+    /// the old rows, all distinct; `news`: the new rows, none of which a later row of the run
+    /// may update (it would look for a row the statement has not made yet).
+    FullUpdate {
+        matched: Box<[Match]>,
+        binary: Box<[bool]>,
+        set: Box<[bool]>,
+        set_binary: Box<[bool]>,
+        rows: Vec<(Tuple, Tuple)>,
+        olds: HashSet<RowKey>,
+        news: HashSet<RowKey>,
+    },
+}
+
+/// What the updates of a [`RunKind::FullUpdate`] run share.
+pub(super) struct FullShape {
+    pub(super) matched: Box<[Match]>,
+    pub(super) binary: Box<[bool]>,
+    pub(super) set: Box<[bool]>,
+    pub(super) set_binary: Box<[bool]>,
 }
 
 /// Approximate bytes of a buffered row: the row as received (one buffer) and its handle.
@@ -152,6 +173,10 @@ impl PostgresTarget {
             }
             RunKind::FullDelete { matched, binary, rows, .. } => {
                 self.flush_full_delete_run(rel_id, commit_lsn, rows, matched, binary).await
+            }
+            RunKind::FullUpdate { matched, binary, set, set_binary, rows, .. } => {
+                let shape = FullShape { matched, binary, set, set_binary };
+                self.flush_full_update_run(rel_id, commit_lsn, rows, shape).await
             }
         }
     }

@@ -76,6 +76,14 @@ pub(crate) enum StmtKey {
     /// Set-based delete of whole rows (REPLICA IDENTITY FULL): how each column is matched,
     /// and per matched value column whether its array is binary.
     FullBatchDelete { matched: Box<[Match]>, binary: Box<[bool]> },
+    /// Set-based update of whole rows (REPLICA IDENTITY FULL): as `FullBatchDelete`, with the
+    /// set columns and whether each one's array is binary.
+    FullBatchUpdate {
+        matched: Box<[Match]>,
+        binary: Box<[bool]>,
+        set: Box<[bool]>,
+        set_binary: Box<[bool]>,
+    },
     /// Whether a row with the key exists.
     Exists,
 }
@@ -398,14 +406,22 @@ impl TableInfo {
     ///
     /// `= ANY` is one index scan over the sorted array, with no join, function scan or
     /// de-duplication above it.
-    /// Deletes of whole old rows (REPLICA IDENTITY FULL) in one statement: one array per
-    /// column matched by value (`binary`: per such column, whether its array is binary),
-    /// `IS NULL` for the `Null` ones. Each old row deletes one target row: the run holds
-    /// distinct old rows, and a column also compared as text (see [`equality_is_identity`])
-    /// matches only rows that print as that old row did, so no two old rows pick the same
-    /// target row (`1.0` and `1.00` are equal numerics but two rows). `=` first, so that a
-    /// hash join or an index serves it.
-    pub(crate) fn full_batch_delete_sql(&self, matched: &[Match], binary: &[bool]) -> String {
+    /// The rows of a run of whole old rows (REPLICA IDENTITY FULL) matched to target rows,
+    /// one each: `SELECT DISTINCT ON (v.n) o.ctid AS tid[, v.s0, ...] FROM unnest(...) WITH
+    /// ORDINALITY AS v(c0, ..., [s0, ...,] n) JOIN t AS o ON ... ORDER BY v.n`. One array per
+    /// column matched by value (`binary`: per such column, whether its array is binary), then
+    /// one per column set (`set_binary`), `IS NULL` for the `Null` ones. The run holds distinct
+    /// old rows, and a column also compared as text (see [`equality_is_identity`]) matches
+    /// only rows that print as that old row did, so no two old rows pick the same target row
+    /// (`1.0` and `1.00` are equal numerics but two rows). `=` first, so that a hash join or
+    /// an index serves it.
+    fn full_rows_sql(
+        &self,
+        matched: &[Match],
+        binary: &[bool],
+        set: &[bool],
+        set_binary: &[bool],
+    ) -> String {
         let mut arrays = Vec::new();
         let mut names = Vec::new();
         let mut conds = Vec::new();
@@ -429,16 +445,57 @@ impl TableInfo {
                 }
             }
         }
+        let mut picked = String::from("o.ctid AS tid");
+        let set_cols = set.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i);
+        for (j, (i, &bin)) in set_cols.zip(set_binary).enumerate() {
+            arrays.push(self.array_param(i, arrays.len() + 1, bin));
+            names.push(format!("s{j}"));
+            let _ = write!(picked, ", v.s{j}");
+        }
         if conds.is_empty() {
             conds.push("true".into());
         }
         format!(
-            "DELETE FROM {name} WHERE ctid = ANY(ARRAY(SELECT DISTINCT ON (v.n) o.ctid \
-             FROM unnest({}) WITH ORDINALITY AS v({}, n) JOIN {name} AS o ON {} ORDER BY v.n))",
+            "SELECT DISTINCT ON (v.n) {picked} FROM unnest({}) WITH ORDINALITY AS v({}, n) \
+             JOIN {} AS o ON {} ORDER BY v.n",
             arrays.join(", "),
             names.join(", "),
+            self.name,
             conds.join(" AND "),
-            name = self.name,
+        )
+    }
+
+    /// Deletes of whole old rows (REPLICA IDENTITY FULL) in one statement, each deleting one
+    /// target row (see [`Self::full_rows_sql`]).
+    pub(crate) fn full_batch_delete_sql(&self, matched: &[Match], binary: &[bool]) -> String {
+        format!(
+            "DELETE FROM {} WHERE ctid = ANY(ARRAY(SELECT tid FROM ({}) AS m))",
+            self.name,
+            self.full_rows_sql(matched, binary, &[], &[])
+        )
+    }
+
+    /// Updates of whole old rows (REPLICA IDENTITY FULL) in one statement, each updating one
+    /// target row (see [`Self::full_rows_sql`]) with its new values of the `set` columns.
+    pub(crate) fn full_batch_update_sql(
+        &self,
+        matched: &[Match],
+        binary: &[bool],
+        set: &[bool],
+        set_binary: &[bool],
+    ) -> String {
+        let assignments: Vec<String> = set
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s)
+            .enumerate()
+            .map(|(j, (i, _))| format!("{} = m.s{j}", self.cols[i].quoted))
+            .collect();
+        format!(
+            "UPDATE {} AS t SET {} FROM ({}) AS m WHERE t.ctid = m.tid",
+            self.name,
+            assignments.join(", "),
+            self.full_rows_sql(matched, binary, set, set_binary)
         )
     }
 
@@ -585,10 +642,23 @@ mod tests {
         let t = table(ReplicaIdentity::Full);
         assert_eq!(
             t.full_batch_delete_sql(&[Match::Value, Match::Null, Match::Value], &[true, false]),
-            "DELETE FROM \"my\"\"ns\".\"t\" WHERE ctid = ANY(ARRAY(SELECT DISTINCT ON (v.n) o.ctid \
-             FROM unnest($1::integer[], $2::text[]::json[]) WITH ORDINALITY AS v(c0, c1, n) \
-             JOIN \"my\"\"ns\".\"t\" AS o ON o.\"id\" = v.c0 AND o.\"v\" IS NULL AND \
-             o.\"j\"::text = v.c1::text ORDER BY v.n))"
+            "DELETE FROM \"my\"\"ns\".\"t\" WHERE ctid = ANY(ARRAY(SELECT tid FROM (SELECT \
+             DISTINCT ON (v.n) o.ctid AS tid FROM unnest($1::integer[], $2::text[]::json[]) \
+             WITH ORDINALITY AS v(c0, c1, n) JOIN \"my\"\"ns\".\"t\" AS o ON o.\"id\" = v.c0 \
+             AND o.\"v\" IS NULL AND o.\"j\"::text = v.c1::text ORDER BY v.n) AS m))"
+        );
+        assert_eq!(
+            t.full_batch_update_sql(
+                &[Match::Value, Match::Value, Match::Null],
+                &[true, true],
+                &[false, true, true],
+                &[true, false]
+            ),
+            "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = m.s0, \"j\" = m.s1 FROM (SELECT \
+             DISTINCT ON (v.n) o.ctid AS tid, v.s0, v.s1 FROM unnest($1::integer[], $2::text[], \
+             $3::text[], $4::text[]::json[]) WITH ORDINALITY AS v(c0, c1, s0, s1, n) JOIN \
+             \"my\"\"ns\".\"t\" AS o ON o.\"id\" = v.c0 AND o.\"v\" = v.c1 AND o.\"j\" IS NULL \
+             ORDER BY v.n) AS m WHERE t.ctid = m.tid"
         );
         assert!(equality_is_identity(23) && !equality_is_identity(1700), "int4 yes, numeric no");
     }

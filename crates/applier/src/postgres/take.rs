@@ -63,7 +63,7 @@ impl PostgresTarget {
             RunKind::Update { keys, .. } => matches!(keys.get(key), Some(Some(_))).then_some(true),
             RunKind::Delete { keys, .. } => keys.contains(key).then_some(false),
             // Keyed by whole old rows, not by key: ask the target.
-            RunKind::FullDelete { .. } => None,
+            RunKind::FullDelete { .. } | RunKind::FullUpdate { .. } => None,
         }
     }
 

@@ -2,7 +2,7 @@
 //! batched into one set-based statement over arrays per shape; for `REPLICA IDENTITY FULL`,
 //! one row at a time. Unchanged TOAST values are left out of `SET` lists.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
@@ -12,9 +12,11 @@ use tokio_postgres::Statement;
 use crate::error::{ApplyError, Op};
 
 use super::PostgresTarget;
-use super::identity::{RowKey, TEXT_OID, column_binary, key_columns, key_picks};
+use super::identity::{
+    RowKey, TEXT_OID, column_binary, full_match, key_columns, key_picks, value_binary,
+};
 use super::insert::fold_into_insert;
-use super::runs::{Run, RunKind, tuple_bytes};
+use super::runs::{FullShape, Run, RunKind, tuple_bytes};
 use super::table::{Match, StmtKey, TableInfo, UniqueHazard};
 use super::value::{self, Param, ValueFormat};
 
@@ -93,9 +95,8 @@ impl PostgresTarget {
                     detail: "replica identity full without the old row".into(),
                 });
             };
-            self.leave_others(rel.rel_id).await?;
-            self.end_table_run(rel.rel_id).await?;
-            return self.full_identity_row(rel.rel_id, Op::Update, Some((&new, &set)), &old).await;
+            // Boxed: inline, its state would grow every update's future.
+            return Box::pin(self.update_full_row(rel, old, new, set)).await;
         }
         let key = Self::key_values(t, Op::Update, old.as_ref().map(OldTuple::tuple), Some(&new))?;
         if !set.iter().any(|&s| s) {
@@ -186,6 +187,136 @@ impl PostgresTarget {
         }
         rows.push(UpdateRow { key: key_tuple, new, set });
         self.buffered_more(i, bytes).await
+    }
+
+    /// An update matching the whole old row: into the table's run of such updates of the same
+    /// shape, or on its own (see [`Self::full_update_batchable`]).
+    async fn update_full_row(
+        &mut self,
+        rel: Arc<Relation>,
+        old: Tuple,
+        new: Tuple,
+        set: Box<[bool]>,
+    ) -> Result<(), ApplyError> {
+        let rel_id = rel.rel_id;
+        self.leave_others(rel_id).await?;
+        let matched = full_match(&old);
+        if !self.full_update_batchable(rel_id, &matched, &set) {
+            self.end_table_run(rel_id).await?;
+            return self.full_identity_row(rel_id, Op::Update, Some((&new, &set)), &old).await;
+        }
+        let binary = value_binary(old.iter());
+        // NULLs travel in either kind of array; counted as text.
+        let set_binary: Box<[bool]> = new
+            .iter()
+            .zip(&set)
+            .filter(|(_, s)| **s)
+            .map(|(v, _)| matches!(v, Column::Binary(_)))
+            .collect();
+        let (old_key, new_key) = (RowKey::of(&old), RowKey::of(&new));
+        let fits = self.run_index(rel_id).is_some_and(|i| match &self.runs[i] {
+            Run {
+                rel: r,
+                kind:
+                    RunKind::FullUpdate {
+                        matched: m,
+                        binary: b,
+                        set: st,
+                        set_binary: sb,
+                        rows,
+                        olds,
+                        news,
+                    },
+                ..
+            } => {
+                Arc::ptr_eq(r, &rel)
+                    && (m, b, st, sb) == (&matched, &binary, &set, &set_binary)
+                    && rows.len() < self.cfg.batch_max_rows
+                    && !olds.contains(&old_key)
+                    && !news.contains(&old_key)
+            }
+            _ => false,
+        });
+        let i = match self.run_index(rel_id) {
+            Some(i) if fits => i,
+            _ => {
+                let kind = RunKind::FullUpdate {
+                    matched,
+                    binary,
+                    set,
+                    set_binary,
+                    rows: Vec::new(),
+                    olds: HashSet::new(),
+                    news: HashSet::new(),
+                };
+                self.start_run(&rel, kind).await?
+            }
+        };
+        let bytes = tuple_bytes(&old) + tuple_bytes(&new);
+        let RunKind::FullUpdate { rows, olds, news, .. } = &mut self.runs[i].kind else {
+            unreachable!()
+        };
+        olds.insert(old_key);
+        news.insert(new_key);
+        rows.push((old, new));
+        self.buffered_more(i, bytes).await
+    }
+
+    /// Whether a whole-row update of this shape can join a set-based statement: it sets
+    /// something, no array travels in `unnest`, and no unique index could see the run's rows
+    /// change in another order than the source's.
+    fn full_update_batchable(&self, rel_id: u32, matched: &[Match], set: &[bool]) -> bool {
+        let t = &self.catalog.tables[&rel_id];
+        t.unique_hazard == UniqueHazard::None
+            && set.iter().any(|&s| s)
+            && t.cols
+                .iter()
+                .zip(matched)
+                .zip(set)
+                .all(|((c, m), &s)| !c.is_array || (*m != Match::Value && !s))
+    }
+
+    pub(super) async fn flush_full_update_run(
+        &mut self,
+        rel_id: u32,
+        commit_lsn: Lsn,
+        rows: Vec<(Tuple, Tuple)>,
+        shape: FullShape,
+    ) -> Result<(), ApplyError> {
+        if rows.len() < self.cfg.batch_min_rows {
+            for (old, new) in &rows {
+                self.full_identity_row(rel_id, Op::Update, Some((new, &shape.set)), old).await?;
+            }
+            return Ok(());
+        }
+        let FullShape { matched, binary, set, set_binary } = shape;
+        let key = StmtKey::FullBatchUpdate {
+            matched: matched.clone(),
+            binary: binary.clone(),
+            set: set.clone(),
+            set_binary: set_binary.clone(),
+        };
+        let (m, b, s, sb) = (matched.clone(), binary.clone(), set.clone(), set_binary.clone());
+        let (stmt, table) = self
+            .statement(rel_id, Op::Update, key, move |t| t.full_batch_update_sql(&m, &b, &s, &sb))
+            .await?;
+        let t = &self.catalog.tables[&rel_id];
+        let oid = |i: usize, bin: bool| if bin { t.cols[i].type_oid } else { TEXT_OID };
+        let matched_cols = matched.iter().enumerate().filter(|(_, m)| **m == Match::Value);
+        let old_picks: Vec<(usize, u32)> =
+            matched_cols.zip(&binary).map(|((i, _), &bin)| (i, oid(i, bin))).collect();
+        let set_cols = set.iter().enumerate().filter(|(_, s)| **s);
+        let new_picks: Vec<(usize, u32)> =
+            set_cols.zip(&set_binary).map(|((i, _), &bin)| (i, oid(i, bin))).collect();
+        let mut arrays = value::column_arrays(rows.iter().map(|(o, _)| o), &old_picks);
+        arrays.extend(value::column_arrays(rows.iter().map(|(_, n)| n), &new_picks));
+        let params: Vec<Param> = arrays.into_iter().map(Param::Binary).collect();
+        let n = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        self.stats.batched_rows += n;
+        // See `flush_full_delete_run`.
+        self.push_setting("SET enable_seqscan = on").await?;
+        self.push_change(stmt, params, table, Op::Update, commit_lsn, n).await?;
+        self.push_setting("SET enable_seqscan = off").await
     }
 
     async fn update_row(
