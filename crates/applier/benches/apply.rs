@@ -188,7 +188,7 @@ fn main() {
     // On a worker thread, as `pgmirror mirror` runs its pump: a `block_on` future runs on the
     // calling thread, and every wake of a connection task from there crosses threads.
     rt.block_on(async move {
-        tokio::spawn(async move { cases(only, txns, rows).await }).await.unwrap();
+        tokio::spawn(Box::pin(cases(only, txns, rows))).await.unwrap();
     });
 }
 
