@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use sqlx::{MySqlConnection, Row};
 use tokio_postgres::Client;
 
-use super::schema::MySqlTable;
+use super::schema::{MySqlColumn, MySqlTable};
 use super::types::Kind;
 use super::value::{Bind, convert};
 use super::{quote, target_err};
@@ -229,24 +229,23 @@ fn first_difference(
     })
 }
 
+/// The expression reading a column's value as text: `CAST(... AS CHAR)`, `HEX` for bytes, a
+/// `FLOAT` through `DOUBLE` (which holds it exactly; the `FLOAT`'s own text has six digits).
+pub(super) fn read_column(c: &MySqlColumn) -> String {
+    match c.ty.kind {
+        Kind::Bytes { .. } => format!("HEX({})", quote(&c.name)),
+        Kind::Float { single: true } => format!("CAST(CAST({} AS DOUBLE) AS CHAR)", quote(&c.name)),
+        _ => format!("CAST({} AS CHAR)", quote(&c.name)),
+    }
+}
+
 /// The target's rows with the given source keys (text forms), by normal key.
 async fn target_rows(
     conn: &mut MySqlConnection,
     table: &MySqlTable,
     keys: &[Vec<Option<String>>],
 ) -> Result<HashMap<String, Vec<Option<String>>>, ApplyError> {
-    let cols: Vec<String> = table
-        .columns
-        .iter()
-        .map(|c| match c.ty.kind {
-            Kind::Bytes { .. } => format!("HEX({})", quote(&c.name)),
-            // CAST(FLOAT AS CHAR) prints six digits; a DOUBLE holds the FLOAT exactly.
-            Kind::Float { single: true } => {
-                format!("CAST(CAST({} AS DOUBLE) AS CHAR)", quote(&c.name))
-            }
-            _ => format!("CAST({} AS CHAR)", quote(&c.name)),
-        })
-        .collect();
+    let cols: Vec<String> = table.columns.iter().map(read_column).collect();
     let key_cols: Vec<String> = table.key.iter().map(|&i| quote(&table.columns[i].name)).collect();
     let tuple = format!("({})", vec!["?"; key_cols.len()].join(", "));
     let sql = format!(
