@@ -14,7 +14,8 @@ use applier::mysql::progress::{self, MirrorRow, MirrorState};
 use applier::mysql::schema::{self, MySqlTable};
 use applier::mysql::session::{self, MySqlUrl, ServerInfo};
 use applier::mysql::{copy, quote, take};
-use applier::shard::{KeyColumn, KeyType, ShardedTarget};
+use applier::mysql::verify::{Part, TableDiff, compare_table_part};
+use applier::shard::{KeyColumn, KeyType, ShardLayout, ShardedTarget};
 use applier::{MySqlTarget, MySqlTargetConfig};
 use futures_util::future::try_join_all;
 use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction};
@@ -50,8 +51,10 @@ pub(super) async fn session(
     let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
     *connected = true;
     for (i, (lock, _)) in locks.iter_mut().enumerate() {
+        // Locks are the server's, not the database's: shards sharing a server need one each.
         // The server waits up to 10 s for a killed run's session to end.
-        if take_lock(lock, &opts.name).await? != Some(1) {
+        let name = if i == 0 { opts.name.clone() } else { format!("{}/shard{i}", opts.name) };
+        if take_lock(lock, &name).await? != Some(1) {
             bail!(
                 "another pgmirror is already running mirror {:?} on shard {i}; stop it first \
                  (or give this one another --name)",
@@ -61,7 +64,7 @@ pub(super) async fn session(
     }
     opts.layout.check(&source).await?;
     let (defs, tables) = describe_tables(&source, &opts.tables).await?;
-    let keys = routed_keys(opts, &tables)?;
+    let keys = routed_keys(&opts.layout, &tables)?;
     let mut shards = connect_all(&opts.shards).await?;
     let mut rows = Vec::with_capacity(shards.len());
     for (conn, _) in &mut shards {
@@ -105,11 +108,14 @@ pub(super) async fn session(
 
 /// Each table's shard key, by column index (`None`: a reference table); a `--shard-key` that
 /// names a table outside the mirror is refused.
-fn routed_keys(
-    opts: &MySqlMirrorOptions,
+///
+/// # Errors
+/// A shard key of a table not mirrored, of a column it lacks, or of a type without a hash.
+pub fn routed_keys(
+    layout: &ShardLayout,
     tables: &[MySqlTable],
 ) -> anyhow::Result<Vec<Option<Vec<KeyColumn>>>> {
-    for (schema, table, _) in opts.layout.tables() {
+    for (schema, table, _) in layout.tables() {
         if !tables.iter().any(|t| t.schema == schema && t.name == table) {
             bail!(
                 "--shard-key names {}.{}, which is not among the mirrored tables",
@@ -121,7 +127,7 @@ fn routed_keys(
     tables
         .iter()
         .map(|t| {
-            let Some(columns) = opts.layout.key_of(&t.schema, &t.name) else { return Ok(None) };
+            let Some(columns) = layout.key_of(&t.schema, &t.name) else { return Ok(None) };
             let mut key = Vec::with_capacity(columns.len());
             for name in columns {
                 let shown = || format!("shard key column {name:?} of {}", t.source_display());
@@ -303,4 +309,51 @@ async fn copy_routed(
         tracing::info!(table = %table.source_display(), rows = ?rows, "copied");
     }
     Ok(())
+}
+
+/// How one table compares on one shard.
+#[derive(Debug, Clone)]
+pub struct ShardTableDiff {
+    /// The source table, `"schema"."table"`.
+    pub table: String,
+    /// The shard.
+    pub shard: usize,
+    /// Whether the table is sharded (else the shard holds it whole).
+    pub sharded: bool,
+    /// How the shard's rows differ from the source rows it should hold.
+    pub diff: TableDiff,
+}
+
+/// Compares each table on each shard with the source rows it should hold (a sharded table's
+/// rows that hash to it, a reference table's all), row by row: a row missing, differing, or
+/// held by the wrong shard counts. Every shard matching means the shards together equal the
+/// source.
+///
+/// # Errors
+/// Connection and query errors; a key value that cannot be hashed.
+pub async fn compare_shards(
+    source: &tokio_postgres::Client,
+    shards: &mut [MySqlConnection],
+    tables: &[MySqlTable],
+    keys: &[Option<Vec<KeyColumn>>],
+    chunk: usize,
+    max_keys: usize,
+) -> anyhow::Result<Vec<ShardTableDiff>> {
+    let modulus = shards.len();
+    let mut out = Vec::new();
+    for (table, key) in tables.iter().zip(keys) {
+        for (remainder, conn) in shards.iter_mut().enumerate() {
+            let part = key.as_deref().map(|key| Part { key, modulus, remainder });
+            let diff = compare_table_part(source, conn, table, part, chunk, max_keys)
+                .await
+                .with_context(|| format!("comparing {} on shard {remainder}", table.quoted()))?;
+            out.push(ShardTableDiff {
+                table: table.source_display(),
+                shard: remainder,
+                sharded: key.is_some(),
+                diff,
+            });
+        }
+    }
+    Ok(out)
 }
