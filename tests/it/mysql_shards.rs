@@ -195,9 +195,57 @@ async fn mysql_shards_store_is_copied_routed_as_postgres_hashes_and_streamed() {
             .get(0);
         assert_eq!(wrong, 0, "shard {i} holds customers PostgreSQL would put elsewhere");
     }
+    let src_url = cluster.url(&src_db);
+    let mut common = vec!["--source", src_url.as_str(), "--name", opts.name.as_str()];
+    for u in &urls {
+        common.extend(["--target", u.as_str()]);
+    }
+    let sharded: Vec<&str> = SHARD_KEYS.iter().flat_map(|k| ["--shard-key", *k]).collect();
+    let verify_args = [&["verify"][..], &common, &sharded].concat();
+    assert_eq!(pgmirror(&verify_args).0, 0, "verify of the shards");
+    let (code, out) = pgmirror(&[&["status"][..], &common].concat());
+    assert_eq!(code, 0, "status of the shards");
+    assert!(out.contains("shard 1:") && out.contains("streaming"), "{out}");
     shutdown.trigger();
     task.await.unwrap().unwrap();
-    drop_slot(&src, &opts.slot_name()).await;
+    // A customer of shard 0 also on shard 1: misplaced, and verify says so.
+    let db0 = urls[0].rsplit('/').next().unwrap().split('?').next().unwrap();
+    sqlx::query(&format!("INSERT INTO customers SELECT * FROM `{db0}`.customers LIMIT 1"))
+        .execute(&mut shards[1])
+        .await
+        .unwrap();
+    let (code, out) = pgmirror(&verify_args);
+    assert_eq!(code, 1, "a misplaced row fails verify");
+    assert!(out.contains("✘ shard 1, its part of \"public\".\"customers\""), "{out}");
+    assert_eq!(pgmirror(&[&["drop"][..], &common].concat()).0, 0, "drop of the shards");
+    let slots: i64 = src
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&opts.slot_name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0, "drop removed the slot");
+    for s in &mut shards {
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pgmirror_progress")
+            .fetch_one(&mut *s)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "drop removed every shard's progress row");
+    }
+}
+
+/// Runs the built binary; returns its exit code and standard output.
+fn pgmirror(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run pgmirror");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("pgmirror {args:?}:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), stdout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,8 @@ use anyhow::{Context, bail};
 use applier::mysql::progress::{self, MirrorRow, MirrorState};
 use applier::mysql::schema::{self, MySqlTable};
 use applier::mysql::session::{self, MySqlUrl, ServerInfo};
-use applier::mysql::{copy, quote, take};
 use applier::mysql::verify::{Part, TableDiff, compare_table_part};
+use applier::mysql::{copy, quote, take};
 use applier::shard::{KeyColumn, KeyType, ShardLayout, ShardedTarget};
 use applier::{MySqlTarget, MySqlTargetConfig};
 use futures_util::future::try_join_all;
@@ -74,7 +74,9 @@ pub(super) async fn session(
     }
     let row = match rows.first() {
         Some(Some(first))
-            if rows.iter().all(|r| r.as_ref().is_some_and(|r| r.state == MirrorState::Streaming)) =>
+            if rows
+                .iter()
+                .all(|r| r.as_ref().is_some_and(|r| r.state == MirrorState::Streaming)) =>
         {
             first.clone()
         }

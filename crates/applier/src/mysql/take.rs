@@ -73,14 +73,13 @@ pub async fn forget(
     if !has_moves_table(conn).await? {
         return Ok(0);
     }
-    let done = sqlx::query(&format!(
-        "DELETE FROM `{MOVES_TABLE}` WHERE mirror = ? AND commit_lsn < ?"
-    ))
-    .bind(name)
-    .bind(before.map_or(u64::MAX, |l| l.0))
-    .execute(conn)
-    .await
-    .map_err(|e| target_err("forgetting rows moved to other shards", e))?;
+    let done =
+        sqlx::query(&format!("DELETE FROM `{MOVES_TABLE}` WHERE mirror = ? AND commit_lsn < ?"))
+            .bind(name)
+            .bind(before.map_or(u64::MAX, |l| l.0))
+            .execute(conn)
+            .await
+            .map_err(|e| target_err("forgetting rows moved to other shards", e))?;
     Ok(done.rows_affected())
 }
 
@@ -125,11 +124,10 @@ async fn row_exists(
     let mut sql = format!("SELECT 1 FROM {} WHERE ", table.quoted());
     push_key_in(&mut sql, table, &[key]);
     let _ = write!(sql, " LIMIT 1");
-    let row: Option<i64> = sqlx::query_scalar(&sql)
-        .persistent(false)
-        .fetch_optional(conn)
-        .await
-        .map_err(|e| target_err(format!("looking for a row of {} on a shard", table.quoted()), e))?;
+    let row: Option<i64> =
+        sqlx::query_scalar(&sql).persistent(false).fetch_optional(conn).await.map_err(|e| {
+            target_err(format!("looking for a row of {} on a shard", table.quoted()), e)
+        })?;
     Ok(row.is_some())
 }
 
@@ -227,8 +225,7 @@ impl MySqlTarget {
         let values: Vec<Option<String>> = m.cols.iter().map(|&i| row[i].clone()).collect();
         let name = self.cfg.mirror_name.clone();
         let table = m.table.source_display();
-        let store: BoxFuture<'_, _> =
-            Box::pin(keep(&mut self.conn, &name, at, &table, &values));
+        let store: BoxFuture<'_, _> = Box::pin(keep(&mut self.conn, &name, at, &table, &values));
         store.await?;
         self.stats.statements += 2;
         Ok(Some(text_tuple(values)))
@@ -293,4 +290,3 @@ impl ShardTarget for MySqlTarget {
         self.poison_on_err(r)
     }
 }
-

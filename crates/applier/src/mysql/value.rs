@@ -360,11 +360,7 @@ mod tests {
             (Kind::Float { single: true }, "0.1", "0.10000000149011612"),
             (Kind::Float { single: false }, "1e-308", "1e-308"),
             (Kind::Bytes { max_bytes: None }, "\\x00ff", "00FF"),
-            (
-                Kind::DateTime { tz: true },
-                "2024-01-02 03:04:05.5+00",
-                "2024-01-02 03:04:05.500000",
-            ),
+            (Kind::DateTime { tz: true }, "2024-01-02 03:04:05.5+00", "2024-01-02 03:04:05.500000"),
             (Kind::JsonString, "(1,\"a b\")", "\"(1,\\\"a b\\\")\""),
             (
                 Kind::JsonArray { elem: 25, delim: b',' },
