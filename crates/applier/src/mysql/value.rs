@@ -183,10 +183,10 @@ pub fn convert(kind: Kind, s: &str) -> Result<Bind, String> {
     }
 }
 
-/// A PostgreSQL text form of a value MySQL holds, read as [`super::verify::read_column`] reads
-/// it, that [`convert`] turns back into the same stored value: what a row moved from one MySQL
-/// shard to another is sent again as. `None` when `s` is not a value of `kind` as MySQL prints
-/// it.
+/// A PostgreSQL text form of a value MySQL holds, read as `CAST(... AS CHAR)` (`HEX` for bytes,
+/// a `FLOAT` through `DOUBLE`), that [`convert`] turns back into the same stored value: what a
+/// row moved from one MySQL shard to another is sent again as. `None` when `s` is not a value
+/// of `kind` as MySQL prints it.
 pub fn source_text(kind: Kind, s: &str) -> Option<String> {
     match kind {
         Kind::Bool => match s {
@@ -194,7 +194,8 @@ pub fn source_text(kind: Kind, s: &str) -> Option<String> {
             _ => Some("t".into()),
         },
         // Rust prints the shortest text that reads back as the same bits.
-        Kind::Float { single: true } => s.parse::<f64>().ok().map(|v| (v as f32).to_string()),
+        // The DOUBLE's digits hold the FLOAT exactly: the nearest `f32` is the FLOAT.
+        Kind::Float { single: true } => s.parse::<f32>().ok().map(|v| v.to_string()),
         Kind::Float { single: false } => s.parse::<f64>().ok().map(|v| v.to_string()),
         Kind::Bytes { .. } => Some(format!("\\x{s}")),
         Kind::DateTime { tz: true } => Some(format!("{s}+00")),
