@@ -335,3 +335,20 @@ async fn mysql_shards_sigkill_under_load_loses_and_repeats_nothing() {
     drop(mirror);
     drop_slot(&src, &opts.slot_name()).await;
 }
+
+#[test]
+fn mysql_shards_mixed_with_postgres_shards_are_refused_in_one_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+        .args(["mirror", "--source", "postgres://127.0.0.1:1/src", "--tables", "t"])
+        .args(["--target", "postgres://127.0.0.1:1/shard0"])
+        .args(["--target", "mysql://rep:s3cret@127.0.0.1:1/shard1", "--shard-key", "t=id"])
+        .output()
+        .expect("run pgmirror");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("all PostgreSQL or all MySQL/MariaDB databases"),
+        "unexpected message: {stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "password shown: {stderr}");
+}
