@@ -153,7 +153,11 @@ async fn run_mysql(
     opts.copy_parallelism = args.copy_jobs;
     let _server = serve_metrics(args.metrics_addr.as_ref(), &opts.metrics).await?;
     let mut shutdown = Shutdown::on_signals();
-    mirror::mysql::run(&opts, &mut shutdown).await?;
+    if sharded {
+        Box::pin(mirror::mysql::shards::run(&opts, &mut shutdown)).await?;
+    } else {
+        mirror::mysql::run(&opts, &mut shutdown).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

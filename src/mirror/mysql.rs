@@ -22,6 +22,7 @@ use applier::mysql::session::{self, MySqlUrl};
 use applier::mysql::{copy, quote};
 use applier::shard::ShardLayout;
 use applier::{Applier, ApplierConfig, ApplyError, MySqlTarget, MySqlTargetConfig, Target};
+use futures_util::future::BoxFuture;
 use pgconn::ConnConfig;
 use pgoutput_decoder::Lsn;
 use replication::{
@@ -130,15 +131,37 @@ fn transient(e: &anyhow::Error) -> bool {
 /// # Errors
 /// Faults that repeat: bad configuration, names or types MySQL cannot hold, a value it cannot
 /// hold exactly, a lost slot; an unreachable server at the first contact.
+/// Into one database: `opts.shards` must be empty ([`shards::run`] runs a sharded mirror).
 pub async fn run(opts: &MySqlMirrorOptions, shutdown: &mut Shutdown) -> anyhow::Result<()> {
+    if !opts.shards.is_empty() {
+        bail!("a mirror into MySQL shards runs with mirror::mysql::shards::run");
+    }
+    run_with(opts, shutdown, |opts, shutdown, connected, backoff| {
+        Box::pin(session(opts, shutdown, connected, backoff))
+    })
+    .await
+}
+
+/// One session of a mirror: connect, set up, stream until stopped or disconnected; `bool`: set
+/// once the servers answered.
+type Session = for<'a> fn(
+    &'a MySqlMirrorOptions,
+    &'a mut Shutdown,
+    &'a mut bool,
+    &'a mut Backoff,
+) -> BoxFuture<'a, anyhow::Result<()>>;
+
+/// Runs `session` after `session`, retrying through outages, until `shutdown` or a fault that
+/// retrying cannot fix.
+async fn run_with(
+    opts: &MySqlMirrorOptions,
+    shutdown: &mut Shutdown,
+    session: Session,
+) -> anyhow::Result<()> {
     let mut backoff = Backoff::default();
     let mut connected = false;
     loop {
-        let result = if opts.shards.is_empty() {
-            Box::pin(session(opts, shutdown, &mut connected, &mut backoff)).await
-        } else {
-            Box::pin(shards::session(opts, shutdown, &mut connected, &mut backoff)).await
-        };
+        let result = session(opts, shutdown, &mut connected, &mut backoff).await;
         match result {
             Ok(()) => return Ok(()),
             Err(e) if shutdown.is_triggered() => {

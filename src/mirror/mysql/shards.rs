@@ -17,7 +17,7 @@ use applier::mysql::verify::{Part, TableDiff, compare_table_part};
 use applier::mysql::{copy, quote, take};
 use applier::shard::{KeyColumn, KeyType, ShardLayout, ShardedTarget};
 use applier::{MySqlTarget, MySqlTargetConfig};
-use futures_util::future::try_join_all;
+use futures_util::future::{BoxFuture, try_join_all};
 use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction};
 use sqlx::MySqlConnection;
 use tablesync::TableDef;
@@ -39,73 +39,84 @@ pub async fn connect_all(
     .await
 }
 
+/// Runs a mirror into the MySQL shards `opts.shards` until `shutdown` is triggered or a fault
+/// that retrying cannot fix, as [`super::run`] does into one database.
+///
+/// # Errors
+/// As [`super::run`]; a shard key that cannot be routed.
+pub async fn run(opts: &MySqlMirrorOptions, shutdown: &mut Shutdown) -> anyhow::Result<()> {
+    super::run_with(opts, shutdown, session).await
+}
+
 /// One session: connect, set up what is missing, stream into every shard until stopped or
 /// disconnected.
-pub(super) async fn session(
-    opts: &MySqlMirrorOptions,
-    shutdown: &mut Shutdown,
-    connected: &mut bool,
-    backoff: &mut Backoff,
-) -> anyhow::Result<()> {
-    let mut locks = connect_all(&opts.shards).await?;
-    let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
-    *connected = true;
-    for (i, (lock, _)) in locks.iter_mut().enumerate() {
-        // Locks are the server's, not the database's: shards sharing a server need one each.
-        // The server waits up to 10 s for a killed run's session to end.
-        let name = if i == 0 { opts.name.clone() } else { format!("{}/shard{i}", opts.name) };
-        if take_lock(lock, &name).await? != Some(1) {
-            bail!(
-                "another pgmirror is already running mirror {:?} on shard {i}; stop it first \
-                 (or give this one another --name)",
-                opts.name
-            );
-        }
-    }
-    opts.layout.check(&source).await?;
-    let (defs, tables) = describe_tables(&source, &opts.tables).await?;
-    let keys = routed_keys(&opts.layout, &tables)?;
-    let mut shards = connect_all(&opts.shards).await?;
-    let mut rows = Vec::with_capacity(shards.len());
-    for (conn, _) in &mut shards {
-        progress::ensure_table(conn).await?;
-        take::ensure_moves_table(conn).await?;
-        rows.push(progress::load(conn, &opts.name).await?);
-    }
-    let row = match rows.first() {
-        Some(Some(first))
-            if rows
-                .iter()
-                .all(|r| r.as_ref().is_some_and(|r| r.state == MirrorState::Streaming)) =>
-        {
-            first.clone()
-        }
-        _ => {
-            let mut stop = shutdown.clone();
-            tokio::select! {
-                r = set_up(opts, shutdown, &source, &mut shards, &defs, &tables, &keys, rows) => r?,
-                () = stop.wait() => bail!("stopped during set-up"),
+fn session<'a>(
+    opts: &'a MySqlMirrorOptions,
+    shutdown: &'a mut Shutdown,
+    connected: &'a mut bool,
+    backoff: &'a mut Backoff,
+) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let mut locks = connect_all(&opts.shards).await?;
+        let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
+        *connected = true;
+        for (i, (lock, _)) in locks.iter_mut().enumerate() {
+            // Locks are the server's, not the database's: shards sharing a server need one each.
+            // The server waits up to 10 s for a killed run's session to end.
+            let name = if i == 0 { opts.name.clone() } else { format!("{}/shard{i}", opts.name) };
+            if take_lock(lock, &name).await? != Some(1) {
+                bail!(
+                    "another pgmirror is already running mirror {:?} on shard {i}; stop it first \
+                     (or give this one another --name)",
+                    opts.name
+                );
             }
         }
-    };
-    drop(source);
-    let mut targets = Vec::with_capacity(shards.len());
-    for (i, (mut conn, server)) in shards.into_iter().enumerate() {
-        let created = schema::ensure_tables(&mut conn, &tables, server.collation()).await?;
-        if !created.is_empty() {
-            bail!(
-                "MySQL tables {created:?} were missing on shard {i} although mirror {:?} had \
-                 copied them (dropped by hand?); `pgmirror drop` the mirror and set it up again",
-                opts.name
-            );
+        opts.layout.check(&source).await?;
+        let (defs, tables) = describe_tables(&source, &opts.tables).await?;
+        let keys = routed_keys(&opts.layout, &tables)?;
+        let mut shards = connect_all(&opts.shards).await?;
+        let mut rows = Vec::with_capacity(shards.len());
+        for (conn, _) in &mut shards {
+            progress::ensure_table(conn).await?;
+            take::ensure_moves_table(conn).await?;
+            rows.push(progress::load(conn, &opts.name).await?);
         }
-        let cfg = MySqlTargetConfig::new(opts.name.clone());
-        targets.push(MySqlTarget::new(conn, server, tables.clone(), cfg));
-    }
-    let target = ShardedTarget::new(targets, opts.layout.clone());
-    let result = stream_into(opts, &row, target, shutdown, backoff).await;
-    drop(locks);
-    result
+        let row = match rows.first() {
+            Some(Some(first))
+                if rows
+                    .iter()
+                    .all(|r| r.as_ref().is_some_and(|r| r.state == MirrorState::Streaming)) =>
+            {
+                first.clone()
+            }
+            _ => {
+                let mut stop = shutdown.clone();
+                tokio::select! {
+                    r = set_up(opts, shutdown, &source, &mut shards, &defs, &tables, &keys, rows) => r?,
+                    () = stop.wait() => bail!("stopped during set-up"),
+                }
+            }
+        };
+        drop(source);
+        let mut targets = Vec::with_capacity(shards.len());
+        for (i, (mut conn, server)) in shards.into_iter().enumerate() {
+            let created = schema::ensure_tables(&mut conn, &tables, server.collation()).await?;
+            if !created.is_empty() {
+                bail!(
+                    "MySQL tables {created:?} were missing on shard {i} although mirror {:?} had \
+                     copied them (dropped by hand?); `pgmirror drop` the mirror and set it up again",
+                    opts.name
+                );
+            }
+            let cfg = MySqlTargetConfig::new(opts.name.clone());
+            targets.push(MySqlTarget::new(conn, server, tables.clone(), cfg));
+        }
+        let target = ShardedTarget::new(targets, opts.layout.clone());
+        let result = stream_into(opts, &row, target, shutdown, backoff).await;
+        drop(locks);
+        result
+    })
 }
 
 /// Each table's shard key, by column index (`None`: a reference table); a `--shard-key` that
