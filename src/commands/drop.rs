@@ -157,8 +157,16 @@ pub async fn run(args: DropArgs) -> anyhow::Result<ExitCode> {
                 let Some(name) = args.name.as_deref() else {
                     anyhow::bail!("a MySQL mirror is dropped by its --name");
                 };
-                return crate::mirror::mysql::ops::drop(&args.source.config()?, &target, name)
-                    .await;
+                if targets.len() > 1 {
+                    println!("shard {i}:");
+                }
+                let code = crate::mirror::mysql::ops::drop(&args.source.config()?, &target, name)
+                    .await
+                    .with_context(|| format!("shard {i}"))?;
+                if i + 1 == targets.len() {
+                    return Ok(code);
+                }
+                continue;
             }
             Some(TargetUrl::Nats(url)) => {
                 let name =

@@ -98,11 +98,14 @@ fn parse_format(s: &str) -> Result<PayloadFormat, String> {
 pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.named_config()?;
     let target = if args.targets.sharded() {
+        if let Some(shards) = args.targets.mysql()? {
+            return run_mysql(args, source, shards).await;
+        }
         args.targets.first()?
     } else {
         match conn::parse_target(&args.targets.target[0])? {
             TargetUrl::Postgres(target) => target,
-            TargetUrl::MySql(target) => return run_mysql(args, source, target).await,
+            TargetUrl::MySql(target) => return run_mysql(args, source, vec![target]).await,
             TargetUrl::Nats(url) => return Box::pin(run_nats(args, source, url)).await,
         }
     };
@@ -126,21 +129,35 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `pgmirror mirror` into MySQL/MariaDB.
+/// `pgmirror mirror` into MySQL/MariaDB: one database, or the shards of a sharded mirror.
 async fn run_mysql(
     args: MirrorArgs,
     source: pgconn::ConnConfig,
-    target: applier::mysql::session::MySqlUrl,
+    mut targets: Vec<applier::mysql::session::MySqlUrl>,
 ) -> anyhow::Result<ExitCode> {
-    let mut opts =
-        mirror::mysql::MySqlMirrorOptions::new(args.name, source, target, args.tables.into());
+    let sharded = args.targets.sharded();
+    let layout = args.targets.layout()?;
+    let mut opts = mirror::mysql::MySqlMirrorOptions::new(
+        args.name,
+        source,
+        targets[0].clone(),
+        args.tables.into(),
+    );
+    if sharded {
+        opts.shards = std::mem::take(&mut targets);
+        opts.layout = layout;
+    }
     opts.slot = args.slot;
     opts.initial_copy = !args.no_initial_copy;
     opts.truncate_target = args.truncate_target;
     opts.copy_parallelism = args.copy_jobs;
     let _server = serve_metrics(args.metrics_addr.as_ref(), &opts.metrics).await?;
     let mut shutdown = Shutdown::on_signals();
-    mirror::mysql::run(&opts, &mut shutdown).await?;
+    if sharded {
+        Box::pin(mirror::mysql::shards::run(&opts, &mut shutdown)).await?;
+    } else {
+        mirror::mysql::run(&opts, &mut shutdown).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

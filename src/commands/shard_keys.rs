@@ -2,6 +2,7 @@
 //! the commands that work on a sharded mirror.
 
 use anyhow::{Context, bail};
+use applier::mysql::session::MySqlUrl;
 use applier::shard::ShardLayout;
 use clap::Args;
 use pgconn::ConnConfig;
@@ -14,8 +15,8 @@ use crate::conn;
 pub struct TargetArgs {
     /// The replica to write into: a PostgreSQL connection string, `mysql://` or `mariadb://`
     /// for MySQL/MariaDB, or `nats://[user:password@]host:4222[,host2:4222...]` (`tls://` for
-    /// TLS) to publish the changes into a NATS JetStream stream. Repeated: PostgreSQL shards,
-    /// in order (shard `i` holds hash partition `REMAINDER i` of each sharded table, every row
+    /// TLS) to publish the changes into a NATS JetStream stream. Repeated: the shards (all
+    /// PostgreSQL or all MySQL/MariaDB), in order (shard `i` holds hash partition `REMAINDER i` of each sharded table, every row
     /// of the others).
     #[arg(
         long,
@@ -46,24 +47,56 @@ impl TargetArgs {
         Ok(self.all()?.swap_remove(0))
     }
 
-    /// Every target, in order.
+    /// Every target, in order, when they are PostgreSQL databases.
     ///
     /// # Errors
-    /// A malformed connection string.
+    /// A malformed connection string; a NATS or MySQL/MariaDB target among them.
     pub fn all(&self) -> anyhow::Result<Vec<ConnConfig>> {
         self.target
             .iter()
             .map(|t| {
-                if applier::mysql::session::is_mysql_url(t) || crate::target_url::is_nats_url(t) {
+                if crate::target_url::is_nats_url(t) {
                     bail!(
-                        "--target {}: shards are PostgreSQL databases; mirror into MySQL/MariaDB \
-                         or NATS with a single --target",
-                        t.split('@').next_back().unwrap_or_default()
+                        "--target {}: a NATS stream cannot be a shard; publish into NATS with a \
+                         single --target",
+                        shown(t)
+                    );
+                }
+                if applier::mysql::session::is_mysql_url(t) {
+                    bail!(
+                        "--target {}: the shards of a mirror are all PostgreSQL or all \
+                         MySQL/MariaDB databases; give --target URLs of one kind",
+                        shown(t)
                     );
                 }
                 conn::parse("--target", t)
             })
             .collect()
+    }
+
+    /// The shards, when they are all MySQL/MariaDB databases; `None` when none is.
+    ///
+    /// # Errors
+    /// A malformed URL; a mix of MySQL/MariaDB and other targets.
+    pub fn mysql(&self) -> anyhow::Result<Option<Vec<MySqlUrl>>> {
+        let is_mysql = |t: &String| applier::mysql::session::is_mysql_url(t);
+        if !self.target.iter().any(is_mysql) {
+            return Ok(None);
+        }
+        self.target
+            .iter()
+            .map(|t| {
+                if !is_mysql(t) {
+                    bail!(
+                        "--target {}: the shards of a mirror are all PostgreSQL or all \
+                         MySQL/MariaDB databases; give --target URLs of one kind",
+                        shown(t)
+                    );
+                }
+                MySqlUrl::parse(t).with_context(|| format!("--target {}", shown(t)))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Some)
     }
 
     /// The sharded tables.
@@ -73,6 +106,11 @@ impl TargetArgs {
     pub fn layout(&self) -> anyhow::Result<ShardLayout> {
         parse(&self.shard_key)
     }
+}
+
+/// A target URL without its user and password, for messages.
+fn shown(url: &str) -> &str {
+    url.split('@').next_back().unwrap_or_default()
 }
 
 /// The layout the `--shard-key` values describe (`schema.table`, or a table of `public`).

@@ -178,6 +178,31 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "--watch takes one --target; watch each shard on its own"
         );
         let mut healthy = true;
+        if args.target.iter().any(|t| applier::mysql::session::is_mysql_url(t)) {
+            let source = args.source.config()?;
+            for (i, target) in args.target.iter().enumerate() {
+                let TargetUrl::MySql(url) = conn::parse_target(target)? else {
+                    anyhow::bail!(
+                        "--target {}: the shards of a mirror are all PostgreSQL or all \
+                         MySQL/MariaDB databases",
+                        target.split('@').next_back().unwrap_or_default()
+                    );
+                };
+                if !args.json {
+                    println!("shard {i}:");
+                }
+                let code = crate::mirror::mysql::ops::status(
+                    &source,
+                    &url,
+                    args.name.as_deref(),
+                    args.json,
+                )
+                .await
+                .with_context(|| format!("shard {i}"))?;
+                healthy &= code == ExitCode::SUCCESS;
+            }
+            return Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
         for (i, target) in args.target.iter().enumerate() {
             let opts = StatusOptions {
                 source: args.source.config()?,

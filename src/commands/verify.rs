@@ -262,6 +262,24 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 /// `verify` of a sharded mirror (several `--target`s or a `--shard-key`).
 async fn run_sharded(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     use crate::mirror::shards::verify::{ShardVerifyOptions, verify};
+    if let Some(shards) = args.targets.mysql()? {
+        let tables =
+            (args.publication.is_some() || args.tables.is_some()).then_some(TableSelection {
+                publication: args.publication,
+                tables: args.tables,
+                exclude_tables: args.exclude_tables,
+            });
+        return crate::mirror::mysql::ops::verify_shards(
+            &args.source.config()?,
+            &shards,
+            &args.targets.layout()?,
+            args.name.as_deref(),
+            tables,
+            usize::try_from(args.chunk_rows).unwrap_or(usize::MAX),
+            args.max_diffs,
+        )
+        .await;
+    }
     let shards = args.targets.all()?;
     let name = args.name.unwrap_or_else(|| "default".to_owned());
     let tables = if args.publication.is_some() || args.tables.is_some() {

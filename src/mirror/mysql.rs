@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod ops;
+pub mod shards;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,9 @@ use applier::mysql::progress::{self, MirrorRow, MirrorState};
 use applier::mysql::schema::{self, MySqlTable, SourceTable};
 use applier::mysql::session::{self, MySqlUrl};
 use applier::mysql::{copy, quote};
-use applier::{Applier, ApplierConfig, ApplyError, MySqlTarget, MySqlTargetConfig};
+use applier::shard::ShardLayout;
+use applier::{Applier, ApplierConfig, ApplyError, MySqlTarget, MySqlTargetConfig, Target};
+use futures_util::future::BoxFuture;
 use pgconn::ConnConfig;
 use pgoutput_decoder::Lsn;
 use replication::{
@@ -58,6 +61,11 @@ pub struct MySqlMirrorOptions {
     pub applier: ApplierConfig,
     /// Where the mirror reports what it does.
     pub metrics: Arc<Metrics>,
+    /// The shards, in order (shard `i` holds hash partition `REMAINDER i` of each sharded
+    /// table); empty: the one database `target`.
+    pub shards: Vec<MySqlUrl>,
+    /// The sharded tables and their keys (with `shards`).
+    pub layout: ShardLayout,
 }
 
 impl MySqlMirrorOptions {
@@ -79,6 +87,8 @@ impl MySqlMirrorOptions {
             copy_parallelism: 2,
             applier: ApplierConfig::default(),
             metrics: Metrics::new(),
+            shards: Vec::new(),
+            layout: ShardLayout::new(),
         }
     }
 
@@ -89,6 +99,11 @@ impl MySqlMirrorOptions {
 
     fn publication_name(&self) -> String {
         self.tables.publication.clone().unwrap_or_else(|| format!("pgmirror_{}", self.name))
+    }
+
+    /// The databases written: the shards, or the one target.
+    pub fn targets(&self) -> Vec<MySqlUrl> {
+        if self.shards.is_empty() { vec![self.target.clone()] } else { self.shards.clone() }
     }
 }
 
@@ -116,11 +131,37 @@ fn transient(e: &anyhow::Error) -> bool {
 /// # Errors
 /// Faults that repeat: bad configuration, names or types MySQL cannot hold, a value it cannot
 /// hold exactly, a lost slot; an unreachable server at the first contact.
+/// Into one database: `opts.shards` must be empty ([`shards::run`] runs a sharded mirror).
 pub async fn run(opts: &MySqlMirrorOptions, shutdown: &mut Shutdown) -> anyhow::Result<()> {
+    if !opts.shards.is_empty() {
+        bail!("a mirror into MySQL shards runs with mirror::mysql::shards::run");
+    }
+    run_with(opts, shutdown, |opts, shutdown, connected, backoff| {
+        Box::pin(session(opts, shutdown, connected, backoff))
+    })
+    .await
+}
+
+/// One session of a mirror: connect, set up, stream until stopped or disconnected; `bool`: set
+/// once the servers answered.
+type Session = for<'a> fn(
+    &'a MySqlMirrorOptions,
+    &'a mut Shutdown,
+    &'a mut bool,
+    &'a mut Backoff,
+) -> BoxFuture<'a, anyhow::Result<()>>;
+
+/// Runs `session` after `session`, retrying through outages, until `shutdown` or a fault that
+/// retrying cannot fix.
+async fn run_with(
+    opts: &MySqlMirrorOptions,
+    shutdown: &mut Shutdown,
+    session: Session,
+) -> anyhow::Result<()> {
     let mut backoff = Backoff::default();
     let mut connected = false;
     loop {
-        let result = Box::pin(session(opts, shutdown, &mut connected, &mut backoff)).await;
+        let result = session(opts, shutdown, &mut connected, &mut backoff).await;
         match result {
             Ok(()) => return Ok(()),
             Err(e) if shutdown.is_triggered() => {
@@ -423,6 +464,18 @@ async fn stream(
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
     let target = MySqlTarget::new(conn, server, tables, MySqlTargetConfig::new(opts.name.clone()));
+    stream_into(opts, row, target, shutdown, backoff).await
+}
+
+/// Streams from the stored progress into `target` (one database or its shards) until stopped
+/// or disconnected.
+async fn stream_into<T: Target + Send>(
+    opts: &MySqlMirrorOptions,
+    row: &MirrorRow,
+    target: T,
+    shutdown: &mut Shutdown,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
     let mut applier = Applier::new(target, opts.applier.clone()).await?;
     let progress = applier.start_progress().unwrap_or(Lsn::ZERO);
     let mut repl = ReplicationClient::connect(&opts.source)
@@ -512,15 +565,31 @@ async fn repair(
     let Some(t) = tables.iter().find(|t| t.schema == schema_name && t.name == table) else {
         bail!("table {schema_name}.{table} is no longer mirrored");
     };
-    let (mut conn, _) = session::connect(opts.target.options()).await?;
-    for name in added {
-        let Some(i) = t.column(name) else { continue };
-        let c = &t.columns[i];
-        let sql = format!("ALTER TABLE {} ADD COLUMN {} {}", t.quoted(), quote(&c.name), c.ty.sql);
-        sqlx::Executor::execute(&mut conn, sql.as_str())
+    for target in opts.targets() {
+        let (mut conn, _) = session::connect(target.options()).await?;
+        for name in added {
+            let Some(i) = t.column(name) else { continue };
+            let c = &t.columns[i];
+            let sql =
+                format!("ALTER TABLE {} ADD COLUMN {} {}", t.quoted(), quote(&c.name), c.ty.sql);
+            // A shard that already has it (added before a crash) is left as it is.
+            let exists: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+            )
+            .bind(&t.target)
+            .bind(&c.name)
+            .fetch_one(&mut conn)
             .await
-            .with_context(|| format!("adding column {} to {}", quote(&c.name), t.quoted()))?;
-        tracing::info!(table = %t.quoted(), column = %c.name, "added a column the source gained");
+            .with_context(|| format!("looking up the columns of {}", t.quoted()))?;
+            if exists > 0 {
+                continue;
+            }
+            sqlx::Executor::execute(&mut conn, sql.as_str())
+                .await
+                .with_context(|| format!("adding column {} to {}", quote(&c.name), t.quoted()))?;
+            tracing::info!(table = %t.quoted(), column = %c.name, target = %target, "added a column the source gained");
+        }
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ mod libpq;
 mod metrics;
 mod mirror;
 mod mysql;
+mod mysql_shards;
 mod nats;
 mod ops;
 mod safety;

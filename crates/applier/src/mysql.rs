@@ -21,6 +21,7 @@ pub mod progress;
 mod run;
 pub mod schema;
 pub mod session;
+pub mod take;
 pub mod types;
 pub mod value;
 pub mod verify;

@@ -19,6 +19,20 @@ pub use key::KeyType;
 pub use layout::{KeyColumn, ShardLayout, TableRoute};
 pub use target::{MoveId, ShardTarget, ShardedTarget};
 
+use bytes::Bytes;
+use pgoutput_decoder::{ColumnValue, Tuple};
+
+/// A row of text values read back from a shard (`None`: NULL), as
+/// [`ShardTarget::take_row`] returns it.
+pub(crate) fn text_tuple(values: Vec<Option<String>>) -> Tuple {
+    Tuple::new(
+        values
+            .into_iter()
+            .map(|v| v.map_or(ColumnValue::Null, |s| ColumnValue::Text(Bytes::from(s))))
+            .collect(),
+    )
+}
+
 /// What can go wrong when routing rows to shards.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

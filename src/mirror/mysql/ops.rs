@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use applier::mysql::copy;
 use applier::mysql::progress::{self, MirrorRow};
 use applier::mysql::session::{self, MySqlUrl};
-use applier::mysql::verify::compare_table;
+use applier::mysql::verify::{TableDiff, compare_table};
+use applier::mysql::{copy, take};
+use applier::shard::ShardLayout;
 use pgconn::ConnConfig;
 use pgoutput_decoder::Lsn;
 use tokio_postgres::Client;
@@ -77,22 +78,75 @@ pub async fn verify(
             tokio::time::sleep(Duration::from_secs(1)).await;
             diff = compare_table(&src, &mut conn, t, chunk_rows, max_diffs).await?;
         }
-        if diff.is_equal() {
-            let _ = writeln!(out, "✔ {}: {} rows match", t.source_display(), diff.source_rows);
-        } else {
-            all_match = false;
-            let _ = writeln!(
-                out,
-                "✘ {}: source {} rows, target {}; {} differences:",
-                t.source_display(),
-                diff.source_rows,
-                diff.target_rows,
-                diff.differing
-            );
-            for d in &diff.differences {
-                let _ = writeln!(out, "    {d}");
+        all_match &= render(&mut out, &t.source_display(), &diff);
+    }
+    print!("{out}");
+    Ok(if all_match { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Appends a table's verdict to `out`; returns whether it matches.
+fn render(out: &mut String, table: &str, diff: &TableDiff) -> bool {
+    if diff.is_equal() {
+        let _ = writeln!(out, "✔ {table}: {} rows match", diff.source_rows);
+        return true;
+    }
+    let _ = writeln!(
+        out,
+        "✘ {table}: source {} rows, target {}; {} differences:",
+        diff.source_rows, diff.target_rows, diff.differing
+    );
+    for d in &diff.differences {
+        let _ = writeln!(out, "    {d}");
+    }
+    false
+}
+
+/// `pgmirror verify` of a mirror into MySQL shards: each shard's rows of each table compared
+/// row by row with the source rows it should hold (a sharded table's rows that hash to it, a
+/// reference table's all); a row missing, differing or on the wrong shard counts. Exit 0 only
+/// when every shard matches. Differences are compared again after a second (at most twice).
+///
+/// # Errors
+/// Connection and query errors; no mirror and no tables given; a bad shard key.
+pub async fn verify_shards(
+    source: &ConnConfig,
+    shards: &[MySqlUrl],
+    layout: &ShardLayout,
+    name: Option<&str>,
+    tables: Option<TableSelection>,
+    chunk_rows: usize,
+    max_diffs: usize,
+) -> anyhow::Result<ExitCode> {
+    let src = pgconn::connect_sql(source).await.context("connecting to the source")?;
+    let mut conns: Vec<_> =
+        super::shards::connect_all(shards).await?.into_iter().map(|(c, _)| c).collect();
+    let selection = match tables {
+        Some(t) => t,
+        None => {
+            let row = find_row(&mut conns[0], name).await.context("shard 0")?;
+            TableSelection {
+                publication: Some(row.publication),
+                tables: None,
+                exclude_tables: None,
             }
         }
+    };
+    let (_, tables) = describe_tables(&src, &selection).await?;
+    let keys = super::shards::routed_keys(layout, &tables)?;
+    let compare = super::shards::compare_shards;
+    let mut diffs = compare(&src, &mut conns, &tables, &keys, chunk_rows, max_diffs).await?;
+    for _ in 0..2 {
+        if diffs.iter().all(|d| d.diff.is_equal()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        diffs = compare(&src, &mut conns, &tables, &keys, chunk_rows, max_diffs).await?;
+    }
+    let mut all_match = true;
+    let mut out = String::new();
+    for d in &diffs {
+        let part = if d.sharded { "its part of " } else { "" };
+        all_match &= render(&mut out, &format!("shard {}, {part}{}", d.shard, d.table), &d.diff);
     }
     print!("{out}");
     Ok(if all_match { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -207,6 +261,10 @@ pub async fn drop(source: &ConnConfig, target: &MySqlUrl, name: &str) -> anyhow:
             "turned InnoDB's automatic statistics recalculation back on for {:?}",
             row.stats_paused
         );
+    }
+    let moves = take::forget(&mut conn, name, None).await?;
+    if moves > 0 {
+        println!("forgot {moves} rows kept in `{}` by moves between shards", take::MOVES_TABLE);
     }
     progress::delete(&mut conn, name).await?;
     println!("deleted mirror {name:?} from `pgmirror_progress`; the MySQL tables are kept");

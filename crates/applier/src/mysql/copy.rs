@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use futures_util::{StreamExt, pin_mut};
+use pgoutput_decoder::Column;
 use sqlx::MySqlConnection;
 use tokio_postgres::Client;
 
@@ -14,6 +15,8 @@ use super::schema::MySqlTable;
 use super::value::{Bind, convert};
 use super::{MySqlTargetConfig, exec, quote, target_err};
 use crate::error::ApplyError;
+use crate::shard::KeyColumn;
+use crate::shard::hash::{partition_of, row_hash};
 
 /// Settings that shape the text COPY prints, the same the replication connection uses.
 pub(super) const SESSION: &str = "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; \
@@ -36,6 +39,29 @@ pub async fn copy_table(
     row_filter: Option<&str>,
     cfg: &MySqlTargetConfig,
 ) -> Result<u64, ApplyError> {
+    let shards = std::slice::from_mut(conn);
+    let rows = copy_table_routed(source, shards, collation, table, None, snapshot, row_filter, cfg);
+    Ok(rows.await?.iter().sum())
+}
+
+/// [`copy_table`] into shards, each through its own connection in `shards` (shard `i` holds
+/// hash partition `REMAINDER i`): the table is read once, each row goes to the shard its `key`
+/// (column indexes and types) hashes to, or to every shard when `key` is `None` (a reference
+/// table). Returns the rows each shard received; each shard's part is one transaction.
+///
+/// # Errors
+/// As [`copy_table`]; [`ApplyError::Shard`] for a key value that cannot be hashed.
+#[allow(clippy::too_many_arguments)]
+pub async fn copy_table_routed(
+    source: &Client,
+    shards: &mut [MySqlConnection],
+    collation: &str,
+    table: &Arc<MySqlTable>,
+    key: Option<&[KeyColumn]>,
+    snapshot: Option<&str>,
+    row_filter: Option<&str>,
+    cfg: &MySqlTargetConfig,
+) -> Result<Vec<u64>, ApplyError> {
     let snapshot_sql = match snapshot {
         Some(s) => format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; \
@@ -54,71 +80,120 @@ pub async fn copy_table(
         pgconn::quote_ident(&table.name)
     );
     let stream = source.copy_out(&sql).await.map_err(ApplyError::SourceCatalog)?;
-    // One transaction for the table, as `LOAD DATA` has: a commit (and its log flush) per
-    // statement would cost more than the rows. An interrupted copy starts over anyway.
-    exec(conn, "SET SESSION unique_checks = 0")
-        .await
-        .map_err(|e| target_err("setting up the copy session", e))?;
-    exec(conn, "BEGIN").await.map_err(|e| target_err("BEGIN", e))?;
+    for conn in shards.iter_mut() {
+        // One transaction for the table, as `LOAD DATA` has: a commit (and its log flush) per
+        // statement would cost more than the rows. An interrupted copy starts over anyway.
+        exec(conn, "SET SESSION unique_checks = 0")
+            .await
+            .map_err(|e| target_err("setting up the copy session", e))?;
+        exec(conn, "BEGIN").await.map_err(|e| target_err("BEGIN", e))?;
+    }
     let per_statement = rows_per_statement(table, cfg.batch_max_rows);
-    // The source's rows are read and converted while the target inserts the batch before.
-    let (batches, mut received) = tokio::sync::mpsc::channel::<Vec<Vec<Bind>>>(2);
+    // The source's rows are read and converted while the shards insert the batches before.
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        shards.iter().map(|_| tokio::sync::mpsc::channel::<Vec<Vec<Bind>>>(2)).unzip();
+    let n = shards.len();
     let read = async move {
         pin_mut!(stream);
-        let mut rows = 0u64;
-        let (mut batch, mut bytes) = (Vec::with_capacity(per_statement), 0usize);
+        let mut batches: Vec<(Vec<Vec<Bind>>, usize)> = vec![(Vec::new(), 0); n];
         let mut pending: Vec<u8> = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(ApplyError::SourceCatalog)?;
             pending.extend_from_slice(&chunk);
             let Some(end) = pending.iter().rposition(|&b| b == b'\n') else { continue };
             for line in pending[..end].split(|&b| b == b'\n') {
-                let r = row(table, line)?;
-                bytes += r.iter().map(Bind::wire_len).sum::<usize>();
-                batch.push(r);
-                rows += 1;
-                if batch.len() == per_statement || bytes >= cfg.batch_max_bytes {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(per_statement));
-                    bytes = 0;
-                    if batches.send(full).await.is_err() {
-                        // The writer failed; its error is the one to report.
-                        return Ok(rows);
+                let fields: Vec<Option<String>> = line.split(|&b| b == b'\t').map(field).collect();
+                let r = row(table, &fields)?;
+                let to = match key {
+                    Some(key) => shard_of(key, &fields, n)?,
+                    None => 0..n,
+                };
+                let size = r.iter().map(Bind::wire_len).sum::<usize>();
+                let mut r = Some(r);
+                for i in to.clone() {
+                    let (batch, bytes) = &mut batches[i];
+                    *bytes += size;
+                    // The last shard takes the row itself; only a reference table's are cloned.
+                    let one = if i + 1 == to.end { r.take() } else { r.clone() };
+                    batch.extend(one);
+                    if batch.len() == per_statement || *bytes >= cfg.batch_max_bytes {
+                        *bytes = 0;
+                        if senders[i].send(std::mem::take(batch)).await.is_err() {
+                            // A writer failed; its error is the one to report.
+                            return Ok(());
+                        }
                     }
                 }
             }
             pending.drain(..=end);
         }
-        if !batch.is_empty() {
-            let _ = batches.send(batch).await;
-        }
-        Ok::<_, ApplyError>(rows)
-    };
-    let write = async {
-        let prepared = insert_sql(table, per_statement);
-        while let Some(batch) = received.recv().await {
-            if batch.len() == per_statement {
-                // Full batches share one prepared statement: the server parses it once and
-                // takes the values in binary, where parsing literals was most of its work.
-                let mut q = sqlx::query(&prepared);
-                for b in batch.into_iter().flatten() {
-                    q = bind(q, b);
-                }
-                sqlx::Executor::execute(&mut *conn, q)
-                    .await
-                    .map_err(|e| target_err(format!("INSERT on {}", table.quoted()), e))?;
-            } else {
-                let mut run = Run::new(table.clone(), RunKind::Insert(all_columns(table)));
-                for r in batch {
-                    run.push(None, None, r);
-                }
-                run.execute(conn, collation).await?;
+        for ((batch, _), sender) in batches.into_iter().zip(&senders) {
+            if !batch.is_empty() {
+                let _ = sender.send(batch).await;
             }
         }
         Ok::<_, ApplyError>(())
     };
-    let (rows, ()) = tokio::try_join!(read, write)?;
-    exec(conn, "COMMIT").await.map_err(|e| target_err("COMMIT", e))?;
+    let writes = shards
+        .iter_mut()
+        .zip(receivers)
+        .map(|(conn, received)| write_batches(conn, collation, table, per_statement, received));
+    let ((), rows) = tokio::try_join!(read, futures_util::future::try_join_all(writes))?;
+    for conn in shards.iter_mut() {
+        exec(conn, "COMMIT").await.map_err(|e| target_err("COMMIT", e))?;
+    }
     source.batch_execute("COMMIT").await.map_err(ApplyError::SourceCatalog)?;
+    Ok(rows)
+}
+
+/// The shard (of `shards`) a copied row's `key` hashes to, as a range of one.
+fn shard_of(
+    key: &[KeyColumn],
+    fields: &[Option<String>],
+    shards: usize,
+) -> Result<std::ops::Range<usize>, ApplyError> {
+    let hashes = key
+        .iter()
+        .map(|k| {
+            let v = fields.get(k.index).and_then(Option::as_deref);
+            k.ty.hash(v.map_or(Column::Null, |s| Column::Text(s.as_bytes())))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApplyError::Shard)?;
+    let i = partition_of(row_hash(hashes), shards);
+    Ok(i..i + 1)
+}
+
+/// Inserts the batches `received` into `table` through `conn`; returns the rows.
+async fn write_batches(
+    conn: &mut MySqlConnection,
+    collation: &str,
+    table: &Arc<MySqlTable>,
+    per_statement: usize,
+    mut received: tokio::sync::mpsc::Receiver<Vec<Vec<Bind>>>,
+) -> Result<u64, ApplyError> {
+    let prepared = insert_sql(table, per_statement);
+    let mut rows = 0u64;
+    while let Some(batch) = received.recv().await {
+        rows += u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        if batch.len() == per_statement {
+            // Full batches share one prepared statement: the server parses it once and takes
+            // the values in binary, where parsing literals was most of its work.
+            let mut q = sqlx::query(&prepared);
+            for b in batch.into_iter().flatten() {
+                q = bind(q, b);
+            }
+            sqlx::Executor::execute(&mut *conn, q)
+                .await
+                .map_err(|e| target_err(format!("INSERT on {}", table.quoted()), e))?;
+        } else {
+            let mut run = Run::new(table.clone(), RunKind::Insert(all_columns(table)));
+            for r in batch {
+                run.push(None, None, r);
+            }
+            run.execute(conn, collation).await?;
+        }
+    }
     Ok(rows)
 }
 
@@ -144,11 +219,10 @@ fn insert_sql(table: &MySqlTable, rows: usize) -> String {
     )
 }
 
-/// One COPY text line converted.
-fn row(table: &MySqlTable, line: &[u8]) -> Result<Vec<Bind>, ApplyError> {
-    let fields: Vec<Option<String>> = line.split(|&b| b == b'\t').map(field).collect();
+/// One COPY text line's fields converted.
+fn row(table: &MySqlTable, fields: &[Option<String>]) -> Result<Vec<Bind>, ApplyError> {
     let mut out = Vec::with_capacity(fields.len());
-    for (c, f) in table.columns.iter().zip(&fields) {
+    for (c, f) in table.columns.iter().zip(fields) {
         match f {
             None => out.push(Bind::Null),
             Some(s) => out.push(convert(c.ty.kind, s).map_err(|reason| {

@@ -247,7 +247,6 @@ fn sql(t: &MySqlTable, kind: &RunKind, set: &[usize], rows: &[&[Bind]], collatio
     let name = |i: &usize| quote(&t.columns[*i].name);
     let bytes: usize = rows.iter().flat_map(|r| r.iter()).map(Bind::wire_len).sum();
     let mut sql = String::with_capacity(256 + bytes + rows.len() * 8);
-    let key_kinds: Vec<Kind> = t.key.iter().map(|&i| t.columns[i].ty.kind).collect();
     match kind {
         RunKind::Insert(cols) => {
             let list: Vec<String> = cols.iter().map(name).collect();
@@ -255,10 +254,8 @@ fn sql(t: &MySqlTable, kind: &RunKind, set: &[usize], rows: &[&[Bind]], collatio
             push_tuples(&mut sql, rows, None);
         }
         RunKind::Delete => {
-            let keys: Vec<String> = t.key.iter().map(name).collect();
-            let _ = write!(sql, "DELETE FROM {} WHERE ({}) IN (", t.quoted(), keys.join(", "));
-            push_tuples(&mut sql, rows, Some(&key_kinds));
-            sql.push(')');
+            let _ = write!(sql, "DELETE FROM {} WHERE ", t.quoted());
+            push_key_in(&mut sql, t, rows);
         }
         RunKind::Update => {
             // Joined to a derived table of the new rows; typed by casts, so keys compare
@@ -290,6 +287,16 @@ fn sql(t: &MySqlTable, kind: &RunKind, set: &[usize], rows: &[&[Bind]], collatio
         }
     }
     sql
+}
+
+/// Appends `(key, ...) IN ((v, ...), ...)`: the rows whose key is one of `keys` (each the key's
+/// values in key order), typed as the key columns are.
+pub(super) fn push_key_in(sql: &mut String, t: &MySqlTable, keys: &[&[Bind]]) {
+    let names: Vec<String> = t.key.iter().map(|&i| quote(&t.columns[i].name)).collect();
+    let kinds: Vec<Kind> = t.key.iter().map(|&i| t.columns[i].ty.kind).collect();
+    let _ = write!(sql, "({}) IN (", names.join(", "));
+    push_tuples(sql, keys, Some(&kinds));
+    sql.push(')');
 }
 
 /// A text key compared to a derived table's column (of the connection's collation) needs the

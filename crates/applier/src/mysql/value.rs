@@ -183,6 +183,77 @@ pub fn convert(kind: Kind, s: &str) -> Result<Bind, String> {
     }
 }
 
+/// A PostgreSQL text form of a value MySQL holds, read as `CAST(... AS CHAR)` (`HEX` for bytes,
+/// a `FLOAT` through `DOUBLE`), that [`convert`] turns back into the same stored value: what a
+/// row moved from one MySQL shard to another is sent again as. `None` when `s` is not a value
+/// of `kind` as MySQL prints it.
+pub fn source_text(kind: Kind, s: &str) -> Option<String> {
+    match kind {
+        Kind::Bool => match s {
+            "0" => Some("f".into()),
+            _ => Some("t".into()),
+        },
+        // Rust prints the shortest text that reads back as the same bits.
+        // The DOUBLE's digits hold the FLOAT exactly: the nearest `f32` is the FLOAT.
+        Kind::Float { single: true } => s.parse::<f32>().ok().map(|v| v.to_string()),
+        Kind::Float { single: false } => s.parse::<f64>().ok().map(|v| v.to_string()),
+        Kind::Bytes { .. } => Some(format!("\\x{s}")),
+        Kind::DateTime { tz: true } => Some(format!("{s}+00")),
+        Kind::JsonString => serde_json::from_str::<String>(s).ok(),
+        Kind::JsonArray { delim, .. } => {
+            let v = serde_json::from_str::<serde_json::Value>(s).ok()?;
+            let mut out = String::with_capacity(s.len());
+            array_text(&mut out, &v, char::from(delim)).then_some(out)
+        }
+        Kind::Int
+        | Kind::UInt
+        | Kind::Decimal { .. }
+        | Kind::Text { .. }
+        | Kind::Date
+        | Kind::Time
+        | Kind::DateTime { tz: false }
+        | Kind::Json => Some(s.to_owned()),
+    }
+}
+
+/// Appends the PostgreSQL array text of a JSON array made by [`convert`] (numbers and booleans
+/// typed, other elements strings); `false` when `v` is not an array.
+fn array_text(out: &mut String, v: &serde_json::Value, delim: char) -> bool {
+    let serde_json::Value::Array(items) = v else { return false };
+    out.push('{');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(delim);
+        }
+        match item {
+            serde_json::Value::Null => out.push_str("NULL"),
+            serde_json::Value::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+            serde_json::Value::Number(n) => out.push_str(&n.to_string()),
+            serde_json::Value::Array(_) => {
+                if !array_text(out, item, delim) {
+                    return false;
+                }
+            }
+            serde_json::Value::String(s) => push_quoted_element(out, s),
+            other => push_quoted_element(out, &other.to_string()),
+        }
+    }
+    out.push('}');
+    true
+}
+
+/// An array element in double quotes, its quotes and backslashes escaped.
+fn push_quoted_element(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
 /// A year MySQL's `DATE` and `DATETIME` support (1000-9999) and no infinity.
 fn check_year(s: &str, what: &str) -> Result<(), String> {
     let year = s.split('-').next().unwrap_or("");
@@ -278,6 +349,45 @@ mod tests {
         ];
         for (kind, s, want) in cases {
             assert_eq!(convert(*kind, s).as_ref(), Ok(want), "{kind:?} {s}");
+        }
+    }
+
+    #[test]
+    fn moved_values_convert_back_to_what_mysql_holds() {
+        // (kind, the source's text, what MySQL prints the stored value as)
+        let cases: &[(Kind, &str, &str)] = &[
+            (Kind::Bool, "t", "1"),
+            (Kind::Bool, "f", "0"),
+            (Kind::Float { single: true }, "0.1", "0.10000000149011612"),
+            (Kind::Float { single: false }, "1e-308", "1e-308"),
+            (Kind::Bytes { max_bytes: None }, "\\x00ff", "00FF"),
+            (Kind::DateTime { tz: true }, "2024-01-02 03:04:05.5+00", "2024-01-02 03:04:05.500000"),
+            (Kind::JsonString, "(1,\"a b\")", "\"(1,\\\"a b\\\")\""),
+            (
+                Kind::JsonArray { elem: 25, delim: b',' },
+                "{{\"a \\\"b\",NULL},{\"{}\",\"\\\\\"}}",
+                "[[\"a \\\"b\", null], [\"{}\", \"\\\\\"]]",
+            ),
+            (Kind::JsonArray { elem: 16, delim: b',' }, "{t,f}", "[true, false]"),
+            (Kind::JsonArray { elem: 23, delim: b',' }, "{1,-2}", "[1, -2]"),
+            (Kind::Decimal { precision: 12, scale: 2 }, "12.50", "12.50"),
+        ];
+        for (kind, src, mysql) in cases {
+            let stored = convert(*kind, src).unwrap();
+            let back = source_text(*kind, mysql).unwrap();
+            let again = convert(*kind, &back).unwrap();
+            let norm = |b: Bind| match b {
+                // MySQL's JSON type keeps the document, not its spacing.
+                Bind::Text(t) if matches!(kind, Kind::JsonArray { .. } | Kind::JsonString) => {
+                    Bind::Text(serde_json::from_str::<serde_json::Value>(&t).unwrap().to_string())
+                }
+                // The same DATETIME(6), however many fractional digits it is written with.
+                Bind::Text(t) if matches!(kind, Kind::DateTime { .. }) => {
+                    Bind::Text(t.trim_end_matches('0').to_owned())
+                }
+                b => b,
+            };
+            assert_eq!(norm(again), norm(stored), "{kind:?} {src} -> {mysql} -> {back}");
         }
     }
 

@@ -9,14 +9,17 @@
 
 use std::collections::HashMap;
 
+use pgoutput_decoder::Column;
 use sqlx::{MySqlConnection, Row};
 use tokio_postgres::Client;
 
-use super::schema::MySqlTable;
+use super::schema::{MySqlColumn, MySqlTable};
 use super::types::Kind;
 use super::value::{Bind, convert};
 use super::{quote, target_err};
 use crate::error::ApplyError;
+use crate::shard::KeyColumn;
+use crate::shard::hash::{partition_of, row_hash};
 
 /// How a table compares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,6 +51,49 @@ pub async fn compare_table(
     source: &Client,
     conn: &mut MySqlConnection,
     table: &MySqlTable,
+    chunk: usize,
+    max_keys: usize,
+) -> Result<TableDiff, ApplyError> {
+    compare_table_part(source, conn, table, None, chunk, max_keys).await
+}
+
+/// Which source rows a shard holds: those whose `key` (column indexes and types) hashes to
+/// hash partition `remainder` of `modulus`.
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    /// The shard key.
+    pub key: &'a [KeyColumn],
+    /// The number of shards.
+    pub modulus: usize,
+    /// The shard.
+    pub remainder: usize,
+}
+
+impl Part<'_> {
+    /// Whether the source row (text values) belongs to this part.
+    fn holds(&self, texts: &[Option<String>]) -> Result<bool, ApplyError> {
+        let hashes = self
+            .key
+            .iter()
+            .map(|k| {
+                let v = texts.get(k.index).and_then(Option::as_deref);
+                k.ty.hash(v.map_or(Column::Null, |s| Column::Text(s.as_bytes())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(partition_of(row_hash(hashes), self.modulus) == self.remainder)
+    }
+}
+
+/// [`compare_table`] of the source rows `part` selects (all with `None`) with the MySQL table,
+/// a shard's: a row the shard holds that hashes to another shard counts as only on the target.
+///
+/// # Errors
+/// As [`compare_table`]; [`ApplyError::Shard`] for a key value that cannot be hashed.
+pub async fn compare_table_part(
+    source: &Client,
+    conn: &mut MySqlConnection,
+    table: &MySqlTable,
+    part: Option<Part<'_>>,
     chunk: usize,
     max_keys: usize,
 ) -> Result<TableDiff, ApplyError> {
@@ -103,8 +149,16 @@ pub async fn compare_table(
             break;
         }
         let mut src: Vec<(String, Vec<Option<String>>)> = Vec::with_capacity(rows.len());
+        let mut keys: Vec<Vec<Option<String>>> = Vec::with_capacity(rows.len());
         for r in &rows {
             let texts: Vec<Option<String>> = (0..table.columns.len()).map(|i| r.get(i)).collect();
+            last = Some(table.key.iter().map(|&i| texts[i].clone().unwrap_or_default()).collect());
+            if let Some(p) = &part
+                && !p.holds(&texts)?
+            {
+                continue;
+            }
+            keys.push(table.key.iter().map(|&i| texts[i].clone()).collect());
             let norm: Vec<Option<String>> = table
                 .columns
                 .iter()
@@ -112,14 +166,10 @@ pub async fn compare_table(
                 .map(|(c, t)| t.as_deref().map(|s| normal_source(c.ty.kind, s)))
                 .collect();
             src.push((key_of(table, &norm), norm));
-            last = Some(table.key.iter().map(|&i| texts[i].clone().unwrap_or_default()).collect());
         }
-        diff.source_rows += u64::try_from(rows.len()).unwrap_or(u64::MAX);
-        let keys: Vec<Vec<Option<String>>> = rows
-            .iter()
-            .map(|r| table.key.iter().map(|&i| r.get::<_, Option<String>>(i)).collect())
-            .collect();
-        let target = target_rows(conn, table, &keys).await?;
+        diff.source_rows += u64::try_from(src.len()).unwrap_or(u64::MAX);
+        let target =
+            if keys.is_empty() { HashMap::new() } else { target_rows(conn, table, &keys).await? };
         seen_on_target += u64::try_from(target.len()).unwrap_or(u64::MAX);
         for (key, values) in &src {
             let problem = match target.get(key) {
@@ -229,24 +279,23 @@ fn first_difference(
     })
 }
 
+/// The expression reading a column's value as text: `CAST(... AS CHAR)`, `HEX` for bytes, a
+/// `FLOAT` through `DOUBLE` (which holds it exactly; the `FLOAT`'s own text has six digits).
+pub(super) fn read_column(c: &MySqlColumn) -> String {
+    match c.ty.kind {
+        Kind::Bytes { .. } => format!("HEX({})", quote(&c.name)),
+        Kind::Float { single: true } => format!("CAST(CAST({} AS DOUBLE) AS CHAR)", quote(&c.name)),
+        _ => format!("CAST({} AS CHAR)", quote(&c.name)),
+    }
+}
+
 /// The target's rows with the given source keys (text forms), by normal key.
 async fn target_rows(
     conn: &mut MySqlConnection,
     table: &MySqlTable,
     keys: &[Vec<Option<String>>],
 ) -> Result<HashMap<String, Vec<Option<String>>>, ApplyError> {
-    let cols: Vec<String> = table
-        .columns
-        .iter()
-        .map(|c| match c.ty.kind {
-            Kind::Bytes { .. } => format!("HEX({})", quote(&c.name)),
-            // CAST(FLOAT AS CHAR) prints six digits; a DOUBLE holds the FLOAT exactly.
-            Kind::Float { single: true } => {
-                format!("CAST(CAST({} AS DOUBLE) AS CHAR)", quote(&c.name))
-            }
-            _ => format!("CAST({} AS CHAR)", quote(&c.name)),
-        })
-        .collect();
+    let cols: Vec<String> = table.columns.iter().map(read_column).collect();
     let key_cols: Vec<String> = table.key.iter().map(|&i| quote(&table.columns[i].name)).collect();
     let tuple = format!("({})", vec!["?"; key_cols.len()].join(", "));
     let sql = format!(

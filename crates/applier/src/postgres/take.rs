@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use pgoutput_decoder::{ColumnValue, Lsn, OldTuple, Relation, Tuple};
 use tokio_postgres::types::ToSql;
 
@@ -14,7 +13,7 @@ use super::runs::RunKind;
 use super::table::{Match, StmtKey};
 use super::value::Param;
 use crate::error::{ApplyError, Op};
-use crate::shard::{MoveId, ShardTarget};
+use crate::shard::{MoveId, ShardTarget, text_tuple};
 use crate::target::{Change, Target};
 
 const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS pgmirror; \
@@ -25,16 +24,6 @@ const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS pgmirror; \
         table_name text NOT NULL, \
         row_values text[] NOT NULL, \
         PRIMARY KEY (mirror_name, commit_lsn, seq))";
-
-/// A row of text values read back from the target (`NULL` elements are NULLs).
-fn text_tuple(values: Vec<Option<String>>) -> Tuple {
-    Tuple::new(
-        values
-            .into_iter()
-            .map(|v| v.map_or(ColumnValue::Null, |s| ColumnValue::Text(Bytes::from(s))))
-            .collect(),
-    )
-}
 
 impl PostgresTarget {
     /// Waits for everything sent so far and opens the target transaction: before a query
