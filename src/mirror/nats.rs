@@ -186,6 +186,8 @@ pub async fn run(opts: &NatsMirrorOptions, shutdown: &mut Shutdown) -> anyhow::R
             let sql =
                 pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
             connected = true;
+            // Held by `sql`, which the target keeps for its catalog lookups until it ends.
+            lock_on_source(&sql, &opts.slot_name(), &opts.name).await?;
             let database: String = sql
                 .query_one("SELECT current_database()", &[])
                 .await
@@ -221,6 +223,37 @@ pub async fn run(opts: &NatsMirrorOptions, shutdown: &mut Shutdown) -> anyhow::R
             }
         }
     }
+}
+
+/// Takes the mirror's lock: a session advisory lock on the source named after its slot, held
+/// by `client`'s session. NATS has no lock that ends with its holder's connection, and the
+/// progress bucket may live on any of several servers; the source is the one place every
+/// pgmirror running this mirror meets. A killed holder's session ends at once, so the wait
+/// only bridges the moment its backend takes to notice. An advisory lock changes no data.
+async fn lock_on_source(
+    client: &tokio_postgres::Client,
+    slot: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let locked = super::wait_for_release(|| async {
+        let locked: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended('pgmirror slot:' || $1, 0))",
+                &[&slot],
+            )
+            .await
+            .context("taking the mirror's lock on the source")?
+            .get(0);
+        Ok(locked)
+    })
+    .await?;
+    if !locked {
+        bail!(
+            "another pgmirror is already running mirror {name:?} (slot {slot:?}) from this \
+             source; stop it first (or give this one another --name)"
+        );
+    }
+    Ok(())
 }
 
 /// A NATS request that failed (a server down, a leader election, a timeout) or a PostgreSQL

@@ -729,3 +729,40 @@ async fn tls_with_the_servers_ca() {
     assert!(!ok, "{text}");
     assert!(text.contains("ca="), "{text}");
 }
+
+/// A second pgmirror running the same mirror refuses with one line while the first streams,
+/// and publishes nothing: the first one's changes arrive once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_pgmirror_of_the_same_mirror_refuses_to_run() {
+    let nats = testservers::nats::shared();
+    let js = jetstream::new(nats.connect().await.unwrap());
+    let setup = Setup::new("nats_twice").await;
+    let first = setup.spawn(&nats.url(), &[]);
+    setup.wait_copied(&js).await;
+    let tables = store::TABLES.join(",");
+    let source = setup.cluster.url(&setup.db);
+    let (ok, out) = pgmirror(&[
+        "mirror",
+        "--source",
+        &source,
+        "--target",
+        &nats.url(),
+        "--name",
+        &setup.name,
+        "--tables",
+        &tables,
+        "--nats-stream",
+        &setup.stream,
+        "--subject-prefix",
+        &setup.prefix,
+    ]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("another pgmirror is already running mirror"), "{out}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(setup.cluster, &setup.db, stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let done = load.await.unwrap();
+    setup.verify(&js, done).await;
+    drop(first);
+}
