@@ -213,7 +213,14 @@ impl PostgresTarget {
             .filter(|(_, s)| **s)
             .map(|(v, _)| matches!(v, Column::Binary(_)))
             .collect();
-        let (old_key, new_key) = (RowKey::of(&old), RowKey::of(&new));
+        let old_key = RowKey::of(&old);
+        // The row as the update leaves it: an unchanged TOAST value is the old row's.
+        let mut new_key = RowKey::default();
+        for (n, o) in new.iter().zip(old.iter()) {
+            if let Some(v) = if n.is_unchanged_toast() { o } else { n }.bytes() {
+                new_key.push(v);
+            }
+        }
         let fits = self.run_index(rel_id).is_some_and(|i| match &self.runs[i] {
             Run {
                 rel: r,

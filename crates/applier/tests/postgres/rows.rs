@@ -214,7 +214,9 @@ async fn full_identity_updates_are_batched_one_row_each() {
     let schema = "CREATE TABLE fupd (a int, n numeric, b text, j json); \
                   ALTER TABLE fupd REPLICA IDENTITY FULL; \
                   CREATE TABLE fupq (a int, b text); CREATE UNIQUE INDEX fupq_a ON fupq (a); \
-                  ALTER TABLE fupq REPLICA IDENTITY FULL;";
+                  ALTER TABLE fupq REPLICA IDENTITY FULL; \
+                  CREATE TABLE fupt (a int, big text, b int); \
+                  ALTER TABLE fupt REPLICA IDENTITY FULL;";
     for binary in [true, false] {
         let env = setup("fullupd", schema, false).await;
         exec_each(
@@ -231,12 +233,18 @@ async fn full_identity_updates_are_batched_one_row_each() {
                  UPDATE fupd SET n = 3 WHERE j IS NULL;
                  UPDATE fupq SET a = 21 WHERE a = 20; UPDATE fupq SET a = 20 WHERE a = 19;
                  UPDATE fupq SET a = 19 WHERE a = 18; UPDATE fupq SET a = 18 WHERE a = 17;
-                 UPDATE fupq SET a = 17 WHERE a = 16;",
+                 UPDATE fupq SET a = 17 WHERE a = 16;
+                 INSERT INTO fupt SELECT i, (SELECT string_agg(md5(i || ':' || j), '')
+                     FROM generate_series(1, 200) j), 0 FROM generate_series(1, 6) i;
+                 UPDATE fupt SET b = b + 1;
+                 UPDATE fupt SET b = b + 1;",
         )
         .await;
         let msgs = env.fetch(1, binary, &[], None).await;
         let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
-        env.assert_same(&["fupd", "fupq"]).await;
+        // fupt: each update's new row carries the TOASTed `big` unchanged, and the second
+        // update's old row is what the first one made.
+        env.assert_same(&["fupd", "fupq", "fupt"]).await;
         let stats = applier.target().stats();
         assert!(stats.batched_rows >= 300, "updates went set-based: {stats:?}");
         assert_eq!(stats.missing_rows, 0);
