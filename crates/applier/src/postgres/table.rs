@@ -227,8 +227,10 @@ impl TableInfo {
     /// The row-matching condition, numbering parameters from `next`.
     fn where_sql(&self, sql: &mut String, matched: &[Match], next: &mut usize) {
         if self.full_identity() {
-            // One row at a time even among identical duplicates.
-            let _ = write!(sql, "ctid = (SELECT ctid FROM {} WHERE ", self.name);
+            // One row at a time even among identical duplicates. With `tableoid`: in a
+            // partitioned table two partitions may hold the same `ctid`.
+            let _ =
+                write!(sql, "(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE ", self.name);
             self.conditions(sql, matched, next, true);
             sql.push_str(" LIMIT 1)");
         } else {
@@ -407,7 +409,8 @@ impl TableInfo {
     /// `= ANY` is one index scan over the sorted array, with no join, function scan or
     /// de-duplication above it.
     /// The rows of a run of whole old rows (REPLICA IDENTITY FULL) matched to target rows,
-    /// one each: `SELECT DISTINCT ON (v.n) o.ctid AS tid[, v.s0, ...] FROM unnest(...) WITH
+    /// one each: `SELECT DISTINCT ON (v.n) o.tableoid AS toid, o.ctid AS tid[, v.s0, ...] FROM
+    /// unnest(...) WITH
     /// ORDINALITY AS v(c0, ..., [s0, ...,] n) JOIN t AS o ON ... ORDER BY v.n`. One array per
     /// column matched by value (`binary`: per such column, whether its array is binary), then
     /// one per column set (`set_binary`), `IS NULL` for the `Null` ones. The run holds distinct
@@ -445,7 +448,7 @@ impl TableInfo {
                 }
             }
         }
-        let mut picked = String::from("o.ctid AS tid");
+        let mut picked = String::from("o.tableoid AS toid, o.ctid AS tid");
         let set_cols = set.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i);
         for (j, (i, &bin)) in set_cols.zip(set_binary).enumerate() {
             arrays.push(self.array_param(i, arrays.len() + 1, bin));
@@ -469,7 +472,7 @@ impl TableInfo {
     /// target row (see [`Self::full_rows_sql`]).
     pub(crate) fn full_batch_delete_sql(&self, matched: &[Match], binary: &[bool]) -> String {
         format!(
-            "DELETE FROM {} WHERE ctid = ANY(ARRAY(SELECT tid FROM ({}) AS m))",
+            "DELETE FROM {} AS t USING ({}) AS m WHERE t.tableoid = m.toid AND t.ctid = m.tid",
             self.name,
             self.full_rows_sql(matched, binary, &[], &[])
         )
@@ -492,7 +495,7 @@ impl TableInfo {
             .map(|(j, (i, _))| format!("{} = m.s{j}", self.cols[i].quoted))
             .collect();
         format!(
-            "UPDATE {} AS t SET {} FROM ({}) AS m WHERE t.ctid = m.tid",
+            "UPDATE {} AS t SET {} FROM ({}) AS m WHERE t.tableoid = m.toid AND t.ctid = m.tid",
             self.name,
             assignments.join(", "),
             self.full_rows_sql(matched, binary, set, set_binary)
@@ -642,10 +645,11 @@ mod tests {
         let t = table(ReplicaIdentity::Full);
         assert_eq!(
             t.full_batch_delete_sql(&[Match::Value, Match::Null, Match::Value], &[true, false]),
-            "DELETE FROM \"my\"\"ns\".\"t\" WHERE ctid = ANY(ARRAY(SELECT tid FROM (SELECT \
-             DISTINCT ON (v.n) o.ctid AS tid FROM unnest($1::integer[], $2::text[]::json[]) \
-             WITH ORDINALITY AS v(c0, c1, n) JOIN \"my\"\"ns\".\"t\" AS o ON o.\"id\" = v.c0 \
-             AND o.\"v\" IS NULL AND o.\"j\"::text = v.c1::text ORDER BY v.n) AS m))"
+            "DELETE FROM \"my\"\"ns\".\"t\" AS t USING (SELECT DISTINCT ON (v.n) o.tableoid AS \
+             toid, o.ctid AS tid FROM unnest($1::integer[], $2::text[]::json[]) WITH ORDINALITY \
+             AS v(c0, c1, n) JOIN \"my\"\"ns\".\"t\" AS o ON o.\"id\" = v.c0 AND o.\"v\" IS \
+             NULL AND o.\"j\"::text = v.c1::text ORDER BY v.n) AS m WHERE t.tableoid = m.toid \
+             AND t.ctid = m.tid"
         );
         assert_eq!(
             t.full_batch_update_sql(
@@ -655,10 +659,10 @@ mod tests {
                 &[true, false]
             ),
             "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = m.s0, \"j\" = m.s1 FROM (SELECT \
-             DISTINCT ON (v.n) o.ctid AS tid, v.s0, v.s1 FROM unnest($1::integer[], $2::text[], \
+             DISTINCT ON (v.n) o.tableoid AS toid, o.ctid AS tid, v.s0, v.s1 FROM unnest($1::integer[], $2::text[], \
              $3::text[], $4::text[]::json[]) WITH ORDINALITY AS v(c0, c1, s0, s1, n) JOIN \
              \"my\"\"ns\".\"t\" AS o ON o.\"id\" = v.c0 AND o.\"v\" = v.c1 AND o.\"j\" IS NULL \
-             ORDER BY v.n) AS m WHERE t.ctid = m.tid"
+             ORDER BY v.n) AS m WHERE t.tableoid = m.toid AND t.ctid = m.tid"
         );
         assert!(equality_is_identity(23) && !equality_is_identity(1700), "int4 yes, numeric no");
     }
@@ -669,13 +673,13 @@ mod tests {
         assert!(t.key.is_empty());
         assert_eq!(
             t.delete_sql(&[Match::Value, Match::Value, Match::Value]),
-            "DELETE FROM \"my\"\"ns\".\"t\" WHERE ctid = (SELECT ctid FROM \"my\"\"ns\".\"t\" WHERE \
+            "DELETE FROM \"my\"\"ns\".\"t\" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"my\"\"ns\".\"t\" WHERE \
              \"id\" = $1::integer AND \"v\" = $2::text AND \"j\"::text = $3::json::text LIMIT 1)"
         );
         // NULLs match with IS NULL and take no parameter; unchanged TOAST is not compared.
         assert_eq!(
             t.update_sql(&[false, true, false], &[Match::Null, Match::Skip, Match::Value]),
-            "UPDATE \"my\"\"ns\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM \
+            "UPDATE \"my\"\"ns\".\"t\" SET \"v\" = $1 WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \
              \"my\"\"ns\".\"t\" WHERE \"id\" IS NULL AND \"j\"::text = $2::json::text LIMIT 1)"
         );
     }
