@@ -1,7 +1,8 @@
 //! Finding a row on the target: by its replica identity key, or for `REPLICA IDENTITY FULL` by
-//! the whole old row (`=` for values, so an index on any of its columns serves the lookup, and
-//! `IS NULL` for NULLs), one row at a time (`ctid = (SELECT ctid ... LIMIT 1)`) so identical
-//! duplicates are handled one by one.
+//! the whole old row (`=` for values, so an index on any of its columns serves the lookup, also
+//! as text where `=` is coarser than the value's output, and `IS NULL` for NULLs), one row at a
+//! time (`(tableoid, ctid) = (SELECT tableoid, ctid ... LIMIT 1)`) so identical duplicates are
+//! handled one by one; runs of such changes go out as one statement (see `table`).
 
 use pgoutput_decoder::{Column, ColumnValue, Tuple};
 
