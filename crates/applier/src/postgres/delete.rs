@@ -9,7 +9,9 @@ use pgoutput_decoder::{Lsn, OldTuple, Relation, Tuple};
 use crate::error::{ApplyError, Op};
 
 use super::PostgresTarget;
-use super::identity::{RowKey, TEXT_OID, column_binary, full_match, key_picks, value_binary};
+use super::identity::{
+    RowKey, column_binary, full_match, key_picks, matched_values, picks_of, value_binary,
+};
 use super::runs::{Run, RunKind, tuple_bytes};
 use super::table::{Match, StmtKey};
 use super::value::{self, Param};
@@ -139,25 +141,13 @@ impl PostgresTarget {
                 move |t| t.full_batch_delete_sql(&m, &b),
             )
             .await?;
-        let t = &self.catalog.tables[&rel_id];
-        let picks: Vec<(usize, u32)> = matched
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| **m == Match::Value)
-            .zip(&binary)
-            .map(|((i, _), &bin)| (i, if bin { t.cols[i].type_oid } else { TEXT_OID }))
-            .collect();
+        let picks = picks_of(&self.catalog.tables[&rel_id], matched_values(&matched), &binary);
         let params: Vec<Param> =
             value::column_arrays(&rows, &picks).into_iter().map(Param::Binary).collect();
         let rows = u64::try_from(rows.len()).unwrap_or(u64::MAX);
         self.stats.batched_rows += rows;
         let expected = self.expected_deletes(rel_id, rows);
-        // The session's `enable_seqscan = off` only penalises a seq scan, which a table
-        // without an index still needs; the penalty (1e10) then dwarfs every other cost, and
-        // the planner takes a nested loop over the table per old row as just as cheap.
-        self.push_setting("SET enable_seqscan = on").await?;
-        self.push_change(stmt, params, table, Op::Delete, commit_lsn, expected).await?;
-        self.push_setting("SET enable_seqscan = off").await
+        self.push_scanning_change(stmt, params, table, Op::Delete, commit_lsn, expected).await
     }
 
     async fn delete_row(

@@ -69,6 +69,21 @@ pub(super) fn value_binary<'a>(values: impl Iterator<Item = Column<'a>>) -> Box<
         .collect()
 }
 
+/// The arrays of a whole-row statement: column `i` of each of `cols` (in order), as the
+/// column's type when its `binary` flag says so, else as text.
+pub(super) fn picks_of(
+    t: &TableInfo,
+    cols: impl Iterator<Item = usize>,
+    binary: &[bool],
+) -> Vec<(usize, u32)> {
+    cols.zip(binary).map(|(i, &bin)| (i, if bin { t.cols[i].type_oid } else { TEXT_OID })).collect()
+}
+
+/// The columns a whole old row matches by value.
+pub(super) fn matched_values(matched: &[Match]) -> impl Iterator<Item = usize> + '_ {
+    matched.iter().enumerate().filter(|(_, m)| **m == Match::Value).map(|(i, _)| i)
+}
+
 /// How each column of a whole old row (REPLICA IDENTITY FULL) is matched.
 pub(super) fn full_match(old: &Tuple) -> Box<[Match]> {
     old.values()

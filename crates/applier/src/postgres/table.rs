@@ -42,6 +42,20 @@ pub(crate) fn equality_is_identity(type_oid: u32) -> bool {
     matches!(type_oid, 16..=21 | 23 | 25 | 26 | 1042 | 1043 | 1082 | 1083 | 1114 | 1184 | 2950)
 }
 
+/// `lhs` (column `c`'s value) matched to `rhs`: as text for a type without a sensible `=`;
+/// with `exact`, also as text where `=` is coarser than the output (see
+/// [`equality_is_identity`]), after `=` so that an index or a hash join serves it.
+fn value_match(c: &ColInfo, lhs: &str, rhs: &str, exact: bool) -> String {
+    let text = format!("{lhs}::text = {rhs}::text");
+    if c.text_compare {
+        text
+    } else if exact && !equality_is_identity(c.type_oid) {
+        format!("{lhs} = {rhs} AND {text}")
+    } else {
+        format!("{lhs} = {rhs}")
+    }
+}
+
 /// How a single-row update or delete finds its row by one column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Match {
@@ -256,14 +270,7 @@ impl TableInfo {
             }
             let n = *next;
             *next += 1;
-            if c.text_compare {
-                let _ = write!(sql, "{}::text = ${n}::{}::text", c.quoted, c.type_name);
-            } else if exact && !equality_is_identity(c.type_oid) {
-                let (q, ty) = (&c.quoted, &c.type_name);
-                let _ = write!(sql, "{q} = ${n}::{ty} AND {q}::text = ${n}::{ty}::text");
-            } else {
-                let _ = write!(sql, "{} = ${n}::{}", c.quoted, c.type_name);
-            }
+            sql.push_str(&value_match(c, &c.quoted, &format!("${n}::{}", c.type_name), exact));
         }
         if first {
             sql.push_str("true");
@@ -436,15 +443,12 @@ impl TableInfo {
                     let j = arrays.len();
                     arrays.push(self.array_param(i, j + 1, binary[j]));
                     names.push(format!("c{j}"));
-                    let text = format!("o.{}::text = v.c{j}::text", c.quoted);
-                    let equal = format!("o.{} = v.c{j}", c.quoted);
-                    conds.push(if c.text_compare {
-                        text
-                    } else if equality_is_identity(c.type_oid) {
-                        equal
-                    } else {
-                        format!("{equal} AND {text}")
-                    });
+                    conds.push(value_match(
+                        c,
+                        &format!("o.{}", c.quoted),
+                        &format!("v.c{j}"),
+                        true,
+                    ));
                 }
             }
         }

@@ -13,7 +13,8 @@ use crate::error::{ApplyError, Op};
 
 use super::PostgresTarget;
 use super::identity::{
-    RowKey, TEXT_OID, column_binary, full_match, key_columns, key_picks, value_binary,
+    RowKey, TEXT_OID, column_binary, full_match, key_columns, key_picks, matched_values, picks_of,
+    value_binary,
 };
 use super::insert::fold_into_insert;
 use super::runs::{FullShape, Run, RunKind, tuple_bytes};
@@ -308,22 +309,15 @@ impl PostgresTarget {
             .statement(rel_id, Op::Update, key, move |t| t.full_batch_update_sql(&m, &b, &s, &sb))
             .await?;
         let t = &self.catalog.tables[&rel_id];
-        let oid = |i: usize, bin: bool| if bin { t.cols[i].type_oid } else { TEXT_OID };
-        let matched_cols = matched.iter().enumerate().filter(|(_, m)| **m == Match::Value);
-        let old_picks: Vec<(usize, u32)> =
-            matched_cols.zip(&binary).map(|((i, _), &bin)| (i, oid(i, bin))).collect();
-        let set_cols = set.iter().enumerate().filter(|(_, s)| **s);
-        let new_picks: Vec<(usize, u32)> =
-            set_cols.zip(&set_binary).map(|((i, _), &bin)| (i, oid(i, bin))).collect();
+        let old_picks = picks_of(t, matched_values(&matched), &binary);
+        let set_cols = set.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i);
+        let new_picks = picks_of(t, set_cols, &set_binary);
         let mut arrays = value::column_arrays(rows.iter().map(|(o, _)| o), &old_picks);
         arrays.extend(value::column_arrays(rows.iter().map(|(_, n)| n), &new_picks));
         let params: Vec<Param> = arrays.into_iter().map(Param::Binary).collect();
         let n = u64::try_from(rows.len()).unwrap_or(u64::MAX);
         self.stats.batched_rows += n;
-        // See `flush_full_delete_run`.
-        self.push_setting("SET enable_seqscan = on").await?;
-        self.push_change(stmt, params, table, Op::Update, commit_lsn, n).await?;
-        self.push_setting("SET enable_seqscan = off").await
+        self.push_scanning_change(stmt, params, table, Op::Update, commit_lsn, n).await
     }
 
     async fn update_row(
