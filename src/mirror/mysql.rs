@@ -302,19 +302,7 @@ async fn set_up(
     )
     .await?;
     if opts.initial_copy {
-        if redo || opts.truncate_target {
-            copy::empty_tables(conn, tables).await?;
-        } else {
-            let full = copy::non_empty_tables(conn, tables).await?;
-            if !full.is_empty() {
-                let names: Vec<String> = full.iter().map(|t| quote(t)).collect();
-                bail!(
-                    "MySQL tables {} already hold rows; empty them, or run `pgmirror mirror` \
-                     with --truncate-target to have them emptied",
-                    names.join(", ")
-                );
-            }
-        }
+        ready_for_copy(conn, tables, redo || opts.truncate_target, "").await?;
     }
     let created_publication = match &existing {
         Some(rec) => rec.created_publication,
@@ -324,21 +312,10 @@ async fn set_up(
         }
         None => false,
     };
-    let mut row = MirrorRow {
-        name: opts.name.clone(),
-        state: MirrorState::Copying,
-        slot: slot.clone(),
-        publication,
-        created_publication,
-        source_system_id: Some(system.system_id.to_string()),
-        lsn: None,
-        // An interrupted copy's own pauses are ours to end, though the tables now say 0.
-        stats_paused: existing.as_ref().map(|r| r.stats_paused.clone()).unwrap_or_default(),
-    };
-    if !opts.initial_copy {
-        copy::resume_stats_recalc(conn, &row.stats_paused).await?;
-        row.stats_paused.clear();
-    }
+    let system_id = system.system_id.to_string();
+    let mut row =
+        copying_row(opts, &publication, created_publication, &system_id, existing.as_ref());
+    plan_stats_pauses(conn, &mut row, tables, opts.initial_copy).await?;
     if !opts.initial_copy && slot_exists {
         // Streams from where the slot stands (no stored progress: everything it sends). Stored
         // as streaming at once: a `copying` row would make the next start drop the given slot.
@@ -348,18 +325,9 @@ async fn set_up(
         tracing::info!(slot = %slot, "streaming from the existing slot, without an initial copy");
         return Ok(row);
     }
-    if opts.initial_copy {
-        for t in copy::default_stats_recalc(conn, tables).await? {
-            if !row.stats_paused.contains(&t) {
-                row.stats_paused.push(t);
-            }
-        }
-    }
     // Stored before the tables are altered, so that a crash leaves a record of what to undo.
     progress::save(conn, &row).await?;
-    if opts.initial_copy {
-        copy::pause_stats_recalc(conn, &row.stats_paused).await?;
-    }
+    copy::pause_stats_recalc(conn, &row.stats_paused).await?;
     let snapshot = if opts.initial_copy { SnapshotAction::Export } else { SnapshotAction::Nothing };
     let created = repl
         .create_slot(&slot, CreateSlotOptions { snapshot, ..Default::default() })
@@ -381,8 +349,7 @@ async fn set_up(
             drop_slot(source, &slot).await;
             return Err(e);
         }
-        copy::resume_stats_recalc(conn, &row.stats_paused).await?;
-        row.stats_paused.clear();
+        end_stats_pauses(conn, &mut row).await?;
         tracing::info!("initial copy done");
     }
     repl.close().await;
@@ -390,6 +357,82 @@ async fn set_up(
     row.lsn = Some(created.consistent_point);
     progress::save(conn, &row).await.context("storing the initial progress")?;
     Ok(row)
+}
+
+/// Before an initial copy into one database (`on`: which, for messages): empties the tables
+/// (`empty`: redoing an interrupted copy, or `--truncate-target`), or refuses tables that
+/// already hold rows.
+async fn ready_for_copy(
+    conn: &mut sqlx::MySqlConnection,
+    tables: &[MySqlTable],
+    empty: bool,
+    on: &str,
+) -> anyhow::Result<()> {
+    if empty {
+        copy::empty_tables(conn, tables).await?;
+        return Ok(());
+    }
+    let full = copy::non_empty_tables(conn, tables).await?;
+    if !full.is_empty() {
+        let names: Vec<String> = full.iter().map(|t| quote(t)).collect();
+        bail!(
+            "MySQL tables {}{on} already hold rows; empty them, or run `pgmirror mirror` with \
+             --truncate-target to have them emptied",
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The row of a mirror being set up (`copying`), with the statistics pauses of an interrupted
+/// copy (`existing`): ours to end, though the tables now say 0.
+fn copying_row(
+    opts: &MySqlMirrorOptions,
+    publication: &str,
+    created_publication: bool,
+    system_id: &str,
+    existing: Option<&MirrorRow>,
+) -> MirrorRow {
+    MirrorRow {
+        name: opts.name.clone(),
+        state: MirrorState::Copying,
+        slot: opts.slot_name(),
+        publication: publication.to_owned(),
+        created_publication,
+        source_system_id: Some(system_id.to_owned()),
+        lsn: None,
+        stats_paused: existing.map(|r| r.stats_paused.clone()).unwrap_or_default(),
+    }
+}
+
+/// The statistics pauses `row` records for this start: with an initial copy, also every copied
+/// table that has the server's default (see [`copy::pause_stats_recalc`]); without one, none
+/// (an interrupted copy's are ended here).
+async fn plan_stats_pauses(
+    conn: &mut sqlx::MySqlConnection,
+    row: &mut MirrorRow,
+    tables: &[MySqlTable],
+    initial_copy: bool,
+) -> anyhow::Result<()> {
+    if !initial_copy {
+        return Ok(end_stats_pauses(conn, row).await?);
+    }
+    for t in copy::default_stats_recalc(conn, tables).await? {
+        if !row.stats_paused.contains(&t) {
+            row.stats_paused.push(t);
+        }
+    }
+    Ok(())
+}
+
+/// Gives the tables of `row`'s statistics pauses their recalculation back.
+async fn end_stats_pauses(
+    conn: &mut sqlx::MySqlConnection,
+    row: &mut MirrorRow,
+) -> Result<(), applier::ApplyError> {
+    copy::resume_stats_recalc(conn, &row.stats_paused).await?;
+    row.stats_paused.clear();
+    Ok(())
 }
 
 /// Drops `slot`, waiting for the walsender that created it to let it go; logs a failure.

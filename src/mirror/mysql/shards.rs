@@ -14,7 +14,7 @@ use applier::mysql::progress::{self, MirrorRow, MirrorState};
 use applier::mysql::schema::{self, MySqlTable};
 use applier::mysql::session::{self, MySqlUrl, ServerInfo};
 use applier::mysql::verify::{Part, TableDiff, compare_table_part};
-use applier::mysql::{copy, quote, take};
+use applier::mysql::{copy, take};
 use applier::shard::{KeyColumn, KeyType, ShardLayout, ShardedTarget};
 use applier::{MySqlTarget, MySqlTargetConfig};
 use futures_util::future::{BoxFuture, try_join_all};
@@ -22,7 +22,10 @@ use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction};
 use sqlx::MySqlConnection;
 use tablesync::TableDef;
 
-use super::{MySqlMirrorOptions, describe_tables, drop_slot, stream_into, take_lock};
+use super::{
+    MySqlMirrorOptions, copying_row, describe_tables, drop_slot, end_stats_pauses,
+    plan_stats_pauses, ready_for_copy, stream_into, take_lock,
+};
 use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
 
@@ -195,20 +198,9 @@ async fn set_up(
     )
     .await?;
     if opts.initial_copy {
+        let empty = any.is_some() || opts.truncate_target;
         for (i, (conn, _)) in shards.iter_mut().enumerate() {
-            if any.is_some() || opts.truncate_target {
-                copy::empty_tables(conn, tables).await?;
-                continue;
-            }
-            let full = copy::non_empty_tables(conn, tables).await?;
-            if !full.is_empty() {
-                let names: Vec<String> = full.iter().map(|t| quote(t)).collect();
-                bail!(
-                    "MySQL tables {} of shard {i} already hold rows; empty them, or run \
-                     `pgmirror mirror` with --truncate-target to have them emptied",
-                    names.join(", ")
-                );
-            }
+            ready_for_copy(conn, tables, empty, &format!(" of shard {i}")).await?;
         }
     }
     let created_publication = match &any {
@@ -219,31 +211,13 @@ async fn set_up(
         }
         None => false,
     };
+    let system_id = system.system_id.to_string();
     let mut rows: Vec<MirrorRow> = existing
         .iter()
-        .map(|e| MirrorRow {
-            name: opts.name.clone(),
-            state: MirrorState::Copying,
-            slot: slot.clone(),
-            publication: publication.clone(),
-            created_publication,
-            source_system_id: Some(system.system_id.to_string()),
-            lsn: None,
-            // An interrupted copy's own pauses are ours to end, though the tables now say 0.
-            stats_paused: e.as_ref().map(|r| r.stats_paused.clone()).unwrap_or_default(),
-        })
+        .map(|e| copying_row(opts, &publication, created_publication, &system_id, e.as_ref()))
         .collect();
     for ((conn, _), row) in shards.iter_mut().zip(&mut rows) {
-        if opts.initial_copy {
-            for t in copy::default_stats_recalc(conn, tables).await? {
-                if !row.stats_paused.contains(&t) {
-                    row.stats_paused.push(t);
-                }
-            }
-        } else {
-            copy::resume_stats_recalc(conn, &row.stats_paused).await?;
-            row.stats_paused.clear();
-        }
+        plan_stats_pauses(conn, row, tables, opts.initial_copy).await?;
         if !opts.initial_copy && slot_exists {
             row.state = MirrorState::Streaming;
         }
@@ -282,8 +256,7 @@ async fn set_up(
     }
     repl.close().await;
     for ((conn, _), row) in shards.iter_mut().zip(&mut rows) {
-        copy::resume_stats_recalc(conn, &row.stats_paused).await?;
-        row.stats_paused.clear();
+        end_stats_pauses(conn, row).await?;
         row.state = MirrorState::Streaming;
         row.lsn = Some(created.consistent_point);
         progress::save(conn, row).await.context("storing the initial progress")?;
