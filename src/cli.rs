@@ -49,6 +49,8 @@ pub enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Copy one mirrored table again while the mirror keeps streaming the others.
     Resync(commands::resync::ResyncArgs),
+    /// Retire a mirror once a second mirror into new shards verifies equal to the source.
+    Reshard(commands::reshard::ReshardArgs),
     /// Remove what pgmirror created for a mirror: slot, publication, its rows on the target.
     Drop(commands::drop::DropArgs),
     /// Benchmark apply throughput against PostgreSQL's own subscriber on throwaway clusters.
@@ -79,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => commands::status::run(args).await,
         Command::Verify(args) => commands::verify::run(args).await,
         Command::Resync(args) => commands::resync::run(args).await,
+        Command::Reshard(args) => commands::reshard::run(args).await,
         Command::Drop(args) => commands::drop::run(args).await,
         Command::Bench(args) => commands::bench::run(args).await,
         Command::Record(args) => commands::record::run(args).await,

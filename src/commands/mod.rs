@@ -7,6 +7,7 @@ pub mod drop;
 pub mod mirror;
 pub mod record;
 pub mod replay;
+pub mod reshard;
 pub mod resync;
 pub mod shard_keys;
 pub mod status;

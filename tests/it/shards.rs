@@ -325,14 +325,16 @@ async fn a_shard_cluster_stopped_mid_stream_catches_up_when_it_returns() {
     wait_verified(&vopts, Duration::from_secs(120)).await;
 }
 
-/// A sharded mirror started on the given shard databases, running in this process.
+/// A sharded mirror of `tables` started on the given shard databases, running in this process.
 fn start_sharded(
     cluster: &Cluster,
     src_db: &str,
     shards_dbs: &[(String, String)],
+    tables: &[&str],
 ) -> (String, Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let mut mirror = store_mirror(cluster, src_db, cluster, &shards_dbs[0].1);
     mirror.sequence_interval = Duration::from_millis(300);
+    mirror.tables.tables = Some(tables.iter().map(|t| (*t).to_owned()).collect());
     let name = mirror.name.clone();
     let opts = ShardedOptions {
         mirror,
@@ -345,12 +347,52 @@ fn start_sharded(
     (name, shutdown, task)
 }
 
+/// `pgmirror reshard` from the mirror `old` on `old_shards` to `new` on `new_shards`.
+fn reshard_args(
+    source: &str,
+    (new, new_shards): (&str, &[(String, String)]),
+    (old, old_shards): (&str, &[(String, String)]),
+) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["reshard", "--source", source, "--name", new, "--retire", old].map(String::from).into();
+    for (url, _) in new_shards {
+        args.extend(["--target".to_owned(), url.clone()]);
+    }
+    for (url, _) in old_shards {
+        args.extend(["--retire-target".to_owned(), url.clone()]);
+    }
+    args.extend(SHARD_KEYS.iter().flat_map(|k| ["--shard-key".to_owned(), (*k).to_owned()]));
+    args
+}
+
+/// Runs the built binary without blocking the runtime: its exit code and its output.
+fn pgmirror_task(args: Vec<String>) -> tokio::task::JoinHandle<(Option<i32>, String)> {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_pgmirror")).args(&args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    })
+}
+
+async fn slot_exists(cluster: &Cluster, slot: &str) -> bool {
+    let c = cluster.connect("postgres").await.unwrap();
+    c.query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shards_become_three_while_writes_go_on() {
     let cluster = pgcluster::shared();
     let (src_db, _src, two) = store_and_shards(cluster, &[cluster], 2).await;
     let source = cluster.url(&src_db);
-    let (old_name, old_stop, old_task) = start_sharded(cluster, &src_db, &two);
+    let (old_name, old_stop, old_task) = start_sharded(cluster, &src_db, &two, &store::TABLES);
     wait_verified(&verify_opts(&source, &two, &old_name), Duration::from_secs(60)).await;
 
     // Writes go on throughout.
@@ -373,20 +415,69 @@ async fn two_shards_become_three_while_writes_go_on() {
         let (db, _) = database(cluster, &format!("reshard{i}")).await;
         three.push((cluster.url(&db), db));
     }
-    let (new_name, new_stop, new_task) = start_sharded(cluster, &src_db, &three);
+    let (new_name, new_stop, new_task) = start_sharded(cluster, &src_db, &three, &store::TABLES);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!old_task.is_finished() && !new_task.is_finished(), "both mirrors run side by side");
 
-    // Cut-over: writes stop, the new layout verifies exact, as does the old one.
+    // Cut-over through `pgmirror reshard`, once writes stop.
     writing.trigger();
     let written = writes.await.unwrap();
     assert!(written > 10, "{written} transactions written while resharding");
-    wait_verified(&verify_opts(&source, &three, &new_name), Duration::from_secs(90)).await;
-    wait_verified(&verify_opts(&source, &two, &old_name), Duration::from_secs(60)).await;
-    for (stop, task) in [(old_stop, old_task), (new_stop, new_task)] {
-        stop.trigger();
-        task.await.unwrap().unwrap();
+    let reshard = reshard_args(&source, (&new_name, &three), (&old_name, &two));
+    let run = pgmirror_task;
+    let old_slot = format!("pgmirror_{old_name}");
+    let slot_exists = |slot: String| async move { slot_exists(cluster, &slot).await };
+
+    // The same mirror named twice is refused before anything is looked at.
+    let mut same = reshard.clone();
+    let at = same.iter().position(|a| a == "--retire").unwrap();
+    same[at + 1] = new_name.clone();
+    let (code, text) = run(same).await.unwrap();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("both name"), "{text}");
+
+    // While the old mirror runs, the new layout verifies but nothing is dropped.
+    let (code, text) = run(reshard.clone()).await.unwrap();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("all tables match"), "the new layout verified:\n{text}");
+    assert!(text.contains("still runs") && text.contains("--wait"), "{text}");
+    assert!(slot_exists(old_slot.clone()).await, "the old mirror's slot stays");
+
+    // With --wait it retires the old mirror once that stops: its slot and bookkeeping go, its
+    // rows stay.
+    let mut waiting = reshard.clone();
+    waiting.push("--wait".to_owned());
+    let waiting = run(waiting);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!waiting.is_finished(), "reshard --wait waits while the old mirror runs");
+    assert!(slot_exists(old_slot.clone()).await, "the old mirror's slot stays while it runs");
+    old_stop.trigger();
+    old_task.await.unwrap().unwrap();
+    let (code, text) = waiting.await.unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("retiring mirror"), "{text}");
+    assert!(!slot_exists(old_slot).await, "the old mirror's slot is dropped:\n{text}");
+    for (_, db) in &two {
+        let c = cluster.connect(db).await.unwrap();
+        let left: bool = c
+            .query_one("SELECT to_regclass('pgmirror.mirrors') IS NOT NULL", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!left, "{db} keeps no bookkeeping of the retired mirror");
+        let rows: i64 = c.query_one("SELECT count(*) FROM customers", &[]).await.unwrap().get(0);
+        assert!(rows > 0, "{db} keeps its rows for readers still pointed at it");
     }
+    assert!(!new_task.is_finished(), "the new mirror keeps streaming");
+
+    // The new layout goes on following the source.
+    let src = cluster.connect(&src_db).await.unwrap();
+    src.batch_execute("UPDATE customers SET name = name || ' (after reshard)' WHERE id <= 20")
+        .await
+        .unwrap();
+    wait_verified(&verify_opts(&source, &three, &new_name), Duration::from_secs(60)).await;
+    new_stop.trigger();
+    new_task.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,4 +507,39 @@ async fn a_shard_key_of_an_unsupported_type_stops_the_start_with_one_line() {
         .unwrap()
         .get(0);
     assert_eq!(slots, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshard_refuses_a_layout_that_lacks_a_table_or_does_not_stream() {
+    let cluster = pgcluster::shared();
+    let (src_db, _src, four) = store_and_shards(cluster, &[cluster], 4).await;
+    let source = cluster.url(&src_db);
+    let (all, partial) = four.split_at(2);
+    let (all_name, all_stop, all_task) = start_sharded(cluster, &src_db, all, &store::TABLES);
+    let some = ["customers", "orders", "order_items"];
+    let (part_name, part_stop, part_task) = start_sharded(cluster, &src_db, partial, &some);
+    wait_verified(&verify_opts(&source, all, &all_name), Duration::from_secs(60)).await;
+    let mut part_opts = verify_opts(&source, partial, &part_name);
+    part_opts.tables.tables = Some(some.map(String::from).into());
+    wait_verified(&part_opts, Duration::from_secs(60)).await;
+
+    // A new layout without products would lose it at the cutover.
+    let args = reshard_args(&source, (&part_name, partial), (&all_name, all));
+    let (code, text) = pgmirror_task(args).await.unwrap();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("does not mirror public.products"), "{text}");
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+
+    // A new layout whose mirror is stopped would fall behind after the cutover.
+    all_stop.trigger();
+    all_task.await.unwrap().unwrap();
+    let args = reshard_args(&source, (&all_name, all), (&part_name, partial));
+    let (code, text) = pgmirror_task(args).await.unwrap();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("is not streaming"), "{text}");
+    for name in [&all_name, &part_name] {
+        assert!(slot_exists(cluster, &format!("pgmirror_{name}")).await, "nothing was dropped");
+    }
+    part_stop.trigger();
+    part_task.await.unwrap().unwrap();
 }
