@@ -352,3 +352,102 @@ fn mysql_shards_mixed_with_postgres_shards_are_refused_in_one_line() {
     );
     assert!(!stderr.contains("s3cret"), "password shown: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_shards_two_become_three_through_reshard() {
+    let cluster = pgcluster::shared();
+    let (src_db, src) = database(cluster, "msreshard").await;
+    store::create_schema(&src).await.unwrap();
+    store::populate(&src, &store::Scale::tiny()).await.unwrap();
+    let server = testservers::mariadb::shared();
+    let (old_urls, mut old_shards) = mysql_shards(server, 2).await;
+    let (new_urls, mut new_shards) = mysql_shards(server, 3).await;
+    let src_url = cluster.url(&src_db);
+    let tables = mapped(&src, &store::TABLES).await;
+    let start = |urls: &[String]| {
+        let opts = options(&src_url, urls, &SHARD_KEYS, &store::TABLES);
+        let shutdown = Shutdown::manual();
+        let task = {
+            let (opts, mut shutdown) = (opts.clone(), shutdown.clone());
+            tokio::spawn(async move { run(&opts, &mut shutdown).await })
+        };
+        (opts, shutdown, task)
+    };
+    let (old, old_stop, old_task) = start(&old_urls);
+    let keys = routed_keys(&old.layout, &tables).unwrap();
+    wait_equal(&src, &mut old_shards, &tables, &keys, Duration::from_secs(120)).await;
+    let (new, new_stop, new_task) = start(&new_urls);
+    src.batch_execute(
+        "INSERT INTO customers (email, name) SELECT 'r' || g || '@x', 'r' \
+           FROM generate_series(1, 30) g; \
+         UPDATE products SET stock = stock + 1 WHERE id % 3 = 0",
+    )
+    .await
+    .unwrap();
+    wait_equal(&src, &mut new_shards, &tables, &keys, Duration::from_secs(120)).await;
+
+    let mut args: Vec<String> =
+        ["reshard", "--source", &src_url, "--name", &new.name, "--retire", &old.name]
+            .map(String::from)
+            .into();
+    for u in &new_urls {
+        args.extend(["--target".to_owned(), u.clone()]);
+    }
+    for u in &old_urls {
+        args.extend(["--retire-target".to_owned(), u.clone()]);
+    }
+    args.extend(SHARD_KEYS.iter().flat_map(|k| ["--shard-key".to_owned(), (*k).to_owned()]));
+    let reshard = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+                .args(&refs)
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.code(), text)
+        })
+    };
+    let slots = |slot: String| {
+        let src = &src;
+        async move {
+            src.query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+
+    // The old mirror still runs: the new layout verifies, nothing is dropped.
+    let (code, text) = reshard(args.clone()).await.unwrap();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("still runs"), "{text}");
+    assert_eq!(slots(old.slot_name()).await, 1, "{text}");
+
+    // Stopped, it is retired: its slot and progress rows go, its rows stay.
+    old_stop.trigger();
+    old_task.await.unwrap().unwrap();
+    let (code, text) = reshard(args).await.unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(slots(old.slot_name()).await, 0, "{text}");
+    for s in &mut old_shards {
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pgmirror_progress")
+            .fetch_one(&mut *s)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "the retired mirror's progress rows are gone");
+        assert!(!ids(s, "SELECT id FROM customers").await.is_empty(), "its rows stay");
+    }
+    assert_eq!(slots(new.slot_name()).await, 1);
+    src.batch_execute("DELETE FROM order_items WHERE order_id % 4 = 0").await.unwrap();
+    wait_equal(&src, &mut new_shards, &tables, &keys, Duration::from_secs(60)).await;
+    new_stop.trigger();
+    new_task.await.unwrap().unwrap();
+}
