@@ -1,11 +1,13 @@
 //! ShardedTarget against real databases: routing checked with PostgreSQL's own
 //! `satisfies_hash_partition` on the source, rows moved between shards whole (also by a shard
-//! key outside the replica identity), and a crash between two shards' commits.
+//! key outside the replica identity), and a crash between two shards' commits, on PostgreSQL
+//! and on MySQL/MariaDB shards.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod crash;
+mod crash_mysql;
 mod elsewhere;
 mod routing;
 
@@ -71,20 +73,7 @@ async fn assert_layout(env: &Env, dbs: &[String], table: &str, key: &str, probe:
     let mut union = Vec::new();
     for (i, db) in dbs.iter().enumerate() {
         let keys = rows_on(db, &format!("SELECT ({key})::text FROM {table} t")).await;
-        let misplaced: i64 = env
-            .src
-            .query_one(
-                &format!(
-                    "SELECT count(*) FROM unnest($1::text[]) k \
-                     WHERE NOT satisfies_hash_partition('{probe}'::regclass, $2, $3, \
-                       k::{}) ",
-                    probe_type(&env.src, probe).await
-                ),
-                &[&keys, &i32::try_from(dbs.len()).unwrap(), &i32::try_from(i).unwrap()],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let misplaced = misplaced(&env.src, probe, &keys, dbs.len(), i).await;
         assert_eq!(misplaced, 0, "shard {i} holds rows of {table} of another partition");
         union.extend(rows_on(db, &whole).await);
     }
@@ -93,6 +82,29 @@ async fn assert_layout(env: &Env, dbs: &[String], table: &str, key: &str, probe:
         env.src.query(&whole, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     source.sort();
     assert_eq!(union, source, "the shards of {table} together differ from the source");
+}
+
+/// How many of `keys` (shard key values as text) PostgreSQL's hash partitioning does not put
+/// in partition `remainder` of `modulus`, by `satisfies_hash_partition` on the source's `probe`
+/// table (hash-partitioned by the key's type).
+async fn misplaced(
+    src: &Client,
+    probe: &str,
+    keys: &[String],
+    modulus: usize,
+    remainder: usize,
+) -> i64 {
+    src.query_one(
+        &format!(
+            "SELECT count(*) FROM unnest($1::text[]) k \
+             WHERE NOT satisfies_hash_partition('{probe}'::regclass, $2, $3, k::{})",
+            probe_type(src, probe).await
+        ),
+        &[&keys, &i32::try_from(modulus).unwrap(), &i32::try_from(remainder).unwrap()],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 /// The type of the (one) partition key column of `probe`.
