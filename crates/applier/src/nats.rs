@@ -32,14 +32,13 @@
 //! A stream at its size limit (with discard policy `new`) refuses messages:
 //! [`NatsError::StreamFull`], and nothing after the last flush is confirmed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
-use async_nats::jetstream::message::PublishMessage;
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, kv, stream};
 use async_nats::{HeaderMap, HeaderName, Subject};
 use bytes::Bytes;
@@ -49,8 +48,11 @@ use crate::error::ApplyError;
 use crate::json::JsonTarget;
 use crate::target::{Change, CommitInfo, Target, TxnInfo, TypeMap};
 
+pub mod acks;
 mod debezium;
 pub mod subject;
+
+use acks::{AckError, Publisher};
 
 /// The payload of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -179,7 +181,7 @@ pub struct NatsTarget {
     key: String,
     json: JsonTarget<io::Sink>,
     created_stream: bool,
-    pending: VecDeque<PublishAckFuture>,
+    publisher: Publisher,
     txn: Option<TxnInfo>,
     index: u64,
     /// The headers every change of the current transaction carries.
@@ -214,6 +216,9 @@ impl NatsTarget {
         cfg: NatsTargetConfig,
     ) -> Result<Self, NatsError> {
         subject::check_prefix(&cfg.prefix).map_err(NatsError::Config)?;
+        let publisher = Publisher::new(client.clone(), cfg.ack_timeout)
+            .await
+            .map_err(|e| NatsError::request("subscribing to acknowledgements", e))?;
         let mut js = jetstream::new(client);
         js.set_timeout(cfg.ack_timeout);
         let created_stream = ensure_stream(&js, &cfg).await?;
@@ -225,7 +230,7 @@ impl NatsTarget {
             cfg,
             json: JsonTarget::new(io::sink()),
             created_stream,
-            pending: VecDeque::new(),
+            publisher,
             txn: None,
             index: 0,
             txn_headers: HeaderMap::new(),
@@ -307,55 +312,50 @@ impl NatsTarget {
         subject: Subject,
         id: &str,
         payload: Bytes,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
     ) -> Result<(), ApplyError> {
-        let msg = PublishMessage::build().payload(payload).headers(headers).message_id(id);
-        let ack = self.js.send_publish(subject, msg).await.map_err(|e| self.publish_error(e))?;
-        self.pending.push_back(ack);
-        while self.pending.len() >= self.cfg.max_in_flight.max(1) {
+        headers.insert(NATS_MESSAGE_ID, id);
+        let sent = self.publisher.publish(subject, headers, payload).await;
+        sent.map_err(|e| self.publish_error(e))?;
+        while self.publisher.in_flight() >= self.cfg.max_in_flight.max(1) {
             self.ack_oldest().await?;
         }
         Ok(())
     }
 
     async fn ack_oldest(&mut self) -> Result<(), ApplyError> {
-        if let Some(ack) = self.pending.pop_front() {
-            let ack = ack.await.map_err(|e| self.publish_error(e))?;
-            self.last_sequence = ack.sequence;
+        let acked = self.publisher.ack_oldest().await;
+        if let Some(seq) = acked.map_err(|e| self.publish_error(e))? {
+            self.last_sequence = seq;
         }
         Ok(())
     }
 
-    fn publish_error(&self, e: async_nats::jetstream::context::PublishError) -> ApplyError {
-        let server = std::error::Error::source(&e)
-            .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>());
-        if e.kind() == PublishErrorKind::Other
-            && let Some(server) = server
-            && server.error_code() == async_nats::jetstream::ErrorCode::STREAM_STORE_FAILED
-        {
-            return NatsError::StreamFull {
-                stream: self.cfg.stream.clone(),
-                detail: server.to_string(),
-                stored: self.stored.unwrap_or(Lsn::ZERO),
+    fn publish_error(&self, e: AckError) -> ApplyError {
+        let stream = &self.cfg.stream;
+        match e {
+            AckError::Refused { err_code, description }
+                if err_code == jetstream::ErrorCode::STREAM_STORE_FAILED.0 =>
+            {
+                NatsError::StreamFull {
+                    stream: stream.clone(),
+                    detail: description,
+                    stored: self.stored.unwrap_or(Lsn::ZERO),
+                }
+                .into()
             }
-            .into();
-        }
-        let what = match e.kind() {
-            PublishErrorKind::StreamNotFound => format!(
-                "publishing to stream {:?}: no stream takes the subject (deleted?)",
-                self.cfg.stream
-            ),
-            PublishErrorKind::MaxPayloadExceeded => {
-                // The same change is as large next time: not worth retrying.
-                return NatsError::Config(format!(
+            // The same change is as large next time: not worth retrying.
+            AckError::Publish(e)
+                if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded =>
+            {
+                NatsError::Config(format!(
                     "a change is larger than the NATS server's max_payload ({e}); raise \
                      max_payload in the server's configuration (up to 64MB)"
                 ))
-                .into();
+                .into()
             }
-            _ => format!("publishing to stream {:?}", self.cfg.stream),
-        };
-        NatsError::request(what, e).into()
+            e => NatsError::request(format!("publishing to stream {stream:?}"), e).into(),
+        }
     }
 
     /// Starts (`Some`) or ends (`None`) a transaction: what its messages' headers and ids
@@ -604,7 +604,7 @@ impl Target for NatsTarget {
     }
 
     async fn flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
-        while !self.pending.is_empty() {
+        while self.publisher.in_flight() > 0 {
             self.ack_oldest().await?;
         }
         if let Some(end) = self.committed

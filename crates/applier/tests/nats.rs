@@ -334,3 +334,37 @@ fn subjects_of_hostile_names() {
     assert_eq!(cfg.table_subject("a.b", "*"), "pgmirror.db.a%2Eb.%2A");
     assert_eq!(subject::token("x y>"), "x%20y%3E");
 }
+
+#[tokio::test]
+async fn a_deleted_stream_is_a_transient_error_that_names_it() {
+    let name = unique("gone");
+    let cfg = config(&name, PayloadFormat::Json);
+    let mut t = target(&cfg).await;
+    publish_all_kinds(&mut t, 1).await;
+    assert_eq!(t.flush().await.unwrap(), Some(Lsn(0x108)));
+    js().await.delete_stream(&cfg.stream).await.unwrap();
+    let failed = async {
+        let (begin, commit) = txn(2);
+        t.begin(&begin).await?;
+        t.change(Change::Insert { rel: relation(), new: row(&[Some("9"), None, None]) }).await?;
+        t.commit(&commit).await?;
+        t.flush().await
+    };
+    let err = failed.await.unwrap_err();
+    let ApplyError::Nats(nats) = &err else { panic!("not a NATS error: {err}") };
+    assert!(nats.is_transient(), "a stream may come back: retried");
+    let text = format!("{:#}", anyhow_like(&err));
+    assert!(text.contains(&cfg.stream) && text.contains("no stream takes the subject"), "{text}");
+}
+
+/// The error and its sources on one line, as the binary prints them.
+fn anyhow_like(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

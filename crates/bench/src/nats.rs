@@ -9,7 +9,10 @@
 //!   walsender's CPU time, come from `/proc`;
 //! - `ceiling`: a minimal client publishes the same number of messages, built beforehand with
 //!   the same subject, headers and payload size, with the same number of acknowledgements in
-//!   flight, into a second stream: what this server takes on this machine.
+//!   flight, into a second stream: what this server takes on this machine. It runs twice, once
+//!   through async-nats's JetStream publish (a request per message) and once through the
+//!   publisher pgmirror uses (one subscription for every acknowledgement); the faster is the
+//!   ceiling.
 //!
 //! Then the live latency: single-row inserts on the idle primary, each timed from its commit
 //! until the stream holds it.
@@ -19,6 +22,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use applier::nats::acks::Publisher;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
@@ -58,6 +62,9 @@ pub struct NatsBenchReport {
     pub pgmirror_per_second: f64,
     /// The minimal client's messages per second.
     pub ceiling_per_second: f64,
+    /// The minimal client through async-nats's JetStream publish, and through pgmirror's
+    /// publisher: messages per second.
+    pub ceiling_clients: (f64, f64),
     /// pgmirror over the ceiling.
     pub share_of_ceiling: f64,
     /// pgmirror's CPU seconds.
@@ -77,7 +84,8 @@ pub fn render_nats(r: &NatsBenchReport) -> String {
         "NATS JetStream, {} single-row changes (file storage, acknowledged)\n\
          pgmirror   {:>10.0} changes/s  ({:.2} of the ceiling)  CPU {}  walsender CPU {}  \
          peak RSS {}\nceiling    {:>10.0} messages/s (minimal client, {IN_FLIGHT} acks in \
-         flight)\n",
+         flight: {:.0} through async-nats's JetStream publish, {:.0} through pgmirror's \
+         publisher)\n",
         r.changes,
         r.pgmirror_per_second,
         r.share_of_ceiling,
@@ -85,6 +93,8 @@ pub fn render_nats(r: &NatsBenchReport) -> String {
         opt(r.walsender_cpu_s, "s"),
         opt(r.peak_rss_mb, "MB"),
         r.ceiling_per_second,
+        r.ceiling_clients.0,
+        r.ceiling_clients.1,
     );
     if let Some((p50, p99)) = r.latency_ms {
         s.push_str(&format!("latency    median {p50:.1} ms, p99 {p99:.1} ms (commit to stored)\n"));
@@ -185,12 +195,17 @@ async fn bench(
     let _ = child.kill().await;
 
     say(opts, "ceiling");
-    let ceiling = ceiling(&js, opts.changes).await?;
+    let ceiling_clients = (
+        ceiling(&js, "CEILING_JS", opts.changes, Client::JetStream).await?,
+        ceiling(&js, "CEILING_PUB", opts.changes, Client::Publisher).await?,
+    );
+    let ceiling = ceiling_clients.0.max(ceiling_clients.1);
     let pgmirror_per_second = opts.changes as f64 / seconds;
     Ok(NatsBenchReport {
         changes: opts.changes,
         pgmirror_per_second,
         ceiling_per_second: ceiling,
+        ceiling_clients,
         share_of_ceiling: pgmirror_per_second / ceiling,
         pgmirror_cpu_s,
         walsender_cpu_s,
@@ -250,12 +265,28 @@ async fn latency(
     Ok((at(50), at(99)))
 }
 
+/// How the minimal client publishes.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    /// async-nats's `jetstream::Context::publish_with_headers`.
+    JetStream,
+    /// [`applier::nats::acks::Publisher`], as pgmirror publishes.
+    Publisher,
+}
+
 /// What a minimal client publishes per second: the same number of messages with the subject,
-/// headers and payload pgmirror sends, built beforehand, `IN_FLIGHT` acknowledgements at a time.
-async fn ceiling(js: &jetstream::Context, n: u64) -> Result<f64, Error> {
+/// headers and payload pgmirror sends, built beforehand, `IN_FLIGHT` acknowledgements at a time,
+/// into a stream of its own named `name`.
+async fn ceiling(
+    js: &jetstream::Context,
+    name: &str,
+    n: u64,
+    client: Client,
+) -> Result<f64, Error> {
+    let prefix = name.to_lowercase();
     js.create_stream(stream::Config {
-        name: "CEILING".into(),
-        subjects: vec!["ceiling.>".into()],
+        name: name.into(),
+        subjects: vec![format!("{prefix}.>")],
         storage: stream::StorageType::File,
         ..Default::default()
     })
@@ -274,22 +305,43 @@ async fn ceiling(js: &jetstream::Context, n: u64) -> Result<f64, Error> {
             (h, Bytes::from(body))
         })
         .collect();
+    let subject = async_nats::Subject::from(format!("{prefix}.nats_bench.public.t"));
     let t = Instant::now();
-    let mut pending = VecDeque::with_capacity(IN_FLIGHT);
-    for (h, body) in messages {
-        let ack = js
-            .publish_with_headers("ceiling.nats_bench.public.t", h, body)
-            .await
-            .map_err(|e| nats_err("publishing")(e.into()))?;
-        pending.push_back(ack);
-        if pending.len() >= IN_FLIGHT
-            && let Some(ack) = pending.pop_front()
-        {
-            ack.await.map_err(|e| nats_err("acknowledgement")(e.into()))?;
+    match client {
+        Client::JetStream => {
+            let mut pending = VecDeque::with_capacity(IN_FLIGHT);
+            for (h, body) in messages {
+                let ack = js
+                    .publish_with_headers(subject.clone(), h, body)
+                    .await
+                    .map_err(|e| nats_err("publishing")(e.into()))?;
+                pending.push_back(ack);
+                if pending.len() >= IN_FLIGHT
+                    && let Some(ack) = pending.pop_front()
+                {
+                    ack.await.map_err(|e| nats_err("acknowledgement")(e.into()))?;
+                }
+            }
+            for ack in pending {
+                ack.await.map_err(|e| nats_err("acknowledgement")(e.into()))?;
+            }
         }
-    }
-    for ack in pending {
-        ack.await.map_err(|e| nats_err("acknowledgement")(e.into()))?;
+        Client::Publisher => {
+            let mut p = Publisher::new(js.client(), Duration::from_secs(10))
+                .await
+                .map_err(|e| nats_err("subscribing")(e.into()))?;
+            for (h, body) in messages {
+                p.publish(subject.clone(), h, body)
+                    .await
+                    .map_err(|e| nats_err("publishing")(e.into()))?;
+                if p.in_flight() >= IN_FLIGHT {
+                    p.ack_oldest().await.map_err(|e| nats_err("acknowledgement")(e.into()))?;
+                }
+            }
+            while p.in_flight() > 0 {
+                p.ack_oldest().await.map_err(|e| nats_err("acknowledgement")(e.into()))?;
+            }
+        }
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
