@@ -766,3 +766,101 @@ async fn a_second_pgmirror_of_the_same_mirror_refuses_to_run() {
     setup.verify(&js, done).await;
     drop(first);
 }
+
+/// A JWT of `claims` (with `iss` and `sub` filled in), signed by `issuer` as NATS signs them.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, mut claims: Value) -> String {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let claims_obj = claims.as_object_mut().unwrap();
+    claims_obj.insert("iss".into(), json!(issuer.public_key()));
+    claims_obj.insert("sub".into(), json!(subject));
+    claims_obj.insert("iat".into(), json!(1_700_000_000));
+    claims_obj.insert("jti".into(), json!(format!("JTI{}", subject)));
+    let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = b64(claims.to_string().as_bytes());
+    let signed = format!("{header}.{body}");
+    let sig = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64(&sig))
+}
+
+/// A server configuration in operator mode (an operator, a system account and an account with
+/// JetStream) in `dir`, and a credentials file of a user of that account: (config, creds).
+fn operator_mode(dir: &std::path::Path) -> (String, String) {
+    let operator = nkeys::KeyPair::new_operator();
+    let system = nkeys::KeyPair::new_account();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let op_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        json!({"name": "op", "nats": {"type": "operator", "version": 2}}),
+    );
+    let limits = json!({"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1, "mem_storage": -1, "disk_storage": -1,
+        "streams": -1, "consumer": -1});
+    let account_claims = |name: &str, limits: Value| {
+        json!({"name": name, "nats": {"limits": limits,
+            "default_permissions": {"pub": {}, "sub": {}}, "type": "account", "version": 2}})
+    };
+    let sys_jwt = nats_jwt(&operator, &system.public_key(), account_claims("SYS", json!({})));
+    let acc_jwt = nats_jwt(&operator, &account.public_key(), account_claims("app", limits));
+    let user_jwt = nats_jwt(
+        &account,
+        &user.public_key(),
+        json!({"name": "pgm", "nats": {"pub": {}, "sub": {}, "subs": -1, "data": -1,
+            "payload": -1, "type": "user", "version": 2}}),
+    );
+    let conf = dir.join("operator.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "operator: \"{op_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: \"{sys_jwt}\"\n  {acc}: \"{acc_jwt}\"\n}}\n",
+            sys = system.public_key(),
+            acc = account.public_key(),
+        ),
+    )
+    .unwrap();
+    let creds = dir.join("pgm.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    (conf.to_str().unwrap().to_owned(), creds.to_str().unwrap().to_owned())
+}
+
+/// A credentials file (`?creds=FILE`) for a server in operator mode: without it the server
+/// refuses, with it the mirror publishes, and the file's secrets never appear in output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_file_in_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, creds) = operator_mode(dir.path());
+    let server = AuthServer::start(&["-c", &conf]);
+    let setup = Setup::new("nats_creds").await;
+    let source = setup.cluster.url(&setup.db);
+    let bare = format!("nats://127.0.0.1:{}", server.2);
+    let (ok, text) = pgmirror(&["check", "--source", &source, "--target", &bare]);
+    assert!(!ok, "a server in operator mode refuses a client without credentials: {text}");
+    let url = format!("{bare}?creds={creds}");
+    let (ok, text) = pgmirror(&["check", "--source", &source, "--target", &url]);
+    assert!(ok, "{text}");
+    let secrets = std::fs::read_to_string(&creds).unwrap();
+    let seed = secrets.lines().find(|l| l.starts_with("SU")).unwrap();
+    assert!(!text.contains(seed), "{text}");
+    let mut child = setup.spawn(&url, &[]);
+    let client = async_nats::ConnectOptions::with_credentials_file(&creds)
+        .await
+        .unwrap()
+        .connect(format!("127.0.0.1:{}", server.2))
+        .await
+        .unwrap();
+    setup.wait_copied(&jetstream::new(client)).await;
+    kill(&mut child);
+}

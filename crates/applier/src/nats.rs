@@ -30,7 +30,10 @@
 //! dropped by its `Nats-Msg-Id`.
 //!
 //! A stream at its size limit (with discard policy `new`) refuses messages:
-//! [`NatsError::StreamFull`], and nothing after the last flush is confirmed.
+//! [`NatsError::StreamFull`], and nothing after the last flush is confirmed. A change the
+//! stream refuses while it stores changes published after it (a smaller one that still fits, or
+//! a leader elected between two messages in flight) would land after them if published again:
+//! that stops the mirror as [`NatsError::OutOfOrder`], which says so, instead of retrying.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -143,6 +146,25 @@ pub enum NatsError {
         stream: String,
         /// The server's words.
         detail: String,
+        /// The last end LSN stored.
+        stored: Lsn,
+    },
+    /// The stream failed to store a change but stored changes published after it.
+    #[error(
+        "{cause}. Stream {stream:?} also stored {stored_after} changes published after that \
+         one, so it no longer holds them in commit order, and pgmirror stopped (nothing after \
+         {stored} was confirmed to the source). Started again once the cause is fixed, it \
+         publishes the missing change after them (dropping the later ones as duplicates); a \
+         consumer can restore the order by each message's Pgmirror-Commit-Lsn header and the \
+         index that ends its Nats-Msg-Id"
+    )]
+    OutOfOrder {
+        /// The stream.
+        stream: String,
+        /// Why the change was not stored.
+        cause: String,
+        /// Changes published after it that the stream stored.
+        stored_after: usize,
         /// The last end LSN stored.
         stored: Lsn,
     },
@@ -333,18 +355,35 @@ impl NatsTarget {
 
     fn publish_error(&self, e: AckError) -> ApplyError {
         let stream = &self.cfg.stream;
+        let stored = self.stored.unwrap_or(Lsn::ZERO);
         match e {
+            AckError::OutOfOrder { cause, stored_after } => {
+                let cause = self.publish_error(*cause);
+                let mut text = cause.to_string();
+                let mut source = std::error::Error::source(&cause);
+                while let Some(s) = source {
+                    let _ = write!(text, ": {s}");
+                    source = s.source();
+                }
+                NatsError::OutOfOrder { stream: stream.clone(), cause: text, stored_after, stored }
+                    .into()
+            }
             AckError::Refused { err_code, description }
                 if err_code == jetstream::ErrorCode::STREAM_STORE_FAILED.0 =>
             {
-                NatsError::StreamFull {
-                    stream: stream.clone(),
-                    detail: description,
-                    stored: self.stored.unwrap_or(Lsn::ZERO),
-                }
-                .into()
+                NatsError::StreamFull { stream: stream.clone(), detail: description, stored }.into()
             }
             // The same change is as large next time: not worth retrying.
+            AckError::Refused { err_code, description }
+                if err_code == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM.0 =>
+            {
+                NatsError::Config(format!(
+                    "NATS stream {stream:?} refused a change larger than its max_msg_size \
+                     ({description}); raise it (`nats stream edit {stream} --max-msg-size`), \
+                     then start again: nothing after {stored} was confirmed to the source"
+                ))
+                .into()
+            }
             AckError::Publish(e)
                 if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded =>
             {

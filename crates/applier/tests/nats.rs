@@ -368,3 +368,51 @@ fn anyhow_like(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// A change the stream refuses (larger than its `max_msg_size`) while it stores those published
+/// after it: a stop that says the order is broken and how many came after, never a retry loop;
+/// the same change last in its transaction is only too large.
+#[tokio::test]
+async fn a_refused_change_with_later_ones_stored_stops_and_says_the_order_broke() {
+    for (big_at, after) in [(1usize, 2usize), (3, 0)] {
+        let name = unique("order");
+        let cfg = config(&name, PayloadFormat::Json);
+        js().await
+            .create_stream(stream::Config {
+                name: cfg.stream.clone(),
+                subjects: vec![format!("{}.>", cfg.prefix)],
+                max_message_size: 2000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut t = target(&cfg).await;
+        let big = "x".repeat(3000);
+        let failed = async {
+            let (begin, commit) = txn(1);
+            t.begin(&begin).await?;
+            for i in 0..4 {
+                let id = i.to_string();
+                let v = if i == big_at { Some(big.as_str()) } else { Some("small") };
+                t.change(Change::Insert { rel: relation(), new: row(&[Some(&id), v, None]) })
+                    .await?;
+            }
+            t.commit(&commit).await?;
+            t.flush().await
+        };
+        let err = failed.await.unwrap_err();
+        let text = err.to_string();
+        let ApplyError::Nats(nats) = &err else { panic!("not a NATS error: {text}") };
+        assert!(!nats.is_transient(), "retrying cannot help: {text}");
+        assert!(text.contains("max_msg_size"), "{text}");
+        match nats {
+            NatsError::OutOfOrder { stored_after, .. } => {
+                assert_eq!(*stored_after, after, "{text}");
+                assert!(text.contains("commit order"), "{text}");
+            }
+            other => assert_eq!(after, 0, "not reported as out of order: {other}"),
+        }
+        let stored = stored_progress(&js().await, &cfg.bucket, &cfg.name).await.unwrap();
+        assert_eq!(stored, None, "nothing confirmed");
+    }
+}

@@ -9,9 +9,16 @@
 //! CPU than rendering the message. Here one subscription on `<inbox>.*` takes every reply; a
 //! message's reply subject is `<inbox>.<n>`, its number, so its acknowledgement finds it
 //! without a map, in whatever order replies arrive.
+//!
+//! With many messages in flight, the stream can refuse one (a size limit, no leader during an
+//! election) and store those sent after it. Retrying would then store the refused one after
+//! them, out of commit order; so a refusal also waits for the replies of the later messages and
+//! says how many of them were stored ([`AckError::OutOfOrder`]).
 
 use std::collections::VecDeque;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_nats::{Client, HeaderMap, StatusCode, Subject, Subscriber};
 use bytes::Bytes;
@@ -41,6 +48,23 @@ pub enum AckError {
         /// The server's words.
         description: String,
     },
+    /// A message failed, and messages sent after it were stored.
+    #[error("{cause}, and {stored_after} messages sent after it were stored")]
+    OutOfOrder {
+        /// Why the message failed.
+        cause: Box<AckError>,
+        /// How many later messages the stream stored.
+        stored_after: usize,
+    },
+}
+
+/// What became of one message in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Pending,
+    /// Stored at this stream sequence.
+    Stored(u64),
+    Failed,
 }
 
 /// A `PubAck`, or the error in its place.
@@ -68,8 +92,8 @@ pub struct Publisher {
     replies: Subscriber,
     /// The number of the oldest message not yet taken by [`Publisher::ack_oldest`].
     oldest: u64,
-    /// From `oldest` on, each message's stream sequence once acknowledged.
-    window: VecDeque<Option<u64>>,
+    /// From `oldest` on, what became of each message.
+    window: VecDeque<Slot>,
     timeout: Duration,
 }
 
@@ -110,7 +134,7 @@ impl Publisher {
         tokio::time::timeout(self.timeout, send)
             .await
             .map_err(|_| AckError::TimedOut(self.timeout))??;
-        self.window.push_back(None);
+        self.window.push_back(Slot::Pending);
         Ok(())
     }
 
@@ -118,30 +142,58 @@ impl Publisher {
     /// `None` when nothing is in flight.
     ///
     /// # Errors
-    /// The stream refused the message, no stream takes it, no acknowledgement came within the
-    /// timeout, or the connection closed.
+    /// The stream refused a message, no stream takes it, no acknowledgement came within the
+    /// timeout, or the connection closed; [`AckError::OutOfOrder`] when messages sent after the
+    /// failed one were stored.
     pub async fn ack_oldest(&mut self) -> Result<Option<u64>, AckError> {
         loop {
             match self.window.front() {
                 None => return Ok(None),
-                Some(Some(seq)) => {
-                    let seq = *seq;
+                Some(&Slot::Stored(seq)) => {
                     self.window.pop_front();
                     self.oldest += 1;
                     return Ok(Some(seq));
                 }
-                Some(None) => {}
+                Some(Slot::Pending | Slot::Failed) => {}
             }
-            let reply = tokio::time::timeout(self.timeout, self.replies.next())
-                .await
-                .map_err(|_| AckError::TimedOut(self.timeout))?
-                .ok_or(AckError::Closed)?;
-            self.take(&reply)?;
+            let reply = match tokio::time::timeout(self.timeout, self.replies.next()).await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => return Err(AckError::Closed),
+                Err(_) => {
+                    let oldest = self.oldest;
+                    return Err(self.failed(oldest, AckError::TimedOut(self.timeout)).await);
+                }
+            };
+            if let Err((n, e)) = self.take(&reply) {
+                return Err(self.failed(n, e).await);
+            }
         }
     }
 
-    /// Records one reply against its message.
-    fn take(&mut self, reply: &async_nats::Message) -> Result<(), AckError> {
+    /// Message `n` failed with `cause`: waits (one timeout at most) for the replies of the
+    /// messages still in flight and counts those sent after `n` that were stored.
+    async fn failed(&mut self, n: u64, cause: AckError) -> AckError {
+        let deadline = Instant::now() + self.timeout;
+        while self.window.contains(&Slot::Pending) {
+            match tokio::time::timeout_at(deadline, self.replies.next()).await {
+                Ok(Some(reply)) => {
+                    let _ = self.take(&reply);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let first_after = usize::try_from(n.saturating_sub(self.oldest) + 1).unwrap_or(usize::MAX);
+        let stored_after =
+            self.window.iter().skip(first_after).filter(|s| matches!(s, Slot::Stored(_))).count();
+        if stored_after == 0 {
+            cause
+        } else {
+            AckError::OutOfOrder { cause: Box::new(cause), stored_after }
+        }
+    }
+
+    /// Records one reply against its message; the message's number and error if it failed.
+    fn take(&mut self, reply: &async_nats::Message) -> Result<(), (u64, AckError)> {
         let Some(n) = reply
             .subject
             .as_str()
@@ -158,18 +210,32 @@ impl Publisher {
             // A late reply to a message already answered.
             return Ok(());
         };
-        if reply.status == Some(StatusCode::NO_RESPONDERS) {
-            return Err(AckError::NoStream);
+        if *slot != Slot::Pending {
+            return Ok(());
         }
-        let parsed: Reply =
-            serde_json::from_slice(&reply.payload).map_err(|e| AckError::Refused {
-                err_code: 0,
-                description: format!("unreadable acknowledgement: {e}"),
-            })?;
-        if let Some(r) = parsed.error {
-            return Err(AckError::Refused { err_code: r.err_code, description: r.description });
+        let outcome = if reply.status == Some(StatusCode::NO_RESPONDERS) {
+            Err(AckError::NoStream)
+        } else {
+            match serde_json::from_slice::<Reply>(&reply.payload) {
+                Ok(Reply { error: Some(r), .. }) => {
+                    Err(AckError::Refused { err_code: r.err_code, description: r.description })
+                }
+                Ok(Reply { seq, .. }) => Ok(seq),
+                Err(e) => Err(AckError::Refused {
+                    err_code: 0,
+                    description: format!("unreadable acknowledgement: {e}"),
+                }),
+            }
+        };
+        match outcome {
+            Ok(seq) => {
+                *slot = Slot::Stored(seq);
+                Ok(())
+            }
+            Err(e) => {
+                *slot = Slot::Failed;
+                Err((n, e))
+            }
         }
-        *slot = Some(parsed.seq);
-        Ok(())
     }
 }
