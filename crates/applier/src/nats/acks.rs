@@ -4,7 +4,7 @@
 //! A JetStream publish is a core NATS publish with a reply subject: the stream answers there
 //! with a `PubAck` (`{"stream":..,"seq":..}`) or an error (`{"error":{..}}`), and the server
 //! with a 503 status when no stream takes the subject. async-nats's
-//! `jetstream::Context::send_publish` makes each message a request of its own (a reply inbox, a
+//! `jetstream::Context::send_publish` makes each message a request of its own (a reply inbox, an
 //! entry in the client's request map, a oneshot channel and a timer), which cost pgmirror more
 //! CPU than rendering the message. Here one subscription on `<inbox>.*` takes every reply; a
 //! message's reply subject is `<inbox>.<n>`, its number, so its acknowledgement finds it
@@ -18,12 +18,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use async_nats::{Client, HeaderMap, StatusCode, Subject, Subscriber};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
+use tokio::time::Instant;
 
 /// Why a message was not acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +30,8 @@ pub enum AckError {
     /// The client refused to send it.
     #[error(transparent)]
     Publish(#[from] async_nats::client::PublishError),
-    /// No acknowledgement came in time.
-    #[error("no acknowledgement within {0:?}")]
+    /// The connection took no more messages, or no acknowledgement came, in time.
+    #[error("the NATS server neither took nor acknowledged a message within {0:?}")]
     TimedOut(Duration),
     /// The connection's subscription ended.
     #[error("the connection to the NATS server closed")]
