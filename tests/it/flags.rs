@@ -37,6 +37,8 @@ const FOREIGN: &[&str] = &[
     "--nocapture",
     "--warm-up-time",
     "--measurement-time",
+    // the nats CLI, named in the fix for a stream's message size limit
+    "--max-msg-size",
     // docker compose
     "--build",
     "--rm",
