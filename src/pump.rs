@@ -150,6 +150,8 @@ pub async fn pump_until<T: Target>(
         tokio::select! {
             event = stream.next() => {
                 let event = event.ok_or(PumpError::SourceClosed)?;
+                // Silent for `IDLE_AFTER` or longer, even if no timer fired meanwhile.
+                quiet |= Instant::now() >= started + IDLE_AFTER;
                 pending = true;
                 fresh |= std::mem::take(&mut quiet);
                 reached |= on_event(applier, &stream, metrics, &mut catch_up, event, end).await?;
@@ -178,7 +180,9 @@ async fn flush_idle<T: Target>(
     }
     report_positions(metrics, stream);
     catch_up.update(stream.received_lsn(), stream.confirmed_lsn());
-    *pending = applier.next_deadline().is_some();
+    // Commits that only wait to become durable are looked at again at the applier's next
+    // deadline (its durability poll), not every `IDLE_AFTER`.
+    *pending = applier.holds_unflushed_commits();
     if !*pending && applier.is_quiescent() {
         // Quiet and applied: everything received is done, and a keepalive's position means
         // the primary had nothing for us before it.

@@ -234,6 +234,12 @@ impl<T: Target> Applier<T> {
         matches!(self.txn, Txn::None) && self.stream.is_none()
     }
 
+    /// Whether commits are grouped in the target's open transaction, waiting for a flush
+    /// (as opposed to flushed commits waiting only to become durable).
+    pub fn holds_unflushed_commits(&self) -> bool {
+        self.pending_since.is_some()
+    }
+
     /// When the caller should call [`idle`](Self::idle) at the latest, even if messages keep
     /// arriving: the batch delay of unflushed commits, or the next durability check.
     pub fn next_deadline(&self) -> Option<Instant> {
