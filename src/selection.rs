@@ -20,6 +20,13 @@ pub struct TableSelection {
     pub exclude_tables: Option<Vec<String>>,
 }
 
+impl TableSelection {
+    /// The tables of the publication `name`.
+    pub fn publication(name: impl Into<String>) -> Self {
+        TableSelection { publication: Some(name.into()), tables: None, exclude_tables: None }
+    }
+}
+
 /// The publication to stream: the one named, or one created (if missing) for `--tables`,
 /// named `default_name`.
 ///

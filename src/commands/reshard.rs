@@ -27,7 +27,7 @@ use clap::Args;
 use pgconn::{ConnConfig, DatabaseIdentity};
 use tokio_postgres::Client;
 
-use crate::commands::shard_keys::TargetArgs;
+use crate::commands::shard_keys::{self, TargetArgs};
 use crate::conn;
 use crate::mirror::registry::{self, MirrorState};
 use crate::mirror::shards::verify::{ShardVerifyOptions, verify};
@@ -69,10 +69,11 @@ enum Shards {
 }
 
 impl Shards {
-    fn parse(targets: &TargetArgs) -> anyhow::Result<Self> {
-        Ok(match targets.mysql()? {
+    /// The URLs given as `flag`.
+    fn parse(flag: &str, urls: &[String]) -> anyhow::Result<Self> {
+        Ok(match shard_keys::mysql_shards(flag, urls)? {
             Some(urls) => Shards::MySql(urls),
-            None => Shards::Postgres(targets.all()?),
+            None => Shards::Postgres(shard_keys::postgres_shards(flag, urls)?),
         })
     }
 }
@@ -195,10 +196,8 @@ pub async fn run(args: ReshardArgs) -> anyhow::Result<ExitCode> {
     if args.name == args.retire {
         bail!("--name and --retire both name {:?}: name the new mirror and the old one", args.name);
     }
-    let new_shards = Shards::parse(&args.targets)?;
-    let old_args = TargetArgs { target: args.retire_target.clone(), shard_key: Vec::new() };
-    let old_shards = Shards::parse(&old_args)
-        .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("--target", "--retire-target")))?;
+    let new_shards = Shards::parse("--target", &args.targets.target)?;
+    let old_shards = Shards::parse("--retire-target", &args.retire_target)?;
     let source_cfg = args.source.config()?;
     let source = pgconn::connect_sql(&source_cfg).await.context("connecting to the source")?;
 
@@ -293,11 +292,7 @@ async fn verified(
     shards: &Shards,
     new: &Recorded,
 ) -> anyhow::Result<bool> {
-    let tables = TableSelection {
-        publication: Some(new.publication.clone()),
-        tables: None,
-        exclude_tables: None,
-    };
+    let tables = TableSelection::publication(new.publication.clone());
     match shards {
         Shards::Postgres(cfgs) => {
             let report = verify(&ShardVerifyOptions {

@@ -52,26 +52,7 @@ impl TargetArgs {
     /// # Errors
     /// A malformed connection string; a NATS or MySQL/MariaDB target among them.
     pub fn all(&self) -> anyhow::Result<Vec<ConnConfig>> {
-        self.target
-            .iter()
-            .map(|t| {
-                if crate::target_url::is_nats_url(t) {
-                    bail!(
-                        "--target {}: a NATS stream cannot be a shard; publish into NATS with a \
-                         single --target",
-                        shown(t)
-                    );
-                }
-                if applier::mysql::session::is_mysql_url(t) {
-                    bail!(
-                        "--target {}: the shards of a mirror are all PostgreSQL or all \
-                         MySQL/MariaDB databases; give --target URLs of one kind",
-                        shown(t)
-                    );
-                }
-                conn::parse("--target", t)
-            })
-            .collect()
+        postgres_shards("--target", &self.target)
     }
 
     /// The shards, when they are all MySQL/MariaDB databases; `None` when none is.
@@ -79,24 +60,7 @@ impl TargetArgs {
     /// # Errors
     /// A malformed URL; a mix of MySQL/MariaDB and other targets.
     pub fn mysql(&self) -> anyhow::Result<Option<Vec<MySqlUrl>>> {
-        let is_mysql = |t: &String| applier::mysql::session::is_mysql_url(t);
-        if !self.target.iter().any(is_mysql) {
-            return Ok(None);
-        }
-        self.target
-            .iter()
-            .map(|t| {
-                if !is_mysql(t) {
-                    bail!(
-                        "--target {}: the shards of a mirror are all PostgreSQL or all \
-                         MySQL/MariaDB databases; give --target URLs of one kind",
-                        shown(t)
-                    );
-                }
-                MySqlUrl::parse(t).with_context(|| format!("--target {}", shown(t)))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map(Some)
+        mysql_shards("--target", &self.target)
     }
 
     /// The sharded tables.
@@ -106,6 +70,56 @@ impl TargetArgs {
     pub fn layout(&self) -> anyhow::Result<ShardLayout> {
         parse(&self.shard_key)
     }
+}
+
+/// The URLs given as `flag`, in order, when they are PostgreSQL databases.
+///
+/// # Errors
+/// A malformed connection string; a NATS or MySQL/MariaDB target among them.
+pub fn postgres_shards(flag: &str, urls: &[String]) -> anyhow::Result<Vec<ConnConfig>> {
+    urls.iter()
+        .map(|t| {
+            if crate::target_url::is_nats_url(t) {
+                bail!(
+                    "{flag} {}: a NATS stream cannot be a shard; publish into NATS with a single \
+                     {flag}",
+                    shown(t)
+                );
+            }
+            if applier::mysql::session::is_mysql_url(t) {
+                bail!("{}", mixed_kinds(flag, t));
+            }
+            conn::parse(flag, t)
+        })
+        .collect()
+}
+
+/// The URLs given as `flag`, when they are all MySQL/MariaDB databases; `None` when none is.
+///
+/// # Errors
+/// A malformed URL; a mix of MySQL/MariaDB and other targets.
+pub fn mysql_shards(flag: &str, urls: &[String]) -> anyhow::Result<Option<Vec<MySqlUrl>>> {
+    let is_mysql = |t: &String| applier::mysql::session::is_mysql_url(t);
+    if !urls.iter().any(is_mysql) {
+        return Ok(None);
+    }
+    urls.iter()
+        .map(|t| {
+            if !is_mysql(t) {
+                bail!("{}", mixed_kinds(flag, t));
+            }
+            MySqlUrl::parse(t).with_context(|| format!("{flag} {}", shown(t)))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(Some)
+}
+
+fn mixed_kinds(flag: &str, url: &str) -> String {
+    format!(
+        "{flag} {}: the shards of a mirror are all PostgreSQL or all MySQL/MariaDB databases; \
+         give {flag} URLs of one kind",
+        shown(url)
+    )
 }
 
 /// A target URL without its user and password, for messages.

@@ -294,7 +294,7 @@ async fn run_sharded(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         else {
             bail!("no mirror {name:?} on the first --target; give --name, or --tables")
         };
-        TableSelection { publication: Some(rec.publication), tables: None, exclude_tables: None }
+        TableSelection::publication(rec.publication)
     };
     let opts = ShardVerifyOptions {
         source: args.source.config()?,

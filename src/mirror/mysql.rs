@@ -328,35 +328,59 @@ async fn set_up(
     // Stored before the tables are altered, so that a crash leaves a record of what to undo.
     progress::save(conn, &row).await?;
     copy::pause_stats_recalc(conn, &row.stats_paused).await?;
-    let snapshot = if opts.initial_copy { SnapshotAction::Export } else { SnapshotAction::Nothing };
+    let consistent_point =
+        create_slot_and_copy(repl, source, &slot, opts.initial_copy, shutdown, |name| async move {
+            copy_all(opts, defs, tables, &name).await
+        })
+        .await?;
+    if opts.initial_copy {
+        end_stats_pauses(conn, &mut row).await?;
+        tracing::info!("initial copy done");
+    }
+    row.state = MirrorState::Streaming;
+    row.lsn = Some(consistent_point);
+    progress::save(conn, &row).await.context("storing the initial progress")?;
+    Ok(row)
+}
+
+/// Creates `slot`, exporting its snapshot when `initial_copy`, and then runs `copy` under that
+/// snapshot (its name); a copy that fails or is stopped drops the slot again, as the next start
+/// copies under a new one and this one would only keep WAL. Closes the replication connection
+/// (the snapshot lives until then) and returns the slot's consistent point.
+async fn create_slot_and_copy<Fut>(
+    mut repl: ReplicationClient,
+    source: &tokio_postgres::Client,
+    slot: &str,
+    initial_copy: bool,
+    shutdown: &Shutdown,
+    copy: impl FnOnce(String) -> Fut,
+) -> anyhow::Result<Lsn>
+where
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let snapshot = if initial_copy { SnapshotAction::Export } else { SnapshotAction::Nothing };
     let created = repl
-        .create_slot(&slot, CreateSlotOptions { snapshot, ..Default::default() })
+        .create_slot(slot, CreateSlotOptions { snapshot, ..Default::default() })
         .await
         .context("creating the slot")?;
     tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created slot");
-    if opts.initial_copy {
+    if initial_copy {
         let Some(name) = created.snapshot_name.clone() else {
             bail!("the source did not export a snapshot for slot {slot:?}");
         };
         let mut stop = shutdown.clone();
         let copied = tokio::select! {
-            r = copy_all(opts, defs, tables, &name) => r,
+            r = copy(name) => r,
             () = stop.wait() => Err(anyhow::anyhow!("stopped during the initial copy")),
         };
         if let Err(e) = copied {
-            // The next start copies again under a new slot: this one would only keep WAL.
             repl.close().await;
-            drop_slot(source, &slot).await;
+            drop_slot(source, slot).await;
             return Err(e);
         }
-        end_stats_pauses(conn, &mut row).await?;
-        tracing::info!("initial copy done");
     }
     repl.close().await;
-    row.state = MirrorState::Streaming;
-    row.lsn = Some(created.consistent_point);
-    progress::save(conn, &row).await.context("storing the initial progress")?;
-    Ok(row)
+    Ok(created.consistent_point)
 }
 
 /// Before an initial copy into one database (`on`: which, for messages): empties the tables

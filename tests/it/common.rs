@@ -120,6 +120,19 @@ pub fn spawn(args: &[&str], source: &str, target: &str) -> Mirror {
     Mirror(child)
 }
 
+/// Runs the built binary without blocking the runtime: its exit code and its output.
+pub fn pgmirror_task(args: Vec<String>) -> tokio::task::JoinHandle<(Option<i32>, String)> {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_pgmirror")).args(&args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    })
+}
+
 /// SIGKILLs a mirror process and reaps it.
 pub fn kill(child: &mut Mirror) {
     child.0.kill().expect("SIGKILL pgmirror");

@@ -397,21 +397,7 @@ async fn mysql_shards_two_become_three_through_reshard() {
         args.extend(["--retire-target".to_owned(), u.clone()]);
     }
     args.extend(SHARD_KEYS.iter().flat_map(|k| ["--shard-key".to_owned(), (*k).to_owned()]));
-    let reshard = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
-                .args(&refs)
-                .output()
-                .unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            (out.status.code(), text)
-        })
-    };
+    let reshard = crate::common::pgmirror_task;
     let slots = |slot: String| {
         let src = &src;
         async move {

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio_postgres::Client;
 
-use crate::common::{Mirror, database, kill, store_mirror, wait_for};
+use crate::common::{Mirror, database, kill, pgmirror_task, store_mirror, wait_for};
 
 /// The Store tables' shard keys: a customer's orders with the customer; items by order.
 const SHARD_KEYS: [&str; 3] = ["customers=id", "orders=customer_id", "order_items=order_id"];
@@ -363,19 +363,6 @@ fn reshard_args(
     }
     args.extend(SHARD_KEYS.iter().flat_map(|k| ["--shard-key".to_owned(), (*k).to_owned()]));
     args
-}
-
-/// Runs the built binary without blocking the runtime: its exit code and its output.
-fn pgmirror_task(args: Vec<String>) -> tokio::task::JoinHandle<(Option<i32>, String)> {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_pgmirror")).args(&args).output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
-    })
 }
 
 async fn slot_exists(cluster: &Cluster, slot: &str) -> bool {

@@ -39,6 +39,18 @@ async fn find_row(
     }
 }
 
+/// The tables given, or else those of the mirror's publication as `conn` records it.
+async fn selection(
+    conn: &mut sqlx::MySqlConnection,
+    name: Option<&str>,
+    tables: Option<TableSelection>,
+) -> anyhow::Result<TableSelection> {
+    Ok(match tables {
+        Some(t) => t,
+        None => TableSelection::publication(find_row(conn, name).await?.publication),
+    })
+}
+
 /// `pgmirror verify` into MySQL: each table compared row by row; exit 0 only when all match.
 /// Tables that still differ are compared again after a second (at most twice), so changes the
 /// mirror was applying do not count.
@@ -55,17 +67,7 @@ pub async fn verify(
 ) -> anyhow::Result<ExitCode> {
     let src = pgconn::connect_sql(source).await.context("connecting to the source")?;
     let (mut conn, _) = session::connect(target.options()).await?;
-    let selection = match tables {
-        Some(t) => t,
-        None => {
-            let row = find_row(&mut conn, name).await?;
-            TableSelection {
-                publication: Some(row.publication),
-                tables: None,
-                exclude_tables: None,
-            }
-        }
-    };
+    let selection = selection(&mut conn, name, tables).await?;
     let (_, tables) = describe_tables(&src, &selection).await?;
     let mut all_match = true;
     let mut out = String::new();
@@ -120,17 +122,7 @@ pub async fn verify_shards(
     let src = pgconn::connect_sql(source).await.context("connecting to the source")?;
     let mut conns: Vec<_> =
         super::shards::connect_all(shards).await?.into_iter().map(|(c, _)| c).collect();
-    let selection = match tables {
-        Some(t) => t,
-        None => {
-            let row = find_row(&mut conns[0], name).await.context("shard 0")?;
-            TableSelection {
-                publication: Some(row.publication),
-                tables: None,
-                exclude_tables: None,
-            }
-        }
-    };
+    let selection = selection(&mut conns[0], name, tables).await.context("shard 0")?;
     let (_, tables) = describe_tables(&src, &selection).await?;
     let keys = super::shards::routed_keys(layout, &tables)?;
     let compare = super::shards::compare_shards;

@@ -18,12 +18,12 @@ use applier::mysql::{copy, take};
 use applier::shard::{KeyColumn, KeyType, ShardLayout, ShardedTarget};
 use applier::{MySqlTarget, MySqlTargetConfig};
 use futures_util::future::{BoxFuture, try_join_all};
-use replication::{CreateSlotOptions, ReplicationClient, SnapshotAction};
+use replication::ReplicationClient;
 use sqlx::MySqlConnection;
 use tablesync::TableDef;
 
 use super::{
-    MySqlMirrorOptions, copying_row, describe_tables, drop_slot, end_stats_pauses,
+    MySqlMirrorOptions, copying_row, create_slot_and_copy, describe_tables, end_stats_pauses,
     plan_stats_pauses, ready_for_copy, stream_into, take_lock,
 };
 use crate::retry::Backoff;
@@ -231,34 +231,18 @@ async fn set_up(
         tracing::info!(slot = %slot, "streaming from the existing slot, without an initial copy");
         return Ok(rows.swap_remove(0));
     }
-    let snapshot = if opts.initial_copy { SnapshotAction::Export } else { SnapshotAction::Nothing };
-    let created = repl
-        .create_slot(&slot, CreateSlotOptions { snapshot, ..Default::default() })
-        .await
-        .context("creating the slot")?;
-    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created slot");
+    let consistent_point =
+        create_slot_and_copy(repl, source, &slot, opts.initial_copy, shutdown, |name| async move {
+            copy_routed(opts, defs, tables, keys, &name).await
+        })
+        .await?;
     if opts.initial_copy {
-        let Some(name) = created.snapshot_name.clone() else {
-            bail!("the source did not export a snapshot for slot {slot:?}");
-        };
-        let mut stop = shutdown.clone();
-        let copied = tokio::select! {
-            r = copy_routed(opts, defs, tables, keys, &name) => r,
-            () = stop.wait() => Err(anyhow::anyhow!("stopped during the initial copy")),
-        };
-        if let Err(e) = copied {
-            // The next start copies again under a new slot: this one would only keep WAL.
-            repl.close().await;
-            drop_slot(source, &slot).await;
-            return Err(e);
-        }
         tracing::info!(shards = shards.len(), "initial copy done");
     }
-    repl.close().await;
     for ((conn, _), row) in shards.iter_mut().zip(&mut rows) {
         end_stats_pauses(conn, row).await?;
         row.state = MirrorState::Streaming;
-        row.lsn = Some(created.consistent_point);
+        row.lsn = Some(consistent_point);
         progress::save(conn, row).await.context("storing the initial progress")?;
     }
     Ok(rows.swap_remove(0))
