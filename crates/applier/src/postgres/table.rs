@@ -327,8 +327,14 @@ impl TableInfo {
     }
 
     /// Set-based update of many rows by key:
-    /// `UPDATE t SET a = v.c1 FROM unnest($1, $2, ...) AS v(k0, c1, ...) WHERE t.k = v.k0`.
-    /// Parameters: one array per key column (old key), then one per set column.
+    /// `UPDATE t SET a = v.c1 FROM (SELECT unnest($1) AS k0, unnest($2) AS c1, ...) AS v
+    /// WHERE t.k = v.k0`. Parameters: one array per key column (old key), then one per set
+    /// column.
+    ///
+    /// The arrays are unnested in a select list, where PostgreSQL (10 and later) walks them in
+    /// step and hands each row on as it goes; `FROM unnest(...)` would first copy every row
+    /// into a tuplestore, spilling to a temporary file past `work_mem` (about a tenth of the
+    /// statement's time on 200k-row batches).
     ///
     /// `guard`: columns whose value a row must keep to be updated here (`IS NOT DISTINCT
     /// FROM`); the statement then returns the 1-based positions of the rows it updated, so
@@ -340,19 +346,16 @@ impl TableInfo {
         key_binary: &[bool],
         guard: &[usize],
     ) -> String {
-        let mut arrays = Vec::new();
-        let mut aliases = Vec::new();
+        let mut columns = Vec::new();
         let mut n = 1;
         for (j, &k) in self.key.iter().enumerate() {
-            arrays.push(self.array_param(k, n, key_binary[j]));
-            aliases.push(format!("k{j}"));
+            columns.push(format!("unnest({}) AS k{j}", self.array_param(k, n, key_binary[j])));
             n += 1;
         }
         let mut sets = Vec::new();
         for (i, c) in self.cols.iter().enumerate() {
             if set[i] {
-                arrays.push(self.array_param(i, n, binary[i]));
-                aliases.push(format!("c{i}"));
+                columns.push(format!("unnest({}) AS c{i}", self.array_param(i, n, binary[i])));
                 sets.push(format!("{} = v.c{i}", c.quoted));
                 n += 1;
             }
@@ -366,18 +369,18 @@ impl TableInfo {
         for &g in guard {
             conds.push(format!("t.{} IS NOT DISTINCT FROM v.c{g}", self.cols[g].quoted));
         }
-        let (ordinality, returning) = if guard.is_empty() {
-            ("", "")
+        let returning = if guard.is_empty() {
+            ""
         } else {
-            aliases.push("ord".into());
-            (" WITH ORDINALITY", " RETURNING v.ord")
+            // 1-based positions, walked in step with the arrays.
+            columns.push("generate_series(1::bigint, cardinality($1)) AS ord".into());
+            " RETURNING v.ord"
         };
         format!(
-            "UPDATE {} AS t SET {} FROM unnest({}){ordinality} AS v({}) WHERE {}{returning}",
+            "UPDATE {} AS t SET {} FROM (SELECT {}) AS v WHERE {}{returning}",
             self.name,
             sets.join(", "),
-            arrays.join(", "),
-            aliases.join(", "),
+            columns.join(", "),
             conds.join(" AND ")
         )
     }
@@ -611,14 +614,14 @@ mod tests {
         );
         assert_eq!(
             t.batch_update_sql(&[false, true, false], &[false, false, false], &[true], &[]),
-            "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = v.c1 FROM unnest($1::integer[], $2::text[]::text[]) \
-             AS v(k0, c1) WHERE t.\"id\" = v.k0"
+            "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = v.c1 FROM (SELECT unnest($1::integer[]) AS k0, \
+             unnest($2::text[]::text[]) AS c1) AS v WHERE t.\"id\" = v.k0"
         );
         assert_eq!(
             t.batch_update_sql(&[false, true, false], &[false, true, false], &[true], &[1]),
-            "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = v.c1 FROM unnest($1::integer[], $2::text[]) \
-             WITH ORDINALITY AS v(k0, c1, ord) WHERE t.\"id\" = v.k0 AND t.\"v\" IS NOT DISTINCT FROM \
-             v.c1 RETURNING v.ord"
+            "UPDATE \"my\"\"ns\".\"t\" AS t SET \"v\" = v.c1 FROM (SELECT unnest($1::integer[]) AS k0, \
+             unnest($2::text[]) AS c1, generate_series(1::bigint, cardinality($1)) AS ord) AS v WHERE \
+             t.\"id\" = v.k0 AND t.\"v\" IS NOT DISTINCT FROM v.c1 RETURNING v.ord"
         );
         assert_eq!(
             t.row_update_sql(&[false, true, true], &[]),
