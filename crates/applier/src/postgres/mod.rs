@@ -72,6 +72,12 @@ pub struct PostgresTargetConfig {
     pub max_inflight_bytes: usize,
     /// Statements in flight before waiting for replies.
     pub max_inflight_statements: usize,
+    /// Bytes of statements in flight on the second session that applies a large streamed
+    /// transaction as it arrives. Deeper than the main session's: the walsender sends such a
+    /// transaction in bursts of `logical_decoding_work_mem` and decodes the next one in
+    /// between, so whatever the target has not been handed when a burst ends is applied
+    /// while the walsender decodes instead of after it.
+    pub fork_max_inflight_bytes: usize,
     /// Runs of at least this many inserts into one table go through `COPY`.
     pub copy_min_rows: usize,
     /// Runs of at least this many updates or deletes by key go as one set-based statement.
@@ -94,6 +100,7 @@ impl PostgresTargetConfig {
             replica_role: true,
             max_inflight_bytes: 8 << 20,
             max_inflight_statements: 4096,
+            fork_max_inflight_bytes: 64 << 20,
             copy_min_rows: 32,
             batch_min_rows: 4,
             batch_max_rows: 2000,
@@ -382,7 +389,11 @@ impl Target for PostgresTarget {
     async fn fork(&mut self) -> Result<Option<Self>, ApplyError> {
         let Some(connector) = self.connector.clone() else { return Ok(None) };
         let client = connector().await.map_err(ApplyError::Connect)?;
-        let cfg = PostgresTargetConfig { synchronous_commit: true, ..self.cfg.clone() };
+        let cfg = PostgresTargetConfig {
+            synchronous_commit: true,
+            max_inflight_bytes: self.cfg.fork_max_inflight_bytes,
+            ..self.cfg.clone()
+        };
         let mut fork = PostgresTarget::new(client, cfg).await?;
         fork.catalog = self.catalog.for_fork();
         fork.session.parent = Some(self.session.pid);
