@@ -442,9 +442,39 @@ pub(super) async fn next_copy(
 /// mirror to be copied again, checking every second.
 pub(super) async fn requested(opts: &MirrorOptions) -> anyhow::Result<()> {
     let target = pgconn::connect_sql(&opts.target).await.context("connecting to the target")?;
+    // Prepared once: the check runs every second for as long as the mirror streams.
+    let exists = target
+        .prepare("SELECT to_regclass('pgmirror.resyncs') IS NOT NULL")
+        .await
+        .context("reading the target")?;
+    let mut asked = None;
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        if load(&target, &opts.name).await?.iter().any(|r| r.state == "requested") {
+        let asked = match &asked {
+            Some(statement) => statement,
+            None => {
+                let found: bool =
+                    target.query_one(&exists, &[]).await.context("reading the target")?.get(0);
+                if !found {
+                    continue;
+                }
+                asked.insert(
+                    target
+                        .prepare(
+                            "SELECT EXISTS (SELECT FROM pgmirror.resyncs \
+                             WHERE mirror_name = $1 AND state = 'requested')",
+                        )
+                        .await
+                        .context("reading pgmirror.resyncs")?,
+                )
+            }
+        };
+        let found: bool = target
+            .query_one(asked, &[&opts.name])
+            .await
+            .context("reading pgmirror.resyncs")?
+            .get(0);
+        if found {
             return Ok(());
         }
     }
