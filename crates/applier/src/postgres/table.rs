@@ -333,8 +333,7 @@ impl TableInfo {
     ///
     /// The arrays are unnested in a select list, where PostgreSQL (10 and later) walks them in
     /// step and hands each row on as it goes; `FROM unnest(...)` would first copy every row
-    /// into a tuplestore, spilling to a temporary file past `work_mem` (about a tenth of the
-    /// statement's time on 200k-row batches).
+    /// into a tuplestore (a temporary file past `work_mem`).
     ///
     /// `guard`: columns whose value a row must keep to be updated here (`IS NOT DISTINCT
     /// FROM`); the statement then returns the 1-based positions of the rows it updated, so
