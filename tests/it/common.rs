@@ -76,6 +76,21 @@ where
     }
 }
 
+/// Waits until a walsender holds `slot` on the primary: the mirror has finished its initial
+/// copy and streams, so changes made from now on reach it through the stream.
+pub async fn wait_streaming(src: &Client, slot: &str, timeout: Duration) {
+    wait_for(timeout, &format!("a walsender to hold slot {slot}"), || async {
+        src.query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+            &[&slot],
+        )
+        .await
+        .expect("pg_replication_slots")
+        .is_some()
+    })
+    .await;
+}
+
 /// Waits until every Store table on the replica equals the primary.
 pub async fn wait_converged(src: &Client, dst: &Client, timeout: Duration) {
     let want = fingerprints(src).await;
