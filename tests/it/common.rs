@@ -76,12 +76,14 @@ where
     }
 }
 
-/// Waits until a walsender holds `slot` on the primary: the mirror has finished its initial
-/// copy and streams, so changes made from now on reach it through the stream.
+/// Waits until `slot` has its consistent point and a walsender holds it (the mirror's set-up
+/// or its stream): changes committed from now on are not in its initial copy and reach it
+/// through the stream.
 pub async fn wait_streaming(src: &Client, slot: &str, timeout: Duration) {
     wait_for(timeout, &format!("a walsender to hold slot {slot}"), || async {
         src.query_opt(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+            "SELECT 1 FROM pg_replication_slots \
+             WHERE slot_name = $1 AND active AND confirmed_flush_lsn IS NOT NULL",
             &[&slot],
         )
         .await

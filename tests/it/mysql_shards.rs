@@ -377,8 +377,8 @@ async fn mysql_shards_two_become_three_through_reshard() {
     let keys = routed_keys(&old.layout, &tables).unwrap();
     wait_equal(&src, &mut old_shards, &tables, &keys, Duration::from_secs(120)).await;
     let (new, new_stop, new_task) = start(&new_urls);
-    // Written once the new mirror streams, so that its layout can only verify equal (and
-    // `reshard` find it streaming) through the stream, not through its initial copy alone.
+    // Written after the new slot's consistent point, so that its layout can only verify equal
+    // (and `reshard` find it streaming) through the stream, not through its initial copy.
     crate::common::wait_streaming(&src, &new.slot_name(), Duration::from_secs(120)).await;
     src.batch_execute(
         "INSERT INTO customers (email, name) SELECT 'r' || g || '@x', 'r' \
