@@ -76,20 +76,24 @@ where
     }
 }
 
-/// Waits until `slot` has its consistent point and a walsender holds it (the mirror's set-up
-/// or its stream): changes committed from now on are not in its initial copy and reach it
-/// through the stream.
-pub async fn wait_streaming(src: &Client, slot: &str, timeout: Duration) {
-    wait_for(timeout, &format!("a walsender to hold slot {slot}"), || async {
-        src.query_opt(
-            "SELECT 1 FROM pg_replication_slots \
-             WHERE slot_name = $1 AND active AND confirmed_flush_lsn IS NOT NULL",
-            &[&slot],
-        )
-        .await
-        .expect("pg_replication_slots")
-        .is_some()
-    })
+/// Waits until `slot` exists and has finished building its snapshot: only transactions that
+/// commit after that are decoded for it, and none of them is in a copy made under its snapshot.
+pub async fn wait_slot_ready(client: &Client, slot: &str) {
+    wait_for(
+        Duration::from_secs(120),
+        &format!("slot {slot} to reach its consistent point"),
+        || async {
+            client
+                .query_opt(
+                    "SELECT 1 FROM pg_replication_slots \
+                 WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL",
+                    &[&slot],
+                )
+                .await
+                .expect("pg_replication_slots")
+                .is_some()
+        },
+    )
     .await;
 }
 

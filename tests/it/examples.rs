@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio_postgres::Client;
 
-use crate::common::{database, fingerprints, store_pair, wait_for};
+use crate::common::{database, fingerprints, store_pair, wait_for, wait_slot_ready};
 
 #[allow(dead_code)] // `main` is for `cargo run --example`
 #[path = "../../examples/cdc.rs"]
@@ -18,23 +17,6 @@ mod custom_target;
 #[allow(dead_code)]
 #[path = "../../examples/mirror_from_code.rs"]
 mod mirror_from_code;
-
-/// Waits until `slot` exists and has finished building its snapshot: only transactions that
-/// commit after that are decoded.
-async fn wait_slot_ready(client: &Client, slot: &str) {
-    wait_for(Duration::from_secs(60), "the example's slot", || async {
-        client
-            .query_opt(
-                "SELECT 1 FROM pg_replication_slots \
-                 WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL",
-                &[&slot],
-            )
-            .await
-            .expect("pg_replication_slots")
-            .is_some()
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdc_prints_each_committed_change() {

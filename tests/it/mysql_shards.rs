@@ -379,7 +379,7 @@ async fn mysql_shards_two_become_three_through_reshard() {
     let (new, new_stop, new_task) = start(&new_urls);
     // Written after the new slot's consistent point, so that its layout can only verify equal
     // (and `reshard` find it streaming) through the stream, not through its initial copy.
-    crate::common::wait_streaming(&src, &new.slot_name(), Duration::from_secs(120)).await;
+    crate::common::wait_slot_ready(&src, &new.slot_name()).await;
     src.batch_execute(
         "INSERT INTO customers (email, name) SELECT 'r' || g || '@x', 'r' \
            FROM generate_series(1, 30) g; \
