@@ -4,18 +4,26 @@
 //! COMMIT returns before its WAL is flushed. A target crash may then lose the last commits,
 //! but the progress row goes with them, so the source sends them again. What must not happen
 //! is confirming such a commit to the primary (it would drop the WAL we still need). So after
-//! each COMMIT the target's WAL insert position is recorded, and a source LSN is reported
-//! durable only once `pg_current_wal_flush_lsn()` has passed the position recorded for it (the
-//! WAL writer flushes within a few hundred milliseconds; the applier polls). With
-//! `synchronous_commit: true` the session uses `local` and a returned COMMIT is durable.
+//! each COMMIT the target's WAL insert position is recorded (asked in the COMMIT's own
+//! pipeline), and a source LSN is reported durable only once `pg_current_wal_flush_lsn()` has
+//! passed the position recorded for it (the WAL writer flushes within a few hundred
+//! milliseconds; the applier polls). With `synchronous_commit: true` the session uses `local`
+//! and a returned COMMIT is durable.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use pgoutput_decoder::Lsn;
 use tokio_postgres::types::PgLsn;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, Row, Statement};
 
 use crate::error::ApplyError;
+
+/// The reply to the WAL position query sent behind a COMMIT.
+pub(super) type PositionFuture =
+    Pin<Box<dyn Future<Output = Result<Row, tokio_postgres::Error>> + Send>>;
 
 /// The durability of one session's commits.
 pub(super) struct Durability {
@@ -40,20 +48,30 @@ impl Durability {
         Ok(Durability { synchronous, wal_stmt, flush_lsn_stmt, flushes: Flushes::default() })
     }
 
-    /// A COMMIT holding the source transactions up to `end_lsn` returned.
-    pub(super) async fn committed(
+    /// The WAL position query to send right behind a COMMIT, in the same pipeline: the
+    /// server answers it after the COMMIT, so its insert position covers the commit record,
+    /// and no round trip is spent on it. `None` when a returned COMMIT is durable.
+    pub(super) fn position_after_commit(&self, client: &Arc<Client>) -> Option<PositionFuture> {
+        if self.synchronous {
+            return None;
+        }
+        let client = Arc::clone(client);
+        let stmt = self.wal_stmt.clone();
+        Some(Box::pin(async move { client.query_one(&stmt, &[]).await }))
+    }
+
+    /// A COMMIT holding the source transactions up to `end_lsn` returned; `position` is the
+    /// answer to [`Self::position_after_commit`]'s query sent behind it.
+    pub(super) fn committed(
         &mut self,
-        client: &Client,
+        position: Option<Result<Row, tokio_postgres::Error>>,
         end_lsn: Lsn,
     ) -> Result<(), ApplyError> {
-        if self.synchronous {
+        let Some(position) = position else {
             self.flushes.durable_up_to(end_lsn);
             return Ok(());
-        }
-        let row = client
-            .query_one(&self.wal_stmt, &[])
-            .await
-            .map_err(|e| ApplyError::target("reading the WAL position", e))?;
+        };
+        let row = position.map_err(|e| ApplyError::target("reading the WAL position", e))?;
         let insert: PgLsn = row.get(0);
         let flushed: PgLsn = row.get(1);
         self.flushes.push(u64::from(insert), end_lsn);

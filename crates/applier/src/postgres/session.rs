@@ -2,8 +2,12 @@
 //! the target transaction (opened lazily, committed by [`Target::flush`] with the progress
 //! row), and its subtransactions.
 
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
+use futures_util::future::maybe_done;
 use pgoutput_decoder::Lsn;
 use tokio_postgres::{Client, Statement};
 
@@ -238,12 +242,28 @@ impl PostgresTarget {
             }
             let fut = simple_future(&self.session.client, "COMMIT".to_owned());
             self.session.pipe.push(fut, Purpose::Other("COMMIT"), 16).await?;
+            let mut position = if self.last_commit.is_some() {
+                self.durability.position_after_commit(&self.session.client).map(maybe_done)
+            } else {
+                None
+            };
+            if let Some(p) = &mut position {
+                // Polled once to send it now, behind the COMMIT.
+                poll_fn(|cx| Poll::Ready(Pin::new(&mut *p).poll(cx).is_ready())).await;
+            }
             self.session.pipe.drain().await?;
             self.session.in_txn = false;
             self.session.savepoints.clear();
             self.stats.commits += 1;
             if let Some(c) = self.last_commit.take() {
-                self.durability.committed(&self.session.client, c.end_lsn).await?;
+                let position = match position {
+                    Some(mut p) => {
+                        (&mut p).await;
+                        Pin::new(&mut p).take_output()
+                    }
+                    None => None,
+                };
+                self.durability.committed(position, c.end_lsn)?;
             }
         } else if self.durability.has_unflushed() {
             self.durability.poll(&self.session.client).await?;
