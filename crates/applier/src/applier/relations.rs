@@ -18,12 +18,12 @@ use crate::target::{Change, TypeMap};
 /// Relations as described so far, in arrival order, and the types the source announced.
 #[derive(Debug, Default)]
 pub(super) struct Relations {
-    by_id: HashMap<u32, Arc<Relation>>,
+    by_id: foldhash::HashMap<u32, Arc<Relation>>,
     /// Non-builtin types announced so far (for a target that must name them).
     types: TypeMap,
     /// Relation messages in arrival order: when each entry of `by_id` arrived.
     seq: u64,
-    at: HashMap<u32, u64>,
+    at: foldhash::HashMap<u32, u64>,
     /// The latest Relation each in-flight streamed transaction sent, with when it arrived.
     streamed: HashMap<u32, HashMap<u32, (u64, Arc<Relation>)>>,
 }

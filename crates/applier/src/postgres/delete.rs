@@ -1,7 +1,6 @@
 //! Deletes: by key, batched into one set-based statement over arrays; for `REPLICA IDENTITY
 //! FULL`, batched too, each old row deleting one target row that prints as it did.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use pgoutput_decoder::{Lsn, OldTuple, Relation, Tuple};
@@ -66,7 +65,7 @@ impl PostgresTarget {
                 let kind = RunKind::Delete {
                     key_binary: key_binary.into(),
                     rows: Vec::new(),
-                    keys: HashSet::new(),
+                    keys: Default::default(),
                 };
                 self.start_run(&rel, kind).await?
             }
@@ -106,8 +105,12 @@ impl PostgresTarget {
         let i = match self.run_index(rel_id) {
             Some(i) if fits => i,
             _ => {
-                let kind =
-                    RunKind::FullDelete { matched, binary, rows: Vec::new(), keys: HashSet::new() };
+                let kind = RunKind::FullDelete {
+                    matched,
+                    binary,
+                    rows: Vec::new(),
+                    keys: Default::default(),
+                };
                 self.start_run(&rel, kind).await?
             }
         };

@@ -2,7 +2,6 @@
 //! binary values, which are exactly the send/recv format `COPY (FORMAT binary)` reads), short
 //! runs as one statement over arrays, single rows as `INSERT`.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -99,7 +98,7 @@ impl PostgresTarget {
                 let kind = RunKind::Insert {
                     format: fmt,
                     rows: Vec::new(),
-                    keys: HashMap::new(),
+                    keys: Default::default(),
                     copy: None,
                 };
                 self.start_run(&rel, kind).await?
@@ -186,7 +185,7 @@ impl PostgresTarget {
             encode_copy_row(&mut c, &row);
             c.rows += 1;
         }
-        *keys = HashMap::new();
+        *keys = Default::default();
         *copy = Some(c);
         Ok(())
     }

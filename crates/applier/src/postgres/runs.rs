@@ -1,6 +1,6 @@
 //! Runs: the buffered changes of one table that go out together.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use pgoutput_decoder::{Lsn, Relation, Tuple};

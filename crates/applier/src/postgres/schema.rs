@@ -30,7 +30,7 @@ pub trait TypeResolver: Send + Sync {
 /// What the target knows of the source's relations and types.
 pub(super) struct Catalog {
     /// Per source relation id: the target table behind it, with its prepared statements.
-    pub(super) tables: HashMap<u32, TableInfo>,
+    pub(super) tables: foldhash::HashMap<u32, TableInfo>,
     /// Non-builtin types the source announced, to name the types of columns it adds.
     types: TypeMap,
     resolver: Option<Arc<dyn TypeResolver>>,
@@ -42,7 +42,7 @@ pub(super) struct Catalog {
 impl Catalog {
     pub(super) fn new() -> Self {
         Catalog {
-            tables: HashMap::new(),
+            tables: foldhash::HashMap::default(),
             types: TypeMap::new(),
             resolver: None,
             alters_schema: true,

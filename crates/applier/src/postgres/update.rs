@@ -2,7 +2,6 @@
 //! batched into one set-based statement over arrays per shape; for `REPLICA IDENTITY FULL`,
 //! one row at a time. Unchanged TOAST values are left out of `SET` lists.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
@@ -175,7 +174,7 @@ impl PostgresTarget {
         let i = match self.run_index(rel_id) {
             Some(i) if fits => i,
             _ => {
-                let kind = RunKind::Update { rows: Vec::new(), keys: HashMap::new() };
+                let kind = RunKind::Update { rows: Vec::new(), keys: Default::default() };
                 self.start_run(&rel, kind).await?
             }
         };
@@ -254,8 +253,8 @@ impl PostgresTarget {
                     set,
                     set_binary,
                     rows: Vec::new(),
-                    olds: HashSet::new(),
-                    news: HashSet::new(),
+                    olds: Default::default(),
+                    news: Default::default(),
                 };
                 self.start_run(&rel, kind).await?
             }
