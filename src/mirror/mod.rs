@@ -223,16 +223,30 @@ async fn wait_for_slot_release(source: &pgconn::ConnConfig, slot: &str) -> anyho
 /// A target connection that holds this mirror's advisory lock, so a second pgmirror for the
 /// same mirror refuses to run.
 async fn lock_mirror(client: Client, name: &str) -> anyhow::Result<Client> {
-    let locked = wait_for_release(|| async {
-        let locked: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtextextended('pgmirror:' || $1, 0))",
-                &[&name],
-            )
-            .await
-            .context("taking the mirror's lock on the target")?
-            .get(0);
-        Ok(locked)
+    let mut tries = 0;
+    let locked = wait_for_release(|| {
+        tries += 1;
+        let first = tries == 1;
+        let client = &client;
+        async move {
+            let locked: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended('pgmirror:' || $1, 0))",
+                    &[&name],
+                )
+                .await
+                .context("taking the mirror's lock on the target")?
+                .get(0);
+            if first && !locked {
+                // A restart of this mirror waits for its predecessor's session to end.
+                tracing::info!(
+                    "another pgmirror holds mirror {name:?} on this target; waiting up to {} s \
+                     for it to stop",
+                    RELEASE_WAIT.as_secs()
+                );
+            }
+            Ok(locked)
+        }
     })
     .await?;
     if !locked {

@@ -523,12 +523,15 @@ async fn second_process_for_the_same_mirror_refuses_to_run() {
     let second = Command::new(env!("CARGO_BIN_EXE_pgmirror"))
         .args(["mirror", "--source", &source, "--target", &target, "--name", &name])
         .args(["--tables", &store::TABLES.join(",")])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .output()
         .expect("run a second pgmirror");
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "the second pgmirror must refuse: {stderr}");
-    assert!(stderr.contains("another pgmirror is already running"), "{stderr}");
+    // It says at once why it waits, then refuses.
+    let waiting = stderr.find("another pgmirror holds mirror").expect(&stderr);
+    let refused = stderr.find("another pgmirror is already running").expect(&stderr);
+    assert!(waiting < refused, "{stderr}");
     assert!(first.0.try_wait().unwrap().is_none(), "the first one keeps running");
 
     // The first still mirrors.

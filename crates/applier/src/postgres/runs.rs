@@ -1,8 +1,8 @@
 //! Runs: the buffered changes of one table that go out together.
 
-use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashSet};
 use pgoutput_decoder::{Lsn, Relation, Tuple};
 
 use crate::error::ApplyError;
