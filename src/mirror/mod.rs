@@ -223,39 +223,43 @@ async fn wait_for_slot_release(source: &pgconn::ConnConfig, slot: &str) -> anyho
 /// A target connection that holds this mirror's advisory lock, so a second pgmirror for the
 /// same mirror refuses to run.
 async fn lock_mirror(client: Client, name: &str) -> anyhow::Result<Client> {
-    let mut tries = 0;
-    let locked = wait_for_release(|| {
-        tries += 1;
-        let first = tries == 1;
-        let client = &client;
-        async move {
-            let locked: bool = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock(hashtextextended('pgmirror:' || $1, 0))",
-                    &[&name],
-                )
-                .await
-                .context("taking the mirror's lock on the target")?
-                .get(0);
-            if first && !locked {
-                // A restart of this mirror waits for its predecessor's session to end.
-                tracing::info!(
-                    "another pgmirror holds mirror {name:?} on this target; waiting up to {} s \
-                     for it to stop",
-                    RELEASE_WAIT.as_secs()
-                );
-            }
-            Ok(locked)
-        }
-    })
-    .await?;
-    if !locked {
+    let key = format!("pgmirror:{name}");
+    let held_by = format!("mirror {name:?} on this target");
+    if !advisory_lock(&client, &key, &held_by)
+        .await
+        .context("taking the mirror's lock on the target")?
+    {
         bail!(
             "another pgmirror is already running mirror {name:?} on this target; stop it first \
              (or give this one another --name)"
         );
     }
     Ok(client)
+}
+
+/// Takes the session advisory lock named `key` on `client`'s server, waiting (see
+/// [`wait_for_release`]) for a previous holder's session to end; says at once that it waits,
+/// naming what the lock is for (`held_by`). False when another session still holds it.
+async fn advisory_lock(client: &Client, key: &str, held_by: &str) -> anyhow::Result<bool> {
+    let mut first = true;
+    wait_for_release(|| {
+        let told = !std::mem::take(&mut first);
+        async move {
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key])
+                .await?
+                .get(0);
+            if !locked && !told {
+                // A restart waits for its predecessor's session to end.
+                tracing::info!(
+                    "another pgmirror holds {held_by}; waiting up to {} s for it to stop",
+                    RELEASE_WAIT.as_secs()
+                );
+            }
+            Ok(locked)
+        }
+    })
+    .await
 }
 
 /// One streaming session: connect, apply until stopped or disconnected.

@@ -235,18 +235,11 @@ async fn lock_on_source(
     slot: &str,
     name: &str,
 ) -> anyhow::Result<()> {
-    let locked = super::wait_for_release(|| async {
-        let locked: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtextextended('pgmirror slot:' || $1, 0))",
-                &[&slot],
-            )
-            .await
-            .context("taking the mirror's lock on the source")?
-            .get(0);
-        Ok(locked)
-    })
-    .await?;
+    let key = format!("pgmirror slot:{slot}");
+    let held_by = format!("mirror {name:?} (slot {slot:?}) from this source");
+    let locked = super::advisory_lock(client, &key, &held_by)
+        .await
+        .context("taking the mirror's lock on the source")?;
     if !locked {
         bail!(
             "another pgmirror is already running mirror {name:?} (slot {slot:?}) from this \

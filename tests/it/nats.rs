@@ -757,7 +757,9 @@ async fn a_second_pgmirror_of_the_same_mirror_refuses_to_run() {
         &setup.prefix,
     ]);
     assert!(!ok, "{out}");
-    assert!(out.contains("another pgmirror is already running mirror"), "{out}");
+    let waiting = out.find("another pgmirror holds mirror").expect(&out);
+    let refused = out.find("another pgmirror is already running mirror").expect(&out);
+    assert!(waiting < refused, "says at once that it waits: {out}");
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(setup.cluster, &setup.db, stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
