@@ -241,15 +241,15 @@ async fn lock_mirror(client: Client, name: &str) -> anyhow::Result<Client> {
 /// [`wait_for_release`]) for a previous holder's session to end; says at once that it waits,
 /// naming what the lock is for (`held_by`). False when another session still holds it.
 async fn advisory_lock(client: &Client, key: &str, held_by: &str) -> anyhow::Result<bool> {
-    let mut first = true;
+    let mut untried = true;
     wait_for_release(|| {
-        let told = !std::mem::take(&mut first);
+        let first_try = std::mem::take(&mut untried);
         async move {
             let locked: bool = client
                 .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key])
                 .await?
                 .get(0);
-            if !locked && !told {
+            if !locked && first_try {
                 // A restart waits for its predecessor's session to end.
                 tracing::info!(
                     "another pgmirror holds {held_by}; waiting up to {} s for it to stop",
