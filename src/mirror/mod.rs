@@ -144,6 +144,29 @@ where
     }
 }
 
+/// [`wait_for_release`] for something with a holder: `holder` describes who holds it, `None`
+/// once it is free. The first time it is held, says so and that it waits (a restart waits
+/// for its predecessor's session to end, which is otherwise a silent pause).
+async fn wait_for_holder<F, Fut>(mut holder: F) -> anyhow::Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<String>>>,
+{
+    let told = AtomicBool::new(false);
+    wait_for_release(|| {
+        let held = holder();
+        let told = &told;
+        async move {
+            let Some(by) = held.await? else { return Ok(true) };
+            if !told.swap(true, Ordering::Relaxed) {
+                tracing::info!("{by}; waiting up to {} s for it to stop", RELEASE_WAIT.as_secs());
+            }
+            Ok(false)
+        }
+    })
+    .await
+}
+
 /// Where a streaming session reads the source.
 struct SessionSource<'a> {
     config: &'a pgconn::ConnConfig,
@@ -187,7 +210,8 @@ impl SessionSource<'_> {
         }
         // START_REPLICATION refuses a slot a walsender still holds; one held for longer than
         // the wait gets that refusal, which names the process.
-        wait_for_slot_release(self.config, slot).await?;
+        let sql = pgconn::connect_sql(self.config).await.context("connecting to the source")?;
+        wait_for_slot_release(&sql, slot).await?;
         let mut start = StartReplication::new(slot.to_owned(), [self.publication.to_owned()]);
         start.start_lsn = progress;
         start.binary = self.binary;
@@ -202,19 +226,21 @@ impl SessionSource<'_> {
     }
 }
 
-/// Waits (see [`wait_for_release`]) until no walsender streams from `slot`.
-async fn wait_for_slot_release(source: &pgconn::ConnConfig, slot: &str) -> anyhow::Result<()> {
-    let source = pgconn::connect_sql(source).await.context("connecting to the source")?;
-    wait_for_release(|| async {
-        let active = source
+/// Waits (see [`wait_for_holder`]) until no walsender streams from `slot`.
+pub(super) async fn wait_for_slot_release(source: &Client, slot: &str) -> anyhow::Result<()> {
+    wait_for_holder(|| async {
+        let pid: Option<i32> = source
             .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
+                "SELECT active_pid FROM pg_catalog.pg_replication_slots \
+                 WHERE slot_name = $1 AND active",
                 &[&slot],
             )
             .await
             .context("looking up the slot")?
-            .is_some();
-        Ok(!active)
+            .and_then(|r| r.get(0));
+        Ok(pid.map(|pid| {
+            format!("replication slot {slot:?} is in use by process {pid} on the source")
+        }))
     })
     .await?;
     Ok(())
@@ -238,26 +264,15 @@ async fn lock_mirror(client: Client, name: &str) -> anyhow::Result<Client> {
 }
 
 /// Takes the session advisory lock named `key` on `client`'s server, waiting (see
-/// [`wait_for_release`]) for a previous holder's session to end; says at once that it waits,
-/// naming what the lock is for (`held_by`). False when another session still holds it.
+/// [`wait_for_holder`]) for a previous holder's session to end; `held_by` names what the lock
+/// is for. False when another session still holds it.
 async fn advisory_lock(client: &Client, key: &str, held_by: &str) -> anyhow::Result<bool> {
-    let mut untried = true;
-    wait_for_release(|| {
-        let first_try = std::mem::take(&mut untried);
-        async move {
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key])
-                .await?
-                .get(0);
-            if !locked && first_try {
-                // A restart waits for its predecessor's session to end.
-                tracing::info!(
-                    "another pgmirror holds {held_by}; waiting up to {} s for it to stop",
-                    RELEASE_WAIT.as_secs()
-                );
-            }
-            Ok(locked)
-        }
+    wait_for_holder(|| async move {
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key])
+            .await?
+            .get(0);
+        Ok((!locked).then(|| format!("another pgmirror holds {held_by}")))
     })
     .await
 }

@@ -568,18 +568,7 @@ async fn stream_into<T: Target + Send>(
         );
     }
     let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
-    wait_for_release(|| async {
-        let active = source
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&row.slot],
-            )
-            .await
-            .context("looking up the slot")?
-            .is_some();
-        Ok(!active)
-    })
-    .await?;
+    super::wait_for_slot_release(&source, &row.slot).await?;
     let mut start = StartReplication::new(row.slot.clone(), [row.publication.clone()]);
     start.start_lsn = progress;
     // Text values: what the type mapping converts, exactly as the source prints them.
