@@ -212,6 +212,7 @@ impl SessionSource<'_> {
         // the wait gets that refusal, which names the process.
         let sql = pgconn::connect_sql(self.config).await.context("connecting to the source")?;
         wait_for_slot_release(&sql, slot).await?;
+        drop(sql);
         let mut start = StartReplication::new(slot.to_owned(), [self.publication.to_owned()]);
         start.start_lsn = progress;
         start.binary = self.binary;
