@@ -86,7 +86,7 @@ pub async fn wait_slot_ready(client: &Client, slot: &str) {
             client
                 .query_opt(
                     "SELECT 1 FROM pg_replication_slots \
-                 WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL",
+                     WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL",
                     &[&slot],
                 )
                 .await

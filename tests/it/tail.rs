@@ -99,18 +99,7 @@ async fn tail_prints_each_change_once_across_restarts() {
     // The slot is created by tail; wait until it is consistent before writing (it is listed
     // while it still waits for the transactions running elsewhere on the shared cluster, and
     // a commit before its consistent point is never decoded).
-    crate::common::wait_for(Duration::from_secs(20), "the tail slot", || async {
-        client
-            .query_opt(
-                "SELECT 1 FROM pg_replication_slots \
-                 WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL",
-                &[&slot],
-            )
-            .await
-            .unwrap()
-            .is_some()
-    })
-    .await;
+    crate::common::wait_slot_ready(&client, &slot).await;
     // Three separate transactions (one query string would merge the INSERT into the BEGIN).
     client
         .execute(
