@@ -12,9 +12,9 @@ use tokio_postgres::Client;
 use crate::BenchOptions;
 use crate::clusters::{bench_cluster_builder, checkpoint, cluster_settings, copy_table, drop_db};
 use crate::error::Error;
-use crate::procstat::{self, BackendSampler, WalsenderSampler};
+use crate::procstat::{self, BackendSampler, CpuSpan, WalsenderSampler};
 use crate::report::{
-    BenchReport, Contender, DecodeShare, LatencyReport, ProcessFigures, RunResult, Stat,
+    BenchReport, Contender, DecodeShare, LatencyReport, PathCpu, ProcessFigures, RunResult, Stat,
     WorkloadReport, describe, mb, summarize_named,
 };
 use crate::workload::{self, SENTINEL_DDL, SENTINEL_TABLE, Workload};
@@ -497,7 +497,8 @@ impl Bench {
         let walsender_cpu_s = sampler.finish(self.ticks_per_second);
         let target_cpu_s = backends.finish(self.ticks_per_second);
         if measure_latency {
-            self.measure_latency("native", &backlog.db, &target, || Ok(())).await?;
+            let path = SamplePath { slot, consumer: None, target_db: &name };
+            self.measure_latency("native", &backlog.db, &target, path, || Ok(())).await?;
         }
         let verified = self.verify(backlog, &target).await?;
         target.batch_execute(&format!("ALTER SUBSCRIPTION {sub} DISABLE")).await?;
@@ -635,7 +636,9 @@ impl Bench {
         let target_cpu_s = backends.finish(self.ticks_per_second);
         waited?;
         if measure_latency {
-            self.measure_latency("pgmirror", &backlog.db, &target, || alive(&mut child)).await?;
+            let path = SamplePath { slot, consumer: Some(pid), target_db: &name };
+            self.measure_latency("pgmirror", &backlog.db, &target, path, || alive(&mut child))
+                .await?;
         }
         let _ = child.kill().await;
         let verified = self.verify(backlog, &target).await?;
@@ -688,15 +691,37 @@ impl Bench {
         }
     }
 
-    /// Single-row inserts on the idle primary, each timed until visible on the target.
+    /// Single-row inserts on the idle primary, each timed until visible on the target, and
+    /// the CPU time per insert of the processes on its way (`path`).
     pub(crate) async fn measure_latency(
         &mut self,
         contender: &str,
         db: &str,
         target: &Client,
+        path: SamplePath<'_>,
         mut alive: impl FnMut() -> Result<(), Error>,
     ) -> Result<(), Error> {
         let src = self.flushing_session(db).await?;
+        let walsender = pids(
+            &src,
+            "SELECT active_pid FROM pg_catalog.pg_replication_slots \
+             WHERE slot_name = $1 AND active_pid IS NOT NULL",
+            path.slot,
+        )
+        .await?;
+        // The target's server processes on the database, but for this polling session.
+        let appliers = pids(
+            target,
+            "SELECT pid FROM pg_catalog.pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
+            path.target_db,
+        )
+        .await?;
+        let spans = [
+            Some(CpuSpan::start(&walsender)),
+            path.consumer.map(|p| CpuSpan::start(&[p])),
+            Some(CpuSpan::start(&appliers)),
+        ];
         let mut samples = Vec::new();
         for i in 0..self.opts.latency_samples {
             // Ids distinct per contender: later slots replay earlier contenders' samples.
@@ -709,11 +734,24 @@ impl Bench {
             wait_sentinel(target, id, Duration::from_secs(30), LATENCY_POLL, &mut alive).await?;
             samples.push(t.elapsed().as_secs_f64() * 1e3);
         }
+        let n = self.opts.latency_samples;
+        // Microseconds per sample. Sample counts stay far below 2^52: exact as f64.
+        #[allow(clippy::cast_precision_loss)]
+        let per_sample = |span: &Option<CpuSpan>| {
+            span.as_ref().and_then(CpuSpan::nanos).map(|ns| ns as f64 / n as f64 / 1e3)
+        };
+        let [walsender, consumer, appliers] = &spans;
+        let cpu_us = PathCpu {
+            walsender: per_sample(walsender),
+            consumer: per_sample(consumer),
+            target: per_sample(appliers),
+        };
         if let Some(ms) = Stat::of(samples) {
             self.latency.push(LatencyReport {
                 contender: contender.to_owned(),
-                samples: self.opts.latency_samples,
+                samples: n,
                 ms,
+                cpu_us,
             });
         }
         // Later contenders of this backlog replay these rows after their sentinel: harmless.
@@ -753,6 +791,27 @@ pub(crate) async fn publish(src: &Client, w: Workload) -> Result<Vec<String>, Er
     ))
     .await?;
     Ok(tables)
+}
+
+/// The processes a latency sample's change goes through on its way to the target.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SamplePath<'a> {
+    /// The slot whose walsender sends the changes.
+    pub(crate) slot: &'a str,
+    /// The consumer's own process (pgmirror), when it runs outside the servers.
+    pub(crate) consumer: Option<u32>,
+    /// The target database, whose server processes apply the changes.
+    pub(crate) target_db: &'a str,
+}
+
+/// The pids a query with one text parameter returns (`int4`, nulls left out).
+async fn pids(client: &Client, sql: &str, param: &str) -> Result<Vec<u32>, Error> {
+    let rows = client.query(sql, &[&param]).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get::<_, Option<i32>>(0))
+        .filter_map(|p| u32::try_from(p).ok())
+        .collect())
 }
 
 /// How often the live latency is polled. tokio's timer rounds a sleep up to the next whole

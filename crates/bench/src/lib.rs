@@ -47,8 +47,8 @@ pub use clusters::ClusterSettings;
 pub use error::Error;
 pub use harness::run;
 pub use report::{
-    BenchReport, ContenderReport, DecodeShare, LatencyReport, RunResult, Stat, WorkloadReport,
-    render,
+    BenchReport, ContenderReport, DecodeShare, LatencyReport, PathCpu, RunResult, Stat,
+    WorkloadReport, render,
 };
 use workload::{Scale, Workload};
 

@@ -19,7 +19,7 @@ use pgconn::quote_ident;
 use tokio_postgres::Client;
 
 use crate::error::Error;
-use crate::harness::{Backlog, Bench, CATCH_UP_POLL, wait_sentinel};
+use crate::harness::{Backlog, Bench, CATCH_UP_POLL, SamplePath, wait_sentinel};
 use crate::procstat::{BackendSampler, WalsenderSampler};
 use crate::report::RunResult;
 use crate::workload::{SENTINEL_TABLE, Workload};
@@ -122,7 +122,8 @@ impl Bench {
         let result = async {
             let mut r = self.pglogical_catch_up(backlog, &mut target, &name, slot, run).await?;
             if measure_latency {
-                self.measure_latency("pglogical", &backlog.db, &target, || Ok(())).await?;
+                let path = SamplePath { slot, consumer: None, target_db: &name };
+                self.measure_latency("pglogical", &backlog.db, &target, path, || Ok(())).await?;
             }
             r.verified = self.verify(backlog, &target).await?;
             Ok(r)

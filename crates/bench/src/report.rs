@@ -185,6 +185,22 @@ pub struct LatencyReport {
     pub samples: usize,
     /// Milliseconds.
     pub ms: Stat,
+    /// CPU time per sample of the processes on the change's way.
+    pub cpu_us: PathCpu,
+}
+
+/// CPU time per latency sample, in microseconds, of the processes one change goes through:
+/// the work behind the latency, including what each does between samples (keepalives, status
+/// updates, its own timers). `None` where it could not be read.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PathCpu {
+    /// The walsender.
+    pub walsender: Option<f64>,
+    /// The consumer's own process, when it runs outside the servers (pgmirror).
+    pub consumer: Option<f64>,
+    /// The target's server processes on the database (the subscriber's apply worker, or
+    /// pgmirror's sessions).
+    pub target: Option<f64>,
 }
 
 /// The whole benchmark.
@@ -453,11 +469,24 @@ pub fn render(report: &BenchReport) -> String {
          changes (the subscriber's apply worker, or pgmirror's target sessions)"
     );
     for l in &report.latency {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "live latency {}: median {:.1} ms (min {:.1}, max {:.1}) over {} samples",
             l.contender, l.ms.median, l.ms.min, l.ms.max, l.samples
         );
+        let cpu: Vec<String> = [
+            ("walsender", l.cpu_us.walsender),
+            (l.contender.as_str(), l.cpu_us.consumer),
+            ("target", l.cpu_us.target),
+        ]
+        .iter()
+        .filter_map(|(who, us)| us.map(|us| format!("{who} {us:.0} µs")))
+        .collect();
+        if cpu.is_empty() {
+            let _ = writeln!(s);
+        } else {
+            let _ = writeln!(s, "; CPU per sample: {}", cpu.join(", "));
+        }
     }
     s
 }
