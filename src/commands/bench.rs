@@ -23,7 +23,9 @@ pub struct BenchArgs {
     /// Print the results as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// Live-latency samples (0 skips the measurement).
+    /// Live-latency samples (0 skips the measurement): single-row transactions on the idle
+    /// primary, each timed until visible on the target, with the CPU time per sample of the
+    /// walsender, pgmirror and the target's processes.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub latency_samples: usize,
     /// Seconds one contender may take before its run counts as failed.
