@@ -702,21 +702,10 @@ impl Bench {
         mut alive: impl FnMut() -> Result<(), Error>,
     ) -> Result<(), Error> {
         let src = self.flushing_session(db).await?;
-        let walsender = pids(
-            &src,
-            "SELECT active_pid FROM pg_catalog.pg_replication_slots \
-             WHERE slot_name = $1 AND active_pid IS NOT NULL",
-            path.slot,
-        )
-        .await?;
-        // The target's server processes on the database, but for this polling session.
-        let appliers = pids(
-            target,
-            "SELECT pid FROM pg_catalog.pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
-            path.target_db,
-        )
-        .await?;
+        let walsender = procstat::server_pids(&src, procstat::WALSENDER_PID, path.slot).await?;
+        // Asked on the polling session, which is left out.
+        let appliers =
+            procstat::server_pids(target, procstat::DATABASE_PIDS, path.target_db).await?;
         let spans = [
             Some(CpuSpan::start(&walsender)),
             path.consumer.map(|p| CpuSpan::start(&[p])),
@@ -802,16 +791,6 @@ pub(crate) struct SamplePath<'a> {
     pub(crate) consumer: Option<u32>,
     /// The target database, whose server processes apply the changes.
     pub(crate) target_db: &'a str,
-}
-
-/// The pids a query with one text parameter returns (`int4`, nulls left out).
-async fn pids(client: &Client, sql: &str, param: &str) -> Result<Vec<u32>, Error> {
-    let rows = client.query(sql, &[&param]).await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| r.get::<_, Option<i32>>(0))
-        .filter_map(|p| u32::try_from(p).ok())
-        .collect())
 }
 
 /// How often the live latency is polled. tokio's timer rounds a sleep up to the next whole

@@ -79,6 +79,28 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The walsender serving a slot, by the slot's name.
+pub(crate) const WALSENDER_PID: &str = "SELECT active_pid FROM pg_catalog.pg_replication_slots \
+     WHERE slot_name = $1 AND active_pid IS NOT NULL";
+
+/// The server processes connected to a database, by its name, but for the asking session.
+pub(crate) const DATABASE_PIDS: &str = "SELECT pid FROM pg_catalog.pg_stat_activity \
+     WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()";
+
+/// The pids that `sql` (one of the queries above) returns for `param`.
+pub(crate) async fn server_pids(
+    client: &Client,
+    sql: &str,
+    param: &str,
+) -> Result<Vec<u32>, tokio_postgres::Error> {
+    let rows = client.query(sql, &[&param]).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get::<_, Option<i32>>(0))
+        .filter_map(|p| u32::try_from(p).ok())
+        .collect())
+}
+
 /// Follows the server processes a query names and keeps, per process, the highest CPU time
 /// read from its `/proc` entry, read every few milliseconds so that a process that exits with
 /// its client loses at most one interval. The processes' CPU times are summed at the end.
@@ -94,7 +116,7 @@ struct Lookup {
     sql: &'static str,
     param: String,
     /// Pids never counted (the benchmark's own sessions).
-    exclude: Vec<i32>,
+    exclude: Vec<u32>,
     /// Keep asking after the first pid was found (backends come and go); otherwise the first
     /// answer is kept (a walsender lives as long as its client).
     refresh: bool,
@@ -115,13 +137,8 @@ impl CpuSampler {
                     Some(at) => lookup.refresh && at.elapsed() >= Duration::from_millis(100),
                 };
                 if due {
-                    if let Ok(rows) = client.query(lookup.sql, &[&lookup.param]).await {
-                        pids = rows
-                            .iter()
-                            .filter_map(|r| r.get::<_, Option<i32>>(0))
-                            .filter(|p| !lookup.exclude.contains(p))
-                            .filter_map(|p| u32::try_from(p).ok())
-                            .collect();
+                    if let Ok(found) = server_pids(&client, lookup.sql, &lookup.param).await {
+                        pids = found.into_iter().filter(|p| !lookup.exclude.contains(p)).collect();
                     }
                     last_lookup = Some(Instant::now());
                 }
@@ -174,13 +191,7 @@ impl WalsenderSampler {
     pub fn start(primary: Client, slot: String) -> Self {
         WalsenderSampler(CpuSampler::start(
             primary,
-            Lookup {
-                sql: "SELECT active_pid FROM pg_catalog.pg_replication_slots \
-                      WHERE slot_name = $1 AND active_pid IS NOT NULL",
-                param: slot,
-                exclude: Vec::new(),
-                refresh: false,
-            },
+            Lookup { sql: WALSENDER_PID, param: slot, exclude: Vec::new(), refresh: false },
         ))
     }
 
@@ -206,10 +217,9 @@ impl BackendSampler {
         BackendSampler(CpuSampler::start(
             server,
             Lookup {
-                sql: "SELECT pid FROM pg_catalog.pg_stat_activity \
-                      WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
+                sql: DATABASE_PIDS,
                 param: db,
-                exclude,
+                exclude: exclude.into_iter().filter_map(|p| u32::try_from(p).ok()).collect(),
                 refresh: true,
             },
         ))
@@ -257,10 +267,12 @@ mod tests {
     fn reads_own_process() {
         let me = std::process::id();
         assert!(cpu_ticks(me).is_some());
+        // The kernel adds up a running task's time at its ticks and switches: spin until one.
         let span = CpuSpan::start(&[me]);
+        let t = Instant::now();
         let mut x = 0_u64;
-        for i in 0..1_000_000_u64 {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        while span.nanos() == Some(0) && t.elapsed() < Duration::from_secs(5) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
         }
         assert!(span.nanos().is_some_and(|ns| ns > 0), "{x}");
         assert!(peak_rss_bytes(me).unwrap() > 0);
