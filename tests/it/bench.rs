@@ -56,6 +56,19 @@ fn bench_tiny_workload_reports_every_contender_verified() {
     let latency = report["latency"].as_array().expect("latency");
     // Every contender but pg_recvlogical.
     assert_eq!(latency.len(), expected.len() - 1, "{latency:?}");
+    // The CPU per sample of the processes on the way: the walsender and the target's
+    // processes for each, pgmirror's own process for pgmirror alone.
+    for l in latency {
+        let cpu = &l["cpu_us"];
+        assert!(cpu["walsender"].as_f64().is_some_and(|us| us > 0.0), "{l}");
+        assert!(cpu["target"].as_f64().is_some_and(|us| us > 0.0), "{l}");
+        let own = cpu["consumer"].as_f64();
+        if l["contender"] == "pgmirror" {
+            assert!(own.is_some_and(|us| us > 0.0), "{l}");
+        } else {
+            assert_eq!(own, None, "{l}");
+        }
+    }
     // Without --durable both clusters ran without fsync, and said so.
     assert_eq!(report["durable"], false);
     let clusters = report["clusters"].as_array().expect("clusters");
