@@ -706,11 +706,9 @@ impl Bench {
         // Asked on the polling session, which is left out.
         let appliers =
             procstat::server_pids(target, procstat::DATABASE_PIDS, path.target_db).await?;
-        let spans = [
-            Some(CpuSpan::start(&walsender)),
-            path.consumer.map(|p| CpuSpan::start(&[p])),
-            Some(CpuSpan::start(&appliers)),
-        ];
+        let walsender = CpuSpan::start(&walsender);
+        let consumer = path.consumer.map(|p| CpuSpan::start(&[p]));
+        let appliers = CpuSpan::start(&appliers);
         let mut samples = Vec::new();
         for i in 0..self.opts.latency_samples {
             // Ids distinct per contender: later slots replay earlier contenders' samples.
@@ -726,14 +724,11 @@ impl Bench {
         let n = self.opts.latency_samples;
         // Microseconds per sample. Sample counts stay far below 2^52: exact as f64.
         #[allow(clippy::cast_precision_loss)]
-        let per_sample = |span: &Option<CpuSpan>| {
-            span.as_ref().and_then(CpuSpan::nanos).map(|ns| ns as f64 / n as f64 / 1e3)
-        };
-        let [walsender, consumer, appliers] = &spans;
+        let per_sample = |span: &CpuSpan| span.nanos().map(|ns| ns as f64 / n as f64 / 1e3);
         let cpu_us = PathCpu {
-            walsender: per_sample(walsender),
-            consumer: per_sample(consumer),
-            target: per_sample(appliers),
+            walsender: per_sample(&walsender),
+            consumer: consumer.as_ref().and_then(per_sample),
+            target: per_sample(&appliers),
         };
         if let Some(ms) = Stat::of(samples) {
             self.latency.push(LatencyReport {
