@@ -11,10 +11,12 @@ use pgoutput_decoder::{Column, Lsn, Relation, Tuple};
 use tokio_postgres::CopyInSink;
 
 use crate::error::{ApplyError, Op};
+use crate::target::CommitInfo;
 
 use super::PostgresTarget;
 use super::identity::{RowKey, TEXT_OID, key_columns};
 use super::pipeline::{Purpose, StmtFuture};
+use super::progress;
 use super::runs::{Run, RunKind, tuple_bytes};
 use super::table::{self, StmtKey, TableInfo};
 use super::value::{self, COPY_BINARY_HEADER, COPY_BINARY_TRAILER, Param, ValueFormat};
@@ -151,6 +153,7 @@ impl PostgresTarget {
             .statement(rel_id, Op::Insert, StmtKey::Copy { binary }, |t| t.copy_sql(binary))
             .await?;
         self.quiesce().await?;
+        self.ensure_txn().await?;
         let sink = self.session.client.copy_in::<_, Bytes>(&stmt).await.map_err(|source| {
             ApplyError::Change { table: table.to_string(), op: Op::Insert, commit_lsn, source }
         })?;
@@ -241,6 +244,28 @@ impl PostgresTarget {
         let params: Vec<Param> =
             row.values().map(|v| Param::from_value(v).unwrap_or(Param::Null)).collect();
         self.push_change(stmt, params, table, Op::Insert, commit_lsn, 1).await
+    }
+
+    /// The insert of `row` as a whole target transaction: one statement that also writes the
+    /// progress row after `commit`, sent outside any transaction block, so that the server
+    /// commits both at once.
+    pub(super) async fn insert_row_committing(
+        &mut self,
+        rel_id: u32,
+        commit_lsn: Lsn,
+        row: &Tuple,
+        commit: &CommitInfo,
+    ) -> Result<(), ApplyError> {
+        let (stmt, table) = self
+            .statement(rel_id, Op::Insert, StmtKey::InsertCommitting, |t| {
+                progress::carried_by(&t.insert_sql(), t.cols.len())
+            })
+            .await?;
+        let mut params: Vec<Param> =
+            row.values().map(|v| Param::from_value(v).unwrap_or(Param::Null)).collect();
+        params.extend(progress::params(&self.cfg.mirror_name, commit));
+        let purpose = Purpose::Change { table, op: Op::Insert, commit_lsn, expected: 1 };
+        self.push_alone(stmt, params, purpose).await
     }
 
     /// A short run of inserts as one statement over arrays (a COPY costs a round trip).

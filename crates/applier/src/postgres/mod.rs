@@ -1,9 +1,10 @@
 //! [`PostgresTarget`]: a PostgreSQL mini-replica.
 //!
-//! Source transactions are grouped into one target transaction, opened lazily and committed by
-//! [`Target::flush`] together with the progress row (`progress`), so after a crash the target
-//! holds exactly the source transactions up to the stored end LSN: the applier skips those and
-//! replays the rest. A COMMIT is reported durable only once the target's WAL holds it
+//! Source transactions are grouped into one target transaction, opened by its first statement
+//! and committed by [`Target::flush`] together with the progress row (`progress`), so after a
+//! crash the target holds exactly the source transactions up to the stored end LSN: the
+//! applier skips those and replays the rest. A target transaction of one row goes out as a
+//! single statement that carries the progress row, committed without `BEGIN` and `COMMIT`. A COMMIT is reported durable only once the target's WAL holds it
 //! (`durability`).
 //!
 //! Each change goes into its table's run (`runs`): runs of inserts become one `COPY`
@@ -114,6 +115,9 @@ impl PostgresTargetConfig {
 pub struct PostgresTargetStats {
     /// Target transactions committed.
     pub commits: u64,
+    /// Of those, the ones that went out as a single statement, without `BEGIN` and `COMMIT`
+    /// (one row, or only the progress row).
+    pub one_statement_commits: u64,
     /// Statements sent (row statements, set-based statements, COPYs).
     pub statements: u64,
     /// Rows written through COPY.
@@ -339,11 +343,7 @@ impl Target for PostgresTarget {
 
     async fn change(&mut self, change: Change) -> Result<(), ApplyError> {
         self.guard()?;
-        let r = async {
-            self.ensure_txn().await?;
-            self.apply(change).await
-        }
-        .await;
+        let r = self.apply(change).await;
         self.check(r)
     }
 

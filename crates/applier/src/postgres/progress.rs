@@ -28,13 +28,40 @@ const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS pgmirror; \
         xid bigint, \
         updated_at timestamptz NOT NULL DEFAULT now())";
 
-/// The row after a target commit holding source transactions up to `$2`.
-const UPSERT: &str = "INSERT INTO pgmirror.progress AS p \
-    (mirror_name, end_lsn, commit_lsn, commit_time, xid, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, clock_timestamp()) \
-    ON CONFLICT (mirror_name) DO UPDATE SET end_lsn = EXCLUDED.end_lsn, \
-    commit_lsn = EXCLUDED.commit_lsn, commit_time = EXCLUDED.commit_time, \
-    xid = EXCLUDED.xid, updated_at = EXCLUDED.updated_at";
+/// The row after a target commit holding the source transactions up to the second parameter,
+/// with the five parameters numbered from `$first`.
+fn upsert_sql(first: usize) -> String {
+    let [name, end_lsn, commit_lsn, commit_time, xid] =
+        std::array::from_fn(|i| format!("${}", first + i));
+    format!(
+        "INSERT INTO pgmirror.progress AS p \
+        (mirror_name, end_lsn, commit_lsn, commit_time, xid, updated_at) \
+        VALUES ({name}, {end_lsn}, {commit_lsn}, {commit_time}, {xid}, clock_timestamp()) \
+        ON CONFLICT (mirror_name) DO UPDATE SET end_lsn = EXCLUDED.end_lsn, \
+        commit_lsn = EXCLUDED.commit_lsn, commit_time = EXCLUDED.commit_time, \
+        xid = EXCLUDED.xid, updated_at = EXCLUDED.updated_at"
+    )
+}
+
+/// `statement` (of `n` parameters) writing the progress row too, in a `WITH`: the row's
+/// parameters follow the statement's, as [`params`] gives them. The statement's own row count
+/// stays the one the server reports.
+pub(super) fn carried_by(statement: &str, n: usize) -> String {
+    format!("WITH progress AS ({}) {statement}", upsert_sql(n + 1))
+}
+
+/// The parameters of `mirror`'s progress row after `commit`, in the upsert's order.
+pub(super) fn params(mirror: &str, c: &CommitInfo) -> Vec<Param> {
+    // The binary forms of pg_lsn, timestamptz and bigint: big-endian 64-bit integers.
+    let binary = |v: [u8; 8]| Param::Binary(Bytes::copy_from_slice(&v));
+    vec![
+        Param::Text(Bytes::from(mirror.to_owned())),
+        binary(u64::from(c.end_lsn).to_be_bytes()),
+        binary(u64::from(c.commit_lsn).to_be_bytes()),
+        binary(c.commit_time.0.to_be_bytes()),
+        binary(i64::from(c.xid).to_be_bytes()),
+    ]
+}
 
 /// The row set to a position that is no transaction's (the initial copy's consistent point).
 const STORE: &str = "INSERT INTO pgmirror.progress AS p (mirror_name, end_lsn, updated_at) \
@@ -158,7 +185,7 @@ impl ProgressRow {
             .await
             .map_err(|e| ApplyError::target("creating pgmirror.progress", e))?;
         let upsert = client
-            .prepare(UPSERT)
+            .prepare(&upsert_sql(1))
             .await
             .map_err(|e| ApplyError::target("preparing progress update", e))?;
         Ok(ProgressRow { upsert })
@@ -166,15 +193,6 @@ impl ProgressRow {
 
     /// The upsert of `mirror`'s row after `commit`, for the pipeline.
     pub(super) fn write(&self, client: &Arc<Client>, mirror: &str, c: &CommitInfo) -> StmtFuture {
-        // The binary forms of pg_lsn, timestamptz and bigint: big-endian 64-bit integers.
-        let binary = |v: [u8; 8]| Param::Binary(Bytes::copy_from_slice(&v));
-        let params = vec![
-            Param::Text(Bytes::from(mirror.to_owned())),
-            binary(u64::from(c.end_lsn).to_be_bytes()),
-            binary(u64::from(c.commit_lsn).to_be_bytes()),
-            binary(c.commit_time.0.to_be_bytes()),
-            binary(i64::from(c.xid).to_be_bytes()),
-        ];
-        stmt_future(client, self.upsert.clone(), params)
+        stmt_future(client, self.upsert.clone(), params(mirror, c))
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{ApplyError, Op};
 
 use super::PostgresTarget;
 use super::pipeline::{Pipeline, Purpose, StmtFuture};
+use super::runs::{Run, RunKind};
 use super::table::{StmtKey, TableInfo};
 use super::value::Param;
 
@@ -76,7 +77,8 @@ impl Session {
 pub(super) const MAX_SAVEPOINTS: usize = 32;
 
 impl PostgresTarget {
-    /// Sends a statement (ending an open `COPY` first: nothing else may go out during one).
+    /// Sends a statement into the target transaction, opening it if need be (ending an open
+    /// `COPY` first: nothing else may go out during one).
     pub(super) async fn push(
         &mut self,
         fut: StmtFuture,
@@ -84,6 +86,7 @@ impl PostgresTarget {
         bytes: usize,
     ) -> Result<(), ApplyError> {
         self.close_copy().await?;
+        self.ensure_txn().await?;
         self.stats.statements += 1;
         self.session.pipe.push(fut, purpose, bytes).await
     }
@@ -104,6 +107,21 @@ impl PostgresTarget {
         self.push(fut, purpose, bytes).await
     }
 
+    /// Sends a prepared statement outside any transaction block: a target transaction of its
+    /// own, which the server commits at the statement's Sync.
+    pub(super) async fn push_alone(
+        &mut self,
+        stmt: Statement,
+        params: Vec<Param>,
+        purpose: Purpose,
+    ) -> Result<(), ApplyError> {
+        debug_assert!(!self.session.in_txn && self.runs.is_empty());
+        let bytes = params_bytes(&params);
+        let fut = stmt_future(&self.session.client, stmt, params);
+        self.stats.statements += 1;
+        self.session.pipe.push(fut, purpose, bytes).await
+    }
+
     /// Ends the open `COPY`, if any, and waits for every reply: before a query that needs
     /// its answer.
     pub(super) async fn quiesce(&mut self) -> Result<(), ApplyError> {
@@ -111,8 +129,10 @@ impl PostgresTarget {
         self.session.pipe.drain().await
     }
 
-    /// Sends a `SET` of the session (in order with the changes around it).
+    /// Sends a `SET` of the session (in order with the changes around it, inside the target
+    /// transaction, so that a rollback undoes both).
     async fn push_setting(&mut self, sql: &'static str) -> Result<(), ApplyError> {
+        self.ensure_txn().await?;
         let fut = simple_future(&self.session.client, sql.to_owned());
         self.session.pipe.push(fut, Purpose::Other(sql), 32).await
     }
@@ -137,6 +157,8 @@ impl PostgresTarget {
         self.push_setting("SET enable_seqscan = off").await
     }
 
+    /// Opens the target transaction unless it is open: before the first statement of a
+    /// target transaction goes out, so that one holding a single statement can go without.
     pub(super) async fn ensure_txn(&mut self) -> Result<(), ApplyError> {
         if !self.session.in_txn {
             let fut = simple_future(&self.session.client, "BEGIN".to_owned());
@@ -233,15 +255,17 @@ impl PostgresTarget {
                 format!("inside source transaction {}", s.xid),
             ));
         }
-        if self.session.in_txn || self.last_commit.is_some() {
-            self.end_runs().await?;
-            self.ensure_txn().await?;
-            if let Some(c) = &self.last_commit {
-                let fut = self.progress.write(&self.session.client, &self.cfg.mirror_name, c);
-                self.session.pipe.push(fut, Purpose::Other("writing progress"), 128).await?;
+        if self.session.in_txn || self.last_commit.is_some() || !self.runs.is_empty() {
+            if !self.commit_in_one_statement().await? {
+                self.end_runs().await?;
+                self.ensure_txn().await?;
+                if let Some(c) = &self.last_commit {
+                    let fut = self.progress.write(&self.session.client, &self.cfg.mirror_name, c);
+                    self.session.pipe.push(fut, Purpose::Other("writing progress"), 128).await?;
+                }
+                let fut = simple_future(&self.session.client, "COMMIT".to_owned());
+                self.session.pipe.push(fut, Purpose::Other("COMMIT"), 16).await?;
             }
-            let fut = simple_future(&self.session.client, "COMMIT".to_owned());
-            self.session.pipe.push(fut, Purpose::Other("COMMIT"), 16).await?;
             let mut position = if self.last_commit.is_some() {
                 self.durability.position_after_commit(&self.session.client).map(maybe_done)
             } else {
@@ -270,5 +294,32 @@ impl PostgresTarget {
         }
         debug_assert!(self.session.pipe.is_empty());
         Ok(self.durability.durable())
+    }
+
+    /// Sends a target transaction that nothing has opened yet as one statement in its own
+    /// implicit transaction, which the server commits at its Sync: the progress row alone, or
+    /// a single-row insert carrying the progress row in a `WITH`. Saves the `BEGIN` and
+    /// `COMMIT` (two statements and their replies) a transaction of one row costs otherwise,
+    /// as live single-row transactions are. Returns whether it did.
+    async fn commit_in_one_statement(&mut self) -> Result<bool, ApplyError> {
+        let Some(c) = self.last_commit else { return Ok(false) };
+        if self.session.in_txn {
+            return Ok(false);
+        }
+        match self.runs.as_slice() {
+            [] => {
+                let fut = self.progress.write(&self.session.client, &self.cfg.mirror_name, &c);
+                self.session.pipe.push(fut, Purpose::Other("writing progress"), 128).await?;
+            }
+            [Run { kind: RunKind::Insert { rows, copy: None, .. }, .. }] if rows.len() == 1 => {
+                let run = self.runs.remove(0);
+                self.buffered -= run.bytes;
+                let RunKind::Insert { rows, .. } = run.kind else { unreachable!() };
+                self.insert_row_committing(run.rel_id, run.commit_lsn, &rows[0], &c).await?;
+            }
+            _ => return Ok(false),
+        }
+        self.stats.one_statement_commits += 1;
+        Ok(true)
     }
 }

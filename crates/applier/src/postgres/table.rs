@@ -72,6 +72,9 @@ pub(crate) enum Match {
 pub(crate) enum StmtKey {
     /// Single-row insert of all columns.
     Insert,
+    /// Single-row insert of all columns that also writes the progress row (a whole target
+    /// transaction).
+    InsertCommitting,
     /// Single-row update: columns set, columns matched (by key or whole row).
     Update { set: Box<[bool]>, matched: Box<[Match]> },
     /// Single-row delete: columns matched.
