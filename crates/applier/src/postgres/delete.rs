@@ -6,13 +6,14 @@ use std::sync::Arc;
 use pgoutput_decoder::{Lsn, OldTuple, Relation, Tuple};
 
 use crate::error::{ApplyError, Op};
+use crate::target::CommitInfo;
 
 use super::PostgresTarget;
 use super::identity::{
     RowKey, column_binary, full_match, key_picks, matched_values, picks_of, value_binary,
 };
 use super::runs::{Run, RunKind, tuple_bytes};
-use super::table::{Match, StmtKey};
+use super::table::{Match, StmtKey, TableInfo};
 use super::value::{self, Param};
 
 impl PostgresTarget {
@@ -48,7 +49,7 @@ impl PostgresTarget {
         self.leave_others(rel_id).await?;
         if !batchable {
             self.end_table_run(rel_id).await?;
-            return self.delete_row(rel_id, self.commit_lsn(), &key_tuple).await;
+            return self.delete_row(rel_id, self.commit_lsn(), &key_tuple, None).await;
         }
         let fits = self.run_index(rel_id).is_some_and(|i| match &self.runs[i] {
             Run { rel: r, kind: RunKind::Delete { key_binary: kb, rows, keys }, .. } => {
@@ -153,22 +154,21 @@ impl PostgresTarget {
         self.push_scanning_change(stmt, params, table, Op::Delete, commit_lsn, expected).await
     }
 
-    async fn delete_row(
+    /// A single-row delete by key; with `carry`, as a whole target transaction (see
+    /// [`Self::push_row`]).
+    pub(super) async fn delete_row(
         &mut self,
         rel_id: u32,
         commit_lsn: Lsn,
         key: &Tuple,
+        carry: Option<&CommitInfo>,
     ) -> Result<(), ApplyError> {
-        let t = &self.catalog.tables[&rel_id];
-        let m = t.key_match();
-        let (stmt, table) = self
-            .statement(rel_id, Op::Delete, StmtKey::Delete { matched: m.clone() }, move |t| {
-                t.delete_sql(&m)
-            })
-            .await?;
+        let m = self.catalog.tables[&rel_id].key_match();
+        let key_stmt = StmtKey::Delete { matched: m.clone() };
         let params: Vec<Param> = key.values().filter_map(Param::from_value).collect();
         let expected = self.expected_deletes(rel_id, 1);
-        self.push_change(stmt, params, table, Op::Delete, commit_lsn, expected).await
+        let sql = move |t: &TableInfo| t.delete_sql(&m);
+        self.push_row(rel_id, Op::Delete, key_stmt, sql, params, expected, commit_lsn, carry).await
     }
 
     pub(super) async fn flush_delete_run(
@@ -180,7 +180,7 @@ impl PostgresTarget {
     ) -> Result<(), ApplyError> {
         if rows.len() < self.cfg.batch_min_rows {
             for key in &rows {
-                self.delete_row(rel_id, commit_lsn, key).await?;
+                self.delete_row(rel_id, commit_lsn, key, None).await?;
             }
             return Ok(());
         }

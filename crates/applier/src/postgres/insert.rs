@@ -16,7 +16,6 @@ use crate::target::CommitInfo;
 use super::PostgresTarget;
 use super::identity::{RowKey, TEXT_OID, key_columns};
 use super::pipeline::{Purpose, StmtFuture};
-use super::progress;
 use super::runs::{Run, RunKind, tuple_bytes};
 use super::table::{self, StmtKey, TableInfo};
 use super::value::{self, COPY_BINARY_HEADER, COPY_BINARY_TRAILER, Param, ValueFormat};
@@ -83,7 +82,7 @@ impl PostgresTarget {
         let Some(fmt) = ValueFormat::of_row(&new) else {
             // Mixed text and binary values: no COPY, one statement.
             self.end_table_run(rel_id).await?;
-            return self.insert_row(rel_id, self.commit_lsn(), &new).await;
+            return self.insert_row(rel_id, self.commit_lsn(), &new, None).await;
         };
         let key = insert_key(&self.catalog.tables[&rel_id], &new);
         let fits = self.run_index(rel_id).is_some_and(|i| match &self.runs[i] {
@@ -233,39 +232,19 @@ impl PostgresTarget {
         self.session.pipe.push(fut, purpose, 64).await
     }
 
+    /// A single-row insert; with `carry`, as a whole target transaction (see
+    /// [`Self::push_row`]).
     pub(super) async fn insert_row(
         &mut self,
         rel_id: u32,
         commit_lsn: Lsn,
         row: &Tuple,
+        carry: Option<&CommitInfo>,
     ) -> Result<(), ApplyError> {
-        let (stmt, table) =
-            self.statement(rel_id, Op::Insert, StmtKey::Insert, TableInfo::insert_sql).await?;
         let params: Vec<Param> =
             row.values().map(|v| Param::from_value(v).unwrap_or(Param::Null)).collect();
-        self.push_change(stmt, params, table, Op::Insert, commit_lsn, 1).await
-    }
-
-    /// The insert of `row` as a whole target transaction: one statement that also writes the
-    /// progress row after `commit`, sent outside any transaction block, so that the server
-    /// commits both at once.
-    pub(super) async fn insert_row_committing(
-        &mut self,
-        rel_id: u32,
-        commit_lsn: Lsn,
-        row: &Tuple,
-        commit: &CommitInfo,
-    ) -> Result<(), ApplyError> {
-        let (stmt, table) = self
-            .statement(rel_id, Op::Insert, StmtKey::InsertCommitting, |t| {
-                progress::carried_by(&t.insert_sql(), t.cols.len())
-            })
-            .await?;
-        let mut params: Vec<Param> =
-            row.values().map(|v| Param::from_value(v).unwrap_or(Param::Null)).collect();
-        params.extend(progress::params(&self.cfg.mirror_name, commit));
-        let purpose = Purpose::Change { table, op: Op::Insert, commit_lsn, expected: 1 };
-        self.push_alone(stmt, params, purpose).await
+        let (key, sql) = (StmtKey::Insert, TableInfo::insert_sql);
+        self.push_row(rel_id, Op::Insert, key, sql, params, 1, commit_lsn, carry).await
     }
 
     /// A short run of inserts as one statement over arrays (a COPY costs a round trip).
@@ -330,7 +309,7 @@ impl PostgresTarget {
             self.insert_rows(rel_id, commit_lsn, &rows, format).await
         } else {
             for row in &rows {
-                self.insert_row(rel_id, commit_lsn, row).await?;
+                self.insert_row(rel_id, commit_lsn, row, None).await?;
             }
             Ok(())
         }

@@ -45,6 +45,19 @@ pub(super) struct Run {
     pub(super) kind: RunKind,
 }
 
+impl Run {
+    /// Whether the run is one insert, or one update or delete by key: what a single-row
+    /// statement applies.
+    pub(super) fn is_one_row(&self) -> bool {
+        match &self.kind {
+            RunKind::Insert { rows, copy: None, .. } => rows.len() == 1,
+            RunKind::Update { rows, .. } => rows.len() == 1,
+            RunKind::Delete { rows, .. } => rows.len() == 1,
+            _ => false,
+        }
+    }
+}
+
 pub(super) enum RunKind {
     /// Inserts. `keys`: the key of each buffered row to its index, for folding; once `copy`
     /// streams, rows are encoded at once and no longer foldable (`keys` is emptied).

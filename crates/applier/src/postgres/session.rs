@@ -12,10 +12,12 @@ use pgoutput_decoder::Lsn;
 use tokio_postgres::{Client, Statement};
 
 use crate::error::{ApplyError, Op};
+use crate::target::CommitInfo;
 
 use super::PostgresTarget;
 use super::pipeline::{Pipeline, Purpose, StmtFuture};
-use super::runs::{Run, RunKind};
+use super::progress;
+use super::runs::RunKind;
 use super::table::{StmtKey, TableInfo};
 use super::value::Param;
 
@@ -107,9 +109,39 @@ impl PostgresTarget {
         self.push(fut, purpose, bytes).await
     }
 
+    /// Sends the single-row statement `key` (prepared on first use from `sql`) with its
+    /// `params`, into the target transaction; with `carry`, as a whole target transaction of
+    /// its own instead, the statement writing the progress row after that commit too.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn push_row(
+        &mut self,
+        rel_id: u32,
+        op: Op,
+        key: StmtKey,
+        sql: impl Fn(&TableInfo) -> String,
+        mut params: Vec<Param>,
+        expected: u64,
+        commit_lsn: Lsn,
+        carry: Option<&CommitInfo>,
+    ) -> Result<(), ApplyError> {
+        let Some(c) = carry else {
+            let (stmt, table) = self.statement(rel_id, op, key, sql).await?;
+            return self.push_change(stmt, params, table, op, commit_lsn, expected).await;
+        };
+        // The statement's parameters are exactly `params`, numbered from 1.
+        let n = params.len();
+        let (stmt, table) = self
+            .statement(rel_id, op, StmtKey::Committing(Box::new(key)), |t| {
+                progress::carried_by(&sql(t), n)
+            })
+            .await?;
+        params.extend(progress::params(&self.cfg.mirror_name, c));
+        self.push_alone(stmt, params, Purpose::Change { table, op, commit_lsn, expected }).await
+    }
+
     /// Sends a prepared statement outside any transaction block: a target transaction of its
     /// own, which the server commits at the statement's Sync.
-    pub(super) async fn push_alone(
+    async fn push_alone(
         &mut self,
         stmt: Statement,
         params: Vec<Param>,
@@ -298,9 +330,9 @@ impl PostgresTarget {
 
     /// Sends a target transaction that nothing has opened yet as one statement in its own
     /// implicit transaction, which the server commits at its Sync: the progress row alone, or
-    /// a single-row insert carrying the progress row in a `WITH`. Saves the `BEGIN` and
-    /// `COMMIT` (two statements and their replies) a transaction of one row costs otherwise,
-    /// as live single-row transactions are. Returns whether it did.
+    /// a single-row insert, update or delete by key carrying the progress row in a `WITH`.
+    /// Saves the `BEGIN` and `COMMIT` (two statements and their replies) a transaction of one
+    /// row costs otherwise, as live single-row transactions are. Returns whether it did.
     async fn commit_in_one_statement(&mut self) -> Result<bool, ApplyError> {
         let Some(c) = self.last_commit else { return Ok(false) };
         if self.session.in_txn {
@@ -311,11 +343,23 @@ impl PostgresTarget {
                 let fut = self.progress.write(&self.session.client, &self.cfg.mirror_name, &c);
                 self.session.pipe.push(fut, Purpose::Other("writing progress"), 128).await?;
             }
-            [Run { kind: RunKind::Insert { rows, copy: None, .. }, .. }] if rows.len() == 1 => {
+            [run] if run.is_one_row() => {
                 let run = self.runs.remove(0);
                 self.buffered -= run.bytes;
-                let RunKind::Insert { rows, .. } = run.kind else { unreachable!() };
-                self.insert_row_committing(run.rel_id, run.commit_lsn, &rows[0], &c).await?;
+                let (rel_id, lsn) = (run.rel_id, run.commit_lsn);
+                match run.kind {
+                    RunKind::Insert { rows, .. } => {
+                        self.insert_row(rel_id, lsn, &rows[0], Some(&c)).await?;
+                    }
+                    RunKind::Update { rows, .. } => {
+                        let r = &rows[0];
+                        self.update_row(rel_id, lsn, &r.key, &r.new, &r.set, Some(&c)).await?;
+                    }
+                    RunKind::Delete { rows, .. } => {
+                        self.delete_row(rel_id, lsn, &rows[0], Some(&c)).await?;
+                    }
+                    _ => unreachable!("is_one_row"),
+                }
             }
             _ => return Ok(false),
         }

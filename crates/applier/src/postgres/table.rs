@@ -72,9 +72,8 @@ pub(crate) enum Match {
 pub(crate) enum StmtKey {
     /// Single-row insert of all columns.
     Insert,
-    /// Single-row insert of all columns that also writes the progress row (a whole target
-    /// transaction).
-    InsertCommitting,
+    /// A single-row statement that also writes the progress row: a whole target transaction.
+    Committing(Box<StmtKey>),
     /// Single-row update: columns set, columns matched (by key or whole row).
     Update { set: Box<[bool]>, matched: Box<[Match]> },
     /// Single-row delete: columns matched.

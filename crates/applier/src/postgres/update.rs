@@ -9,6 +9,7 @@ use pgoutput_decoder::{Column, Lsn, OldTuple, Relation, Tuple};
 use tokio_postgres::Statement;
 
 use crate::error::{ApplyError, Op};
+use crate::target::CommitInfo;
 
 use super::PostgresTarget;
 use super::identity::{
@@ -128,7 +129,7 @@ impl PostgresTarget {
         self.leave_others(rel_id).await?;
         if !batchable {
             self.end_table_run(rel_id).await?;
-            return self.update_row(rel_id, self.commit_lsn(), &key_tuple, &new, &set).await;
+            return self.update_row(rel_id, self.commit_lsn(), &key_tuple, &new, &set, None).await;
         }
         let bytes = tuple_bytes(&new) + tuple_bytes(&key_tuple);
         if let Some(i) = self.run_index(rel_id)
@@ -319,19 +320,20 @@ impl PostgresTarget {
         self.push_scanning_change(stmt, params, table, Op::Update, commit_lsn, n).await
     }
 
-    async fn update_row(
+    /// A single-row update by key; with `carry`, as a whole target transaction (see
+    /// [`Self::push_row`]).
+    pub(super) async fn update_row(
         &mut self,
         rel_id: u32,
         commit_lsn: Lsn,
         key: &Tuple,
         new: &Tuple,
         set: &[bool],
+        carry: Option<&CommitInfo>,
     ) -> Result<(), ApplyError> {
         let t = &self.catalog.tables[&rel_id];
         let (s, m): (Box<[bool]>, Box<[Match]>) = (set.into(), t.key_match());
         let key_stmt = StmtKey::Update { set: s.clone(), matched: m.clone() };
-        let (stmt, table) =
-            self.statement(rel_id, Op::Update, key_stmt, move |t| t.update_sql(&s, &m)).await?;
         let mut params: Vec<Param> = new
             .values()
             .zip(set)
@@ -339,7 +341,8 @@ impl PostgresTarget {
             .filter_map(|(v, _)| Param::from_value(v))
             .collect();
         params.extend(key.values().filter_map(Param::from_value));
-        self.push_change(stmt, params, table, Op::Update, commit_lsn, 1).await
+        let sql = move |t: &TableInfo| t.update_sql(&s, &m);
+        self.push_row(rel_id, Op::Update, key_stmt, sql, params, 1, commit_lsn, carry).await
     }
 
     /// Sends a run of updates (distinct keys): one set-based statement per shape (columns set,
@@ -353,7 +356,7 @@ impl PostgresTarget {
         let guard_cols = match &self.catalog.tables[&rel_id].unique_hazard {
             UniqueHazard::RowByRow => {
                 for row in &rows {
-                    self.update_row(rel_id, commit_lsn, &row.key, &row.new, &row.set).await?;
+                    self.update_row(rel_id, commit_lsn, &row.key, &row.new, &row.set, None).await?;
                 }
                 return Ok(());
             }
@@ -409,7 +412,7 @@ impl PostgresTarget {
         // The rest in source order: rows applied above kept their unique values, so they
         // commute with these.
         for (row, _) in rows.iter().zip(&done).filter(|(_, d)| !**d) {
-            self.update_row(rel_id, commit_lsn, &row.key, &row.new, &row.set).await?;
+            self.update_row(rel_id, commit_lsn, &row.key, &row.new, &row.set, None).await?;
         }
         Ok(())
     }

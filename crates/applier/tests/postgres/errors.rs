@@ -106,42 +106,44 @@ async fn folded_update_error_names_the_insert() {
     assert_eq!(env.progress("test").await, None);
 }
 
-/// A transaction of one row goes out as one statement carrying the progress row, without
-/// `BEGIN` and `COMMIT`; when the target refuses the row, neither the row nor the progress is
-/// written. A transaction of two rows goes out as before.
+/// A transaction of one row (an insert, an update or a delete) goes out as one statement
+/// carrying the progress row, without `BEGIN` and `COMMIT`; when the target refuses the row,
+/// neither the row nor the progress is written. A transaction of two rows goes out as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_row_transaction_commits_as_one_statement() {
     let env = setup("onestmt", "CREATE TABLE t (id int PRIMARY KEY, v int)", false).await;
-    exec_each(&env.src, "INSERT INTO t VALUES (1, 1)").await;
-    let msgs = env.fetch(1, true, &[], None).await;
-    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
-    let stats = applier.target().stats();
-    assert_eq!((stats.commits, stats.one_statement_commits), (1, 1));
-    assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
-    env.assert_same(&["t"]).await;
-
     env.dst.batch_execute("ALTER TABLE t ADD CONSTRAINT small CHECK (v < 100)").await.unwrap();
-    exec_each(&env.src, "INSERT INTO t VALUES (2, 500)").await;
-    let before = env.progress("test").await;
+    env.src.batch_execute("INSERT INTO t VALUES (1, 500)").await.unwrap();
     let msgs = env.fetch(1, true, &[], None).await;
     let err = env.apply(&msgs, ApplierConfig::default()).await.unwrap_err();
     assert!(matches!(&err, ApplyError::Change { op: Op::Insert, .. }), "{err}");
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("23514"));
-    assert_eq!(env.progress("test").await, before);
+    assert_eq!(env.progress("test").await, None);
     let n: i64 = env.dst.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
-    assert_eq!(n, 1);
-
-    env.dst.batch_execute("ALTER TABLE t DROP CONSTRAINT small").await.unwrap();
-    // Row 2 again (the slot moved past it), then a transaction of two rows.
-    env.dst.batch_execute("INSERT INTO t VALUES (2, 500)").await.unwrap();
-    env.src
-        .batch_execute("INSERT INTO t VALUES (3, 3); INSERT INTO t VALUES (4, 4)")
+    assert_eq!(n, 0);
+    // The row as the source has it (the slot moved past it).
+    env.dst
+        .batch_execute("ALTER TABLE t DROP CONSTRAINT small; INSERT INTO t VALUES (1, 500)")
         .await
         .unwrap();
-    let msgs = env.fetch(1, true, &[], None).await;
-    let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
-    let stats = applier.target().stats();
-    assert_eq!((stats.commits, stats.one_statement_commits), (1, 0));
-    assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
-    env.assert_same(&["t"]).await;
+
+    for (sql, one_statement) in [
+        ("INSERT INTO t VALUES (2, 2)", true),
+        ("UPDATE t SET v = 3 WHERE id = 2", true),
+        ("DELETE FROM t WHERE id = 1", true),
+        ("INSERT INTO t VALUES (3, 3); INSERT INTO t VALUES (4, 4)", false),
+        ("UPDATE t SET v = 5 WHERE id = 3; DELETE FROM t WHERE id = 4", false),
+    ] {
+        env.src.batch_execute(sql).await.unwrap();
+        let msgs = env.fetch(1, true, &[], None).await;
+        let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+        let stats = applier.target().stats();
+        assert_eq!(
+            (stats.commits, stats.one_statement_commits),
+            (1, u64::from(one_statement)),
+            "{sql}"
+        );
+        assert_eq!(env.progress("test").await, Some(last_end(&msgs)), "{sql}");
+        env.assert_same(&["t"]).await;
+    }
 }
