@@ -3,17 +3,19 @@
 //! By default the session runs with `synchronous_commit = off`, as the native subscriber does:
 //! COMMIT returns before its WAL is flushed. A target crash may then lose the last commits,
 //! but the progress row goes with them, so the source sends them again. What must not happen
-//! is confirming such a commit to the primary (it would drop the WAL we still need). So after
-//! each COMMIT the target's WAL insert position is recorded (asked in the COMMIT's own
-//! pipeline), and a source LSN is reported durable only once `pg_current_wal_flush_lsn()` has
-//! passed the position recorded for it (the WAL writer flushes within a few hundred
-//! milliseconds; the applier polls). With `synchronous_commit: true` the session uses `local`
-//! and a returned COMMIT is durable.
+//! is confirming such a commit to the primary (it would drop the WAL we still need). So the
+//! target's WAL insert position after a COMMIT is recorded (asked in the COMMIT's own pipeline,
+//! at most every [`ASK_EVERY`]; a position asked later covers the commits before it), and a
+//! source LSN is reported durable only once `pg_current_wal_flush_lsn()` has passed the
+//! position recorded for it (the WAL writer flushes within a few hundred milliseconds; the
+//! applier polls). With `synchronous_commit: true` the session uses `local` and a returned
+//! COMMIT is durable.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pgoutput_decoder::Lsn;
 use tokio_postgres::types::PgLsn;
@@ -25,6 +27,12 @@ use crate::error::ApplyError;
 pub(super) type PositionFuture =
     Pin<Box<dyn Future<Output = Result<Row, tokio_postgres::Error>> + Send>>;
 
+/// How often a WAL position is asked behind a COMMIT. The WAL writer flushes asynchronous
+/// commits every `wal_writer_delay` (200 ms by default), so positions asked more often would
+/// not make anything durable sooner; a live transaction every few milliseconds would pay a
+/// statement each for nothing.
+const ASK_EVERY: Duration = Duration::from_millis(200);
+
 /// The durability of one session's commits.
 pub(super) struct Durability {
     /// A returned COMMIT is durable (`synchronous_commit = local`).
@@ -32,6 +40,10 @@ pub(super) struct Durability {
     wal_stmt: Statement,
     flush_lsn_stmt: Statement,
     flushes: Flushes,
+    /// The newest source end LSN committed with no WAL position asked behind it.
+    unpositioned: Option<Lsn>,
+    /// When a WAL position was last asked behind a COMMIT.
+    last_asked: Option<Instant>,
 }
 
 impl Durability {
@@ -45,33 +57,58 @@ impl Durability {
             .prepare("SELECT pg_current_wal_flush_lsn()")
             .await
             .map_err(|e| ApplyError::target("preparing WAL position query", e))?;
-        Ok(Durability { synchronous, wal_stmt, flush_lsn_stmt, flushes: Flushes::default() })
+        Ok(Durability {
+            synchronous,
+            wal_stmt,
+            flush_lsn_stmt,
+            flushes: Flushes::default(),
+            unpositioned: None,
+            last_asked: None,
+        })
     }
 
     /// The WAL position query to send right behind a COMMIT, in the same pipeline: the
     /// server answers it after the COMMIT, so its insert position covers the commit record,
-    /// and no round trip is spent on it. `None` when a returned COMMIT is durable.
-    pub(super) fn position_after_commit(&self, client: &Arc<Client>) -> Option<PositionFuture> {
-        if self.synchronous {
+    /// and no round trip is spent on it. `None` when a returned COMMIT is durable, or when a
+    /// position was asked less than [`ASK_EVERY`] ago (the next one, or [`Self::poll`],
+    /// covers this commit).
+    pub(super) fn position_after_commit(&mut self, client: &Arc<Client>) -> Option<PositionFuture> {
+        if self.synchronous || self.last_asked.is_some_and(|t| t.elapsed() < ASK_EVERY) {
             return None;
         }
+        self.last_asked = Some(Instant::now());
         let client = Arc::clone(client);
         let stmt = self.wal_stmt.clone();
         Some(Box::pin(async move { client.query_one(&stmt, &[]).await }))
     }
 
     /// A COMMIT holding the source transactions up to `end_lsn` returned; `position` is the
-    /// answer to [`Self::position_after_commit`]'s query sent behind it.
+    /// answer to [`Self::position_after_commit`]'s query sent behind it, if one was.
     pub(super) fn committed(
         &mut self,
         position: Option<Result<Row, tokio_postgres::Error>>,
         end_lsn: Lsn,
     ) -> Result<(), ApplyError> {
         let Some(position) = position else {
-            self.flushes.durable_up_to(end_lsn);
+            if self.synchronous {
+                self.flushes.durable_up_to(end_lsn);
+            } else {
+                self.unpositioned = Some(end_lsn.max(self.unpositioned.unwrap_or(end_lsn)));
+            }
             return Ok(());
         };
-        let row = position.map_err(|e| ApplyError::target("reading the WAL position", e))?;
+        // Behind this commit, so past every earlier one's record too.
+        self.unpositioned = None;
+        self.positioned(position, end_lsn, "reading the WAL position")
+    }
+
+    fn positioned(
+        &mut self,
+        position: Result<Row, tokio_postgres::Error>,
+        end_lsn: Lsn,
+        what: &'static str,
+    ) -> Result<(), ApplyError> {
+        let row = position.map_err(|e| ApplyError::target(what, e))?;
         let insert: PgLsn = row.get(0);
         let flushed: PgLsn = row.get(1);
         self.flushes.push(u64::from(insert), end_lsn);
@@ -81,11 +118,17 @@ impl Durability {
 
     /// Whether commits wait for the target's WAL flush.
     pub(super) fn has_unflushed(&self) -> bool {
-        !self.flushes.waiting.is_empty()
+        !self.flushes.waiting.is_empty() || self.unpositioned.is_some()
     }
 
-    /// Asks how far the target's WAL is flushed, and marks the commits below durable.
+    /// Asks how far the target's WAL is flushed, and marks the commits below durable; asks
+    /// the position of the commits that have none first (every one of them returned before
+    /// the query went out, so the current insert position is past their records).
     pub(super) async fn poll(&mut self, client: &Client) -> Result<(), ApplyError> {
+        if let Some(end_lsn) = self.unpositioned.take() {
+            let position = client.query_one(&self.wal_stmt, &[]).await;
+            return self.positioned(position, end_lsn, "reading the WAL position");
+        }
         let row = client
             .query_one(&self.flush_lsn_stmt, &[])
             .await
