@@ -201,13 +201,7 @@ impl SessionSource<'_> {
             );
         }
         let slot = self.slot;
-        if !repl.slot_exists(slot).await.context("looking up the slot")? {
-            bail!(
-                "replication slot {slot:?} no longer exists on the source (dropped or \
-                 invalidated), so changes since {progress} are lost to this mirror; recover with \
-                 a fresh initial copy: `pgmirror drop` then `pgmirror mirror` again"
-            );
-        }
+        require_slot(&mut repl, slot, progress).await?;
         // START_REPLICATION refuses a slot a walsender still holds; one held for longer than
         // the wait gets that refusal, which names the process.
         let sql = pgconn::connect_sql(self.config).await.context("connecting to the source")?;
@@ -222,8 +216,47 @@ impl SessionSource<'_> {
         // Report progress every second (not libpq's 10 s): the slot, `status` and `verify`
         // then see applied positions promptly, and an idle slot releases WAL sooner.
         start.status_interval = Duration::from_secs(1);
-        let stream = repl.start_replication(start).await.context("starting replication")?;
+        let stream = start_replication(repl, start, progress).await?;
         Ok((stream, system))
+    }
+}
+
+/// The error of a mirror whose slot is gone: what it lost and how to recover.
+fn slot_lost(slot: &str, progress: Lsn) -> anyhow::Error {
+    anyhow::anyhow!(
+        "replication slot {slot:?} no longer exists on the source (dropped or invalidated), so \
+         changes since {progress} are lost to this mirror; recover with a fresh initial copy: \
+         `pgmirror drop` then `pgmirror mirror` again"
+    )
+}
+
+/// START_REPLICATION of a mirror resuming at `progress`. A slot dropped after it was looked up
+/// is reported as one found missing.
+pub(super) async fn start_replication(
+    repl: ReplicationClient,
+    start: StartReplication,
+    progress: Lsn,
+) -> anyhow::Result<replication::LogicalReplicationStream> {
+    let slot = start.slot.clone();
+    repl.start_replication(start).await.map_err(|e| {
+        if e.is_slot_missing() {
+            slot_lost(&slot, progress)
+        } else {
+            anyhow::Error::new(e).context("starting replication")
+        }
+    })
+}
+
+/// Fails with [`slot_lost`] unless `slot` exists.
+pub(super) async fn require_slot(
+    repl: &mut ReplicationClient,
+    slot: &str,
+    progress: Lsn,
+) -> anyhow::Result<()> {
+    if repl.slot_exists(slot).await.context("looking up the slot")? {
+        Ok(())
+    } else {
+        Err(slot_lost(slot, progress))
     }
 }
 

@@ -559,14 +559,7 @@ async fn stream_into<T: Target + Send>(
             system.system_id
         );
     }
-    if !repl.slot_exists(&row.slot).await.context("looking up the slot")? {
-        bail!(
-            "replication slot {:?} no longer exists on the source (dropped or invalidated), so \
-             changes since {progress} are lost to this mirror; recover with a fresh initial copy: \
-             `pgmirror drop` then `pgmirror mirror` again",
-            row.slot
-        );
-    }
+    super::require_slot(&mut repl, &row.slot, progress).await?;
     let source = pgconn::connect_sql(&opts.source).await.context("connecting to the source")?;
     super::wait_for_slot_release(&source, &row.slot).await?;
     let mut start = StartReplication::new(row.slot.clone(), [row.publication.clone()]);
@@ -575,7 +568,7 @@ async fn stream_into<T: Target + Send>(
     start.binary = false;
     start.streaming = if repl.server_version() >= 140_000 { Streaming::On } else { Streaming::Off };
     start.status_interval = Duration::from_secs(1);
-    let stream = repl.start_replication(start).await.context("starting replication")?;
+    let stream = super::start_replication(repl, start, progress).await?;
     tracing::info!(slot = %row.slot, from = %progress, "streaming into MySQL");
     let connected_at = std::time::Instant::now();
     let result = pump(&mut applier, stream, shutdown, &opts.metrics, system.xlogpos).await;
