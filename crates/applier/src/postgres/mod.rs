@@ -4,8 +4,8 @@
 //! and committed by [`Target::flush`] together with the progress row (`progress`), so after a
 //! crash the target holds exactly the source transactions up to the stored end LSN: the
 //! applier skips those and replays the rest. A target transaction of one row goes out as a
-//! single statement that carries the progress row, committed without `BEGIN` and `COMMIT`. A COMMIT is reported durable only once the target's WAL holds it
-//! (`durability`).
+//! single statement that carries the progress row, committed without `BEGIN` and `COMMIT`. A
+//! COMMIT is reported durable only once the target's WAL holds it (`durability`).
 //!
 //! Each change goes into its table's run (`runs`): runs of inserts become one `COPY`
 //! (`insert`), runs of updates and deletes by key one set-based statement (`update`,

@@ -47,7 +47,7 @@ fn upsert_sql(first: usize) -> String {
 /// parameters follow the statement's, as [`params`] gives them. The statement's own row count
 /// stays the one the server reports.
 pub(super) fn carried_by(statement: &str, n: usize) -> String {
-    format!("WITH progress AS ({}) {statement}", upsert_sql(n + 1))
+    format!("WITH pgmirror_progress AS ({}) {statement}", upsert_sql(n + 1))
 }
 
 /// The parameters of `mirror`'s progress row after `commit`, in the upsert's order.

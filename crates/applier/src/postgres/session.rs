@@ -9,6 +9,7 @@ use std::task::Poll;
 
 use futures_util::future::maybe_done;
 use pgoutput_decoder::Lsn;
+use tokio_postgres::error::{DbError, SqlState};
 use tokio_postgres::{Client, Statement};
 
 use crate::error::{ApplyError, Op};
@@ -40,6 +41,17 @@ fn params_bytes(params: &[Param]) -> usize {
         })
         .sum::<usize>()
         + 32
+}
+
+/// What a single-row statement is for.
+#[derive(Clone, Copy)]
+pub(super) struct Row {
+    rel_id: u32,
+    op: Op,
+    /// Rows it should affect.
+    expected: u64,
+    /// The source transaction's commit LSN (for errors).
+    commit_lsn: Lsn,
 }
 
 /// The connection to the target and what is open on it.
@@ -111,7 +123,9 @@ impl PostgresTarget {
 
     /// Sends the single-row statement `key` (prepared on first use from `sql`) with its
     /// `params`, into the target transaction; with `carry`, as a whole target transaction of
-    /// its own instead, the statement writing the progress row after that commit too.
+    /// its own instead, the statement writing the progress row after that commit too, unless
+    /// the target refuses that statement for the table (then into a target transaction it
+    /// opens, which the caller sees open).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn push_row(
         &mut self,
@@ -119,24 +133,54 @@ impl PostgresTarget {
         op: Op,
         key: StmtKey,
         sql: impl Fn(&TableInfo) -> String,
-        mut params: Vec<Param>,
+        params: Vec<Param>,
         expected: u64,
         commit_lsn: Lsn,
         carry: Option<&CommitInfo>,
     ) -> Result<(), ApplyError> {
-        let Some(c) = carry else {
-            let (stmt, table) = self.statement(rel_id, op, key, sql).await?;
-            return self.push_change(stmt, params, table, op, commit_lsn, expected).await;
-        };
+        let row = Row { rel_id, op, expected, commit_lsn };
+        if let Some(c) = carry.filter(|_| !self.catalog.tables[&rel_id].carry_refused) {
+            // Boxed: every single-row statement's future would be as big as this one.
+            return Box::pin(self.push_carrying(row, key, sql, params, c)).await;
+        }
+        let (stmt, table) = self.statement(rel_id, op, key, sql).await?;
+        self.push_change(stmt, params, table, op, commit_lsn, expected).await
+    }
+
+    /// [`Self::push_row`] carrying the progress row after `commit`; into a target transaction
+    /// when the target refuses such a statement for the table (it is not asked again).
+    async fn push_carrying(
+        &mut self,
+        row: Row,
+        key: StmtKey,
+        sql: impl Fn(&TableInfo) -> String,
+        mut params: Vec<Param>,
+        commit: &CommitInfo,
+    ) -> Result<(), ApplyError> {
+        let Row { rel_id, op, expected, commit_lsn } = row;
         // The statement's parameters are exactly `params`, numbered from 1.
         let n = params.len();
-        let (stmt, table) = self
-            .statement(rel_id, op, StmtKey::Committing(Box::new(key)), |t| {
-                progress::carried_by(&sql(t), n)
-            })
-            .await?;
-        params.extend(progress::params(&self.cfg.mirror_name, c));
-        self.push_alone(stmt, params, Purpose::Change { table, op, commit_lsn, expected }).await
+        let carrying = StmtKey::Committing(Box::new(key.clone()));
+        match self.statement(rel_id, op, carrying, |t| progress::carried_by(&sql(t), n)).await {
+            Ok((stmt, table)) => {
+                params.extend(progress::params(&self.cfg.mirror_name, commit));
+                let purpose = Purpose::Change { table, op, commit_lsn, expected };
+                self.push_alone(stmt, params, purpose).await
+            }
+            // Refused when it was parsed (nothing is open): "WITH cannot be used in a query
+            // that is rewritten by rules into multiple queries".
+            Err(e)
+                if e.as_db_error().map(DbError::code) == Some(&SqlState::FEATURE_NOT_SUPPORTED) =>
+            {
+                tracing::debug!(error = %e, "one-row transactions of this table go with BEGIN and COMMIT");
+                if let Some(t) = self.catalog.tables.get_mut(&rel_id) {
+                    t.carry_refused = true;
+                }
+                let (stmt, table) = self.statement(rel_id, op, key, sql).await?;
+                self.push_change(stmt, params, table, op, commit_lsn, expected).await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends a prepared statement outside any transaction block: a target transaction of its
@@ -362,6 +406,10 @@ impl PostgresTarget {
                 }
             }
             _ => return Ok(false),
+        }
+        if self.session.in_txn {
+            // The target refused the one statement: the row went into a transaction.
+            return Ok(false);
         }
         self.stats.one_statement_commits += 1;
         Ok(true)

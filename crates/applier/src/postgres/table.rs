@@ -125,6 +125,10 @@ pub(crate) struct TableInfo {
     /// The target table's row type, for set-based updates of array columns (which cannot
     /// travel in `unnest` arrays of their own); `None` when unknown or unusable.
     pub(crate) row_type: Option<RowType>,
+    /// The target refused a single-row statement that also writes the progress row (a rule
+    /// that rewrites the table's statements into several refuses a `WITH` around them): the
+    /// table's one-row transactions go with `BEGIN` and `COMMIT`.
+    pub(crate) carry_refused: bool,
 }
 
 /// A table's composite row type: rows of it carry any column values, arrays included.
@@ -173,6 +177,7 @@ impl TableInfo {
             has_identity_always,
             unique_hazard: UniqueHazard::None,
             row_type: None,
+            carry_refused: false,
         }
     }
 

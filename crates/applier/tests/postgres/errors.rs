@@ -147,3 +147,30 @@ async fn a_one_row_transaction_commits_as_one_statement() {
         env.assert_same(&["t"]).await;
     }
 }
+
+/// A target table with a rule that turns its statements into several (here an `ENABLE ALWAYS`
+/// rule, which fires under the replica role too) refuses a `WITH` around them: its one-row
+/// transactions go with `BEGIN` and `COMMIT`, and the rule still fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_row_transaction_into_a_table_with_a_rule_goes_with_begin_and_commit() {
+    let env = setup("onerule", "CREATE TABLE t (id int PRIMARY KEY, v int)", false).await;
+    env.dst
+        .batch_execute(
+            "CREATE TABLE t_log (id int);
+             CREATE RULE log AS ON INSERT TO t DO ALSO INSERT INTO t_log VALUES (NEW.id);
+             ALTER TABLE t ENABLE ALWAYS RULE log",
+        )
+        .await
+        .unwrap();
+    for id in [1, 2] {
+        env.src.execute("INSERT INTO t VALUES ($1, 1)", &[&id]).await.unwrap();
+        let msgs = env.fetch(1, true, &[], None).await;
+        let applier = env.apply(&msgs, ApplierConfig::default()).await.unwrap();
+        let stats = applier.target().stats();
+        assert_eq!((stats.commits, stats.one_statement_commits), (1, 0));
+        assert_eq!(env.progress("test").await, Some(last_end(&msgs)));
+    }
+    env.assert_same(&["t"]).await;
+    let logged: i64 = env.dst.query_one("SELECT count(*) FROM t_log", &[]).await.unwrap().get(0);
+    assert_eq!(logged, 2);
+}
