@@ -45,7 +45,7 @@ fn params_bytes(params: &[Param]) -> usize {
 
 /// What a single-row statement is for.
 #[derive(Clone, Copy)]
-pub(super) struct Row {
+struct Row {
     rel_id: u32,
     op: Op,
     /// Rows it should affect.
