@@ -40,8 +40,6 @@ pub(super) struct Durability {
     wal_stmt: Statement,
     flush_lsn_stmt: Statement,
     flushes: Flushes,
-    /// The newest source end LSN committed with no WAL position asked behind it.
-    unpositioned: Option<Lsn>,
     /// When a WAL position was last asked behind a COMMIT.
     last_asked: Option<Instant>,
 }
@@ -62,7 +60,6 @@ impl Durability {
             wal_stmt,
             flush_lsn_stmt,
             flushes: Flushes::default(),
-            unpositioned: None,
             last_asked: None,
         })
     }
@@ -89,26 +86,26 @@ impl Durability {
         position: Option<Result<Row, tokio_postgres::Error>>,
         end_lsn: Lsn,
     ) -> Result<(), ApplyError> {
-        let Some(position) = position else {
-            if self.synchronous {
+        match position {
+            Some(position) => self.positioned(position, end_lsn),
+            None if self.synchronous => {
                 self.flushes.durable_up_to(end_lsn);
-            } else {
-                self.unpositioned = Some(end_lsn.max(self.unpositioned.unwrap_or(end_lsn)));
+                Ok(())
             }
-            return Ok(());
-        };
-        // Behind this commit, so past every earlier one's record too.
-        self.unpositioned = None;
-        self.positioned(position, end_lsn, "reading the WAL position")
+            None => {
+                self.flushes.unpositioned(end_lsn);
+                Ok(())
+            }
+        }
     }
 
+    /// The answer to the WAL position query, asked once the commits up to `end_lsn` returned.
     fn positioned(
         &mut self,
         position: Result<Row, tokio_postgres::Error>,
         end_lsn: Lsn,
-        what: &'static str,
     ) -> Result<(), ApplyError> {
-        let row = position.map_err(|e| ApplyError::target(what, e))?;
+        let row = position.map_err(|e| ApplyError::target("reading the WAL position", e))?;
         let insert: PgLsn = row.get(0);
         let flushed: PgLsn = row.get(1);
         self.flushes.push(u64::from(insert), end_lsn);
@@ -118,16 +115,16 @@ impl Durability {
 
     /// Whether commits wait for the target's WAL flush.
     pub(super) fn has_unflushed(&self) -> bool {
-        !self.flushes.waiting.is_empty() || self.unpositioned.is_some()
+        !self.flushes.waiting.is_empty() || self.flushes.unpositioned.is_some()
     }
 
     /// Asks how far the target's WAL is flushed, and marks the commits below durable; asks
     /// the position of the commits that have none first (every one of them returned before
     /// the query went out, so the current insert position is past their records).
     pub(super) async fn poll(&mut self, client: &Client) -> Result<(), ApplyError> {
-        if let Some(end_lsn) = self.unpositioned.take() {
+        if let Some(end_lsn) = self.flushes.unpositioned {
             let position = client.query_one(&self.wal_stmt, &[]).await;
-            return self.positioned(position, end_lsn, "reading the WAL position");
+            return self.positioned(position, end_lsn);
         }
         let row = client
             .query_one(&self.flush_lsn_stmt, &[])
@@ -149,12 +146,22 @@ impl Durability {
 struct Flushes {
     /// (target WAL position after the COMMIT, source end LSN it holds), oldest first.
     waiting: VecDeque<(u64, Lsn)>,
+    /// The newest source end LSN committed with no WAL position known yet.
+    unpositioned: Option<Lsn>,
     durable: Option<Lsn>,
 }
 
 impl Flushes {
+    /// A WAL position read after the commits up to `end_lsn` returned: past every earlier
+    /// commit's record too, those without a position included.
     fn push(&mut self, wal_position: u64, end_lsn: Lsn) {
         self.waiting.push_back((wal_position, end_lsn));
+        self.unpositioned = None;
+    }
+
+    /// A commit up to `end_lsn` returned and no position was asked behind it.
+    fn unpositioned(&mut self, end_lsn: Lsn) {
+        self.unpositioned = self.unpositioned.max(Some(end_lsn));
     }
 
     /// Marks every waiting commit at or below the target's WAL flush position durable.
@@ -189,6 +196,22 @@ mod tests {
         f.flushed(200);
         assert_eq!(f.durable, Some(Lsn(20)));
         assert!(f.waiting.is_empty());
+    }
+
+    #[test]
+    fn commits_without_a_position_wait_for_a_later_one() {
+        let mut f = Flushes::default();
+        f.unpositioned(Lsn(10));
+        f.unpositioned(Lsn(20));
+        f.flushed(u64::MAX);
+        assert_eq!(f.durable, None);
+        // Asked behind a later commit (or at the next poll, for the newest of them).
+        f.push(300, Lsn(20));
+        assert_eq!(f.unpositioned, None);
+        f.flushed(299);
+        assert_eq!(f.durable, None);
+        f.flushed(300);
+        assert_eq!(f.durable, Some(Lsn(20)));
     }
 
     #[test]

@@ -335,9 +335,8 @@ impl PostgresTarget {
             if !self.commit_in_one_statement().await? {
                 self.end_runs().await?;
                 self.ensure_txn().await?;
-                if let Some(c) = &self.last_commit {
-                    let fut = self.progress.write(&self.session.client, &self.cfg.mirror_name, c);
-                    self.session.pipe.push(fut, Purpose::Other("writing progress"), 128).await?;
+                if let Some(c) = self.last_commit {
+                    self.push_progress(&c).await?;
                 }
                 let fut = simple_future(&self.session.client, "COMMIT".to_owned());
                 self.session.pipe.push(fut, Purpose::Other("COMMIT"), 16).await?;
@@ -372,6 +371,12 @@ impl PostgresTarget {
         Ok(self.durability.durable())
     }
 
+    /// Sends the progress row after `c`.
+    async fn push_progress(&mut self, c: &CommitInfo) -> Result<(), ApplyError> {
+        let fut = self.progress.write(&self.session.client, &self.cfg.mirror_name, c);
+        self.session.pipe.push(fut, Purpose::Other("writing progress"), 128).await
+    }
+
     /// Sends a target transaction that nothing has opened yet as one statement in its own
     /// implicit transaction, which the server commits at its Sync: the progress row alone, or
     /// a single-row insert, update or delete by key carrying the progress row in a `WITH`.
@@ -383,10 +388,7 @@ impl PostgresTarget {
             return Ok(false);
         }
         match self.runs.as_slice() {
-            [] => {
-                let fut = self.progress.write(&self.session.client, &self.cfg.mirror_name, &c);
-                self.session.pipe.push(fut, Purpose::Other("writing progress"), 128).await?;
-            }
+            [] => self.push_progress(&c).await?,
             [run] if run.is_one_row() => {
                 let run = self.runs.remove(0);
                 self.buffered -= run.bytes;
