@@ -45,17 +45,12 @@ pub(super) struct Run {
     pub(super) kind: RunKind,
 }
 
-impl Run {
-    /// Whether the run is one insert, or one update or delete by key: what a single-row
-    /// statement applies.
-    pub(super) fn is_one_row(&self) -> bool {
-        match &self.kind {
-            RunKind::Insert { rows, copy: None, .. } => rows.len() == 1,
-            RunKind::Update { rows, .. } => rows.len() == 1,
-            RunKind::Delete { rows, .. } => rows.len() == 1,
-            _ => false,
-        }
-    }
+/// The row of a run that holds one insert, or one update or delete by key: what a single-row
+/// statement applies.
+pub(super) enum OneRow {
+    Insert(Tuple),
+    Update(UpdateRow),
+    Delete(Tuple),
 }
 
 pub(super) enum RunKind {
@@ -111,6 +106,24 @@ pub(super) fn tuple_bytes(t: &Tuple) -> usize {
 impl PostgresTarget {
     pub(super) fn run_index(&self, rel_id: u32) -> Option<usize> {
         self.runs.iter().position(|r| r.rel_id == rel_id)
+    }
+
+    /// Takes out the only run when its row is one a single-row statement applies: the
+    /// table, the commit LSN of the row's transaction and the row.
+    pub(super) fn take_one_row(&mut self) -> Option<(u32, Lsn, OneRow)> {
+        fn only<T>(rows: &mut Vec<T>) -> Option<T> {
+            if rows.len() == 1 { rows.pop() } else { None }
+        }
+        let [run] = self.runs.as_mut_slice() else { return None };
+        let row = match &mut run.kind {
+            RunKind::Insert { rows, copy: None, .. } => only(rows).map(OneRow::Insert),
+            RunKind::Update { rows, .. } => only(rows).map(OneRow::Update),
+            RunKind::Delete { rows, .. } => only(rows).map(OneRow::Delete),
+            _ => None,
+        }?;
+        let run = self.runs.remove(0);
+        self.buffered -= run.bytes;
+        Some((run.rel_id, run.commit_lsn, row))
     }
 
     /// Before a change to `rel_id` without cross-table reordering: sends other tables' runs.

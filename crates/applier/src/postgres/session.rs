@@ -18,7 +18,7 @@ use crate::target::CommitInfo;
 use super::PostgresTarget;
 use super::pipeline::{Pipeline, Purpose, StmtFuture};
 use super::progress;
-use super::runs::RunKind;
+use super::runs::OneRow;
 use super::table::{StmtKey, TableInfo};
 use super::value::Param;
 
@@ -387,27 +387,18 @@ impl PostgresTarget {
         if self.session.in_txn {
             return Ok(false);
         }
-        match self.runs.as_slice() {
-            [] => self.push_progress(&c).await?,
-            [run] if run.is_one_row() => {
-                let run = self.runs.remove(0);
-                self.buffered -= run.bytes;
-                let (rel_id, lsn) = (run.rel_id, run.commit_lsn);
-                match run.kind {
-                    RunKind::Insert { rows, .. } => {
-                        self.insert_row(rel_id, lsn, &rows[0], Some(&c)).await?;
-                    }
-                    RunKind::Update { rows, .. } => {
-                        let r = &rows[0];
-                        self.update_row(rel_id, lsn, &r.key, &r.new, &r.set, Some(&c)).await?;
-                    }
-                    RunKind::Delete { rows, .. } => {
-                        self.delete_row(rel_id, lsn, &rows[0], Some(&c)).await?;
-                    }
-                    _ => unreachable!("is_one_row"),
+        if self.runs.is_empty() {
+            self.push_progress(&c).await?;
+        } else if let Some((rel_id, lsn, row)) = self.take_one_row() {
+            match row {
+                OneRow::Insert(row) => self.insert_row(rel_id, lsn, &row, Some(&c)).await?,
+                OneRow::Update(r) => {
+                    self.update_row(rel_id, lsn, &r.key, &r.new, &r.set, Some(&c)).await?;
                 }
+                OneRow::Delete(row) => self.delete_row(rel_id, lsn, &row, Some(&c)).await?,
             }
-            _ => return Ok(false),
+        } else {
+            return Ok(false);
         }
         if self.session.in_txn {
             // The target refused the one statement: the row went into a transaction.
