@@ -197,7 +197,7 @@ impl PostgresTarget {
         let open =
             self.runs.iter().position(|r| matches!(r.kind, RunKind::Insert { copy: Some(_), .. }));
         if let Some(i) = open {
-            let run = self.runs.remove(i);
+            let run = self.take_run(i);
             let RunKind::Insert { copy: Some(c), .. } = run.kind else { unreachable!() };
             self.finish_copy(&run.rel, run.commit_lsn, c).await?;
         }

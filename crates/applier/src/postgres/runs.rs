@@ -121,17 +121,22 @@ impl PostgresTarget {
             RunKind::Delete { rows, .. } => only(rows).map(OneRow::Delete),
             _ => None,
         }?;
-        let run = self.runs.remove(0);
-        self.buffered -= run.bytes;
+        let run = self.take_run(0);
         Some((run.rel_id, run.commit_lsn, row))
+    }
+
+    /// Takes run `i` out of `runs`, and its rows out of the buffered bytes.
+    pub(super) fn take_run(&mut self, i: usize) -> Run {
+        let run = self.runs.remove(i);
+        self.buffered -= run.bytes;
+        run
     }
 
     /// Before a change to `rel_id` without cross-table reordering: sends other tables' runs.
     pub(super) async fn leave_others(&mut self, rel_id: u32) -> Result<(), ApplyError> {
         if !self.reorder {
             while let Some(i) = self.runs.iter().position(|r| r.rel_id != rel_id) {
-                let run = self.runs.remove(i);
-                self.send_run(run).await?;
+                self.send_run(i).await?;
             }
         }
         Ok(())
@@ -140,10 +145,7 @@ impl PostgresTarget {
     /// Sends `rel_id`'s run, if any.
     pub(super) async fn end_table_run(&mut self, rel_id: u32) -> Result<(), ApplyError> {
         match self.run_index(rel_id) {
-            Some(i) => {
-                let run = self.runs.remove(i);
-                self.send_run(run).await
-            }
+            Some(i) => self.send_run(i).await,
             None => Ok(()),
         }
     }
@@ -151,8 +153,7 @@ impl PostgresTarget {
     /// Sends every run, oldest first.
     pub(super) async fn end_runs(&mut self) -> Result<(), ApplyError> {
         while !self.runs.is_empty() {
-            let run = self.runs.remove(0);
-            self.send_run(run).await?;
+            self.send_run(0).await?;
         }
         Ok(())
     }
@@ -184,10 +185,9 @@ impl PostgresTarget {
         Ok(())
     }
 
-    /// Sends a run (already taken out of `runs`) as statements.
-    async fn send_run(&mut self, run: Run) -> Result<(), ApplyError> {
-        self.buffered -= run.bytes;
-        let Run { rel_id, rel, commit_lsn, kind, .. } = run;
+    /// Takes run `i` out of `runs` and sends it as statements.
+    async fn send_run(&mut self, i: usize) -> Result<(), ApplyError> {
+        let Run { rel_id, rel, commit_lsn, kind, .. } = self.take_run(i);
         match kind {
             RunKind::Insert { copy: Some(c), .. } => self.finish_copy(&rel, commit_lsn, c).await,
             RunKind::Insert { rows, format, copy: None, .. } => {
