@@ -3,25 +3,47 @@
 //! A walsender flushes its socket after every pgoutput message. When the
 //! consumer drains the socket as fast as data arrives, each of those sends
 //! becomes a TCP segment of its own and a wake-up of the reader, and on a
-//! small machine the walsender spends most of its CPU in the kernel doing that
-//! (measured with `perf`: about 2x the walsender CPU of the native subscriber on
-//! 100k one-row transactions). PostgreSQL's own subscriber escapes it by being
-//! slow: its receive window fills, and the walsender's sends just append to the
-//! socket's queue.
+//! small machine the walsender spends most of its CPU in the kernel doing that:
+//! over loopback, a send into an open window carries its segment into the
+//! reader's socket in the sender's own system call. PostgreSQL's own subscriber
+//! escapes it by being slow: its receive window stays closed, the walsender's
+//! sends only append to its socket's queue, and the subscriber's reads, as they
+//! open the window, move that queue across in large segments.
 //!
-//! While catching up, pgmirror does the same on purpose: it caps the receive
-//! buffer so the window closes, asks the kernel not to wake it before a good
-//! amount has arrived (`SO_RCVLOWAT`), and reads whatever is there at least every
-//! [`BULK_READ_WAIT`], so a quiet stream is never held back longer than that. Live
-//! streaming keeps the default buffer and wakes on every byte.
+//! While catching up over a near link, pgmirror does the same on purpose: it
+//! caps the receive buffer so the window closes after a few dozen kilobytes,
+//! and after a read that found less than half of that it pauses [`BULK_PAUSE`]
+//! before the next, so the walsender meets a closed window for most of its
+//! sends; larger reads go on at once, so a walsender that is ahead is never held
+//! back. A sender does not send into a window smaller than its segments, which
+//! over loopback are up to 64 kB but never above half the widest window it has
+//! seen; so a link with such segments has every window clamped to 64 kB from
+//! its start, and one whose window grew wider anyway keeps a larger buffer and
+//! unpaced reads. Over a far link the window is left alone (it would throttle
+//! the link), and the kernel is asked not to wake pgmirror before a good amount
+//! has arrived (`SO_RCVLOWAT`), reading whatever is there at least every
+//! [`BULK_READ_WAIT`]. Live streaming wakes on every byte.
 
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-/// Receive buffer while catching up (`SO_RCVBUF`; Linux doubles it). Small
-/// enough that the window closes between reads on a fast link.
-const BULK_RCVBUF: usize = 128 * 1024;
-/// Wake-up threshold while catching up (`SO_RCVLOWAT`).
+/// Receive buffer while catching up over a near link (`SO_RCVBUF`; Linux doubles it):
+/// small enough that the window closes within a pause. Measured over loopback on Linux
+/// 6.18 with a 2 ms pause: 16 kB stalled a catch-up for minutes (its window was below
+/// the walsender's segments), 64 kB kept the walsender's CPU as high as without pausing.
+const BULK_RCVBUF: usize = 32 * 1024;
+/// Receive buffer while catching up over a near link whose segments may not fit
+/// [`BULK_RCVBUF`]'s window (see [`segments_fit`]): reads are not paced then.
+const UNFIT_BULK_RCVBUF: usize = 128 * 1024;
+/// Pause, while catching up over a near link, after a read smaller than [`BULK_GULP`].
+/// Over loopback (pgbench TPC-B backlogs, Linux 6.18) 4 and 5 ms left the walsender's
+/// sends in a closed window in all 16 runs, with as few TCP segments as for the native
+/// subscriber; 2 ms in about half the runs; 8 ms slowed the catch-up.
+pub(crate) const BULK_PAUSE: Duration = Duration::from_millis(4);
+/// A read this large, over a near link while catching up, means the walsender is ahead:
+/// half the receive buffer.
+const BULK_GULP: usize = BULK_RCVBUF;
+/// Wake-up threshold while catching up over a far link (`SO_RCVLOWAT`).
 pub(crate) const BULK_LOWAT: usize = 64 * 1024;
 /// Longest wait, while reading a backlog in bulk, before reading whatever has arrived.
 pub const BULK_READ_WAIT: Duration = Duration::from_millis(10);
@@ -36,8 +58,14 @@ const SMALL_WINDOW_MAX_RTT_MICROS: u32 = 2_000;
 pub(crate) struct Pacer {
     fd: RawFd,
     bulk: bool,
-    /// The receive buffer was shrunk for bulk reading.
+    /// The receive buffer was shrunk for bulk reading (near link).
     shrunk: bool,
+    /// Bulk reads are paced: the buffer was shrunk to [`BULK_RCVBUF`].
+    paced: bool,
+    /// The next paced read pauses first.
+    pause_next: bool,
+    /// The widest receive window announced so far, as far as known (see [`segments_fit`]).
+    widest: u32,
     /// The `SO_RCVLOWAT` currently set.
     lowat: usize,
     /// Bulk reading is off for good because the socket refused an option.
@@ -47,7 +75,17 @@ pub(crate) struct Pacer {
 impl Pacer {
     /// Starts in live mode. `fd` must stay open as long as the pacer is used.
     pub(crate) fn new(fd: RawFd) -> Self {
-        Pacer { fd, bulk: false, shrunk: false, lowat: 1, broken: false }
+        clamp_window(fd);
+        Pacer {
+            fd,
+            bulk: false,
+            shrunk: false,
+            paced: false,
+            pause_next: false,
+            widest: 0,
+            lowat: 1,
+            broken: false,
+        }
     }
 
     /// Whether bulk reading is on.
@@ -61,27 +99,65 @@ impl Pacer {
             return;
         }
         let ok = if bulk {
-            let near =
-                round_trip_micros(self.fd).is_some_and(|rtt| rtt <= SMALL_WINDOW_MAX_RTT_MICROS);
-            self.shrunk = near && set_option(self.fd, libc::SO_RCVBUF, BULK_RCVBUF);
-            self.set_lowat(BULK_LOWAT)
+            let link = link(self.fd);
+            self.widest = self.widest.max(link.map_or(u32::MAX, |l| l.rcv_ssthresh));
+            let near = link.is_some_and(|l| l.rtt_micros <= SMALL_WINDOW_MAX_RTT_MICROS);
+            let fits = link.is_some_and(|l| segments_fit(l.advmss, self.widest));
+            let buffer = if fits { BULK_RCVBUF } else { UNFIT_BULK_RCVBUF };
+            self.shrunk = near && set_option(self.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, buffer);
+            self.paced = self.shrunk && fits;
+            self.pause_next = false;
+            // A paced read wants whatever is there; the threshold is for the others.
+            self.paced || self.set_lowat(BULK_LOWAT)
         } else {
-            let restored = !self.shrunk || set_option(self.fd, libc::SO_RCVBUF, LIVE_RCVBUF);
+            let restored =
+                !self.shrunk || set_option(self.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, LIVE_RCVBUF);
             self.shrunk = false;
+            self.paced = false;
             restored && self.set_lowat(1)
         };
         if ok {
             self.bulk = bulk;
-            tracing::debug!(bulk, small_window = self.shrunk, "replication socket reading mode");
+            tracing::debug!(
+                bulk,
+                small_window = self.shrunk,
+                paced = self.paced,
+                widest = self.widest,
+                "replication socket reading mode"
+            );
         } else {
             // Never leave a half-applied mode behind: live reading always works.
             self.broken = true;
             self.bulk = false;
+            self.paced = false;
             let _ = self.set_lowat(1);
             if self.shrunk {
-                self.shrunk = !set_option(self.fd, libc::SO_RCVBUF, LIVE_RCVBUF);
+                self.shrunk = !set_option(self.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, LIVE_RCVBUF);
             }
         }
+    }
+
+    /// Whether bulk reads are paced: on a near link whose segments fit the small window.
+    pub(crate) fn is_paced(&self) -> bool {
+        self.bulk && self.paced
+    }
+
+    /// Whether the next paced read should pause first (see [`Pacer::after_read`]).
+    pub(crate) fn pause_first(&self) -> bool {
+        self.pause_next
+    }
+
+    /// Notes, after a paced read of `n` bytes into `room`, whether the next read pauses.
+    ///
+    /// A read that got less than [`BULK_GULP`] (or than it had room for) found the walsender
+    /// no further ahead than the window; pausing now, with the window refilled from the
+    /// walsender's queue as the read opened it, leaves that queue to grow while the window
+    /// stays closed. A larger read means the walsender is ahead: read on at once.
+    /// Through TLS, `n` is plaintext and says little about the socket, so the next read
+    /// pauses only when the socket is empty.
+    pub(crate) fn after_read(&mut self, n: usize, room: usize, tls: bool) {
+        self.pause_next =
+            if tls { queued_bytes(self.fd) == Some(0) } else { n < BULK_GULP.min(room) };
     }
 
     /// Sets `SO_RCVLOWAT` unless it already has that value.
@@ -89,7 +165,7 @@ impl Pacer {
         if self.lowat == lowat {
             return true;
         }
-        let ok = set_option(self.fd, libc::SO_RCVLOWAT, lowat);
+        let ok = set_option(self.fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, lowat);
         if ok {
             self.lowat = lowat;
         }
@@ -97,14 +173,28 @@ impl Pacer {
     }
 }
 
-/// The round-trip time of a TCP socket's path, in microseconds: the kernel's windowed
-/// minimum, which the smoothed estimate only approaches on a quiet link. During a catch-up the
-/// primary is busy and acknowledges our status updates late, so the smoothed value of a
-/// loopback link read over 2 ms in two of three bench runs, the window was left wide open, and
-/// the walsender spent about twice the CPU.
+/// What `tcp_info` says about a connected TCP socket's link.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    /// The path's round trip, in microseconds.
+    rtt_micros: u32,
+    /// The segment size we announced: the largest the primary may send us.
+    advmss: u32,
+    /// The receive window's current ceiling: the widest window announced since the receive
+    /// buffer was last shrunk (it only grows otherwise).
+    rcv_ssthresh: u32,
+}
+
+/// The link of a TCP socket, from `tcp_info`.
+///
+/// The round trip is the kernel's windowed minimum, which the smoothed estimate only
+/// approaches on a quiet link. During a catch-up the primary is busy and acknowledges our
+/// status updates late, so the smoothed value of a loopback link read over 2 ms in two of
+/// three bench runs, the window was left wide open, and the walsender spent about twice the
+/// CPU.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn round_trip_micros(fd: RawFd) -> Option<u32> {
+fn link(fd: RawFd) -> Option<Link> {
     let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
     let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>()).ok()?;
     // SAFETY: `fd` is an open TCP socket; `info` is a zeroed `tcp_info` of `len`
@@ -120,7 +210,11 @@ fn round_trip_micros(fd: RawFd) -> Option<u32> {
     };
     // SAFETY: zero is a valid value for every field, and the kernel filled a prefix.
     let info = (rc == 0).then(|| unsafe { info.assume_init() })?;
-    Some(path_round_trip(info.tcpi_rtt, info.tcpi_min_rtt))
+    Some(Link {
+        rtt_micros: path_round_trip(info.tcpi_rtt, info.tcpi_min_rtt),
+        advmss: info.tcpi_advmss,
+        rcv_ssthresh: info.tcpi_rcv_ssthresh,
+    })
 }
 
 /// The path's round trip from `tcp_info`: the minimum when the kernel reports one (a kernel
@@ -130,23 +224,67 @@ fn path_round_trip(smoothed: u32, minimum: u32) -> u32 {
     if minimum > 0 { minimum } else { smoothed }
 }
 
-/// Elsewhere the round-trip time is unknown, so the window is left alone.
+/// Elsewhere the link is unknown, so the window is left alone.
 #[cfg(not(target_os = "linux"))]
-fn round_trip_micros(_fd: RawFd) -> Option<u32> {
+fn link(_fd: RawFd) -> Option<Link> {
     None
 }
 
-/// `setsockopt(fd, SOL_SOCKET, name, value)`; false on failure.
+/// Whether the primary's segments always fit in the small bulk window.
+///
+/// A sender does not send into a window smaller than its segment size except by a probe
+/// every 200 ms or more, and its segment size is our announced one (`advmss`), bounded by
+/// half the widest window we ever announced. Over loopback (64 kB segments) a window that had
+/// once grown past 64 kB would leave the small one all but stalled (a 16 kB buffer did:
+/// minutes for a backlog of seconds). Network interfaces' segments (1.5 or 9 kB) always fit.
+fn segments_fit(advmss: u32, widest_window: u32) -> bool {
+    advmss.min(widest_window / 2) <= LARGEST_FITTING_SEGMENT
+}
+
+/// The largest segment the bulk window (half of its buffer) is known to take.
+const LARGEST_FITTING_SEGMENT: u32 = 32 * 1024;
+/// The window clamp (`TCP_WINDOW_CLAMP`) of a link with larger segments than that.
+#[cfg(target_os = "linux")]
+const WINDOW_CLAMP: usize = 64 * 1024;
+
+/// Bytes waiting in a socket's receive queue (`FIONREAD`); `None` on failure.
 #[allow(unsafe_code)]
-fn set_option(fd: RawFd, name: libc::c_int, value: usize) -> bool {
+fn queued_bytes(fd: RawFd) -> Option<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: `fd` is a socket owned by the connection for as long as the pacer
+    // lives, and FIONREAD writes one c_int.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &raw mut queued) };
+    if rc == 0 { usize::try_from(queued).ok() } else { None }
+}
+
+/// Loopback's segments (64 kB) fit the small bulk window only while every window announced
+/// stays within 64 kB (see [`segments_fit`]): a link with segments that large gets its
+/// window clamped before the first one. Receive-buffer autotuning raises the clamp as it
+/// grows the buffer (a window of 89 kB was seen before a backlog was recognised as one), so
+/// the buffer is fixed at the live size first.
+#[cfg(target_os = "linux")]
+fn clamp_window(fd: RawFd) {
+    if link(fd).is_some_and(|l| l.advmss > LARGEST_FITTING_SEGMENT)
+        && set_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, LIVE_RCVBUF)
+    {
+        set_option(fd, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, WINDOW_CLAMP);
+    }
+}
+
+/// Elsewhere the link is unknown and reads are never paced.
+#[cfg(not(target_os = "linux"))]
+fn clamp_window(_fd: RawFd) {}
+
+/// `setsockopt(fd, level, name, value)`; false on failure.
+#[allow(unsafe_code)]
+fn set_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: usize) -> bool {
     let Ok(value) = libc::c_int::try_from(value) else {
         return false;
     };
     let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4);
     // SAFETY: `fd` is a socket owned by the connection for as long as the pacer
     // lives, and the option value is a valid c_int of the given length.
-    let rc =
-        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, name, (&raw const value).cast(), len) };
+    let rc = unsafe { libc::setsockopt(fd, level, name, (&raw const value).cast(), len) };
     if rc != 0 {
         tracing::debug!(
             error = %std::io::Error::last_os_error(),
@@ -166,40 +304,107 @@ mod tests {
 
     #[allow(unsafe_code)]
     fn get_option(fd: RawFd, name: libc::c_int) -> libc::c_int {
+        get_option_at(fd, libc::SOL_SOCKET, name)
+    }
+
+    #[allow(unsafe_code)]
+    fn get_option_at(fd: RawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
         let mut value: libc::c_int = 0;
         let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap();
         // SAFETY: an open socket and a c_int-sized out parameter.
-        let rc = unsafe {
-            libc::getsockopt(fd, libc::SOL_SOCKET, name, (&raw mut value).cast(), &raw mut len)
-        };
+        let rc =
+            unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &raw mut len) };
         assert_eq!(rc, 0);
         value
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
-    fn bulk_mode_sets_and_clears_the_wakeup_threshold() {
+    fn bulk_mode_on_a_near_link_caps_the_window_and_paces_reads() {
+        use std::io::{Read, Write};
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let fd = stream.as_raw_fd();
+        let mut stream = stream;
+        let mut pacer = Pacer::new(fd);
+        assert!(!pacer.is_bulk());
+        // Loopback's segments are large: every window stays within 64 kB.
+        assert_eq!(get_option_at(fd, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP), 64 * 1024);
+
+        pacer.set_bulk(true);
+        assert!(pacer.is_bulk() && pacer.is_paced());
+        // Loopback is near: the window is capped (Linux doubles the value) and every
+        // byte wakes the reader, whose reads are paced instead.
+        assert_eq!(get_option(fd, libc::SO_RCVBUF), 2 * 32 * 1024);
+        assert_eq!(get_option(fd, libc::SO_RCVLOWAT), 1);
+        assert!(!pacer.pause_first(), "the first read after switching goes at once");
+
+        // A small read pauses the next one, a gulp (or a read that filled its room) does not.
+        pacer.after_read(100, 64 * 1024, false);
+        assert!(pacer.pause_first());
+        pacer.after_read(48 * 1024, 64 * 1024, false);
+        assert!(!pacer.pause_first());
+        pacer.after_read(20 * 1024, 20 * 1024, false);
+        assert!(!pacer.pause_first());
+
+        // Through TLS, what is left in the socket decides.
+        server.write_all(&[7; 100]).unwrap();
+        let mut buf = [0; 60];
+        stream.read_exact(&mut buf).unwrap();
+        pacer.after_read(60, 64 * 1024, true);
+        assert!(!pacer.pause_first(), "40 bytes still queued");
+        stream.read_exact(&mut buf[..40]).unwrap();
+        pacer.after_read(40, 64 * 1024, true);
+        assert!(pacer.pause_first());
+
+        pacer.set_bulk(false);
+        assert!(!pacer.is_bulk() && !pacer.is_paced());
+        assert_eq!(get_option(fd, libc::SO_RCVLOWAT), 1);
+        assert!(get_option(fd, libc::SO_RCVBUF) >= 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_small_window_needs_the_primarys_segments_to_fit() {
+        // A network interface's segments fit whatever the window did.
+        assert!(segments_fit(1_448, 4 << 20));
+        assert!(segments_fit(8_948, u32::MAX));
+        // Loopback's 64 kB segments, bounded by half the widest window announced.
+        assert!(segments_fit(65_483, 65_483));
+        assert!(segments_fit(65_483, 64 * 1024));
+        assert!(!segments_fit(65_483, 256 * 1024));
+        assert!(!segments_fit(65_483, u32::MAX), "an unknown window counts as wide");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_window_that_grew_wide_keeps_a_loopback_link_out_of_the_small_window() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _server = listener.accept().unwrap();
+        let fd = stream.as_raw_fd();
+        let mut pacer = Pacer::new(fd);
+        pacer.widest = 1 << 20;
+        pacer.set_bulk(true);
+        assert!(pacer.is_bulk() && !pacer.is_paced());
+        assert_eq!(get_option(fd, libc::SO_RCVBUF), 2 * 128 * 1024);
+        assert_eq!(get_option(fd, libc::SO_RCVLOWAT), 64 * 1024);
+        pacer.set_bulk(false);
+        assert_eq!(get_option(fd, libc::SO_RCVLOWAT), 1);
+    }
+
+    #[test]
+    fn the_wakeup_threshold_is_set_once() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let fd = stream.as_raw_fd();
         let mut pacer = Pacer::new(fd);
-        assert!(!pacer.is_bulk());
-
-        pacer.set_bulk(true);
-        assert!(pacer.is_bulk());
+        assert!(pacer.set_lowat(BULK_LOWAT));
         assert_eq!(get_option(fd, libc::SO_RCVLOWAT), 64 * 1024);
-        if cfg!(target_os = "linux") {
-            // Loopback is near: the window is capped too (Linux doubles the value).
-            assert_eq!(get_option(fd, libc::SO_RCVBUF), 2 * 128 * 1024);
-        }
-
+        assert!(pacer.set_lowat(BULK_LOWAT));
         assert!(pacer.set_lowat(1));
         assert_eq!(get_option(fd, libc::SO_RCVLOWAT), 1);
-        assert!(pacer.set_lowat(BULK_LOWAT));
-
-        pacer.set_bulk(false);
-        assert!(!pacer.is_bulk());
-        assert_eq!(get_option(fd, libc::SO_RCVLOWAT), 1);
-        assert!(get_option(fd, libc::SO_RCVBUF) >= 4 * 1024 * 1024);
     }
 
     #[cfg(target_os = "linux")]

@@ -20,7 +20,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use pgconn::{ChannelBinding, ConnConfig, DbError, Error, Host, tls};
 
-use crate::pacing::{BULK_LOWAT, BULK_READ_WAIT, Pacer};
+use crate::pacing::{BULK_LOWAT, BULK_PAUSE, BULK_READ_WAIT, Pacer};
 
 /// Frames larger than this are refused (PostgreSQL's own limit on a single
 /// message is 1 GB; this guards against a corrupt length allocating wildly).
@@ -377,12 +377,23 @@ impl Conn {
         })
     }
 
-    /// One socket read. In bulk mode the kernel holds the wake-up until a good
-    /// amount is queued; after [`BULK_READ_WAIT`] whatever is there is read anyway.
+    /// One socket read. In bulk mode over a near link, a read that follows a small one
+    /// waits [`BULK_PAUSE`] first; over a far link the kernel holds
+    /// the wake-up until a good amount is queued, and after [`BULK_READ_WAIT`] whatever
+    /// is there is read anyway. See [`crate::pacing`].
     async fn read_some(&mut self) -> Result<usize, Error> {
         let Some(pacer) = self.pacer.as_mut().filter(|p| p.is_bulk()) else {
             return Ok(self.io.read_buf(&mut self.rbuf).await?);
         };
+        if pacer.is_paced() {
+            if pacer.pause_first() {
+                tokio::time::sleep(BULK_PAUSE).await;
+            }
+            let room = self.rbuf.capacity() - self.rbuf.len();
+            let n = self.io.read_buf(&mut self.rbuf).await?;
+            pacer.after_read(n, room, self.tls);
+            return Ok(n);
+        }
         // A cancelled read may have left the low-water mark at one byte.
         pacer.set_lowat(BULK_LOWAT);
         if let Ok(n) = tokio::time::timeout(BULK_READ_WAIT, self.io.read_buf(&mut self.rbuf)).await
