@@ -12,10 +12,10 @@
 //!
 //! While catching up over a near link, pgmirror does the same on purpose: it
 //! caps the receive buffer so the window closes after a few dozen kilobytes,
-//! and after a read that found less than half of that it pauses [`BULK_PAUSE`]
-//! before the next, so the walsender meets a closed window for most of its
-//! sends; larger reads go on at once, so a walsender that is ahead is never held
-//! back. A sender does not send into a window smaller than its segments, which
+//! and after a read that leaves less than half of that waiting it pauses
+//! [`BULK_PAUSE`] before the next, so the walsender meets a closed window for
+//! most of its sends; when more is waiting, the walsender is ahead and the next
+//! read goes at once, so it is never held back. A sender does not send into a window smaller than its segments, which
 //! over loopback are up to 64 kB but never above half the widest window it has
 //! seen; so a link with such segments has every window clamped to 64 kB from
 //! its start, and one whose window grew wider anyway keeps a larger buffer and
@@ -35,13 +35,15 @@ const BULK_RCVBUF: usize = 32 * 1024;
 /// Receive buffer while catching up over a near link whose segments may not fit
 /// [`BULK_RCVBUF`]'s window (see [`segments_fit`]): reads are not paced then.
 const UNFIT_BULK_RCVBUF: usize = 128 * 1024;
-/// Pause, while catching up over a near link, after a read smaller than [`BULK_GULP`].
+/// Pause, while catching up over a near link, after a read that left less than
+/// [`BULK_GULP`] waiting.
 /// Over loopback (pgbench TPC-B backlogs, Linux 6.18) 4 and 5 ms left the walsender's
-/// sends in a closed window in all 16 runs, with as few TCP segments as for the native
-/// subscriber; 2 ms in about half the runs; 8 ms slowed the catch-up.
+/// sends in a closed window in every run, with about as few TCP segments as for the native
+/// subscriber; 2 ms in about half the runs; 8 ms slowed the catch-up
+/// (docs/performance-notes.md).
 pub(crate) const BULK_PAUSE: Duration = Duration::from_millis(4);
-/// A read this large, over a near link while catching up, means the walsender is ahead:
-/// half the receive buffer.
+/// This much waiting right after a read, over a near link while catching up, means the
+/// walsender is ahead: half the receive buffer.
 const BULK_GULP: usize = BULK_RCVBUF;
 /// Wake-up threshold while catching up over a far link (`SO_RCVLOWAT`).
 pub(crate) const BULK_LOWAT: usize = 64 * 1024;
@@ -147,17 +149,21 @@ impl Pacer {
         self.pause_next
     }
 
-    /// Notes, after a paced read of `n` bytes into `room`, whether the next read pauses.
+    /// Notes, after a paced read, whether the next read pauses: unless at least
+    /// [`BULK_GULP`] is already waiting behind it.
     ///
-    /// A read that got less than [`BULK_GULP`] (or than it had room for) found the walsender
-    /// no further ahead than the window; pausing now, with the window refilled from the
-    /// walsender's queue as the read opened it, leaves that queue to grow while the window
-    /// stays closed. A larger read means the walsender is ahead: read on at once.
-    /// Through TLS, `n` is plaintext and says little about the socket, so the next read
-    /// pauses only when the socket is empty.
-    pub(crate) fn after_read(&mut self, n: usize, room: usize, tls: bool) {
+    /// A read opens the window, and the walsender's queued sends cross at once, in the
+    /// read's own system call over loopback: that much data waiting right after a read means
+    /// the walsender is ahead, and the next read goes at once. Otherwise pausing now, with
+    /// the window refilled from what the walsender had queued, leaves its next sends to queue
+    /// behind the closed window. The size of the read itself says less: a read is large
+    /// whenever pgmirror took a while over the one before, even with the walsender in step.
+    /// Through TLS, what is buffered in plaintext is not in the socket, so there the next
+    /// read pauses only when the socket is empty.
+    pub(crate) fn after_read(&mut self, tls: bool) {
+        let waiting = queued_bytes(self.fd);
         self.pause_next =
-            if tls { queued_bytes(self.fd) == Some(0) } else { n < BULK_GULP.min(room) };
+            if tls { waiting == Some(0) } else { waiting.is_some_and(|w| w < BULK_GULP) };
     }
 
     /// Sets `SO_RCVLOWAT` unless it already has that value.
@@ -341,22 +347,26 @@ mod tests {
         assert_eq!(get_option(fd, libc::SO_RCVLOWAT), 1);
         assert!(!pacer.pause_first(), "the first read after switching goes at once");
 
-        // A small read pauses the next one, a gulp (or a read that filled its room) does not.
-        pacer.after_read(100, 64 * 1024, false);
-        assert!(pacer.pause_first());
-        pacer.after_read(48 * 1024, 64 * 1024, false);
-        assert!(!pacer.pause_first());
-        pacer.after_read(20 * 1024, 20 * 1024, false);
-        assert!(!pacer.pause_first());
-
-        // Through TLS, what is left in the socket decides.
+        // Little waiting after a read: pause. A gulp waiting: the walsender is ahead.
         server.write_all(&[7; 100]).unwrap();
-        let mut buf = [0; 60];
-        stream.read_exact(&mut buf).unwrap();
-        pacer.after_read(60, 64 * 1024, true);
+        let mut buf = vec![0; 64 * 1024];
+        stream.read_exact(&mut buf[..60]).unwrap();
+        pacer.after_read(false);
+        assert!(pacer.pause_first(), "40 bytes waiting");
+        server.write_all(&buf[..BULK_GULP]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        stream.read_exact(&mut buf[..40]).unwrap();
+        pacer.after_read(false);
+        assert!(!pacer.pause_first(), "a gulp waiting");
+        stream.read_exact(&mut buf[..BULK_GULP]).unwrap();
+
+        // Through TLS, only an empty socket pauses.
+        server.write_all(&[7; 100]).unwrap();
+        stream.read_exact(&mut buf[..60]).unwrap();
+        pacer.after_read(true);
         assert!(!pacer.pause_first(), "40 bytes still queued");
         stream.read_exact(&mut buf[..40]).unwrap();
-        pacer.after_read(40, 64 * 1024, true);
+        pacer.after_read(true);
         assert!(pacer.pause_first());
 
         pacer.set_bulk(false);

@@ -377,8 +377,8 @@ impl Conn {
         })
     }
 
-    /// One socket read. In bulk mode over a near link, a read that follows a small one
-    /// waits [`BULK_PAUSE`] first; over a far link the kernel holds
+    /// One socket read. In bulk mode over a near link, a read that follows one that left
+    /// little waiting waits [`BULK_PAUSE`] first; over a far link the kernel holds
     /// the wake-up until a good amount is queued, and after [`BULK_READ_WAIT`] whatever
     /// is there is read anyway. See [`crate::pacing`].
     async fn read_some(&mut self) -> Result<usize, Error> {
@@ -389,9 +389,8 @@ impl Conn {
             if pacer.pause_first() {
                 tokio::time::sleep(BULK_PAUSE).await;
             }
-            let room = self.rbuf.capacity() - self.rbuf.len();
             let n = self.io.read_buf(&mut self.rbuf).await?;
-            pacer.after_read(n, room, self.tls);
+            pacer.after_read(self.tls);
             return Ok(n);
         }
         // A cancelled read may have left the low-water mark at one byte.
