@@ -15,10 +15,12 @@
 //! and after a read that leaves less than half of that waiting it pauses
 //! [`BULK_PAUSE`] before the next, so the walsender meets a closed window for
 //! most of its sends; when more is waiting, the walsender is ahead and the next
-//! read goes at once, so it is never held back. A sender does not send into a window smaller than its segments, which
-//! over loopback are up to 64 kB but never above half the widest window it has
-//! seen; so a link with such segments has every window clamped to 64 kB from
-//! its start, and one whose window grew wider anyway keeps a larger buffer and
+//! read goes at once, so it is never held back.
+//!
+//! A sender does not send into a window smaller than its segments, which over
+//! loopback are up to 64 kB but never above half the widest window it has seen;
+//! so a link with such segments has every window clamped to 64 kB from its
+//! start, and one whose window grew wider anyway keeps a larger buffer and
 //! unpaced reads. Over a far link the window is left alone (it would throttle
 //! the link), and the kernel is asked not to wake pgmirror before a good amount
 //! has arrived (`SO_RCVLOWAT`), reading whatever is there at least every
@@ -295,7 +297,7 @@ fn set_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: usize) ->
         tracing::debug!(
             error = %std::io::Error::last_os_error(),
             option = name,
-            "setsockopt failed; reading the replication stream without pacing"
+            "setsockopt failed on the replication socket"
         );
     }
     rc == 0
@@ -308,7 +310,6 @@ mod tests {
 
     use super::*;
 
-    #[allow(unsafe_code)]
     fn get_option(fd: RawFd, name: libc::c_int) -> libc::c_int {
         get_option_at(fd, libc::SOL_SOCKET, name)
     }
@@ -330,10 +331,9 @@ mod tests {
         use std::io::{Read, Write};
 
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         let fd = stream.as_raw_fd();
-        let mut stream = stream;
         let mut pacer = Pacer::new(fd);
         assert!(!pacer.is_bulk());
         // Loopback's segments are large: every window stays within 64 kB.
