@@ -13,9 +13,10 @@
 //! While catching up over a near link, pgmirror does the same on purpose: it
 //! caps the receive buffer so the window closes after a few dozen kilobytes,
 //! and after a read that leaves less than half of that waiting it pauses
-//! [`BULK_PAUSE`] before the next, so the walsender meets a closed window for
-//! most of its sends; when more is waiting, the walsender is ahead and the next
-//! read goes at once, so it is never held back.
+//! [`BULK_PAUSE`] and then takes at most half a window, so the walsender meets a
+//! closed window for most of its sends; when more is waiting, the walsender is
+//! ahead and the next read goes at once and takes all there is, so it is never
+//! held back.
 //!
 //! A sender does not send into a window smaller than its segments, which over
 //! loopback are up to 64 kB but never above half the widest window it has seen;
@@ -149,6 +150,19 @@ impl Pacer {
     /// Whether the next paced read should pause first (see [`Pacer::after_read`]).
     pub(crate) fn pause_first(&self) -> bool {
         self.pause_next
+    }
+
+    /// The most the next paced read may take: after a pause, [`BULK_GULP`]; else all there is.
+    ///
+    /// During a pause the walsender's sends fill what the last read opened of the window.
+    /// Taking half of it leaves the rest queued, so the window reopens by half and the
+    /// walsender's next sends soon meet it closed again; a read that takes everything
+    /// reopens all of it to sends that each cross as a segment of their own when the
+    /// walsender is slower than the pause (100k one-row transactions, Linux 6.18:
+    /// 45k-170k segments against 0.6k-18k). A read that follows a gulp takes everything, so
+    /// that a walsender ahead of pgmirror has its queue moved a whole window at a time.
+    pub(crate) fn read_limit(&self) -> Option<u64> {
+        self.pause_next.then_some(BULK_GULP as u64)
     }
 
     /// Notes, after a paced read, whether the next read pauses: unless at least
@@ -353,11 +367,13 @@ mod tests {
         stream.read_exact(&mut buf[..60]).unwrap();
         pacer.after_read(false);
         assert!(pacer.pause_first(), "40 bytes waiting");
+        assert_eq!(pacer.read_limit(), Some(32 * 1024), "after a pause, half a window");
         server.write_all(&buf[..BULK_GULP]).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         stream.read_exact(&mut buf[..40]).unwrap();
         pacer.after_read(false);
         assert!(!pacer.pause_first(), "a gulp waiting");
+        assert_eq!(pacer.read_limit(), None, "the next read takes the whole gulp");
         stream.read_exact(&mut buf[..BULK_GULP]).unwrap();
 
         // Through TLS, only an empty socket pauses.

@@ -355,8 +355,11 @@ impl Conn {
                 }
                 continue;
             }
-            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-                self.rbuf.reserve(READ_CHUNK);
+            // Room for a whole receive window: a read cut short by the buffer leaves data
+            // in the socket, which holds the window half shut and hides from the pacing
+            // how much the primary has sent meanwhile.
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
+                self.rbuf.reserve(2 * READ_CHUNK);
             }
             let n = self.read_some().await?;
             if n == 0 {
@@ -378,7 +381,8 @@ impl Conn {
     }
 
     /// One socket read. In bulk mode over a near link, a read that follows one that left
-    /// little waiting waits [`BULK_PAUSE`] first; over a far link the kernel holds
+    /// little waiting waits [`BULK_PAUSE`] first and takes at most half a window; over a far
+    /// link the kernel holds
     /// the wake-up until a good amount is queued, and after [`BULK_READ_WAIT`] whatever
     /// is there is read anyway. See [`crate::pacing`].
     async fn read_some(&mut self) -> Result<usize, Error> {
@@ -389,7 +393,10 @@ impl Conn {
             if pacer.pause_first() {
                 tokio::time::sleep(BULK_PAUSE).await;
             }
-            let n = self.io.read_buf(&mut self.rbuf).await?;
+            let n = match pacer.read_limit() {
+                Some(limit) => (&mut self.io).take(limit).read_buf(&mut self.rbuf).await?,
+                None => self.io.read_buf(&mut self.rbuf).await?,
+            };
             pacer.after_read(self.tls);
             return Ok(n);
         }
