@@ -25,7 +25,7 @@ use crate::pacing::{BULK_LOWAT, BULK_PAUSE, BULK_READ_WAIT, Pacer};
 /// Frames larger than this are refused (PostgreSQL's own limit on a single
 /// message is 1 GB; this guards against a corrupt length allocating wildly).
 const MAX_FRAME: usize = 1 << 30;
-/// Read granularity: room reserved before each socket read.
+/// The least room a socket read has: a whole receive window of a paced backlog.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Any byte stream the connection can run over.
