@@ -40,11 +40,12 @@ const BULK_RCVBUF: usize = 32 * 1024;
 const UNFIT_BULK_RCVBUF: usize = 128 * 1024;
 /// Pause, while catching up over a near link, after a read that left less than
 /// [`BULK_GULP`] waiting.
-/// Over loopback (pgbench TPC-B backlogs, Linux 6.18) 4 and 5 ms left the walsender's
-/// sends in a closed window in every run, with about as few TCP segments as for the native
-/// subscriber; 2 ms in about half the runs; 8 ms slowed the catch-up
-/// (docs/performance-notes.md).
-pub(crate) const BULK_PAUSE: Duration = Duration::from_millis(4);
+/// Over loopback (Linux 6.18, docs/performance-notes.md): on pgbench TPC-B backlogs 4 and
+/// 5 ms left the walsender's sends in a closed window in every run, 2 ms in about half the
+/// runs. On 100k one-row transactions with fsync on, 4 ms still let the window open in some
+/// runs (7k-61k segments); 8 ms kept it shut in every run (0.6k-1.6k), without slowing
+/// TPC-B now that a read after a pause takes at most half a window.
+pub(crate) const BULK_PAUSE: Duration = Duration::from_millis(8);
 /// This much waiting right after a read, over a near link while catching up, means the
 /// walsender is ahead: half the receive buffer.
 const BULK_GULP: usize = BULK_RCVBUF;
