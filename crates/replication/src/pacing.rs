@@ -43,8 +43,8 @@ const UNFIT_BULK_RCVBUF: usize = 128 * 1024;
 /// Over loopback (Linux 6.18, docs/performance-notes.md): on pgbench TPC-B backlogs 4 and
 /// 5 ms left the walsender's sends in a closed window in every run, 2 ms in about half the
 /// runs. On 100k one-row transactions with fsync on, 4 ms still let the window open in some
-/// runs (7k-61k segments); 8 ms kept it shut in every run (0.6k-1.6k), without slowing
-/// TPC-B now that a read after a pause takes at most half a window.
+/// runs (3k-61k segments over six), 8 ms kept it shut in all six (0.6k-1.6k), and TPC-B
+/// caught up as fast with either now that a read after a pause takes at most half a window.
 pub(crate) const BULK_PAUSE: Duration = Duration::from_millis(8);
 /// This much waiting right after a read, over a near link while catching up, means the
 /// walsender is ahead: half the receive buffer.
