@@ -230,13 +230,20 @@ fn slot_lost(slot: &str, progress: Lsn) -> anyhow::Error {
     )
 }
 
+/// How much of a transaction a mirror's walsender holds before streaming it, in kB, where the
+/// source's `logical_decoding_work_mem` (64 MB by default) is larger. The target then starts
+/// on a large transaction once 8 MB of it is decoded, not 64 MB (about a second sooner for a
+/// 1M-row UPDATE), and the walsender keeps less of it in memory.
+const STREAMING_WORK_MEM_KB: u32 = 8 * 1024;
+
 /// START_REPLICATION of a mirror resuming at `progress`. A slot dropped after it was looked up
 /// is reported as one found missing.
 pub(super) async fn start_replication(
     repl: ReplicationClient,
-    start: StartReplication,
+    mut start: StartReplication,
     progress: Lsn,
 ) -> anyhow::Result<replication::LogicalReplicationStream> {
+    start.decoding_work_mem_kb = Some(STREAMING_WORK_MEM_KB);
     let slot = start.slot.clone();
     repl.start_replication(start).await.map_err(|e| {
         if e.is_slot_missing() {

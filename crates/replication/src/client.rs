@@ -427,7 +427,28 @@ impl ReplicationClient {
             self.drain().await?;
         }
         let wal_sender_timeout = self.wal_sender_timeout().await?;
+        if let Some(kb) = options.decoding_work_mem_kb
+            && options.streaming != crate::Streaming::Off
+            && self.server_version >= 140_000
+        {
+            self.cap_decoding_work_mem(kb).await?;
+        }
         crate::stream::start(self.conn, self.server_version, options, wal_sender_timeout).await
+    }
+
+    /// Lowers this session's `logical_decoding_work_mem` to `kb` when it is larger (the
+    /// walsender reads it while decoding; see [`crate::StartReplication::decoding_work_mem_kb`]).
+    async fn cap_decoding_work_mem(&mut self, kb: u32) -> Result<(), Error> {
+        let bytes = u64::from(kb) * 1024;
+        let sql = format!(
+            "SELECT pg_catalog.set_config('logical_decoding_work_mem', '{kb}kB', false) \
+             WHERE pg_catalog.pg_size_bytes(pg_catalog.current_setting('logical_decoding_work_mem')) > {bytes}"
+        );
+        let rows = self.simple_query(&sql).await?;
+        if let Some(now) = rows.first().and_then(|r| r.get(0)) {
+            tracing::debug!(logical_decoding_work_mem = now, "lowered for this walsender");
+        }
+        Ok(())
     }
 
     /// `SHOW wal_sender_timeout`, used to keep feedback well inside it.

@@ -71,6 +71,12 @@ pub struct StartReplication {
     pub messages: bool,
     /// Streaming of in-progress transactions.
     pub streaming: Streaming,
+    /// With streaming on, the most a transaction may take of the walsender's memory before
+    /// it is streamed, in kB: the session's `logical_decoding_work_mem` is lowered to this
+    /// before START_REPLICATION when it is larger, never raised. A large transaction then
+    /// reaches the consumer sooner, in smaller chunks. Ignored without streaming, where the
+    /// walsender would spill to its disk instead.
+    pub decoding_work_mem_kb: Option<u32>,
     /// Decode prepared transactions at PREPARE (PG 15+, protocol 3+).
     pub two_phase: bool,
     /// `origin` filter: `none` or `any` (PG 16+).
@@ -107,6 +113,7 @@ impl Default for StartReplication {
             binary: false,
             messages: false,
             streaming: Streaming::Off,
+            decoding_work_mem_kb: None,
             two_phase: false,
             origin: None,
             status_interval: DEFAULT_STATUS_INTERVAL,

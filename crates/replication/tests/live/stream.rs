@@ -318,6 +318,68 @@ async fn large_transaction_is_streamed_with_protocol_2() {
     stream.shutdown().await.unwrap();
 }
 
+/// Whether each of the next `n` transactions came streamed (StreamStart .. StreamCommit) or
+/// whole (Begin .. Commit).
+async fn streamed_or_whole(stream: &mut LogicalReplicationStream, n: usize) -> Vec<bool> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        match next_event(stream).await.message {
+            LogicalMessage::Commit(c) => {
+                stream.confirm(c.end_lsn);
+                seen.push(false);
+            }
+            LogicalMessage::StreamCommit(c) => {
+                stream.confirm(c.end_lsn);
+                seen.push(true);
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoding_work_mem_is_lowered_never_raised() {
+    let (cluster, db) = fresh_db("workmem").await;
+    let sql = cluster.connect(&db).await.unwrap();
+    sql.batch_execute(&format!(
+        "ALTER DATABASE {} SET logical_decoding_work_mem = '1MB'; \
+         CREATE TABLE w (id int PRIMARY KEY, pad text); CREATE PUBLICATION w_pub FOR TABLE w",
+        pgconn::quote_ident(&db)
+    ))
+    .await
+    .unwrap();
+    let mut streams = Vec::new();
+    for (name, kb) in [("left", None), ("lowered", Some(64)), ("above", Some(4096))] {
+        let mut opts = StartReplication::new("", ["w_pub"]);
+        opts.proto_version = Some(2);
+        opts.streaming = Streaming::On;
+        opts.decoding_work_mem_kb = kb;
+        let slot = pgcluster::unique_name(&format!("workmem_{name}"));
+        streams.push((name, open_stream(cluster, &db, &slot, opts).await));
+    }
+    // About 0.3 MB of changes, then about 1.5 MB: between 64 kB and 1 MB, then between
+    // 1 MB and 4 MB.
+    for rows in ["1, 1000", "1001, 7000"] {
+        sql.batch_execute(&format!(
+            "INSERT INTO w SELECT g, repeat('x', 100) FROM generate_series({rows}) g"
+        ))
+        .await
+        .unwrap();
+    }
+    for (name, stream) in &mut streams {
+        let expected = match *name {
+            "lowered" => [true, true],
+            // 4 MB is above the session's 1 MB: left at 1 MB, the larger one still streams.
+            _ => [false, true],
+        };
+        assert_eq!(streamed_or_whole(stream, 2).await, expected, "{name}");
+    }
+    for (_, stream) in streams {
+        stream.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_feedback_moves_the_slot() {
     let (cluster, db) = fresh_db("feedback").await;
