@@ -15,7 +15,7 @@ use pgconn::hosts::{self, SERVER_STATE_SQL, Session};
 use pgconn::{ConnConfig, Error as ConnError, quote_ident, quote_literal};
 
 use crate::error::Error;
-use crate::stream::{LogicalReplicationStream, StartReplication};
+use crate::stream::{LogicalReplicationStream, StartReplication, Streaming};
 use crate::wire::{Backend, Conn, parse_server_version};
 
 /// The answer to IDENTIFY_SYSTEM.
@@ -428,7 +428,7 @@ impl ReplicationClient {
         }
         let wal_sender_timeout = self.wal_sender_timeout().await?;
         if let Some(kb) = options.decoding_work_mem_kb
-            && options.streaming != crate::Streaming::Off
+            && options.streaming != Streaming::Off
             && self.server_version >= 140_000
         {
             self.cap_decoding_work_mem(kb).await?;
@@ -437,7 +437,7 @@ impl ReplicationClient {
     }
 
     /// Lowers this session's `logical_decoding_work_mem` to `kb` when it is larger (the
-    /// walsender reads it while decoding; see [`crate::StartReplication::decoding_work_mem_kb`]).
+    /// walsender reads it while decoding; see [`StartReplication::decoding_work_mem_kb`]).
     async fn cap_decoding_work_mem(&mut self, kb: u32) -> Result<(), Error> {
         let bytes = u64::from(kb) * 1024;
         let sql = format!(
