@@ -260,18 +260,30 @@ async fn store_dml_v3_binary() {
     store_dml(3, true).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_transaction_is_streamed_with_protocol_2() {
-    let (cluster, db) = fresh_db("streamed").await;
+/// A fresh database whose walsenders stream or spill a transaction after `work_mem` of it
+/// (the walsender reads per-database settings), with a table `table (id int PRIMARY KEY, pad
+/// text)` published as `{table}_pub`.
+async fn db_decoding_in(
+    prefix: &str,
+    work_mem: &str,
+    table: &str,
+) -> (&'static Cluster, String, tokio_postgres::Client) {
+    let (cluster, db) = fresh_db(prefix).await;
     let sql = cluster.connect(&db).await.unwrap();
-    // The walsender reads per-database settings: spill/stream after 64 kB.
     sql.batch_execute(&format!(
-        "ALTER DATABASE {} SET logical_decoding_work_mem = '64kB'; \
-         CREATE TABLE big (id int PRIMARY KEY, pad text); CREATE PUBLICATION big_pub FOR TABLE big",
+        "ALTER DATABASE {} SET logical_decoding_work_mem = '{work_mem}'; \
+         CREATE TABLE {table} (id int PRIMARY KEY, pad text); \
+         CREATE PUBLICATION {table}_pub FOR TABLE {table}",
         pgconn::quote_ident(&db)
     ))
     .await
     .unwrap();
+    (cluster, db, sql)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transaction_is_streamed_with_protocol_2() {
+    let (cluster, db, sql) = db_decoding_in("streamed", "64kB", "big").await;
     let mut opts = StartReplication::new("", ["big_pub"]);
     opts.proto_version = Some(2);
     opts.streaming = Streaming::On;
@@ -340,15 +352,7 @@ async fn streamed_or_whole(stream: &mut LogicalReplicationStream, n: usize) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decoding_work_mem_is_lowered_never_raised() {
-    let (cluster, db) = fresh_db("workmem").await;
-    let sql = cluster.connect(&db).await.unwrap();
-    sql.batch_execute(&format!(
-        "ALTER DATABASE {} SET logical_decoding_work_mem = '1MB'; \
-         CREATE TABLE w (id int PRIMARY KEY, pad text); CREATE PUBLICATION w_pub FOR TABLE w",
-        pgconn::quote_ident(&db)
-    ))
-    .await
-    .unwrap();
+    let (cluster, db, sql) = db_decoding_in("workmem", "1MB", "w").await;
     let mut streams = Vec::new();
     for (name, kb) in [("left", None), ("lowered", Some(64)), ("above", Some(4096))] {
         let mut opts = StartReplication::new("", ["w_pub"]);
