@@ -236,8 +236,9 @@ fn slot_lost(slot: &str, progress: Lsn) -> anyhow::Error {
 /// 1M-row UPDATE), and the walsender keeps less of it in memory.
 const STREAMING_WORK_MEM_KB: u32 = 8 * 1024;
 
-/// START_REPLICATION of a mirror resuming at `progress`. A slot dropped after it was looked up
-/// is reported as one found missing.
+/// START_REPLICATION of a mirror resuming at `progress`, its walsender streaming a large
+/// transaction after [`STREAMING_WORK_MEM_KB`] of it. A slot dropped after it was looked up is
+/// reported as one found missing.
 pub(super) async fn start_replication(
     repl: ReplicationClient,
     mut start: StartReplication,
