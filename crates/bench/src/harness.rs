@@ -17,6 +17,7 @@ use crate::report::{
     BenchReport, Contender, DecodeShare, LatencyReport, PathCpu, ProcessFigures, RunResult, Stat,
     WorkloadReport, describe, mb, summarize_named,
 };
+use crate::sentinel::{self, SentinelWatch};
 use crate::workload::{self, SENTINEL_DDL, SENTINEL_TABLE, Workload};
 
 /// The publication every contender streams.
@@ -223,6 +224,7 @@ impl Bench {
             }
         }
         tpl.batch_execute(SENTINEL_DDL).await?;
+        tpl.batch_execute(sentinel::NOTIFY_DDL).await?;
         if copy_rows {
             for t in tables {
                 copy_table(&src, &tpl, t).await.map_err(Error::context(format!("copying {t}")))?;
@@ -487,18 +489,20 @@ impl Bench {
                 quote_literal(slot)
             ))
             .await?;
+        let mut watch = SentinelWatch::start(&self.replica, &name).await?;
         let sampler =
             WalsenderSampler::start(self.primary.connect(&backlog.db).await?, slot.into());
-        let backends = self.target_sampler(&target, &name).await?;
+        let backends = self.target_sampler(&target, &name, &watch).await?;
         let t = Instant::now();
         target.batch_execute(&format!("ALTER SUBSCRIPTION {sub} ENABLE")).await?;
-        wait_sentinel(&target, 1, self.opts.run_timeout, CATCH_UP_POLL, || Ok(())).await?;
+        watch.wait(1, self.opts.run_timeout, || Ok(())).await?;
         let seconds = t.elapsed().as_secs_f64();
         let walsender_cpu_s = sampler.finish(self.ticks_per_second);
         let target_cpu_s = backends.finish(self.ticks_per_second);
         if measure_latency {
             let path = SamplePath { slot, consumer: None, target_db: &name };
-            self.measure_latency("native", &backlog.db, &target, path, || Ok(())).await?;
+            self.measure_latency("native", &backlog.db, &target, &mut watch, path, || Ok(()))
+                .await?;
         }
         let verified = self.verify(backlog, &target).await?;
         target.batch_execute(&format!("ALTER SUBSCRIPTION {sub} DISABLE")).await?;
@@ -609,10 +613,11 @@ impl Bench {
     ) -> Result<RunResult, Error> {
         let name = format!("{}_m_{run}", backlog.db);
         let target = self.target_from(&backlog.template, &name).await?;
+        let mut watch = SentinelWatch::start(&self.replica, &name).await?;
         let log = self.scratch.0.join(format!("{name}.log"));
         let sampler =
             WalsenderSampler::start(self.primary.connect(&backlog.db).await?, slot.into());
-        let backends = self.target_sampler(&target, &name).await?;
+        let backends = self.target_sampler(&target, &name, &watch).await?;
         let t = Instant::now();
         let mut child = self.spawn_pgmirror(&backlog.db, &name, slot, false, &log)?;
         let pid = child.id().ok_or_else(|| Error::Failed("pgmirror has no pid".into()))?;
@@ -625,10 +630,10 @@ impl Bench {
             }
             Ok(())
         };
-        let waited =
-            wait_sentinel(&target, 1, self.opts.run_timeout, CATCH_UP_POLL, || alive(&mut child))
-                .await
-                .map_err(|e| Error::context(format!("pgmirror's log: {}", log_tail(&log)))(e));
+        let waited = watch
+            .wait(1, self.opts.run_timeout, || alive(&mut child))
+            .await
+            .map_err(|e| Error::context(format!("pgmirror's log: {}", log_tail(&log)))(e));
         let seconds = t.elapsed().as_secs_f64();
         // Read while the process still runs: its /proc entry goes with it.
         let process = self.process_figures(pid);
@@ -637,8 +642,10 @@ impl Bench {
         waited?;
         if measure_latency {
             let path = SamplePath { slot, consumer: Some(pid), target_db: &name };
-            self.measure_latency("pgmirror", &backlog.db, &target, path, || alive(&mut child))
-                .await?;
+            self.measure_latency("pgmirror", &backlog.db, &target, &mut watch, path, || {
+                alive(&mut child)
+            })
+            .await?;
         }
         let _ = child.kill().await;
         let verified = self.verify(backlog, &target).await?;
@@ -676,10 +683,16 @@ impl Bench {
     }
 
     /// Samples the CPU time of the replica's processes in target database `name`, except the
-    /// benchmark's own session `target`.
-    async fn target_sampler(&self, target: &Client, name: &str) -> Result<BackendSampler, Error> {
+    /// benchmark's own sessions there: `target` and `watch`.
+    async fn target_sampler(
+        &self,
+        target: &Client,
+        name: &str,
+        watch: &SentinelWatch,
+    ) -> Result<BackendSampler, Error> {
         let me: i32 = target.query_one("SELECT pg_catalog.pg_backend_pid()", &[]).await?.get(0);
-        Ok(BackendSampler::start(self.replica.connect("postgres").await?, name.into(), vec![me]))
+        let exclude = vec![me, watch.pid()];
+        Ok(BackendSampler::start(self.replica.connect("postgres").await?, name.into(), exclude))
     }
 
     /// The CPU time and peak RSS of process `pid`, while it still runs.
@@ -698,14 +711,16 @@ impl Bench {
         contender: &str,
         db: &str,
         target: &Client,
+        watch: &mut SentinelWatch,
         path: SamplePath<'_>,
         mut alive: impl FnMut() -> Result<(), Error>,
     ) -> Result<(), Error> {
         let src = self.flushing_session(db).await?;
         let walsender = procstat::server_pids(&src, procstat::WALSENDER_PID, path.slot).await?;
-        // Asked on the polling session, which is left out.
-        let appliers =
+        // The benchmark's own sessions are left out: `target`, which asks, and the watch.
+        let mut appliers =
             procstat::server_pids(target, procstat::DATABASE_PIDS, path.target_db).await?;
+        appliers.retain(|&p| i64::from(p) != i64::from(watch.pid()));
         let walsender = CpuSpan::start(&walsender);
         let consumer = path.consumer.map(|p| CpuSpan::start(&[p]));
         let appliers = CpuSpan::start(&appliers);
@@ -718,7 +733,7 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(50)).await;
             src.execute(&format!("INSERT INTO {SENTINEL_TABLE} (id) VALUES ($1)"), &[&id]).await?;
             let t = Instant::now();
-            wait_sentinel(target, id, Duration::from_secs(30), LATENCY_POLL, &mut alive).await?;
+            watch.wait(id, Duration::from_secs(30), &mut alive).await?;
             samples.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let n = self.opts.latency_samples;
@@ -786,41 +801,6 @@ pub(crate) struct SamplePath<'a> {
     pub(crate) consumer: Option<u32>,
     /// The target database, whose server processes apply the changes.
     pub(crate) target_db: &'a str,
-}
-
-/// How often the live latency is polled. tokio's timer rounds a sleep up to the next whole
-/// millisecond, which made sub-millisecond latencies read as 1-3 ms.
-const LATENCY_POLL: Duration = Duration::from_micros(100);
-/// How often a catch-up is polled.
-pub(crate) const CATCH_UP_POLL: Duration = Duration::from_millis(1);
-
-/// Polls `target` every `gap` until the sentinel row `id` is visible.
-pub(crate) async fn wait_sentinel(
-    target: &Client,
-    id: i32,
-    timeout: Duration,
-    gap: Duration,
-    mut alive: impl FnMut() -> Result<(), Error>,
-) -> Result<(), Error> {
-    let sql = format!("SELECT EXISTS (SELECT 1 FROM {SENTINEL_TABLE} WHERE id = $1)");
-    let stmt = target.prepare(&sql).await?;
-    let t = Instant::now();
-    loop {
-        if target.query_one(&stmt, &[&id]).await?.get::<_, bool>(0) {
-            return Ok(());
-        }
-        alive()?;
-        if t.elapsed() > timeout {
-            return Err(Error::Failed(format!("the target did not catch up within {timeout:?}")));
-        }
-        if gap < Duration::from_millis(1) {
-            tokio::task::spawn_blocking(move || std::thread::sleep(gap))
-                .await
-                .map_err(|e| Error::Failed(format!("polling the target: {e}")))?;
-        } else {
-            tokio::time::sleep(gap).await;
-        }
-    }
 }
 
 pub(crate) fn log_tail(path: &Path) -> String {

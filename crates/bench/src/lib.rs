@@ -37,6 +37,7 @@ pub mod nats;
 mod pglogical;
 pub mod procstat;
 mod report;
+mod sentinel;
 mod shards;
 pub mod workload;
 

@@ -19,9 +19,10 @@ use pgconn::quote_ident;
 use tokio_postgres::Client;
 
 use crate::error::Error;
-use crate::harness::{Backlog, Bench, CATCH_UP_POLL, SamplePath, wait_sentinel};
+use crate::harness::{Backlog, Bench, SamplePath};
 use crate::procstat::{BackendSampler, WalsenderSampler};
 use crate::report::RunResult;
+use crate::sentinel::SentinelWatch;
 use crate::workload::{SENTINEL_TABLE, Workload};
 
 /// The provider's pglogical node.
@@ -120,10 +121,20 @@ impl Bench {
         let name = target_db(&backlog.db, run);
         let mut target = self.target_from(&backlog.template, &name).await?;
         let result = async {
-            let mut r = self.pglogical_catch_up(backlog, &mut target, &name, slot, run).await?;
+            let mut watch = SentinelWatch::start(&self.replica, &name).await?;
+            let mut r =
+                self.pglogical_catch_up(backlog, &mut target, &mut watch, &name, slot, run).await?;
             if measure_latency {
                 let path = SamplePath { slot, consumer: None, target_db: &name };
-                self.measure_latency("pglogical", &backlog.db, &target, path, || Ok(())).await?;
+                self.measure_latency(
+                    "pglogical",
+                    &backlog.db,
+                    &target,
+                    &mut watch,
+                    path,
+                    || Ok(()),
+                )
+                .await?;
             }
             r.verified = self.verify(backlog, &target).await?;
             Ok(r)
@@ -143,6 +154,7 @@ impl Bench {
         &self,
         backlog: &Backlog,
         target: &mut Client,
+        watch: &mut SentinelWatch,
         name: &str,
         slot: &str,
         run: u32,
@@ -187,11 +199,14 @@ impl Bench {
         .await?;
         let walsender =
             WalsenderSampler::start(self.primary.connect(&backlog.db).await?, slot.into());
-        let backends =
-            BackendSampler::start(self.replica.connect("postgres").await?, name.into(), vec![me]);
+        let backends = BackendSampler::start(
+            self.replica.connect("postgres").await?,
+            name.into(),
+            vec![me, watch.pid()],
+        );
         let t = Instant::now();
         tx.commit().await?;
-        wait_sentinel(target, 1, self.opts.run_timeout, CATCH_UP_POLL, || Ok(())).await?;
+        watch.wait(1, self.opts.run_timeout, || Ok(())).await?;
         let seconds = t.elapsed().as_secs_f64();
         let walsender_cpu_s = walsender.finish(self.ticks_per_second);
         let target_cpu_s = backends.finish(self.ticks_per_second);

@@ -11,9 +11,10 @@ use std::time::Instant;
 use tokio_postgres::Client;
 
 use crate::error::Error;
-use crate::harness::{Backlog, Bench, CATCH_UP_POLL, PUBLICATION, log_tail, wait_sentinel};
+use crate::harness::{Backlog, Bench, PUBLICATION, log_tail};
 use crate::procstat::WalsenderSampler;
 use crate::report::RunResult;
+use crate::sentinel::SentinelWatch;
 use crate::workload::SENTINEL_TABLE;
 
 /// The contender's name in the report.
@@ -90,10 +91,12 @@ impl Bench {
         let keys = shard_keys(&src, &backlog.tables).await?;
         let mut names = Vec::new();
         let mut targets = Vec::new();
+        let mut watches = Vec::new();
         for i in 0..shards {
             let name = format!("{}_s{shards}_{run}_{i}", backlog.db);
             let target = self.target_from(&backlog.template, &name).await?;
             keep_own_rows(&target, &keys, shards, i).await?;
+            watches.push(SentinelWatch::start(&self.replica, &name).await?);
             targets.push(target);
             names.push(name);
         }
@@ -122,16 +125,16 @@ impl Bench {
             .map_err(Error::context("starting pgmirror"))?;
         let pid = child.id().ok_or_else(|| Error::Failed("pgmirror has no pid".into()))?;
         let mut waited = Ok(());
-        for target in &targets {
-            waited = wait_sentinel(target, 1, self.opts.run_timeout, CATCH_UP_POLL, || match child
-                .try_wait(
-            )? {
-                Some(status) => {
-                    Err(Error::Failed(format!("pgmirror exited ({status}): {}", log_tail(&log))))
-                }
-                None => Ok(()),
-            })
-            .await;
+        for watch in &mut watches {
+            waited = watch
+                .wait(1, self.opts.run_timeout, || match child.try_wait()? {
+                    Some(status) => Err(Error::Failed(format!(
+                        "pgmirror exited ({status}): {}",
+                        log_tail(&log)
+                    ))),
+                    None => Ok(()),
+                })
+                .await;
             if waited.is_err() {
                 break;
             }
