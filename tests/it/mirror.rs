@@ -1,5 +1,5 @@
 //! `pgmirror mirror` end to end: the Store workload from several sessions, every kind of
-//! change, a target restart, and one very large transaction.
+//! change, a target restart, one very large transaction and one that arrives streamed.
 
 use std::time::Duration;
 
@@ -121,6 +121,48 @@ async fn a_million_row_transaction() {
     let want: (i64, String) = store::table_fingerprint(&src, "events").await.unwrap();
     crate::common::wait_for(Duration::from_secs(240), "a million rows on the replica", || async {
         store::table_fingerprint(&dst, "events").await.ok().as_ref() == Some(&want)
+    })
+    .await;
+    stop(shutdown, task).await;
+}
+
+/// A transaction under the primary's 64 MB `logical_decoding_work_mem` but over the 8 MB a
+/// mirror asks of its own walsender reaches the mirror streamed (so the target starts on it
+/// before the primary commits) and is applied whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_past_8_mb_arrives_streamed() {
+    let cluster = pgcluster::shared();
+    let (src_db, src) = database(cluster, "mid_src").await;
+    let (dst_db, dst) = database(cluster, "mid_dst").await;
+    let limit: String = src.query_one("SHOW logical_decoding_work_mem", &[]).await.unwrap().get(0);
+    assert_eq!(limit, "64MB", "the test needs the server's default");
+    src.batch_execute("CREATE TABLE events (id bigint PRIMARY KEY, payload text)").await.unwrap();
+    let mut opts = store_mirror(cluster, &src_db, cluster, &dst_db);
+    opts.tables.tables = Some(vec!["events".into()]);
+    let slot = opts.slot_name();
+    let (shutdown, task) = spawn(opts);
+    crate::common::wait_for(Duration::from_secs(30), "the target table", || async {
+        dst.query_opt("SELECT 1 FROM pgmirror.progress", &[]).await.is_ok_and(|r| r.is_some())
+    })
+    .await;
+    // 100k changes of a 100-byte row: between 8 and 64 MB as the walsender holds them (with the
+    // mirror leaving the primary's 64 MB in place, this test times out below).
+    src.batch_execute(
+        "INSERT INTO events SELECT i, repeat('x', 100) FROM generate_series(1, 100000) i",
+    )
+    .await
+    .unwrap();
+    let want: (i64, String) = store::table_fingerprint(&src, "events").await.unwrap();
+    crate::common::wait_for(Duration::from_secs(120), "the rows on the replica", || async {
+        store::table_fingerprint(&dst, "events").await.ok().as_ref() == Some(&want)
+    })
+    .await;
+    // The walsender reports its counts to the statistics system within a second or so.
+    let streamed = "SELECT stream_txns FROM pg_catalog.pg_stat_replication_slots \
+                    WHERE slot_name = $1";
+    crate::common::wait_for(Duration::from_secs(30), "a streamed transaction", || async {
+        let row = src.query_opt(streamed, &[&slot]).await.unwrap();
+        row.is_some_and(|r| r.get::<_, i64>(0) >= 1)
     })
     .await;
     stop(shutdown, task).await;
