@@ -98,32 +98,59 @@ async fn target_restart_loses_nothing() {
     drop(dst);
 }
 
+/// A mirror of one table, `events`, between two new databases of the shared cluster.
+struct EventsMirror {
+    src: tokio_postgres::Client,
+    dst: tokio_postgres::Client,
+    slot: String,
+    shutdown: Shutdown,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl EventsMirror {
+    /// Creates `events` with `columns` on the primary and starts mirroring it; returns once
+    /// the mirror has set up the target.
+    async fn start(prefix: &str, columns: &str) -> Self {
+        let cluster = pgcluster::shared();
+        let (src_db, src) = database(cluster, &format!("{prefix}_src")).await;
+        let (dst_db, dst) = database(cluster, &format!("{prefix}_dst")).await;
+        src.batch_execute(&format!("CREATE TABLE events ({columns})")).await.unwrap();
+        let mut opts = store_mirror(cluster, &src_db, cluster, &dst_db);
+        opts.tables.tables = Some(vec!["events".into()]);
+        let slot = opts.slot_name();
+        let (shutdown, task) = spawn(opts);
+        crate::common::wait_for(Duration::from_secs(30), "the target table", || async {
+            dst.query_opt("SELECT 1 FROM pgmirror.progress", &[]).await.is_ok_and(|r| r.is_some())
+        })
+        .await;
+        EventsMirror { src, dst, slot, shutdown, task }
+    }
+
+    /// Runs `sql` on the primary and waits up to `timeout` for the replica's `events` to
+    /// equal the primary's.
+    async fn converge_after(&self, sql: &str, timeout: Duration) {
+        self.src.batch_execute(sql).await.unwrap();
+        let want: (i64, String) = store::table_fingerprint(&self.src, "events").await.unwrap();
+        crate::common::wait_for(timeout, "the rows on the replica", || async {
+            store::table_fingerprint(&self.dst, "events").await.ok().as_ref() == Some(&want)
+        })
+        .await;
+    }
+
+    async fn stop(self) {
+        stop(self.shutdown, self.task).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_row_transaction() {
-    let cluster = pgcluster::shared();
-    let (src_db, src) = database(cluster, "big_src").await;
-    let (dst_db, dst) = database(cluster, "big_dst").await;
-    src.batch_execute("CREATE TABLE events (id bigint PRIMARY KEY, kind int, payload text)")
-        .await
-        .unwrap();
-    let mut opts = store_mirror(cluster, &src_db, cluster, &dst_db);
-    opts.tables.tables = Some(vec!["events".into()]);
-    let (shutdown, task) = spawn(opts);
-    crate::common::wait_for(Duration::from_secs(30), "the target table", || async {
-        dst.query_opt("SELECT 1 FROM pgmirror.progress", &[]).await.is_ok_and(|r| r.is_some())
-    })
-    .await;
-    src.batch_execute(
+    let m = EventsMirror::start("big", "id bigint PRIMARY KEY, kind int, payload text").await;
+    m.converge_after(
         "INSERT INTO events SELECT i, i % 7, md5(i::text) FROM generate_series(1, 1000000) i",
+        Duration::from_secs(240),
     )
-    .await
-    .unwrap();
-    let want: (i64, String) = store::table_fingerprint(&src, "events").await.unwrap();
-    crate::common::wait_for(Duration::from_secs(240), "a million rows on the replica", || async {
-        store::table_fingerprint(&dst, "events").await.ok().as_ref() == Some(&want)
-    })
     .await;
-    stop(shutdown, task).await;
+    m.stop().await;
 }
 
 /// A transaction under the primary's 64 MB `logical_decoding_work_mem` but over the 8 MB a
@@ -131,41 +158,26 @@ async fn a_million_row_transaction() {
 /// before the primary commits) and is applied whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_past_8_mb_arrives_streamed() {
-    let cluster = pgcluster::shared();
-    let (src_db, src) = database(cluster, "mid_src").await;
-    let (dst_db, dst) = database(cluster, "mid_dst").await;
-    let limit: String = src.query_one("SHOW logical_decoding_work_mem", &[]).await.unwrap().get(0);
+    let m = EventsMirror::start("mid", "id bigint PRIMARY KEY, payload text").await;
+    let limit: String =
+        m.src.query_one("SHOW logical_decoding_work_mem", &[]).await.unwrap().get(0);
     assert_eq!(limit, "64MB", "the test needs the server's default");
-    src.batch_execute("CREATE TABLE events (id bigint PRIMARY KEY, payload text)").await.unwrap();
-    let mut opts = store_mirror(cluster, &src_db, cluster, &dst_db);
-    opts.tables.tables = Some(vec!["events".into()]);
-    let slot = opts.slot_name();
-    let (shutdown, task) = spawn(opts);
-    crate::common::wait_for(Duration::from_secs(30), "the target table", || async {
-        dst.query_opt("SELECT 1 FROM pgmirror.progress", &[]).await.is_ok_and(|r| r.is_some())
-    })
-    .await;
     // 100k changes of a 100-byte row: between 8 and 64 MB as the walsender holds them (with the
     // mirror leaving the primary's 64 MB in place, this test times out below).
-    src.batch_execute(
+    m.converge_after(
         "INSERT INTO events SELECT i, repeat('x', 100) FROM generate_series(1, 100000) i",
+        Duration::from_secs(120),
     )
-    .await
-    .unwrap();
-    let want: (i64, String) = store::table_fingerprint(&src, "events").await.unwrap();
-    crate::common::wait_for(Duration::from_secs(120), "the rows on the replica", || async {
-        store::table_fingerprint(&dst, "events").await.ok().as_ref() == Some(&want)
-    })
     .await;
     // The walsender reports its counts to the statistics system within a second or so.
     let streamed = "SELECT stream_txns FROM pg_catalog.pg_stat_replication_slots \
                     WHERE slot_name = $1";
     crate::common::wait_for(Duration::from_secs(30), "a streamed transaction", || async {
-        let row = src.query_opt(streamed, &[&slot]).await.unwrap();
+        let row = m.src.query_opt(streamed, &[&m.slot]).await.unwrap();
         row.is_some_and(|r| r.get::<_, i64>(0) >= 1)
     })
     .await;
-    stop(shutdown, task).await;
+    m.stop().await;
 }
 
 /// Regression: a table's first change arriving while a COPY into another table is open on the

@@ -224,7 +224,7 @@ impl Bench {
             }
         }
         tpl.batch_execute(SENTINEL_DDL).await?;
-        tpl.batch_execute(sentinel::NOTIFY_DDL).await?;
+        tpl.batch_execute(&sentinel::notify_ddl()).await?;
         if copy_rows {
             for t in tables {
                 copy_table(&src, &tpl, t).await.map_err(Error::context(format!("copying {t}")))?;

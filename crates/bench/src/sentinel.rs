@@ -23,13 +23,15 @@ const CHANNEL: &str = "pgmirror_bench_sentinel";
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// Makes the sentinel table of a target database notify [`CHANNEL`] for every row inserted.
-pub(crate) const NOTIFY_DDL: &str = "\
-    CREATE FUNCTION pgmirror_bench_sentinel_notify() RETURNS trigger LANGUAGE plpgsql AS $$ \
-    BEGIN PERFORM pg_catalog.pg_notify('pgmirror_bench_sentinel', NEW.id::text); \
-    RETURN NULL; END $$; \
-    CREATE TRIGGER pgmirror_bench_sentinel_notify AFTER INSERT ON pgmirror_bench_sentinel \
-    FOR EACH ROW EXECUTE FUNCTION pgmirror_bench_sentinel_notify(); \
-    ALTER TABLE pgmirror_bench_sentinel ENABLE ALWAYS TRIGGER pgmirror_bench_sentinel_notify";
+pub(crate) fn notify_ddl() -> String {
+    format!(
+        "CREATE FUNCTION {CHANNEL}_notify() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_catalog.pg_notify('{CHANNEL}', NEW.id::text); RETURN NULL; END $$; \
+         CREATE TRIGGER {CHANNEL}_notify AFTER INSERT ON {SENTINEL_TABLE} \
+         FOR EACH ROW EXECUTE FUNCTION {CHANNEL}_notify(); \
+         ALTER TABLE {SENTINEL_TABLE} ENABLE ALWAYS TRIGGER {CHANNEL}_notify"
+    )
+}
 
 /// A session on a target database that listens for its sentinel rows.
 pub(crate) struct SentinelWatch {
