@@ -347,7 +347,10 @@ fn start_group(size: usize) -> Result<Vec<NatsServer>, Error> {
     }
 }
 
-/// Waits until every server of `servers` (spawned) is ready; kills them all on a timeout.
+/// Waits until every server of `servers` (spawned) is ready, all of them at the same time;
+/// kills them all on a timeout. A clustered server can turn unhealthy again after it was
+/// ready (it falls behind the metadata leader elected meanwhile), so once each has been
+/// ready, all are asked again until one pass finds every one healthy.
 fn wait_all(servers: &[&NatsServer]) -> Result<(), Error> {
     let began = Instant::now();
     let mut pending: Vec<&NatsServer> = servers.to_vec();
@@ -359,6 +362,9 @@ fn wait_all(servers: &[&NatsServer]) -> Result<(), Error> {
             }
         }
         pending = still;
+        if pending.is_empty() {
+            pending = servers.iter().copied().filter(|s| !s.is_healthy()).collect();
+        }
         let Some(first) = pending.first() else { return Ok(()) };
         if began.elapsed() > START_TIMEOUT {
             let log_tail = first.log_tail(30);
