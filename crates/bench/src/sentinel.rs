@@ -2,7 +2,7 @@
 //!
 //! The target's copy of the sentinel table announces every row it receives with `NOTIFY`
 //! (an `ENABLE ALWAYS` trigger, so it fires under `session_replication_role = replica`, as
-//! every contender applies), and the benchmark waits for that notification. Asking the target
+//! native, pglogical and pgmirror all apply), and the benchmark waits for that notification. Asking the target
 //! in a loop instead takes CPU from the catch-up it times, which on a machine of few cores
 //! slows it measurably.
 
