@@ -25,13 +25,19 @@ impl RowKey {
         self.0.extend_from_slice(value);
     }
 
-    /// The values of a key tuple (as built by `key_values`).
-    pub(super) fn of(key: &Tuple) -> RowKey {
-        let mut k = RowKey::default();
-        for v in key.iter().filter_map(Column::bytes) {
+    /// The key of `values`, allocated once.
+    pub(super) fn from_values<'a>(values: impl Iterator<Item = &'a [u8]> + Clone) -> RowKey {
+        let len = values.clone().map(|v| size_of::<usize>() + v.len()).sum();
+        let mut k = RowKey(Vec::with_capacity(len));
+        for v in values {
             k.push(v);
         }
         k
+    }
+
+    /// The values of a key tuple (as built by `key_values`).
+    pub(super) fn of(key: &Tuple) -> RowKey {
+        RowKey::from_values(key.iter().filter_map(Column::bytes))
     }
 }
 
@@ -40,14 +46,19 @@ impl RowKey {
 pub(super) fn key_columns<'a>(
     key: &[usize],
     row: &'a Tuple,
-) -> impl Iterator<Item = Option<Column<'a>>> {
+) -> impl Iterator<Item = Option<Column<'a>>> + Clone {
     let mut cols = row.iter().enumerate();
     key.iter().map(move |&k| cols.by_ref().find(|&(i, _)| i == k).map(|(_, c)| c))
 }
 
 /// Per column: is the value binary (NULLs count as binary until a text value shows up).
 pub(super) fn column_binary(row: &Tuple) -> Vec<bool> {
-    row.iter().map(|v| !matches!(v, Column::Text(_))).collect()
+    binary_flags(row).collect()
+}
+
+/// [`column_binary`], unallocated.
+pub(super) fn binary_flags(row: &Tuple) -> impl Iterator<Item = bool> + '_ {
+    row.iter().map(|v| !matches!(v, Column::Text(_)))
 }
 
 /// The arrays of a set-based statement by key: column `j` of the key tuples, as the key

@@ -40,11 +40,11 @@ fn insert_key(t: &TableInfo, new: &Tuple) -> Option<RowKey> {
     if t.key.is_empty() || t.full_identity() {
         return None;
     }
-    let mut k = RowKey::default();
-    for c in key_columns(&t.key, new) {
-        k.push(c?.bytes()?);
+    let values = key_columns(&t.key, new).map(|c| c.and_then(Column::bytes));
+    if values.clone().any(|v| v.is_none()) {
+        return None;
     }
-    Some(k)
+    Some(RowKey::from_values(values.flatten()))
 }
 
 /// A buffered insert with a later update of the same row folded in: values the update sent

@@ -141,6 +141,9 @@ pub struct PostgresTarget {
     runs: Vec<Run>,
     /// Bytes buffered in `runs`.
     buffered: usize,
+    /// The key map of the last update run sent, emptied, for the next one: it keeps the
+    /// room a run grew into.
+    spare_update_keys: runs::UpdateKeys,
     /// Runs of different tables may go out in any order: the session's replication role is
     /// `replica`.
     reorder: bool,
@@ -222,6 +225,7 @@ impl PostgresTarget {
             connector: None,
             runs: Vec::new(),
             buffered: 0,
+            spare_update_keys: Default::default(),
             reorder,
             spread: std::collections::HashSet::new(),
             source: None,

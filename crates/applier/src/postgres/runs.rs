@@ -64,7 +64,7 @@ pub(super) enum RunKind {
     },
     /// Updates by key. `keys`: the old and new key of every row; `Some(i)` when row `i` keeps
     /// its key (a later update of it folds into it), `None` for a key an update moved.
-    Update { rows: Vec<UpdateRow>, keys: HashMap<RowKey, Option<usize>> },
+    Update { rows: Vec<UpdateRow>, keys: UpdateKeys },
     /// Deletes by key.
     Delete { key_binary: Box<[bool]>, rows: Vec<Tuple>, keys: HashSet<RowKey> },
     /// Deletes of whole old rows (REPLICA IDENTITY FULL) of one shape: how each column is
@@ -89,6 +89,9 @@ pub(super) enum RunKind {
         news: HashSet<RowKey>,
     },
 }
+
+/// The keys of an update run (see [`RunKind::Update`]).
+pub(super) type UpdateKeys = HashMap<RowKey, Option<usize>>;
 
 /// What the updates of a [`RunKind::FullUpdate`] run share.
 pub(super) struct FullShape {
@@ -193,7 +196,11 @@ impl PostgresTarget {
             RunKind::Insert { rows, format, copy: None, .. } => {
                 self.send_inserts(&rel, commit_lsn, rows, format).await
             }
-            RunKind::Update { rows, .. } => self.flush_update_run(rel_id, commit_lsn, rows).await,
+            RunKind::Update { rows, mut keys } => {
+                keys.clear();
+                self.spare_update_keys = keys;
+                self.flush_update_run(rel_id, commit_lsn, rows).await
+            }
             RunKind::Delete { rows, key_binary, .. } => {
                 self.flush_delete_run(rel_id, commit_lsn, rows, key_binary).await
             }

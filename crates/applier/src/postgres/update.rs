@@ -13,8 +13,8 @@ use crate::target::CommitInfo;
 
 use super::PostgresTarget;
 use super::identity::{
-    RowKey, TEXT_OID, column_binary, full_match, key_columns, key_picks, matched_values, picks_of,
-    value_binary,
+    RowKey, TEXT_OID, binary_flags, column_binary, full_match, key_columns, key_picks,
+    matched_values, picks_of, value_binary,
 };
 use super::insert::fold_into_insert;
 use super::runs::{FullShape, Run, RunKind, tuple_bytes};
@@ -61,11 +61,7 @@ fn combined(a: &[bool], b: &[bool]) -> Box<[bool]> {
 /// The key values of a new row (so a later change by the new key is not merged into a run
 /// where the old key is still being updated).
 fn new_key_bytes(t: &TableInfo, new: &Tuple) -> RowKey {
-    let mut k = RowKey::default();
-    for v in key_columns(&t.key, new).flatten().filter_map(Column::bytes) {
-        k.push(v);
-    }
-    k
+    RowKey::from_values(key_columns(&t.key, new).flatten().filter_map(Column::bytes))
 }
 
 impl PostgresTarget {
@@ -103,23 +99,28 @@ impl PostgresTarget {
         if !set.iter().any(|&s| s) {
             return Ok(()); // nothing the target can change
         }
-        self.update_by_key(rel, key, new, set).await
+        // Without an old key the key came from the new row: it did not change.
+        let old_key_sent = old.is_some();
+        self.update_by_key(rel, key, old_key_sent, new, set).await
     }
 
     /// Updates by key: folds into the table's buffered insert or update of the same row,
-    /// joins (or starts) the table's update run, or goes alone.
+    /// joins (or starts) the table's update run, or goes alone. `key` is the old key, taken
+    /// from the new row when no old key was sent (`old_key_sent` false).
     async fn update_by_key(
         &mut self,
         rel: Arc<Relation>,
         key: Tuple,
+        old_key_sent: bool,
         new: Tuple,
         set: Box<[bool]>,
     ) -> Result<(), ApplyError> {
         let rel_id = rel.rel_id;
         let t = &self.catalog.tables[&rel_id];
         let key_bytes = RowKey::of(&key);
-        let new_key = new_key_bytes(t, &new);
-        let same_key = new_key == key_bytes;
+        // The key the row moves to, if it moves.
+        let moved_to = old_key_sent.then(|| new_key_bytes(t, &new)).filter(|k| *k != key_bytes);
+        let same_key = moved_to.is_none();
         // Array values cannot travel in `unnest` arrays of their own, only inside rows of the
         // table's type, which carry the new key only.
         let sets_arrays = t.cols.iter().zip(&set).any(|(c, &s)| c.is_array && s);
@@ -168,23 +169,27 @@ impl PostgresTarget {
                 Arc::ptr_eq(r, &rel)
                     && rows.len() < self.cfg.batch_max_rows
                     && !keys.contains_key(&key_bytes)
-                    && !keys.contains_key(&new_key)
+                    && moved_to.as_ref().is_none_or(|k| !keys.contains_key(k))
             }
             _ => false,
         });
         let i = match self.run_index(rel_id) {
             Some(i) if fits => i,
             _ => {
-                let kind = RunKind::Update { rows: Vec::new(), keys: Default::default() };
+                let keys = std::mem::take(&mut self.spare_update_keys);
+                let kind = RunKind::Update { rows: Vec::new(), keys };
                 self.start_run(&rel, kind).await?
             }
         };
         let RunKind::Update { rows, keys } = &mut self.runs[i].kind else { unreachable!() };
-        if same_key {
-            keys.insert(key_bytes, Some(rows.len()));
-        } else {
-            keys.insert(key_bytes, None);
-            keys.insert(new_key, None);
+        match moved_to {
+            None => {
+                keys.insert(key_bytes, Some(rows.len()));
+            }
+            Some(new_key) => {
+                keys.insert(key_bytes, None);
+                keys.insert(new_key, None);
+            }
         }
         rows.push(UpdateRow { key: key_tuple, new, set });
         self.buffered_more(i, bytes).await
@@ -364,19 +369,28 @@ impl PostgresTarget {
             UniqueHazard::Columns(cols) => cols.clone(),
         };
         type Shape = (Box<[bool]>, Box<[bool]>, Box<[bool]>);
+        // Formats only matter for the columns that travel.
+        fn set_binary(row: &UpdateRow) -> impl Iterator<Item = bool> + '_ {
+            row.new.iter().zip(&row.set).map(|(v, &s)| s && !matches!(v, Column::Text(_)))
+        }
         let mut shapes: Vec<(Shape, Vec<usize>)> = Vec::new();
         for (i, row) in rows.iter().enumerate() {
-            // Formats only matter for the columns that travel.
-            let binary: Box<[bool]> = row
-                .new
-                .iter()
-                .zip(&row.set)
-                .map(|(v, &s)| s && !matches!(v, Column::Text(_)))
-                .collect();
-            let shape = (row.set.clone(), binary, column_binary(&row.key).into());
-            match shapes.iter_mut().find(|(s, _)| *s == shape) {
+            // Compared in place: most rows share the first shape, allocated once.
+            let same = |(set, binary, key_binary): &Shape| {
+                **set == *row.set
+                    && binary.iter().copied().eq(set_binary(row))
+                    && key_binary.iter().copied().eq(binary_flags(&row.key))
+            };
+            match shapes.iter_mut().find(|(s, _)| same(s)) {
                 Some((_, group)) => group.push(i),
-                None => shapes.push((shape, vec![i])),
+                None => {
+                    let shape = (
+                        row.set.clone(),
+                        set_binary(row).collect(),
+                        column_binary(&row.key).into(),
+                    );
+                    shapes.push((shape, vec![i]));
+                }
             }
         }
         // Rows a set-based statement applied (or looked for: a missing row is counted there).
