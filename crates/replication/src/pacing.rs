@@ -12,11 +12,12 @@
 //!
 //! While catching up over a near link, pgmirror does the same on purpose: it
 //! caps the receive buffer so the window closes after a few dozen kilobytes,
-//! and after a read that leaves less than half of that waiting it pauses
-//! [`BULK_PAUSE`] and then takes at most half a window, so the walsender meets a
-//! closed window for most of its sends; when more is waiting, the walsender is
-//! ahead and the next read goes at once and takes all there is, so it is never
-//! held back.
+//! and after a read that leaves less than half of that waiting it pauses and
+//! then takes at most half a window, so the walsender meets a closed window for
+//! most of its sends; when more is waiting, the walsender is ahead and the next
+//! read goes at once and takes all there is, so it is never held back. The
+//! pause follows the walsender's pace: about as long as it takes to fill the
+//! window (see [`Pacer::after_pause`]).
 //!
 //! A sender does not send into a window smaller than its segments, which over
 //! loopback are up to 64 kB but never above half the widest window it has seen;
@@ -38,17 +39,25 @@ const BULK_RCVBUF: usize = 32 * 1024;
 /// Receive buffer while catching up over a near link whose segments may not fit
 /// [`BULK_RCVBUF`]'s window (see [`segments_fit`]): reads are not paced then.
 const UNFIT_BULK_RCVBUF: usize = 128 * 1024;
-/// Pause, while catching up over a near link, after a read that left less than
-/// [`BULK_GULP`] waiting.
-/// Over loopback (Linux 6.18, docs/performance-notes.md): on pgbench TPC-B backlogs 4 and
-/// 5 ms left the walsender's sends in a closed window in every run, 2 ms in about half the
-/// runs. On 100k one-row transactions with fsync on, 4 ms still let the window open in some
-/// runs (3k-61k segments over six), 8 ms kept it shut in all six (0.6k-1.6k), and TPC-B
-/// caught up as fast with either now that a read after a pause takes at most half a window.
-pub(crate) const BULK_PAUSE: Duration = Duration::from_millis(8);
-/// This much waiting right after a read, over a near link while catching up, means the
-/// walsender is ahead: half the receive buffer.
+/// Longest pause, while catching up over a near link, after a read that left less than
+/// [`AHEAD`] waiting, and the first one of each catch-up.
+/// Over loopback (Linux 6.18, docs/performance-notes.md), on a machine where a walsender
+/// took 1.3-1.6 s of CPU for 100k one-row transactions with fsync on: 4 ms still let the
+/// window open in some runs (3k-61k segments over six), 8 ms kept it shut in all six
+/// (0.6k-1.6k). A walsender three times faster fills the window in a fraction of that and
+/// then waits for the rest of the pause, hence [`Pacer::after_pause`].
+const LONGEST_PAUSE: Duration = Duration::from_millis(8);
+/// Shortest pause: below it, pausing saves the walsender nothing over reading at once.
+const SHORTEST_PAUSE: Duration = Duration::from_micros(500);
+/// The most a read right after a pause takes: half of what the window holds (Linux doubles
+/// [`BULK_RCVBUF`]).
 const BULK_GULP: usize = BULK_RCVBUF;
+/// This much waiting right after a read, over a near link while catching up, means the
+/// walsender is ahead: a quarter of what the window holds. A read of [`BULK_GULP`] from a full
+/// window leaves a little less than that (a full window held 63 kB of data over loopback,
+/// not 64), and the rest of a segment partly read keeps its memory and the window closed
+/// until it is read: pausing then would only leave the walsender waiting.
+const AHEAD: usize = BULK_GULP / 2;
 /// Wake-up threshold while catching up over a far link (`SO_RCVLOWAT`).
 pub(crate) const BULK_LOWAT: usize = 64 * 1024;
 /// Longest wait, while reading a backlog in bulk, before reading whatever has arrived.
@@ -70,6 +79,11 @@ pub(crate) struct Pacer {
     paced: bool,
     /// The next paced read pauses first.
     pause_next: bool,
+    /// How long it pauses (see [`Pacer::after_pause`]).
+    pause: Duration,
+    /// The most bytes found queued at the end of the latest pauses: about what the window
+    /// holds when closed, once at least [`BULK_GULP`].
+    fullest: usize,
     /// The widest receive window announced so far, as far as known (see [`segments_fit`]).
     widest: u32,
     /// The `SO_RCVLOWAT` currently set.
@@ -88,6 +102,8 @@ impl Pacer {
             shrunk: false,
             paced: false,
             pause_next: false,
+            pause: LONGEST_PAUSE,
+            fullest: 0,
             widest: 0,
             lowat: 1,
             broken: false,
@@ -113,6 +129,8 @@ impl Pacer {
             self.shrunk = near && set_option(self.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, buffer);
             self.paced = self.shrunk && fits;
             self.pause_next = false;
+            self.pause = LONGEST_PAUSE;
+            self.fullest = 0;
             // A paced read wants whatever is there; the threshold is for the others.
             self.paced || self.set_lowat(BULK_LOWAT)
         } else {
@@ -129,6 +147,7 @@ impl Pacer {
                 small_window = self.shrunk,
                 paced = self.paced,
                 widest = self.widest,
+                pause_us = self.pause.as_micros(),
                 "replication socket reading mode"
             );
         } else {
@@ -148,9 +167,33 @@ impl Pacer {
         self.bulk && self.paced
     }
 
-    /// Whether the next paced read should pause first (see [`Pacer::after_read`]).
-    pub(crate) fn pause_first(&self) -> bool {
-        self.pause_next
+    /// How long the next paced read should pause first, if it should (see
+    /// [`Pacer::after_read`]).
+    pub(crate) fn pause(&self) -> Option<Duration> {
+        self.pause_next.then_some(self.pause)
+    }
+
+    /// Adapts the pause to what the walsender sent during the one that just ended.
+    ///
+    /// A window found full was full for part of the pause, with the walsender waiting for
+    /// pgmirror: the next pause is shorter. One not yet full took the walsender's sends, each
+    /// crossing as a segment of its own, for all of it: the next pause is longer, and the
+    /// pause settles at about the time the walsender takes to fill the window. Until the
+    /// socket has held [`BULK_GULP`], what a closed window holds is not known and the pause
+    /// stays as it is.
+    pub(crate) fn after_pause(&mut self) {
+        let Some(queued) = queued_bytes(self.fd) else { return };
+        // The most recent pauses say what the window holds: the first ones of a catch-up
+        // can find more, sent into the wider window announced before the buffer shrank.
+        self.fullest = queued.max(self.fullest - self.fullest / 16);
+        if self.fullest < BULK_GULP {
+            return;
+        }
+        self.pause = if queued >= self.fullest - self.fullest / 8 {
+            (self.pause * 3 / 4).max(SHORTEST_PAUSE)
+        } else {
+            (self.pause * 3 / 2).min(LONGEST_PAUSE)
+        };
     }
 
     /// The most the next paced read may take: after a pause, [`BULK_GULP`]; else all there is.
@@ -168,7 +211,7 @@ impl Pacer {
     }
 
     /// Notes, after a paced read, whether the next read pauses: unless at least
-    /// [`BULK_GULP`] is already waiting behind it.
+    /// [`AHEAD`] is already waiting behind it.
     ///
     /// A read opens the window, and the walsender's queued sends cross at once, in the
     /// read's own system call over loopback: that much data waiting right after a read means
@@ -180,8 +223,7 @@ impl Pacer {
     /// read pauses only when the socket is empty.
     pub(crate) fn after_read(&mut self, tls: bool) {
         let waiting = queued_bytes(self.fd);
-        self.pause_next =
-            if tls { waiting == Some(0) } else { waiting.is_some_and(|w| w < BULK_GULP) };
+        self.pause_next = if tls { waiting == Some(0) } else { waiting.is_some_and(|w| w < AHEAD) };
     }
 
     /// Sets `SO_RCVLOWAT` unless it already has that value.
@@ -361,31 +403,43 @@ mod tests {
         // byte wakes the reader, whose reads are paced instead.
         assert_eq!(get_option(fd, libc::SO_RCVBUF), 2 * 32 * 1024);
         assert_eq!(get_option(fd, libc::SO_RCVLOWAT), 1);
-        assert!(!pacer.pause_first(), "the first read after switching goes at once");
+        assert_eq!(pacer.pause(), None, "the first read after switching goes at once");
 
         // Little waiting after a read: pause. A gulp waiting: the walsender is ahead.
         server.write_all(&[7; 100]).unwrap();
         let mut buf = vec![0; 64 * 1024];
         stream.read_exact(&mut buf[..60]).unwrap();
         pacer.after_read(false);
-        assert!(pacer.pause_first(), "40 bytes waiting");
+        assert_eq!(pacer.pause(), Some(LONGEST_PAUSE), "40 bytes waiting");
         assert_eq!(pacer.read_limit(), Some(32 * 1024), "after a pause, half a window");
-        server.write_all(&buf[..BULK_GULP]).unwrap();
+        server.write_all(&buf[..BULK_GULP + 8 * 1024]).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
+        // The socket holds the most it has held: the walsender waited, the next pause is
+        // shorter.
+        pacer.after_pause();
+        let shorter = LONGEST_PAUSE * 3 / 4;
         stream.read_exact(&mut buf[..40]).unwrap();
         pacer.after_read(false);
-        assert!(!pacer.pause_first(), "a gulp waiting");
+        assert_eq!(pacer.pause(), None, "a gulp waiting");
         assert_eq!(pacer.read_limit(), None, "the next read takes the whole gulp");
-        stream.read_exact(&mut buf[..BULK_GULP]).unwrap();
+        stream.read_exact(&mut buf[..BULK_GULP + 8 * 1024]).unwrap();
+        server.write_all(&[7; 100]).unwrap();
+        stream.read_exact(&mut buf[..60]).unwrap();
+        pacer.after_read(false);
+        assert_eq!(pacer.pause(), Some(shorter));
+        // Far from full after the pause: the walsender is slower, the next pause longer.
+        pacer.after_pause();
+        assert_eq!(pacer.pause(), Some(LONGEST_PAUSE));
+        stream.read_exact(&mut buf[..40]).unwrap();
 
         // Through TLS, only an empty socket pauses.
         server.write_all(&[7; 100]).unwrap();
         stream.read_exact(&mut buf[..60]).unwrap();
         pacer.after_read(true);
-        assert!(!pacer.pause_first(), "40 bytes still queued");
+        assert_eq!(pacer.pause(), None, "40 bytes still queued");
         stream.read_exact(&mut buf[..40]).unwrap();
         pacer.after_read(true);
-        assert!(pacer.pause_first());
+        assert!(pacer.pause().is_some());
 
         pacer.set_bulk(false);
         assert!(!pacer.is_bulk() && !pacer.is_paced());

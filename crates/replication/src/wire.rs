@@ -20,7 +20,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use pgconn::{ChannelBinding, ConnConfig, DbError, Error, Host, tls};
 
-use crate::pacing::{BULK_LOWAT, BULK_PAUSE, BULK_READ_WAIT, Pacer};
+use crate::pacing::{BULK_LOWAT, BULK_READ_WAIT, Pacer};
 
 /// Frames larger than this are refused (PostgreSQL's own limit on a single
 /// message is 1 GB; this guards against a corrupt length allocating wildly).
@@ -381,7 +381,8 @@ impl Conn {
     }
 
     /// One socket read. In bulk mode over a near link, a read that follows one that left
-    /// little waiting waits [`BULK_PAUSE`] first and takes at most half a window; over a far
+    /// little waiting pauses first (about as long as the walsender takes to fill the window)
+    /// and takes at most half a window; over a far
     /// link the kernel holds the wake-up until a good amount is queued, and after
     /// [`BULK_READ_WAIT`] whatever is there is read anyway. See [`crate::pacing`].
     async fn read_some(&mut self) -> Result<usize, Error> {
@@ -389,8 +390,9 @@ impl Conn {
             return Ok(self.io.read_buf(&mut self.rbuf).await?);
         };
         if pacer.is_paced() {
-            if pacer.pause_first() {
-                tokio::time::sleep(BULK_PAUSE).await;
+            if let Some(pause) = pacer.pause() {
+                tokio::time::sleep(pause).await;
+                pacer.after_pause();
             }
             let n = match pacer.read_limit() {
                 Some(limit) => (&mut self.io).take(limit).read_buf(&mut self.rbuf).await?,
