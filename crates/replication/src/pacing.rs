@@ -12,10 +12,10 @@
 //!
 //! While catching up over a near link, pgmirror does the same on purpose: it
 //! caps the receive buffer so the window closes after a few dozen kilobytes,
-//! and after a read that leaves less than half of that waiting it pauses and
-//! then takes at most half a window, so the walsender meets a closed window for
-//! most of its sends; when more is waiting, the walsender is ahead and the next
-//! read goes at once and takes all there is, so it is never held back. The
+//! and after a read that leaves less than a quarter of that waiting it pauses
+//! and then takes at most half a window, so the walsender meets a closed window
+//! for most of its sends; when more is waiting, the walsender is ahead and the
+//! next read goes at once and takes all there is, so it is never held back. The
 //! pause follows the walsender's pace: about as long as it takes to fill the
 //! window (see [`Pacer::after_pause`]).
 //!

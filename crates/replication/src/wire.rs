@@ -382,9 +382,9 @@ impl Conn {
 
     /// One socket read. In bulk mode over a near link, a read that follows one that left
     /// little waiting pauses first (about as long as the walsender takes to fill the window)
-    /// and takes at most half a window; over a far
-    /// link the kernel holds the wake-up until a good amount is queued, and after
-    /// [`BULK_READ_WAIT`] whatever is there is read anyway. See [`crate::pacing`].
+    /// and takes at most half a window; over a far link the kernel holds the wake-up until a
+    /// good amount is queued, and after [`BULK_READ_WAIT`] whatever is there is read anyway.
+    /// See [`crate::pacing`].
     async fn read_some(&mut self) -> Result<usize, Error> {
         let Some(pacer) = self.pacer.as_mut().filter(|p| p.is_bulk()) else {
             return Ok(self.io.read_buf(&mut self.rbuf).await?);
