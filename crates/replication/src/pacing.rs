@@ -432,6 +432,15 @@ mod tests {
         assert_eq!(pacer.pause(), Some(LONGEST_PAUSE));
         stream.read_exact(&mut buf[..40]).unwrap();
 
+        // What a read of half a window leaves of a full one (31,744 bytes over loopback) is
+        // more than a quarter window: the next read goes at once.
+        server.write_all(&buf[..BULK_GULP - 1024 + 60]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        stream.read_exact(&mut buf[..60]).unwrap();
+        pacer.after_read(false);
+        assert_eq!(pacer.pause(), None, "31,744 bytes waiting");
+        stream.read_exact(&mut buf[..BULK_GULP - 1024]).unwrap();
+
         // Through TLS, only an empty socket pauses.
         server.write_all(&[7; 100]).unwrap();
         stream.read_exact(&mut buf[..60]).unwrap();
