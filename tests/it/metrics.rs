@@ -190,7 +190,9 @@ async fn endpoint_serves_metrics_and_health_and_nothing_else() {
         text.contains(&format!("\npgmirror_build_info{{version=\"{version}\"}} 1\n")),
         "{text}"
     );
-    assert!(sample(&text, "process_cpu_seconds_total") > 0.0, "{text}");
+    // Counted in the kernel's 10 ms ticks: a mirror of a tiny database can stay under one.
+    let cpu = sample(&text, "process_cpu_seconds_total");
+    assert!((0.0..600.0).contains(&cpu), "{text}");
     assert!(sample(&text, "process_resident_memory_bytes") > 1e6, "{text}");
     assert!(sample(&text, "process_open_fds") > 3.0, "{text}");
     let started = sample(&text, "process_start_time_seconds");
